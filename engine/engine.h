@@ -1,0 +1,77 @@
+/* engine: the request table and the step loop (schedule -> batch metadata -> forward ->
+ * sample -> append / finish -> emit). Single-threaded: every engine_* call comes from the
+ * one scheduler thread. Outputs leave through the per-engine callback given at init; the
+ * callback must not call back into the engine except engine_cancel().
+ *
+ * Requests are copied into engine memory at submit (prompt ids included), so callers may
+ * free their buffers at once. Every accepted request gets exactly one terminal event.
+ */
+#ifndef ZP_ENGINE_H
+#define ZP_ENGINE_H
+
+#include "engine/sampler.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct engine engine;
+
+typedef struct engine_request {
+    uint64_t user_tag;         /* opaque to the engine, echoed in events */
+    const int32_t *prompt_ids; /* copied at submit */
+    int32_t n_prompt;
+    sampling_params sp;
+    int8_t compress;          /* -1 = engine default, 0 = never compress, 1 = compress */
+    int32_t kv_budget_blocks; /* 0 = engine default (max_cache_blocks_per_seq) */
+    bool logprobs;
+} engine_request;
+
+typedef enum {
+    ENGINE_RUNNING = 0, /* a token event, more follow */
+    ENGINE_FINISH_STOP,
+    ENGINE_FINISH_LENGTH,
+    ENGINE_FINISH_CANCELLED,
+    ENGINE_FINISH_ERROR,
+} engine_finish;
+
+typedef struct engine_usage {
+    int32_t prompt_tokens, completion_tokens;
+    int32_t kv_blocks_peak, compressions;
+    int64_t evicted_tokens;
+    int32_t cached_prompt_tokens; /* prefix-cache hits */
+} engine_usage;
+
+/* One event per generated token (finish = ENGINE_RUNNING, token set) and one terminal event
+ * (finish != ENGINE_RUNNING; token = the last token or -1; usage filled). */
+typedef struct engine_event {
+    uint64_t req_id, user_tag;
+    int32_t token;
+    float logprob;
+    engine_finish finish;
+    int32_t err_code;    /* ZP_E* when finish == ENGINE_FINISH_ERROR */
+    const char *err_msg; /* valid during the callback */
+    engine_usage usage;
+} engine_event;
+
+typedef void (*engine_output_fn)(void *user, const engine_event *ev);
+
+typedef struct engine_stats {
+    int32_t running, waiting, max_concurrency;
+    int32_t blocks_total, blocks_used, blocks_free;
+    int64_t steps, prompt_tokens, completion_tokens, preemptions;
+    int64_t prefix_hit_tokens, prefix_query_tokens;
+    int64_t compressions, evicted_tokens;
+    double score_seconds, compact_seconds, forward_seconds, busy_seconds;
+    double tokens_per_s; /* completion tokens per busy second */
+} engine_stats;
+
+/* Queues a request. *req_id gets its id. Errors (prompt too long, bad parameter, queue
+ * full) are returned at once with a message, and no event is ever sent for that request. */
+int engine_submit(engine *e, const engine_request *r, uint64_t *req_id);
+/* Cancels a request; its blocks are freed at once and a CANCELLED terminal event follows. */
+int engine_cancel(engine *e, uint64_t req_id);
+/* Runs one step. Returns the number of unfinished requests, or a negative code. */
+int engine_step(engine *e);
+void engine_get_stats(const engine *e, engine_stats *s);
+
+#endif

@@ -1,0 +1,68 @@
+/* loader: reads a Hugging Face model directory: config.json (Qwen3ForCausalLM,
+ * Qwen2ForCausalLM, LlamaForCausalLM; Hub and transformers-5 spellings), the optional
+ * generation_config.json, and the weights (model.safetensors or shards listed in
+ * model.safetensors.index.json), mapped read-only and checked tensor by tensor for presence,
+ * shape and dtype against the config. Errors name the file and the key or tensor.
+ *
+ * Memory: tensor tables live in the arena; weight bytes stay in the file mappings until
+ * loader_close(). Start-up only; the result is read-only and may be shared by threads.
+ */
+#ifndef ZP_LOADER_H
+#define ZP_LOADER_H
+
+#include "arena/arena.h"
+#include "drv/dtype.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum { MODEL_QWEN3, MODEL_QWEN2, MODEL_LLAMA } model_arch;
+typedef enum { ROPE_DEFAULT, ROPE_LLAMA3 } rope_kind;
+
+#define LOADER_MAX_EOS 16
+
+typedef struct model_config {
+    model_arch arch;
+    int hidden, layers, heads, kv_heads, head_dim, intermediate, vocab, max_pos;
+    double rope_theta, rms_eps;
+    rope_kind rope;
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_orig_max_pos;
+    bool tie_embeddings, attn_bias, qk_norm;
+    zp_dtype dtype; /* declared torch dtype */
+    int32_t eos_ids[LOADER_MAX_EOS];
+    int n_eos;
+    int32_t bos_id; /* -1 when none */
+} model_config;
+
+/* One weight: dims as stored ([out, in] for linear layers), data in a file mapping. */
+typedef struct tensor {
+    const void *data;
+    zp_dtype dtype;
+    int ndim;
+    int64_t shape[2];
+    const char *name;
+} tensor;
+
+typedef struct layer_weights {
+    tensor in_norm, post_norm;
+    tensor q, k, v, o;
+    tensor q_bias, k_bias, v_bias; /* data NULL unless attn_bias */
+    tensor q_norm, k_norm;         /* data NULL unless qk_norm */
+    tensor gate, up, down;
+} layer_weights;
+
+typedef struct model_weights {
+    tensor embed, final_norm, lm_head; /* lm_head aliases embed when tied */
+    layer_weights *layers;
+    int nfiles;
+    const uint8_t *maps[64];
+    size_t map_len[64];
+} model_weights;
+
+int loader_config(model_config *c, arena *a, const char *dir);
+int loader_weights(model_weights *w, const model_config *c, arena *a, const char *dir);
+void loader_close(model_weights *w);
+const char *loader_arch_name(model_arch a);
+
+#endif
