@@ -29,8 +29,14 @@ TESTS     := $(TEST_SRCS:tests/%.c=$(O)/asan/tests/%)
 DEB_PKGS := libjsmn-dev libxxhash-dev libutf8proc-dev musl-tools
 DEP_FILES := /usr/include/jsmn.h /usr/include/xxhash.h /usr/include/utf8proc.h /usr/bin/musl-gcc
 
+# Module fragments add targets and append to TEST_DEPS (things `make test` needs first, e.g.
+# npm goldens) and ALL_EXTRA (more default targets, e.g. the musl client).
+TEST_DEPS :=
+ALL_EXTRA :=
+-include ipc/ipc.mk tests/golden/golden.mk
+
 .PHONY: all test run deps clean format tests-build
-all: deps $(O)/zipage
+all: deps $(O)/zipage $(ALL_EXTRA)
 
 deps:
 	@missing=""; for f in $(DEP_FILES); do [ -e $$f ] || missing=1; done; \
@@ -72,7 +78,7 @@ $(O)/asan/tests/%: tests/%.c $(O)/asan/libzpengine.a | deps
 
 tests-build: deps $(TESTS) $(O)/asan/zipage $(O)/zipage
 
-test: tests-build
+test: tests-build $(TEST_DEPS)
 	@tests/run.sh $(O)
 
 run: all
