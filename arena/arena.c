@@ -37,6 +37,12 @@ static int frozen_fail(arena *a, const char *what) {
 static size_t align_up(size_t v, size_t align) { return (v + align - 1) & ~(align - 1); }
 
 void *arena_alloc(arena *a, size_t size, size_t align, const char *what) {
+    void *p = arena_alloc_uninit(a, size, align, what);
+    if (p) memset(p, 0, size);
+    return p;
+}
+
+void *arena_alloc_uninit(arena *a, size_t size, size_t align, const char *what) {
     assert(align && (align & (align - 1)) == 0);
     if (a->frozen) {
         frozen_fail(a, what);
@@ -50,9 +56,7 @@ void *arena_alloc(arena *a, size_t size, size_t align, const char *what) {
         return NULL;
     }
     a->lo = start + size;
-    void *p = a->base + start;
-    memset(p, 0, size);
-    return p;
+    return a->base + start;
 }
 
 char *arena_strdup(arena *a, const char *s, size_t len, const char *what) {

@@ -35,6 +35,9 @@ void arena_release(arena *a);
 
 /* Permanent allocation, zeroed. NULL (with err set) when full or frozen. */
 void *arena_alloc(arena *a, size_t size, size_t align, const char *what);
+/* Permanent allocation left as the mapping has it (not zeroed): for large buffers that are
+ * always written before being read, so untouched pages cost no memory. */
+void *arena_alloc_uninit(arena *a, size_t size, size_t align, const char *what);
 /* Copies a string into the arena. */
 char *arena_strdup(arena *a, const char *s, size_t len, const char *what);
 

@@ -9,6 +9,8 @@
 #ifndef ZP_ENGINE_H
 #define ZP_ENGINE_H
 
+#include "arena/arena.h"
+#include "engine/conf.h"
 #include "engine/sampler.h"
 
 #include <stdbool.h>
@@ -64,6 +66,22 @@ typedef struct engine_stats {
     double score_seconds, compact_seconds, forward_seconds, busy_seconds;
     double tokens_per_s; /* completion tokens per busy second */
 } engine_stats;
+
+/* Loads the model named by cf->model on the configured backend, plans memory (activations,
+ * KV blocks) and carves everything from the arena and the backend reservation. n_valid: ids
+ * the tokenizer can produce (logits of ids >= n_valid are masked); 0 = the model's vocab.
+ * extra_eos: further end-of-sequence ids (e.g. the tokenizer's), may be NULL. */
+int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
+                int n_extra_eos, engine_output_fn out_fn, void *user);
+void engine_close(engine *e);
+/* Facts for banners and clients. */
+typedef struct engine_info {
+    const char *backend, *arch;
+    int32_t vocab, n_valid, layers, hidden, max_model_len, block_size, num_blocks;
+    int32_t max_num_seqs, max_concurrency;
+    size_t kv_bytes, device_bytes;
+} engine_info;
+void engine_get_info(const engine *e, engine_info *info);
 
 /* Queues a request. *req_id gets its id. Errors (prompt too long, bad parameter, queue
  * full) are returned at once with a message, and no event is ever sent for that request. */

@@ -1,0 +1,457 @@
+/* cpu: the reference backend: every op of drv/backend.h in plain C with f32 math.
+ *
+ * It is the oracle for the CUDA kernels and what CI runs. Work is split over a fixed pool
+ * of worker threads created at start-up; each op partitions its outputs into contiguous
+ * ranges, and every output element is computed by exactly one thread in a fixed order, so
+ * results do not depend on the thread count or on the other rows of the batch.
+ *
+ * Memory: the "device" reservation is one anonymous host mapping (MAP_NORESERVE); be_ptr is
+ * a host address. map_host aliases the caller's bytes (mapped weights are used in place).
+ * Per-thread scratch (f32 copies of 4 weight rows) is sized at creation from max_k.
+ * Threading: ops are called from one thread (the engine's); workers only run inside ops.
+ */
+#include "drv/backend.h"
+
+#include "arena/err.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define CPU_MAX_THREADS 256
+
+typedef void (*par_fn)(void *ctx, size_t begin, size_t end, int tid);
+
+typedef struct cpu_impl {
+    uint8_t *mem;
+    size_t size, used;
+    int nthreads, max_k;
+    float *scratch; /* [nthreads][4 * max_k] */
+    pthread_t tid[CPU_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    uint64_t gen;    /* bumped per parallel job; workers wait for a new value */
+    int pending;     /* workers still running the current job */
+    int stop;
+    par_fn fn;
+    void *ctx;
+    size_t items, grain;
+} cpu_impl;
+
+static backend cpu_be;
+static cpu_impl cpu;
+
+static inline void *P(be_ptr p) { return (void *)(uintptr_t)p; }
+
+/* Thread t's share of [0, items): contiguous ranges, multiples of grain. */
+static void share(size_t items, size_t grain, int t, int nt, size_t *b, size_t *e) {
+    size_t units = (items + grain - 1) / grain;
+    size_t per = units / (size_t)nt, extra = units % (size_t)nt;
+    size_t ub = (size_t)t * per + ((size_t)t < extra ? (size_t)t : extra);
+    size_t ue = ub + per + ((size_t)t < extra);
+    *b = ub * grain < items ? ub * grain : items;
+    *e = ue * grain < items ? ue * grain : items;
+}
+
+static void *worker(void *arg) {
+    int t = (int)(intptr_t)arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&cpu.mu);
+    for (;;) {
+        while (cpu.gen == seen && !cpu.stop) pthread_cond_wait(&cpu.go, &cpu.mu);
+        if (cpu.stop) break;
+        seen = cpu.gen;
+        par_fn fn = cpu.fn;
+        void *ctx = cpu.ctx;
+        size_t b, e;
+        share(cpu.items, cpu.grain, t, cpu.nthreads, &b, &e);
+        pthread_mutex_unlock(&cpu.mu);
+        if (b < e) fn(ctx, b, e, t);
+        pthread_mutex_lock(&cpu.mu);
+        if (--cpu.pending == 0) pthread_cond_signal(&cpu.done);
+    }
+    pthread_mutex_unlock(&cpu.mu);
+    return NULL;
+}
+
+/* Runs fn over [0, items) split across all threads; the caller runs share 0. */
+static void parallel(size_t items, size_t grain, par_fn fn, void *ctx) {
+    if (items == 0) return;
+    if (grain == 0) grain = 1;
+    if (cpu.nthreads == 1 || items <= grain) {
+        fn(ctx, 0, items, 0);
+        return;
+    }
+    pthread_mutex_lock(&cpu.mu);
+    cpu.fn = fn;
+    cpu.ctx = ctx;
+    cpu.items = items;
+    cpu.grain = grain;
+    cpu.pending = cpu.nthreads - 1;
+    cpu.gen++;
+    pthread_cond_broadcast(&cpu.go);
+    pthread_mutex_unlock(&cpu.mu);
+    size_t b, e;
+    share(items, grain, 0, cpu.nthreads, &b, &e);
+    if (b < e) fn(ctx, b, e, 0);
+    pthread_mutex_lock(&cpu.mu);
+    while (cpu.pending) pthread_cond_wait(&cpu.done, &cpu.mu);
+    pthread_mutex_unlock(&cpu.mu);
+}
+
+/* ---- memory ---- */
+
+static int cpu_reserve(backend *be, size_t bytes) {
+    if (cpu.mem) return err_set(ZP_ESTATE, "cpu backend: memory already reserved");
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return err_set(ZP_ENOMEM, "cpu backend: cannot reserve %zu MiB: %s", bytes >> 20,
+                       strerror(errno));
+    cpu.mem = p;
+    cpu.size = bytes;
+    cpu.used = 0;
+    return 0;
+}
+
+static int cpu_alloc(backend *be, size_t bytes, size_t align, be_ptr *out, const char *what) {
+    size_t start = (cpu.used + align - 1) & ~(align - 1);
+    if (!cpu.mem || start > cpu.size || bytes > cpu.size - start)
+        return err_set(ZP_ENOMEM, "cpu backend: no room for %zu bytes of '%s' (%zu of %zu MiB used)",
+                       bytes, what, cpu.used >> 20, cpu.size >> 20);
+    cpu.used = start + bytes;
+    *out = (be_ptr)(uintptr_t)(cpu.mem + start);
+    return 0;
+}
+
+static int cpu_map_host(backend *be, const void *host, size_t bytes, be_ptr *out,
+                        const char *what) {
+    *out = (be_ptr)(uintptr_t)host;
+    return 0;
+}
+
+static int cpu_upload(backend *be, be_ptr dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(P(dst), src, bytes);
+    return 0;
+}
+
+static int cpu_download(backend *be, void *dst, be_ptr src, size_t bytes) {
+    if (bytes) memcpy(dst, P(src), bytes);
+    return 0;
+}
+
+static int cpu_sync(backend *be) { return 0; }
+
+static void cpu_destroy(backend *be) {
+    pthread_mutex_lock(&cpu.mu);
+    cpu.stop = 1;
+    pthread_cond_broadcast(&cpu.go);
+    pthread_mutex_unlock(&cpu.mu);
+    for (int t = 1; t < cpu.nthreads; t++) pthread_join(cpu.tid[t], NULL);
+    if (cpu.mem) munmap(cpu.mem, cpu.size);
+    if (cpu.scratch) munmap(cpu.scratch, sizeof(float) * 4 * (size_t)cpu.max_k * (size_t)cpu.nthreads);
+    memset(&cpu, 0, sizeof cpu);
+}
+
+/* ---- ops ---- */
+
+typedef struct {
+    float *out;
+    const void *table;
+    zp_dtype wt;
+    const int32_t *ids;
+    int dim;
+} embed_args;
+
+static void embed_rows(void *c, size_t b, size_t e, int tid) {
+    embed_args *a = c;
+    for (size_t i = b; i < e; i++) {
+        size_t base = (size_t)a->ids[i] * (size_t)a->dim;
+        for (int j = 0; j < a->dim; j++) a->out[i * (size_t)a->dim + (size_t)j] = zp_load(a->table, a->wt, base + (size_t)j);
+    }
+}
+
+static void cpu_embed(backend *be, be_ptr out, be_ptr table, zp_dtype wt, be_ptr ids, int n,
+                      int dim) {
+    embed_args a = {P(out), P(table), wt, P(ids), dim};
+    parallel((size_t)n, 1, embed_rows, &a);
+}
+
+typedef struct {
+    float *out, *x, *resid;
+    const void *w;
+    zp_dtype wt;
+    int dim;
+    float eps;
+} norm_args;
+
+static void norm_row(float *out, const float *x, const void *w, zp_dtype wt, int dim, float eps) {
+    float ss = 0;
+    for (int j = 0; j < dim; j++) ss += x[j] * x[j];
+    float r = 1.0f / sqrtf(ss / (float)dim + eps);
+    for (int j = 0; j < dim; j++) out[j] = x[j] * r * zp_load(w, wt, (size_t)j);
+}
+
+static void norm_rows(void *c, size_t b, size_t e, int tid) {
+    norm_args *a = c;
+    for (size_t i = b; i < e; i++) {
+        size_t o = i * (size_t)a->dim;
+        if (a->resid) {
+            for (int j = 0; j < a->dim; j++) a->resid[o + (size_t)j] += a->x[o + (size_t)j];
+            norm_row(a->out + o, a->resid + o, a->w, a->wt, a->dim, a->eps);
+        } else {
+            norm_row(a->out + o, a->x + o, a->w, a->wt, a->dim, a->eps);
+        }
+    }
+}
+
+static void cpu_rmsnorm(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt, int rows,
+                        int dim, float eps) {
+    norm_args a = {P(out), P(x), NULL, P(w), wt, dim, eps};
+    parallel((size_t)rows, 1, norm_rows, &a);
+}
+
+static void cpu_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w,
+                            zp_dtype wt, int rows, int dim, float eps) {
+    norm_args a = {P(out), P(x), P(resid), P(w), wt, dim, eps};
+    parallel((size_t)rows, 1, norm_rows, &a);
+}
+
+typedef struct {
+    float *out;
+    const float *x;
+    const void *w;
+    const void *bias;
+    zp_dtype wt;
+    int n, k, m;
+} mm_args;
+
+/* Dot products of one activation row with 4 weight rows (f32), 8 lanes each; fixed order. */
+static void dot4(const float *x, const float *w, int k, float r[4]) {
+    float s[4][8] = {{0}};
+    int i = 0;
+    for (; i + 8 <= k; i += 8)
+        for (int c = 0; c < 4; c++)
+            for (int j = 0; j < 8; j++) s[c][j] += x[i + j] * w[(size_t)c * (size_t)k + (size_t)(i + j)];
+    for (int c = 0; c < 4; c++) {
+        float t = ((s[c][0] + s[c][1]) + (s[c][2] + s[c][3])) + ((s[c][4] + s[c][5]) + (s[c][6] + s[c][7]));
+        for (int j = i; j < k; j++) t += x[j] * w[(size_t)c * (size_t)k + (size_t)j];
+        r[c] = t;
+    }
+}
+
+static void mm_cols(void *c, size_t b, size_t e, int tid) {
+    mm_args *a = c;
+    size_t k = (size_t)a->k;
+    float *wbuf = cpu.scratch + (size_t)tid * 4 * (size_t)cpu.max_k;
+    for (size_t col = b; col < e; col += 4) {
+        int nc = e - col < 4 ? (int)(e - col) : 4;
+        for (int cc = 0; cc < 4; cc++) {
+            float *dst = wbuf + (size_t)cc * k;
+            if (cc >= nc) {
+                memset(dst, 0, k * sizeof(float));
+                continue;
+            }
+            size_t row = (col + (size_t)cc) * k;
+            if (a->wt == ZP_F32) memcpy(dst, (const float *)a->w + row, k * sizeof(float));
+            else
+                for (size_t j = 0; j < k; j++) dst[j] = zp_load(a->w, a->wt, row + j);
+        }
+        for (int i = 0; i < a->n; i++) {
+            float r[4];
+            dot4(a->x + (size_t)i * k, wbuf, a->k, r);
+            for (int cc = 0; cc < nc; cc++) {
+                float v = r[cc];
+                if (a->bias) v += zp_load(a->bias, a->wt, col + (size_t)cc);
+                a->out[(size_t)i * (size_t)a->m + col + (size_t)cc] = v;
+            }
+        }
+    }
+}
+
+static void cpu_matmul(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt, be_ptr bias,
+                       int n, int k, int m) {
+    assert(k <= cpu.max_k);
+    mm_args a = {P(out), P(x), P(w), bias ? P(bias) : NULL, wt, n, k, m};
+    parallel((size_t)m, 4, mm_cols, &a);
+}
+
+typedef struct {
+    float *x;
+    const int32_t *pos;
+    const float *inv_freq;
+    int heads, dim;
+} rope_args;
+
+static void rope_rows(void *c, size_t b, size_t e, int tid) {
+    rope_args *a = c;
+    int half = a->dim / 2;
+    for (size_t i = b; i < e; i++) {
+        float p = (float)a->pos[i];
+        for (int j = 0; j < half; j++) {
+            float ang = p * a->inv_freq[j], cs = cosf(ang), sn = sinf(ang);
+            for (int h = 0; h < a->heads; h++) {
+                float *v = a->x + (i * (size_t)a->heads + (size_t)h) * (size_t)a->dim;
+                float x1 = v[j], x2 = v[j + half];
+                v[j] = x1 * cs - x2 * sn;
+                v[j + half] = x2 * cs + x1 * sn;
+            }
+        }
+    }
+}
+
+static void cpu_rope(backend *be, be_ptr x, be_ptr positions, be_ptr inv_freq, int n, int heads,
+                     int dim) {
+    rope_args a = {P(x), P(positions), P(inv_freq), heads, dim};
+    parallel((size_t)n, 1, rope_rows, &a);
+}
+
+static inline void kv_put(void *cache, zp_dtype t, size_t i, float v) {
+    if (t == ZP_F32) ((float *)cache)[i] = v;
+    else ((uint16_t *)cache)[i] = t == ZP_BF16 ? zp_f32_to_bf16(v) : zp_f32_to_f16(v);
+}
+
+typedef struct {
+    void *kc, *vc;
+    zp_dtype kvt;
+    const float *k, *v;
+    const int32_t *slots;
+    int hkv, dim, bs;
+} store_args;
+
+static void store_rows(void *c, size_t b, size_t e, int tid) {
+    store_args *a = c;
+    for (size_t i = b; i < e; i++) {
+        size_t blk = (size_t)a->slots[i] / (size_t)a->bs, off = (size_t)a->slots[i] % (size_t)a->bs;
+        for (int h = 0; h < a->hkv; h++) {
+            size_t dst = ((blk * (size_t)a->hkv + (size_t)h) * (size_t)a->bs + off) * (size_t)a->dim;
+            size_t src = (i * (size_t)a->hkv + (size_t)h) * (size_t)a->dim;
+            for (int j = 0; j < a->dim; j++) {
+                kv_put(a->kc, a->kvt, dst + (size_t)j, a->k[src + (size_t)j]);
+                kv_put(a->vc, a->kvt, dst + (size_t)j, a->v[src + (size_t)j]);
+            }
+        }
+    }
+}
+
+static void cpu_kv_store(backend *be, be_ptr kc, be_ptr vc, zp_dtype kvt, be_ptr k, be_ptr v,
+                         be_ptr slots, int n, int hkv, int dim, int bs) {
+    store_args a = {P(kc), P(vc), kvt, P(k), P(v), P(slots), hkv, dim, bs};
+    parallel((size_t)n, 1, store_rows, &a);
+}
+
+typedef struct {
+    float *out;
+    const float *q;
+    const void *kc, *vc;
+    zp_dtype kvt;
+    const int32_t *tok_seq, *tok_kv_idx, *bt;
+    int max_blocks, hq, hkv, dim, bs;
+    float scale;
+} attn_args;
+
+/* One (token, query head): online softmax over the token's cache indices [0, idx]. */
+static void attn_items(void *c, size_t b, size_t e, int tid) {
+    attn_args *a = c;
+    int group = a->hq / a->hkv, D = a->dim;
+    float acc[512];
+    assert(D <= 512);
+    for (size_t it = b; it < e; it++) {
+        size_t t = it / (size_t)a->hq;
+        int h = (int)(it % (size_t)a->hq), kh = h / group;
+        const float *q = a->q + (t * (size_t)a->hq + (size_t)h) * (size_t)D;
+        const int32_t *bt = a->bt + (size_t)a->tok_seq[t] * (size_t)a->max_blocks;
+        int len = a->tok_kv_idx[t] + 1;
+        float mx = -INFINITY, sum = 0;
+        for (int j = 0; j < D; j++) acc[j] = 0;
+        for (int p = 0; p < len; p++) {
+            size_t base = (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
+                           (size_t)(p % a->bs)) * (size_t)D;
+            float s = 0;
+            for (int j = 0; j < D; j++) s += q[j] * zp_load(a->kc, a->kvt, base + (size_t)j);
+            s *= a->scale;
+            float nm = s > mx ? s : mx, corr = expf(mx - nm), w = expf(s - nm);
+            sum = sum * corr + w;
+            for (int j = 0; j < D; j++) acc[j] = acc[j] * corr + w * zp_load(a->vc, a->kvt, base + (size_t)j);
+            mx = nm;
+        }
+        float *o = a->out + (t * (size_t)a->hq + (size_t)h) * (size_t)D;
+        for (int j = 0; j < D; j++) o[j] = acc[j] / sum;
+    }
+}
+
+static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
+                          const be_batch *bb, int hq, int hkv, int dim, int bs, float scale) {
+    attn_args a = {P(out), P(q), P(kc), P(vc), kvt, P(bb->tok_seq), P(bb->tok_kv_idx),
+                   P(bb->block_tables), bb->max_blocks, hq, hkv, dim, bs, scale};
+    parallel((size_t)bb->n_tokens * (size_t)hq, 1, attn_items, &a);
+}
+
+typedef struct {
+    float *out;
+    const float *gate, *up;
+} silu_args;
+
+static void silu_range(void *c, size_t b, size_t e, int tid) {
+    silu_args *a = c;
+    for (size_t i = b; i < e; i++) {
+        float g = a->gate[i];
+        a->out[i] = g / (1.0f + expf(-g)) * a->up[i];
+    }
+}
+
+static void cpu_silu_mul(backend *be, be_ptr out, be_ptr gate, be_ptr up, size_t n) {
+    silu_args a = {P(out), P(gate), P(up)};
+    parallel(n, 4096, silu_range, &a);
+}
+
+static void cpu_gather_rows(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim) {
+    float *o = P(out);
+    const float *src = P(x);
+    const int32_t *r = P(rows);
+    for (int i = 0; i < n; i++)
+        memcpy(o + (size_t)i * (size_t)dim, src + (size_t)r[i] * (size_t)dim, sizeof(float) * (size_t)dim);
+}
+
+int cpu_backend_create(backend **out, int threads, int max_k) {
+    if (cpu_be.name) return err_set(ZP_ESTATE, "cpu backend: already created");
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    if (threads > CPU_MAX_THREADS) threads = CPU_MAX_THREADS;
+    if (max_k < 1) max_k = 1;
+    memset(&cpu, 0, sizeof cpu);
+    cpu.nthreads = threads;
+    cpu.max_k = max_k;
+    size_t sb = sizeof(float) * 4 * (size_t)max_k * (size_t)threads;
+    void *s = mmap(NULL, sb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (s == MAP_FAILED) return err_set(ZP_ENOMEM, "cpu backend: scratch: %s", strerror(errno));
+    cpu.scratch = s;
+    pthread_mutex_init(&cpu.mu, NULL);
+    pthread_cond_init(&cpu.go, NULL);
+    pthread_cond_init(&cpu.done, NULL);
+    for (int t = 1; t < threads; t++) {
+        int rc = pthread_create(&cpu.tid[t], NULL, worker, (void *)(intptr_t)t);
+        if (rc) {
+            cpu.nthreads = t;
+            cpu_destroy(&cpu_be);
+            return err_set(ZP_EBACKEND, "cpu backend: cannot start thread %d: %s", t, strerror(rc));
+        }
+    }
+    cpu_be = (backend){
+        .name = "cpu", .impl = &cpu, .reserve = cpu_reserve, .alloc = cpu_alloc,
+        .map_host = cpu_map_host, .upload = cpu_upload, .download = cpu_download,
+        .sync = cpu_sync, .destroy = cpu_destroy, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
+        .add_rmsnorm = cpu_add_rmsnorm, .matmul = cpu_matmul, .rope = cpu_rope,
+        .kv_store = cpu_kv_store, .attention = cpu_attention, .silu_mul = cpu_silu_mul,
+        .gather_rows = cpu_gather_rows,
+    };
+    *out = &cpu_be;
+    return 0;
+}

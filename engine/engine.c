@@ -1,0 +1,529 @@
+/* engine: request table, scheduler and step loop (see engine.h).
+ *
+ * Scheduling (one step): running requests first, oldest first, each takes what it still
+ * needs (1 token when decoding, the rest of its prompt when prefilling) within the step's
+ * token budget (max_num_batched_tokens) — so a long prompt is prefilled in chunks and
+ * decodes keep going in the same steps. Then waiting requests are admitted in FIFO order
+ * while budget, max_num_seqs and free blocks allow; the head of the queue is never skipped,
+ * so nothing starves. When a running request needs a block and none is free, the newest
+ * running request is preempted (blocks released, tokens kept, recomputed later).
+ *
+ * Invariants: a request's K/V cover tokens [0, n_computed) in cache order; kv_len is its
+ * logical cache length; blocks[0 .. n_blocks) hold cache indices [0, n_blocks*bs). A block
+ * shared through the prefix cache (ref > 1) is always full and never written.
+ *
+ * Memory: request slots, token arrays and block tables are carved from the arena at open;
+ * nothing is allocated per step. Single-threaded (see engine.h).
+ */
+#include "engine/engine.h"
+
+#include "arena/err.h"
+#include "drv/backend.h"
+#include "engine/kv.h"
+#include "engine/loader.h"
+#include "engine/model.h"
+
+#include <assert.h>
+#include <string.h>
+#include <time.h>
+
+typedef enum { RQ_FREE, RQ_WAITING, RQ_RUNNING } rq_state;
+
+typedef struct req {
+    uint64_t id, user_tag;
+    rq_state state;
+    int32_t *tok; /* prompt then completion */
+    int32_t n_prompt, n_tok;
+    int32_t n_computed, kv_len;
+    int32_t *blocks;
+    int32_t n_blocks;
+    int32_t n_hashed; /* leading blocks registered in the prefix cache */
+    uint64_t last_hash;
+    int64_t admit_seq; /* admission order; preemption takes the largest */
+    sampling_params sp;
+    bool logprobs, cancel_pending;
+    engine_usage usage;
+    int32_t prev, next; /* links in the waiting or running list */
+} req;
+
+typedef struct rq_list {
+    int32_t head, tail, n;
+} rq_list;
+
+typedef struct sched_item {
+    int32_t r, take;
+} sched_item;
+
+struct engine {
+    conf cf;
+    model_config mc;
+    model_weights mw;
+    model m;
+    backend *be;
+    kv_pool kv;
+    sampler smp;
+    engine_output_fn out;
+    void *user;
+    int32_t n_valid, max_model_len, bs, max_blocks;
+    int32_t eos[LOADER_MAX_EOS + 8];
+    int n_eos;
+    req *reqs;
+    int32_t nreqs;
+    int32_t *free_slots, nfree_slots;
+    rq_list waiting, running;
+    sched_item *sched;
+    int32_t n_sched;
+    uint64_t id_counter;
+    int64_t admit_counter;
+    bool in_step;
+    int32_t n_cancel_pending;
+    engine_stats st;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- lists ---- */
+
+static void list_push_back(engine *e, rq_list *l, int32_t i) {
+    req *r = &e->reqs[i];
+    r->prev = l->tail;
+    r->next = -1;
+    if (l->tail >= 0) e->reqs[l->tail].next = i;
+    else l->head = i;
+    l->tail = i;
+    l->n++;
+}
+
+static void list_push_front(engine *e, rq_list *l, int32_t i) {
+    req *r = &e->reqs[i];
+    r->prev = -1;
+    r->next = l->head;
+    if (l->head >= 0) e->reqs[l->head].prev = i;
+    else l->tail = i;
+    l->head = i;
+    l->n++;
+}
+
+static void list_remove(engine *e, rq_list *l, int32_t i) {
+    req *r = &e->reqs[i];
+    if (r->prev >= 0) e->reqs[r->prev].next = r->next;
+    else l->head = r->next;
+    if (r->next >= 0) e->reqs[r->next].prev = r->prev;
+    else l->tail = r->prev;
+    r->prev = r->next = -1;
+    l->n--;
+}
+
+/* ---- open / close ---- */
+
+int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
+                int n_extra_eos, engine_output_fn out_fn, void *user) {
+    int rc;
+    engine *e = arena_alloc(a, sizeof *e, 64, "engine");
+    if (!e) return ZP_ENOMEM;
+    e->cf = *cf;
+    e->out = out_fn;
+    e->user = user;
+    if (!cf->model[0])
+        return err_set(ZP_EINVAL, "no model: pass --model DIR or set 'model' in zipage.conf");
+    if ((rc = loader_config(&e->mc, a, cf->model))) return rc;
+    if ((rc = loader_weights(&e->mw, &e->mc, a, cf->model))) return rc;
+    const model_config *mc = &e->mc;
+
+    e->n_valid = n_valid > 0 && n_valid <= mc->vocab ? n_valid : mc->vocab;
+    for (int i = 0; i < mc->n_eos; i++) e->eos[e->n_eos++] = mc->eos_ids[i];
+    for (int i = 0; i < n_extra_eos && e->n_eos < (int)(sizeof e->eos / sizeof e->eos[0]); i++)
+        e->eos[e->n_eos++] = extra_eos[i];
+
+    e->max_model_len = cf->max_model_len ? (int32_t)cf->max_model_len : mc->max_pos;
+    if (e->max_model_len > mc->max_pos)
+        return err_set(ZP_EINVAL, "key 'max_model_len': %d exceeds the model's "
+                       "max_position_embeddings %d", e->max_model_len, mc->max_pos);
+    e->bs = (int32_t)cf->block_size;
+    e->max_blocks = (e->max_model_len + e->bs - 1) / e->bs;
+
+    if (cf->backend == CONF_BACKEND_CUDA)
+        return err_set(ZP_EUNSUP, "key 'backend': cuda is not available in this build "
+                       "(use cpu or auto)");
+    int max_k = mc->hidden;
+    if (mc->heads * mc->head_dim > max_k) max_k = mc->heads * mc->head_dim;
+    if (mc->intermediate > max_k) max_k = mc->intermediate;
+    if ((rc = cpu_backend_create(&e->be, (int)cf->threads, max_k))) return rc;
+
+    zp_dtype kvt = cf->kv_dtype == CONF_KV_DTYPE_BF16  ? ZP_BF16
+                   : cf->kv_dtype == CONF_KV_DTYPE_F16 ? ZP_F16
+                                                       : ZP_F32;
+    size_t block_bytes = model_block_bytes(mc, e->bs, kvt);
+    size_t kv_bytes = (size_t)(cf->kv_memory_mb ? cf->kv_memory_mb : 1024) << 20;
+    int64_t nb = cf->num_kv_blocks ? cf->num_kv_blocks : (int64_t)(kv_bytes / block_bytes);
+    if (nb > (1 << 30)) nb = 1 << 30;
+    if (nb < e->max_blocks)
+        return err_set(ZP_ELIMIT, "KV cache of %lld blocks (%lld tokens) cannot hold one request "
+                       "of max_model_len %d: raise kv_memory_mb or num_kv_blocks, or lower "
+                       "max_model_len", (long long)nb, (long long)nb * e->bs, e->max_model_len);
+    model_dims d = {
+        .max_tokens = (int32_t)cf->max_num_batched_tokens,
+        .max_logits = (int32_t)cf->max_num_seqs,
+        .max_seqs = (int32_t)cf->max_num_seqs,
+        .max_blocks = e->max_blocks,
+        .block_size = e->bs,
+        .num_blocks = (int32_t)nb,
+        .kv_dtype = kvt,
+    };
+    if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &d, e->be)))) return rc;
+    if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
+    if ((rc = kv_init(&e->kv, a, d.num_blocks, e->bs, cf->enable_prefix_caching))) return rc;
+    if ((rc = sampler_init(&e->smp, a, mc->vocab, e->n_valid))) return rc;
+
+    e->nreqs = (int32_t)(cf->max_num_seqs + cf->max_waiting);
+    e->reqs = arena_alloc(a, sizeof(req) * (size_t)e->nreqs, 64, "request table");
+    e->free_slots = arena_alloc(a, sizeof(int32_t) * (size_t)e->nreqs, 8, "request table");
+    e->sched = arena_alloc(a, sizeof(sched_item) * (size_t)cf->max_num_seqs, 8, "schedule");
+    if (!e->reqs || !e->free_slots || !e->sched) return ZP_ENOMEM;
+    for (int32_t i = 0; i < e->nreqs; i++) {
+        req *r = &e->reqs[i];
+        r->tok = arena_alloc_uninit(a, sizeof(int32_t) * (size_t)e->max_model_len, 64, "request tokens");
+        r->blocks = arena_alloc(a, sizeof(int32_t) * (size_t)e->max_blocks, 8, "block tables");
+        if (!r->tok || !r->blocks) return ZP_ENOMEM;
+        r->prev = r->next = -1;
+        e->free_slots[e->nfree_slots++] = e->nreqs - 1 - i;
+    }
+    e->waiting = e->running = (rq_list){-1, -1, 0};
+    e->st.blocks_total = d.num_blocks;
+    e->st.max_concurrency = (int32_t)cf->max_num_seqs;
+    *out = e;
+    return 0;
+}
+
+void engine_close(engine *e) {
+    if (!e) return;
+    if (e->be) e->be->destroy(e->be);
+    loader_close(&e->mw);
+}
+
+void engine_get_info(const engine *e, engine_info *info) {
+    *info = (engine_info){
+        .backend = e->be->name,
+        .arch = loader_arch_name(e->mc.arch),
+        .vocab = e->mc.vocab,
+        .n_valid = e->n_valid,
+        .layers = e->mc.layers,
+        .hidden = e->mc.hidden,
+        .max_model_len = e->max_model_len,
+        .block_size = e->bs,
+        .num_blocks = e->kv.num_blocks,
+        .max_num_seqs = (int32_t)e->cf.max_num_seqs,
+        .max_concurrency = e->st.max_concurrency,
+        .kv_bytes = (size_t)e->kv.num_blocks * model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype),
+        .device_bytes = model_device_bytes(&e->mc, &e->m.dims, e->be),
+    };
+}
+
+/* ---- requests ---- */
+
+static void release_blocks(engine *e, req *r) {
+    for (int32_t i = 0; i < r->n_blocks; i++) kv_unref(&e->kv, r->blocks[i]);
+    r->n_blocks = 0;
+    r->n_hashed = 0;
+    r->last_hash = 0;
+    r->n_computed = r->kv_len = 0;
+}
+
+static void emit_final(engine *e, req *r, engine_finish f, int code, const char *msg) {
+    engine_event ev = {
+        .req_id = r->id,
+        .user_tag = r->user_tag,
+        .token = r->n_tok > r->n_prompt ? r->tok[r->n_tok - 1] : -1,
+        .finish = f,
+        .err_code = code,
+        .err_msg = msg,
+        .usage = r->usage,
+    };
+    ev.usage.prompt_tokens = r->n_prompt;
+    ev.usage.completion_tokens = r->n_tok - r->n_prompt;
+    e->out(e->user, &ev);
+}
+
+/* Ends a request: terminal event, blocks and slot released. */
+static void finish(engine *e, int32_t i, engine_finish f, int code, const char *msg) {
+    req *r = &e->reqs[i];
+    if (r->state == RQ_RUNNING) list_remove(e, &e->running, i);
+    else if (r->state == RQ_WAITING) list_remove(e, &e->waiting, i);
+    release_blocks(e, r);
+    emit_final(e, r, f, code, msg);
+    r->state = RQ_FREE;
+    r->id = 0;
+    if (r->cancel_pending) {
+        r->cancel_pending = false;
+        e->n_cancel_pending--;
+    }
+    e->free_slots[e->nfree_slots++] = i;
+}
+
+int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
+    if (rq->n_prompt < 1) return err_set(ZP_EINVAL, "request: empty prompt");
+    if (rq->n_prompt >= e->max_model_len)
+        return err_set(ZP_EINVAL, "request: prompt of %d tokens leaves no room under "
+                       "max_model_len %d", rq->n_prompt, e->max_model_len);
+    for (int32_t i = 0; i < rq->n_prompt; i++)
+        if (rq->prompt_ids[i] < 0 || rq->prompt_ids[i] >= e->mc.vocab)
+            return err_set(ZP_EINVAL, "request: prompt token %d at index %d is outside the "
+                           "vocabulary [0, %d)", rq->prompt_ids[i], i, e->mc.vocab);
+    int rc = sampler_validate(&rq->sp, e->mc.vocab);
+    if (rc) return rc;
+    if (rq->kv_budget_blocks < 0 || rq->kv_budget_blocks > e->cf.max_kv_budget_blocks)
+        return err_set(ZP_EINVAL, "request: kv_budget_blocks %d out of range [0, %lld]",
+                       rq->kv_budget_blocks, (long long)e->cf.max_kv_budget_blocks);
+    if (e->nfree_slots == 0 || e->waiting.n >= e->cf.max_waiting)
+        return err_set(ZP_EBUSY, "request: queue full (%d waiting, max_waiting %lld)",
+                       e->waiting.n, (long long)e->cf.max_waiting);
+    int32_t i = e->free_slots[--e->nfree_slots];
+    req *r = &e->reqs[i];
+    int32_t *tok = r->tok, *blocks = r->blocks;
+    memset(r, 0, sizeof *r);
+    r->tok = tok;
+    r->blocks = blocks;
+    r->prev = r->next = -1;
+    memcpy(r->tok, rq->prompt_ids, sizeof(int32_t) * (size_t)rq->n_prompt);
+    r->n_prompt = r->n_tok = rq->n_prompt;
+    r->sp = rq->sp;
+    r->logprobs = rq->logprobs;
+    r->user_tag = rq->user_tag;
+    r->id = ++e->id_counter * (uint64_t)e->nreqs + (uint64_t)i;
+    r->state = RQ_WAITING;
+    list_push_back(e, &e->waiting, i);
+    *req_id = r->id;
+    return 0;
+}
+
+static int32_t find(const engine *e, uint64_t id) {
+    int32_t i = (int32_t)(id % (uint64_t)e->nreqs);
+    return e->reqs[i].state != RQ_FREE && e->reqs[i].id == id ? i : -1;
+}
+
+int engine_cancel(engine *e, uint64_t req_id) {
+    int32_t i = find(e, req_id);
+    if (i < 0) return err_set(ZP_ENOTFOUND, "cancel: no request %llu in flight",
+                              (unsigned long long)req_id);
+    if (e->in_step) {
+        if (!e->reqs[i].cancel_pending) e->n_cancel_pending++;
+        e->reqs[i].cancel_pending = true;
+    } else
+        finish(e, i, ENGINE_FINISH_CANCELLED, 0, NULL);
+    return 0;
+}
+
+/* ---- scheduling ---- */
+
+static void preempt(engine *e, int32_t i) {
+    req *r = &e->reqs[i];
+    list_remove(e, &e->running, i);
+    release_blocks(e, r);
+    r->state = RQ_WAITING;
+    list_push_front(e, &e->waiting, i);
+    e->st.preemptions++;
+}
+
+/* Grows r's block table to cover cache indices [0, kv_len + take). */
+static bool grow(engine *e, req *r, int32_t take) {
+    int32_t need = (r->kv_len + take + e->bs - 1) / e->bs;
+    if (need - r->n_blocks > kv_free_count(&e->kv)) return false;
+    while (r->n_blocks < need) r->blocks[r->n_blocks++] = kv_alloc(&e->kv);
+    if (r->n_blocks > r->usage.kv_blocks_peak) r->usage.kv_blocks_peak = r->n_blocks;
+    return true;
+}
+
+/* Takes the longest run of full prompt blocks present in the prefix cache. At least one
+ * token is always left to compute, so the request gets logits. */
+static void prefix_hits(engine *e, req *r) {
+    int32_t max_hit = (r->n_tok - 1) / e->bs;
+    uint64_t h = 0;
+    while (r->n_blocks < max_hit) {
+        const int32_t *t = r->tok + (size_t)r->n_blocks * (size_t)e->bs;
+        uint64_t nh = kv_chain_hash(h, t, e->bs);
+        int32_t b = kv_lookup(&e->kv, nh, t);
+        if (b < 0) break;
+        r->blocks[r->n_blocks++] = b;
+        h = nh;
+    }
+    r->n_hashed = r->n_blocks;
+    r->last_hash = h;
+    r->n_computed = r->kv_len = r->n_blocks * e->bs;
+}
+
+static void schedule(engine *e) {
+    int32_t budget = (int32_t)e->cf.max_num_batched_tokens;
+    bool preempted = false;
+    e->n_sched = 0;
+    for (int32_t i = e->running.head; i >= 0 && budget > 0;) {
+        req *r = &e->reqs[i];
+        int32_t next = r->next;
+        int32_t take = r->n_tok - r->n_computed;
+        if (take > budget) take = budget;
+        bool ok = grow(e, r, take);
+        while (!ok) {
+            int32_t victim = e->running.tail;
+            preempt(e, victim);
+            preempted = true;
+            if (victim == i) break;
+            if (next == victim) next = -1;
+            ok = grow(e, r, take);
+        }
+        if (ok) {
+            e->sched[e->n_sched++] = (sched_item){i, take};
+            budget -= take;
+        }
+        i = next;
+    }
+    while (!preempted && budget > 0 && e->waiting.n > 0 && e->running.n < e->cf.max_num_seqs) {
+        int32_t i = e->waiting.head;
+        req *r = &e->reqs[i];
+        if (r->n_blocks == 0) prefix_hits(e, r);
+        int32_t take = r->n_tok - r->n_computed;
+        if (take > budget) take = budget;
+        int32_t room = (r->n_blocks + kv_free_count(&e->kv)) * e->bs - r->kv_len;
+        if (take > room) take = room;
+        if (take <= 0 || !grow(e, r, take)) {
+            release_blocks(e, r); /* give back prefix hits; retried next step */
+            break;
+        }
+        if (e->kv.prefix_cache) {
+            e->st.prefix_query_tokens += r->n_tok;
+            e->st.prefix_hit_tokens += r->n_computed;
+            if (r->usage.cached_prompt_tokens < r->n_computed)
+                r->usage.cached_prompt_tokens = r->n_computed;
+        }
+        if (r->n_blocks > r->usage.kv_blocks_peak) r->usage.kv_blocks_peak = r->n_blocks;
+        list_remove(e, &e->waiting, i);
+        list_push_back(e, &e->running, i);
+        r->state = RQ_RUNNING;
+        r->admit_seq = ++e->admit_counter;
+        e->sched[e->n_sched++] = (sched_item){i, take};
+        budget -= take;
+    }
+}
+
+/* Fills the model's staging area from the schedule. */
+static void build_batch(engine *e) {
+    model_batch *b = &e->m.batch;
+    int32_t t = 0, nl = 0;
+    for (int32_t s = 0; s < e->n_sched; s++) {
+        req *r = &e->reqs[e->sched[s].r];
+        int32_t take = e->sched[s].take;
+        for (int32_t j = 0; j < take; j++, t++) {
+            int32_t pos = r->n_computed + j, ci = r->kv_len + j;
+            b->token_ids[t] = r->tok[pos];
+            b->positions[t] = pos;
+            b->tok_seq[t] = s;
+            b->tok_kv_idx[t] = ci;
+            b->slots[t] = r->blocks[ci / e->bs] * e->bs + ci % e->bs;
+        }
+        memcpy(b->block_tables + (size_t)s * (size_t)e->max_blocks, r->blocks,
+               sizeof(int32_t) * (size_t)r->n_blocks);
+        if (r->n_computed + take == r->n_tok) b->logit_rows[nl++] = t - 1;
+    }
+    b->n_tokens = t;
+    b->n_seqs = e->n_sched;
+    b->n_logits = nl;
+}
+
+static bool is_stop(const engine *e, const req *r, int32_t tok) {
+    for (int32_t i = 0; i < r->sp.n_stop; i++)
+        if (r->sp.stop_ids[i] == tok) return true;
+    if (r->sp.ignore_eos) return false;
+    for (int i = 0; i < e->n_eos; i++)
+        if (e->eos[i] == tok) return true;
+    return false;
+}
+
+/* Registers r's newly completed full blocks in the prefix cache. */
+static void register_blocks(engine *e, req *r) {
+    while ((r->n_hashed + 1) * e->bs <= r->n_computed) {
+        const int32_t *t = r->tok + (size_t)r->n_hashed * (size_t)e->bs;
+        r->last_hash = kv_chain_hash(r->last_hash, t, e->bs);
+        kv_register(&e->kv, r->blocks[r->n_hashed], r->last_hash, t);
+        r->n_hashed++;
+    }
+}
+
+int engine_step(engine *e) {
+    double t0 = now_s();
+    e->in_step = true;
+    schedule(e);
+    if (e->n_sched == 0 && e->running.n == 0 && e->waiting.n > 0) {
+        /* Nothing can run although the pool is idle: the head request cannot fit at all. */
+        int32_t i = e->waiting.head;
+        err_set(ZP_ELIMIT, "request needs more KV blocks than the pool's %d", e->kv.num_blocks);
+        finish(e, i, ENGINE_FINISH_ERROR, ZP_ELIMIT, err_msg());
+    }
+    if (e->n_sched > 0) {
+        build_batch(e);
+        double f0 = now_s();
+        int rc = model_forward(&e->m);
+        e->st.forward_seconds += now_s() - f0;
+        if (rc) {
+            /* A backend failure fails the step's requests, never the engine. */
+            const char *msg = err_msg();
+            for (int32_t s = 0; s < e->n_sched; s++)
+                finish(e, e->sched[s].r, ENGINE_FINISH_ERROR, rc, msg);
+            e->n_sched = 0;
+        }
+    }
+    int32_t row = 0;
+    for (int32_t s = 0; s < e->n_sched; s++) {
+        int32_t i = e->sched[s].r;
+        req *r = &e->reqs[i];
+        r->n_computed += e->sched[s].take;
+        r->kv_len += e->sched[s].take;
+        if (e->kv.prefix_cache) register_blocks(e, r);
+        if (r->n_computed < r->n_tok) {
+            e->st.prompt_tokens += e->sched[s].take;
+            continue;
+        }
+        e->st.prompt_tokens += e->sched[s].take - 1;
+        float *logits = e->m.host_logits + (size_t)row++ * (size_t)e->mc.vocab;
+        float lp = 0;
+        int32_t tok = sampler_sample(&e->smp, &r->sp, logits, r->tok, r->n_prompt,
+                                     r->tok + r->n_prompt, r->n_tok - r->n_prompt,
+                                     r->logprobs ? &lp : NULL);
+        if (tok < 0) {
+            finish(e, i, ENGINE_FINISH_ERROR, tok, err_msg());
+            continue;
+        }
+        r->tok[r->n_tok++] = tok;
+        e->st.completion_tokens++;
+        engine_event ev = {.req_id = r->id, .user_tag = r->user_tag, .token = tok, .logprob = lp,
+                           .finish = ENGINE_RUNNING};
+        e->out(e->user, &ev);
+        int32_t gen = r->n_tok - r->n_prompt;
+        if (is_stop(e, r, tok)) finish(e, i, ENGINE_FINISH_STOP, 0, NULL);
+        else if (gen >= r->sp.max_tokens || r->n_tok >= e->max_model_len)
+            finish(e, i, ENGINE_FINISH_LENGTH, 0, NULL);
+    }
+    /* Cancellations requested from inside callbacks (requests that finished meanwhile
+     * were freed and are skipped). */
+    for (int32_t i = 0; e->n_cancel_pending > 0 && i < e->nreqs; i++) {
+        if (!e->reqs[i].cancel_pending) continue;
+        e->reqs[i].cancel_pending = false;
+        e->n_cancel_pending--;
+        if (e->reqs[i].state != RQ_FREE) finish(e, i, ENGINE_FINISH_CANCELLED, 0, NULL);
+    }
+    e->in_step = false;
+    e->st.steps++;
+    e->st.busy_seconds += now_s() - t0;
+    return e->running.n + e->waiting.n;
+}
+
+void engine_get_stats(const engine *e, engine_stats *s) {
+    *s = e->st;
+    s->running = e->running.n;
+    s->waiting = e->waiting.n;
+    s->blocks_total = e->kv.num_blocks;
+    s->blocks_free = kv_free_count(&e->kv);
+    s->blocks_used = kv_used_count(&e->kv);
+    s->tokens_per_s = s->busy_seconds > 0 ? (double)s->completion_tokens / s->busy_seconds : 0;
+}

@@ -1,0 +1,209 @@
+/* model: the forward pass over backend ops (see model.h). */
+#include "engine/model.h"
+
+#include "arena/err.h"
+
+#include <math.h>
+#include <string.h>
+
+static size_t al(size_t v) { return (v + 255) & ~(size_t)255; }
+
+size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype) {
+    return 2 * (size_t)c->layers * (size_t)block_size * (size_t)c->kv_heads *
+           (size_t)c->head_dim * zp_dtype_size(kv_dtype);
+}
+
+static size_t meta_words(const model_dims *d) {
+    return 5 * (size_t)d->max_tokens + (size_t)d->max_logits +
+           (size_t)d->max_seqs * (size_t)d->max_blocks;
+}
+
+static size_t tensor_bytes(const tensor *t) {
+    if (!t->data) return 0;
+    size_t n = zp_dtype_size(t->dtype);
+    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    return n;
+}
+
+size_t model_device_bytes(const model_config *c, const model_dims *d, const backend *be) {
+    size_t T = (size_t)d->max_tokens, H = (size_t)c->hidden, D = (size_t)c->head_dim;
+    size_t qd = (size_t)c->heads * D, kd = (size_t)c->kv_heads * D, I = (size_t)c->intermediate;
+    size_t f = sizeof(float);
+    size_t act = 2 * al(T * H * f) + 2 * al(T * qd * f) + 2 * al(T * kd * f) + 2 * al(T * I * f) +
+                 al((size_t)d->max_logits * H * f) + al((size_t)d->max_logits * (size_t)c->vocab * f) +
+                 al(D / 2 * f) + al(meta_words(d) * 4);
+    size_t kv = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype) +
+                2 * (size_t)c->layers * 256;
+    size_t w = 0;
+    if (be->copies_weights) {
+        /* Upper bound: every tensor of the model, rounded like the allocator does. */
+        size_t per_layer = (H + H + qd * H + 2 * kd * H + H * qd + 3 * I * H + qd + 2 * kd + 2 * D) * 4;
+        w = (size_t)c->layers * (per_layer + 14 * 256) + 2 * (size_t)c->vocab * H * 4 + H * 4 + 768;
+    }
+    return act + kv + w + 4096;
+}
+
+void model_rope_inv_freq(const model_config *c, float *out) {
+    int half = c->head_dim / 2;
+    for (int j = 0; j < half; j++) {
+        /* As HF: base ** (arange(0, dim, 2) / dim) in f32, then the reciprocal. */
+        float e = (float)(2 * j) / (float)c->head_dim;
+        float inv = 1.0f / powf((float)c->rope_theta, e);
+        if (c->rope == ROPE_LLAMA3) {
+            double factor = c->rope_factor, lo = c->rope_low_freq_factor,
+                   hi = c->rope_high_freq_factor, old = c->rope_orig_max_pos;
+            double wavelen = 2 * M_PI / inv, low_wl = old / lo, high_wl = old / hi;
+            double v = inv;
+            if (wavelen > low_wl) v = inv / factor;
+            if (!(wavelen < high_wl) && !(wavelen > low_wl)) {
+                double smooth = (old / wavelen - lo) / (hi - lo);
+                v = (1 - smooth) * (inv / factor) + smooth * inv;
+            }
+            inv = (float)v;
+        }
+        out[j] = inv;
+    }
+}
+
+static int bind(model *m, const tensor *t, be_w *out) {
+    out->t = t->dtype;
+    out->p = 0;
+    if (!t->data) return 0;
+    return m->be->map_host(m->be, t->data, tensor_bytes(t), &out->p, t->name ? t->name : "weight");
+}
+
+static int dev(model *m, size_t bytes, be_ptr *p, const char *what) {
+    return m->be->alloc(m->be, al(bytes), 256, p, what);
+}
+
+int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
+               const model_dims *d) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    m->dims = *d;
+    m->be = be;
+    if (c->head_dim > 512 || c->head_dim % 2)
+        return err_set(ZP_EUNSUP, "model: head_dim %d unsupported (even, at most 512)", c->head_dim);
+    int rc = 0;
+    m->layers = arena_alloc(a, sizeof(model_layer) * (size_t)c->layers, 64, "model layers");
+    if (!m->layers) return ZP_ENOMEM;
+    rc |= bind(m, &w->embed, &m->embed);
+    rc |= bind(m, &w->final_norm, &m->final_norm);
+    rc |= bind(m, &w->lm_head, &m->lm_head);
+    for (int l = 0; l < c->layers && !rc; l++) {
+        const layer_weights *lw = &w->layers[l];
+        model_layer *ml = &m->layers[l];
+        rc |= bind(m, &lw->in_norm, &ml->in_norm);
+        rc |= bind(m, &lw->post_norm, &ml->post_norm);
+        rc |= bind(m, &lw->q, &ml->q);
+        rc |= bind(m, &lw->k, &ml->k);
+        rc |= bind(m, &lw->v, &ml->v);
+        rc |= bind(m, &lw->o, &ml->o);
+        rc |= bind(m, &lw->q_bias, &ml->qb);
+        rc |= bind(m, &lw->k_bias, &ml->kb);
+        rc |= bind(m, &lw->v_bias, &ml->vb);
+        rc |= bind(m, &lw->q_norm, &ml->qn);
+        rc |= bind(m, &lw->k_norm, &ml->kn);
+        rc |= bind(m, &lw->gate, &ml->gate);
+        rc |= bind(m, &lw->up, &ml->up);
+        rc |= bind(m, &lw->down, &ml->down);
+    }
+    if (rc) return rc;
+    size_t T = (size_t)d->max_tokens, H = (size_t)c->hidden, D = (size_t)c->head_dim;
+    size_t qd = (size_t)c->heads * D, kd = (size_t)c->kv_heads * D, I = (size_t)c->intermediate;
+    size_t f = sizeof(float);
+    if ((rc = dev(m, T * H * f, &m->x, "activations")) || (rc = dev(m, T * H * f, &m->xn, "activations")) ||
+        (rc = dev(m, T * qd * f, &m->q, "activations")) || (rc = dev(m, T * kd * f, &m->k, "activations")) ||
+        (rc = dev(m, T * kd * f, &m->v, "activations")) || (rc = dev(m, T * qd * f, &m->att, "activations")) ||
+        (rc = dev(m, T * I * f, &m->gate, "activations")) || (rc = dev(m, T * I * f, &m->up, "activations")) ||
+        (rc = dev(m, (size_t)d->max_logits * H * f, &m->sel, "activations")) ||
+        (rc = dev(m, (size_t)d->max_logits * (size_t)c->vocab * f, &m->logits, "logits")) ||
+        (rc = dev(m, D / 2 * f, &m->inv_freq, "rope")))
+        return rc;
+    size_t layer_cache = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype) /
+                         (2 * (size_t)c->layers);
+    for (int l = 0; l < c->layers; l++) {
+        if ((rc = dev(m, layer_cache, &m->layers[l].kc, "KV cache")) ||
+            (rc = dev(m, layer_cache, &m->layers[l].vc, "KV cache")))
+            return rc;
+    }
+    m->meta_words = meta_words(d);
+    if ((rc = dev(m, m->meta_words * 4, &m->meta, "batch metadata"))) return rc;
+    m->host_meta = arena_alloc(a, m->meta_words * 4, 64, "batch staging");
+    m->host_logits = arena_alloc(a, (size_t)d->max_logits * (size_t)c->vocab * f, 64, "host logits");
+    float *inv = arena_temp(a, D / 2 * f, 8, "rope");
+    if (!m->host_meta || !m->host_logits || !inv) return ZP_ENOMEM;
+    model_rope_inv_freq(c, inv);
+    if ((rc = be->upload(be, m->inv_freq, inv, D / 2 * f))) return rc;
+
+    /* Staging and device metadata share one layout, so one upload moves a step's metadata. */
+    int32_t *h = m->host_meta;
+    be_ptr p = m->meta;
+    model_batch *b = &m->batch;
+    be_batch *bb = &m->bb;
+#define CARVE(field, count)                                                                        \
+    b->field = h, bb->field = p, h += (count), p += (be_ptr)(count) * 4
+    CARVE(token_ids, T);
+    CARVE(positions, T);
+    CARVE(slots, T);
+    CARVE(tok_seq, T);
+    CARVE(tok_kv_idx, T);
+    CARVE(logit_rows, (size_t)d->max_logits);
+    CARVE(block_tables, (size_t)d->max_seqs * (size_t)d->max_blocks);
+#undef CARVE
+    bb->max_blocks = d->max_blocks;
+    return 0;
+}
+
+int model_forward(model *m) {
+    const model_config *c = &m->cfg;
+    backend *be = m->be;
+    model_batch *b = &m->batch;
+    be_batch *bb = &m->bb;
+    int n = b->n_tokens, H = c->hidden, D = c->head_dim, Hq = c->heads, Hkv = c->kv_heads;
+    int I = c->intermediate, bs = m->dims.block_size;
+    float eps = (float)c->rms_eps;
+    if (n < 1 || n > m->dims.max_tokens || b->n_seqs > m->dims.max_seqs ||
+        b->n_logits > m->dims.max_logits)
+        return err_set(ZP_EINVAL, "model: batch of %d tokens / %d seqs / %d logit rows exceeds "
+                       "the plan", n, b->n_seqs, b->n_logits);
+    bb->n_tokens = n;
+    bb->n_seqs = b->n_seqs;
+    bb->n_logits = b->n_logits;
+    int rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
+    if (rc) return rc;
+    be->embed(be, m->x, m->embed.p, m->embed.t, bb->token_ids, n, H);
+    for (int l = 0; l < c->layers; l++) {
+        const model_layer *L = &m->layers[l];
+        if (l == 0) be->rmsnorm(be, m->xn, m->x, L->in_norm.p, L->in_norm.t, n, H, eps);
+        else be->add_rmsnorm(be, m->x, m->xn, m->xn, L->in_norm.p, L->in_norm.t, n, H, eps);
+        be->matmul(be, m->q, m->xn, L->q.p, L->q.t, L->qb.p, n, H, Hq * D);
+        be->matmul(be, m->k, m->xn, L->k.p, L->k.t, L->kb.p, n, H, Hkv * D);
+        be->matmul(be, m->v, m->xn, L->v.p, L->v.t, L->vb.p, n, H, Hkv * D);
+        if (L->qn.p) {
+            be->rmsnorm(be, m->q, m->q, L->qn.p, L->qn.t, n * Hq, D, eps);
+            be->rmsnorm(be, m->k, m->k, L->kn.p, L->kn.t, n * Hkv, D, eps);
+        }
+        be->rope(be, m->q, bb->positions, m->inv_freq, n, Hq, D);
+        be->rope(be, m->k, bb->positions, m->inv_freq, n, Hkv, D);
+        be->kv_store(be, L->kc, L->vc, m->dims.kv_dtype, m->k, m->v, bb->slots, n, Hkv, D, bs);
+        be->attention(be, m->att, m->q, L->kc, L->vc, m->dims.kv_dtype, bb, Hq, Hkv, D, bs,
+                      1.0f / sqrtf((float)D));
+        /* xn <- o_proj(att); then resid x += xn and xn <- post_norm(x) */
+        be->matmul(be, m->xn, m->att, L->o.p, L->o.t, 0, n, Hq * D, H);
+        be->add_rmsnorm(be, m->x, m->xn, m->xn, L->post_norm.p, L->post_norm.t, n, H, eps);
+        be->matmul(be, m->gate, m->xn, L->gate.p, L->gate.t, 0, n, H, I);
+        be->matmul(be, m->up, m->xn, L->up.p, L->up.t, 0, n, H, I);
+        be->silu_mul(be, m->gate, m->gate, m->up, (size_t)n * (size_t)I);
+        be->matmul(be, m->xn, m->gate, L->down.p, L->down.t, 0, n, I, H);
+    }
+    if (b->n_logits > 0) {
+        be->add_rmsnorm(be, m->x, m->xn, m->xn, m->final_norm.p, m->final_norm.t, n, H, eps);
+        be->gather_rows(be, m->sel, m->xn, bb->logit_rows, b->n_logits, H);
+        be->matmul(be, m->logits, m->sel, m->lm_head.p, m->lm_head.t, 0, b->n_logits, H, c->vocab);
+        rc = be->download(be, m->host_logits, m->logits,
+                          (size_t)b->n_logits * (size_t)c->vocab * sizeof(float));
+        if (rc) return rc;
+    }
+    return be->sync(be);
+}

@@ -1,0 +1,75 @@
+/* model: a decoder-only transformer (Qwen3, Qwen2, Llama) as a sequence of backend ops.
+ *
+ * model_forward() runs one step over a batch of token rows from any number of sequences
+ * (prefill chunks and decodes mixed): embed -> per layer [RMSNorm, q/k/v projections
+ * (+bias), per-head q/k RMSNorm (Qwen3), RoPE, KV store into the paged cache, paged
+ * attention, output projection, residual, RMSNorm, SwiGLU MLP, residual] -> final norm ->
+ * LM head on the rows that want logits. Metadata for the step is staged on the host in
+ * model_batch (one contiguous int32 area) and uploaded with one call.
+ *
+ * Memory: everything is carved at model_init from the backend reservation (weights,
+ * activations for max_tokens rows, logits for max_logits rows, the KV cache of num_blocks
+ * blocks, metadata) and from the host arena (staging, host logits). No allocation later.
+ * Single-threaded: called from the engine thread.
+ */
+#ifndef ZP_MODEL_H
+#define ZP_MODEL_H
+
+#include "arena/arena.h"
+#include "drv/backend.h"
+#include "engine/loader.h"
+
+typedef struct model_dims {
+    int32_t max_tokens;  /* rows per step */
+    int32_t max_logits;  /* rows with logits per step */
+    int32_t max_seqs;    /* sequences per step */
+    int32_t max_blocks;  /* block-table width */
+    int32_t block_size;
+    int32_t num_blocks;
+    zp_dtype kv_dtype;
+} model_dims;
+
+/* Host staging of one step's metadata (filled by the scheduler, see be_batch). */
+typedef struct model_batch {
+    int32_t n_tokens, n_seqs, n_logits;
+    int32_t *token_ids, *positions, *slots, *tok_seq, *tok_kv_idx, *logit_rows;
+    int32_t *block_tables; /* [max_seqs][max_blocks] */
+} model_batch;
+
+typedef struct be_w {
+    be_ptr p;
+    zp_dtype t;
+} be_w;
+
+typedef struct model_layer {
+    be_w in_norm, post_norm, q, k, v, o, qb, kb, vb, qn, kn, gate, up, down;
+    be_ptr kc, vc;
+} model_layer;
+
+typedef struct model {
+    model_config cfg;
+    model_dims dims;
+    backend *be;
+    model_layer *layers;
+    be_w embed, final_norm, lm_head;
+    be_ptr x, xn, q, k, v, att, gate, up, sel, logits, inv_freq;
+    be_ptr meta;
+    size_t meta_words;
+    int32_t *host_meta;
+    model_batch batch;
+    float *host_logits; /* [max_logits][vocab] */
+    be_batch bb;
+} model;
+
+/* Bytes of backend memory model_init will carve (plan the reservation with it). */
+size_t model_device_bytes(const model_config *c, const model_dims *d, const backend *be);
+/* Bytes of one KV block across all layers (K and V). */
+size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype);
+int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
+               const model_dims *d);
+/* Runs the staged batch; logits of the logit rows land in m->host_logits. */
+int model_forward(model *m);
+/* The RoPE inverse frequencies HF computes for this config (default or llama3), f32. */
+void model_rope_inv_freq(const model_config *c, float *out);
+
+#endif
