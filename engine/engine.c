@@ -454,6 +454,7 @@ int engine_step(engine *e) {
     double t0 = now_s();
     e->in_step = true;
     schedule(e);
+    if (kv_used_count(&e->kv) > e->st.blocks_peak) e->st.blocks_peak = kv_used_count(&e->kv);
     if (e->n_sched == 0 && e->running.n == 0 && e->waiting.n > 0) {
         /* Nothing can run although the pool is idle: the head request cannot fit at all. */
         int32_t i = e->waiting.head;

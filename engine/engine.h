@@ -59,7 +59,7 @@ typedef void (*engine_output_fn)(void *user, const engine_event *ev);
 
 typedef struct engine_stats {
     int32_t running, waiting, max_concurrency;
-    int32_t blocks_total, blocks_used, blocks_free;
+    int32_t blocks_total, blocks_used, blocks_free, blocks_peak;
     int64_t steps, prompt_tokens, completion_tokens, preemptions;
     int64_t prefix_hit_tokens, prefix_query_tokens;
     int64_t compressions, evicted_tokens;

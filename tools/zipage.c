@@ -8,6 +8,7 @@
 
 int cmd_config(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -15,6 +16,7 @@ static const struct {
     const char *help;
 } cmds[] = {
     {"config", cmd_config, "print the configuration (defaults, or after -c/--set) as zipage.conf"},
+    {"generate", cmd_generate, "run requests through the engine in this process and print the results"},
     {"mkmodel", cmd_mkmodel, "write a small random Hugging Face model directory (tests, demos)"},
 };
 
