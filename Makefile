@@ -52,11 +52,11 @@ deps:
 
 $(O)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	@echo "CC $<"; $(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(O)/asan/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(SAN) -DZP_TESTING -c $< -o $@
+	@echo "CC [asan] $<"; $(CC) $(CFLAGS_ALL) $(SAN) -DZP_TESTING -c $< -o $@
 
 $(O)/libzpengine.a: $(LIB_OBJS)
 	@rm -f $@; ar rcs $@ $^

@@ -12,6 +12,89 @@
 #include <stdlib.h>
 #include <string.h>
 
+static size_t skip_ws(const char *s, size_t i, size_t end) {
+    while (i < end && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) i++;
+    return i;
+}
+
+/* Source offset just past token t (strings end before their closing quote). */
+static size_t tok_end(const json_doc *d, int t) {
+    return (size_t)d->tok[t].end + (d->tok[t].type == JSMN_STRING);
+}
+
+static size_t tok_begin(const json_doc *d, int t) {
+    return (size_t)d->tok[t].start - (d->tok[t].type == JSMN_STRING);
+}
+
+static bool valid_number(const char *s, size_t n) {
+    size_t i = 0;
+    if (i < n && s[i] == '-') i++;
+    if (i >= n || s[i] < '0' || s[i] > '9') return false;
+    if (s[i] == '0') i++;
+    else
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    if (i < n && s[i] == '.') {
+        if (++i >= n || s[i] < '0' || s[i] > '9') return false;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= n || s[i] < '0' || s[i] > '9') return false;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    return i == n;
+}
+
+/* jsmn is lenient about separators ("[1,]", "{\"a\":}", "[1 2]") and number syntax; this
+ * walk checks the full grammar between tokens. Returns the index after t's subtree or -1. */
+#define JSON_MAX_DEPTH 256
+
+static int validate(const json_doc *d, int t, size_t *bad, int depth) {
+    const jsmntok_t *k = &d->tok[t];
+    if (depth > JSON_MAX_DEPTH) {
+        *bad = (size_t)k->start;
+        return -1;
+    }
+    const char *s = d->src;
+    if (k->type == JSMN_PRIMITIVE) {
+        const char *p = s + k->start;
+        size_t n = (size_t)(k->end - k->start);
+        bool ok = (n == 4 && !memcmp(p, "true", 4)) || (n == 5 && !memcmp(p, "false", 5)) ||
+                  (n == 4 && !memcmp(p, "null", 4)) || valid_number(p, n);
+        if (!ok) *bad = (size_t)k->start;
+        return ok ? t + 1 : -1;
+    }
+    if (k->type == JSMN_STRING) return t + 1;
+    bool obj = k->type == JSMN_OBJECT;
+    size_t pos = (size_t)k->start + 1, end = (size_t)k->end - 1;
+    int c = t + 1;
+    for (int i = 0; i < k->size; i++) {
+        pos = skip_ws(s, pos, end);
+        if (i > 0) {
+            if (pos >= end || s[pos] != ',') goto fail;
+            pos = skip_ws(s, pos + 1, end);
+        }
+        if (obj) {
+            if (c >= d->ntok || d->tok[c].type != JSMN_STRING || tok_begin(d, c) != pos ||
+                d->tok[c].size != 1)
+                goto fail;
+            pos = skip_ws(s, tok_end(d, c), end);
+            if (pos >= end || s[pos] != ':') goto fail;
+            pos = skip_ws(s, pos + 1, end);
+            c++;
+        }
+        if (c >= d->ntok || tok_begin(d, c) != pos) goto fail;
+        pos = tok_end(d, c);
+        if ((c = validate(d, c, bad, depth + 1)) < 0) return -1;
+    }
+    if (skip_ws(s, pos, end) != end) goto fail;
+    return c;
+fail:
+    *bad = pos;
+    return -1;
+}
+
 int json_parse(json_doc *d, arena *a, const char *src, size_t len, const char *name) {
     memset(d, 0, sizeof *d);
     d->src = src;
@@ -30,6 +113,10 @@ int json_parse(json_doc *d, arena *a, const char *src, size_t len, const char *n
     int m = jsmn_parse(&p, src, len, d->tok, (unsigned)n);
     if (m != n) return err_set(ZP_EFORMAT, "%s: invalid JSON", name);
     d->ntok = n;
+    size_t bad = 0;
+    if (validate(d, 0, &bad, 0) < 0)
+        return err_set(ZP_EFORMAT, "%s: invalid JSON at byte %zu (or nested deeper than %d)",
+                       name, bad, JSON_MAX_DEPTH);
     /* jsmn accepts several top-level values; a document is exactly one. */
     if (json_skip(d, 0) != n) return err_set(ZP_EFORMAT, "%s: trailing data after JSON value", name);
     for (size_t i = (size_t)d->tok[0].end; i < len; i++)
