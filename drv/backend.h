@@ -86,7 +86,7 @@ struct backend {
 };
 
 /* The CPU reference backend. threads = 0: one per online core. max_k bounds the inner
- * dimension of matmul (per-thread scratch is sized from it at creation). One per process. */
+ * dimension of matmul (per-thread scratch is sized from it at creation). */
 int cpu_backend_create(backend **out, int threads, int max_k);
 
 #endif

@@ -8,6 +8,7 @@
  * Memory: the "device" reservation is one anonymous host mapping (MAP_NORESERVE); be_ptr is
  * a host address. map_host aliases the caller's bytes (mapped weights are used in place).
  * Per-thread scratch (f32 copies of 4 weight rows) is sized at creation from max_k.
+ * Instances are independent (each with its own workers and reservation).
  * Threading: ops are called from one thread (the engine's); workers only run inside ops.
  */
 #include "drv/backend.h"
@@ -27,7 +28,14 @@
 
 typedef void (*par_fn)(void *ctx, size_t begin, size_t end, int tid);
 
-typedef struct cpu_impl {
+typedef struct cpu_impl cpu_impl;
+typedef struct worker_arg {
+    cpu_impl *c;
+    int t;
+} worker_arg;
+
+struct cpu_impl {
+    backend be;
     uint8_t *mem;
     size_t size, used;
     int nthreads, max_k;
@@ -41,10 +49,9 @@ typedef struct cpu_impl {
     par_fn fn;
     void *ctx;
     size_t items, grain;
-} cpu_impl;
+    worker_arg warg[CPU_MAX_THREADS];
+};
 
-static backend cpu_be;
-static cpu_impl cpu;
 
 static inline void *P(be_ptr p) { return (void *)(uintptr_t)p; }
 
@@ -59,73 +66,76 @@ static void share(size_t items, size_t grain, int t, int nt, size_t *b, size_t *
 }
 
 static void *worker(void *arg) {
-    int t = (int)(intptr_t)arg;
+    cpu_impl *c = ((worker_arg *)arg)->c;
+    int t = ((worker_arg *)arg)->t;
     uint64_t seen = 0;
-    pthread_mutex_lock(&cpu.mu);
+    pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (cpu.gen == seen && !cpu.stop) pthread_cond_wait(&cpu.go, &cpu.mu);
-        if (cpu.stop) break;
-        seen = cpu.gen;
-        par_fn fn = cpu.fn;
-        void *ctx = cpu.ctx;
+        while (c->gen == seen && !c->stop) pthread_cond_wait(&c->go, &c->mu);
+        if (c->stop) break;
+        seen = c->gen;
+        par_fn fn = c->fn;
+        void *ctx = c->ctx;
         size_t b, e;
-        share(cpu.items, cpu.grain, t, cpu.nthreads, &b, &e);
-        pthread_mutex_unlock(&cpu.mu);
+        share(c->items, c->grain, t, c->nthreads, &b, &e);
+        pthread_mutex_unlock(&c->mu);
         if (b < e) fn(ctx, b, e, t);
-        pthread_mutex_lock(&cpu.mu);
-        if (--cpu.pending == 0) pthread_cond_signal(&cpu.done);
+        pthread_mutex_lock(&c->mu);
+        if (--c->pending == 0) pthread_cond_signal(&c->done);
     }
-    pthread_mutex_unlock(&cpu.mu);
+    pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
 /* Runs fn over [0, items) split across all threads; the caller runs share 0. */
-static void parallel(size_t items, size_t grain, par_fn fn, void *ctx) {
+static void parallel(cpu_impl *c, size_t items, size_t grain, par_fn fn, void *ctx) {
     if (items == 0) return;
     if (grain == 0) grain = 1;
-    if (cpu.nthreads == 1 || items <= grain) {
+    if (c->nthreads == 1 || items <= grain) {
         fn(ctx, 0, items, 0);
         return;
     }
-    pthread_mutex_lock(&cpu.mu);
-    cpu.fn = fn;
-    cpu.ctx = ctx;
-    cpu.items = items;
-    cpu.grain = grain;
-    cpu.pending = cpu.nthreads - 1;
-    cpu.gen++;
-    pthread_cond_broadcast(&cpu.go);
-    pthread_mutex_unlock(&cpu.mu);
+    pthread_mutex_lock(&c->mu);
+    c->fn = fn;
+    c->ctx = ctx;
+    c->items = items;
+    c->grain = grain;
+    c->pending = c->nthreads - 1;
+    c->gen++;
+    pthread_cond_broadcast(&c->go);
+    pthread_mutex_unlock(&c->mu);
     size_t b, e;
-    share(items, grain, 0, cpu.nthreads, &b, &e);
+    share(items, grain, 0, c->nthreads, &b, &e);
     if (b < e) fn(ctx, b, e, 0);
-    pthread_mutex_lock(&cpu.mu);
-    while (cpu.pending) pthread_cond_wait(&cpu.done, &cpu.mu);
-    pthread_mutex_unlock(&cpu.mu);
+    pthread_mutex_lock(&c->mu);
+    while (c->pending) pthread_cond_wait(&c->done, &c->mu);
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* ---- memory ---- */
 
 static int cpu_reserve(backend *be, size_t bytes) {
-    if (cpu.mem) return err_set(ZP_ESTATE, "cpu backend: memory already reserved");
+    cpu_impl *c = be->impl;
+    if (c->mem) return err_set(ZP_ESTATE, "cpu backend: memory already reserved");
     void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return err_set(ZP_ENOMEM, "cpu backend: cannot reserve %zu MiB: %s", bytes >> 20,
                        strerror(errno));
-    cpu.mem = p;
-    cpu.size = bytes;
-    cpu.used = 0;
+    c->mem = p;
+    c->size = bytes;
+    c->used = 0;
     return 0;
 }
 
 static int cpu_alloc(backend *be, size_t bytes, size_t align, be_ptr *out, const char *what) {
-    size_t start = (cpu.used + align - 1) & ~(align - 1);
-    if (!cpu.mem || start > cpu.size || bytes > cpu.size - start)
+    cpu_impl *c = be->impl;
+    size_t start = (c->used + align - 1) & ~(align - 1);
+    if (!c->mem || start > c->size || bytes > c->size - start)
         return err_set(ZP_ENOMEM, "cpu backend: no room for %zu bytes of '%s' (%zu of %zu MiB used)",
-                       bytes, what, cpu.used >> 20, cpu.size >> 20);
-    cpu.used = start + bytes;
-    *out = (be_ptr)(uintptr_t)(cpu.mem + start);
+                       bytes, what, c->used >> 20, c->size >> 20);
+    c->used = start + bytes;
+    *out = (be_ptr)(uintptr_t)(c->mem + start);
     return 0;
 }
 
@@ -148,14 +158,18 @@ static int cpu_download(backend *be, void *dst, be_ptr src, size_t bytes) {
 static int cpu_sync(backend *be) { return 0; }
 
 static void cpu_destroy(backend *be) {
-    pthread_mutex_lock(&cpu.mu);
-    cpu.stop = 1;
-    pthread_cond_broadcast(&cpu.go);
-    pthread_mutex_unlock(&cpu.mu);
-    for (int t = 1; t < cpu.nthreads; t++) pthread_join(cpu.tid[t], NULL);
-    if (cpu.mem) munmap(cpu.mem, cpu.size);
-    if (cpu.scratch) munmap(cpu.scratch, sizeof(float) * 4 * (size_t)cpu.max_k * (size_t)cpu.nthreads);
-    memset(&cpu, 0, sizeof cpu);
+    cpu_impl *c = be->impl;
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_broadcast(&c->go);
+    pthread_mutex_unlock(&c->mu);
+    for (int t = 1; t < c->nthreads; t++) pthread_join(c->tid[t], NULL);
+    if (c->mem) munmap(c->mem, c->size);
+    if (c->scratch) munmap(c->scratch, sizeof(float) * 4 * (size_t)c->max_k * (size_t)c->nthreads);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->go);
+    pthread_cond_destroy(&c->done);
+    munmap(c, sizeof *c);
 }
 
 /* ---- ops ---- */
@@ -179,7 +193,7 @@ static void embed_rows(void *c, size_t b, size_t e, int tid) {
 static void cpu_embed(backend *be, be_ptr out, be_ptr table, zp_dtype wt, be_ptr ids, int n,
                       int dim) {
     embed_args a = {P(out), P(table), wt, P(ids), dim};
-    parallel((size_t)n, 1, embed_rows, &a);
+    parallel(be->impl, (size_t)n, 1, embed_rows, &a);
 }
 
 typedef struct {
@@ -213,13 +227,13 @@ static void norm_rows(void *c, size_t b, size_t e, int tid) {
 static void cpu_rmsnorm(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt, int rows,
                         int dim, float eps) {
     norm_args a = {P(out), P(x), NULL, P(w), wt, dim, eps};
-    parallel((size_t)rows, 1, norm_rows, &a);
+    parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
 }
 
 static void cpu_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w,
                             zp_dtype wt, int rows, int dim, float eps) {
     norm_args a = {P(out), P(x), P(resid), P(w), wt, dim, eps};
-    parallel((size_t)rows, 1, norm_rows, &a);
+    parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
 }
 
 typedef struct {
@@ -229,6 +243,8 @@ typedef struct {
     const void *bias;
     zp_dtype wt;
     int n, k, m;
+    float *scratch; /* [threads][4 * max_k] */
+    int max_k;
 } mm_args;
 
 /* Dot products of one activation row with 4 weight rows (f32), 8 lanes each; fixed order. */
@@ -248,7 +264,7 @@ static void dot4(const float *x, const float *w, int k, float r[4]) {
 static void mm_cols(void *c, size_t b, size_t e, int tid) {
     mm_args *a = c;
     size_t k = (size_t)a->k;
-    float *wbuf = cpu.scratch + (size_t)tid * 4 * (size_t)cpu.max_k;
+    float *wbuf = a->scratch + (size_t)tid * 4 * (size_t)a->max_k;
     for (size_t col = b; col < e; col += 4) {
         int nc = e - col < 4 ? (int)(e - col) : 4;
         for (int cc = 0; cc < 4; cc++) {
@@ -276,9 +292,10 @@ static void mm_cols(void *c, size_t b, size_t e, int tid) {
 
 static void cpu_matmul(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt, be_ptr bias,
                        int n, int k, int m) {
-    assert(k <= cpu.max_k);
-    mm_args a = {P(out), P(x), P(w), bias ? P(bias) : NULL, wt, n, k, m};
-    parallel((size_t)m, 4, mm_cols, &a);
+    cpu_impl *c = be->impl;
+    assert(k <= c->max_k);
+    mm_args a = {P(out), P(x), P(w), bias ? P(bias) : NULL, wt, n, k, m, c->scratch, c->max_k};
+    parallel(be->impl, (size_t)m, 4, mm_cols, &a);
 }
 
 typedef struct {
@@ -308,7 +325,7 @@ static void rope_rows(void *c, size_t b, size_t e, int tid) {
 static void cpu_rope(backend *be, be_ptr x, be_ptr positions, be_ptr inv_freq, int n, int heads,
                      int dim) {
     rope_args a = {P(x), P(positions), P(inv_freq), heads, dim};
-    parallel((size_t)n, 1, rope_rows, &a);
+    parallel(be->impl, (size_t)n, 1, rope_rows, &a);
 }
 
 static inline void kv_put(void *cache, zp_dtype t, size_t i, float v) {
@@ -342,7 +359,7 @@ static void store_rows(void *c, size_t b, size_t e, int tid) {
 static void cpu_kv_store(backend *be, be_ptr kc, be_ptr vc, zp_dtype kvt, be_ptr k, be_ptr v,
                          be_ptr slots, int n, int hkv, int dim, int bs) {
     store_args a = {P(kc), P(vc), kvt, P(k), P(v), P(slots), hkv, dim, bs};
-    parallel((size_t)n, 1, store_rows, &a);
+    parallel(be->impl, (size_t)n, 1, store_rows, &a);
 }
 
 typedef struct {
@@ -389,7 +406,7 @@ static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr v
                           const be_batch *bb, int hq, int hkv, int dim, int bs, float scale) {
     attn_args a = {P(out), P(q), P(kc), P(vc), kvt, P(bb->tok_seq), P(bb->tok_kv_idx),
                    P(bb->block_tables), bb->max_blocks, hq, hkv, dim, bs, scale};
-    parallel((size_t)bb->n_tokens * (size_t)hq, 1, attn_items, &a);
+    parallel(be->impl, (size_t)bb->n_tokens * (size_t)hq, 1, attn_items, &a);
 }
 
 typedef struct {
@@ -407,7 +424,7 @@ static void silu_range(void *c, size_t b, size_t e, int tid) {
 
 static void cpu_silu_mul(backend *be, be_ptr out, be_ptr gate, be_ptr up, size_t n) {
     silu_args a = {P(out), P(gate), P(up)};
-    parallel(n, 4096, silu_range, &a);
+    parallel(be->impl, n, 4096, silu_range, &a);
 }
 
 static void cpu_gather_rows(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim) {
@@ -419,39 +436,44 @@ static void cpu_gather_rows(backend *be, be_ptr out, be_ptr x, be_ptr rows, int 
 }
 
 int cpu_backend_create(backend **out, int threads, int max_k) {
-    if (cpu_be.name) return err_set(ZP_ESTATE, "cpu backend: already created");
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (int)n : 1;
     }
     if (threads > CPU_MAX_THREADS) threads = CPU_MAX_THREADS;
     if (max_k < 1) max_k = 1;
-    memset(&cpu, 0, sizeof cpu);
-    cpu.nthreads = threads;
-    cpu.max_k = max_k;
+    /* The instance lives in its own mapping: backends are made at start-up only. */
+    cpu_impl *c = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (c == MAP_FAILED) return err_set(ZP_ENOMEM, "cpu backend: %s", strerror(errno));
+    c->nthreads = threads;
+    c->max_k = max_k;
     size_t sb = sizeof(float) * 4 * (size_t)max_k * (size_t)threads;
     void *s = mmap(NULL, sb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (s == MAP_FAILED) return err_set(ZP_ENOMEM, "cpu backend: scratch: %s", strerror(errno));
-    cpu.scratch = s;
-    pthread_mutex_init(&cpu.mu, NULL);
-    pthread_cond_init(&cpu.go, NULL);
-    pthread_cond_init(&cpu.done, NULL);
-    for (int t = 1; t < threads; t++) {
-        int rc = pthread_create(&cpu.tid[t], NULL, worker, (void *)(intptr_t)t);
-        if (rc) {
-            cpu.nthreads = t;
-            cpu_destroy(&cpu_be);
-            return err_set(ZP_EBACKEND, "cpu backend: cannot start thread %d: %s", t, strerror(rc));
-        }
+    if (s == MAP_FAILED) {
+        munmap(c, sizeof *c);
+        return err_set(ZP_ENOMEM, "cpu backend: scratch: %s", strerror(errno));
     }
-    cpu_be = (backend){
-        .name = "cpu", .impl = &cpu, .reserve = cpu_reserve, .alloc = cpu_alloc,
+    c->scratch = s;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->go, NULL);
+    pthread_cond_init(&c->done, NULL);
+    c->be = (backend){
+        .name = "cpu", .impl = c, .reserve = cpu_reserve, .alloc = cpu_alloc,
         .map_host = cpu_map_host, .upload = cpu_upload, .download = cpu_download,
         .sync = cpu_sync, .destroy = cpu_destroy, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
         .add_rmsnorm = cpu_add_rmsnorm, .matmul = cpu_matmul, .rope = cpu_rope,
         .kv_store = cpu_kv_store, .attention = cpu_attention, .silu_mul = cpu_silu_mul,
         .gather_rows = cpu_gather_rows,
     };
-    *out = &cpu_be;
+    for (int t = 1; t < threads; t++) {
+        c->warg[t] = (worker_arg){c, t};
+        int rc = pthread_create(&c->tid[t], NULL, worker, &c->warg[t]);
+        if (rc) {
+            c->nthreads = t;
+            cpu_destroy(&c->be);
+            return err_set(ZP_EBACKEND, "cpu backend: cannot start thread %d: %s", t, strerror(rc));
+        }
+    }
+    *out = &c->be;
     return 0;
 }

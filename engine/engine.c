@@ -27,6 +27,9 @@
 #include <string.h>
 #include <time.h>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 typedef enum { RQ_FREE, RQ_WAITING, RQ_RUNNING } rq_state;
 
 typedef struct req {
@@ -421,6 +424,8 @@ static void build_batch(engine *e) {
             b->tok_seq[t] = s;
             b->tok_kv_idx[t] = ci;
             b->slots[t] = r->blocks[ci / e->bs] * e->bs + ci % e->bs;
+            /* A block shared through the prefix cache is never written. */
+            assert(e->kv.ref[r->blocks[ci / e->bs]] == 1);
         }
         memcpy(b->block_tables + (size_t)s * (size_t)e->max_blocks, r->blocks,
                sizeof(int32_t) * (size_t)r->n_blocks);
@@ -527,4 +532,88 @@ void engine_get_stats(const engine *e, engine_stats *s) {
     s->blocks_free = kv_free_count(&e->kv);
     s->blocks_used = kv_used_count(&e->kv);
     s->tokens_per_s = s->busy_seconds > 0 ? (double)s->completion_tokens / s->busy_seconds : 0;
+}
+
+/* ---- introspection ---- */
+
+static int broken(const char *what, int32_t a, int32_t b) {
+    return err_set(ZP_ESTATE, "engine invariant broken: %s (%d vs %d)", what, a, b);
+}
+
+static int check_list(const engine *e, const rq_list *l, rq_state st, const char *name) {
+    int32_t n = 0, prev = -1;
+    for (int32_t i = l->head; i >= 0; prev = i, i = e->reqs[i].next) {
+        if (e->reqs[i].state != st) return broken(name, e->reqs[i].state, st);
+        if (e->reqs[i].prev != prev) return broken("list back link", e->reqs[i].prev, prev);
+        if (++n > e->nreqs) return broken("list cycle", n, e->nreqs);
+    }
+    if (n != l->n || prev != l->tail) return broken(name, n, l->n);
+    return 0;
+}
+
+int engine_check(const engine *e) {
+    const kv_pool *kv = &e->kv;
+    int rc;
+    if ((rc = check_list(e, &e->running, RQ_RUNNING, "running list")) ||
+        (rc = check_list(e, &e->waiting, RQ_WAITING, "waiting list")))
+        return rc;
+    if (e->running.n > e->cf.max_num_seqs) return broken("running > max_num_seqs", e->running.n, (int32_t)e->cf.max_num_seqs);
+    int64_t refs = 0, owned = 0;
+    int32_t used = 0, nfree = 0, live = 0;
+    for (int32_t b = 0; b < kv->num_blocks; b++) {
+        if (kv->ref[b] < 0) return broken("negative ref count", b, kv->ref[b]);
+        refs += kv->ref[b];
+        used += kv->ref[b] > 0;
+    }
+    for (int32_t b = kv->free_head; b >= 0; b = kv->next[b]) {
+        if (kv->ref[b] != 0) return broken("free block with references", b, kv->ref[b]);
+        if (++nfree > kv->num_blocks) return broken("free list cycle", nfree, kv->num_blocks);
+    }
+    if (nfree != kv->nfree || used != kv->num_blocks - kv->nfree)
+        return broken("free list count", nfree, kv->nfree);
+    for (int32_t i = 0; i < e->nreqs; i++) {
+        const req *r = &e->reqs[i];
+        if (r->state == RQ_FREE) continue;
+        live++;
+        owned += r->n_blocks;
+        if (r->n_computed > r->n_tok || r->n_tok > e->max_model_len)
+            return broken("token counts", r->n_computed, r->n_tok);
+        if (r->kv_len != r->n_computed) return broken("kv_len != n_computed", r->kv_len, r->n_computed);
+        if (r->state == RQ_WAITING && r->n_blocks != 0)
+            return broken("waiting request holds blocks", i, r->n_blocks);
+        if (r->state == RQ_RUNNING && r->n_blocks != (r->kv_len + e->bs - 1) / e->bs)
+            return broken("block table does not match kv_len", r->n_blocks, r->kv_len);
+        for (int32_t j = 0; j < r->n_blocks; j++) {
+            if (r->blocks[j] < 0 || r->blocks[j] >= kv->num_blocks || kv->ref[r->blocks[j]] < 1)
+                return broken("request holds a free or bad block", i, r->blocks[j]);
+            for (int32_t k = 0; k < j; k++)
+                if (r->blocks[k] == r->blocks[j]) return broken("block twice in one table", i, r->blocks[j]);
+        }
+    }
+    if (refs != owned) return broken("sum of ref counts != blocks held", (int32_t)refs, (int32_t)owned);
+    if (live + e->nfree_slots != e->nreqs) return broken("request slots", live + e->nfree_slots, e->nreqs);
+    if (live != e->running.n + e->waiting.n) return broken("live requests", live, e->running.n + e->waiting.n);
+    return 0;
+}
+
+int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *contents) {
+    if (block < 0 || block >= e->kv.num_blocks) return err_set(ZP_EINVAL, "no block %d", block);
+    *ref = e->kv.ref[block];
+    size_t per_layer = model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype) / (2 * (size_t)e->mc.layers);
+    uint8_t buf[1 << 14];
+    XXH64_state_t st;
+    XXH64_reset(&st, 0);
+    for (int l = 0; l < e->mc.layers; l++) {
+        be_ptr bases[2] = {e->m.layers[l].kc, e->m.layers[l].vc};
+        for (int kv = 0; kv < 2; kv++) {
+            for (size_t off = 0; off < per_layer; off += sizeof buf) {
+                size_t n = per_layer - off < sizeof buf ? per_layer - off : sizeof buf;
+                int rc = e->be->download(e->be, buf, bases[kv] + (be_ptr)((size_t)block * per_layer + off), n);
+                if (rc) return rc;
+                XXH64_update(&st, buf, n);
+            }
+        }
+    }
+    *contents = XXH64_digest(&st);
+    return 0;
 }

@@ -92,4 +92,11 @@ int engine_cancel(engine *e, uint64_t req_id);
 int engine_step(engine *e);
 void engine_get_stats(const engine *e, engine_stats *s);
 
+/* Introspection for tests and diagnostics (cost O(blocks + requests); not for the hot path).
+ * engine_check verifies every scheduler and block invariant and returns ZP_ESTATE with a
+ * message naming the first one broken. engine_debug_block reports a block's reference
+ * count and a hash of its K/V contents across all layers. */
+int engine_check(const engine *e);
+int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *contents);
+
 #endif

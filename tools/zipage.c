@@ -9,6 +9,7 @@
 int cmd_config(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -17,6 +18,7 @@ static const struct {
 } cmds[] = {
     {"config", cmd_config, "print the configuration (defaults, or after -c/--set) as zipage.conf"},
     {"generate", cmd_generate, "run requests through the engine in this process and print the results"},
+    {"logits", cmd_logits, "write the logits of every prompt position as raw f32 (parity checks)"},
     {"mkmodel", cmd_mkmodel, "write a small random Hugging Face model directory (tests, demos)"},
 };
 

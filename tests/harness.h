@@ -1,0 +1,153 @@
+/* harness: helpers shared by the engine-level tests (header-only): make a random model with
+ * `zipage mkmodel`, open an engine on it with config overrides, submit requests and collect
+ * every event per request. Outputs are indexed by the request's user_tag. */
+#ifndef ZP_TEST_HARNESS_H
+#define ZP_TEST_HARNESS_H
+
+#include "arena/err.h"
+#include "engine/engine.h"
+#include "tests/testlib.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TH_MAX_OUT 512
+
+typedef struct th_out {
+    int32_t tok[TH_MAX_OUT];
+    float lp[TH_MAX_OUT];
+    int32_t n;
+    engine_finish fin;
+    int32_t finals; /* terminal events seen: must end at exactly 1 */
+    engine_usage usage;
+} th_out;
+
+typedef struct th {
+    arena a;
+    engine *e;
+    conf cf;
+    th_out *out;
+    int nout;
+    int (*on_token)(struct th *, const engine_event *); /* optional hook */
+    void *user;
+} th;
+
+static char th_dir[256];
+
+/* A small random Qwen3 model in /tmp, removed at exit. */
+static void th_model(const char *extra) {
+    snprintf(th_dir, sizeof th_dir, "/tmp/zp_test_%d", (int)getpid());
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "rm -rf %s && %s/zipage mkmodel --arch qwen3 --hidden 64 --layers 2 --heads 4 "
+             "--kv-heads 2 --head-dim 16 --intermediate 96 --vocab 300 --seed 5 --out %s %s "
+             ">/dev/null",
+             th_dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", th_dir, extra ? extra : "");
+    REQUIRE(system(cmd) == 0);
+}
+
+static void th_model_remove(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", th_dir);
+    if (system(cmd)) fprintf(stderr, "cannot remove %s\n", th_dir);
+}
+
+static void th_event(void *user, const engine_event *ev) {
+    th *t = user;
+    REQUIRE(ev->user_tag < (uint64_t)t->nout);
+    th_out *o = &t->out[ev->user_tag];
+    CHECKF(o->finals == 0, "event after the terminal event for request %llu",
+           (unsigned long long)ev->user_tag);
+    if (ev->finish == ENGINE_RUNNING) {
+        REQUIRE(o->n < TH_MAX_OUT);
+        o->tok[o->n] = ev->token;
+        o->lp[o->n++] = ev->logprob;
+        if (t->on_token) t->on_token(t, ev);
+        return;
+    }
+    o->fin = ev->finish;
+    o->usage = ev->usage;
+    o->finals++;
+}
+
+/* Opens an engine on th_dir; overrides are "key=value" strings, NULL-terminated. */
+static void th_open(th *t, int nout, ...) {
+    memset(t, 0, sizeof *t);
+    conf_defaults(&t->cf);
+    snprintf(t->cf.model, sizeof t->cf.model, "%s", th_dir);
+    t->cf.block_size = 16;
+    t->cf.max_model_len = 256;
+    t->cf.kv_memory_mb = 16;
+    t->cf.host_arena_mb = 512;
+    t->cf.threads = 2;
+    va_list ap;
+    va_start(ap, nout);
+    for (const char *kv; (kv = va_arg(ap, const char *));)
+        if (conf_set(&t->cf, kv, "test")) {
+            fprintf(stderr, "%s\n", err_msg());
+            exit(1);
+        }
+    va_end(ap);
+    t->nout = nout;
+    t->out = calloc((size_t)nout, sizeof *t->out);
+    REQUIRE(arena_init(&t->a, "host", (size_t)t->cf.host_arena_mb << 20) == 0);
+    if (engine_open(&t->e, &t->a, &t->cf, 0, NULL, 0, th_event, t)) {
+        fprintf(stderr, "engine_open: %s\n", err_msg());
+        exit(1);
+    }
+    arena_freeze(&t->a);
+}
+
+static void th_close(th *t) {
+    engine_close(t->e);
+    arena_release(&t->a);
+    free(t->out);
+}
+
+/* Runs steps until idle, checking invariants after each when check is set. */
+static void th_drain(th *t, int check) {
+    for (;;) {
+        int left = engine_step(t->e);
+        REQUIRE(left >= 0);
+        if (check) {
+            int rc = engine_check(t->e);
+            CHECKF(rc == 0, "%s", err_msg());
+            if (rc) exit(1);
+        }
+        if (left == 0) break;
+    }
+}
+
+static int th_same(const th_out *a, const th_out *b) {
+    return a->n == b->n && a->fin == b->fin && !memcmp(a->tok, b->tok, sizeof(int32_t) * (size_t)a->n) &&
+           !memcmp(a->lp, b->lp, sizeof(float) * (size_t)a->n);
+}
+
+/* A random request: prompt of plen ids, greedy or seeded sampling. */
+typedef struct th_req {
+    int32_t prompt[256];
+    engine_request rq;
+} th_req;
+
+static void th_random_req(th_req *r, unsigned long long *rng, int plen, int max_tokens, int sampled) {
+    for (int i = 0; i < plen; i++) r->prompt[i] = (int32_t)(test_rand_u64(rng) % 290);
+    memset(&r->rq, 0, sizeof r->rq);
+    r->rq.prompt_ids = r->prompt;
+    r->rq.n_prompt = plen;
+    r->rq.compress = -1;
+    r->rq.logprobs = true;
+    sampler_defaults(&r->rq.sp);
+    r->rq.sp.max_tokens = max_tokens;
+    r->rq.sp.ignore_eos = true;
+    if (sampled) {
+        r->rq.sp.temperature = 0.9f;
+        r->rq.sp.top_p = 0.95f;
+        r->rq.sp.top_k = 50;
+        r->rq.sp.seed = test_rand_u64(rng);
+    }
+}
+
+#endif
