@@ -27,6 +27,8 @@
 /* Upper bounds that keep products such as vocab * hidden * 4 far from 64-bit overflow. */
 #define DIM_MAX (1 << 24)
 #define LAYERS_MAX 4096
+/* safetensors' own limit on the JSON header. */
+#define ST_HEADER_MAX (100 * 1000 * 1000)
 
 static const char supported_archs[] = "Qwen3ForCausalLM, Qwen2ForCausalLM, LlamaForCausalLM";
 
@@ -319,7 +321,7 @@ static int st_find(const st_set *s, const char *name) {
 static int st_entry_parse(st_entry *e, const json_doc *d, int v, const uint8_t *data, uint64_t dlen,
                           const char *file) {
     char nm[512];
-    snprintf(nm, sizeof nm, "%.*s", (int)e->name_len, e->name);
+    snprintf(nm, sizeof nm, "%.*s", (int)(e->name_len < 400 ? e->name_len : 400), e->name);
     if (!json_is_obj(d, v)) return err_set(ZP_EFORMAT, "%s: tensor '%s': entry is not an object", file, nm);
     int t = json_get(d, v, "dtype");
     size_t len;
@@ -366,6 +368,9 @@ static int st_parse_file(st_set *s, arena *a, const uint8_t *m, size_t len, int 
     if (hlen < 2 || hlen > len - 8)
         return err_set(ZP_EFORMAT, "%s: header length %llu past the end of the file (%zu bytes)", file,
                        (unsigned long long)hlen, len);
+    if (hlen > ST_HEADER_MAX)
+        return err_set(ZP_EFORMAT, "%s: header of %llu bytes (safetensors allows %d)", file,
+                       (unsigned long long)hlen, ST_HEADER_MAX);
     json_doc d;
     int rc = json_parse(&d, a, (const char *)m + 8, (size_t)hlen, file);
     if (rc) return rc;
@@ -413,7 +418,8 @@ static int st_build_hash(st_set *s, arena *a) {
             const st_entry *o = &s->e[s->hash[i]];
             if (o->name_len == e->name_len && !memcmp(o->name, e->name, e->name_len))
                 return err_set(ZP_EFORMAT, "%s: tensor '%.*s' appears twice (also in %s)",
-                               s->file_name[e->file], (int)e->name_len, e->name, s->file_name[o->file]);
+                               s->file_name[e->file], (int)(e->name_len < 400 ? e->name_len : 400), e->name,
+                               s->file_name[o->file]);
         }
         s->hash[i] = k;
     }

@@ -60,7 +60,7 @@ static void edit(const char *dir, const char *name, const char *from, const char
 static void dir_of(char *out, const char *d) { snprintf(out, 512, "%s/%s", tmp, d); }
 
 static bool in_maps(const model_weights *w, const tensor *t) {
-    size_t bytes = (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1) * zp_dtype_size(t->dtype);
+    size_t bytes = loader_tensor_bytes(t);
     for (int i = 0; i < w->nfiles; i++)
         if ((const uint8_t *)t->data >= w->maps[i] && (const uint8_t *)t->data + bytes <= w->maps[i] + w->map_len[i])
             return true;
@@ -192,7 +192,7 @@ static void check_same_bytes(arena *a, const char *d1, const char *d2) {
         else t1 = (const tensor *)w1.layers + i, t2 = (const tensor *)w2.layers + i;
         CHECK(!t1->data == !t2->data);
         if (!t1->data) continue;
-        size_t n = (size_t)t1->shape[0] * (size_t)(t1->ndim == 2 ? t1->shape[1] : 1) * zp_dtype_size(t1->dtype);
+        size_t n = loader_tensor_bytes(t1);
         CHECKF(t1->shape[0] == t2->shape[0] && t1->shape[1] == t2->shape[1] && !memcmp(t1->data, t2->data, n),
                "%s differs between %s and %s", t1->name, d1, d2);
     }
