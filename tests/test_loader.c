@@ -302,6 +302,17 @@ int main(void) {
         REQUIRE(loader_config(&c, &a, p) == 0);
         CHECK(c.n_eos == 1 && c.eos_ids[0] == 258 && c.bos_id == -1);
     }
+    /* Llama without generation_config.json: config.json's list stands. */
+    {
+        char p[512];
+        snprintf(cmd, sizeof cmd, "cp -r %s/ll %s/llnogen && rm %s/llnogen/generation_config.json", tmp, tmp, tmp);
+        REQUIRE(system(cmd) == 0);
+        edit("llnogen", "config.json", "\"eos_token_id\": [257, 260]", "\"eos_token_id\": [260, 257, 258]");
+        dir_of(p, "llnogen");
+        model_config c;
+        REQUIRE(loader_config(&c, &a, p) == 0);
+        CHECK(c.n_eos == 3 && c.eos_ids[0] == 260 && c.eos_ids[1] == 257 && c.eos_ids[2] == 258 && c.bos_id == 256);
+    }
     /* head_dim derived when absent (the qwen2 configs have none): covered by "q2" above. */
 
     arena_release(&a);

@@ -398,10 +398,13 @@ static void damage_cases(void) {
 
 /* ---- mutation fuzzing ---- */
 
-static void fuzz_file(const char *name, int iters, unsigned long long seed, bool weights_only) {
-    char path[512];
+/* Mutates file name of the model in dir src (copied to work) iters times; weights_only: the
+ * file is safetensors (mutate its length and header) and loader_weights runs, else the file
+ * is JSON and both loader_config and (for an index) loader_weights run. */
+static void fuzz_file(const char *src, const char *name, int iters, unsigned long long seed, bool weights_only) {
+    char path[512], cmd[1024];
     size_t len;
-    snprintf(path, sizeof path, "%s/%s", base, name);
+    snprintf(path, sizeof path, "%s/%s", src, name);
     uint8_t *f = slurp(path, &len), *g = malloc(len);
     REQUIRE(g);
     /* Mutations go where parsing happens: the length and the JSON header (or all of a JSON file). */
@@ -412,8 +415,10 @@ static void fuzz_file(const char *name, int iters, unsigned long long seed, bool
         span = 8 + (size_t)hlen;
     }
     model_config c;
-    REQUIRE(loader_config(&c, &A, base) == 0);
-    reset_work();
+    REQUIRE(loader_config(&c, &A, src) == 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s && cp -r %s %s", work, src, work);
+    REQUIRE(system(cmd) == 0);
+    bool index = !strcmp(name, "model.safetensors.index.json");
     int ok = 0, failed = 0;
     static const char interesting[] = "{}[]\",:0123456789-.e\\ \x00\xff";
     for (int it = 0; it < iters; it++) {
@@ -434,7 +439,7 @@ static void fuzz_file(const char *name, int iters, unsigned long long seed, bool
         spit(work, name, g, n);
         err_set(0, "%s", "");
         int rc;
-        if (weights_only) {
+        if (weights_only || index) {
             model_weights w;
             rc = loader_weights(&w, &c, &A, work);
             if (!rc) loader_close(&w);
@@ -468,13 +473,20 @@ int main(void) {
              "--intermediate %d --vocab %d --seed 3 --out %s && rm %s/tokenizer*.json",
              zipage, H, LAYERS, D, I, V, base, base);
     REQUIRE(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd,
+             "%s mkmodel --arch qwen2 --hidden %d --layers %d --heads 2 --kv-heads 1 --intermediate %d "
+             "--vocab %d --seed 4 --shards 3 --out %s/sharded",
+             zipage, H, LAYERS, I, V, tmp);
+    REQUIRE(system(cmd) == 0);
     REQUIRE(arena_init(&A, "fuzz", 64u << 20) == 0);
     size_t mark = arena_temp_mark(&A);
 
     structured_cases();
     damage_cases();
-    fuzz_file("model.safetensors", 8000, 12345, true);
-    fuzz_file("config.json", 4000, 777, false);
+    fuzz_file(base, "model.safetensors", 8000, 12345, true);
+    fuzz_file(base, "config.json", 4000, 777, false);
+    snprintf(cmd, sizeof cmd, "%s/sharded", tmp);
+    fuzz_file(cmd, "model.safetensors.index.json", 3000, 4242, false);
     CHECK(arena_temp_mark(&A) == mark);
 
     arena_release(&A);
