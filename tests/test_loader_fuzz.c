@@ -66,7 +66,7 @@ static int load_work(void) {
     do {                                                                                           \
         int rc_ = load_work();                                                                     \
         CHECKF(rc_ == (code), "got %d (%s), want %d", rc_, rc_ ? err_msg() : "ok", code);          \
-        const char *subs_[] = {"", __VA_ARGS__};                                                       \
+        const char *subs_[] = {"", __VA_ARGS__};                                                   \
         for (size_t i_ = 0; i_ < sizeof subs_ / sizeof subs_[0]; i_++)                             \
             CHECKF(strstr(err_msg(), subs_[i_]), "message '%s' lacks '%s'", err_msg(), subs_[i_]); \
     } while (0)
@@ -125,9 +125,9 @@ static int find(st_t *t, int n, const char *name) {
 }
 
 typedef struct wopts {
-    int bad_size_idx;   /* tensor whose data_offsets span one element too few, or -1 */
-    int past_end_idx;   /* tensor whose end offset is past the data, or -1 */
-    bool odd_header;    /* header length odd: data misaligned */
+    int bad_size_idx; /* tensor whose data_offsets span one element too few, or -1 */
+    int past_end_idx; /* tensor whose end offset is past the data, or -1 */
+    bool odd_header;  /* header length odd: data misaligned */
 } wopts;
 
 static void write_file(const char *name, const st_t *t, int n, int file, wopts o) {
@@ -138,22 +138,25 @@ static void write_file(const char *name, const st_t *t, int n, int file, wopts o
     len += (size_t)sprintf(h + len, "{\"__metadata__\":{\"format\":\"pt\"}");
     for (int i = 0; i < n; i++) {
         if (t[i].file != file) continue;
-        uint64_t bytes = (uint64_t)t[i].esize * (uint64_t)t[i].shape[0] * (uint64_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
+        uint64_t bytes = (uint64_t)t[i].esize * (uint64_t)t[i].shape[0] *
+                         (uint64_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
         uint64_t end = off + bytes - (i == o.bad_size_idx ? (uint64_t)t[i].esize : 0);
         if (i == o.past_end_idx) end = off + (1u << 30);
-        len += (size_t)sprintf(h + len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld", t[i].name, t[i].dtype,
-                               (long long)t[i].shape[0]);
+        len += (size_t)sprintf(h + len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld", t[i].name,
+                               t[i].dtype, (long long)t[i].shape[0]);
         if (t[i].ndim == 2) len += (size_t)sprintf(h + len, ",%lld", (long long)t[i].shape[1]);
         len += (size_t)sprintf(h + len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                                (unsigned long long)end);
         off += bytes;
     }
     h[len++] = '}';
-    while (len % 8 != (o.odd_header ? 1 : 0)) h[len++] = ' ';
+    while (len % 8 != (o.odd_header ? 1 : 0))
+        h[len++] = ' ';
     size_t total = 8 + len + off;
     uint8_t *f = calloc(1, total);
     REQUIRE(f);
-    for (int b = 0; b < 8; b++) f[b] = (uint8_t)((uint64_t)len >> (8 * b));
+    for (int b = 0; b < 8; b++)
+        f[b] = (uint8_t)((uint64_t)len >> (8 * b));
     memcpy(f + 8, h, len);
     spit(work, name, f, total);
     free(f);
@@ -180,8 +183,8 @@ static void write_model(st_t *t, int n, int nfiles, wopts o, int index_idx, int 
     size_t len = (size_t)sprintf(ix, "{\"metadata\":{},\"weight_map\":{");
     for (int i = 0; i < n; i++) {
         int f = i == index_idx ? index_file : t[i].file;
-        len += (size_t)sprintf(ix + len, "%s\"%s\":\"model-%05d-of-%05d.safetensors\"", i ? "," : "", t[i].name,
-                               f + 1, nfiles);
+        len += (size_t)sprintf(ix + len, "%s\"%s\":\"model-%05d-of-%05d.safetensors\"",
+                               i ? "," : "", t[i].name, f + 1, nfiles);
     }
     len += (size_t)sprintf(ix + len, "}}");
     spit(work, "model.safetensors.index.json", ix, len);
@@ -214,16 +217,19 @@ static void structured_cases(void) {
     reset_work();
     t[find(t, n, "model.layers.1.mlp.up_proj.weight")].shape[0] = 32;
     write_model(t, n, 1, W0, -1, 0);
-    EXPECT(ZP_EFORMAT, "model.safetensors: tensor 'model.layers.1.mlp.up_proj.weight': shape [32,32], expected [64,32]");
+    EXPECT(ZP_EFORMAT, "model.safetensors: tensor 'model.layers.1.mlp.up_proj.weight': shape "
+                       "[32,32], expected [64,32]");
     n = base_list(t);
 
     reset_work(); /* the same in the second of three shards */
-    for (int i = 0; i < n; i++) t[i].file = i < 9 ? 0 : i < 22 ? 1 : 2;
+    for (int i = 0; i < n; i++)
+        t[i].file = i < 9 ? 0 : i < 22 ? 1 : 2;
     int up = find(t, n, "model.layers.1.mlp.up_proj.weight");
     REQUIRE(t[up].file == 1);
     t[up].shape[0] = 32;
     write_model(t, n, 3, W0, -1, 0);
-    EXPECT(ZP_EFORMAT, "model-00002-of-00003.safetensors: tensor 'model.layers.1.mlp.up_proj.weight': shape [32,32], expected [64,32]");
+    EXPECT(ZP_EFORMAT, "model-00002-of-00003.safetensors: tensor "
+                       "'model.layers.1.mlp.up_proj.weight': shape [32,32], expected [64,32]");
     t[up].shape[0] = 64;
 
     reset_work(); /* sharded and correct: loads */
@@ -232,7 +238,8 @@ static void structured_cases(void) {
 
     reset_work(); /* the index places a tensor in a file that lacks it */
     write_model(t, n, 3, W0, up, 2);
-    EXPECT(ZP_EFORMAT, "model-00003-of-00003.safetensors", "model.layers.1.mlp.up_proj.weight", "missing");
+    EXPECT(ZP_EFORMAT, "model-00003-of-00003.safetensors", "model.layers.1.mlp.up_proj.weight",
+           "missing");
 
     reset_work(); /* a tensor in two shards */
     {
@@ -254,14 +261,16 @@ static void structured_cases(void) {
     t[find(t, n, "model.layers.0.self_attn.q_proj.weight")].ndim = 1;
     t[find(t, n, "model.layers.0.self_attn.q_proj.weight")].shape[1] = 0;
     write_model(t, n, 1, W0, -1, 0);
-    EXPECT(ZP_EFORMAT, "tensor 'model.layers.0.self_attn.q_proj.weight': shape [32], expected [32,32]");
+    EXPECT(ZP_EFORMAT,
+           "tensor 'model.layers.0.self_attn.q_proj.weight': shape [32], expected [32,32]");
     n = base_list(t);
 
     reset_work(); /* an unsupported (valid) dtype */
     int kn = find(t, n, "model.layers.0.self_attn.k_norm.weight");
     t[kn].dtype = "I32", t[kn].esize = 4;
     write_model(t, n, 1, W0, -1, 0);
-    EXPECT(ZP_EUNSUP, "model.safetensors: tensor 'model.layers.0.self_attn.k_norm.weight': dtype I32 is not supported");
+    EXPECT(ZP_EUNSUP, "model.safetensors: tensor 'model.layers.0.self_attn.k_norm.weight': dtype "
+                      "I32 is not supported");
 
     reset_work(); /* an unknown dtype */
     t[kn].dtype = "Q4_K", t[kn].esize = 2;
@@ -279,7 +288,8 @@ static void structured_cases(void) {
     reset_work(); /* a missing tensor */
     memmove(&t[kn], &t[kn + 1], sizeof(st_t) * (size_t)(n - kn - 1));
     write_model(t, n - 1, 1, W0, -1, 0);
-    EXPECT(ZP_EFORMAT, "model.safetensors: tensor 'model.layers.0.self_attn.k_norm.weight' missing");
+    EXPECT(ZP_EFORMAT,
+           "model.safetensors: tensor 'model.layers.0.self_attn.k_norm.weight' missing");
     n = base_list(t);
 
     reset_work(); /* lm_head missing, not tied */
@@ -292,7 +302,8 @@ static void structured_cases(void) {
     EXPECT(0);
 
     reset_work(); /* data_offsets one element short */
-    write_model(t, n, 1, (wopts){find(t, n, "model.layers.1.mlp.down_proj.weight"), -1, false}, -1, 0);
+    write_model(t, n, 1, (wopts){find(t, n, "model.layers.1.mlp.down_proj.weight"), -1, false}, -1,
+                0);
     EXPECT(ZP_EFORMAT, "tensor 'model.layers.1.mlp.down_proj.weight'", "data bytes");
 
     reset_work(); /* data_offsets past the data */
@@ -313,7 +324,8 @@ static void structured_cases(void) {
     EXPECT(ZP_EFORMAT, "config.json", "invalid JSON");
     reset_work();
     edit_config("Qwen3ForCausalLM", "MistralForCausalLM");
-    EXPECT(ZP_EUNSUP, "config.json: architecture 'MistralForCausalLM' is not supported (supported: Qwen3ForCausalLM, Qwen2ForCausalLM, LlamaForCausalLM)");
+    EXPECT(ZP_EUNSUP, "config.json: architecture 'MistralForCausalLM' is not supported (supported: "
+                      "Qwen3ForCausalLM, Qwen2ForCausalLM, LlamaForCausalLM)");
     reset_work();
     edit_config("\"hidden_size\": 32,", "");
     EXPECT(ZP_EFORMAT, "config.json: missing 'hidden_size'");
@@ -324,10 +336,12 @@ static void structured_cases(void) {
     edit_config("\"head_dim\": 16,", "\"head_dim\": 15,");
     EXPECT(ZP_EFORMAT, "head_dim 15 is odd");
     reset_work();
-    edit_config("\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}");
+    edit_config("\"rope_scaling\": null",
+                "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}");
     EXPECT(ZP_EUNSUP, "rope_scaling type 'yarn' is not supported");
     reset_work();
-    edit_config("\"rope_scaling\": null", "\"rope_parameters\": {\"rope_type\": \"llama3\", \"factor\": 8.0}");
+    edit_config("\"rope_scaling\": null",
+                "\"rope_parameters\": {\"rope_type\": \"llama3\", \"factor\": 8.0}");
     EXPECT(ZP_EFORMAT, "rope_parameters llama3 needs");
     reset_work();
     edit_config("\"torch_dtype\": \"bfloat16\"", "\"torch_dtype\": \"int8\"");
@@ -367,13 +381,16 @@ static void damage_cases(void) {
     uint8_t *f = slurp(path, &len), *g = malloc(len);
     REQUIRE(g);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | f[i];
-    size_t cuts[] = {0, 3, 7, 8, 9, 8 + (size_t)hlen / 2, 8 + (size_t)hlen - 1, 8 + (size_t)hlen, len - 1};
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | f[i];
+    size_t cuts[] = {
+        0, 3, 7, 8, 9, 8 + (size_t)hlen / 2, 8 + (size_t)hlen - 1, 8 + (size_t)hlen, len - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         reset_work();
         spit(work, "model.safetensors", f, cuts[i]);
         int rc = load_work();
-        CHECKF(rc == ZP_EFORMAT && strstr(err_msg(), "model.safetensors"), "cut at %zu: %d %s", cuts[i], rc, err_msg());
+        CHECKF(rc == ZP_EFORMAT && strstr(err_msg(), "model.safetensors"), "cut at %zu: %d %s",
+               cuts[i], rc, err_msg());
     }
     reset_work(); /* header length past the end of the file */
     memcpy(g, f, len);
@@ -383,7 +400,8 @@ static void damage_cases(void) {
     reset_work(); /* garbage header */
     memcpy(g, f, len);
     unsigned long long s = 99;
-    for (size_t i = 8; i < 8 + hlen; i++) g[i] = (uint8_t)test_rand_u64(&s);
+    for (size_t i = 8; i < 8 + hlen; i++)
+        g[i] = (uint8_t)test_rand_u64(&s);
     spit(work, "model.safetensors", g, len);
     EXPECT(ZP_EFORMAT, "model.safetensors");
     reset_work(); /* header is JSON but not an object */
@@ -401,17 +419,20 @@ static void damage_cases(void) {
 /* Mutates file name of the model in dir src (copied to work) iters times; weights_only: the
  * file is safetensors (mutate its length and header) and loader_weights runs, else the file
  * is JSON and both loader_config and (for an index) loader_weights run. */
-static void fuzz_file(const char *src, const char *name, int iters, unsigned long long seed, bool weights_only) {
+static void fuzz_file(const char *src, const char *name, int iters, unsigned long long seed,
+                      bool weights_only) {
     char path[512], cmd[1024];
     size_t len;
     snprintf(path, sizeof path, "%s/%s", src, name);
     uint8_t *f = slurp(path, &len), *g = malloc(len);
     REQUIRE(g);
-    /* Mutations go where parsing happens: the length and the JSON header (or all of a JSON file). */
+    /* Mutations go where parsing happens: the length and the JSON header (or all of a JSON file).
+     */
     size_t span = len;
     if (weights_only) {
         uint64_t hlen = 0;
-        for (int i = 7; i >= 0; i--) hlen = hlen << 8 | f[i];
+        for (int i = 7; i >= 0; i--)
+            hlen = hlen << 8 | f[i];
         span = 8 + (size_t)hlen;
     }
     model_config c;
@@ -428,12 +449,20 @@ static void fuzz_file(const char *src, const char *name, int iters, unsigned lon
         for (int m = 0; m < muts; m++) {
             size_t at = (size_t)(test_rand_u64(&seed) % span);
             switch (test_rand_u64(&seed) % 4) {
-            case 0: g[at] = (uint8_t)test_rand_u64(&seed); break;
-            case 1: g[at] = (uint8_t)interesting[test_rand_u64(&seed) % (sizeof interesting - 1)]; break;
-            case 2: g[at] ^= (uint8_t)(1u << (test_rand_u64(&seed) % 8)); break;
+            case 0:
+                g[at] = (uint8_t)test_rand_u64(&seed);
+                break;
+            case 1:
+                g[at] = (uint8_t)interesting[test_rand_u64(&seed) % (sizeof interesting - 1)];
+                break;
+            case 2:
+                g[at] ^= (uint8_t)(1u << (test_rand_u64(&seed) % 8));
+                break;
             default: /* swap in a digit change to shift offsets/shapes a little */
-                if (g[at] >= '0' && g[at] <= '9') g[at] = (uint8_t)('0' + test_rand_u64(&seed) % 10);
-                else if (test_rand_u64(&seed) % 8 == 0) n = at; /* truncate */
+                if (g[at] >= '0' && g[at] <= '9')
+                    g[at] = (uint8_t)('0' + test_rand_u64(&seed) % 10);
+                else if (test_rand_u64(&seed) % 8 == 0)
+                    n = at; /* truncate */
             }
         }
         spit(work, name, g, n);
@@ -446,12 +475,15 @@ static void fuzz_file(const char *src, const char *name, int iters, unsigned lon
         } else {
             model_config c2;
             rc = loader_config(&c2, &A, work);
-            if (!rc) CHECK(c2.hidden > 0 && c2.head_dim % 2 == 0 && c2.heads % c2.kv_heads == 0 && c2.n_eos >= 0);
+            if (!rc)
+                CHECK(c2.hidden > 0 && c2.head_dim % 2 == 0 && c2.heads % c2.kv_heads == 0 &&
+                      c2.n_eos >= 0);
         }
         if (rc) {
             failed++;
             CHECKF(rc < 0 && err_msg()[0], "iteration %d: code %d with empty message", it, rc);
-        } else ok++;
+        } else
+            ok++;
     }
     printf("fuzz %s: %d loaded, %d rejected\n", name, ok, failed);
     CHECK(failed > 0);
@@ -473,10 +505,11 @@ int main(void) {
              "--intermediate %d --vocab %d --seed 3 --out %s && rm %s/tokenizer*.json",
              zipage, H, LAYERS, D, I, V, base, base);
     REQUIRE(system(cmd) == 0);
-    snprintf(cmd, sizeof cmd,
-             "%s mkmodel --arch qwen2 --hidden %d --layers %d --heads 2 --kv-heads 1 --intermediate %d "
-             "--vocab %d --seed 4 --shards 3 --out %s/sharded",
-             zipage, H, LAYERS, I, V, tmp);
+    snprintf(
+        cmd, sizeof cmd,
+        "%s mkmodel --arch qwen2 --hidden %d --layers %d --heads 2 --kv-heads 1 --intermediate %d "
+        "--vocab %d --seed 4 --shards 3 --out %s/sharded",
+        zipage, H, LAYERS, I, V, tmp);
     REQUIRE(system(cmd) == 0);
     REQUIRE(arena_init(&A, "fuzz", 64u << 20) == 0);
     size_t mark = arena_temp_mark(&A);
