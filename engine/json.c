@@ -30,6 +30,19 @@ int json_parse(json_doc *d, arena *a, const char *src, size_t len, const char *n
     int m = jsmn_parse(&p, src, len, d->tok, (unsigned)n);
     if (m != n) return err_set(ZP_EFORMAT, "%s: invalid JSON", name);
     d->ntok = n;
+    /* jsmn (even strict) accepts objects whose keys lack values ({"a":1,"b"}, {"a":}) or
+     * carry two ({"a":1 "b":2} makes "b" a child of "a"). Accessors step key -> value ->
+     * next key, so such a document would send them past the token array: every member of
+     * an object must be a string key with exactly one child, and only keys have children
+     * among strings. */
+    for (int t = 0; t < n; t++) {
+        const jsmntok_t *k = &d->tok[t];
+        bool in_obj = k->parent >= 0 && d->tok[k->parent].type == JSMN_OBJECT;
+        if (in_obj ? k->type != JSMN_STRING || k->size != 1
+                   : (k->type == JSMN_STRING || k->type == JSMN_PRIMITIVE) && k->size != 0)
+            return err_set(ZP_EFORMAT, "%s: invalid JSON (malformed object at byte %d)", name,
+                           k->start);
+    }
     /* jsmn accepts several top-level values; a document is exactly one. */
     if (json_skip(d, 0) != n) return err_set(ZP_EFORMAT, "%s: trailing data after JSON value", name);
     for (size_t i = (size_t)d->tok[0].end; i < len; i++)
