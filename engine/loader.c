@@ -248,6 +248,19 @@ static int parse_config(model_config *c, const json_doc *d) {
     b = false;
     if ((rc = get_bool(d, 0, "use_sliding_window", &b))) return rc;
     if (b) return err_set(ZP_EUNSUP, "%s: use_sliding_window true is not supported", d->name);
+    /* transformers 5 lists each layer's attention kind; only full attention is supported. */
+    t = json_get(d, 0, "layer_types");
+    if (t >= 0 && !json_is_null(d, t)) {
+        if (!json_is_arr(d, t) || json_len(d, t) != c->layers)
+            return err_set(ZP_EFORMAT, "%s: 'layer_types' must list %d layer kinds", d->name,
+                           c->layers);
+        for (int i = 0, e = t + 1; i < c->layers; i++, e = json_skip(d, e))
+            if (!json_str_eq(d, e, "full_attention"))
+                return err_set(ZP_EUNSUP,
+                               "%s: layer_types[%d] is not 'full_attention' (sliding window "
+                               "attention is not supported)",
+                               d->name, i);
+    }
     t = json_get(d, 0, "hidden_act");
     if (t >= 0 && !json_str_eq(d, t, "silu")) {
         const char *s;

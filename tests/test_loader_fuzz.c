@@ -368,6 +368,17 @@ static void structured_cases(void) {
     edit_config("\"use_sliding_window\": false", "\"use_sliding_window\": true");
     EXPECT(ZP_EUNSUP, "use_sliding_window");
     reset_work();
+    edit_config("\"use_sliding_window\": false",
+                "\"layer_types\": [\"full_attention\", \"sliding_attention\"]");
+    EXPECT(ZP_EUNSUP, "layer_types[1] is not 'full_attention'");
+    reset_work();
+    edit_config("\"use_sliding_window\": false", "\"layer_types\": [\"full_attention\"]");
+    EXPECT(ZP_EFORMAT, "'layer_types' must list 2 layer kinds");
+    reset_work();
+    edit_config("\"use_sliding_window\": false",
+                "\"layer_types\": [\"full_attention\", \"full_attention\"]");
+    EXPECT(0);
+    reset_work();
     edit_config("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": 3");
     EXPECT(ZP_EFORMAT, "'tie_word_embeddings' is not a boolean");
     reset_work();
