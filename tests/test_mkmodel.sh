@@ -47,6 +47,11 @@ done
 for f in model-00001-of-00002.safetensors model-00002-of-00002.safetensors model.safetensors.index.json; do
     [ -s "$T/s/$f" ] || { echo "FAIL: sharded $f not written"; fail=1; }
 done
+# rewriting a directory in the other layout leaves no stale entry point
+"$Z" mkmodel $OK --out "$T/s" 2>"$T/err" && [ -s "$T/s/model.safetensors" ] && [ ! -e "$T/s/model.safetensors.index.json" ] ||
+    { echo "FAIL: sharded -> single left an index or no model.safetensors"; fail=1; }
+"$Z" mkmodel $OK --out "$T/s" --shards 3 2>"$T/err" && [ ! -e "$T/s/model.safetensors" ] && [ -s "$T/s/model.safetensors.index.json" ] ||
+    { echo "FAIL: single -> sharded left model.safetensors or no index"; fail=1; }
 cmp -s "$T/a/model.safetensors" "$T/b/model.safetensors" || { echo "FAIL: same seed, different weights"; fail=1; }
 cmp -s "$T/a/model.safetensors" "$T/c/model.safetensors" && { echo "FAIL: different seeds, same weights"; fail=1; }
 [ $fail -eq 0 ] && echo "PASS test_mkmodel"

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct mk_args {
     const char *arch, *out;
@@ -367,6 +368,14 @@ static int write_weights(const mk_args *a) {
         if (i && t[i].file != t[i - 1].file) off = 0;
         t[i].off = off;
         off += t[i].bytes;
+    }
+    /* A directory written before in the other layout must not keep a stale entry point. */
+    char stale[4096];
+    snprintf(stale, sizeof stale, "%s/%s", a->out,
+             nsh > 1 ? "model.safetensors" : "model.safetensors.index.json");
+    if (unlink(stale) && errno != ENOENT) {
+        free(t);
+        return err_set(ZP_EIO, "%s: %s", stale, strerror(errno));
     }
     const char *dt = a->f32 ? "F32" : "BF16";
     uint64_t rng = (uint64_t)a->seed;
