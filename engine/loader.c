@@ -25,13 +25,17 @@
 
 #define LOADER_PATH_MAX 4096
 /* Upper bounds that keep products such as vocab * hidden * 4 far from 64-bit overflow. */
-#define DIM_MAX (1 << 24)
+#define DIM_MAX    (1 << 24)
 #define LAYERS_MAX 4096
+/* safetensors' own limit on the JSON header. */
+#define ST_HEADER_MAX (100 * 1000 * 1000)
 
 static const char supported_archs[] = "Qwen3ForCausalLM, Qwen2ForCausalLM, LlamaForCausalLM";
 
 const char *loader_arch_name(model_arch a) {
-    return a == MODEL_QWEN3 ? "Qwen3ForCausalLM" : a == MODEL_QWEN2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+    return a == MODEL_QWEN3   ? "Qwen3ForCausalLM"
+           : a == MODEL_QWEN2 ? "Qwen2ForCausalLM"
+                              : "LlamaForCausalLM";
 }
 
 static int join(char *out, const char *dir, const char *file) {
@@ -100,11 +104,13 @@ static int get_ids(const json_doc *d, int obj, const char *key, int vocab, int32
     if (t < 0 || json_is_null(d, t)) return 0;
     int cnt = json_is_arr(d, t) ? json_len(d, t) : 1;
     if (cnt > LOADER_MAX_EOS)
-        return err_set(ZP_ELIMIT, "%s: '%s' lists %d ids (at most %d)", d->name, key, cnt, LOADER_MAX_EOS);
+        return err_set(ZP_ELIMIT, "%s: '%s' lists %d ids (at most %d)", d->name, key, cnt,
+                       LOADER_MAX_EOS);
     for (int i = 0, e = json_is_arr(d, t) ? t + 1 : t; i < cnt; i++, e = json_skip(d, e)) {
         int64_t x;
         if (json_i64(d, e, &x) || x < 0 || x >= vocab)
-            return err_set(ZP_EFORMAT, "%s: '%s' must be token ids in [0, %d)", d->name, key, vocab);
+            return err_set(ZP_EFORMAT, "%s: '%s' must be token ids in [0, %d)", d->name, key,
+                           vocab);
         ids[(*n)++] = (int32_t)x;
     }
     return 0;
@@ -112,9 +118,12 @@ static int get_ids(const json_doc *d, int obj, const char *key, int vocab, int32
 
 static int parse_dtype(const json_doc *d, int t, const char *key, zp_dtype *out) {
     if (!json_is_str(d, t)) return err_set(ZP_EFORMAT, "%s: '%s' is not a string", d->name, key);
-    if (json_str_eq(d, t, "bfloat16")) *out = ZP_BF16;
-    else if (json_str_eq(d, t, "float16")) *out = ZP_F16;
-    else if (json_str_eq(d, t, "float32")) *out = ZP_F32;
+    if (json_str_eq(d, t, "bfloat16"))
+        *out = ZP_BF16;
+    else if (json_str_eq(d, t, "float16"))
+        *out = ZP_F16;
+    else if (json_str_eq(d, t, "float32"))
+        *out = ZP_F32;
     else {
         const char *s;
         int n = json_raw(d, t, &s);
@@ -156,7 +165,8 @@ static int parse_rope(model_config *c, const json_doc *d, int obj, const char *k
                        d->name, key);
     c->rope_orig_max_pos = (int)orig;
     if (c->rope_high_freq_factor <= c->rope_low_freq_factor)
-        return err_set(ZP_EFORMAT, "%s: %s high_freq_factor must exceed low_freq_factor", d->name, key);
+        return err_set(ZP_EFORMAT, "%s: %s high_freq_factor must exceed low_freq_factor", d->name,
+                       key);
     return 0;
 }
 
@@ -166,14 +176,17 @@ static int parse_config(model_config *c, const json_doc *d) {
     int t = json_get(d, 0, "architectures");
     int arch = json_is_arr(d, t) && json_len(d, t) > 0 ? t + 1 : -1;
     if (!json_is_str(d, arch)) return err_set(ZP_EFORMAT, "%s: missing 'architectures'", d->name);
-    if (json_str_eq(d, arch, "Qwen3ForCausalLM")) c->arch = MODEL_QWEN3;
-    else if (json_str_eq(d, arch, "Qwen2ForCausalLM")) c->arch = MODEL_QWEN2;
-    else if (json_str_eq(d, arch, "LlamaForCausalLM")) c->arch = MODEL_LLAMA;
+    if (json_str_eq(d, arch, "Qwen3ForCausalLM"))
+        c->arch = MODEL_QWEN3;
+    else if (json_str_eq(d, arch, "Qwen2ForCausalLM"))
+        c->arch = MODEL_QWEN2;
+    else if (json_str_eq(d, arch, "LlamaForCausalLM"))
+        c->arch = MODEL_LLAMA;
     else {
         const char *s;
         int n = json_raw(d, arch, &s);
-        return err_set(ZP_EUNSUP, "%s: architecture '%.*s' is not supported (supported: %s)", d->name,
-                       n, s, supported_archs);
+        return err_set(ZP_EUNSUP, "%s: architecture '%.*s' is not supported (supported: %s)",
+                       d->name, n, s, supported_archs);
     }
     int rc;
     if ((rc = need_int(d, 0, "hidden_size", 1, DIM_MAX, &c->hidden)) ||
@@ -189,15 +202,22 @@ static int parse_config(model_config *c, const json_doc *d) {
     if ((rc = get_int(d, 0, "num_key_value_heads", 1, 65536, &x, &found))) return rc;
     if (found) c->kv_heads = (int)x;
     if (c->heads % c->kv_heads)
-        return err_set(ZP_EFORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+        return err_set(ZP_EFORMAT,
+                       "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
                        d->name, c->heads, c->kv_heads);
     if ((rc = get_int(d, 0, "head_dim", 2, 65536, &x, &found))) return rc;
-    if (found) c->head_dim = (int)x;
+    if (found)
+        c->head_dim = (int)x;
     else if (c->hidden % c->heads)
-        return err_set(ZP_EFORMAT, "%s: no head_dim and hidden_size %d is not a multiple of num_attention_heads %d",
-                       d->name, c->hidden, c->heads);
-    else c->head_dim = c->hidden / c->heads;
-    if (c->head_dim % 2) return err_set(ZP_EFORMAT, "%s: head_dim %d is odd (rotary needs pairs)", d->name, c->head_dim);
+        return err_set(
+            ZP_EFORMAT,
+            "%s: no head_dim and hidden_size %d is not a multiple of num_attention_heads %d",
+            d->name, c->hidden, c->heads);
+    else
+        c->head_dim = c->hidden / c->heads;
+    if (c->head_dim % 2)
+        return err_set(ZP_EFORMAT, "%s: head_dim %d is odd (rotary needs pairs)", d->name,
+                       c->head_dim);
     if ((int64_t)c->heads * c->head_dim > DIM_MAX)
         return err_set(ZP_EFORMAT, "%s: num_attention_heads * head_dim too large", d->name);
 
@@ -228,6 +248,19 @@ static int parse_config(model_config *c, const json_doc *d) {
     b = false;
     if ((rc = get_bool(d, 0, "use_sliding_window", &b))) return rc;
     if (b) return err_set(ZP_EUNSUP, "%s: use_sliding_window true is not supported", d->name);
+    /* transformers 5 lists each layer's attention kind; only full attention is supported. */
+    t = json_get(d, 0, "layer_types");
+    if (t >= 0 && !json_is_null(d, t)) {
+        if (!json_is_arr(d, t) || json_len(d, t) != c->layers)
+            return err_set(ZP_EFORMAT, "%s: 'layer_types' must list %d layer kinds", d->name,
+                           c->layers);
+        for (int i = 0, e = t + 1; i < c->layers; i++, e = json_skip(d, e))
+            if (!json_str_eq(d, e, "full_attention"))
+                return err_set(ZP_EUNSUP,
+                               "%s: layer_types[%d] is not 'full_attention' (sliding window "
+                               "attention is not supported)",
+                               d->name, i);
+    }
     t = json_get(d, 0, "hidden_act");
     if (t >= 0 && !json_str_eq(d, t, "silu")) {
         const char *s;
@@ -294,15 +327,16 @@ static const struct {
     const char *name;
     int size, zp;
 } st_dtypes[] = {
-    {"BF16", 2, ZP_BF16}, {"F16", 2, ZP_F16},     {"F32", 4, ZP_F32},     {"F64", 8, -1},
-    {"I8", 1, -1},        {"U8", 1, -1},          {"I16", 2, -1},         {"U16", 2, -1},
-    {"I32", 4, -1},       {"U32", 4, -1},         {"I64", 8, -1},         {"U64", 8, -1},
-    {"BOOL", 1, -1},      {"F8_E4M3", 1, -1},     {"F8_E5M2", 1, -1},
+    {"BF16", 2, ZP_BF16}, {"F16", 2, ZP_F16}, {"F32", 4, ZP_F32}, {"F64", 8, -1},
+    {"I8", 1, -1},        {"U8", 1, -1},      {"I16", 2, -1},     {"U16", 2, -1},
+    {"I32", 4, -1},       {"U32", 4, -1},     {"I64", 8, -1},     {"U64", 8, -1},
+    {"BOOL", 1, -1},      {"F8_E4M3", 1, -1}, {"F8_E5M2", 1, -1},
 };
 
 static uint64_t name_hash(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
     return h;
 }
 
@@ -319,16 +353,19 @@ static int st_find(const st_set *s, const char *name) {
 static int st_entry_parse(st_entry *e, const json_doc *d, int v, const uint8_t *data, uint64_t dlen,
                           const char *file) {
     char nm[512];
-    snprintf(nm, sizeof nm, "%.*s", (int)e->name_len, e->name);
-    if (!json_is_obj(d, v)) return err_set(ZP_EFORMAT, "%s: tensor '%s': entry is not an object", file, nm);
+    snprintf(nm, sizeof nm, "%.*s", (int)(e->name_len < 400 ? e->name_len : 400), e->name);
+    if (!json_is_obj(d, v))
+        return err_set(ZP_EFORMAT, "%s: tensor '%s': entry is not an object", file, nm);
     int t = json_get(d, v, "dtype");
     size_t len;
     if (!json_is_str(d, t) || json_str(d, t, e->dtype_name, sizeof e->dtype_name, &len))
         return err_set(ZP_EFORMAT, "%s: tensor '%s': bad or missing dtype", file, nm);
     int esize = 0;
     for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++)
-        if (!strcmp(e->dtype_name, st_dtypes[i].name)) esize = st_dtypes[i].size, e->dtype = st_dtypes[i].zp;
-    if (!esize) return err_set(ZP_EFORMAT, "%s: tensor '%s': unknown dtype '%s'", file, nm, e->dtype_name);
+        if (!strcmp(e->dtype_name, st_dtypes[i].name))
+            esize = st_dtypes[i].size, e->dtype = st_dtypes[i].zp;
+    if (!esize)
+        return err_set(ZP_EFORMAT, "%s: tensor '%s': unknown dtype '%s'", file, nm, e->dtype_name);
     int s = json_get(d, v, "shape");
     if (!json_is_arr(d, s) || json_len(d, s) > 8)
         return err_set(ZP_EFORMAT, "%s: tensor '%s': bad or missing shape", file, nm);
@@ -339,7 +376,8 @@ static int st_entry_parse(st_entry *e, const json_doc *d, int v, const uint8_t *
         if (json_i64(d, k, &x) || x < 0 || x > (int64_t)1 << 40)
             return err_set(ZP_EFORMAT, "%s: tensor '%s': bad shape", file, nm);
         e->shape[i] = x;
-        if (x && bytes > UINT64_MAX / (uint64_t)x) return err_set(ZP_EFORMAT, "%s: tensor '%s': shape too large", file, nm);
+        if (x && bytes > UINT64_MAX / (uint64_t)x)
+            return err_set(ZP_EFORMAT, "%s: tensor '%s': shape too large", file, nm);
         bytes *= (uint64_t)x;
     }
     int o = json_get(d, v, "data_offsets");
@@ -348,11 +386,12 @@ static int st_entry_parse(st_entry *e, const json_doc *d, int v, const uint8_t *
         json_i64(d, json_skip(d, o + 1), &en))
         return err_set(ZP_EFORMAT, "%s: tensor '%s': bad or missing data_offsets", file, nm);
     if (b < 0 || en < b || (uint64_t)en > dlen)
-        return err_set(ZP_EFORMAT, "%s: tensor '%s': data_offsets [%lld,%lld] outside the %llu data bytes",
+        return err_set(ZP_EFORMAT,
+                       "%s: tensor '%s': data_offsets [%lld,%lld] outside the %llu data bytes",
                        file, nm, (long long)b, (long long)en, (unsigned long long)dlen);
     if ((uint64_t)(en - b) != bytes)
-        return err_set(ZP_EFORMAT, "%s: tensor '%s': %lld data bytes, shape and dtype %s need %llu", file,
-                       nm, (long long)(en - b), e->dtype_name, (unsigned long long)bytes);
+        return err_set(ZP_EFORMAT, "%s: tensor '%s': %lld data bytes, shape and dtype %s need %llu",
+                       file, nm, (long long)(en - b), e->dtype_name, (unsigned long long)bytes);
     e->data = data + b;
     return 0;
 }
@@ -360,12 +399,17 @@ static int st_entry_parse(st_entry *e, const json_doc *d, int v, const uint8_t *
 /* Validates one mapped file's header and appends its entries to s. */
 static int st_parse_file(st_set *s, arena *a, const uint8_t *m, size_t len, int file_idx) {
     const char *file = s->file_name[file_idx];
-    if (len < 8) return err_set(ZP_EFORMAT, "%s: %zu bytes, too short for a safetensors header", file, len);
+    if (len < 8)
+        return err_set(ZP_EFORMAT, "%s: %zu bytes, too short for a safetensors header", file, len);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | m[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | m[i];
     if (hlen < 2 || hlen > len - 8)
-        return err_set(ZP_EFORMAT, "%s: header length %llu past the end of the file (%zu bytes)", file,
-                       (unsigned long long)hlen, len);
+        return err_set(ZP_EFORMAT, "%s: header length %llu past the end of the file (%zu bytes)",
+                       file, (unsigned long long)hlen, len);
+    if (hlen > ST_HEADER_MAX)
+        return err_set(ZP_EFORMAT, "%s: header of %llu bytes (safetensors allows %d)", file,
+                       (unsigned long long)hlen, ST_HEADER_MAX);
     json_doc d;
     int rc = json_parse(&d, a, (const char *)m + 8, (size_t)hlen, file);
     if (rc) return rc;
@@ -413,7 +457,8 @@ static int st_build_hash(st_set *s, arena *a) {
             const st_entry *o = &s->e[s->hash[i]];
             if (o->name_len == e->name_len && !memcmp(o->name, e->name, e->name_len))
                 return err_set(ZP_EFORMAT, "%s: tensor '%.*s' appears twice (also in %s)",
-                               s->file_name[e->file], (int)e->name_len, e->name, s->file_name[o->file]);
+                               s->file_name[e->file], (int)(e->name_len < 400 ? e->name_len : 400),
+                               e->name, s->file_name[o->file]);
         }
         s->hash[i] = k;
     }
@@ -438,7 +483,10 @@ static int want(want_ctx *w, tensor *out, const char *name, int64_t d0, int64_t 
             if (t >= 0) {
                 char f[256];
                 json_str(w->index, t, f, sizeof f, NULL);
-                return err_set(ZP_EFORMAT, "%s: tensor '%s' missing (model.safetensors.index.json places it there)", f, name);
+                return err_set(
+                    ZP_EFORMAT,
+                    "%s: tensor '%s' missing (model.safetensors.index.json places it there)", f,
+                    name);
             }
         }
         return err_set(ZP_EFORMAT, "%s: tensor '%s' missing", w->missing_in, name);
@@ -449,19 +497,24 @@ static int want(want_ctx *w, tensor *out, const char *name, int64_t d0, int64_t 
     if (e->ndim != nd || e->shape[0] != d0 || (nd == 2 && e->shape[1] != d1)) {
         char got[160] = "[", exp[64];
         for (int i = 0; i < e->ndim; i++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "", (long long)e->shape[i]);
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "",
+                     (long long)e->shape[i]);
         strcat(got, "]");
-        if (nd == 1) snprintf(exp, sizeof exp, "[%lld]", (long long)d0);
-        else snprintf(exp, sizeof exp, "[%lld,%lld]", (long long)d0, (long long)d1);
+        if (nd == 1)
+            snprintf(exp, sizeof exp, "[%lld]", (long long)d0);
+        else
+            snprintf(exp, sizeof exp, "[%lld,%lld]", (long long)d0, (long long)d1);
         return err_set(ZP_EFORMAT, "%s: tensor '%s': shape %s, expected %s", file, name, got, exp);
     }
     if (e->dtype < 0)
-        return err_set(ZP_EUNSUP, "%s: tensor '%s': dtype %s is not supported (BF16, F16, F32)", file, name,
-                       e->dtype_name);
+        return err_set(ZP_EUNSUP, "%s: tensor '%s': dtype %s is not supported (BF16, F16, F32)",
+                       file, name, e->dtype_name);
     size_t align = zp_dtype_size((zp_dtype)e->dtype);
     if ((uintptr_t)e->data % align)
-        return err_set(ZP_EFORMAT, "%s: tensor '%s': data not %zu-byte aligned in the file (re-save it with safetensors)",
-                       file, name, align);
+        return err_set(
+            ZP_EFORMAT,
+            "%s: tensor '%s': data not %zu-byte aligned in the file (re-save it with safetensors)",
+            file, name, align);
     out->data = e->data;
     out->dtype = (zp_dtype)e->dtype;
     out->ndim = nd;
@@ -504,7 +557,8 @@ static int want_layer(want_ctx *w, const model_config *c, layer_weights *l, int 
 }
 
 /* Maps file (a name inside dir) unless already mapped; *idx gets its slot. */
-static int map_one(model_weights *w, st_set *s, arena *a, const char *dir, const char *file, int *idx) {
+static int map_one(model_weights *w, st_set *s, arena *a, const char *dir, const char *file,
+                   int *idx) {
     for (int i = 0; i < w->nfiles; i++)
         if (!strcmp(s->file_name[i], file)) {
             *idx = i;
@@ -524,7 +578,8 @@ static int map_one(model_weights *w, st_set *s, arena *a, const char *dir, const
     return 0;
 }
 
-static int load_weights(model_weights *w, const model_config *c, arena *a, const char *dir, st_set *s) {
+static int load_weights(model_weights *w, const model_config *c, arena *a, const char *dir,
+                        st_set *s) {
     char path[LOADER_PATH_MAX];
     int rc = join(path, dir, "model.safetensors.index.json");
     if (rc) return rc;
@@ -540,30 +595,39 @@ static int load_weights(model_weights *w, const model_config *c, arena *a, const
         for (int i = 0, k = wm + 1; i < json_len(&idx, wm); i++, k = json_skip(&idx, k + 1)) {
             char f[256];
             if (!json_is_str(&idx, k + 1) || json_str(&idx, k + 1, f, sizeof f, NULL))
-                return err_set(ZP_EFORMAT, "model.safetensors.index.json: weight_map values must be file names");
+                return err_set(
+                    ZP_EFORMAT,
+                    "model.safetensors.index.json: weight_map values must be file names");
             if ((rc = map_one(w, s, a, dir, f, &idx_file))) return rc;
         }
-        if (!w->nfiles) return err_set(ZP_EFORMAT, "model.safetensors.index.json: empty weight_map");
+        if (!w->nfiles)
+            return err_set(ZP_EFORMAT, "model.safetensors.index.json: empty weight_map");
         wc.index = &idx;
         wc.weight_map = wm;
         wc.missing_in = "model.safetensors.index.json";
     } else {
         if ((rc = join(path, dir, "model.safetensors"))) return rc;
         if (!file_exists(path))
-            return err_set(ZP_ENOTFOUND, "%s: no model.safetensors or model.safetensors.index.json", dir);
+            return err_set(ZP_ENOTFOUND, "%s: no model.safetensors or model.safetensors.index.json",
+                           dir);
         if ((rc = map_one(w, s, a, dir, "model.safetensors", &idx_file))) return rc;
     }
     for (int i = 0; i < w->nfiles; i++)
         if ((rc = st_parse_file(s, a, w->maps[i], w->map_len[i], i))) return rc;
     if ((rc = st_build_hash(s, a))) return rc;
     if (wc.index) { /* every tensor the index places must be in the file it names */
-        for (int i = 0, k = wc.weight_map + 1; i < json_len(&idx, wc.weight_map); i++, k = json_skip(&idx, k + 1)) {
+        for (int i = 0, k = wc.weight_map + 1; i < json_len(&idx, wc.weight_map);
+             i++, k = json_skip(&idx, k + 1)) {
             char name[512], f[256];
-            if (json_str(&idx, k, name, sizeof name, NULL) || json_str(&idx, k + 1, f, sizeof f, NULL))
+            if (json_str(&idx, k, name, sizeof name, NULL) ||
+                json_str(&idx, k + 1, f, sizeof f, NULL))
                 return err_set(ZP_EFORMAT, "model.safetensors.index.json: bad weight_map entry");
             int e = st_find(s, name);
             if (e < 0 || strcmp(s->file_name[s->e[e].file], f))
-                return err_set(ZP_EFORMAT, "%s: tensor '%s' missing (model.safetensors.index.json places it there)", f, name);
+                return err_set(
+                    ZP_EFORMAT,
+                    "%s: tensor '%s' missing (model.safetensors.index.json places it there)", f,
+                    name);
         }
     }
 
@@ -592,6 +656,7 @@ int loader_weights(model_weights *w, const model_config *c, arena *a, const char
 }
 
 void loader_close(model_weights *w) {
-    for (int i = 0; i < w->nfiles; i++) arena_unmap_file(w->maps[i], w->map_len[i]);
+    for (int i = 0; i < w->nfiles; i++)
+        arena_unmap_file(w->maps[i], w->map_len[i]);
     memset(w, 0, sizeof *w);
 }

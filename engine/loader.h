@@ -35,7 +35,9 @@ typedef struct model_config {
     int32_t bos_id; /* -1 when none */
 } model_config;
 
-/* One weight: dims as stored ([out, in] for linear layers), data in a file mapping. */
+/* One weight: dims as stored ([out, in] for linear layers; shape[1] = 0 when 1-D), data in a
+ * file mapping, aligned to its element size. Each tensor carries its own dtype: a checkpoint
+ * may mix BF16/F16/F32 (e.g. F32 norms), whatever config.dtype says. */
 typedef struct tensor {
     const void *data;
     zp_dtype dtype;
@@ -43,6 +45,11 @@ typedef struct tensor {
     int64_t shape[2];
     const char *name;
 } tensor;
+
+/* Bytes of a tensor's data (shape[1] is 0 for a 1-D tensor). */
+static inline size_t loader_tensor_bytes(const tensor *t) {
+    return (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1) * zp_dtype_size(t->dtype);
+}
 
 typedef struct layer_weights {
     tensor in_norm, post_norm;
