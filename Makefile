@@ -65,15 +65,15 @@ $(O)/asan/libzpengine.a: $(ALIB_OBJS)
 	@rm -f $@; ar rcs $@ $^
 
 $(O)/zipage: $(TOOL_OBJS) $(O)/libzpengine.a
-	$(CC) $(CFLAGS_ALL) -o $@ $(TOOL_OBJS) $(O)/libzpengine.a $(LIBS)
+	@echo "LD $@"; $(CC) $(CFLAGS_ALL) -o $@ $(TOOL_OBJS) $(O)/libzpengine.a $(LIBS)
 
 $(O)/asan/zipage: $(ATOOL_OBJS) $(O)/asan/libzpengine.a
-	$(CC) $(CFLAGS_ALL) $(SAN) -o $@ $(ATOOL_OBJS) $(O)/asan/libzpengine.a $(LIBS)
+	@echo "LD [asan] $@"; $(CC) $(CFLAGS_ALL) $(SAN) -o $@ $(ATOOL_OBJS) $(O)/asan/libzpengine.a $(LIBS)
 
 # A test may name extra link flags in a comment line: `// LDFLAGS: -Wl,--wrap=malloc`.
 $(O)/asan/tests/%: tests/%.c $(O)/asan/libzpengine.a | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(SAN) -DZP_TESTING -o $@ $< $(O)/asan/libzpengine.a \
+	@echo "LD [asan] $@"; $(CC) $(CFLAGS_ALL) $(SAN) -DZP_TESTING -o $@ $< $(O)/asan/libzpengine.a \
 	  $$(sed -n 's|^// LDFLAGS: ||p' $<) $(LIBS)
 
 tests-build: deps $(TESTS) $(O)/asan/zipage $(O)/zipage

@@ -53,7 +53,7 @@ static bool valid_number(const char *s, size_t n) {
 static int validate(const json_doc *d, int t, size_t *bad, int depth) {
     const jsmntok_t *k = &d->tok[t];
     if (depth > JSON_MAX_DEPTH) {
-        *bad = (size_t)k->start;
+        *bad = SIZE_MAX;
         return -1;
     }
     const char *s = d->src;
@@ -114,9 +114,11 @@ int json_parse(json_doc *d, arena *a, const char *src, size_t len, const char *n
     if (m != n) return err_set(ZP_EFORMAT, "%s: invalid JSON", name);
     d->ntok = n;
     size_t bad = 0;
-    if (validate(d, 0, &bad, 0) < 0)
-        return err_set(ZP_EFORMAT, "%s: invalid JSON at byte %zu (or nested deeper than %d)",
-                       name, bad, JSON_MAX_DEPTH);
+    if (validate(d, 0, &bad, 0) < 0) {
+        if (bad == SIZE_MAX)
+            return err_set(ZP_EFORMAT, "%s: JSON nested deeper than %d levels", name, JSON_MAX_DEPTH);
+        return err_set(ZP_EFORMAT, "%s: invalid JSON at byte %zu", name, bad);
+    }
     /* jsmn accepts several top-level values; a document is exactly one. */
     if (json_skip(d, 0) != n) return err_set(ZP_EFORMAT, "%s: trailing data after JSON value", name);
     for (size_t i = (size_t)d->tok[0].end; i < len; i++)

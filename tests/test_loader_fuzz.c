@@ -324,10 +324,10 @@ static void structured_cases(void) {
     EXPECT(ZP_EFORMAT, "config.json", "invalid JSON");
     reset_work(); /* jsmn alone would take these; the accessors must not see them */
     edit_config("\"hidden_size\": 32,", "\"hidden_size\": 32 \"x\",");
-    EXPECT(ZP_EFORMAT, "config.json: invalid JSON (malformed object");
+    EXPECT(ZP_EFORMAT, "config.json: invalid JSON at byte");
     reset_work();
     edit_config("\"vocab_size\": 261", "\"vocab_size\": 261, \"dangling\"");
-    EXPECT(ZP_EFORMAT, "config.json: invalid JSON (malformed object");
+    EXPECT(ZP_EFORMAT, "config.json: invalid JSON at byte");
     reset_work();
     edit_config("Qwen3ForCausalLM", "MistralForCausalLM");
     EXPECT(ZP_EUNSUP, "config.json: architecture 'MistralForCausalLM' is not supported (supported: "
