@@ -38,7 +38,7 @@ typedef struct th {
 static char th_dir[256];
 
 /* A small random Qwen3 model in /tmp, removed at exit. */
-static void th_model(const char *extra) {
+static inline void th_model(const char *extra) {
     snprintf(th_dir, sizeof th_dir, "/tmp/zp_test_%d", (int)getpid());
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
@@ -49,13 +49,13 @@ static void th_model(const char *extra) {
     REQUIRE(system(cmd) == 0);
 }
 
-static void th_model_remove(void) {
+static inline void th_model_remove(void) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", th_dir);
     if (system(cmd)) fprintf(stderr, "cannot remove %s\n", th_dir);
 }
 
-static void th_event(void *user, const engine_event *ev) {
+static inline void th_event(void *user, const engine_event *ev) {
     th *t = user;
     REQUIRE(ev->user_tag < (uint64_t)t->nout);
     th_out *o = &t->out[ev->user_tag];
@@ -74,7 +74,7 @@ static void th_event(void *user, const engine_event *ev) {
 }
 
 /* Opens an engine on th_dir; overrides are "key=value" strings, NULL-terminated. */
-static void th_open(th *t, int nout, ...) {
+static inline void th_open(th *t, int nout, ...) {
     memset(t, 0, sizeof *t);
     conf_defaults(&t->cf);
     snprintf(t->cf.model, sizeof t->cf.model, "%s", th_dir);
@@ -101,14 +101,14 @@ static void th_open(th *t, int nout, ...) {
     arena_freeze(&t->a);
 }
 
-static void th_close(th *t) {
+static inline void th_close(th *t) {
     engine_close(t->e);
     arena_release(&t->a);
     free(t->out);
 }
 
 /* Runs steps until idle, checking invariants after each when check is set. */
-static void th_drain(th *t, int check) {
+static inline void th_drain(th *t, int check) {
     for (;;) {
         int left = engine_step(t->e);
         REQUIRE(left >= 0);
@@ -121,7 +121,7 @@ static void th_drain(th *t, int check) {
     }
 }
 
-static int th_same(const th_out *a, const th_out *b) {
+static inline int th_same(const th_out *a, const th_out *b) {
     return a->n == b->n && a->fin == b->fin && !memcmp(a->tok, b->tok, sizeof(int32_t) * (size_t)a->n) &&
            !memcmp(a->lp, b->lp, sizeof(float) * (size_t)a->n);
 }
@@ -132,7 +132,7 @@ typedef struct th_req {
     engine_request rq;
 } th_req;
 
-static void th_random_req(th_req *r, unsigned long long *rng, int plen, int max_tokens, int sampled) {
+static inline void th_random_req(th_req *r, unsigned long long *rng, int plen, int max_tokens, int sampled) {
     for (int i = 0; i < plen; i++) r->prompt[i] = (int32_t)(test_rand_u64(rng) % 290);
     memset(&r->rq, 0, sizeof r->rq);
     r->rq.prompt_ids = r->prompt;
