@@ -40,6 +40,38 @@ typedef struct be_batch {
     be_ptr logit_rows;   /* [n_logits] token rows whose logits are wanted */
 } be_batch;
 
+/* Compression of a batch of requests ("jobs"), one layer at a time (see
+ * ../shared/spec/compressed-paged-attention.md, sections 4-6). Device metadata. A job's
+ * cached positions p = 0 .. n_blocks*bs-1 run over its source block table in order;
+ * positions >= kv_len are unused. */
+enum { BE_CJ_GLOBAL = 1, /* already compressed: carried score applies to non-last blocks */
+       BE_CJ_POOL = 2 };  /* max-pool the scores this time */
+
+typedef struct be_cjobs {
+    int32_t n_jobs;
+    int32_t max_blocks; /* row stride of src / dst */
+    int32_t max_pos;    /* row stride of score rows, >= every job's n_blocks * bs */
+    int32_t max_keep;   /* row stride of keep rows, >= every job's n_keep */
+    be_ptr n_blocks;    /* int32 [n_jobs] */
+    be_ptr kv_len;      /* int32 [n_jobs] */
+    be_ptr n_keep;      /* int32 [n_jobs] tokens kept per (layer, kv head): M * bs */
+    be_ptr qslot;       /* int32 [n_jobs] query-cache slot */
+    be_ptr flags;       /* int32 [n_jobs] BE_CJ_* */
+    be_ptr src;         /* int32 [n_jobs][max_blocks] block table before compaction */
+    be_ptr dst;         /* int32 [n_jobs][max_blocks] target blocks, first n_keep/bs used */
+} be_cjobs;
+
+typedef struct be_cparams {
+    int32_t layers, hq, hkv, dim, bs, qcl;
+    float scale;      /* 1/sqrt(dim) */
+    int32_t max_norm; /* divide A by its max per (job, head) */
+    float gamma;      /* decay of the carried score */
+    int32_t pool;     /* max-pool width (odd; <= 1 = none) */
+    int32_t redundancy; /* 0 lightning, 1 raw, 2 off */
+    float lambda, temperature, threshold;
+    int32_t sink_len;
+} be_cparams;
+
 typedef struct backend backend;
 
 struct backend {
@@ -83,6 +115,32 @@ struct backend {
     void (*silu_mul)(backend *be, be_ptr out, be_ptr gate, be_ptr up, size_t n);
     /* out[i][:] = x[rows[i]][:] */
     void (*gather_rows)(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim);
+
+    /* Compression ops. Query cache qc: f32 [slots][layers][qcl][hq][dim]; the query of a
+     * token with cache index i goes to ring entry i % qcl. Score cache cc (one per layer):
+     * f32 [num_blocks][hkv][bs], laid out like K. Scores: f32 [n_jobs][hkv][max_pos].
+     * work: scratch of n_jobs * hkv * max_pos * 8 bytes. keep: int32 [n_jobs][hkv][max_keep]. */
+    /* For each token t with tok_qslot[t] >= 0, stores q[t] (post-norm, post-RoPE) in its
+     * slot's ring entry tok_kv_idx[t] % qcl of this layer. */
+    void (*qcache_store)(backend *be, be_ptr qc, be_ptr q, const be_batch *b, be_ptr tok_qslot,
+                         int layer, const be_cparams *p);
+    /* Spec 5.1-5.4: attention score of the qcl cached queries (causal by cache index),
+     * optional max-norm, carried score (writes C := S back for p < kv_len), pooling.
+     * Unused positions get -inf. */
+    void (*cmp_score)(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_ptr cc, zp_dtype kvt,
+                      const be_cjobs *j, int layer, const be_cparams *p);
+    /* Spec 5.5: S := lambda*S - (1-lambda)*R, in place (nothing when redundancy is off). */
+    void (*cmp_redundancy)(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
+                           const be_cjobs *j, const be_cparams *p);
+    /* Spec 5.6-5.7: protection (+inf for the qcl newest and the sinks, -inf unused) and
+     * selection of exactly n_keep positions per (job, head) on f32 scores, ties to the
+     * later position; keep rows list the kept positions in ascending order. */
+    void (*cmp_select)(backend *be, be_ptr keep, be_ptr scores, be_ptr work, const be_cjobs *j,
+                       const be_cparams *p);
+    /* Spec 6: moves K, V and C of the kept positions, in order, to target slots 0.. of the
+     * dst blocks (dst may alias src: the write cursor never passes the read cursor). */
+    void (*cmp_compact)(backend *be, be_ptr kc, be_ptr vc, be_ptr cc, zp_dtype kvt, be_ptr keep,
+                        const be_cjobs *j, const be_cparams *p);
 };
 
 /* The CPU reference backend. threads = 0: one per online core. max_k bounds the inner
