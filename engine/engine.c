@@ -18,12 +18,15 @@
 #include "engine/engine.h"
 
 #include "arena/err.h"
+#include "arena/plan.h"
 #include "drv/backend.h"
 #include "engine/kv.h"
 #include "engine/loader.h"
 #include "engine/model.h"
 
 #include <assert.h>
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -45,6 +48,10 @@ typedef struct req {
     int64_t admit_seq; /* admission order; preemption takes the largest */
     sampling_params sp;
     bool logprobs, cancel_pending;
+    bool cmp;        /* this request compresses */
+    bool compressed; /* at least one compression committed (never preempted then) */
+    int32_t budget;  /* M for this request, in blocks */
+    int32_t qslot;   /* query-cache slot, -1 = none */
     engine_usage usage;
     int32_t prev, next; /* links in the waiting or running list */
 } req;
@@ -80,6 +87,9 @@ struct engine {
     int64_t admit_counter;
     bool in_step;
     int32_t n_cancel_pending;
+    int32_t M, qcl;           /* default budget (blocks) and query cache length */
+    int32_t *qslots, nqslots; /* free query-cache slots */
+    int32_t *cjob_req;        /* requests of the compression batch being built */
     engine_stats st;
 };
 
@@ -160,25 +170,71 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
     zp_dtype kvt = cf->kv_dtype == CONF_KV_DTYPE_BF16  ? ZP_BF16
                    : cf->kv_dtype == CONF_KV_DTYPE_F16 ? ZP_F16
                                                        : ZP_F32;
-    size_t block_bytes = model_block_bytes(mc, e->bs, kvt);
-    size_t kv_bytes = (size_t)(cf->kv_memory_mb ? cf->kv_memory_mb : 1024) << 20;
-    int64_t nb = cf->num_kv_blocks ? cf->num_kv_blocks : (int64_t)(kv_bytes / block_bytes);
-    if (nb > (1 << 30)) nb = 1 << 30;
-    if (nb < e->max_blocks)
-        return err_set(ZP_ELIMIT, "KV cache of %lld blocks (%lld tokens) cannot hold one request "
-                       "of max_model_len %d: raise kv_memory_mb or num_kv_blocks, or lower "
-                       "max_model_len", (long long)nb, (long long)nb * e->bs, e->max_model_len);
+    bool cmp = cf->compress;
+    e->M = (int32_t)cf->max_cache_blocks_per_seq;
+    e->qcl = (int32_t)cf->query_cache_len;
+    if (cmp) {
+        if (e->qcl > e->bs)
+            return err_set(ZP_EINVAL, "key 'query_cache_len': %d exceeds block_size %d", e->qcl, e->bs);
+        if ((int64_t)e->M * e->bs < e->qcl + cf->sink_len + 1)
+            return err_set(ZP_EINVAL, "key 'max_cache_blocks_per_seq': a budget of %d blocks of "
+                           "%d tokens leaves nothing to evict after query_cache_len %d and "
+                           "sink_len %lld", e->M, e->bs, e->qcl, (long long)cf->sink_len);
+        if (cf->max_kv_budget_blocks < e->M)
+            return err_set(ZP_EINVAL, "key 'max_kv_budget_blocks': %lld is below "
+                           "max_cache_blocks_per_seq %d", (long long)cf->max_kv_budget_blocks, e->M);
+    }
     model_dims d = {
         .max_tokens = (int32_t)cf->max_num_batched_tokens,
         .max_logits = (int32_t)cf->max_num_seqs,
         .max_seqs = (int32_t)cf->max_num_seqs,
         .max_blocks = e->max_blocks,
         .block_size = e->bs,
-        .num_blocks = (int32_t)nb,
         .kv_dtype = kvt,
     };
+    if (cmp) {
+        int64_t keep_blocks = cf->max_kv_budget_blocks < e->max_blocks ? cf->max_kv_budget_blocks : e->max_blocks;
+        d.qcl = e->qcl;
+        d.cmp_jobs = (int32_t)(cf->max_num_seqs < 8 ? cf->max_num_seqs : 8);
+        d.cmp_max_pos = e->max_blocks * e->bs;
+        d.cmp_max_keep = (int32_t)keep_blocks * e->bs;
+    }
+    plan_in pin = {
+        .kv_bytes = (size_t)(cf->kv_memory_mb ? cf->kv_memory_mb : 1024) << 20,
+        .block_bytes = model_block_bytes(mc, e->bs, kvt, cmp),
+        .slot_bytes = model_slot_bytes(mc, e->qcl),
+        .scratch_bytes = model_cmp_scratch_bytes(mc, &d),
+        .max_num_seqs = cf->max_num_seqs,
+        .budget_blocks = e->M,
+        .fixed_blocks = cf->num_kv_blocks,
+        .compress = cmp,
+    };
+    plan_out pout;
+    if ((rc = plan_kv(&pin, &pout))) return rc;
+    d.num_blocks = (int32_t)pout.num_blocks;
+    d.qcache_slots = cmp ? (int32_t)pout.max_concurrency : 0;
+    if (!cmp && d.num_blocks < e->max_blocks)
+        return err_set(ZP_ELIMIT, "KV cache of %d blocks (%lld tokens) cannot hold one request "
+                       "of max_model_len %d: raise kv_memory_mb or num_kv_blocks, lower "
+                       "max_model_len, or turn compression on", d.num_blocks,
+                       (long long)d.num_blocks * e->bs, e->max_model_len);
     if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &d, e->be)))) return rc;
     if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
+    if (cmp) {
+        be_cparams cp = {
+            .layers = mc->layers, .hq = mc->heads, .hkv = mc->kv_heads, .dim = mc->head_dim,
+            .bs = e->bs, .qcl = e->qcl, .scale = 1.0f / sqrtf((float)mc->head_dim),
+            .max_norm = cf->max_norm, .gamma = cf->use_global_score ? (float)cf->global_score_decay : 0,
+            .pool = (int32_t)cf->pooling_size, .redundancy = cf->redundancy,
+            .lambda = (float)cf->redundancy_lambda, .temperature = (float)cf->redundancy_temperature,
+            .threshold = (float)cf->redundancy_threshold, .sink_len = (int32_t)cf->sink_len,
+        };
+        model_set_cparams(&e->m, &cp);
+        e->qslots = arena_alloc(a, sizeof(int32_t) * (size_t)d.qcache_slots, 8, "query slots");
+        e->cjob_req = arena_alloc(a, sizeof(int32_t) * (size_t)d.cmp_jobs, 8, "compression jobs");
+        if (!e->qslots || !e->cjob_req) return ZP_ENOMEM;
+        for (int32_t i = 0; i < d.qcache_slots; i++) e->qslots[e->nqslots++] = d.qcache_slots - 1 - i;
+    }
     if ((rc = kv_init(&e->kv, a, d.num_blocks, e->bs, cf->enable_prefix_caching))) return rc;
     if ((rc = sampler_init(&e->smp, a, mc->vocab, e->n_valid))) return rc;
 
@@ -197,7 +253,7 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
     }
     e->waiting = e->running = (rq_list){-1, -1, 0};
     e->st.blocks_total = d.num_blocks;
-    e->st.max_concurrency = (int32_t)cf->max_num_seqs;
+    e->st.max_concurrency = cmp ? d.qcache_slots : (int32_t)cf->max_num_seqs;
     *out = e;
     return 0;
 }
@@ -221,12 +277,17 @@ void engine_get_info(const engine *e, engine_info *info) {
         .num_blocks = e->kv.num_blocks,
         .max_num_seqs = (int32_t)e->cf.max_num_seqs,
         .max_concurrency = e->st.max_concurrency,
-        .kv_bytes = (size_t)e->kv.num_blocks * model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype),
+        .kv_bytes = (size_t)e->kv.num_blocks * model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype, e->cf.compress),
         .device_bytes = model_device_bytes(&e->mc, &e->m.dims, e->be),
     };
 }
 
 /* ---- requests ---- */
+
+static void release_slot(engine *e, req *r) {
+    if (r->qslot >= 0) e->qslots[e->nqslots++] = r->qslot;
+    r->qslot = -1;
+}
 
 static void release_blocks(engine *e, req *r) {
     for (int32_t i = 0; i < r->n_blocks; i++) kv_unref(&e->kv, r->blocks[i]);
@@ -257,6 +318,7 @@ static void finish(engine *e, int32_t i, engine_finish f, int code, const char *
     if (r->state == RQ_RUNNING) list_remove(e, &e->running, i);
     else if (r->state == RQ_WAITING) list_remove(e, &e->waiting, i);
     release_blocks(e, r);
+    release_slot(e, r);
     emit_final(e, r, f, code, msg);
     r->state = RQ_FREE;
     r->id = 0;
@@ -281,6 +343,23 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     if (rq->kv_budget_blocks < 0 || rq->kv_budget_blocks > e->cf.max_kv_budget_blocks)
         return err_set(ZP_EINVAL, "request: kv_budget_blocks %d out of range [0, %lld]",
                        rq->kv_budget_blocks, (long long)e->cf.max_kv_budget_blocks);
+    bool cmp = rq->compress < 0 ? e->cf.compress : rq->compress != 0;
+    if (cmp && !e->cf.compress)
+        return err_set(ZP_EINVAL, "request: compress requested but compression is off in this "
+                       "engine (key 'compress')");
+    int32_t budget = rq->kv_budget_blocks ? rq->kv_budget_blocks : e->M;
+    if (cmp && (int64_t)budget * e->bs < e->qcl + e->cf.sink_len + 1)
+        return err_set(ZP_EINVAL, "request: kv_budget_blocks %d is too small for "
+                       "query_cache_len %d", budget, e->qcl);
+    int64_t need_tokens = rq->n_prompt;
+    if (!cmp) {
+        need_tokens += rq->sp.max_tokens;
+        if (need_tokens > e->max_model_len) need_tokens = e->max_model_len;
+    }
+    if ((need_tokens + e->bs - 1) / e->bs > e->kv.num_blocks)
+        return err_set(ZP_ELIMIT, "request: needs %lld tokens of KV cache but the pool holds %lld "
+                       "(raise kv_memory_mb%s)", (long long)need_tokens,
+                       (long long)e->kv.num_blocks * e->bs, cmp ? "" : " or allow compression");
     if (e->nfree_slots == 0 || e->waiting.n >= e->cf.max_waiting)
         return err_set(ZP_EBUSY, "request: queue full (%d waiting, max_waiting %lld)",
                        e->waiting.n, (long long)e->cf.max_waiting);
@@ -296,6 +375,9 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     r->sp = rq->sp;
     r->logprobs = rq->logprobs;
     r->user_tag = rq->user_tag;
+    r->cmp = cmp;
+    r->budget = budget;
+    r->qslot = -1;
     r->id = ++e->id_counter * (uint64_t)e->nreqs + (uint64_t)i;
     r->state = RQ_WAITING;
     list_push_back(e, &e->waiting, i);
@@ -322,10 +404,37 @@ int engine_cancel(engine *e, uint64_t req_id) {
 
 /* ---- scheduling ---- */
 
+/* Cache length at which r next compresses (INT32_MAX: never). It depends only on the
+ * request's own tokens, so chunking, batching and preemption never move it:
+ *  - a prompt longer than the budget is prefilled whole, then compressed right after the
+ *    prefill (compress_after_prefill) or at its first block boundary;
+ *  - otherwise, whenever the budget's M+1 blocks are full. */
+static int32_t compress_point(const engine *e, const req *r) {
+    if (!r->cmp) return INT32_MAX;
+    int32_t full = (r->budget + 1) * e->bs;
+    if (!r->compressed && r->n_prompt > full)
+        return e->cf.compress_after_prefill ? r->n_prompt
+                                            : (r->n_prompt + e->bs - 1) / e->bs * e->bs;
+    return full;
+}
+
+/* Picks the preemption victim: never a compressed request (its KV cannot be recomputed);
+ * requests without a query slot first, then the newest. -1 when none may be taken. */
+static int32_t pick_victim(const engine *e) {
+    for (int pass = 0; pass < 2; pass++)
+        for (int32_t i = e->running.tail; i >= 0; i = e->reqs[i].prev) {
+            const req *r = &e->reqs[i];
+            if (!r->compressed && (pass == 1 || r->qslot < 0)) return i;
+        }
+    return -1;
+}
+
 static void preempt(engine *e, int32_t i) {
     req *r = &e->reqs[i];
+    assert(!r->compressed);
     list_remove(e, &e->running, i);
     release_blocks(e, r);
+    release_slot(e, r);
     r->state = RQ_WAITING;
     list_push_front(e, &e->waiting, i);
     e->st.preemptions++;
@@ -340,10 +449,26 @@ static bool grow(engine *e, req *r, int32_t take) {
     return true;
 }
 
+/* Frees blocks by preempting others (never `self`) until `want` are free. */
+static bool make_room(engine *e, int32_t self, int32_t want, int32_t *next) {
+    while (kv_free_count(&e->kv) < want) {
+        int32_t v = pick_victim(e);
+        if (v < 0 || v == self) return false;
+        if (*next == v) *next = e->reqs[v].next;
+        preempt(e, v);
+    }
+    return true;
+}
+
 /* Takes the longest run of full prompt blocks present in the prefix cache. At least one
- * token is always left to compute, so the request gets logits. */
+ * token is always left to compute (for logits), and a compressing request recomputes the
+ * tokens whose queries its first compression scores. */
 static void prefix_hits(engine *e, req *r) {
     int32_t max_hit = (r->n_tok - 1) / e->bs;
+    if (r->cmp) {
+        int32_t w = (compress_point(e, r) - e->qcl) / e->bs;
+        if (w < max_hit) max_hit = w;
+    }
     uint64_t h = 0;
     while (r->n_blocks < max_hit) {
         const int32_t *t = r->tok + (size_t)r->n_blocks * (size_t)e->bs;
@@ -358,22 +483,128 @@ static void prefix_hits(engine *e, req *r) {
     r->n_computed = r->kv_len = r->n_blocks * e->bs;
 }
 
+/* Clips a chunk so that it ends at the compression point and, without a query slot, before
+ * the tokens whose queries must be cached (taking a slot when one is free). */
+static int32_t clip_take(engine *e, req *r, int32_t take) {
+    if (!r->cmp) return take;
+    int32_t p = compress_point(e, r);
+    if (r->kv_len < p && r->kv_len + take > p) take = p - r->kv_len;
+    if (r->qslot < 0 && r->kv_len + take > p - e->qcl) {
+        if (e->nqslots > 0) r->qslot = e->qslots[--e->nqslots];
+        else take = p - e->qcl - r->kv_len;
+    }
+    return take > 0 ? take : 0;
+}
+
+/* Runs the staged compression batch and commits it: new block tables, released blocks. */
+static int run_compressions(engine *e, int32_t n) {
+    model_cjobs *j = &e->m.cjobs;
+    j->n_jobs = n;
+    int rc = model_compress(&e->m);
+    for (int32_t k = 0; k < n; k++) {
+        req *r = &e->reqs[e->cjob_req[k]];
+        const int32_t *dst = j->dst + (size_t)k * (size_t)e->max_blocks;
+        for (int32_t b = 0; b < r->n_blocks; b++)
+            if (b >= r->budget || dst[b] != r->blocks[b]) kv_unref(&e->kv, r->blocks[b]);
+        if (rc) {
+            /* scoring failed: the request's cache is gone; release the fresh targets too */
+            for (int32_t b = 0; b < r->budget; b++)
+                if (dst[b] != r->blocks[b]) kv_unref(&e->kv, dst[b]);
+            r->n_blocks = 0;
+            continue;
+        }
+        memcpy(r->blocks, dst, sizeof(int32_t) * (size_t)r->budget);
+        r->usage.evicted_tokens += r->kv_len - r->budget * e->bs;
+        e->st.evicted_tokens += r->kv_len - r->budget * e->bs;
+        r->n_blocks = r->budget;
+        r->kv_len = r->budget * e->bs;
+        r->compressed = true;
+        r->usage.compressions++;
+        e->st.compressions++;
+    }
+    e->st.score_seconds = e->m.score_seconds;
+    e->st.compact_seconds = e->m.compact_seconds;
+    return rc;
+}
+
+/* Stages a compression of r into job slot k; false when its copy-on-write targets cannot
+ * be had. Shared leading blocks get fresh targets; private ones are packed in place and
+ * lose their prefix hash (their contents change). */
+static bool stage_compression(engine *e, int32_t i, int32_t k, int32_t *next) {
+    req *r = &e->reqs[i];
+    model_cjobs *j = &e->m.cjobs;
+    int32_t fresh = 0;
+    for (int32_t b = 0; b < r->budget; b++) fresh += e->kv.ref[r->blocks[b]] > 1;
+    if (!make_room(e, i, fresh, next)) return false;
+    int32_t *src = j->src + (size_t)k * (size_t)e->max_blocks, *dst = j->dst + (size_t)k * (size_t)e->max_blocks;
+    memcpy(src, r->blocks, sizeof(int32_t) * (size_t)r->n_blocks);
+    for (int32_t b = 0; b < r->budget; b++) {
+        if (e->kv.ref[r->blocks[b]] > 1) dst[b] = kv_alloc(&e->kv);
+        else {
+            kv_forget(&e->kv, r->blocks[b]);
+            dst[b] = r->blocks[b];
+        }
+    }
+    j->n_blocks[k] = r->n_blocks;
+    j->kv_len[k] = r->kv_len;
+    j->n_keep[k] = r->budget * e->bs;
+    j->qslot[k] = r->qslot;
+    j->flags[k] = (r->compressed ? BE_CJ_GLOBAL : 0) |
+                  ((!r->compressed || e->cf.continuous_pooling) && e->cf.pooling_size > 1 ? BE_CJ_POOL : 0);
+    e->cjob_req[k] = i;
+    return true;
+}
+
+/* A failed compression batch loses its requests' caches: they end with an error. */
+static void fail_compressed(engine *e, int32_t n) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "compression failed: %s", err_msg());
+    for (int32_t k = 0; k < n; k++) finish(e, e->cjob_req[k], ENGINE_FINISH_ERROR, ZP_EBACKEND, msg);
+}
+
+/* Compresses every running request that has reached its compression point and has a
+ * token left to compute, in batches of the planned size. */
+static void compress_due(engine *e) {
+    int32_t n = 0;
+    for (int32_t i = e->running.head; i >= 0;) {
+        req *r = &e->reqs[i];
+        int32_t next = r->next;
+        if (r->cmp && r->kv_len == compress_point(e, r) && r->n_computed < r->n_tok) {
+            assert(r->qslot >= 0);
+            if (stage_compression(e, i, n, &next)) n++;
+            if (n == e->m.dims.cmp_jobs) {
+                if (run_compressions(e, n)) fail_compressed(e, n);
+                n = 0;
+            }
+        }
+        i = next;
+    }
+    if (n > 0 && run_compressions(e, n)) fail_compressed(e, n);
+}
+
 static void schedule(engine *e) {
     int32_t budget = (int32_t)e->cf.max_num_batched_tokens;
     bool preempted = false;
     e->n_sched = 0;
+    if (e->cf.compress) compress_due(e);
     for (int32_t i = e->running.head; i >= 0 && budget > 0;) {
         req *r = &e->reqs[i];
         int32_t next = r->next;
         int32_t take = r->n_tok - r->n_computed;
         if (take > budget) take = budget;
+        take = clip_take(e, r, take);
+        if (take == 0 || (r->cmp && r->kv_len == compress_point(e, r))) {
+            i = next; /* waits for a query slot or for its compression */
+            continue;
+        }
         bool ok = grow(e, r, take);
         while (!ok) {
-            int32_t victim = e->running.tail;
+            int32_t victim = pick_victim(e);
+            if (victim < 0) break;
             preempt(e, victim);
             preempted = true;
             if (victim == i) break;
-            if (next == victim) next = -1;
+            if (next == victim) next = e->reqs[victim].next;
             ok = grow(e, r, take);
         }
         if (ok) {
@@ -390,8 +621,10 @@ static void schedule(engine *e) {
         if (take > budget) take = budget;
         int32_t room = (r->n_blocks + kv_free_count(&e->kv)) * e->bs - r->kv_len;
         if (take > room) take = room;
+        take = clip_take(e, r, take);
         if (take <= 0 || !grow(e, r, take)) {
-            release_blocks(e, r); /* give back prefix hits; retried next step */
+            release_blocks(e, r); /* give back prefix hits and slot; retried next step */
+            release_slot(e, r);
             break;
         }
         if (e->kv.prefix_cache) {
@@ -423,6 +656,7 @@ static void build_batch(engine *e) {
             b->positions[t] = pos;
             b->tok_seq[t] = s;
             b->tok_kv_idx[t] = ci;
+            b->tok_qslot[t] = r->qslot;
             b->slots[t] = r->blocks[ci / e->bs] * e->bs + ci % e->bs;
             /* A block shared through the prefix cache is never written. */
             assert(e->kv.ref[r->blocks[ci / e->bs]] == 1);
@@ -485,7 +719,7 @@ int engine_step(engine *e) {
         req *r = &e->reqs[i];
         r->n_computed += e->sched[s].take;
         r->kv_len += e->sched[s].take;
-        if (e->kv.prefix_cache) register_blocks(e, r);
+        if (e->kv.prefix_cache && !r->compressed) register_blocks(e, r);
         if (r->n_computed < r->n_tok) {
             e->st.prompt_tokens += e->sched[s].take;
             continue;
@@ -578,7 +812,12 @@ int engine_check(const engine *e) {
         owned += r->n_blocks;
         if (r->n_computed > r->n_tok || r->n_tok > e->max_model_len)
             return broken("token counts", r->n_computed, r->n_tok);
-        if (r->kv_len != r->n_computed) return broken("kv_len != n_computed", r->kv_len, r->n_computed);
+        if (r->compressed ? r->kv_len > r->n_computed : r->kv_len != r->n_computed)
+            return broken("kv_len vs n_computed", r->kv_len, r->n_computed);
+        if (r->compressed && r->n_blocks > r->budget + 1)
+            return broken("compressed request over its budget", r->n_blocks, r->budget + 1);
+        if (r->cmp && r->kv_len > compress_point(e, r))
+            return broken("request past its compression point", r->kv_len, compress_point(e, r));
         if (r->state == RQ_WAITING && r->n_blocks != 0)
             return broken("waiting request holds blocks", i, r->n_blocks);
         if (r->state == RQ_RUNNING && r->n_blocks != (r->kv_len + e->bs - 1) / e->bs)
@@ -599,7 +838,7 @@ int engine_check(const engine *e) {
 int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *contents) {
     if (block < 0 || block >= e->kv.num_blocks) return err_set(ZP_EINVAL, "no block %d", block);
     *ref = e->kv.ref[block];
-    size_t per_layer = model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype) / (2 * (size_t)e->mc.layers);
+    size_t per_layer = model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype, false) / (2 * (size_t)e->mc.layers);
     uint8_t buf[1 << 14];
     XXH64_state_t st;
     XXH64_reset(&st, 0);

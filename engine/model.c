@@ -5,17 +5,35 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 static size_t al(size_t v) { return (v + 255) & ~(size_t)255; }
 
-size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype) {
-    return 2 * (size_t)c->layers * (size_t)block_size * (size_t)c->kv_heads *
-           (size_t)c->head_dim * zp_dtype_size(kv_dtype);
+size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype,
+                         bool scores) {
+    size_t per_token = (size_t)c->kv_heads * (2 * (size_t)c->head_dim * zp_dtype_size(kv_dtype) +
+                                              (scores ? sizeof(float) : 0));
+    return (size_t)c->layers * (size_t)block_size * per_token;
+}
+
+size_t model_slot_bytes(const model_config *c, int32_t qcl) {
+    return (size_t)c->layers * (size_t)qcl * (size_t)c->heads * (size_t)c->head_dim * sizeof(float);
 }
 
 static size_t meta_words(const model_dims *d) {
-    return 5 * (size_t)d->max_tokens + (size_t)d->max_logits +
+    return 6 * (size_t)d->max_tokens + (size_t)d->max_logits +
            (size_t)d->max_seqs * (size_t)d->max_blocks;
+}
+
+static size_t cmeta_words(const model_dims *d) {
+    return 5 * (size_t)d->cmp_jobs + 2 * (size_t)d->cmp_jobs * (size_t)d->max_blocks;
+}
+
+size_t model_cmp_scratch_bytes(const model_config *c, const model_dims *d) {
+    if (!d->cmp_jobs) return 0;
+    size_t rows = (size_t)d->cmp_jobs * (size_t)c->kv_heads;
+    return al(rows * (size_t)d->cmp_max_pos * 4) + al(rows * (size_t)d->cmp_max_pos * 8) +
+           al(rows * (size_t)d->cmp_max_keep * 4) + al(cmeta_words(d) * 4);
 }
 
 static size_t tensor_bytes(const tensor *t) {
@@ -32,8 +50,10 @@ size_t model_device_bytes(const model_config *c, const model_dims *d, const back
     size_t act = 2 * al(T * H * f) + 2 * al(T * qd * f) + 2 * al(T * kd * f) + 2 * al(T * I * f) +
                  al((size_t)d->max_logits * H * f) + al((size_t)d->max_logits * (size_t)c->vocab * f) +
                  al(D / 2 * f) + al(meta_words(d) * 4);
-    size_t kv = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype) +
-                2 * (size_t)c->layers * 256;
+    bool cmp = d->cmp_jobs > 0;
+    size_t kv = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype, cmp) +
+                3 * (size_t)c->layers * 256 + al((size_t)d->qcache_slots * model_slot_bytes(c, d->qcl)) +
+                model_cmp_scratch_bytes(c, d) + al(T * 4);
     size_t w = 0;
     if (be->copies_weights) {
         /* Upper bound: every tensor of the model, rounded like the allocator does. */
@@ -120,12 +140,42 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
         (rc = dev(m, (size_t)d->max_logits * (size_t)c->vocab * f, &m->logits, "logits")) ||
         (rc = dev(m, D / 2 * f, &m->inv_freq, "rope")))
         return rc;
-    size_t layer_cache = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype) /
+    size_t layer_cache = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype, false) /
                          (2 * (size_t)c->layers);
+    size_t layer_scores = (size_t)d->num_blocks * (size_t)d->block_size * (size_t)c->kv_heads * 4;
     for (int l = 0; l < c->layers; l++) {
         if ((rc = dev(m, layer_cache, &m->layers[l].kc, "KV cache")) ||
-            (rc = dev(m, layer_cache, &m->layers[l].vc, "KV cache")))
+            (rc = dev(m, layer_cache, &m->layers[l].vc, "KV cache")) ||
+            (d->cmp_jobs && (rc = dev(m, layer_scores, &m->layers[l].cc, "score cache"))))
             return rc;
+    }
+    if (d->cmp_jobs) {
+        size_t rows = (size_t)d->cmp_jobs * (size_t)c->kv_heads;
+        m->cmeta_words = cmeta_words(d);
+        if ((rc = dev(m, (size_t)d->qcache_slots * model_slot_bytes(c, d->qcl), &m->qc, "query cache")) ||
+            (rc = dev(m, rows * (size_t)d->cmp_max_pos * 4, &m->scores, "compression scratch")) ||
+            (rc = dev(m, rows * (size_t)d->cmp_max_pos * 8, &m->work, "compression scratch")) ||
+            (rc = dev(m, rows * (size_t)d->cmp_max_keep * 4, &m->keep, "compression scratch")) ||
+            (rc = dev(m, m->cmeta_words * 4, &m->cmeta, "compression metadata")))
+            return rc;
+        m->host_cmeta = arena_alloc(a, m->cmeta_words * 4, 64, "compression staging");
+        if (!m->host_cmeta) return ZP_ENOMEM;
+        int32_t *h = m->host_cmeta;
+        be_ptr p = m->cmeta;
+        model_cjobs *j = &m->cjobs;
+        be_cjobs *bj = &m->bcj;
+#define CARVE(field, count) j->field = h, bj->field = p, h += (count), p += (be_ptr)(count) * 4
+        CARVE(n_blocks, (size_t)d->cmp_jobs);
+        CARVE(kv_len, (size_t)d->cmp_jobs);
+        CARVE(n_keep, (size_t)d->cmp_jobs);
+        CARVE(qslot, (size_t)d->cmp_jobs);
+        CARVE(flags, (size_t)d->cmp_jobs);
+        CARVE(src, (size_t)d->cmp_jobs * (size_t)d->max_blocks);
+        CARVE(dst, (size_t)d->cmp_jobs * (size_t)d->max_blocks);
+#undef CARVE
+        bj->max_blocks = d->max_blocks;
+        bj->max_pos = d->cmp_max_pos;
+        bj->max_keep = d->cmp_max_keep;
     }
     m->meta_words = meta_words(d);
     if ((rc = dev(m, m->meta_words * 4, &m->meta, "batch metadata"))) return rc;
@@ -148,6 +198,7 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     CARVE(slots, T);
     CARVE(tok_seq, T);
     CARVE(tok_kv_idx, T);
+    b->tok_qslot = h, m->tok_qslot = p, h += T, p += (be_ptr)T * 4;
     CARVE(logit_rows, (size_t)d->max_logits);
     CARVE(block_tables, (size_t)d->max_seqs * (size_t)d->max_blocks);
 #undef CARVE
@@ -186,6 +237,7 @@ int model_forward(model *m) {
         }
         be->rope(be, m->q, bb->positions, m->inv_freq, n, Hq, D);
         be->rope(be, m->k, bb->positions, m->inv_freq, n, Hkv, D);
+        if (m->qc) be->qcache_store(be, m->qc, m->q, bb, m->tok_qslot, l, &m->cp);
         be->kv_store(be, L->kc, L->vc, m->dims.kv_dtype, m->k, m->v, bb->slots, n, Hkv, D, bs);
         be->attention(be, m->att, m->q, L->kc, L->vc, m->dims.kv_dtype, bb, Hq, Hkv, D, bs,
                       1.0f / sqrtf((float)D));
@@ -206,4 +258,36 @@ int model_forward(model *m) {
         if (rc) return rc;
     }
     return be->sync(be);
+}
+
+void model_set_cparams(model *m, const be_cparams *p) { m->cp = *p; }
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int model_compress(model *m) {
+    backend *be = m->be;
+    const model_cjobs *j = &m->cjobs;
+    if (j->n_jobs < 1 || j->n_jobs > m->dims.cmp_jobs)
+        return err_set(ZP_EINVAL, "model: %d compression jobs (plan: %d)", j->n_jobs, m->dims.cmp_jobs);
+    m->bcj.n_jobs = j->n_jobs;
+    int rc = be->upload(be, m->cmeta, m->host_cmeta, m->cmeta_words * 4);
+    if (rc) return rc;
+    for (int l = 0; l < m->cfg.layers; l++) {
+        const model_layer *L = &m->layers[l];
+        double t0 = now_s();
+        be->cmp_score(be, m->scores, m->qc, L->kc, L->cc, m->dims.kv_dtype, &m->bcj, l, &m->cp);
+        be->cmp_redundancy(be, m->scores, L->kc, m->dims.kv_dtype, m->work, &m->bcj, &m->cp);
+        be->cmp_select(be, m->keep, m->scores, m->work, &m->bcj, &m->cp);
+        if ((rc = be->sync(be))) return rc;
+        double t1 = now_s();
+        be->cmp_compact(be, L->kc, L->vc, L->cc, m->dims.kv_dtype, m->keep, &m->bcj, &m->cp);
+        if ((rc = be->sync(be))) return rc;
+        m->score_seconds += t1 - t0;
+        m->compact_seconds += now_s() - t1;
+    }
+    return 0;
 }

@@ -27,14 +27,28 @@ typedef struct model_dims {
     int32_t block_size;
     int32_t num_blocks;
     zp_dtype kv_dtype;
+    /* compression (all 0 when off) */
+    int32_t qcache_slots; /* query-cache slots */
+    int32_t qcl;          /* queries kept per slot and layer */
+    int32_t cmp_jobs;     /* compression jobs per batch */
+    int32_t cmp_max_pos;  /* longest job, positions (multiple of block_size) */
+    int32_t cmp_max_keep; /* largest n_keep */
 } model_dims;
 
 /* Host staging of one step's metadata (filled by the scheduler, see be_batch). */
 typedef struct model_batch {
     int32_t n_tokens, n_seqs, n_logits;
     int32_t *token_ids, *positions, *slots, *tok_seq, *tok_kv_idx, *logit_rows;
+    int32_t *tok_qslot;    /* query-cache slot of each token, -1 = none */
     int32_t *block_tables; /* [max_seqs][max_blocks] */
 } model_batch;
+
+/* Host staging of one compression batch (see be_cjobs). */
+typedef struct model_cjobs {
+    int32_t n_jobs;
+    int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags;
+    int32_t *src, *dst; /* [cmp_jobs][max_blocks] */
+} model_cjobs;
 
 typedef struct be_w {
     be_ptr p;
@@ -43,7 +57,7 @@ typedef struct be_w {
 
 typedef struct model_layer {
     be_w in_norm, post_norm, q, k, v, o, qb, kb, vb, qn, kn, gate, up, down;
-    be_ptr kc, vc;
+    be_ptr kc, vc, cc; /* cc: carried scores, when compressing */
 } model_layer;
 
 typedef struct model {
@@ -59,16 +73,35 @@ typedef struct model {
     model_batch batch;
     float *host_logits; /* [max_logits][vocab] */
     be_batch bb;
+    be_ptr tok_qslot;
+    /* compression */
+    be_cparams cp;
+    be_ptr qc, scores, work, keep, cmeta;
+    size_t cmeta_words;
+    int32_t *host_cmeta;
+    model_cjobs cjobs;
+    be_cjobs bcj;
+    double score_seconds, compact_seconds;
 } model;
 
 /* Bytes of backend memory model_init will carve (plan the reservation with it). */
 size_t model_device_bytes(const model_config *c, const model_dims *d, const backend *be);
-/* Bytes of one KV block across all layers (K and V). */
-size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype);
+/* Bytes of one KV block across all layers: K and V, plus the carried f32 score per token
+ * and kv head when compressing. */
+size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype,
+                         bool scores);
 int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
                const model_dims *d);
 /* Runs the staged batch; logits of the logit rows land in m->host_logits. */
 int model_forward(model *m);
+/* Sets the compression parameters (before the first model_compress). */
+void model_set_cparams(model *m, const be_cparams *p);
+/* Compresses the staged jobs: scores, selects and compacts every layer. */
+int model_compress(model *m);
+/* Bytes of one query-cache slot (all layers). */
+size_t model_slot_bytes(const model_config *c, int32_t qcl);
+/* Bytes of compression scratch for the dims' job batch. */
+size_t model_cmp_scratch_bytes(const model_config *c, const model_dims *d);
 /* The RoPE inverse frequencies HF computes for this config (default or llama3), f32. */
 void model_rope_inv_freq(const model_config *c, float *out);
 

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TH_MAX_OUT 512
+#define TH_MAX_OUT 5000
 
 typedef struct th_out {
     int32_t tok[TH_MAX_OUT];
@@ -83,6 +83,7 @@ static inline void th_open(th *t, int nout, ...) {
     t->cf.kv_memory_mb = 16;
     t->cf.host_arena_mb = 512;
     t->cf.threads = 2;
+    t->cf.compress = false; /* full-KV unless a test turns compression on */
     va_list ap;
     va_start(ap, nout);
     for (const char *kv; (kv = va_arg(ap, const char *));)
@@ -105,25 +106,6 @@ static inline void th_close(th *t) {
     engine_close(t->e);
     arena_release(&t->a);
     free(t->out);
-}
-
-/* Runs steps until idle, checking invariants after each when check is set. */
-static inline void th_drain(th *t, int check) {
-    for (;;) {
-        int left = engine_step(t->e);
-        REQUIRE(left >= 0);
-        if (check) {
-            int rc = engine_check(t->e);
-            CHECKF(rc == 0, "%s", err_msg());
-            if (rc) exit(1);
-        }
-        if (left == 0) break;
-    }
-}
-
-static inline int th_same(const th_out *a, const th_out *b) {
-    return a->n == b->n && a->fin == b->fin && !memcmp(a->tok, b->tok, sizeof(int32_t) * (size_t)a->n) &&
-           !memcmp(a->lp, b->lp, sizeof(float) * (size_t)a->n);
 }
 
 /* A random request: prompt of plen ids, greedy or seeded sampling. */
@@ -149,5 +131,47 @@ static inline void th_random_req(th_req *r, unsigned long long *rng, int plen, i
         r->rq.sp.seed = test_rand_u64(rng);
     }
 }
+
+/* Submits every request (user_tag = index) and runs to idle, optionally checking. */
+static inline void th_run_all(th *t, th_req *reqs, int n, int check) {
+    for (int i = 0; i < n; i++) {
+        uint64_t id;
+        reqs[i].rq.user_tag = (uint64_t)i;
+        if (engine_submit(t->e, &reqs[i].rq, &id)) {
+            fprintf(stderr, "submit %d: %s\n", i, err_msg());
+            exit(1);
+        }
+    }
+    for (;;) {
+        int left = engine_step(t->e);
+        REQUIRE(left >= 0);
+        if (check) {
+            int rc = engine_check(t->e);
+            CHECKF(rc == 0, "%s", err_msg());
+            if (rc) exit(1);
+        }
+        if (left == 0) break;
+    }
+}
+
+/* Runs steps until idle, checking invariants after each when check is set. */
+static inline void th_drain(th *t, int check) {
+    for (;;) {
+        int left = engine_step(t->e);
+        REQUIRE(left >= 0);
+        if (check) {
+            int rc = engine_check(t->e);
+            CHECKF(rc == 0, "%s", err_msg());
+            if (rc) exit(1);
+        }
+        if (left == 0) break;
+    }
+}
+
+static inline int th_same(const th_out *a, const th_out *b) {
+    return a->n == b->n && a->fin == b->fin && !memcmp(a->tok, b->tok, sizeof(int32_t) * (size_t)a->n) &&
+           !memcmp(a->lp, b->lp, sizeof(float) * (size_t)a->n);
+}
+
 
 #endif
