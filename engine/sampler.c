@@ -6,10 +6,10 @@
  * logits, the request's ids and (seed, completion index).
  *
  * Cost on a 152k vocabulary: top-k keeps a bounded heap of k candidates while scanning the row
- * (O(n log k)); top-p without top-k first bounds the nucleus with a histogram of log
- * probabilities (buckets HIST_WIDTH nats wide) and sorts only the tokens of the buckets that
- * hold it, so the usual case sorts hundreds of tokens, not the vocabulary. Sorting is an
- * in-place heapsort on the scratch arrays (qsort may allocate).
+ * (O(n log k)) and heapsorts them; top-p without top-k first bounds the nucleus with a
+ * histogram of probabilities by binary exponent and sorts only the tokens of the buckets that
+ * hold it, with a stable radix sort on the logit bits (O(n), scratch from init). No qsort: it
+ * may allocate.
  *
  * Invariants: between calls seen[] and counts[] are all zero. Memory: arena scratch from
  * sampler_init(), nothing allocated afterwards. Threading: one sampler per thread.
@@ -22,8 +22,9 @@
 #include <math.h>
 #include <string.h>
 
-#define HIST_BUCKETS 64
-#define HIST_WIDTH   0.25f /* nats: bucket b holds log p in (-(b + 1) * W, -b * W] */
+/* Top-p histogram: bucket b holds the unnormalised probabilities (max 1) in [2^-b, 2^(1-b));
+ * zero and subnormals share the last bucket. */
+#define HIST_BUCKETS 128
 /* Relative slack so that the histogram bound also holds for the sorted cumulative sum, whose
  * double rounding differs from the histogram's (~1e-11 relative for 152k terms). */
 #define HIST_SLACK 1e-9
@@ -88,7 +89,11 @@ int sampler_init(sampler *s, arena *a, int32_t n_logits, int32_t n_valid) {
     s->probs = arena_alloc(a, n * sizeof *s->probs, 64, "sampler probs");
     s->seen = arena_alloc(a, (n + 63) / 64 * sizeof *s->seen, 64, "sampler seen bitmap");
     s->counts = arena_alloc(a, n * sizeof *s->counts, 64, "sampler counts");
-    if (!s->ids || !s->probs || !s->seen || !s->counts) return ZP_ENOMEM;
+    s->keys = arena_alloc(a, n * sizeof *s->keys, 64, "sampler sort keys");
+    s->keys_tmp = arena_alloc(a, n * sizeof *s->keys_tmp, 64, "sampler sort keys");
+    s->ids_tmp = arena_alloc(a, n * sizeof *s->ids_tmp, 64, "sampler sort ids");
+    if (!s->ids || !s->probs || !s->seen || !s->counts || !s->keys || !s->keys_tmp || !s->ids_tmp)
+        return ZP_ENOMEM;
     s->n_logits = n_logits;
     s->n_valid = n_valid;
     s->temp = 1.0f;
@@ -208,21 +213,67 @@ static int32_t select_top_k(sampler *s, const float *logits, int32_t k) {
     return n;
 }
 
-/* Histogram bucket of a candidate: monotone in its logit, so a bucket bound keeps a prefix of
- * the candidate order. */
-static inline int32_t hist_bucket(float x, float m, float t) {
-    float d = (m - x) / t * (1.0f / HIST_WIDTH);
-    return d < (float)(HIST_BUCKETS - 1) ? (int32_t)d : HIST_BUCKETS - 1;
+/* Histogram bucket of an unnormalised probability in (0, 1] from its float bits: monotone,
+ * so a bucket bound keeps a prefix of the candidate order. */
+static inline int32_t hist_bucket(uint32_t p_bits) { return 127 - (int32_t)(p_bits >> 23); }
+
+/* Sort key of a logit: unsigned order = logit descending (-0 and +0 compare equal). */
+static inline uint32_t radix_key(float x) {
+    float v = x + 0.0f;
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return (u & 0x80000000u) ? u : ~(u | 0x80000000u);
 }
 
-/* Top-p over unsorted candidates (keys = logits, mass z over them): keeps the buckets that
- * hold the nucleus, sorts those best first and returns their number. */
-static int32_t nucleus_bound(sampler *s, int32_t n, float m, float t, double target) {
-    double hist[HIST_BUCKETS] = {0};
+/* Stable LSD radix sort of ids[0..n) by keys (ascending), 8 bits a pass; a pass whose byte is
+ * the same for every key is skipped. Input in id order gives (logit desc, id asc). */
+static void radix_sort(sampler *s, int32_t n) {
+    uint32_t cnt[4][256];
+    memset(cnt, 0, sizeof cnt);
     for (int32_t i = 0; i < n; i++)
-        hist[hist_bucket(s->probs[i], m, t)] += (double)expf((s->probs[i] - m) / t);
+        for (int b = 0; b < 4; b++) cnt[b][(s->keys[i] >> (8 * b)) & 255]++;
+    int32_t *id_src = s->ids, *id_dst = s->ids_tmp;
+    uint32_t *k_src = s->keys, *k_dst = s->keys_tmp;
+    for (int b = 0; b < 4; b++) {
+        if (cnt[b][(k_src[0] >> (8 * b)) & 255] == (uint32_t)n) continue;
+        uint32_t pos = 0;
+        for (int d = 0; d < 256; d++) {
+            uint32_t c = cnt[b][d];
+            cnt[b][d] = pos;
+            pos += c;
+        }
+        for (int32_t i = 0; i < n; i++) {
+            uint32_t at = cnt[b][(k_src[i] >> (8 * b)) & 255]++;
+            k_dst[at] = k_src[i];
+            id_dst[at] = id_src[i];
+        }
+        int32_t *ti = id_src;
+        id_src = id_dst;
+        id_dst = ti;
+        uint32_t *tk = k_src;
+        k_src = k_dst;
+        k_dst = tk;
+    }
+    if (id_src != s->ids) memcpy(s->ids, id_src, (size_t)n * sizeof *s->ids);
+}
+
+/* Top-p over every finite candidate, in id order (ids[], probs[] = logits): bounds the
+ * nucleus by whole histogram buckets (the first buckets whose mass reaches target * z, z the
+ * candidates' mass, returned in *z), keeps those tokens sorted best first with probs[] =
+ * logits again, and returns their number. */
+static int32_t nucleus_bound(sampler *s, const float *logits, int32_t n, float m, float t,
+                             float top_p, double *z) {
+    double hist[HIST_BUCKETS] = {0}, sum = 0.0;
+    uint32_t *p_bits = s->keys_tmp; /* free until radix_sort() */
+    for (int32_t i = 0; i < n; i++) {
+        float e = expf((s->probs[i] - m) / t);
+        memcpy(&p_bits[i], &e, sizeof e);
+        hist[hist_bucket(p_bits[i])] += (double)e;
+        sum += (double)e;
+    }
+    *z = sum;
+    double target = (double)top_p * sum * (1.0 + HIST_SLACK), cum = 0.0;
     int32_t last = HIST_BUCKETS - 1;
-    double cum = 0.0;
     for (int32_t b = 0; b < HIST_BUCKETS - 1; b++) {
         cum += hist[b];
         if (cum >= target) {
@@ -232,13 +283,12 @@ static int32_t nucleus_bound(sampler *s, int32_t n, float m, float t, double tar
     }
     int32_t j = 0;
     for (int32_t i = 0; i < n; i++) {
-        if (hist_bucket(s->probs[i], m, t) > last) continue;
+        if (hist_bucket(p_bits[i]) > last) continue;
         s->ids[j] = s->ids[i];
-        s->probs[j] = s->probs[i];
-        j++;
+        s->keys[j++] = radix_key(s->probs[i]);
     }
-    heap_build(s->ids, s->probs, j);
-    heap_sort(s->ids, s->probs, j);
+    radix_sort(s, j);
+    for (int32_t i = 0; i < j; i++) s->probs[i] = logits[s->ids[i]];
     return j;
 }
 
@@ -298,9 +348,7 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
      * the mass of all candidates (the top-k set, or every finite valid token). */
     double z_cand = -1.0;
     if (p->top_p < 1.0f && all) {
-        z_cand = 0.0;
-        for (int32_t i = 0; i < n; i++) z_cand += (double)expf((pr[i] - m) / t);
-        n = nucleus_bound(s, n, m, t, (double)p->top_p * z_cand * (1.0 + HIST_SLACK));
+        n = nucleus_bound(s, logits, n, m, t, p->top_p, &z_cand);
     }
     double z = 0.0;
     for (int32_t i = 0; i < n; i++) {

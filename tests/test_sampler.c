@@ -214,6 +214,22 @@ static void test_top_p_min_p(void) {
                    what);
         check_draws(&s, &p, l, cases[c].ids, cases[c].n, 2000, what);
     }
+    /* -0 and +0 are a tie, which the lower id wins. */
+    float zeros[4] = {-0.0f, 0.0f, -1, -1};
+    p.top_p = 0.3f;
+    int32_t z0[1] = {0};
+    check_kept(&s, probs_of(&s, &p, zeros, NULL, 0, NULL, 0), z0, NULL, 1, "-0 tie");
+    float zeros2[4] = {-1, 0.0f, -0.0f, -1};
+    int32_t z1[1] = {1};
+    check_kept(&s, probs_of(&s, &p, zeros2, NULL, 0, NULL, 0), z1, NULL, 1, "+0 tie");
+    /* The cut lands right after a histogram bucket: {1, 1, .5, .5} with top_p just above 2/3
+     * needs the third token, just below it only two. */
+    float edge[4] = {0, 0, -0.6931472f, -0.6931472f};
+    p.top_p = 2.0f / 3.0f;
+    int32_t e3[3] = {0, 1, 2}, e2[2] = {0, 1};
+    check_kept(&s, probs_of(&s, &p, edge, NULL, 0, NULL, 0), e3, NULL, 3, "top_p 2/3");
+    p.top_p = 0.66f;
+    check_kept(&s, probs_of(&s, &p, edge, NULL, 0, NULL, 0), e2, NULL, 2, "top_p .66");
     /* top_p = 1 is off: every token, in id order. */
     p.top_p = 1.0f;
     int32_t all[4] = {0, 1, 2, 3};
