@@ -123,7 +123,8 @@ static void heap_sift(int32_t *ids, float *keys, int32_t n, int32_t i) {
 }
 
 static void heap_build(int32_t *ids, float *keys, int32_t n) {
-    for (int32_t i = n / 2 - 1; i >= 0; i--) heap_sift(ids, keys, n, i);
+    for (int32_t i = n / 2 - 1; i >= 0; i--)
+        heap_sift(ids, keys, n, i);
 }
 
 /* Sorts a worst-at-root heap best first. */
@@ -159,7 +160,8 @@ static void repetition_mark(sampler *s, float *logits, const int32_t *ids, int32
 }
 
 static void seen_clear(sampler *s, const int32_t *ids, int32_t n) {
-    for (int32_t i = 0; i < n; i++) s->seen[ids[i] >> 6] = 0;
+    for (int32_t i = 0; i < n; i++)
+        s->seen[ids[i] >> 6] = 0;
 }
 
 static int apply_penalties(sampler *s, const sampling_params *p, float *logits,
@@ -178,7 +180,8 @@ static int apply_penalties(sampler *s, const sampling_params *p, float *logits,
         seen_clear(s, completion, n_completion);
     }
     if (pf) {
-        for (int32_t i = 0; i < n_completion; i++) s->counts[completion[i]]++;
+        for (int32_t i = 0; i < n_completion; i++)
+            s->counts[completion[i]]++;
         /* As vLLM: logit - frequency * count, then - presence (once per distinct id). */
         for (int32_t i = 0; i < n_completion; i++) {
             int32_t id = completion[i], c = s->counts[id];
@@ -215,7 +218,9 @@ static int32_t select_top_k(sampler *s, const float *logits, int32_t k) {
 
 /* Histogram bucket of an unnormalised probability in (0, 1] from its float bits: monotone,
  * so a bucket bound keeps a prefix of the candidate order. */
-static inline int32_t hist_bucket(uint32_t p_bits) { return 127 - (int32_t)(p_bits >> 23); }
+static inline int32_t hist_bucket(uint32_t p_bits) {
+    return 127 - (int32_t)(p_bits >> 23);
+}
 
 /* Sort key of a logit: unsigned order = logit descending (-0 and +0 compare equal). */
 static inline uint32_t radix_key(float x) {
@@ -231,7 +236,8 @@ static void radix_sort(sampler *s, int32_t n) {
     uint32_t cnt[4][256];
     memset(cnt, 0, sizeof cnt);
     for (int32_t i = 0; i < n; i++)
-        for (int b = 0; b < 4; b++) cnt[b][(s->keys[i] >> (8 * b)) & 255]++;
+        for (int b = 0; b < 4; b++)
+            cnt[b][(s->keys[i] >> (8 * b)) & 255]++;
     int32_t *id_src = s->ids, *id_dst = s->ids_tmp;
     uint32_t *k_src = s->keys, *k_dst = s->keys_tmp;
     for (int b = 0; b < 4; b++) {
@@ -288,7 +294,8 @@ static int32_t nucleus_bound(sampler *s, const float *logits, int32_t n, float m
         s->keys[j++] = radix_key(s->probs[i]);
     }
     radix_sort(s, j);
-    for (int32_t i = 0; i < j; i++) s->probs[i] = logits[s->ids[i]];
+    for (int32_t i = 0; i < j; i++)
+        s->probs[i] = logits[s->ids[i]];
     return j;
 }
 
@@ -300,9 +307,10 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
     s->has_log_z = false;
     if (n_prompt < 0 || n_completion < 0 || (n_prompt > 0 && !prompt) ||
         (n_completion > 0 && !completion))
-        return err_set(ZP_EINVAL, "sampler: bad id list (n_prompt %d, n_completion %d)",
-                       n_prompt, n_completion);
-    for (int32_t i = s->n_valid; i < s->n_logits; i++) logits[i] = -INFINITY;
+        return err_set(ZP_EINVAL, "sampler: bad id list (n_prompt %d, n_completion %d)", n_prompt,
+                       n_completion);
+    for (int32_t i = s->n_valid; i < s->n_logits; i++)
+        logits[i] = -INFINITY;
     int rc = apply_penalties(s, p, logits, prompt, n_prompt, completion, n_completion);
     if (rc) return rc;
 
@@ -379,8 +387,10 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
         n = j;
     }
     z = 0.0;
-    for (int32_t i = 0; i < n; i++) z += (double)pr[i];
-    for (int32_t i = 0; i < n; i++) pr[i] = (float)((double)pr[i] / z);
+    for (int32_t i = 0; i < n; i++)
+        z += (double)pr[i];
+    for (int32_t i = 0; i < n; i++)
+        pr[i] = (float)((double)pr[i] / z);
     assert(n >= 1);
     s->n_kept = n;
     return n;
@@ -419,7 +429,8 @@ int32_t sampler_sample(sampler *s, const sampling_params *p, float *logits, cons
     int32_t tok = s->ids[0];
     if (n > 1) {
         double total = 0.0;
-        for (int32_t i = 0; i < n; i++) total += (double)s->probs[i];
+        for (int32_t i = 0; i < n; i++)
+            total += (double)s->probs[i];
         double target = sampler_uniform(p->seed, n_completion) * total, cum = 0.0;
         /* Falls back to the last token with mass when rounding leaves cum <= target. */
         for (int32_t i = 0; i < n; i++) {

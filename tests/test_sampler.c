@@ -1,3 +1,4 @@
+// LDFLAGS: -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 /* test_sampler: engine/sampler.c against hand-computed cases and a brute-force reference.
  * Kept sets are checked twice: through sampler_probs() (the distribution sampler_sample()
  * draws from) and by drawing many seeds (only kept ids appear, every kept id appears). */
@@ -10,6 +11,24 @@
 #include <time.h>
 
 #define MAXV 160000
+
+/* Allocation calls from zipage code (libc's own calls are not wrapped) after start-up. */
+static int alloc_calls, counting;
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n) {
+    alloc_calls += counting;
+    return __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t m) {
+    alloc_calls += counting;
+    return __real_calloc(n, m);
+}
+void *__wrap_realloc(void *p, size_t n) {
+    alloc_calls += counting;
+    return __real_realloc(p, n);
+}
 
 static arena A;
 static float row[MAXV];
@@ -35,8 +54,8 @@ static int32_t probs_of(sampler *s, const sampling_params *p, const float *logit
     return sampler_probs(s, p, row, prompt, n_prompt, comp, n_comp);
 }
 
-static int32_t sample_of(sampler *s, const sampling_params *p, const float *logits,
-                         int32_t n_comp, float *lp) {
+static int32_t sample_of(sampler *s, const sampling_params *p, const float *logits, int32_t n_comp,
+                         float *lp) {
     static int32_t comp[64];
     REQUIRE(n_comp <= 64);
     memcpy(row, logits, (size_t)s->n_logits * sizeof *row);
@@ -71,14 +90,16 @@ static void check_draws(sampler *s, const sampling_params *p0, const float *logi
     }
     for (int32_t id = 0; id < s->n_logits; id++) {
         bool kept = false;
-        for (int32_t j = 0; j < n_want; j++) kept |= want[j] == id;
-        CHECKF(kept ? hits[id] > 0 : hits[id] == 0, "%s: id %d drawn %d times (kept %d)", what,
-               id, hits[id], kept);
+        for (int32_t j = 0; j < n_want; j++)
+            kept |= want[j] == id;
+        CHECKF(kept ? hits[id] > 0 : hits[id] == 0, "%s: id %d drawn %d times (kept %d)", what, id,
+               hits[id], kept);
     }
 }
 
 static void log_probs(float *logits, const double *probs, int n) {
-    for (int i = 0; i < n; i++) logits[i] = (float)log(probs[i]);
+    for (int i = 0; i < n; i++)
+        logits[i] = (float)log(probs[i]);
 }
 
 static void test_validate(void) {
@@ -95,22 +116,51 @@ static void test_validate(void) {
         sampler_defaults(&p);
         const char *name = NULL;
         switch (k) {
-        case 0: p.temperature = -0.1f, name = "temperature"; break;
-        case 1: p.temperature = NAN, name = "temperature"; break;
-        case 2: p.temperature = INFINITY, name = "temperature"; break;
-        case 3: p.top_k = -1, name = "top_k"; break;
-        case 4: p.top_p = 0.0f, name = "top_p"; break;
-        case 5: p.top_p = 1.5f, name = "top_p"; break;
-        case 6: p.min_p = -0.1f, name = "min_p"; break;
-        case 7: p.min_p = 1.01f, name = "min_p"; break;
-        case 8: p.repetition_penalty = 0.0f, name = "repetition_penalty"; break;
-        case 9: p.presence_penalty = 2.5f, name = "presence_penalty"; break;
-        case 10: p.frequency_penalty = NAN, name = "frequency_penalty"; break;
-        case 11: p.max_tokens = 0, name = "max_tokens"; break;
-        case 12: p.n_stop = SAMPLER_MAX_STOP + 1, name = "n_stop"; break;
-        case 13: p.n_stop = 2, p.stop_ids[0] = 3, p.stop_ids[1] = 100, name = "stop_ids[1] = 100";
+        case 0:
+            p.temperature = -0.1f, name = "temperature";
             break;
-        case 14: p.n_stop = 1, p.stop_ids[0] = -1, name = "stop_ids[0] = -1"; break;
+        case 1:
+            p.temperature = NAN, name = "temperature";
+            break;
+        case 2:
+            p.temperature = INFINITY, name = "temperature";
+            break;
+        case 3:
+            p.top_k = -1, name = "top_k";
+            break;
+        case 4:
+            p.top_p = 0.0f, name = "top_p";
+            break;
+        case 5:
+            p.top_p = 1.5f, name = "top_p";
+            break;
+        case 6:
+            p.min_p = -0.1f, name = "min_p";
+            break;
+        case 7:
+            p.min_p = 1.01f, name = "min_p";
+            break;
+        case 8:
+            p.repetition_penalty = 0.0f, name = "repetition_penalty";
+            break;
+        case 9:
+            p.presence_penalty = 2.5f, name = "presence_penalty";
+            break;
+        case 10:
+            p.frequency_penalty = NAN, name = "frequency_penalty";
+            break;
+        case 11:
+            p.max_tokens = 0, name = "max_tokens";
+            break;
+        case 12:
+            p.n_stop = SAMPLER_MAX_STOP + 1, name = "n_stop";
+            break;
+        case 13:
+            p.n_stop = 2, p.stop_ids[0] = 3, p.stop_ids[1] = 100, name = "stop_ids[1] = 100";
+            break;
+        case 14:
+            p.n_stop = 1, p.stop_ids[0] = -1, name = "stop_ids[0] = -1";
+            break;
         }
         int rc = sampler_validate(&p, 100);
         CHECKF(rc == ZP_EINVAL && strstr(err_msg(), name), "case %d: rc %d msg '%s'", k, rc,
@@ -200,14 +250,16 @@ static void test_top_p_min_p(void) {
         int32_t n;
         int32_t ids[4];
     } cases[] = {
-        {0.4f, 1, {1}},          {0.7f, 2, {1, 3}},       {0.8f, 3, {1, 3, 2}},
+        {0.4f, 1, {1}},           {0.7f, 2, {1, 3}}, {0.8f, 3, {1, 3, 2}},
         {0.95f, 4, {1, 3, 2, 0}}, {0.05f, 1, {1}},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         p.top_p = cases[c].top_p;
         double want_p[4], mass = 0;
-        for (int i = 0; i < cases[c].n; i++) mass += pr[cases[c].ids[i]];
-        for (int i = 0; i < cases[c].n; i++) want_p[i] = pr[cases[c].ids[i]] / mass;
+        for (int i = 0; i < cases[c].n; i++)
+            mass += pr[cases[c].ids[i]];
+        for (int i = 0; i < cases[c].n; i++)
+            want_p[i] = pr[cases[c].ids[i]] / mass;
         char what[64];
         snprintf(what, sizeof what, "top_p %g", (double)p.top_p);
         check_kept(&s, probs_of(&s, &p, l, NULL, 0, NULL, 0), cases[c].ids, want_p, cases[c].n,
@@ -281,12 +333,14 @@ static int ref_cmp(const void *a, const void *b) {
 }
 static int32_t reference(const float *x, int32_t v, const sampling_params *p, double *prob) {
     memcpy(ref_x, x, (size_t)v * sizeof *x);
-    for (int32_t i = 0; i < v; i++) ref_ids[i] = i;
+    for (int32_t i = 0; i < v; i++)
+        ref_ids[i] = i;
     qsort(ref_ids, (size_t)v, sizeof *ref_ids, ref_cmp);
     int32_t n = p->top_k > 0 && p->top_k < v ? p->top_k : v;
     float m = x[ref_ids[0]];
     double z = 0;
-    for (int32_t i = 0; i < n; i++) z += expf((x[ref_ids[i]] - m) / p->temperature);
+    for (int32_t i = 0; i < n; i++)
+        z += expf((x[ref_ids[i]] - m) / p->temperature);
     if (p->top_p < 1.0f) {
         double cum = 0;
         int32_t i = 0;
@@ -302,8 +356,10 @@ static int32_t reference(const float *x, int32_t v, const sampling_params *p, do
         if (e >= p->min_p) ref_ids[j++] = ref_ids[i];
     }
     z = 0;
-    for (int32_t i = 0; i < j; i++) z += expf((x[ref_ids[i]] - m) / p->temperature);
-    for (int32_t i = 0; i < j; i++) prob[i] = expf((x[ref_ids[i]] - m) / p->temperature) / z;
+    for (int32_t i = 0; i < j; i++)
+        z += expf((x[ref_ids[i]] - m) / p->temperature);
+    for (int32_t i = 0; i < j; i++)
+        prob[i] = expf((x[ref_ids[i]] - m) / p->temperature) / z;
     return j;
 }
 
@@ -337,16 +393,17 @@ static void test_reference(void) {
                             bad |= s.ids[i] != ref_ids[i] ||
                                    fabs(s.probs[i] - want_p[i]) > 1e-5 * want_p[i];
                     if (!bad && !ordered) { /* id order */
-                        for (int32_t i = 0; i < V; i++) by_id[i] = -1;
-                        for (int32_t i = 0; i < nw; i++) by_id[ref_ids[i]] = want_p[i];
+                        for (int32_t i = 0; i < V; i++)
+                            by_id[i] = -1;
+                        for (int32_t i = 0; i < nw; i++)
+                            by_id[ref_ids[i]] = want_p[i];
                         for (int32_t i = 0; i < n; i++)
                             bad |= by_id[s.ids[i]] < 0 ||
                                    fabs(s.probs[i] - by_id[s.ids[i]]) > 1e-5 * by_id[s.ids[i]] ||
                                    (i > 0 && s.ids[i] <= s.ids[i - 1]);
                     }
                     CHECKF(!bad, "T %g top_p %g top_k %d min_p %g: kept %d, reference %d",
-                           (double)p.temperature, (double)p.top_p, p.top_k, (double)p.min_p, n,
-                           nw);
+                           (double)p.temperature, (double)p.top_p, p.top_k, (double)p.min_p, n, nw);
                     cases++;
                 }
     CHECK(cases == 128);
@@ -362,7 +419,8 @@ static void test_penalties(void) {
     int32_t prompt[] = {0, 1, 0, 5}, comp[] = {0, 3, 0};
     CHECK(probs_of(&s, &p, l, prompt, 4, comp, 3) == 1);
     float want[6] = {1, -4, 1, 0.25f, 3, 0};
-    for (int i = 0; i < 6; i++) CHECKF(row[i] == want[i], "rep: row[%d] = %g", i, (double)row[i]);
+    for (int i = 0; i < 6; i++)
+        CHECKF(row[i] == want[i], "rep: row[%d] = %g", i, (double)row[i]);
     CHECK(s.ids[0] == 4);
     p.repetition_penalty = 0.5f; /* < 1 favours repeats */
     CHECK(probs_of(&s, &p, l, prompt, 4, comp, 3) == 1);
@@ -377,7 +435,8 @@ static void test_penalties(void) {
     int32_t pr2[] = {0, 1, 1}, c2[] = {2, 2, 3, 2};
     CHECK(probs_of(&s, &p, one, pr2, 3, c2, 4) == 1);
     float w2[6] = {1, 1, 1 - 0.75f - 0.5f, 1 - 0.25f - 0.5f, 1, 1};
-    for (int i = 0; i < 6; i++) CHECKF(row[i] == w2[i], "pf: row[%d] = %g", i, (double)row[i]);
+    for (int i = 0; i < 6; i++)
+        CHECKF(row[i] == w2[i], "pf: row[%d] = %g", i, (double)row[i]);
     CHECK(s.ids[0] == 0);
     /* Negative penalties reward. */
     p.presence_penalty = -1.0f;
@@ -397,7 +456,8 @@ static void test_penalties(void) {
     /* The scratch is clean afterwards: no history leaves the row unchanged, the same history
      * gives the same row. */
     CHECK(probs_of(&s, &p, l3, NULL, 0, NULL, 0) == 1);
-    for (int i = 0; i < 6; i++) CHECK(row[i] == 2);
+    for (int i = 0; i < 6; i++)
+        CHECK(row[i] == 2);
     CHECK(probs_of(&s, &p, l3, pr2, 3, c3, 2) == 1);
     CHECK(row[0] == 0 && row[1] == 1);
 
@@ -420,15 +480,19 @@ static void test_seeds(void) {
     static float x[V];
     sampler s = make_sampler(V, V);
     unsigned long long r = 99;
-    for (int i = 0; i < V; i++) x[i] = test_randf(&r) * 2;
+    for (int i = 0; i < V; i++)
+        x[i] = test_randf(&r) * 2;
     sampling_params p = params(1.0f);
     p.seed = 42;
     int32_t a[N], b[N], c[N];
-    for (int n = 0; n < N; n++) a[n] = sample_of(&s, &p, x, n, NULL);
-    for (int n = 0; n < N; n++) b[n] = sample_of(&s, &p, x, n, NULL);
+    for (int n = 0; n < N; n++)
+        a[n] = sample_of(&s, &p, x, n, NULL);
+    for (int n = 0; n < N; n++)
+        b[n] = sample_of(&s, &p, x, n, NULL);
     p.seed = 43;
     int differ = 0;
-    for (int n = 0; n < N; n++) differ += (c[n] = sample_of(&s, &p, x, n, NULL)) != a[n];
+    for (int n = 0; n < N; n++)
+        differ += (c[n] = sample_of(&s, &p, x, n, NULL)) != a[n];
     CHECK(memcmp(a, b, sizeof a) == 0);
     CHECKF(differ > N / 2, "seeds 42 and 43 differ at %d of %d draws", differ, N);
     /* The draw for index n is a pure function of (seed, n): a fresh sampler, in reverse order,
@@ -457,10 +521,11 @@ static void test_logprob(void) {
     sampler s = make_sampler(5, 4);
     float l[5] = {1, 2, 3, 0, 50};
     double z = 0;
-    for (int i = 0; i < 4; i++) z += exp((l[i] - 3) / 0.5);
+    for (int i = 0; i < 4; i++)
+        z += exp((l[i] - 3) / 0.5);
     for (int k = 0; k < 3; k++) {
         sampling_params p = params(0.5f);
-        p.top_k = k == 1 ? 2 : 0;  /* lazy normaliser (top-k) */
+        p.top_k = k == 1 ? 2 : 0;       /* lazy normaliser (top-k) */
         p.top_p = k == 2 ? 0.9f : 1.0f; /* normaliser cached by the top-p pass */
         for (uint64_t seed = 0; seed < 20; seed++) {
             p.seed = seed;
@@ -507,11 +572,12 @@ static void test_distribution(void) {
         /* Mode 2 never draws id 0 and checks the three kept ids (2 degrees of freedom). */
         int first = mode == 2 ? 1 : 0;
         double q[4];
-        for (int i = 0; i < 4; i++) q[i] = pr[i] / (mode == 2 ? 0.9 : 1.0);
+        for (int i = 0; i < 4; i++)
+            q[i] = pr[i] / (mode == 2 ? 0.9 : 1.0);
         CHECK(mode != 2 || hits[0] == 0);
         double c = chi_square(hits + first, q + first, 4 - first, D);
-        CHECKF(c < 16.27, "mode %d: chi-square %.2f (hits %d %d %d %d)", mode, c, hits[0],
-               hits[1], hits[2], hits[3]);
+        CHECKF(c < 16.27, "mode %d: chi-square %.2f (hits %d %d %d %d)", mode, c, hits[0], hits[1],
+               hits[2], hits[3]);
     }
 }
 
@@ -562,8 +628,10 @@ static void test_speed(sampler *sp) {
         int32_t kept = 0;
         for (int i = 0; i < R; i++) {
             /* A language-model-like row: a few strong candidates over a wide noise floor. */
-            for (int32_t j = 0; j < V; j++) x[j] = test_randf(&r) * 4;
-            for (int j = 0; j < 8; j++) x[test_rand_u64(&r) % NV] = 12 + test_randf(&r) * 3;
+            for (int32_t j = 0; j < V; j++)
+                x[j] = test_randf(&r) * 4;
+            for (int j = 0; j < 8; j++)
+                x[test_rand_u64(&r) % NV] = 12 + test_randf(&r) * 3;
             p.seed = (uint64_t)i;
             struct timespec t0, t1;
             clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -574,8 +642,8 @@ static void test_speed(sampler *sp) {
             kept += s.n_kept;
             total += (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         }
-        printf("speed V=%d %-22s %7.3f ms/sample (mean kept %d)\n", V, cfg[c].name,
-               total / R * 1e3, kept / R);
+        printf("speed V=%d %-22s %7.3f ms/sample (mean kept %d)\n", V, cfg[c].name, total / R * 1e3,
+               kept / R);
     }
 }
 
@@ -593,8 +661,10 @@ int main(void) {
     test_bad_logits();
     sampler speed = make_sampler(SPEED_V, SPEED_NV);
     arena_freeze(&A); /* sampling allocates nothing */
+    counting = 1;
     test_speed(&speed);
-    CHECK(A.violations == 0);
+    counting = 0;
+    CHECK(A.violations == 0 && alloc_calls == 0);
     arena_release(&A);
     return test_done("test_sampler");
 }
