@@ -29,6 +29,72 @@
  * double rounding differs from the histogram's (~1e-11 relative for 152k terms). */
 #define HIST_SLACK 1e-9
 
+/* exp over the row, 4 lanes at a time with GCC vector extensions (SSE2 on x86-64, NEON on
+ * arm64, scalar code elsewhere). Every lane is plain IEEE arithmetic (no libm, and -std=c11
+ * forbids FMA contraction), so a row gives the same bits on every machine, in vector or in
+ * scalar code. */
+typedef float f4 __attribute__((vector_size(16)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+
+/* exp(y) for y <= 0 (including -inf): Cody-Waite reduction y = k ln2 + r, |r| <= ln2 / 2, and
+ * the degree-6 Taylor polynomial; relative error < 3e-7; exp(0) is exactly 1. y < -87 gives 0
+ * (true value < 2^-125, far below any probability that matters here). */
+static inline f4 exp4_nonpos(f4 y) {
+    const f4 lo = {-87.0f, -87.0f, -87.0f, -87.0f};
+    i4 under = y < lo;
+    y = (f4)(((i4)lo & under) | ((i4)y & ~under));
+    f4 k = y * 1.44269504f + 12582912.0f; /* round to nearest integer (1.5 * 2^23 trick) */
+    k = k - 12582912.0f;
+    f4 r = y - k * 0.693145752f; /* ln 2 high part: k * it is exact */
+    r = r - k * 1.42860677e-6f;  /* ln 2 low part */
+    f4 q = r * (1.0f / 720.0f) + 1.0f / 120.0f;
+    q = q * r + 1.0f / 24.0f;
+    q = q * r + 1.0f / 6.0f;
+    q = q * r + 0.5f;
+    q = q * r + 1.0f;
+    q = q * r + 1.0f;
+    i4 scale = (__builtin_convertvector(k, i4) + 127) << 23; /* 2^k, k in [-126, 0] */
+    return (f4)((i4)(q * (f4)scale) & ~under);
+}
+
+static inline f4 load4(const float *p) {
+    f4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* out[i] = exp((x[i] - m) / t) for x[i] <= m; out may be x. */
+static void exp_shift(const float *x, float *out, int32_t n, float m, float t) {
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        f4 e = exp4_nonpos((load4(x + i) - m) / t);
+        memcpy(out + i, &e, sizeof e);
+    }
+    if (i < n) {
+        float tail[4] = {m, m, m, m};
+        memcpy(tail, x + i, (size_t)(n - i) * sizeof *x);
+        f4 e = exp4_nonpos((load4(tail) - m) / t);
+        memcpy(tail, &e, sizeof e);
+        memcpy(out + i, tail, (size_t)(n - i) * sizeof *x);
+    }
+}
+
+/* Sum in double, 4 running sums (lane i % 4) added at the end: a fixed order. */
+static double sum_row(const float *p, int32_t n) {
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += (double)p[i];
+        a1 += (double)p[i + 1];
+        a2 += (double)p[i + 2];
+        a3 += (double)p[i + 3];
+    }
+    if (i < n) a0 += (double)p[i++];
+    if (i < n) a1 += (double)p[i++];
+    if (i < n) a2 += (double)p[i];
+    return (a0 + a1) + (a2 + a3);
+}
+
 void sampler_defaults(sampling_params *p) {
     memset(p, 0, sizeof *p);
     p->temperature = 0.0f;
@@ -265,37 +331,43 @@ static void radix_sort(sampler *s, int32_t n) {
 
 /* Top-p over every finite candidate, in id order (ids[], probs[] = logits): bounds the
  * nucleus by whole histogram buckets (the first buckets whose mass reaches target * z, z the
- * candidates' mass, returned in *z), keeps those tokens sorted best first with probs[] =
- * logits again, and returns their number. */
+ * candidates' mass, returned in *z), keeps every token whose logit is at least the smallest
+ * logit in those buckets (a prefix of the candidate order even if exp were not monotone),
+ * sorts them best first with probs[] = logits again, and returns their number. */
 static int32_t nucleus_bound(sampler *s, const float *logits, int32_t n, float m, float t,
                              float top_p, double *z) {
-    double hist[HIST_BUCKETS] = {0}, sum = 0.0;
-    uint32_t *p_bits = s->keys_tmp; /* free until radix_sort() */
+    double hist[HIST_BUCKETS] = {0};
+    float min_x[HIST_BUCKETS];
+    for (int32_t b = 0; b < HIST_BUCKETS; b++)
+        min_x[b] = INFINITY;
+    float *pr = s->probs;
+    exp_shift(pr, pr, n, m, t);
     for (int32_t i = 0; i < n; i++) {
-        float e = expf((s->probs[i] - m) / t);
-        memcpy(&p_bits[i], &e, sizeof e);
-        hist[hist_bucket(p_bits[i])] += (double)e;
-        sum += (double)e;
+        uint32_t bits;
+        memcpy(&bits, &pr[i], sizeof bits);
+        int32_t b = hist_bucket(bits);
+        hist[b] += (double)pr[i];
+        float x = logits[s->ids[i]];
+        if (x < min_x[b]) min_x[b] = x;
     }
-    *z = sum;
-    double target = (double)top_p * sum * (1.0 + HIST_SLACK), cum = 0.0;
-    int32_t last = HIST_BUCKETS - 1;
-    for (int32_t b = 0; b < HIST_BUCKETS - 1; b++) {
+    *z = sum_row(pr, n);
+    double target = (double)top_p * *z * (1.0 + HIST_SLACK), cum = 0.0;
+    float x_min = INFINITY;
+    for (int32_t b = 0; b < HIST_BUCKETS; b++) {
         cum += hist[b];
-        if (cum >= target) {
-            last = b;
-            break;
-        }
+        if (min_x[b] < x_min) x_min = min_x[b];
+        if (cum >= target) break;
     }
     int32_t j = 0;
     for (int32_t i = 0; i < n; i++) {
-        if (hist_bucket(p_bits[i]) > last) continue;
-        s->ids[j] = s->ids[i];
-        s->keys[j++] = radix_key(s->probs[i]);
+        int32_t id = s->ids[i];
+        if (logits[id] < x_min) continue;
+        s->ids[j] = id;
+        s->keys[j++] = radix_key(logits[id]);
     }
     radix_sort(s, j);
     for (int32_t i = 0; i < j; i++)
-        s->probs[i] = logits[s->ids[i]];
+        pr[i] = logits[s->ids[i]];
     return j;
 }
 
@@ -358,11 +430,8 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
     if (p->top_p < 1.0f && all) {
         n = nucleus_bound(s, logits, n, m, t, p->top_p, &z_cand);
     }
-    double z = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        pr[i] = expf((pr[i] - m) / t);
-        z += (double)pr[i];
-    }
+    exp_shift(pr, pr, n, m, t);
+    double z = sum_row(pr, n);
     if (z_cand < 0.0) z_cand = z;
     if (all) { /* the logprob normaliser comes for free */
         s->log_z = log(z_cand);
@@ -386,11 +455,9 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
         }
         n = j;
     }
-    z = 0.0;
+    double inv_z = 1.0 / sum_row(pr, n);
     for (int32_t i = 0; i < n; i++)
-        z += (double)pr[i];
-    for (int32_t i = 0; i < n; i++)
-        pr[i] = (float)((double)pr[i] / z);
+        pr[i] = (float)((double)pr[i] * inv_z);
     assert(n >= 1);
     s->n_kept = n;
     return n;
@@ -399,11 +466,19 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
 float sampler_logprob(sampler *s, const float *logits, int32_t id) {
     if (id < 0 || id >= s->n_valid || logits[id] == -INFINITY) return -INFINITY;
     float m = s->max_logit, t = s->temp;
-    if (!s->has_log_z) {
-        double z = 0.0;
-        for (int32_t i = 0; i < s->n_valid; i++)
-            if (logits[i] != -INFINITY) z += (double)expf((logits[i] - m) / t);
-        s->log_z = log(z);
+    if (!s->has_log_z) { /* the same lanes and order as exp_shift() + sum_row() */
+        double a[4] = {0, 0, 0, 0};
+        int32_t i = 0;
+        for (; i + 4 <= s->n_valid; i += 4) {
+            f4 e = exp4_nonpos((load4(logits + i) - m) / t);
+            for (int l = 0; l < 4; l++)
+                a[l] += (double)e[l];
+        }
+        for (; i < s->n_valid; i++) {
+            f4 e = exp4_nonpos(((f4){logits[i], m, m, m} - m) / t);
+            a[i & 3] += (double)e[0];
+        }
+        s->log_z = log((a[0] + a[1]) + (a[2] + a[3]));
         s->has_log_z = true;
     }
     return (float)((double)((logits[id] - m) / t) - s->log_z);
@@ -428,11 +503,9 @@ int32_t sampler_sample(sampler *s, const sampling_params *p, float *logits, cons
     if (n < 0) return n;
     int32_t tok = s->ids[0];
     if (n > 1) {
-        double total = 0.0;
-        for (int32_t i = 0; i < n; i++)
-            total += (double)s->probs[i];
-        double target = sampler_uniform(p->seed, n_completion) * total, cum = 0.0;
-        /* Falls back to the last token with mass when rounding leaves cum <= target. */
+        double target = sampler_uniform(p->seed, n_completion) * sum_row(s->probs, n), cum = 0.0;
+        /* The running sum adds in another order than sum_row(): when rounding leaves it at or
+         * below target after the last token, that last token with mass is the draw. */
         for (int32_t i = 0; i < n; i++) {
             if (s->probs[i] <= 0.0f) continue;
             tok = s->ids[i];

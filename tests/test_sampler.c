@@ -229,6 +229,14 @@ static void test_top_k(void) {
     int32_t f2[] = {2, 0};
     double f2p[] = {exp(2) / (exp(1) + exp(2)), exp(1) / (exp(1) + exp(2))};
     check_kept(&s, probs_of(&s, &p, inf, NULL, 0, NULL, 0), f2, f2p, 2, "k > finite");
+    CHECK(fabs(sampler_logprob(&s, row, 0) - (1 - log(exp(1) + exp(2)))) < 1e-6);
+    CHECK(sampler_logprob(&s, row, 1) == -INFINITY);
+    /* Far below the maximum the probability is exactly 0 (exp of < -87). */
+    float far[6] = {0, -100, -86, -INFINITY, -1000, 0};
+    p.top_k = 0;
+    REQUIRE(probs_of(&s, &p, far, NULL, 0, NULL, 0) == 5);
+    CHECK(s.ids[1] == 1 && s.probs[1] == 0 && s.ids[4] == 5 && s.probs[4] == 0.5f);
+    CHECK(s.probs[2] > 0 && fabs(s.probs[2] / (exp(-86) / 2) - 1) < 1e-6);
     /* Temperature scales before the filter: k = 2 of {0, ln 2, -1} at T = 0.5. */
     float tl[6] = {0, (float)log(2.0), -1, -5, -5, -5};
     p.top_k = 2;
