@@ -7,9 +7,9 @@
  *
  * Cost on a 152k vocabulary: top-k keeps a bounded heap of k candidates while scanning the row
  * (O(n log k)) and heapsorts them; top-p without top-k first bounds the nucleus with a
- * histogram of probabilities by binary exponent and sorts only the tokens of the buckets that
- * hold it, with a stable radix sort on the logit bits (O(n), scratch from init). No qsort: it
- * may allocate.
+ * histogram of probabilities by binary exponent and sorts only the tokens at or above the
+ * bound, with a stable radix sort on the logit bits (O(n), scratch from init). No qsort: it
+ * may allocate. exp is our own 4-lane code (see exp4_nonpos), the rest is a few linear passes.
  *
  * Invariants: between calls seen[] and counts[] are all zero. Memory: arena scratch from
  * sampler_init(), nothing allocated afterwards. Threading: one sampler per thread.
