@@ -282,8 +282,8 @@ static int32_t select_top_k(sampler *s, const float *logits, int32_t k) {
     return n;
 }
 
-/* Histogram bucket of an unnormalised probability in (0, 1] from its float bits: monotone,
- * so a bucket bound keeps a prefix of the candidate order. */
+/* Histogram bucket of an unnormalised probability in [0, 1] from its float bits: minus its
+ * binary exponent (1 -> 0, [0.5, 1) -> 1, ...; zero and subnormals -> 127). */
 static inline int32_t hist_bucket(uint32_t p_bits) {
     return 127 - (int32_t)(p_bits >> 23);
 }
