@@ -523,6 +523,18 @@ static void test_seeds(void) {
         sum += u;
     }
     CHECKF(fabs(sum / 1000 - 0.5) < 0.03, "mean of uniforms %g", sum / 1000);
+    /* 100 equal bins over 100000 uniforms, across seeds and across indices; 148.2 is the 0.1%
+     * point of chi-square with 99 degrees of freedom. */
+    for (int mode = 0; mode < 2; mode++) {
+        static int bins[100];
+        memset(bins, 0, sizeof bins);
+        for (int i = 0; i < 100000; i++)
+            bins[(int)(100 * (mode ? sampler_uniform(9, i) : sampler_uniform((uint64_t)i, 3)))]++;
+        double c2 = 0;
+        for (int b = 0; b < 100; b++)
+            c2 += (bins[b] - 1000.0) * (bins[b] - 1000.0) / 1000.0;
+        CHECKF(c2 < 148.2, "uniforms mode %d: chi-square %.1f over 100 bins", mode, c2);
+    }
 }
 
 static void test_logprob(void) {
@@ -566,9 +578,12 @@ static void test_distribution(void) {
     sampling_params p = params(1.0f);
     /* Across seeds at one index, and across indices of one seed. The test is deterministic;
      * 16.27 is the 0.1% point of chi-square with 3 degrees of freedom. */
-    for (int mode = 0; mode < 3; mode++) {
+    for (int mode = 0; mode < 4; mode++) {
         int hits[4] = {0};
-        p.top_k = mode == 2 ? 3 : 0; /* the sorted path: {0.4, 0.3, 0.2} / 0.9 */
+        /* Modes 2 (top-k heap) and 3 (top-p radix sort) keep {0.4, 0.3, 0.2} / 0.9, best first. */
+        bool three = mode >= 2;
+        p.top_k = mode == 2 ? 3 : 0;
+        p.top_p = mode == 3 ? 0.85f : 1.0f;
         static int32_t comp[D];
         for (int i = 0; i < D; i++) {
             p.seed = mode == 1 ? 12345 : (uint64_t)i;
@@ -577,12 +592,12 @@ static void test_distribution(void) {
             REQUIRE(t >= 0 && t < 4);
             hits[t]++;
         }
-        /* Mode 2 never draws id 0 and checks the three kept ids (2 degrees of freedom). */
-        int first = mode == 2 ? 1 : 0;
+        /* Modes 2 and 3 never draw id 0 and check the three kept ids (2 degrees of freedom). */
+        int first = three ? 1 : 0;
         double q[4];
         for (int i = 0; i < 4; i++)
-            q[i] = pr[i] / (mode == 2 ? 0.9 : 1.0);
-        CHECK(mode != 2 || hits[0] == 0);
+            q[i] = pr[i] / (three ? 0.9 : 1.0);
+        CHECK(!three || hits[0] == 0);
         double c = chi_square(hits + first, q + first, 4 - first, D);
         CHECKF(c < 16.27, "mode %d: chi-square %.2f (hits %d %d %d %d)", mode, c, hits[0], hits[1],
                hits[2], hits[3]);
