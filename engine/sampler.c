@@ -6,10 +6,10 @@
  * logits, the request's ids and (seed, completion index).
  *
  * Cost on a 152k vocabulary: top-k keeps a bounded heap of k candidates while scanning the row
- * (O(n log k)); top-p without top-k first bounds the nucleus with a histogram of log
- * probabilities (buckets HIST_WIDTH nats wide) and sorts only the tokens of the buckets that
- * hold it, so the usual case sorts hundreds of tokens, not the vocabulary. Sorting is an
- * in-place heapsort on the scratch arrays (qsort may allocate).
+ * (O(n log k)) and heapsorts them; top-p without top-k first bounds the nucleus with a
+ * histogram of probabilities by binary exponent and sorts only the tokens at or above the
+ * bound, with a stable radix sort on the logit bits (O(n), scratch from init). No qsort: it
+ * may allocate. exp is our own 4-lane code (see exp4_nonpos), the rest is a few linear passes.
  *
  * Invariants: between calls seen[] and counts[] are all zero. Memory: arena scratch from
  * sampler_init(), nothing allocated afterwards. Threading: one sampler per thread.
@@ -22,11 +22,78 @@
 #include <math.h>
 #include <string.h>
 
-#define HIST_BUCKETS 64
-#define HIST_WIDTH   0.25f /* nats: bucket b holds log p in (-(b + 1) * W, -b * W] */
+/* Top-p histogram: bucket b holds the unnormalised probabilities (max 1) in [2^-b, 2^(1-b));
+ * zero and subnormals share the last bucket. */
+#define HIST_BUCKETS 128
 /* Relative slack so that the histogram bound also holds for the sorted cumulative sum, whose
  * double rounding differs from the histogram's (~1e-11 relative for 152k terms). */
 #define HIST_SLACK 1e-9
+
+/* exp over the row, 4 lanes at a time with GCC vector extensions (SSE2 on x86-64, NEON on
+ * arm64, scalar code elsewhere). Every lane is plain IEEE arithmetic (no libm, and -std=c11
+ * forbids FMA contraction), so a row gives the same bits on every machine, in vector or in
+ * scalar code. */
+typedef float f4 __attribute__((vector_size(16)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+
+/* exp(y) for y <= 0 (including -inf): Cody-Waite reduction y = k ln2 + r, |r| <= ln2 / 2, and
+ * the degree-6 Taylor polynomial; relative error < 3e-7; exp(0) is exactly 1. y < -87 gives 0
+ * (true value < 2^-125, far below any probability that matters here). */
+static inline f4 exp4_nonpos(f4 y) {
+    const f4 lo = {-87.0f, -87.0f, -87.0f, -87.0f};
+    i4 under = y < lo;
+    y = (f4)(((i4)lo & under) | ((i4)y & ~under));
+    f4 k = y * 1.44269504f + 12582912.0f; /* round to nearest integer (1.5 * 2^23 trick) */
+    k = k - 12582912.0f;
+    f4 r = y - k * 0.693145752f; /* ln 2 high part: k * it is exact */
+    r = r - k * 1.42860677e-6f;  /* ln 2 low part */
+    f4 q = r * (1.0f / 720.0f) + 1.0f / 120.0f;
+    q = q * r + 1.0f / 24.0f;
+    q = q * r + 1.0f / 6.0f;
+    q = q * r + 0.5f;
+    q = q * r + 1.0f;
+    q = q * r + 1.0f;
+    i4 scale = (__builtin_convertvector(k, i4) + 127) << 23; /* 2^k, k in [-126, 0] */
+    return (f4)((i4)(q * (f4)scale) & ~under);
+}
+
+static inline f4 load4(const float *p) {
+    f4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* out[i] = exp((x[i] - m) / t) for x[i] <= m; out may be x. */
+static void exp_shift(const float *x, float *out, int32_t n, float m, float t) {
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        f4 e = exp4_nonpos((load4(x + i) - m) / t);
+        memcpy(out + i, &e, sizeof e);
+    }
+    if (i < n) {
+        float tail[4] = {m, m, m, m};
+        memcpy(tail, x + i, (size_t)(n - i) * sizeof *x);
+        f4 e = exp4_nonpos((load4(tail) - m) / t);
+        memcpy(tail, &e, sizeof e);
+        memcpy(out + i, tail, (size_t)(n - i) * sizeof *x);
+    }
+}
+
+/* Sum in double, 4 running sums (lane i % 4) added at the end: a fixed order. */
+static double sum_row(const float *p, int32_t n) {
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += (double)p[i];
+        a1 += (double)p[i + 1];
+        a2 += (double)p[i + 2];
+        a3 += (double)p[i + 3];
+    }
+    if (i < n) a0 += (double)p[i++];
+    if (i < n) a1 += (double)p[i++];
+    if (i < n) a2 += (double)p[i];
+    return (a0 + a1) + (a2 + a3);
+}
 
 void sampler_defaults(sampling_params *p) {
     memset(p, 0, sizeof *p);
@@ -88,7 +155,11 @@ int sampler_init(sampler *s, arena *a, int32_t n_logits, int32_t n_valid) {
     s->probs = arena_alloc(a, n * sizeof *s->probs, 64, "sampler probs");
     s->seen = arena_alloc(a, (n + 63) / 64 * sizeof *s->seen, 64, "sampler seen bitmap");
     s->counts = arena_alloc(a, n * sizeof *s->counts, 64, "sampler counts");
-    if (!s->ids || !s->probs || !s->seen || !s->counts) return ZP_ENOMEM;
+    s->keys = arena_alloc(a, n * sizeof *s->keys, 64, "sampler sort keys");
+    s->keys_tmp = arena_alloc(a, n * sizeof *s->keys_tmp, 64, "sampler sort keys");
+    s->ids_tmp = arena_alloc(a, n * sizeof *s->ids_tmp, 64, "sampler sort ids");
+    if (!s->ids || !s->probs || !s->seen || !s->counts || !s->keys || !s->keys_tmp || !s->ids_tmp)
+        return ZP_ENOMEM;
     s->n_logits = n_logits;
     s->n_valid = n_valid;
     s->temp = 1.0f;
@@ -118,7 +189,8 @@ static void heap_sift(int32_t *ids, float *keys, int32_t n, int32_t i) {
 }
 
 static void heap_build(int32_t *ids, float *keys, int32_t n) {
-    for (int32_t i = n / 2 - 1; i >= 0; i--) heap_sift(ids, keys, n, i);
+    for (int32_t i = n / 2 - 1; i >= 0; i--)
+        heap_sift(ids, keys, n, i);
 }
 
 /* Sorts a worst-at-root heap best first. */
@@ -154,7 +226,8 @@ static void repetition_mark(sampler *s, float *logits, const int32_t *ids, int32
 }
 
 static void seen_clear(sampler *s, const int32_t *ids, int32_t n) {
-    for (int32_t i = 0; i < n; i++) s->seen[ids[i] >> 6] = 0;
+    for (int32_t i = 0; i < n; i++)
+        s->seen[ids[i] >> 6] = 0;
 }
 
 static int apply_penalties(sampler *s, const sampling_params *p, float *logits,
@@ -173,7 +246,8 @@ static int apply_penalties(sampler *s, const sampling_params *p, float *logits,
         seen_clear(s, completion, n_completion);
     }
     if (pf) {
-        for (int32_t i = 0; i < n_completion; i++) s->counts[completion[i]]++;
+        for (int32_t i = 0; i < n_completion; i++)
+            s->counts[completion[i]]++;
         /* As vLLM: logit - frequency * count, then - presence (once per distinct id). */
         for (int32_t i = 0; i < n_completion; i++) {
             int32_t id = completion[i], c = s->counts[id];
@@ -208,37 +282,92 @@ static int32_t select_top_k(sampler *s, const float *logits, int32_t k) {
     return n;
 }
 
-/* Histogram bucket of a candidate: monotone in its logit, so a bucket bound keeps a prefix of
- * the candidate order. */
-static inline int32_t hist_bucket(float x, float m, float t) {
-    float d = (m - x) / t * (1.0f / HIST_WIDTH);
-    return d < (float)(HIST_BUCKETS - 1) ? (int32_t)d : HIST_BUCKETS - 1;
+/* Histogram bucket of an unnormalised probability in [0, 1] from its float bits: minus its
+ * binary exponent (1 -> 0, [0.5, 1) -> 1, ...; zero and subnormals -> 127). */
+static inline int32_t hist_bucket(uint32_t p_bits) {
+    return 127 - (int32_t)(p_bits >> 23);
 }
 
-/* Top-p over unsorted candidates (keys = logits, mass z over them): keeps the buckets that
- * hold the nucleus, sorts those best first and returns their number. */
-static int32_t nucleus_bound(sampler *s, int32_t n, float m, float t, double target) {
-    double hist[HIST_BUCKETS] = {0};
+/* Sort key of a logit: unsigned order = logit descending (-0 and +0 compare equal). */
+static inline uint32_t radix_key(float x) {
+    float v = x + 0.0f;
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return (u & 0x80000000u) ? u : ~(u | 0x80000000u);
+}
+
+/* Stable LSD radix sort of ids[0..n) by keys (ascending), 8 bits a pass; a pass whose byte is
+ * the same for every key is skipped. Input in id order gives (logit desc, id asc). */
+static void radix_sort(sampler *s, int32_t n) {
+    uint32_t cnt[4][256];
+    memset(cnt, 0, sizeof cnt);
     for (int32_t i = 0; i < n; i++)
-        hist[hist_bucket(s->probs[i], m, t)] += (double)expf((s->probs[i] - m) / t);
-    int32_t last = HIST_BUCKETS - 1;
-    double cum = 0.0;
-    for (int32_t b = 0; b < HIST_BUCKETS - 1; b++) {
-        cum += hist[b];
-        if (cum >= target) {
-            last = b;
-            break;
+        for (int b = 0; b < 4; b++)
+            cnt[b][(s->keys[i] >> (8 * b)) & 255]++;
+    int32_t *id_src = s->ids, *id_dst = s->ids_tmp;
+    uint32_t *k_src = s->keys, *k_dst = s->keys_tmp;
+    for (int b = 0; b < 4; b++) {
+        if (cnt[b][(k_src[0] >> (8 * b)) & 255] == (uint32_t)n) continue;
+        uint32_t pos = 0;
+        for (int d = 0; d < 256; d++) {
+            uint32_t c = cnt[b][d];
+            cnt[b][d] = pos;
+            pos += c;
         }
+        for (int32_t i = 0; i < n; i++) {
+            uint32_t at = cnt[b][(k_src[i] >> (8 * b)) & 255]++;
+            k_dst[at] = k_src[i];
+            id_dst[at] = id_src[i];
+        }
+        int32_t *ti = id_src;
+        id_src = id_dst;
+        id_dst = ti;
+        uint32_t *tk = k_src;
+        k_src = k_dst;
+        k_dst = tk;
+    }
+    if (id_src != s->ids) memcpy(s->ids, id_src, (size_t)n * sizeof *s->ids);
+}
+
+/* Top-p over every finite candidate, in id order (ids[], probs[] = logits): bounds the
+ * nucleus by whole histogram buckets (the first buckets whose mass reaches target * z, z the
+ * candidates' mass, returned in *z), keeps every token whose logit is at least the smallest
+ * logit in those buckets (a prefix of the candidate order even if exp were not monotone),
+ * sorts them best first with probs[] = logits again, and returns their number. */
+static int32_t nucleus_bound(sampler *s, const float *logits, int32_t n, float m, float t,
+                             float top_p, double *z) {
+    double hist[HIST_BUCKETS] = {0};
+    float min_x[HIST_BUCKETS];
+    for (int32_t b = 0; b < HIST_BUCKETS; b++)
+        min_x[b] = INFINITY;
+    float *pr = s->probs;
+    exp_shift(pr, pr, n, m, t);
+    for (int32_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &pr[i], sizeof bits);
+        int32_t b = hist_bucket(bits);
+        hist[b] += (double)pr[i];
+        float x = logits[s->ids[i]];
+        if (x < min_x[b]) min_x[b] = x;
+    }
+    *z = sum_row(pr, n);
+    double target = (double)top_p * *z * (1.0 + HIST_SLACK), cum = 0.0;
+    float x_min = INFINITY;
+    for (int32_t b = 0; b < HIST_BUCKETS; b++) {
+        cum += hist[b];
+        if (min_x[b] < x_min) x_min = min_x[b];
+        if (cum >= target) break;
     }
     int32_t j = 0;
     for (int32_t i = 0; i < n; i++) {
-        if (hist_bucket(s->probs[i], m, t) > last) continue;
-        s->ids[j] = s->ids[i];
-        s->probs[j] = s->probs[i];
-        j++;
+        int32_t id = s->ids[i];
+        if (logits[id] < x_min) continue;
+        s->ids[j] = id;
+        s->keys[j++] = radix_key(logits[id]);
     }
-    heap_build(s->ids, s->probs, j);
-    heap_sort(s->ids, s->probs, j);
+    radix_sort(s, j);
+    for (int32_t i = 0; i < j; i++)
+        pr[i] = logits[s->ids[i]];
     return j;
 }
 
@@ -250,9 +379,10 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
     s->has_log_z = false;
     if (n_prompt < 0 || n_completion < 0 || (n_prompt > 0 && !prompt) ||
         (n_completion > 0 && !completion))
-        return err_set(ZP_EINVAL, "sampler: bad id list (n_prompt %d, n_completion %d)",
-                       n_prompt, n_completion);
-    for (int32_t i = s->n_valid; i < s->n_logits; i++) logits[i] = -INFINITY;
+        return err_set(ZP_EINVAL, "sampler: bad id list (n_prompt %d, n_completion %d)", n_prompt,
+                       n_completion);
+    for (int32_t i = s->n_valid; i < s->n_logits; i++)
+        logits[i] = -INFINITY;
     int rc = apply_penalties(s, p, logits, prompt, n_prompt, completion, n_completion);
     if (rc) return rc;
 
@@ -298,15 +428,10 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
      * the mass of all candidates (the top-k set, or every finite valid token). */
     double z_cand = -1.0;
     if (p->top_p < 1.0f && all) {
-        z_cand = 0.0;
-        for (int32_t i = 0; i < n; i++) z_cand += (double)expf((pr[i] - m) / t);
-        n = nucleus_bound(s, n, m, t, (double)p->top_p * z_cand * (1.0 + HIST_SLACK));
+        n = nucleus_bound(s, logits, n, m, t, p->top_p, &z_cand);
     }
-    double z = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        pr[i] = expf((pr[i] - m) / t);
-        z += (double)pr[i];
-    }
+    exp_shift(pr, pr, n, m, t);
+    double z = sum_row(pr, n);
     if (z_cand < 0.0) z_cand = z;
     if (all) { /* the logprob normaliser comes for free */
         s->log_z = log(z_cand);
@@ -330,9 +455,9 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
         }
         n = j;
     }
-    z = 0.0;
-    for (int32_t i = 0; i < n; i++) z += (double)pr[i];
-    for (int32_t i = 0; i < n; i++) pr[i] = (float)((double)pr[i] / z);
+    double inv_z = 1.0 / sum_row(pr, n);
+    for (int32_t i = 0; i < n; i++)
+        pr[i] = (float)((double)pr[i] * inv_z);
     assert(n >= 1);
     s->n_kept = n;
     return n;
@@ -341,11 +466,19 @@ int32_t sampler_probs(sampler *s, const sampling_params *p, float *logits, const
 float sampler_logprob(sampler *s, const float *logits, int32_t id) {
     if (id < 0 || id >= s->n_valid || logits[id] == -INFINITY) return -INFINITY;
     float m = s->max_logit, t = s->temp;
-    if (!s->has_log_z) {
-        double z = 0.0;
-        for (int32_t i = 0; i < s->n_valid; i++)
-            if (logits[i] != -INFINITY) z += (double)expf((logits[i] - m) / t);
-        s->log_z = log(z);
+    if (!s->has_log_z) { /* the same lanes and order as exp_shift() + sum_row() */
+        double a[4] = {0, 0, 0, 0};
+        int32_t i = 0;
+        for (; i + 4 <= s->n_valid; i += 4) {
+            f4 e = exp4_nonpos((load4(logits + i) - m) / t);
+            for (int l = 0; l < 4; l++)
+                a[l] += (double)e[l];
+        }
+        for (; i < s->n_valid; i++) {
+            f4 e = exp4_nonpos(((f4){logits[i], m, m, m} - m) / t);
+            a[i & 3] += (double)e[0];
+        }
+        s->log_z = log((a[0] + a[1]) + (a[2] + a[3]));
         s->has_log_z = true;
     }
     return (float)((double)((logits[id] - m) / t) - s->log_z);
@@ -370,10 +503,9 @@ int32_t sampler_sample(sampler *s, const sampling_params *p, float *logits, cons
     if (n < 0) return n;
     int32_t tok = s->ids[0];
     if (n > 1) {
-        double total = 0.0;
-        for (int32_t i = 0; i < n; i++) total += (double)s->probs[i];
-        double target = sampler_uniform(p->seed, n_completion) * total, cum = 0.0;
-        /* Falls back to the last token with mass when rounding leaves cum <= target. */
+        double target = sampler_uniform(p->seed, n_completion) * sum_row(s->probs, n), cum = 0.0;
+        /* The running sum adds in another order than sum_row(): when rounding leaves it at or
+         * below target after the last token, that last token with mass is the draw. */
         for (int32_t i = 0; i < n; i++) {
             if (s->probs[i] <= 0.0f) continue;
             tok = s->ids[i];

@@ -54,11 +54,13 @@ typedef struct sampler {
     int32_t *ids;
     float *probs;
     int32_t n_kept;
-    uint64_t *seen;   /* repetition-penalty bitmap, one bit per id */
-    int32_t *counts;  /* completion counts for presence / frequency penalties */
-    float max_logit;  /* largest processed logit of the last call */
-    float temp;       /* temperature of the last call (1 for greedy): logprob scale */
-    double log_z;     /* log sum exp((logit - max_logit) / temp) over valid ids, if has_log_z */
+    uint64_t *seen;            /* repetition-penalty bitmap, one bit per id */
+    int32_t *counts;           /* completion counts for presence / frequency penalties */
+    uint32_t *keys, *keys_tmp; /* radix-sort scratch for top-p */
+    int32_t *ids_tmp;
+    float max_logit; /* largest processed logit of the last call */
+    float temp;      /* temperature of the last call (1 for greedy): logprob scale */
+    double log_z;    /* log sum exp((logit - max_logit) / temp) over valid ids, if has_log_z */
     bool has_log_z;
 } sampler;
 
