@@ -47,7 +47,8 @@ def check(zp, model_dir, name, n_prompt=64, n_gen=64, seed=0):
     hf_ids = [int(x) for x in out[0, n_prompt:]]
     res = subprocess.run([zp, "generate", "--model", model_dir, "--prompt-ids",
                           " ".join(map(str, prompt)), "--max-tokens", str(n_gen),
-                          "--ignore-eos", "--json"], check=True, capture_output=True, text=True)
+                          "--ignore-eos", "--json", "--set", "compress=false"],
+                         check=True, capture_output=True, text=True)
     zp_ids = json.loads(res.stdout)["token_ids"]
     first_diff = next((i for i, (a, b) in enumerate(zip(hf_ids, zp_ids)) if a != b), None)
     return {
