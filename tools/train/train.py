@@ -266,6 +266,26 @@ def save(model, tok_dir, out_dir, tok):
         bos_token_id=model.config.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id, do_sample=False)
     model.save_pretrained(out_dir, safe_serialization=True)
+    # Readers of pre-v5 Qwen3 configs look for a top-level rope_theta: add it beside v5's
+    # rope_parameters, and keep it only if transformers still reads the same rope settings.
+    cpath = os.path.join(out_dir, "config.json")
+    with open(cpath) as f:
+        orig = f.read()
+    cj = json.loads(orig)
+    rp = cj.get("rope_parameters") or {}
+    if "rope_theta" not in cj and "rope_theta" in rp:
+        cj["rope_theta"] = rp["rope_theta"]
+        with open(cpath, "w") as f:
+            json.dump(cj, f, indent=2, sort_keys=True)
+            f.write("\n")
+        try:
+            back = transformers.AutoConfig.from_pretrained(out_dir)
+            assert back.rope_parameters["rope_theta"] == rp["rope_theta"]
+            assert back.rope_parameters.get("rope_type", "default") == "default"
+        except Exception as e:  # keep the file transformers wrote
+            log("rope_theta patch reverted:", repr(e))
+            with open(cpath, "w") as f:
+                f.write(orig)
     for f in TOK_FILES:
         shutil.copyfile(os.path.join(tok_dir, f), os.path.join(out_dir, f))
     sizes = {f: os.path.getsize(os.path.join(out_dir, f)) for f in sorted(os.listdir(out_dir))}
