@@ -7,8 +7,9 @@ D=${1:-/work/main}/.carry/train
 rm -rf "$D"
 mkdir -p "$D/tools/task" "$D/tools/train" "$D/models/zipage-reasoner"
 cp "$R/tools/task/gen_task.py" "$D/tools/task/"
-cp "$R/tools/train/train.py" "$D/tools/train/"
-for f in tokenizer.json tokenizer_config.json dev.jsonl test.jsonl; do
-    cp "$R/models/zipage-reasoner/$f" "$D/models/zipage-reasoner/"
+cp "$R/tools/train/train.py" "$R/tools/train/ref_logits.py" "$D/tools/train/"
+for f in tokenizer.json tokenizer_config.json dev.jsonl test.jsonl \
+         config.json generation_config.json model.safetensors; do
+    [ -f "$R/models/zipage-reasoner/$f" ] && cp "$R/models/zipage-reasoner/$f" "$D/models/zipage-reasoner/"
 done
 echo "carried to $D:"; find "$D" -type f | sort
