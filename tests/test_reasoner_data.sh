@@ -41,7 +41,7 @@ for split, count in (("dev", 100), ("test", 200)):
         assert 1000 <= r["trace_tokens"] <= 4000, r["id"]
         assert r["long_lookups"] >= 1 and r["max_lookup_distance"] > 1000, r["id"]
         full = g.chat_prefix(r["prompt"]) + r["trace"] + "<|im_end|>"
-        assert len(g.Tokenizer.encode(tok, full)) == r["prompt_tokens"] + r["trace_tokens"], r["id"]
+        assert len(tok.encode(full)) == r["prompt_tokens"] + r["trace_tokens"], r["id"]
 assert len(ids) == 300
 assert g.extract_answer("x\nanswer 12\nanswer 345 \nmore") == "345"
 assert g.extract_answer("no result") is None
