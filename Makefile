@@ -50,6 +50,9 @@ deps:
 	  fi; \
 	fi
 
+# The CPU kernels: -O3, and vector-extension helpers are static (their ABI is never seen).
+$(O)/obj/drv/%.o $(O)/asan/obj/drv/%.o: CFLAGS += -O3 -Wno-psabi
+
 $(O)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	@echo "CC $<"; $(CC) $(CFLAGS_ALL) -c $< -o $@

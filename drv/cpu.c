@@ -26,6 +26,7 @@
 
 #define CPU_MAX_THREADS 256
 
+
 typedef void (*par_fn)(void *ctx, size_t begin, size_t end, int tid);
 
 typedef struct cpu_impl cpu_impl;
@@ -247,20 +248,62 @@ typedef struct {
     int max_k;
 } mm_args;
 
-/* Dot products of one activation row with 4 weight rows (f32), 8 lanes each; fixed order. */
-static void dot4(const float *x, const float *w, int k, float r[4]) {
-    float s[4][8] = {{0}};
+/* Dot products of activation rows with 4 weight rows (f32, rows k apart) in 8-lane vectors
+ * (GCC vector extension: one AVX register, or two SSE ones), reduced in a fixed order; the
+ * 2-row variant computes each row exactly like the 1-row one, so a row's result never
+ * depends on its neighbours in the batch. */
+typedef float v8f __attribute__((vector_size(32)));
+
+static inline v8f ld8(const float *p) {
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float lanes_sum(v8f l) {
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+static inline void dot4x2(const float *x0, const float *x1, const float *w, int k, float r0[4],
+                          float r1[4]) {
+    v8f s0[4] = {{0}}, s1[4] = {{0}};
     int i = 0;
-    for (; i + 8 <= k; i += 8)
-        for (int c = 0; c < 4; c++)
-            for (int j = 0; j < 8; j++) s[c][j] += x[i + j] * w[(size_t)c * (size_t)k + (size_t)(i + j)];
+    for (; i + 8 <= k; i += 8) {
+        v8f a0 = ld8(x0 + i), a1 = ld8(x1 + i);
+        for (int c = 0; c < 4; c++) {
+            v8f wv = ld8(w + (size_t)c * (size_t)k + (size_t)i);
+            s0[c] += a0 * wv;
+            s1[c] += a1 * wv;
+        }
+    }
     for (int c = 0; c < 4; c++) {
-        float t = ((s[c][0] + s[c][1]) + (s[c][2] + s[c][3])) + ((s[c][4] + s[c][5]) + (s[c][6] + s[c][7]));
+        float t0 = lanes_sum(s0[c]), t1 = lanes_sum(s1[c]);
+        for (int j = i; j < k; j++) {
+            t0 += x0[j] * w[(size_t)c * (size_t)k + (size_t)j];
+            t1 += x1[j] * w[(size_t)c * (size_t)k + (size_t)j];
+        }
+        r0[c] = t0;
+        r1[c] = t1;
+    }
+}
+
+static inline void dot4(const float *x, const float *w, int k, float r[4]) {
+    v8f s[4] = {{0}};
+    int i = 0;
+    for (; i + 8 <= k; i += 8) {
+        v8f a = ld8(x + i);
+        for (int c = 0; c < 4; c++) s[c] += a * ld8(w + (size_t)c * (size_t)k + (size_t)i);
+    }
+    for (int c = 0; c < 4; c++) {
+        float t = lanes_sum(s[c]);
         for (int j = i; j < k; j++) t += x[j] * w[(size_t)c * (size_t)k + (size_t)j];
         r[c] = t;
     }
 }
 
+/* The AVX2 clone computes the same lanes in the same order as the default one (ISO C mode
+ * forbids contracting into FMA), so results match bit for bit on any x86-64. */
+__attribute__((target_clones("avx2", "default")))
 static void mm_cols(void *c, size_t b, size_t e, int tid) {
     mm_args *a = c;
     size_t k = (size_t)a->k;
@@ -278,14 +321,22 @@ static void mm_cols(void *c, size_t b, size_t e, int tid) {
             else
                 for (size_t j = 0; j < k; j++) dst[j] = zp_load(a->w, a->wt, row + j);
         }
-        for (int i = 0; i < a->n; i++) {
+        float bias[4] = {0, 0, 0, 0};
+        if (a->bias)
+            for (int cc = 0; cc < nc; cc++) bias[cc] = zp_load(a->bias, a->wt, col + (size_t)cc);
+        int i = 0;
+        for (; i + 2 <= a->n; i += 2) {
+            float r0[4], r1[4];
+            dot4x2(a->x + (size_t)i * k, a->x + (size_t)(i + 1) * k, wbuf, a->k, r0, r1);
+            for (int cc = 0; cc < nc; cc++) {
+                a->out[(size_t)i * (size_t)a->m + col + (size_t)cc] = r0[cc] + bias[cc];
+                a->out[(size_t)(i + 1) * (size_t)a->m + col + (size_t)cc] = r1[cc] + bias[cc];
+            }
+        }
+        for (; i < a->n; i++) {
             float r[4];
             dot4(a->x + (size_t)i * k, wbuf, a->k, r);
-            for (int cc = 0; cc < nc; cc++) {
-                float v = r[cc];
-                if (a->bias) v += zp_load(a->bias, a->wt, col + (size_t)cc);
-                a->out[(size_t)i * (size_t)a->m + col + (size_t)cc] = v;
-            }
+            for (int cc = 0; cc < nc; cc++) a->out[(size_t)i * (size_t)a->m + col + (size_t)cc] = r[cc] + bias[cc];
         }
     }
 }
@@ -372,33 +423,91 @@ typedef struct {
     float scale;
 } attn_args;
 
-/* One (token, query head): online softmax over the token's cache indices [0, idx]. */
+#define ATTN_MAX_GROUP_DIM 8192 /* query heads per kv head x head dim */
+#define ATTN_CHUNK 64           /* positions scored per online-softmax update */
+
+/* Row p of a K or V cache as f32: the row itself for f32 caches, else converted into buf. */
+static inline const float *cache_row(const void *cache, zp_dtype t, size_t off, int dim, float *buf) {
+    if (t == ZP_F32) return (const float *)cache + off;
+    for (int j = 0; j < dim; j++) buf[j] = zp_load(cache, t, off + (size_t)j);
+    return buf;
+}
+
+/* y *= a and y += a * x over n floats, 8 lanes at a time (same arithmetic per element in
+ * either clone). */
+static inline void scale_row(float *y, float a, int n) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        v8f v = ld8(y + j) * a;
+        memcpy(y + j, &v, sizeof v);
+    }
+    for (; j < n; j++) y[j] *= a;
+}
+
+static inline void axpy_row(float *y, float a, const float *x, int n) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        v8f v = ld8(y + j) + a * ld8(x + j);
+        memcpy(y + j, &v, sizeof v);
+    }
+    for (; j < n; j++) y[j] += a * x[j];
+}
+
+/* One (token, kv head): every query head of the group attends over the token's cache
+ * indices [0, idx], in chunks of positions with an online softmax; K and V rows are read
+ * once per group. The order of operations is fixed, so results do not depend on the
+ * batch. */
+__attribute__((target_clones("avx2", "default")))
 static void attn_items(void *c, size_t b, size_t e, int tid) {
     attn_args *a = c;
     int group = a->hq / a->hkv, D = a->dim;
-    float acc[512];
-    assert(D <= 512);
+    float acc[ATTN_MAX_GROUP_DIM], mx[64], sum[64], s[64][ATTN_CHUNK], kbuf[512], vbuf[512];
+    assert(group * D <= ATTN_MAX_GROUP_DIM && group <= 64 && D <= 512);
     for (size_t it = b; it < e; it++) {
-        size_t t = it / (size_t)a->hq;
-        int h = (int)(it % (size_t)a->hq), kh = h / group;
-        const float *q = a->q + (t * (size_t)a->hq + (size_t)h) * (size_t)D;
+        size_t t = it / (size_t)a->hkv;
+        int kh = (int)(it % (size_t)a->hkv);
+        const float *q = a->q + (t * (size_t)a->hq + (size_t)kh * (size_t)group) * (size_t)D;
         const int32_t *bt = a->bt + (size_t)a->tok_seq[t] * (size_t)a->max_blocks;
         int len = a->tok_kv_idx[t] + 1;
-        float mx = -INFINITY, sum = 0;
-        for (int j = 0; j < D; j++) acc[j] = 0;
-        for (int p = 0; p < len; p++) {
-            size_t base = (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
-                           (size_t)(p % a->bs)) * (size_t)D;
-            float s = 0;
-            for (int j = 0; j < D; j++) s += q[j] * zp_load(a->kc, a->kvt, base + (size_t)j);
-            s *= a->scale;
-            float nm = s > mx ? s : mx, corr = expf(mx - nm), w = expf(s - nm);
-            sum = sum * corr + w;
-            for (int j = 0; j < D; j++) acc[j] = acc[j] * corr + w * zp_load(a->vc, a->kvt, base + (size_t)j);
-            mx = nm;
+        for (int g = 0; g < group; g++) mx[g] = -INFINITY, sum[g] = 0;
+        memset(acc, 0, sizeof(float) * (size_t)(group * D));
+        for (int p0 = 0; p0 < len; p0 += ATTN_CHUNK) {
+            int n = len - p0 < ATTN_CHUNK ? len - p0 : ATTN_CHUNK;
+            for (int i = 0; i < n; i++) {
+                int p = p0 + i;
+                size_t base = (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
+                               (size_t)(p % a->bs)) * (size_t)D;
+                const float *k = cache_row(a->kc, a->kvt, base, D, kbuf);
+                for (int g = 0; g < group; g++) {
+                    const float *qg = q + (size_t)g * (size_t)D;
+                    v8f d8 = {0};
+                    int j = 0;
+                    for (; j + 8 <= D; j += 8) d8 += ld8(qg + j) * ld8(k + j);
+                    float dot = lanes_sum(d8);
+                    for (; j < D; j++) dot += qg[j] * k[j];
+                    s[g][i] = dot * a->scale;
+                }
+            }
+            for (int g = 0; g < group; g++) {
+                float m = mx[g];
+                for (int i = 0; i < n; i++) m = s[g][i] > m ? s[g][i] : m;
+                float corr = expf(mx[g] - m), *ag = acc + (size_t)g * (size_t)D;
+                sum[g] *= corr;
+                if (corr != 1.0f) scale_row(ag, corr, D);
+                for (int i = 0; i < n; i++) sum[g] += (s[g][i] = expf(s[g][i] - m));
+                mx[g] = m;
+            }
+            for (int i = 0; i < n; i++) {
+                int p = p0 + i;
+                size_t base = (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
+                               (size_t)(p % a->bs)) * (size_t)D;
+                const float *v = cache_row(a->vc, a->kvt, base, D, vbuf);
+                for (int g = 0; g < group; g++) axpy_row(acc + (size_t)g * (size_t)D, s[g][i], v, D);
+            }
         }
-        float *o = a->out + (t * (size_t)a->hq + (size_t)h) * (size_t)D;
-        for (int j = 0; j < D; j++) o[j] = acc[j] / sum;
+        float *o = a->out + (t * (size_t)a->hq + (size_t)kh * (size_t)group) * (size_t)D;
+        for (int g = 0; g < group; g++)
+            for (int j = 0; j < D; j++) o[(size_t)g * (size_t)D + (size_t)j] = acc[(size_t)g * (size_t)D + (size_t)j] / sum[g];
     }
 }
 
@@ -406,7 +515,7 @@ static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr v
                           const be_batch *bb, int hq, int hkv, int dim, int bs, float scale) {
     attn_args a = {P(out), P(q), P(kc), P(vc), kvt, P(bb->tok_seq), P(bb->tok_kv_idx),
                    P(bb->block_tables), bb->max_blocks, hq, hkv, dim, bs, scale};
-    parallel(be->impl, (size_t)bb->n_tokens * (size_t)hq, 1, attn_items, &a);
+    parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, attn_items, &a);
 }
 
 typedef struct {

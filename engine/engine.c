@@ -601,10 +601,10 @@ static void schedule(engine *e) {
         while (!ok) {
             int32_t victim = pick_victim(e);
             if (victim < 0) break;
+            if (next == victim) next = e->reqs[victim].next; /* its running-list successor */
             preempt(e, victim);
             preempted = true;
             if (victim == i) break;
-            if (next == victim) next = e->reqs[victim].next;
             ok = grow(e, r, take);
         }
         if (ok) {
