@@ -7,6 +7,7 @@
 #include <string.h>
 
 int cmd_config(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -14,6 +15,7 @@ static const struct {
     const char *help;
 } cmds[] = {
     {"config", cmd_config, "print the configuration (defaults, or after -c/--set) as zipage.conf"},
+    {"tokenize", cmd_tokenize, "encode text to token ids or decode ids (--model DIR --text T|--file F)"},
 };
 
 static int usage(FILE *f) {

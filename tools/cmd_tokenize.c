@@ -1,0 +1,128 @@
+/* zipage tokenize: the tokenizer from the command line.
+ *   zipage tokenize --model DIR (--text T | --file F) [--special] [--decode] [--skip-special]
+ *                   [--bench SECONDS]
+ * Encodes the text and prints a JSON array of ids; with --decode the input is a JSON array
+ * of ids and the text is printed. --bench encodes the input repeatedly for about SECONDS
+ * and prints MB/s and tokens/s (one core). DIR needs only tokenizer.json (+ optional
+ * tokenizer_config.json). Runs before any engine start-up, so it uses libc memory freely. */
+#include "arena/err.h"
+#include "engine/json.h"
+#include "engine/tokenizer.h"
+#include "tools/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int read_all(const char *path, char **data, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(ZP_EIO, "cannot open %s", path);
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    for (size_t k; b && (k = fread(b + n, 1, cap - n, f)) > 0;) {
+        n += k;
+        if (n == cap) {
+            char *nb = realloc(b, cap *= 2);
+            if (!nb) free(b);
+            b = nb;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!b) return err_set(ZP_ENOMEM, "out of memory reading %s", path);
+    if (bad) {
+        free(b);
+        return err_set(ZP_EIO, "cannot read %s", path);
+    }
+    *data = b;
+    *len = n;
+    return 0;
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int decode(tokenizer *t, arena *a, const char *in, size_t len, bool skip) {
+    json_doc d;
+    int rc = json_parse(&d, a, in, len, "--decode input");
+    if (rc) return rc;
+    if (!json_is_arr(&d, 0)) return err_set(ZP_EINVAL, "--decode input must be a JSON array of ids");
+    size_t n = (size_t)json_len(&d, 0), cap = 16 * n * tok_stream_cap(t) + 16, out_len;
+    int32_t *ids = malloc((n + 1) * sizeof *ids);
+    char *out = malloc(cap);
+    if (!ids || !out) rc = err_set(ZP_ENOMEM, "out of memory");
+    for (int i = 0, e = 1; !rc && (size_t)i < n; i++, e = json_skip(&d, e)) {
+        int64_t v;
+        if ((rc = json_i64(&d, e, &v))) break;
+        if (v < INT32_MIN || v > INT32_MAX) rc = err_set(ZP_EINVAL, "id %lld out of range", (long long)v);
+        ids[i] = (int32_t)v;
+    }
+    if (!rc) rc = tok_decode(t, ids, n, skip, out, cap, &out_len);
+    if (!rc) fwrite(out, 1, out_len, stdout);
+    free(ids);
+    free(out);
+    return rc;
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    conf cf;
+    int rc = cli_conf(&cf, &argc, argv);
+    if (rc) return cli_fail("tokenize", rc);
+    cli c;
+    cli_init(&c, "tokenize", argc, argv);
+    const char *text = NULL, *file = NULL, *o;
+    bool special = false, dec = false, skip = false;
+    double bench = 0;
+    while (!rc && (o = cli_next(&c))) {
+        if (!strcmp(o, "--text")) rc = cli_str(&c, &text);
+        else if (!strcmp(o, "--file")) rc = cli_str(&c, &file);
+        else if (!strcmp(o, "--special")) special = true;
+        else if (!strcmp(o, "--decode")) dec = true;
+        else if (!strcmp(o, "--skip-special")) skip = true;
+        else if (!strcmp(o, "--bench")) rc = cli_float(&c, &bench, 0.01, 600);
+        else rc = cli_unknown(&c, o);
+    }
+    if (!rc && !cf.model[0]) rc = err_set(ZP_EINVAL, "--model DIR is required");
+    if (!rc && !text == !file) rc = err_set(ZP_EINVAL, "give exactly one of --text and --file");
+    if (rc) return cli_fail("tokenize", rc);
+    char *buf = NULL;
+    size_t len = 0;
+    if (file && (rc = read_all(file, &buf, &len))) return cli_fail("tokenize", rc);
+    if (text) len = strlen(text);
+    const char *in = text ? text : buf;
+    arena a;
+    tokenizer *t = NULL;
+    if (!(rc = arena_init(&a, "tokenize", (size_t)4 << 30))) rc = tok_load(&t, &a, cf.model);
+    if (!rc && dec) {
+        rc = decode(t, &a, in, len, skip);
+    } else if (!rc) {
+        size_t cap = len + 16, n = 0;
+        int32_t *ids = malloc(cap * sizeof *ids);
+        if (!ids) rc = err_set(ZP_ENOMEM, "out of memory");
+        if (!rc) rc = tok_encode(t, in, len, special, ids, cap, &n);
+        if (!rc && bench > 0) {
+            double t0 = now(), el;
+            long iters = 0;
+            do {
+                rc = tok_encode(t, in, len, special, ids, cap, &n);
+                iters++;
+            } while (!rc && (el = now() - t0) < bench);
+            if (!rc)
+                printf("{\"bytes\": %zu, \"tokens\": %zu, \"iterations\": %ld, \"seconds\": %.3f, "
+                       "\"MB_per_s\": %.2f, \"tokens_per_s\": %.0f}\n",
+                       len, n, iters, el, (double)len * iters / el / 1e6, (double)n * iters / el);
+        } else if (!rc) {
+            putchar('[');
+            for (size_t i = 0; i < n; i++) printf(i ? ", %d" : "%d", ids[i]);
+            puts("]");
+        }
+        free(ids);
+    }
+    if (t) arena_release(&a);
+    free(buf);
+    return rc ? cli_fail("tokenize", rc) : 0;
+}
