@@ -27,12 +27,12 @@ static int put(wr *w, const char *s, size_t n) {
     return 0;
 }
 
-static int puts_(wr *w, const char *s) { return put(w, s, strlen(s)); }
+static int put_str(wr *w, const char *s) { return put(w, s, strlen(s)); }
 
-static int puts_all(wr *w, const char *const *parts, const str *vals) {
+static int put_parts(wr *w, const char *const *parts, const str *vals) {
     /* parts and vals alternate: parts[0] vals[0] parts[1] ...; NULL ends parts */
     for (int i = 0; parts[i]; i++) {
-        int rc = puts_(w, parts[i]);
+        int rc = put_str(w, parts[i]);
         if (!rc && vals && vals[i].s) rc = put(w, vals[i].s, vals[i].n);
         if (rc) return rc;
     }
@@ -146,17 +146,17 @@ static int chatml(wr *w, const char *tmpl, const json_doc *d, int msgs, int n, b
     bool tool_wrap = strstr(tmpl, "<tool_response>") != NULL;
     if (role_is(d, first, "system")) {
         if ((rc = text(w, d, json_get(d, first, "content"), &c))) return rc;
-        rc = puts_all(w, (const char *const[]){"<|im_start|>system\n", "<|im_end|>\n", NULL}, (str[]){c, {0}});
+        rc = put_parts(w, (const char *const[]){"<|im_start|>system\n", "<|im_end|>\n", NULL}, (str[]){c, {0}});
     } else if (!qwen3) {
         str def = default_system(tmpl);
         if (def.n) { /* the template literal spells newlines as \n */
-            rc = puts_(w, "<|im_start|>system\n");
+            rc = put_str(w, "<|im_start|>system\n");
             for (size_t i = 0; !rc && i < def.n; i++) {
                 bool esc = def.s[i] == '\\' && i + 1 < def.n && def.s[i + 1] == 'n';
                 rc = put(w, esc ? "\n" : def.s + i, 1);
                 i += esc;
             }
-            if (!rc) rc = puts_(w, "<|im_end|>\n");
+            if (!rc) rc = put_str(w, "<|im_end|>\n");
         }
     }
     w->tail = w->cap;
@@ -180,9 +180,9 @@ static int chatml(wr *w, const char *tmpl, const json_doc *d, int msgs, int n, b
         if (role_is(d, m, "system") && i == 0) {
             /* written above */
         } else if (role_is(d, m, "tool") && tool_wrap) {
-            if (!prev_tool) rc = puts_(w, "<|im_start|>user");
-            if (!rc) rc = puts_all(w, (const char *const[]){"\n<tool_response>\n", "\n</tool_response>", NULL}, (str[]){c, {0}});
-            if (!rc && (is_last || !next_tool)) rc = puts_(w, "<|im_end|>\n");
+            if (!prev_tool) rc = put_str(w, "<|im_start|>user");
+            if (!rc) rc = put_parts(w, (const char *const[]){"\n<tool_response>\n", "\n</tool_response>", NULL}, (str[]){c, {0}});
+            if (!rc && (is_last || !next_tool)) rc = put_str(w, "<|im_end|>\n");
         } else if (role_is(d, m, "assistant") && qwen3) {
             r = (str){NULL, 0};
             int rv = json_get(d, m, "reasoning_content");
@@ -199,23 +199,23 @@ static int chatml(wr *w, const char *tmpl, const json_doc *d, int msgs, int n, b
             if (rc) return rc;
             if (i > last_query && (is_last || (r.s && r.n))) {
                 if (!r.s) r = (str){"", 0};
-                rc = puts_all(w, (const char *const[]){"<|im_start|>assistant\n<think>\n", "\n</think>\n\n", "", NULL},
+                rc = put_parts(w, (const char *const[]){"<|im_start|>assistant\n<think>\n", "\n</think>\n\n", "", NULL},
                               (str[]){rstrip_nl(lstrip_nl(r)), lstrip_nl(c), {0}});
             } else {
-                rc = puts_all(w, (const char *const[]){"<|im_start|>assistant\n", "", NULL}, (str[]){c, {0}});
+                rc = put_parts(w, (const char *const[]){"<|im_start|>assistant\n", "", NULL}, (str[]){c, {0}});
             }
-            if (!rc) rc = puts_(w, "<|im_end|>\n");
+            if (!rc) rc = put_str(w, "<|im_end|>\n");
         } else {
-            rc = puts_all(w, (const char *const[]){"<|im_start|>", "\n", "<|im_end|>\n", NULL}, (str[]){role, c, {0}});
+            rc = put_parts(w, (const char *const[]){"<|im_start|>", "\n", "<|im_end|>\n", NULL}, (str[]){role, c, {0}});
         }
         w->tail = w->cap;
         if (rc) return rc;
         prev_tool = role_is(d, m, "tool");
     }
     if (!gen) return 0;
-    if ((rc = puts_(w, "<|im_start|>assistant\n"))) return rc;
-    if (strstr(tmpl, "'<|im_start|>assistant\\n<think>\\n'")) return puts_(w, "<think>\n");
-    if (qwen3 && !think && strstr(tmpl, "enable_thinking")) return puts_(w, "<think>\n\n</think>\n\n");
+    if ((rc = put_str(w, "<|im_start|>assistant\n"))) return rc;
+    if (strstr(tmpl, "'<|im_start|>assistant\\n<think>\\n'")) return put_str(w, "<think>\n");
+    if (qwen3 && !think && strstr(tmpl, "enable_thinking")) return put_str(w, "<think>\n\n</think>\n\n");
     return 0;
 }
 
@@ -233,12 +233,12 @@ static int llama3(wr *w, const tokenizer *t, const char *tmpl, const json_doc *d
             return rc;
         if (i == 0) rc = put(w, bos.s, bos.n);
         if (!rc)
-            rc = puts_all(w, (const char *const[]){"<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", NULL},
+            rc = put_parts(w, (const char *const[]){"<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", NULL},
                           (str[]){role, trim(c), {0}});
         w->tail = w->cap;
     }
     /* the original Llama-3 template adds the assistant header unconditionally */
-    if (!rc && (gen || !strstr(tmpl, "add_generation_prompt"))) rc = puts_(w, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (!rc && (gen || !strstr(tmpl, "add_generation_prompt"))) rc = put_str(w, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     return rc;
 }
 
@@ -260,15 +260,15 @@ static int deepseek_r1(wr *w, const tokenizer *t, const char *tmpl, const json_d
         if (role_is(d, m, "system")) continue;
         if ((rc = text(w, d, json_get(d, m, "content"), &c))) return rc;
         if (role_is(d, m, "user")) {
-            rc = puts_all(w, (const char *const[]){"<｜User｜>", "", NULL}, (str[]){c, {0}});
+            rc = put_parts(w, (const char *const[]){"<｜User｜>", "", NULL}, (str[]){c, {0}});
         } else {
             const char *close = rfind(c, "</think>");
             if (close) c = (str){close + 8, c.n - (size_t)(close + 8 - c.s)};
-            rc = puts_all(w, (const char *const[]){"<｜Assistant｜>", "<｜end▁of▁sentence｜>", NULL}, (str[]){c, {0}});
+            rc = put_parts(w, (const char *const[]){"<｜Assistant｜>", "<｜end▁of▁sentence｜>", NULL}, (str[]){c, {0}});
         }
         w->tail = w->cap;
     }
-    if (!rc && gen) rc = puts_(w, strstr(tmpl, "<｜Assistant｜><think>\\n") ? "<｜Assistant｜><think>\n" : "<｜Assistant｜>");
+    if (!rc && gen) rc = put_str(w, strstr(tmpl, "<｜Assistant｜><think>\\n") ? "<｜Assistant｜><think>\n" : "<｜Assistant｜>");
     return rc;
 }
 

@@ -288,7 +288,7 @@ static int tok_string(loader *l, int v, size_t *n, bool *strict, const char *wha
 static int set_token(loader *l, int64_t id, const uint8_t *b, size_t n, uint8_t flags) {
     tokenizer *t = l->t;
     if (id < 0 || id >= t->nids) return err_set(ZP_EFORMAT, "%s: token id %lld out of range", l->d->name, (long long)id);
-    if (t->flags[id] & F_PRESENT && !(flags & F_ADDED))
+    if ((t->flags[id] & F_PRESENT) && !(flags & F_ADDED))
         return err_set(ZP_EFORMAT, "%s: token id %lld appears twice in the vocabulary", l->d->name, (long long)id);
     if (t->blob_used + n > t->blob_cap) return err_set(ZP_EFORMAT, "%s: token text larger than the file", l->d->name);
     memcpy(t->blob + t->blob_used, b, n);

@@ -7,7 +7,7 @@
  * prints the prompt text instead. --bench encodes the input repeatedly for about SECONDS
  * and prints MB/s and tokens/s (one core) and the first, cold-cache pass's MB/s. DIR needs
  * only tokenizer.json (+ optional tokenizer_config.json). Runs before any engine start-up,
- * so it uses libc memory freely. */
+ * so it uses libc memory freely (the input file is read into the arena). */
 #include "arena/err.h"
 #include "engine/chat.h"
 #include "engine/json.h"
@@ -18,31 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static int read_all(const char *path, char **data, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(ZP_EIO, "cannot open %s", path);
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    for (size_t k; b && (k = fread(b + n, 1, cap - n, f)) > 0;) {
-        n += k;
-        if (n == cap) {
-            char *nb = realloc(b, cap *= 2);
-            if (!nb) free(b);
-            b = nb;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!b) return err_set(ZP_ENOMEM, "out of memory reading %s", path);
-    if (bad) {
-        free(b);
-        return err_set(ZP_EIO, "cannot read %s", path);
-    }
-    *data = b;
-    *len = n;
-    return 0;
-}
 
 static double now(void) {
     struct timespec ts;
@@ -131,15 +106,14 @@ int cmd_tokenize(int argc, char **argv) {
     if (!rc && chat && dec) rc = err_set(ZP_EINVAL, "--chat and --decode exclude each other");
     if (!rc && show && !chat) rc = err_set(ZP_EINVAL, "--render needs --chat");
     if (rc) return cli_fail("tokenize", rc);
-    char *buf = NULL;
-    size_t len = 0;
-    if (file && (rc = read_all(file, &buf, &len))) return cli_fail("tokenize", rc);
-    if (text) len = strlen(text);
-    const char *in = text ? text : buf;
     arena a;
     tokenizer *t = NULL;
+    char *buf = NULL;
+    size_t len = text ? strlen(text) : 0;
     bool have_arena = !(rc = arena_init(&a, "tokenize", (size_t)4 << 30));
-    if (have_arena) rc = tok_load(&t, &a, cf.model);
+    if (have_arena && file) rc = arena_read_file(&a, file, &buf, &len);
+    if (!rc) rc = tok_load(&t, &a, cf.model);
+    const char *in = text ? text : buf;
     char *prompt = NULL;
     if (!rc && chat) { /* the rendered prompt replaces the input */
         json_doc d;
@@ -157,6 +131,5 @@ int cmd_tokenize(int argc, char **argv) {
         rc = encode(t, in, len, special, bench);
     if (have_arena) arena_release(&a);
     free(prompt);
-    free(buf);
     return rc ? cli_fail("tokenize", rc) : 0;
 }
