@@ -126,12 +126,30 @@ static int check_messages(const json_doc *d, int msgs, int *count) {
     return 0;
 }
 
+/* Matches pat at s, where a newline in pat stands for a newline in the template text or for
+ * the two characters \n (templates spell it either way inside their string literals).
+ * Returns the end of the match or NULL. */
+static const char *tmpl_match(const char *s, const char *pat) {
+    for (; *pat; pat++) {
+        if (*pat == '\n' && s[0] == '\\' && s[1] == 'n') s += 2;
+        else if (*s == *pat) s++;
+        else return NULL;
+    }
+    return s;
+}
+
+static const char *tmpl_find(const char *tmpl, const char *pat, const char **end) {
+    for (const char *p = tmpl; *p; p++)
+        if ((*end = tmpl_match(p, pat))) return p;
+    return NULL;
+}
+
 /* The default system prompt a ChatML template writes when the first message is not a
- * system one ('<|im_start|>system\nTEXT<|im_end|>' as a literal), or an empty string. */
+ * system one ('<|im_start|>system\nTEXT<|im_end|>' as one literal), or an empty string. */
 static str default_system(const char *tmpl) {
-    static const char key[] = "<|im_start|>system\\n";
-    for (const char *p = strstr(tmpl, key); p; p = strstr(p + 1, key)) {
-        const char *s = p + sizeof key - 1, *e = strstr(s, "<|im_end|>");
+    const char *s;
+    for (const char *p = tmpl_find(tmpl, "<|im_start|>system\n", &s); p; p = tmpl_find(p + 1, "<|im_start|>system\n", &s)) {
+        const char *e = strstr(s, "<|im_end|>");
         if (!e || *s == '\'' || *s == '"' || memchr(s, '\'', (size_t)(e - s)) || memchr(s, '"', (size_t)(e - s)))
             continue;
         return (str){s, (size_t)(e - s)};
@@ -149,7 +167,7 @@ static int chatml(wr *w, const char *tmpl, const json_doc *d, int msgs, int n, b
         rc = put_parts(w, (const char *const[]){"<|im_start|>system\n", "<|im_end|>\n", NULL}, (str[]){c, {0}});
     } else if (!qwen3) {
         str def = default_system(tmpl);
-        if (def.n) { /* the template literal spells newlines as \n */
+        if (def.n) { /* the template literal may spell newlines as \n */
             rc = put_str(w, "<|im_start|>system\n");
             for (size_t i = 0; !rc && i < def.n; i++) {
                 bool esc = def.s[i] == '\\' && i + 1 < def.n && def.s[i + 1] == 'n';
@@ -214,7 +232,8 @@ static int chatml(wr *w, const char *tmpl, const json_doc *d, int msgs, int n, b
     }
     if (!gen) return 0;
     if ((rc = put_str(w, "<|im_start|>assistant\n"))) return rc;
-    if (strstr(tmpl, "'<|im_start|>assistant\\n<think>\\n'")) return put_str(w, "<think>\n");
+    const char *end;
+    if (tmpl_find(tmpl, "'<|im_start|>assistant\n<think>\n'", &end)) return put_str(w, "<think>\n");
     if (qwen3 && !think && strstr(tmpl, "enable_thinking")) return put_str(w, "<think>\n\n</think>\n\n");
     return 0;
 }
@@ -268,7 +287,9 @@ static int deepseek_r1(wr *w, const tokenizer *t, const char *tmpl, const json_d
         }
         w->tail = w->cap;
     }
-    if (!rc && gen) rc = put_str(w, strstr(tmpl, "<｜Assistant｜><think>\\n") ? "<｜Assistant｜><think>\n" : "<｜Assistant｜>");
+    const char *end;
+    if (!rc && gen)
+        rc = put_str(w, tmpl_find(tmpl, "<｜Assistant｜><think>\n", &end) ? "<｜Assistant｜><think>\n" : "<｜Assistant｜>");
     return rc;
 }
 

@@ -1,7 +1,9 @@
 /* test_chat: the built-in chat template renderers. Qwen3 and Llama-3 renders and ids come
  * from transformers' apply_chat_template (tests/golden/tokenizer_golden_small.json, with the
- * npm tokenizers; that part skips without them). The other renderers, template detection
- * and errors run on the byte-level test tokenizer with hand-derived expectations. */
+ * npm tokenizers; that part skips without them). tests/golden/chat_renders.json holds 112
+ * Jinja2 renders (made by make_chat_goldens.py) of the real Qwen3/Llama-3 templates and of
+ * Qwen2, Qwen2.5 and DeepSeek-R1-Distill templates over branch-covering message lists.
+ * Template detection and errors run on the byte-level test tokenizer. */
 #include "arena/arena.h"
 #include "arena/err.h"
 #include "engine/chat.h"
@@ -101,6 +103,45 @@ static void test_goldens(void) {
     CHECK(render(l1, sys_user, false, true) == 0 && !strstr(out, "<|start_header_id|>assistant"));
 }
 
+/* Every render of chat_renders.json. */
+static void test_jinja_renders(void) {
+    json_doc g;
+    REQUIRE(json_load(&g, &A, "tests/golden/chat_renders.json") == 0);
+    int tmpls = json_get(&g, 0, "templates"), nt = json_len(&g, tmpls), checked = 0;
+    static char want[65536], src[16384], bos[64];
+    for (int i = 0, e = tmpls + 1; i < nt; i++, e = json_skip(&g, e)) {
+        size_t l;
+        REQUIRE(json_str(&g, json_get(&g, e, "template"), src, sizeof src, &l) == 0);
+        REQUIRE(json_str(&g, json_get(&g, e, "bos_token"), bos, sizeof bos, &l) == 0);
+        const tokenizer *t;
+        if (!strncmp(src, "npm:", 4)) {
+            char dir[sizeof src + 64];
+            snprintf(dir, sizeof dir, NM "%s/models", src + 4);
+            FILE *f = fopen(dir, "r");
+            if (!f) continue; /* npm tokenizers not installed */
+            fclose(f);
+            t = load(dir);
+            REQUIRE(t);
+        } else {
+            t = with_template(src, bos[0] ? bos : NULL);
+        }
+        int cases = json_get(&g, e, "cases"), nc = json_len(&g, cases);
+        for (int k = 0, c = cases + 1; k < nc; k++, c = json_skip(&g, c)) {
+            bool gen, think;
+            size_t len;
+            REQUIRE(json_bool(&g, json_get(&g, c, "add_generation_prompt"), &gen) == 0);
+            REQUIRE(json_bool(&g, json_get(&g, c, "enable_thinking"), &think) == 0);
+            REQUIRE(json_str(&g, json_get(&g, c, "text"), want, sizeof want, &l) == 0);
+            int rc = chat_render(t, &g, json_get(&g, c, "messages"), gen, think, out, sizeof out, &len);
+            CHECKF(rc == 0 && !strcmp(out, want), "template %d case %d (%s):\n%s\nwant\n%s", i, k,
+                   rc ? err_msg() : "", rc ? "" : out, want);
+            checked++;
+        }
+    }
+    printf("%d Jinja2 renders checked\n", checked);
+    CHECK(checked >= 44); /* the inline templates always run */
+}
+
 static void test_renderers(void) {
     /* Qwen2.5: default system prompt when the first message is not a system one */
     const tokenizer *t = with_template(
@@ -185,6 +226,7 @@ static void test_errors(void) {
 int main(void) {
     REQUIRE(arena_init(&A, "test", (size_t)1 << 32) == 0);
     test_goldens();
+    test_jinja_renders();
     test_renderers();
     test_errors();
     arena_release(&A);
