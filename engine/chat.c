@@ -9,6 +9,7 @@
 #include "arena/err.h"
 
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     char *out;
@@ -244,16 +245,40 @@ static int bos_text(const tokenizer *t, str *s) {
     return tok_token_bytes(t, tok_bos_id(t), &s->s, &s->n);
 }
 
-static int llama3(wr *w, const tokenizer *t, const char *tmpl, const json_doc *d, int msgs, int n, bool gen) {
+/* Llama-3 (dated = false) and Llama-3.1+ (dated = true: a system block with the knowledge
+ * cut-off and today's date always comes first, "26 Jul 2024" unless the template asks
+ * strftime_now like transformers does). */
+static int llama3(wr *w, const tokenizer *t, const char *tmpl, const json_doc *d, int msgs, int n, bool gen, bool dated) {
     str bos, c, role;
-    int rc = bos_text(t, &bos);
+    int rc = bos_text(t, &bos), i0 = 0;
+    if (!rc) rc = put(w, bos.s, bos.n);
+    if (!rc && dated) {
+        char date[32] = "26 Jul 2024";
+        if (strstr(tmpl, "strftime_now")) {
+            time_t now = time(NULL);
+            struct tm tm;
+            strftime(date, sizeof date, "%d %b %Y", localtime_r(&now, &tm));
+        }
+        str sys = {"", 0};
+        if (role_is(d, msgs + 1, "system")) {
+            rc = text(w, d, json_get(d, msgs + 1, "content"), &sys);
+            i0 = 1;
+        }
+        if (!rc)
+            rc = put_parts(w, (const char *const[]){"<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: "
+                                                    "December 2023\nToday Date: ", "\n\n", "<|eot_id|>", NULL},
+                           (str[]){{date, strlen(date)}, trim(sys), {0}});
+        w->tail = w->cap;
+    }
     for (int i = 0, m = msgs + 1; !rc && i < n; i++, m = json_skip(d, m)) {
+        if (i < i0) continue;
+        if (dated && role_is(d, m, "tool"))
+            return err_set(ZP_EUNSUP, "chat message %d: tool messages are not supported by the built-in "
+                           "Llama-3.1 template; pass a raw prompt instead", i);
         if ((rc = text(w, d, json_get(d, m, "content"), &c)) || (rc = text(w, d, json_get(d, m, "role"), &role)))
             return rc;
-        if (i == 0) rc = put(w, bos.s, bos.n);
-        if (!rc)
-            rc = put_parts(w, (const char *const[]){"<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", NULL},
-                          (str[]){role, trim(c), {0}});
+        rc = put_parts(w, (const char *const[]){"<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", NULL},
+                       (str[]){role, trim(c), {0}});
         w->tail = w->cap;
     }
     /* the original Llama-3 template adds the assistant header unconditionally */
@@ -298,8 +323,9 @@ int chat_detect(const char *tmpl, chat_kind *kind) {
         return err_set(ZP_ENOTFOUND, "the tokenizer has no chat_template (tokenizer_config.json); pass a raw prompt instead");
     if (strstr(tmpl, "<｜User｜>") && strstr(tmpl, "<｜Assistant｜>")) {
         *kind = CHAT_DEEPSEEK_R1;
-    } else if (strstr(tmpl, "<|start_header_id|>") && strstr(tmpl, "<|eot_id|>") &&
-               !strstr(tmpl, "Cutting Knowledge Date") && !strstr(tmpl, "tools")) {
+    } else if (strstr(tmpl, "<|start_header_id|>") && strstr(tmpl, "<|eot_id|>") && strstr(tmpl, "Cutting Knowledge Date")) {
+        *kind = CHAT_LLAMA31;
+    } else if (strstr(tmpl, "<|start_header_id|>") && strstr(tmpl, "<|eot_id|>") && !strstr(tmpl, "tools")) {
         *kind = CHAT_LLAMA3;
     } else if (strstr(tmpl, "<|im_start|>") && strstr(tmpl, "<|im_end|>")) {
         *kind = strstr(tmpl, "reasoning_content") || strstr(tmpl, "enable_thinking") ? CHAT_QWEN3 : CHAT_CHATML;
@@ -315,6 +341,7 @@ const char *chat_kind_name(chat_kind k) {
     case CHAT_CHATML: return "chatml";
     case CHAT_QWEN3: return "qwen3";
     case CHAT_LLAMA3: return "llama3";
+    case CHAT_LLAMA31: return "llama3.1";
     case CHAT_DEEPSEEK_R1: return "deepseek-r1";
     }
     return "?";
@@ -334,7 +361,8 @@ int chat_render(const tokenizer *t, const json_doc *d, int messages, bool add_ge
     case CHAT_QWEN3:
         rc = chatml(&w, tmpl, d, messages, n, kind == CHAT_QWEN3, add_generation_prompt, enable_thinking);
         break;
-    case CHAT_LLAMA3: rc = llama3(&w, t, tmpl, d, messages, n, add_generation_prompt); break;
+    case CHAT_LLAMA3:
+    case CHAT_LLAMA31: rc = llama3(&w, t, tmpl, d, messages, n, add_generation_prompt, kind == CHAT_LLAMA31); break;
     case CHAT_DEEPSEEK_R1: rc = deepseek_r1(&w, t, tmpl, d, messages, n, add_generation_prompt); break;
     }
     if (rc) return rc;

