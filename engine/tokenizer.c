@@ -445,6 +445,10 @@ static int load_vocab(loader *l, int vocab, int added) {
         text += 2 * (size_t)(d->tok[c].end - d->tok[c].start);
     }
     if (maxid < 0) return err_set(ZP_EFORMAT, "%s: empty vocabulary", d->name);
+    /* ids are dense in real files; a huge one is corruption, not a reason to reserve GBs */
+    if (maxid >= 4 * ((int64_t)nv + na) + 1024)
+        return err_set(ZP_EFORMAT, "%s: token id %lld far beyond the %d entries", d->name, (long long)maxid, nv + na);
+    if (na > UINT16_MAX) return unsup("more than 65535 added tokens", d, -1);
     t->nids = (int32_t)maxid + 1;
     size_t n = (size_t)t->nids;
     t->flags = arena_alloc(l->a, n, 1, "tokenizer flags");

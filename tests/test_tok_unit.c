@@ -290,6 +290,7 @@ static void test_corrupt(void) {
         {"\"Ġt\":256", "\"Ġt\":\"x\"", ZP_EFORMAT, "bad id"},
         {"\"decoder\":{\"type\":\"ByteLevel\"", "\"decoder\":{\"type\":\"WordPiece\"", ZP_EUNSUP, "decoder"},
         {"\"lstrip\":false", "\"lstrip\":true", ZP_EUNSUP, "lstrip"},
+        {"\"Ġt\":256", "\"Ġt\":900000000", ZP_EFORMAT, "far beyond"},
     };
     for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
         char *bad = replace(good, edits[i].from, edits[i].to);
