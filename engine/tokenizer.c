@@ -300,15 +300,22 @@ static int set_token(loader *l, int64_t id, const uint8_t *b, size_t n, uint8_t 
     return 0;
 }
 
-static int check_normalizer(const json_doc *d, int root, bool *nfc) {
-    int v = json_get(d, root, "normalizer");
-    *nfc = false;
+/* null, NFC, or a Sequence of those (an empty Sequence is null). */
+static int check_normalizer(const json_doc *d, int v, bool *nfc) {
     if (v < 0 || json_is_null(d, v)) return 0;
     if (str_is(d, v, "type", "NFC")) {
         *nfc = true;
         return 0;
     }
-    return unsup("normalizer", d, v);
+    int arr = json_get(d, v, "normalizers");
+    if (!str_is(d, v, "type", "Sequence") || !json_is_arr(d, arr)) return unsup("normalizer", d, v);
+    int n = json_len(d, arr);
+    for (int i = 0, e = arr + 1; i < n; i++, e = json_skip(d, e)) {
+        if (str_is(d, e, "type", "Sequence")) return unsup("nested normalizer", d, e);
+        int rc = check_normalizer(d, e, nfc);
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 static const char QWEN_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
@@ -639,7 +646,7 @@ static int load_all(loader *l, const char *dir) {
     if (!json_is_obj(&d, 0)) return err_set(ZP_EFORMAT, "%s: not a JSON object", path);
     int model = json_get(&d, 0, "model");
     if (!json_is_obj(&d, model)) return err_set(ZP_EFORMAT, "%s: no \"model\" object", path);
-    if ((rc = check_normalizer(&d, 0, &t->nfc)) || (rc = check_pretok(&d, 0, &t->digits3)) ||
+    if ((rc = check_normalizer(&d, json_get(&d, 0, "normalizer"), &t->nfc)) || (rc = check_pretok(&d, 0, &t->digits3)) ||
         (rc = check_decoder(&d, 0)) || (rc = check_model(&d, model, &t->ignore_merges)))
         return rc;
     int added = json_get(&d, 0, "added_tokens");

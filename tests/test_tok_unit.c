@@ -74,6 +74,9 @@ static void test_mini(void) {
     CHECK(ids_eq(ids, n, (int32_t[]){0xC3, 0xA9}, 2));
 }
 
+static char *slurp(const char *dir, size_t *len);
+static char *replace(const char *s, const char *from, const char *to);
+
 static void test_variants(void) {
     const char *dir = tt_write_mini(&(tt_opts){.merges = true, .legacy_merges = true, .bos_template = true});
     tokenizer *t = load(dir);
@@ -84,9 +87,28 @@ static void test_variants(void) {
     n = enc(t, "the the", false, ids, 64);
     CHECK(ids_eq(ids, n, (int32_t[]){'t', 257, 258}, 3));
     dir = tt_write_mini(&(tt_opts){0});
+    size_t len;
+    char *text = slurp(dir, &len);
     t = load(dir);
-    tt_remove(dir);
     CHECK(tok_vocab_size(t) == 261 && tok_token_id(t, "</think>") == 260);
+    /* normalizer as a Sequence: [] is none, [NFC] is NFC */
+    static const char *const norms[] = {"{\"type\":\"Sequence\",\"normalizers\":[]}",
+                                        "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"}]}"};
+    for (int k = 0; k < 2; k++) {
+        char *v = replace(text, "{\"type\":\"NFC\"}", norms[k]);
+        char path[512];
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        FILE *f = fopen(path, "w");
+        REQUIRE(f);
+        fputs(v, f);
+        fclose(f);
+        free(v);
+        t = load(dir);
+        n = enc(t, "e\xcc\x81", false, ids, 64);
+        CHECK(n == (k ? 2u : 3u));
+    }
+    free(text);
+    tt_remove(dir);
     n = enc(t, " the", false, ids, 64);
     CHECK(ids_eq(ids, n, (int32_t[]){' ', 't', 'h', 'e'}, 4));
 }
