@@ -80,6 +80,7 @@ struct tokenizer {
     heap_ent *heap;
     uint8_t *win;
     int32_t *nfc_buf;
+    uint8_t *inert_bmp; /* bit per BMP code point: nfc_inert_slow() */
     cache_ent *cache;
     uint8_t *cache_bytes;
     int32_t *cache_ids;
@@ -619,6 +620,8 @@ static int load_config(loader *l, const char *path) {
     return 0;
 }
 
+static bool nfc_inert_slow(uint32_t c);
+
 static int alloc_scratch(tokenizer *t, arena *a) {
     t->sym_id = arena_alloc(a, 4 * TOK_MAX_PIECE, 4, "bpe symbols");
     t->sym_prev = arena_alloc(a, 4 * TOK_MAX_PIECE, 4, "bpe symbols");
@@ -629,9 +632,12 @@ static int alloc_scratch(tokenizer *t, arena *a) {
     t->cache = arena_alloc(a, sizeof(cache_ent) * CACHE_SLOTS, 8, "piece cache");
     t->cache_bytes = arena_alloc(a, CACHE_BYTES, 1, "piece cache");
     t->cache_ids = arena_alloc(a, 4 * CACHE_IDS, 4, "piece cache");
+    t->inert_bmp = arena_alloc(a, 0x10000 / 8, 8, "nfc table");
     if (!t->sym_id || !t->sym_prev || !t->sym_next || !t->heap || !t->win || !t->nfc_buf ||
-        !t->cache || !t->cache_bytes || !t->cache_ids)
+        !t->cache || !t->cache_bytes || !t->cache_ids || !t->inert_bmp)
         return ZP_ENOMEM;
+    for (uint32_t c = 0; t->nfc && c < 0x10000; c++)
+        if (c < 0xD800 || c > 0xDFFF) t->inert_bmp[c >> 3] |= (uint8_t)(nfc_inert_slow(c) << (c & 7));
     return 0;
 }
 
@@ -919,26 +925,40 @@ static int pretok(tokenizer *t, const uint8_t *s, size_t n, bool final, sink *o,
     return 0;
 }
 
-/* A character NFC leaves alone whatever surrounds it: a starter that has no canonical
- * decomposition and never composes with what precedes it. */
-static bool nfc_inert(uint32_t c) {
-    if (c < 0x300) return true;
-    if (c >= 0x1160 && c <= 0x11FF) return false; /* Hangul medial vowels and finals compose */
+/* A character NFC leaves alone whatever surrounds it: a starter that is its own NFC (no
+ * decomposition, or one that recomposes, like U+00E9) and never composes with what precedes
+ * it (composition seconds are all combining marks, plus the Hangul medial vowels and
+ * finals). Text made only of such characters is already NFC, and a cut before one does not
+ * change the NFC of either side. */
+static bool nfc_inert_slow(uint32_t c) {
+    if (c >= 0x1160 && c <= 0x11FF) return false;
     const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
-    if (p->combining_class) return false;
-    if (p->decomp_seqindex != UINT16_MAX && p->decomp_type == 0) return false;
-    return p->category != UTF8PROC_CATEGORY_MN && p->category != UTF8PROC_CATEGORY_MC &&
-           p->category != UTF8PROC_CATEGORY_ME;
+    if (p->combining_class || p->category == UTF8PROC_CATEGORY_MN || p->category == UTF8PROC_CATEGORY_MC ||
+        p->category == UTF8PROC_CATEGORY_ME)
+        return false;
+    if (p->decomp_seqindex == UINT16_MAX || p->decomp_type != 0) return true;
+    utf8proc_int32_t buf[8];
+    int last = 0;
+    utf8proc_ssize_t k = utf8proc_decompose_char((utf8proc_int32_t)c, buf, 8, UTF8PROC_COMPOSE, &last);
+    if (k < 1 || k > 8) return false;
+    k = utf8proc_normalize_utf32(buf, k, UTF8PROC_COMPOSE | UTF8PROC_STABLE);
+    return k == 1 && buf[0] == (utf8proc_int32_t)c;
 }
 
-static bool nfc_quick(const uint8_t *s, size_t n) {
+static inline bool nfc_inert(const tokenizer *t, uint32_t c) {
+    if (c < 0x300) return true;
+    if (c < 0x10000) return (t->inert_bmp[c >> 3] >> (c & 7)) & 1;
+    return nfc_inert_slow(c);
+}
+
+static bool nfc_quick(const tokenizer *t, const uint8_t *s, size_t n) {
     for (size_t i = 0; i < n;) {
         if (s[i] < 0x80) {
             i++;
             continue;
         }
         int l;
-        if (!nfc_inert(utf8_dec(s, i, &l))) return false;
+        if (!nfc_inert(t, utf8_dec(s, i, &l))) return false;
         i += (size_t)l;
     }
     return true;
@@ -960,7 +980,7 @@ static int nfc_append(tokenizer *t, const uint8_t *raw, size_t n, size_t *wn) {
  * something), pre-tokenized and merged. */
 static int encode_segment(tokenizer *t, const uint8_t *s, size_t n, sink *o) {
     size_t used;
-    if (!t->nfc || nfc_quick(s, n)) return pretok(t, s, n, true, o, &used);
+    if (!t->nfc || nfc_quick(t, s, n)) return pretok(t, s, n, true, o, &used);
     size_t r = 0, wn = 0;
     for (;;) {
         while (r < n && TOK_WINDOW - wn >= 4 * NFC_CHUNK) {
@@ -970,7 +990,7 @@ static int encode_segment(tokenizer *t, const uint8_t *s, size_t n, sink *o) {
                 while (e > r && (s[e] & 0xC0) == 0x80) e--;
                 size_t cut = e;
                 for (int l; cut > r; cut--) {
-                    if ((s[cut] & 0xC0) != 0x80 && nfc_inert(utf8_dec(s, cut, &l))) break;
+                    if ((s[cut] & 0xC0) != 0x80 && nfc_inert(t, utf8_dec(s, cut, &l))) break;
                 }
                 if (cut > r) e = cut;
             }

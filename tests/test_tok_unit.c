@@ -225,7 +225,11 @@ static void test_fuzz(void) {
     tt_remove(dir);
     unsigned long long seed = 12345;
     static const uint32_t pool[] = {'a', 'Z', ' ', '\n', '\r', '\t', '\'', 's', '1', '!', 0xA0, 0x85,
-                                    0x301, 0x3000, 0x2028, 0x4E2D, 0x1F44B, 0x200D, 0x661, 0xE9, 0x17F};
+                                    0x301, 0x3000, 0x2028, 0x4E2D, 0x1F44B, 0x200D, 0x661, 0xE9, 0x17F,
+                                    /* NFC changes these alone: singletons, exclusions, CJK compat */
+                                    0x212B, 0x2126, 0x958, 0xF900, 0x2F800, 0x1E9B, 0x344, 0xF73,
+                                    /* precomposed, and pieces that compose */
+                                    0x304C, 0x304B, 0x3099, 0xAC00, 0x11A8, 0x1161, 0x1100, 0x323};
     char buf[1024], out[8192];
     int32_t ids[1024];
     size_t n, len;
