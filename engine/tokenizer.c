@@ -15,6 +15,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <utf8proc.h>
 
 #define XXH_INLINE_ALL
@@ -644,6 +645,8 @@ static int alloc_scratch(tokenizer *t, arena *a) {
 static int load_all(loader *l, const char *dir) {
     tokenizer *t = l->t;
     char path[4096];
+    if (snprintf(path, sizeof path, "%s/tokenizer_config.json", dir) >= (int)sizeof path)
+        return err_set(ZP_EINVAL, "model directory path too long");
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     json_doc d;
     int rc = json_load(&d, l->a, path);
@@ -662,11 +665,7 @@ static int load_all(loader *l, const char *dir) {
     if ((rc = load_merges(l, json_get(&d, model, "merges")))) return rc;
     if ((rc = load_postproc(l, json_get(&d, 0, "post_processor")))) return rc;
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        fclose(f);
-        if ((rc = load_config(l, path))) return rc;
-    }
+    if (access(path, F_OK) == 0 && (rc = load_config(l, path))) return rc;
     return alloc_scratch(t, l->a);
 }
 
