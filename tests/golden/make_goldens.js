@@ -156,8 +156,9 @@ while (generated < 700000) {
   cases.push(s);
   generated += Buffer.byteLength(s);
 }
-// Long single segments (whole-text pre-tokenization and the piece cache under pressure).
-cases.push(cases.slice(-40).join(''));
+// Long single segments: whole-text pre-tokenization, the piece cache under pressure, and
+// (with its decomposed documents) NFC through several 256 KiB windows.
+cases.push(cases.slice(-120).join(''));
 cases.push('a'.repeat(3000) + ' ' + '1'.repeat(100) + ' ' + '!'.repeat(500) + ' '.repeat(300) + 'x');
 
 function encodeAll(pkg) {
