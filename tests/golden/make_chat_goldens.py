@@ -10,6 +10,7 @@ Run by hand after `npm ci` in tests/golden (needs python3-jinja2); the output is
 """
 import json
 import os
+import random
 import sys
 
 import jinja2
@@ -188,6 +189,25 @@ TOOLS = [
 ]
 
 
+def random_conversations(seed, roles, count=25):
+    """Deterministic random message lists over contents that hit the renderers' edge cases."""
+    rng = random.Random(seed)
+    contents = ["", "\n", "x", "<think>\na\n</think>\n\nb", "a</think>b</think>c", "<think>only",
+                "<tool_response>\nr\n</tool_response>", "  pad ", "\t\u3000t\u00a0", "héllo 👋", "\n\nlead",
+                "<think>\n\n</think>\n\n", "q?"]
+    out = []
+    for _ in range(count):
+        msgs = []
+        for _ in range(rng.randint(1, 6)):
+            role = rng.choice(roles)
+            msg = m(role, rng.choice(contents))
+            if role == A and rng.random() < 0.3:
+                msg["reasoning_content"] = rng.choice(contents)
+            msgs.append(msg)
+        out.append(msgs)
+    return out
+
+
 def render(src, msgs, gen, think, bos):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                         extensions=[jinja2.ext.loopcontrols])
@@ -211,13 +231,15 @@ def npm_template(pkg):
 def main():
     # (name, template source for the test, template text, bos token, message sets)
     sets = [
-        ("qwen3", "npm:tokenizer-qwen3", npm_template("tokenizer-qwen3"), "", COMMON + TOOLS),
-        ("llama3", "npm:tokenizer-llama3", npm_template("tokenizer-llama3"), "<|begin_of_text|>", COMMON),
+        ("qwen3", "npm:tokenizer-qwen3", npm_template("tokenizer-qwen3"), "", COMMON + TOOLS +
+         random_conversations(1, [S, U, A, T])),
+        ("llama3", "npm:tokenizer-llama3", npm_template("tokenizer-llama3"), "<|begin_of_text|>", COMMON +
+         random_conversations(2, [S, U, A, T])),
         ("llama3_1", "npm:tokenizer-llama3_1", npm_template("tokenizer-llama3_1"), "<|begin_of_text|>", COMMON),
-        ("qwen2.5", QWEN25, QWEN25, "", COMMON + TOOLS[1:2]),
-        ("qwen2", QWEN2, QWEN2, "", COMMON),
-        ("deepseek-r1", DEEPSEEK_R1, DEEPSEEK_R1, "<|endoftext|>", COMMON),
-        ("llama3.1", LLAMA31, LLAMA31, "<|endoftext|>", COMMON),
+        ("qwen2.5", QWEN25, QWEN25, "", COMMON + TOOLS[1:2] + random_conversations(3, [S, U, A, T])),
+        ("qwen2", QWEN2, QWEN2, "", COMMON + random_conversations(4, [S, U, A, T])),
+        ("deepseek-r1", DEEPSEEK_R1, DEEPSEEK_R1, "<|endoftext|>", COMMON + random_conversations(5, [S, U, A])),
+        ("llama3.1", LLAMA31, LLAMA31, "<|endoftext|>", COMMON + random_conversations(6, [S, U, A])),
     ]
     out = {"_about": "Chat prompts rendered by Jinja2 %s like transformers' apply_chat_template; "
                      "made by tests/golden/make_chat_goldens.py" % jinja2.__version__, "templates": []}
@@ -232,7 +254,7 @@ def main():
         out["templates"].append({"name": name, "template": source, "bos_token": bos, "cases": cases})
     path = os.path.join(HERE, "chat_renders.json")
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(out, f, ensure_ascii=False, indent=1)
+        json.dump(out, f, ensure_ascii=False)
         f.write("\n")
     print("wrote", path, sum(len(t["cases"]) for t in out["templates"]), "renders", file=sys.stderr)
 
