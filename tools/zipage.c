@@ -10,6 +10,7 @@ int cmd_config(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -20,6 +21,7 @@ static const struct {
     {"generate", cmd_generate, "run requests through the engine in this process and print the results"},
     {"logits", cmd_logits, "write the logits of every prompt position as raw f32 (parity checks)"},
     {"mkmodel", cmd_mkmodel, "write a small random Hugging Face model directory (tests, demos)"},
+    {"tokenize", cmd_tokenize, "encode text to token ids or decode ids (--model DIR --text T|--file F)"},
 };
 
 static int usage(FILE *f) {
