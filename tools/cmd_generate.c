@@ -1,16 +1,20 @@
 /* zipage generate: runs requests through the engine in this process and prints results.
  *
- * One request from the command line (--prompt-ids), or many from a JSONL file
- * (--requests FILE: one object per line with "id", "prompt_ids", sampling fields and an
- * optional "arrival_step"). Results: plain ids, or with --json one JSON object per request;
- * with --requests a summary JSON line goes to stderr at the end.
+ * One request from the command line (--prompt TEXT, --chat MESSAGES.json or --prompt-ids),
+ * or many from a JSONL file (--requests FILE: one object per line with "id", "prompt" |
+ * "messages" | "prompt_ids", sampling fields and an optional "arrival_step"). Text needs the
+ * model's tokenizer.json. Results: the completion text streamed through the detokenizer
+ * (ids when the model has no tokenizer), or with --json one JSON object per request; with
+ * --requests a summary JSON line goes to stderr at the end.
  *
  * Memory: everything (requests, output buffers) is sized and carved before the arena is
  * frozen; the generation loop allocates nothing.
  */
 #include "arena/err.h"
+#include "engine/chat.h"
 #include "engine/engine.h"
 #include "engine/json.h"
+#include "engine/tokenizer.h"
 #include "tools/cli.h"
 
 #include <stdio.h>
@@ -32,12 +36,19 @@ typedef struct gen_req {
     char err[256];
     engine_usage usage;
     double t_submit, t_done;
+    tok_stream st;
 } gen_req;
 
 typedef struct gen_ctx {
     gen_req *reqs;
     int32_t n;
     int32_t n_done;
+    tokenizer *tk;   /* NULL when the model has no tokenizer.json */
+    bool stream_out; /* print text pieces as they arrive */
+    char *piece;     /* detokenizer output buffer */
+    size_t piece_cap;
+    char *text, *esc; /* whole-completion text and its JSON escape, for --json */
+    size_t text_cap, esc_cap;
 } gen_ctx;
 
 static double now_s(void) {
@@ -55,7 +66,17 @@ static void on_event(void *user, const engine_event *ev) {
             g->lps[g->n_out] = ev->logprob;
             g->out[g->n_out++] = ev->token;
         }
+        size_t n;
+        if (c->stream_out && !tok_stream_push(c->tk, &g->st, ev->token, c->piece, c->piece_cap, &n)) {
+            fwrite(c->piece, 1, n, stdout);
+            fflush(stdout);
+        }
         return;
+    }
+    if (c->stream_out) {
+        size_t n;
+        if (!tok_stream_flush(&g->st, c->piece, c->piece_cap, &n)) fwrite(c->piece, 1, n, stdout);
+        fputc('\n', stdout);
     }
     g->done = true;
     g->finish = ev->finish;
@@ -92,9 +113,39 @@ static const char *finish_name(engine_finish f) {
     }
 }
 
+/* Where a JSONL request's text prompt or messages are (token indices, -1 = absent). */
+typedef struct text_src {
+    int prompt, messages;
+    bool no_thinking;
+} text_src;
+
+/* Encodes a text prompt (the tokenizer's post-processor applied, as HF's
+ * add_special_tokens) or the messages array token m of d rendered with the model's chat
+ * template, into ids[0..*n). */
+static int encode_prompt(gen_ctx *c, arena *a, const char *text, size_t len, const json_doc *d,
+                         int m, bool thinking, int32_t *ids, int32_t cap, int32_t *n) {
+    if (!c->tk) return err_set(ZP_EINVAL, "text prompts need the model's tokenizer.json");
+    size_t mark = arena_temp_mark(a), got = 0;
+    int rc;
+    if (d) {
+        size_t bcap = d->len + 4096 + 256 * (size_t)json_len(d, m);
+        char *buf = arena_temp(a, bcap, 8, "chat render");
+        if (!buf) return ZP_ENOMEM;
+        rc = chat_render(c->tk, d, m, true, thinking, buf, bcap, &len);
+        if (!rc) rc = tok_encode(c->tk, buf, len, false, ids, (size_t)cap, &got);
+    } else {
+        rc = tok_encode(c->tk, text, len, true, ids, (size_t)cap, &got);
+    }
+    arena_temp_reset(a, mark);
+    if (rc == ZP_ELIMIT)
+        return err_set(ZP_EINVAL, "prompt longer than max_model_len %d tokens", cap);
+    *n = (int32_t)got;
+    return rc;
+}
+
 /* Reads one sampling / request field of a JSONL object into g. */
 static int read_field(const json_doc *d, int k, int v, gen_req *g, int32_t *ids, int32_t cap,
-                      const char *where) {
+                      text_src *ts, const char *where) {
     sampling_params *p = &g->rq.sp;
     double f;
     int64_t i;
@@ -121,6 +172,18 @@ static int read_field(const json_doc *d, int k, int v, gen_req *g, int32_t *ids,
         return 0;
     }
     if (json_str_eq(d, k, "arrival_step")) return json_i64(d, v, &g->arrival_step);
+    if (json_str_eq(d, k, "prompt")) {
+        if (!json_is_str(d, v)) return err_set(ZP_EINVAL, "%s: \"prompt\" must be a string", where);
+        ts->prompt = v;
+        return 0;
+    }
+    if (json_str_eq(d, k, "messages")) {
+        if (!json_is_arr(d, v)) return err_set(ZP_EINVAL, "%s: \"messages\" must be an array", where);
+        ts->messages = v;
+        return 0;
+    }
+    if (json_str_eq(d, k, "enable_thinking"))
+        return (rc = json_bool(d, v, &b)) ? rc : (ts->no_thinking = !b, 0);
     if (json_str_eq(d, k, "ignore_eos")) return (rc = json_bool(d, v, &b)) ? rc : (p->ignore_eos = b, 0);
     if (json_str_eq(d, k, "logprobs")) return (rc = json_bool(d, v, &b)) ? rc : (g->rq.logprobs = b, 0);
     if (json_str_eq(d, k, "compress")) return (rc = json_bool(d, v, &b)) ? rc : (g->rq.compress = b, 0);
@@ -152,7 +215,7 @@ static int read_field(const json_doc *d, int k, int v, gen_req *g, int32_t *ids,
 }
 
 /* Parses a JSONL requests file into g[0..*n), prompts into the arena. */
-static int load_requests(arena *a, const char *path, const sampling_params *defaults,
+static int load_requests(gen_ctx *c, arena *a, const char *path, const sampling_params *defaults,
                          int32_t max_prompt, gen_req **out, int32_t *n) {
     char *text;
     size_t len;
@@ -183,9 +246,23 @@ static int load_requests(arena *a, const char *path, const sampling_params *defa
             snprintf(r->id, sizeof r->id, "%d", count);
             int32_t *ids = arena_temp(a, sizeof(int32_t) * (size_t)max_prompt, 4, "prompt");
             if (!ids) return ZP_ENOMEM;
+            text_src ts = {-1, -1, false};
             for (int j = 0, k = 1; j < d.tok[0].size; j++, k = json_skip(&d, k + 1))
-                if ((rc = read_field(&d, k, k + 1, r, ids, max_prompt, where))) return rc;
-            if (r->rq.n_prompt == 0) return err_set(ZP_EINVAL, "%s: no prompt_ids", where);
+                if ((rc = read_field(&d, k, k + 1, r, ids, max_prompt, &ts, where))) return rc;
+            if ((ts.prompt >= 0) + (ts.messages >= 0) + (r->rq.n_prompt > 0) != 1)
+                return err_set(ZP_EINVAL, "%s: give exactly one of prompt, messages, prompt_ids", where);
+            if (ts.prompt >= 0) {
+                size_t tl = (size_t)(d.tok[ts.prompt].end - d.tok[ts.prompt].start);
+                char *txt = arena_temp(a, tl + 1, 8, "prompt text");
+                if (!txt) return ZP_ENOMEM;
+                if ((rc = json_str(&d, ts.prompt, txt, tl + 1, &tl)) ||
+                    (rc = encode_prompt(c, a, txt, tl, NULL, 0, true, ids, max_prompt, &r->rq.n_prompt)))
+                    return err_prefix(rc, "%s", where);
+            } else if (ts.messages >= 0) {
+                if ((rc = encode_prompt(c, a, NULL, 0, &d, ts.messages, !ts.no_thinking, ids, max_prompt,
+                                        &r->rq.n_prompt)))
+                    return err_prefix(rc, "%s", where);
+            }
             int32_t *keep = arena_alloc(a, sizeof(int32_t) * (size_t)r->rq.n_prompt, 4, "prompt");
             if (!keep) return ZP_ENOMEM;
             memcpy(keep, ids, sizeof(int32_t) * (size_t)r->rq.n_prompt);
@@ -206,8 +283,9 @@ static void print_ids(FILE *f, const int32_t *ids, int32_t n) {
     fputc(']', f);
 }
 
-static void print_result(const gen_req *g, bool json, bool with_id) {
+static void print_result(gen_ctx *c, const gen_req *g, bool json, bool with_id) {
     if (!json) {
+        if (c->stream_out) return; /* already printed */
         print_ids(stdout, g->out, g->n_out);
         fputc('\n', stdout);
         return;
@@ -222,6 +300,14 @@ static void print_result(const gen_req *g, bool json, bool with_id) {
     printf("\"prompt_tokens\":%d,\"token_ids\":", g->rq.n_prompt);
     print_ids(stdout, g->out, g->n_out);
     printf(",\"finish_reason\":\"%s\"", finish_name(g->finish));
+    if (c->tk) {
+        /* the completion text (special tokens skipped), escaped through the piece buffer */
+        size_t n;
+        if (!tok_decode(c->tk, g->out, (size_t)g->n_out, true, c->text, c->text_cap, &n)) {
+            long m = json_escape(c->text, n, c->esc, c->esc_cap);
+            if (m > 0) printf(",\"text\":%s", c->esc);
+        }
+    }
     if (g->rq.logprobs) {
         printf(",\"logprobs\":[");
         for (int32_t i = 0; i < g->n_out; i++) printf(i ? ",%.6g" : "%.6g", (double)g->lps[i]);
@@ -249,8 +335,8 @@ int cmd_generate(int argc, char **argv) {
     if (rc) return cli_fail("generate", rc);
     sampling_params sp;
     sampler_defaults(&sp);
-    const char *prompt_ids = NULL, *requests = NULL;
-    bool json = false, logprobs = false, show_progress = false;
+    const char *prompt_ids = NULL, *requests = NULL, *prompt = NULL, *chat = NULL;
+    bool json = false, logprobs = false, show_progress = false, no_thinking = false;
     cli c;
     cli_init(&c, "generate", argc, argv);
     for (const char *o; (o = cli_next(&c)) && !rc;) {
@@ -258,6 +344,9 @@ int cmd_generate(int argc, char **argv) {
         double fv;
         const char *sv;
         if (!strcmp(o, "--prompt-ids")) rc = cli_str(&c, &prompt_ids);
+        else if (!strcmp(o, "--prompt")) rc = cli_str(&c, &prompt);
+        else if (!strcmp(o, "--chat")) rc = cli_str(&c, &chat);
+        else if (!strcmp(o, "--no-thinking")) no_thinking = true;
         else if (!strcmp(o, "--requests")) rc = cli_str(&c, &requests);
         else if (!strcmp(o, "--json")) json = true;
         else if (!strcmp(o, "--logprobs")) logprobs = true;
@@ -278,18 +367,52 @@ int cmd_generate(int argc, char **argv) {
         } else rc = cli_unknown(&c, o);
     }
     if (rc) return cli_fail("generate", rc);
-    if (!!prompt_ids + !!requests != 1)
-        return cli_fail("generate", err_set(ZP_EINVAL, "give exactly one of --prompt-ids or --requests"));
+    if (!!prompt_ids + !!requests + !!prompt + !!chat != 1)
+        return cli_fail("generate", err_set(ZP_EINVAL, "give exactly one of --prompt, --chat, "
+                                                       "--prompt-ids or --requests"));
 
     arena a;
     if ((rc = arena_init(&a, "host", (size_t)cf.host_arena_mb << 20))) return cli_fail("generate", rc);
     gen_ctx ctx = {0};
     engine *e = NULL;
-    if ((rc = engine_open(&e, &a, &cf, 0, NULL, 0, on_event, &ctx))) goto out;
+    char tpath[CONF_STR_MAX + 32];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", cf.model);
+    int32_t eos = -1;
+    if (cf.model[0] && access(tpath, F_OK) == 0) {
+        if ((rc = tok_load(&ctx.tk, &a, cf.model))) goto out;
+        eos = tok_eos_id(ctx.tk);
+        ctx.piece_cap = tok_stream_cap(ctx.tk);
+        ctx.piece = arena_alloc(&a, ctx.piece_cap, 8, "detokenizer");
+        if (!ctx.piece) { rc = ZP_ENOMEM; goto out; }
+    }
+    if ((rc = engine_open(&e, &a, &cf, ctx.tk ? tok_vocab_size(ctx.tk) : 0, &eos, eos >= 0, on_event,
+                          &ctx)))
+        goto out;
     engine_info info;
     engine_get_info(e, &info);
     if (requests) {
-        if ((rc = load_requests(&a, requests, &sp, info.max_model_len, &ctx.reqs, &ctx.n))) goto out;
+        if ((rc = load_requests(&ctx, &a, requests, &sp, info.max_model_len, &ctx.reqs, &ctx.n))) goto out;
+    } else if (prompt || chat) {
+        ctx.n = 1;
+        ctx.reqs = arena_alloc(&a, sizeof *ctx.reqs, 64, "request");
+        int32_t *ids = arena_alloc(&a, sizeof(int32_t) * (size_t)info.max_model_len, 4, "prompt");
+        if (!ctx.reqs || !ids) { rc = ZP_ENOMEM; goto out; }
+        if (prompt) {
+            rc = encode_prompt(&ctx, &a, prompt, strlen(prompt), NULL, 0, true, ids,
+                               info.max_model_len, &ctx.reqs[0].rq.n_prompt);
+        } else {
+            json_doc d;
+            rc = json_load(&d, &a, chat);
+            if (!rc && !json_is_arr(&d, 0))
+                rc = err_set(ZP_EINVAL, "%s: expected a JSON array of {role, content}", chat);
+            if (!rc)
+                rc = encode_prompt(&ctx, &a, NULL, 0, &d, 0, !no_thinking, ids, info.max_model_len,
+                                   &ctx.reqs[0].rq.n_prompt);
+        }
+        if (rc) goto out;
+        ctx.reqs[0].rq.prompt_ids = ids;
+        ctx.reqs[0].rq.sp = sp;
+        ctx.reqs[0].rq.compress = -1;
     } else {
         ctx.n = 1;
         ctx.reqs = arena_alloc(&a, sizeof *ctx.reqs, 64, "request");
@@ -310,6 +433,18 @@ int cmd_generate(int argc, char **argv) {
         g->lps = arena_alloc_uninit(&a, sizeof(float) * (size_t)mt, 4, "outputs");
         if (!g->out || !g->lps) { rc = ZP_ENOMEM; goto out; }
     }
+    for (int32_t i = 0; i < ctx.n; i++) tok_stream_init(&ctx.reqs[i].st, true);
+    if (ctx.tk) {
+        int32_t most = 1;
+        for (int32_t i = 0; i < ctx.n; i++)
+            if (ctx.reqs[i].rq.sp.max_tokens > most) most = ctx.reqs[i].rq.sp.max_tokens;
+        ctx.text_cap = (size_t)most * ctx.piece_cap + 16;
+        ctx.esc_cap = 6 * ctx.text_cap + 3;
+        ctx.text = arena_alloc_uninit(&a, ctx.text_cap, 8, "completion text");
+        ctx.esc = arena_alloc_uninit(&a, ctx.esc_cap, 8, "completion text");
+        if (!ctx.text || !ctx.esc) { rc = ZP_ENOMEM; goto out; }
+    }
+    ctx.stream_out = ctx.tk && !json && !requests;
     arena_freeze(&a);
 
     bool tty = show_progress && isatty(2);
@@ -346,7 +481,7 @@ int cmd_generate(int argc, char **argv) {
     if (tty) fputc('\n', stderr);
     int64_t ptoks = 0, ctoks = 0;
     for (int32_t i = 0; i < ctx.n; i++) {
-        print_result(&ctx.reqs[i], json || requests, requests != NULL);
+        print_result(&ctx, &ctx.reqs[i], json || requests, requests != NULL);
         ptoks += ctx.reqs[i].rq.n_prompt;
         ctoks += ctx.reqs[i].n_out;
     }
