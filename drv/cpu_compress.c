@@ -56,6 +56,25 @@ static float dot_f32(const float *a, const float *b, int n) {
     return t;
 }
 
+/* a . (elements off.. of a kvt buffer), the same sum as dot_f32 on the converted row (f32 and
+ * bf16 are read in place: the redundancy pair loop would otherwise convert a row per pair). */
+static float dot_kv(const float *a, const void *k, zp_dtype t, size_t off, int n, float *tmp) {
+    if (t == ZP_F32) return dot_f32(a, (const float *)k + off, n);
+    if (t == ZP_F16) {
+        const uint16_t *h = (const uint16_t *)k + off;
+        for (int i = 0; i < n; i++) tmp[i] = zp_f16_to_f32(h[i]);
+        return dot_f32(a, tmp, n);
+    }
+    const uint16_t *h = (const uint16_t *)k + off;
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * zp_bf16_to_f32(h[i + j]);
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += a[i] * zp_bf16_to_f32(h[i]);
+    return r;
+}
+
 /* dst[0..n) = elements off.. of a kvt buffer, as f32. */
 static void load_row(float *dst, const void *src, zp_dtype t, size_t off, int n) {
     if (t == ZP_F32) {
@@ -257,8 +276,8 @@ static void red_rows(void *ctx, size_t begin, size_t end, int tid) {
             float im = fabsf(inv[m]);
             int lo = lightning ? m / bs * bs : 0;
             for (int n = m - 1; n >= lo; n--) {
-                load_row(kn, a->kc, a->kvt, slot_row(bt, n, hkv, h, bs) * (size_t)D, D);
-                float s = dot_f32(km, kn, D) * im * fabsf(inv[n]);
+                float s = dot_kv(km, a->kc, a->kvt, slot_row(bt, n, hkv, h, bs) * (size_t)D, D, kn) *
+                          im * fabsf(inv[n]);
                 if (s > p->threshold && !signbit(inv[n])) inv[n] = -inv[n]; /* (m, n): m = m*(n) */
                 else r[m] += s;
                 if (s > p->threshold && !signbit(inv[m])) inv[m] = -inv[m]; /* (n, m): n = m*(m) */
