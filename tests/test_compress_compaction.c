@@ -14,7 +14,7 @@
 #define MAXJ 4
 #define MAXB 6
 #define MAXBS 16
-#define MAXPOS (MAXB * MAXBS)
+#define MAXPOS (MAXB * MAXBS + 2) /* with room for row padding */
 #define MAXHKV 3
 #define MAXD 9
 #define NBLK (2 * MAXJ * MAXB + 2)
@@ -60,7 +60,7 @@ static int run_case(dev *d, int id) {
     zp_dtype kvt = (zp_dtype)rnd(3);
     size_t esz = zp_dtype_size(kvt);
     int32_t nb[MAXJ], kvl[MAXJ], nkeep[MAXJ], zero[MAXJ] = {0}, src[MAXJ * MAXB], dst[MAXJ * MAXB];
-    int perm[NBLK], nblk = NBLK, used = 0, max_pos = MAXPOS;
+    int perm[NBLK], nblk = NBLK, used = 0, max_pos = 0, max_keep = 0;
     for (int i = 0; i < nblk; i++) perm[i] = i;
     for (int i = nblk - 1; i > 0; i--) {
         int k = rnd(i + 1), t = perm[i];
@@ -74,7 +74,10 @@ static int run_case(dev *d, int id) {
         nkeep[b] = rnd(2) ? rnd(nb[b]) * bs : rnd(N + 1);
         for (int i = 0; i < MAXB; i++) src[b * MAXB + i] = dst[b * MAXB + i] = -1;
         for (int i = 0; i < nb[b]; i++) src[b * MAXB + i] = perm[used++];
+        if (N > max_pos) max_pos = N;
+        if (nkeep[b] > max_keep) max_keep = nkeep[b];
     }
+    max_pos += rnd(3), max_keep += rnd(3); /* row strides of their own */
     for (int b = 0; b < n_jobs; b++) {
         int mode = rnd(3), need = (nkeep[b] + bs - 1) / bs, fresh = mode == 1 ? need : mode == 2 ? rnd(need + 1) : 0;
         modes[mode]++;
@@ -94,7 +97,7 @@ static int run_case(dev *d, int id) {
     be->upload(be, d->flags, zero, sizeof zero);
     be->upload(be, d->src, src, sizeof src);
     be->upload(be, d->dst, dst, sizeof dst);
-    be_cjobs j = {n_jobs, MAXB, max_pos, max_pos, d->nb, d->kvl, d->nkeep, d->qslot, d->flags, d->src, d->dst};
+    be_cjobs j = {n_jobs, MAXB, max_pos, max_keep, d->nb, d->kvl, d->nkeep, d->qslot, d->flags, d->src, d->dst};
     be_cparams p = {.layers = 1, .hq = hkv, .hkv = hkv, .dim = dim, .bs = bs, .qcl = qcl,
                     .sink_len = rnd(2) ? 2 : 0, .redundancy = 2};
     int fails = 0;
@@ -108,6 +111,7 @@ static int run_case(dev *d, int id) {
         for (int b = 0; b < n_jobs; b++)
             for (int h = 0; h < hkv; h++) {
                 size_t o = ((size_t)b * (size_t)hkv + (size_t)h) * (size_t)max_pos;
+                size_t ko = ((size_t)b * (size_t)hkv + (size_t)h) * (size_t)max_keep;
                 float key[MAXPOS];
                 int N = nb[b] * bs, n = 0;
                 for (int q = 0; q < N; q++)
@@ -115,7 +119,7 @@ static int run_case(dev *d, int id) {
                 for (int q = 0; q < N; q++) {
                     int better = 0;
                     for (int r = 0; r < N; r++) better += key[r] > key[q] || (key[r] == key[q] && r > q);
-                    if (better < nkeep[b]) fails += n >= nkeep[b] || keep[o + (size_t)n++] != q;
+                    if (better < nkeep[b]) fails += n >= nkeep[b] || keep[ko + (size_t)n++] != q;
                 }
                 fails += n != nkeep[b];
             }
@@ -126,7 +130,7 @@ static int run_case(dev *d, int id) {
             for (int h = 0; h < hkv; h++) {
                 int N = nb[b] * bs, k = nkeep[b], n = 0;
                 for (int q = 0; q < N && n < k; q++)
-                    if (rnd(N - q) < k - n) keep[((size_t)b * (size_t)hkv + (size_t)h) * (size_t)max_pos + (size_t)n++] = q;
+                    if (rnd(N - q) < k - n) keep[((size_t)b * (size_t)hkv + (size_t)h) * (size_t)max_keep + (size_t)n++] = q;
             }
         be->upload(be, d->keep, keep, sizeof keep);
     }
@@ -142,7 +146,7 @@ static int run_case(dev *d, int id) {
     for (int b = 0; b < n_jobs; b++)
         for (int h = 0; h < hkv; h++)
             for (int t = 0; t < nkeep[b]; t++) {
-                int s = keep[((size_t)b * (size_t)hkv + (size_t)h) * (size_t)max_pos + (size_t)t];
+                int s = keep[((size_t)b * (size_t)hkv + (size_t)h) * (size_t)max_keep + (size_t)t];
                 size_t si = ((size_t)src[b * MAXB + s / bs] * (size_t)hkv + (size_t)h) * (size_t)bs + (size_t)(s % bs);
                 size_t di = ((size_t)dst[b * MAXB + t / bs] * (size_t)hkv + (size_t)h) * (size_t)bs + (size_t)(t % bs);
                 memcpy(kw + di * rb, k0 + si * rb, rb);

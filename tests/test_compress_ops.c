@@ -121,7 +121,6 @@ static void gen_case(tcase *c) {
         perm[i] = perm[k], perm[k] = t;
     }
     c->max_pos = maxnb * c->bs + rnd(4);
-    c->max_keep = c->max_pos;
     for (int b = 0; b < c->n_jobs; b++) {
         int N = c->nb[b] * c->bs;
         for (int i = 0; i < c->nb[b]; i++) c->src[b * MAXB + i] = perm[used++];
@@ -130,7 +129,9 @@ static void gen_case(tcase *c) {
         c->qslot[b] = rnd(SLOTS);
         c->flags[b] = (rnd(2) ? BE_CJ_GLOBAL : 0) | (rnd(2) ? BE_CJ_POOL : 0);
         c->nkeep[b] = rnd(N + 1);
+        if (c->nkeep[b] > c->max_keep) c->max_keep = c->nkeep[b];
     }
+    c->max_keep += rnd(3); /* a row stride of its own, not max_pos */
     c->p = (be_cparams){.layers = LAYERS, .hq = c->hq, .hkv = c->hkv, .dim = c->dim,
                         .bs = c->bs, .qcl = c->qcl, .scale = 1.0f / sqrtf((float)c->dim),
                         .max_norm = rnd(2), .gamma = 0.8f, .pool = pools[rnd(3)],
@@ -412,17 +413,18 @@ static void run_case(dev *ds[2], const tcase *c, int id) {
         backend *be = ds[k]->be;
         be->upload(be, ds[k]->scores, sc[0], npos * 4);
         be->cmp_select(be, ds[k]->keep, ds[k]->scores, ds[k]->work, &j[k], &c->p);
-        be->download(be, kp[k], ds[k]->keep, npos * 4);
+        be->download(be, kp[k], ds[k]->keep, (size_t)c->n_jobs * (size_t)c->hkv * (size_t)c->max_keep * 4);
     }
     for (int b = 0; b < c->n_jobs; b++)
         for (int h = 0; h < c->hkv; h++) {
             size_t o = ((size_t)b * (size_t)c->hkv + (size_t)h) * (size_t)c->max_pos;
+            size_t ko = ((size_t)b * (size_t)c->hkv + (size_t)h) * (size_t)c->max_keep;
             int32_t want[MAXPOS];
             ref_select(c, b, sc[0] + o, want);
             size_t n = (size_t)c->nkeep[b];
-            CHECKF(memcmp(kp[0] + o, want, n * 4) == 0, "case %d: selection job %d head %d (keep %d of %d, kv_len %d)",
+            CHECKF(memcmp(kp[0] + ko, want, n * 4) == 0, "case %d: selection job %d head %d (keep %d of %d, kv_len %d)",
                    id, b, h, c->nkeep[b], c->nb[b] * c->bs, c->kvl[b]);
-            CHECKF(memcmp(kp[1] + o, want, n * 4) == 0, "case %d: selection, 2 threads", id);
+            CHECKF(memcmp(kp[1] + ko, want, n * 4) == 0, "case %d: selection, 2 threads", id);
         }
 }
 
