@@ -2,7 +2,8 @@
  * cmp_select) against a naive double-precision reference written here straight from the
  * formulas (docs/COMPRESSION.md), on random caches behind random permuted block tables:
  * 1-6 blocks, bs 4/16, qcl 1/4, GQA groups 1/2/4, f32/bf16/f16 keys, full and partial last
- * blocks, GLOBAL/POOL flags, max_norm, pool 1/3/5, lightning/raw/off redundancy, 0/2 sinks.
+ * blocks, GLOBAL/POOL flags, max_norm, pool 1/3/5, lightning/raw/off redundancy, 0/2 sinks;
+ * one case in 20 at realistic sizes (bs 64, 5-9 blocks, qcl 16, D 48/64).
  * Every case runs on a 1-thread and a 2-thread backend, whose outputs must be bit-identical.
  * Selection is checked exactly, including deliberate ties and +-0, on the op's own input. */
 #include "drv/backend.h"
@@ -13,14 +14,14 @@
 #include <string.h>
 
 #define MAXJ 3
-#define MAXB 6
-#define MAXBS 16
+#define MAXB 9
+#define MAXBS 64
 #define MAXPOS (MAXB * MAXBS + 3)
 #define MAXHKV 2
 #define MAXHQ 8
-#define MAXD 20
+#define MAXD 64
 #define LAYERS 2
-#define MAXQCL 4
+#define MAXQCL 16
 #define SLOTS 4
 #define NBLK (MAXJ * MAXB + 4)
 
@@ -93,16 +94,16 @@ static size_t srow(const tcase *c, int b, int pos, int h) {
                (size_t)c->bs + (size_t)(pos % c->bs);
 }
 
-static void gen_case(tcase *c) {
+static void gen_case(tcase *c, int big) {
     memset(c, 0, sizeof *c);
     static const int groups[] = {1, 2, 4}, pools[] = {1, 3, 5};
     c->n_jobs = 1 + rnd(MAXJ);
     c->hkv = 1 + rnd(MAXHKV);
     c->G = groups[rnd(3)];
     c->hq = c->hkv * c->G;
-    c->dim = (int[]){4, 8, 13, 16, 20}[rnd(5)];
-    c->bs = rnd(2) ? 4 : 16;
-    c->qcl = rnd(2) ? 1 : 4;
+    c->dim = big ? 48 + 16 * rnd(2) : (int[]){4, 8, 13, 16, 20}[rnd(5)];
+    c->bs = big ? 64 : rnd(2) ? 4 : 16;
+    c->qcl = big ? 16 : rnd(2) ? 1 : 4;
     c->layer = rnd(LAYERS);
     c->kvt = (zp_dtype)rnd(3);
     c->max_blocks = MAXB;
@@ -110,7 +111,7 @@ static void gen_case(tcase *c) {
     int perm[NBLK];
     c->num_blocks = 0;
     for (int b = 0; b < c->n_jobs; b++) {
-        c->nb[b] = 1 + rnd(MAXB);
+        c->nb[b] = big ? 5 + rnd(5) : 1 + rnd(6);
         if (c->nb[b] > maxnb) maxnb = c->nb[b];
         c->num_blocks += c->nb[b];
     }
@@ -225,7 +226,8 @@ static void ref_score(const tcase *c, double *S, double *C) {
 static int ref_redundancy(const tcase *c, int b, int h, double *S) {
     static double sim[MAXPOS][MAXPOS];
     int kvl = c->kvl[b], D = c->dim, light = c->p.redundancy == 0, ok = 1;
-    double kn[MAXPOS][MAXD], r[MAXPOS];
+    static double kn[MAXPOS][MAXD];
+    double r[MAXPOS];
     for (int m = 0; m < kvl; m++) {
         double nrm = 0;
         for (int k = 0; k < D; k++) {
@@ -286,7 +288,7 @@ static void test_qcache(dev *d1, dev *d2, int rounds) {
     static float q[NT * W], want[sizeof qch / sizeof *qch], got[2][sizeof qch / sizeof *qch];
     int32_t qslot[NT], kv[NT], seq[NT], zero[NT] = {0};
     for (int it = 0; it < rounds; it++) {
-        int qcl = rnd(2) ? 1 : 4, hq = 1 + rnd(MAXHQ), dim = 1 + rnd(MAXD), layer = rnd(LAYERS);
+        int qcl = (int[]){1, 4, 16}[rnd(3)], hq = 1 + rnd(MAXHQ), dim = 1 + rnd(MAXD), layer = rnd(LAYERS);
         be_cparams p = {.layers = LAYERS, .hq = hq, .hkv = 1, .dim = dim, .qcl = qcl};
         int n = 0, ns = 0, w = hq * dim;
         int slots[SLOTS] = {0, 1, 2, 3};
@@ -437,7 +439,7 @@ int main(void) {
     tcase c;
     int cases = 0;
     while (cases < 600 && test_failures <= 20) {
-        gen_case(&c);
+        gen_case(&c, cases % 20 == 19); /* some at realistic sizes: bs 64, 5-9 blocks, qcl 16, D 48/64 */
         run_case(ds, &c, cases++);
     }
     printf("%d cases; redundancy rows checked %d (undecided %d); selection rows with planted ties %d\n",
