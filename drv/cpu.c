@@ -1,4 +1,5 @@
-/* cpu: the reference backend: every op of drv/backend.h in plain C with f32 math.
+/* cpu: the reference backend: every op of drv/backend.h in plain C with f32 math (the
+ * compression ops are in cpu_compress.c; the thread pool's state is in cpu_impl.h).
  *
  * It is the oracle for the CUDA kernels and what CI runs. Work is split over a fixed pool
  * of worker threads created at start-up; each op partitions its outputs into contiguous
@@ -12,6 +13,8 @@
  * Threading: ops are called from one thread (the engine's); workers only run inside ops.
  */
 #include "drv/backend.h"
+#include "drv/cpu_compress.h"
+#include "drv/cpu_impl.h"
 
 #include "arena/err.h"
 
@@ -23,36 +26,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#define CPU_MAX_THREADS 256
-
-
-typedef void (*par_fn)(void *ctx, size_t begin, size_t end, int tid);
-
-typedef struct cpu_impl cpu_impl;
-typedef struct worker_arg {
-    cpu_impl *c;
-    int t;
-} worker_arg;
-
-struct cpu_impl {
-    backend be;
-    uint8_t *mem;
-    size_t size, used;
-    int nthreads, max_k;
-    float *scratch; /* [nthreads][4 * max_k] */
-    pthread_t tid[CPU_MAX_THREADS];
-    pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    uint64_t gen;    /* bumped per parallel job; workers wait for a new value */
-    int pending;     /* workers still running the current job */
-    int stop;
-    par_fn fn;
-    void *ctx;
-    size_t items, grain;
-    worker_arg warg[CPU_MAX_THREADS];
-};
-
 
 static inline void *P(be_ptr p) { return (void *)(uintptr_t)p; }
 
@@ -67,15 +40,15 @@ static void share(size_t items, size_t grain, int t, int nt, size_t *b, size_t *
 }
 
 static void *worker(void *arg) {
-    cpu_impl *c = ((worker_arg *)arg)->c;
-    int t = ((worker_arg *)arg)->t;
+    cpu_impl *c = ((cpu_worker_arg *)arg)->c;
+    int t = ((cpu_worker_arg *)arg)->t;
     uint64_t seen = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (c->gen == seen && !c->stop) pthread_cond_wait(&c->go, &c->mu);
         if (c->stop) break;
         seen = c->gen;
-        par_fn fn = c->fn;
+        cpu_par_fn fn = c->fn;
         void *ctx = c->ctx;
         size_t b, e;
         share(c->items, c->grain, t, c->nthreads, &b, &e);
@@ -89,7 +62,7 @@ static void *worker(void *arg) {
 }
 
 /* Runs fn over [0, items) split across all threads; the caller runs share 0. */
-static void parallel(cpu_impl *c, size_t items, size_t grain, par_fn fn, void *ctx) {
+void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *ctx) {
     if (items == 0) return;
     if (grain == 0) grain = 1;
     if (c->nthreads == 1 || items <= grain) {
@@ -194,7 +167,7 @@ static void embed_rows(void *c, size_t b, size_t e, int tid) {
 static void cpu_embed(backend *be, be_ptr out, be_ptr table, zp_dtype wt, be_ptr ids, int n,
                       int dim) {
     embed_args a = {P(out), P(table), wt, P(ids), dim};
-    parallel(be->impl, (size_t)n, 1, embed_rows, &a);
+    cpu_parallel(be->impl, (size_t)n, 1, embed_rows, &a);
 }
 
 typedef struct {
@@ -228,13 +201,13 @@ static void norm_rows(void *c, size_t b, size_t e, int tid) {
 static void cpu_rmsnorm(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt, int rows,
                         int dim, float eps) {
     norm_args a = {P(out), P(x), NULL, P(w), wt, dim, eps};
-    parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
+    cpu_parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
 }
 
 static void cpu_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w,
                             zp_dtype wt, int rows, int dim, float eps) {
     norm_args a = {P(out), P(x), P(resid), P(w), wt, dim, eps};
-    parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
+    cpu_parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
 }
 
 typedef struct {
@@ -346,7 +319,7 @@ static void cpu_matmul(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt,
     cpu_impl *c = be->impl;
     assert(k <= c->max_k);
     mm_args a = {P(out), P(x), P(w), bias ? P(bias) : NULL, wt, n, k, m, c->scratch, c->max_k};
-    parallel(be->impl, (size_t)m, 4, mm_cols, &a);
+    cpu_parallel(be->impl, (size_t)m, 4, mm_cols, &a);
 }
 
 typedef struct {
@@ -376,7 +349,7 @@ static void rope_rows(void *c, size_t b, size_t e, int tid) {
 static void cpu_rope(backend *be, be_ptr x, be_ptr positions, be_ptr inv_freq, int n, int heads,
                      int dim) {
     rope_args a = {P(x), P(positions), P(inv_freq), heads, dim};
-    parallel(be->impl, (size_t)n, 1, rope_rows, &a);
+    cpu_parallel(be->impl, (size_t)n, 1, rope_rows, &a);
 }
 
 static inline void kv_put(void *cache, zp_dtype t, size_t i, float v) {
@@ -410,7 +383,7 @@ static void store_rows(void *c, size_t b, size_t e, int tid) {
 static void cpu_kv_store(backend *be, be_ptr kc, be_ptr vc, zp_dtype kvt, be_ptr k, be_ptr v,
                          be_ptr slots, int n, int hkv, int dim, int bs) {
     store_args a = {P(kc), P(vc), kvt, P(k), P(v), P(slots), hkv, dim, bs};
-    parallel(be->impl, (size_t)n, 1, store_rows, &a);
+    cpu_parallel(be->impl, (size_t)n, 1, store_rows, &a);
 }
 
 typedef struct {
@@ -515,7 +488,7 @@ static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr v
                           const be_batch *bb, int hq, int hkv, int dim, int bs, float scale) {
     attn_args a = {P(out), P(q), P(kc), P(vc), kvt, P(bb->tok_seq), P(bb->tok_kv_idx),
                    P(bb->block_tables), bb->max_blocks, hq, hkv, dim, bs, scale};
-    parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, attn_items, &a);
+    cpu_parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, attn_items, &a);
 }
 
 typedef struct {
@@ -533,7 +506,7 @@ static void silu_range(void *c, size_t b, size_t e, int tid) {
 
 static void cpu_silu_mul(backend *be, be_ptr out, be_ptr gate, be_ptr up, size_t n) {
     silu_args a = {P(out), P(gate), P(up)};
-    parallel(be->impl, n, 4096, silu_range, &a);
+    cpu_parallel(be->impl, n, 4096, silu_range, &a);
 }
 
 static void cpu_gather_rows(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim) {
@@ -572,10 +545,12 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
         .sync = cpu_sync, .destroy = cpu_destroy, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
         .add_rmsnorm = cpu_add_rmsnorm, .matmul = cpu_matmul, .rope = cpu_rope,
         .kv_store = cpu_kv_store, .attention = cpu_attention, .silu_mul = cpu_silu_mul,
-        .gather_rows = cpu_gather_rows,
+        .gather_rows = cpu_gather_rows, .qcache_store = cpu_qcache_store,
+        .cmp_score = cpu_cmp_score, .cmp_redundancy = cpu_cmp_redundancy,
+        .cmp_select = cpu_cmp_select, .cmp_compact = cpu_cmp_compact,
     };
     for (int t = 1; t < threads; t++) {
-        c->warg[t] = (worker_arg){c, t};
+        c->warg[t] = (cpu_worker_arg){c, t};
         int rc = pthread_create(&c->tid[t], NULL, worker, &c->warg[t]);
         if (rc) {
             c->nthreads = t;

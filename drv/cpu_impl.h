@@ -1,0 +1,49 @@
+/* cpu_impl: internals shared by the CPU backend's translation units (cpu.c: memory and the
+ * forward ops; cpu_compress.c: the compression ops). Not a public interface.
+ *
+ * cpu_parallel splits [0, items) into one contiguous range per thread (multiples of grain);
+ * the calling thread runs range 0 and waits for the others. An op stays independent of the
+ * thread count as long as every output element is written by the item that owns it, in a
+ * fixed order. Ops are called from one thread only; workers run only inside cpu_parallel.
+ */
+#ifndef ZP_CPU_IMPL_H
+#define ZP_CPU_IMPL_H
+
+#include "drv/backend.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CPU_MAX_THREADS 256
+
+typedef void (*cpu_par_fn)(void *ctx, size_t begin, size_t end, int tid);
+
+typedef struct cpu_impl cpu_impl;
+typedef struct cpu_worker_arg {
+    cpu_impl *c;
+    int t;
+} cpu_worker_arg;
+
+struct cpu_impl {
+    backend be;
+    uint8_t *mem;
+    size_t size, used;
+    int nthreads, max_k;
+    float *scratch; /* [nthreads][4 * max_k] */
+    pthread_t tid[CPU_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    uint64_t gen;    /* bumped per parallel job; workers wait for a new value */
+    int pending;     /* workers still running the current job */
+    int stop;
+    cpu_par_fn fn;
+    void *ctx;
+    size_t items, grain;
+    cpu_worker_arg warg[CPU_MAX_THREADS];
+};
+
+/* Runs fn over [0, items) split across all threads of c; returns when all are done. */
+void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *ctx);
+
+#endif
