@@ -13,6 +13,7 @@
 #include "engine/json.h"
 #include "engine/unicode_classes.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -81,7 +82,7 @@ struct tokenizer {
     heap_ent *heap;
     uint8_t *win;
     int32_t *nfc_buf;
-    uint8_t *inert_bmp; /* bit per BMP code point: nfc_inert_slow() */
+    uint8_t *inert_bmp, *second_bits; /* NFC tables (see nfc_build) */
     cache_ent *cache;
     uint8_t *cache_bytes;
     int32_t *cache_ids;
@@ -237,6 +238,62 @@ static inline const merge_ent *merge_find(const tokenizer *t, int32_t a, int32_t
         if (m->key == key) return m;
         if (m->key == ~0ull) return NULL;
     }
+}
+
+/* ---------------------------------------------------------------- NFC tables */
+
+/* A character is NFC-inert when NFC leaves it alone whatever surrounds it: it has canonical
+ * combining class 0, is its own NFC (no decomposition, or one that recomposes, like U+00E9),
+ * and is never the second of a composition (combining marks such as U+0301 or U+0B3E, Hangul
+ * medial vowels and finals). Text made only of inert characters is already NFC, and a cut
+ * before one changes the NFC of neither side. Tables are built at load: a bit per composition
+ * second below NFC_SECOND_LIMIT, and a bit per inert BMP character. */
+#define NFC_SECOND_LIMIT 0x20000u
+
+static inline bool bit_get(const uint8_t *b, uint32_t c) { return (b[c >> 3] >> (c & 7)) & 1; }
+static inline void bit_set(uint8_t *b, uint32_t c) { b[c >> 3] |= (uint8_t)(1u << (c & 7)); }
+
+/* Full canonical decomposition of c into buf[8]; 0 when it has none. */
+static int canon_decomp(uint32_t c, utf8proc_int32_t *buf) {
+    const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
+    if (p->decomp_seqindex == UINT16_MAX || p->decomp_type != 0) return 0;
+    int last = 0;
+    utf8proc_ssize_t k = utf8proc_decompose_char((utf8proc_int32_t)c, buf, 8, UTF8PROC_DECOMPOSE, &last);
+    return k > 0 && k <= 8 ? (int)k : 0;
+}
+
+static bool recomposes(const utf8proc_int32_t *d, int k, uint32_t c) {
+    utf8proc_int32_t b[8];
+    memcpy(b, d, sizeof *d * (size_t)k);
+    return utf8proc_normalize_utf32(b, k, UTF8PROC_COMPOSE | UTF8PROC_STABLE) == 1 && b[0] == (utf8proc_int32_t)c;
+}
+
+static bool nfc_inert_slow(const tokenizer *t, uint32_t c) {
+    if ((c >= 0xD800 && c <= 0xDFFF) || (c < NFC_SECOND_LIMIT && bit_get(t->second_bits, c))) return false;
+    if (utf8proc_get_property((utf8proc_int32_t)c)->combining_class) return false;
+    utf8proc_int32_t buf[8];
+    int k = canon_decomp(c, buf);
+    return k == 0 || recomposes(buf, k, c);
+}
+
+static int nfc_build(tokenizer *t, arena *a) {
+    t->second_bits = arena_alloc(a, NFC_SECOND_LIMIT / 8, 8, "nfc tables");
+    t->inert_bmp = arena_alloc(a, 0x10000 / 8, 8, "nfc tables");
+    if (!t->second_bits || !t->inert_bmp) return ZP_ENOMEM;
+    for (uint32_t c = 0x1161; c <= 0x1175; c++) bit_set(t->second_bits, c); /* Hangul V */
+    for (uint32_t c = 0x11A8; c <= 0x11C2; c++) bit_set(t->second_bits, c); /* Hangul T */
+    utf8proc_int32_t buf[8];
+    for (uint32_t c = 0xC0; c < 0x30000; c++) { /* every later part of a composite */
+        int k = canon_decomp(c, buf);
+        if (k < 2 || !recomposes(buf, k, c)) continue;
+        for (int i = 1; i < k; i++) {
+            assert((uint32_t)buf[i] < NFC_SECOND_LIMIT);
+            bit_set(t->second_bits, (uint32_t)buf[i]);
+        }
+    }
+    for (uint32_t c = 0; c < 0x10000; c++)
+        if (nfc_inert_slow(t, c)) bit_set(t->inert_bmp, c);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -621,8 +678,6 @@ static int load_config(loader *l, const char *path) {
     return 0;
 }
 
-static bool nfc_inert_slow(uint32_t c);
-
 static int alloc_scratch(tokenizer *t, arena *a) {
     t->sym_id = arena_alloc(a, 4 * TOK_MAX_PIECE, 4, "bpe symbols");
     t->sym_prev = arena_alloc(a, 4 * TOK_MAX_PIECE, 4, "bpe symbols");
@@ -633,13 +688,10 @@ static int alloc_scratch(tokenizer *t, arena *a) {
     t->cache = arena_alloc(a, sizeof(cache_ent) * CACHE_SLOTS, 8, "piece cache");
     t->cache_bytes = arena_alloc(a, CACHE_BYTES, 1, "piece cache");
     t->cache_ids = arena_alloc(a, 4 * CACHE_IDS, 4, "piece cache");
-    t->inert_bmp = arena_alloc(a, 0x10000 / 8, 8, "nfc table");
     if (!t->sym_id || !t->sym_prev || !t->sym_next || !t->heap || !t->win || !t->nfc_buf ||
-        !t->cache || !t->cache_bytes || !t->cache_ids || !t->inert_bmp)
+        !t->cache || !t->cache_bytes || !t->cache_ids)
         return ZP_ENOMEM;
-    for (uint32_t c = 0; t->nfc && c < 0x10000; c++)
-        if (c < 0xD800 || c > 0xDFFF) t->inert_bmp[c >> 3] |= (uint8_t)(nfc_inert_slow(c) << (c & 7));
-    return 0;
+    return t->nfc ? nfc_build(t, a) : 0;
 }
 
 static int load_all(loader *l, const char *dir) {
@@ -924,30 +976,10 @@ static int pretok(tokenizer *t, const uint8_t *s, size_t n, bool final, sink *o,
     return 0;
 }
 
-/* A character NFC leaves alone whatever surrounds it: a starter that is its own NFC (no
- * decomposition, or one that recomposes, like U+00E9) and never composes with what precedes
- * it (composition seconds are all combining marks, plus the Hangul medial vowels and
- * finals). Text made only of such characters is already NFC, and a cut before one does not
- * change the NFC of either side. */
-static bool nfc_inert_slow(uint32_t c) {
-    if (c >= 0x1160 && c <= 0x11FF) return false;
-    const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
-    if (p->combining_class || p->category == UTF8PROC_CATEGORY_MN || p->category == UTF8PROC_CATEGORY_MC ||
-        p->category == UTF8PROC_CATEGORY_ME)
-        return false;
-    if (p->decomp_seqindex == UINT16_MAX || p->decomp_type != 0) return true;
-    utf8proc_int32_t buf[8];
-    int last = 0;
-    utf8proc_ssize_t k = utf8proc_decompose_char((utf8proc_int32_t)c, buf, 8, UTF8PROC_COMPOSE, &last);
-    if (k < 1 || k > 8) return false;
-    k = utf8proc_normalize_utf32(buf, k, UTF8PROC_COMPOSE | UTF8PROC_STABLE);
-    return k == 1 && buf[0] == (utf8proc_int32_t)c;
-}
-
 static inline bool nfc_inert(const tokenizer *t, uint32_t c) {
     if (c < 0x300) return true;
-    if (c < 0x10000) return (t->inert_bmp[c >> 3] >> (c & 7)) & 1;
-    return nfc_inert_slow(c);
+    if (c < 0x10000) return bit_get(t->inert_bmp, c);
+    return nfc_inert_slow(t, c);
 }
 
 static bool nfc_quick(const tokenizer *t, const uint8_t *s, size_t n) {

@@ -229,7 +229,10 @@ static void test_fuzz(void) {
                                     /* NFC changes these alone: singletons, exclusions, CJK compat */
                                     0x212B, 0x2126, 0x958, 0xF900, 0x2F800, 0x1E9B, 0x344, 0xF73,
                                     /* precomposed, and pieces that compose */
-                                    0x304C, 0x304B, 0x3099, 0xAC00, 0x11A8, 0x1161, 0x1100, 0x323};
+                                    0x304C, 0x304B, 0x3099, 0xAC00, 0x11A8, 0x1161, 0x1100, 0x323,
+                                    /* marks of class 0 that compose (U+0B47 U+0B3E) or never do */
+                                    0xB47, 0xB3E, 0xBC6, 0xBBE, 0xDD9, 0xDCF, 0x1025, 0x102E, 0xCBF,
+                                    0xCD5, 0x1B05, 0x1B35, 0xFE0F, 0x20E3, 0x11131, 0x11127};
     char buf[1024], out[8192];
     int32_t ids[1024];
     size_t n, len;
