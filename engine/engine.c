@@ -90,6 +90,8 @@ struct engine {
     int32_t M, qcl;           /* default budget (blocks) and query cache length */
     int32_t *qslots, nqslots; /* free query-cache slots */
     int32_t *cjob_req;        /* requests of the compression batch being built */
+    uint32_t *blk_batch;      /* per block: the compression batch that reads it as shared */
+    uint32_t cbatch;          /* id of the batch being built */
     engine_stats st;
 };
 
@@ -232,7 +234,8 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
         model_set_cparams(&e->m, &cp);
         e->qslots = arena_alloc(a, sizeof(int32_t) * (size_t)d.qcache_slots, 8, "query slots");
         e->cjob_req = arena_alloc(a, sizeof(int32_t) * (size_t)d.cmp_jobs, 8, "compression jobs");
-        if (!e->qslots || !e->cjob_req) return ZP_ENOMEM;
+        e->blk_batch = arena_alloc(a, sizeof(uint32_t) * (size_t)d.num_blocks, 8, "compression jobs");
+        if (!e->qslots || !e->cjob_req || !e->blk_batch) return ZP_ENOMEM;
         for (int32_t i = 0; i < d.qcache_slots; i++) e->qslots[e->nqslots++] = d.qcache_slots - 1 - i;
     }
     if ((rc = kv_init(&e->kv, a, d.num_blocks, e->bs, cf->enable_prefix_caching))) return rc;
@@ -562,24 +565,44 @@ static void fail_compressed(engine *e, int32_t n) {
     for (int32_t k = 0; k < n; k++) finish(e, e->cjob_req[k], ENGINE_FINISH_ERROR, ZP_EBACKEND, msg);
 }
 
+/* True when r reads a shared (prefix-cached) block that a job of the batch being built
+ * reads too. Scoring writes the carried score C := S into the source blocks, so two jobs on
+ * one block in one batch would race on it; such jobs go to separate batches (C of a shared
+ * block is per-job scratch: K and V of shared blocks are never written). */
+static bool shares_with_batch(engine *e, const req *r) {
+    for (int32_t b = 0; b < r->n_blocks; b++)
+        if (e->kv.ref[r->blocks[b]] > 1 && e->blk_batch[r->blocks[b]] == e->cbatch) return true;
+    return false;
+}
+
+static void mark_shared(engine *e, const req *r) {
+    for (int32_t b = 0; b < r->n_blocks; b++)
+        if (e->kv.ref[r->blocks[b]] > 1) e->blk_batch[r->blocks[b]] = e->cbatch;
+}
+
+static void flush_compressions(engine *e, int32_t *n) {
+    if (*n > 0 && run_compressions(e, *n)) fail_compressed(e, *n);
+    *n = 0;
+    e->cbatch++;
+}
+
 /* Compresses every running request that has reached its compression point and has a
  * token left to compute, in batches of the planned size. */
 static void compress_due(engine *e) {
     int32_t n = 0;
+    e->cbatch++;
     for (int32_t i = e->running.head; i >= 0;) {
         req *r = &e->reqs[i];
         int32_t next = r->next;
         if (r->cmp && r->kv_len == compress_point(e, r) && r->n_computed < r->n_tok) {
             assert(r->qslot >= 0);
+            if (n == e->m.dims.cmp_jobs || shares_with_batch(e, r)) flush_compressions(e, &n);
+            mark_shared(e, r);
             if (stage_compression(e, i, n, &next)) n++;
-            if (n == e->m.dims.cmp_jobs) {
-                if (run_compressions(e, n)) fail_compressed(e, n);
-                n = 0;
-            }
         }
         i = next;
     }
-    if (n > 0 && run_compressions(e, n)) fail_compressed(e, n);
+    flush_compressions(e, &n);
 }
 
 static void schedule(engine *e) {
