@@ -11,12 +11,14 @@ int cmd_mkmodel(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 static const struct {
     const char *name;
     int (*fn)(int, char **);
     const char *help;
 } cmds[] = {
+    {"bench", cmd_bench, "bench accuracy: answers of a reasoning set at full KV and compressed budgets"},
     {"config", cmd_config, "print the configuration (defaults, or after -c/--set) as zipage.conf"},
     {"generate", cmd_generate, "run requests through the engine in this process and print the results"},
     {"logits", cmd_logits, "write the logits of every prompt position as raw f32 (parity checks)"},

@@ -1,0 +1,353 @@
+/* zipage bench accuracy: runs a reasoning data set (JSONL lines with "prompt" and "answer")
+ * through the engine, batched, and checks the answers, at full KV and at compressed
+ * budgets. Each prompt is rendered as one user message with the model's chat template;
+ * decoding is greedy; the answer is the text after the last "answer " up to the end of
+ * that line (tools/task/gen_task.py's rule), compared exactly.
+ *
+ * --budgets LIST: comma-separated: "full" (compression off), "P%" (a budget of P percent of
+ * the full-KV run's mean completion length, rounded to whole blocks, at least 1), or "Nb"
+ * (N blocks). Percentages need "full" first in the list. Every budget runs in a fresh
+ * engine (its own arena, frozen after start-up) on the same problems.
+ * Output: a table on stdout; --md FILE writes it as markdown, --plot FILE.png draws accuracy
+ * against the KV budget with gnuplot; --min-accuracy X exits 1 when any budget scores
+ * below X (CI's regression check).
+ */
+#include "arena/err.h"
+#include "engine/chat.h"
+#include "engine/engine.h"
+#include "engine/json.h"
+#include "engine/tokenizer.h"
+#include "tools/cli.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BENCH_MAX_BUDGETS 16
+
+typedef struct prob {
+    int32_t *ids;
+    int32_t n_ids;
+    char answer[64];
+    int32_t *out;
+    int32_t n_out;
+    bool done, correct;
+    engine_usage usage;
+} prob;
+
+typedef struct bench_run {
+    char label[32];
+    int64_t blocks;    /* 0 = full KV */
+    int32_t n_correct, n_done;
+    double mean_len, tok_s, peak_mean, peak_max, compressions, wall;
+} bench_run;
+
+typedef struct bench_ctx {
+    prob *p;
+    int32_t n;
+    int32_t max_tokens;
+    int32_t done;
+} bench_ctx;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void on_event(void *user, const engine_event *ev) {
+    bench_ctx *c = user;
+    prob *p = &c->p[ev->user_tag];
+    if (ev->finish == ENGINE_RUNNING) {
+        if (p->n_out < c->max_tokens) p->out[p->n_out++] = ev->token;
+        return;
+    }
+    p->done = true;
+    p->usage = ev->usage;
+    c->done++;
+}
+
+/* The answer rule: text after the last "answer " up to the end of that line, trimmed. */
+static bool answer_matches(const char *text, const char *want) {
+    const char *last = NULL;
+    for (const char *s = text; (s = strstr(s, "answer ")); s++) last = s;
+    if (!last) return false;
+    last += 7;
+    size_t n = strcspn(last, "\n");
+    while (n && isspace((unsigned char)last[n - 1])) n--;
+    while (n && isspace((unsigned char)*last)) last++, n--;
+    return n == strlen(want) && !memcmp(last, want, n);
+}
+
+/* Reads up to max problems into the arena, rendering and encoding each prompt. */
+static int load_problems(arena *a, tokenizer *tk, const char *path, int32_t max, int32_t max_len,
+                         prob **out, int32_t *n) {
+    char *text;
+    size_t len;
+    int rc = arena_read_file(a, path, &text, &len);
+    if (rc) return rc;
+    int32_t lines = 1;
+    for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    if (lines > max) lines = max;
+    prob *p = arena_alloc(a, sizeof *p * (size_t)lines, 64, "problems");
+    if (!p) return ZP_ENOMEM;
+    int32_t count = 0, lineno = 0;
+    size_t cap = 1 << 20;
+    char *render = arena_alloc(a, cap, 8, "render"), *msgs = arena_alloc(a, 2 * cap + 64, 8, "render");
+    int32_t *ids = arena_alloc(a, sizeof(int32_t) * (size_t)max_len, 4, "ids");
+    if (!render || !msgs || !ids) return ZP_ENOMEM;
+    for (char *line = text; line && *line && count < lines;) {
+        char *nl = strchr(line, '\n');
+        size_t ll = nl ? (size_t)(nl - line) : strlen(line);
+        lineno++;
+        char where[600];
+        snprintf(where, sizeof where, "%s:%d", path, lineno);
+        if (ll > 0) {
+            size_t mark = arena_temp_mark(a);
+            json_doc d;
+            if ((rc = json_parse(&d, a, line, ll, where))) return rc;
+            int pt = json_get(&d, 0, "prompt"), at = json_get(&d, 0, "answer");
+            if (!json_is_str(&d, pt) || !json_is_str(&d, at))
+                return err_set(ZP_EINVAL, "%s: needs string fields \"prompt\" and \"answer\"", where);
+            size_t pl;
+            if ((rc = json_str(&d, at, p[count].answer, sizeof p[count].answer, NULL)) ||
+                (rc = json_str(&d, pt, render, cap, &pl)))
+                return err_prefix(rc, "%s", where);
+            /* one user message, escaped back into a JSON array for the chat renderer */
+            static const char head[] = "[{\"role\":\"user\",\"content\":";
+            size_t hl = sizeof head - 1;
+            long m = json_escape(render, pl, msgs + hl, 2 * cap);
+            if (m < 0) return err_set(ZP_ELIMIT, "%s: prompt too long", where);
+            memcpy(msgs, head, hl);
+            memcpy(msgs + hl + (size_t)m, "}]", 3);
+            json_doc md;
+            size_t rl, nid;
+            if ((rc = json_parse(&md, a, msgs, hl + (size_t)m + 2, where)) ||
+                (rc = chat_render(tk, &md, 0, true, true, render, cap, &rl)) ||
+                (rc = tok_encode(tk, render, rl, false, ids, (size_t)max_len, &nid)))
+                return err_prefix(rc, "%s", where);
+            p[count].ids = arena_alloc(a, sizeof(int32_t) * nid, 4, "prompt ids");
+            if (!p[count].ids) return ZP_ENOMEM;
+            memcpy(p[count].ids, ids, sizeof(int32_t) * nid);
+            p[count].n_ids = (int32_t)nid;
+            arena_temp_reset(a, mark);
+            count++;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    if (count == 0) return err_set(ZP_EINVAL, "%s: no problems", path);
+    *out = p;
+    *n = count;
+    return 0;
+}
+
+/* Runs every problem through a fresh engine configured for one budget. */
+static int run_budget(const conf *base, tokenizer *tk, bench_ctx *c, bench_run *run, char *text,
+                      size_t text_cap) {
+    conf cf = *base;
+    cf.compress = run->blocks > 0;
+    if (run->blocks > 0) {
+        cf.max_cache_blocks_per_seq = run->blocks;
+        if (cf.max_kv_budget_blocks < run->blocks) cf.max_kv_budget_blocks = run->blocks;
+    }
+    arena a;
+    int rc = arena_init(&a, "host", (size_t)cf.host_arena_mb << 20);
+    if (rc) return rc;
+    engine *e = NULL;
+    int32_t eos = tok_eos_id(tk);
+    if ((rc = engine_open(&e, &a, &cf, tok_vocab_size(tk), &eos, eos >= 0, on_event, c))) goto out;
+    arena_freeze(&a);
+    c->done = 0;
+    for (int32_t i = 0; i < c->n; i++) {
+        prob *p = &c->p[i];
+        p->n_out = 0;
+        p->done = p->correct = false;
+        engine_request rq = {.user_tag = (uint64_t)i, .prompt_ids = p->ids, .n_prompt = p->n_ids,
+                             .compress = -1};
+        sampler_defaults(&rq.sp);
+        rq.sp.max_tokens = c->max_tokens;
+        uint64_t id;
+        if ((rc = engine_submit(e, &rq, &id))) goto out;
+    }
+    double t0 = now_s();
+    while (c->done < c->n) {
+        int left = engine_step(e);
+        if (left < 0) { rc = left; goto out; }
+    }
+    run->wall = now_s() - t0;
+    int64_t toks = 0;
+    run->n_correct = 0;
+    run->peak_mean = run->peak_max = run->compressions = 0;
+    for (int32_t i = 0; i < c->n; i++) {
+        prob *p = &c->p[i];
+        size_t n;
+        if (!tok_decode(tk, p->out, (size_t)p->n_out, true, text, text_cap, &n))
+            p->correct = answer_matches(text, p->answer);
+        run->n_correct += p->correct;
+        toks += p->n_out;
+        run->peak_mean += p->usage.kv_blocks_peak;
+        if (p->usage.kv_blocks_peak > run->peak_max) run->peak_max = p->usage.kv_blocks_peak;
+        run->compressions += p->usage.compressions;
+    }
+    run->n_done = c->n;
+    run->mean_len = (double)toks / c->n;
+    run->peak_mean /= c->n;
+    run->compressions /= c->n;
+    run->tok_s = run->wall > 0 ? (double)toks / run->wall : 0;
+out:
+    engine_close(e);
+    arena_release(&a);
+    return rc;
+}
+
+static void print_table(FILE *f, const bench_run *runs, int nr, int32_t bs, bool md) {
+    const char *sep = md ? " | " : "  ";
+    if (md)
+        fprintf(f, "| budget | KV tokens per request | accuracy | mean completion tokens | "
+                   "tokens/s | KV peak blocks (mean / max) | compressions per request |\n"
+                   "|---|---|---|---|---|---|---|\n");
+    else
+        fprintf(f, "%-10s%s%10s%s%14s%s%10s%s%9s%s%16s%s%12s\n", "budget", sep, "KV tokens", sep,
+                "accuracy", sep, "mean len", sep, "tok/s", sep, "peak mean/max", sep, "compress/req");
+    for (int i = 0; i < nr; i++) {
+        const bench_run *r = &runs[i];
+        char kv[32], acc[48];
+        if (r->blocks) snprintf(kv, sizeof kv, "%lld", (long long)(r->blocks * bs));
+        else snprintf(kv, sizeof kv, "all");
+        snprintf(acc, sizeof acc, "%d/%d = %.1f%%", r->n_correct, r->n_done, 100.0 * r->n_correct / r->n_done);
+        if (md)
+            fprintf(f, "| %s | %s | %s | %.0f | %.0f | %.1f / %.0f | %.1f |\n", r->label, kv, acc,
+                    r->mean_len, r->tok_s, r->peak_mean, r->peak_max, r->compressions);
+        else
+            fprintf(f, "%-10s%s%10s%s%14s%s%10.0f%s%9.0f%s%10.1f / %3.0f%s%12.1f\n", r->label, sep, kv,
+                    sep, acc, sep, r->mean_len, sep, r->tok_s, sep, r->peak_mean, r->peak_max, sep,
+                    r->compressions);
+    }
+}
+
+/* Accuracy against KV tokens per request, one point per compressed budget and a line for
+ * full KV, drawn by gnuplot into a PNG. */
+static int plot(const char *png, const bench_run *runs, int nr, int32_t bs) {
+    char dat[] = "/tmp/zipage-bench-XXXXXX";
+    int fd = mkstemp(dat);
+    if (fd < 0) return err_set(ZP_EIO, "plot: cannot create a temporary file");
+    FILE *f = fdopen(fd, "w");
+    double full = -1;
+    for (int i = 0; i < nr; i++) {
+        double acc = 100.0 * runs[i].n_correct / runs[i].n_done;
+        if (runs[i].blocks) fprintf(f, "%lld %.2f\n", (long long)(runs[i].blocks * bs), acc);
+        else full = acc;
+    }
+    fclose(f);
+    char full_line[96] = "";
+    if (full >= 0) snprintf(full_line, sizeof full_line, ", %.2f with lines dt 2 lw 2 title 'full KV'", full);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "gnuplot -e \"set terminal pngcairo size 800,500; set output '%s'; "
+             "set title 'zipage-reasoner: accuracy vs KV budget (greedy)'; "
+             "set xlabel 'KV cache tokens per request'; set ylabel 'accuracy (%%)'; "
+             "set yrange [0:105]; set grid; set key bottom right; "
+             "plot '%s' using 1:2 with linespoints lw 2 pt 7 title 'compressed'%s\" 2>&1",
+             png, dat, full_line);
+    int rc = system(cmd);
+    remove(dat);
+    if (rc) return err_set(ZP_EIO, "plot: gnuplot failed (is gnuplot installed?)");
+    return 0;
+}
+
+static int bench_accuracy(int argc, char **argv) {
+    conf cf;
+    int rc = cli_conf(&cf, &argc, argv);
+    if (rc) return rc;
+    const char *data = NULL, *budgets = "full", *md = NULL, *png = NULL;
+    int64_t n = 50, max_tokens = 0;
+    double min_acc = -1;
+    cli c;
+    cli_init(&c, "bench accuracy", argc, argv);
+    for (const char *o; (o = cli_next(&c)) && !rc;) {
+        if (!strcmp(o, "--data")) rc = cli_str(&c, &data);
+        else if (!strcmp(o, "--n")) rc = cli_int(&c, &n, 1, 1000000);
+        else if (!strcmp(o, "--budgets")) rc = cli_str(&c, &budgets);
+        else if (!strcmp(o, "--max-tokens")) rc = cli_int(&c, &max_tokens, 1, 1 << 24);
+        else if (!strcmp(o, "--md")) rc = cli_str(&c, &md);
+        else if (!strcmp(o, "--plot")) rc = cli_str(&c, &png);
+        else if (!strcmp(o, "--min-accuracy")) rc = cli_float(&c, &min_acc, 0, 1);
+        else rc = cli_unknown(&c, o);
+    }
+    if (rc) return rc;
+    if (!data) return err_set(ZP_EINVAL, "--data FILE.jsonl is required");
+
+    bench_run runs[BENCH_MAX_BUDGETS];
+    int nr = 0;
+    for (const char *s = budgets; *s;) {
+        size_t l = strcspn(s, ",");
+        if (nr == BENCH_MAX_BUDGETS) return err_set(ZP_ELIMIT, "--budgets: at most %d", BENCH_MAX_BUDGETS);
+        bench_run *r = &runs[nr++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->label, sizeof r->label, "%.*s", (int)l, s);
+        char *end;
+        if (!strcmp(r->label, "full")) r->blocks = 0;
+        else if ((r->blocks = strtoll(r->label, &end, 10)) <= 0 || (strcmp(end, "b") && strcmp(end, "%")))
+            return err_set(ZP_EINVAL, "--budgets: '%s' is not full, P%% or Nb", r->label);
+        else if (!strcmp(end, "%") && (nr == 1 || runs[0].blocks != 0))
+            return err_set(ZP_EINVAL, "--budgets: percentages need 'full' first");
+        s += l + (s[l] == ',');
+    }
+
+    arena a;
+    if ((rc = arena_init(&a, "bench", (size_t)1 << 30))) return rc;
+    tokenizer *tk;
+    bench_ctx ctx = {0};
+    int32_t max_len = cf.max_model_len ? (int32_t)cf.max_model_len : 1 << 16;
+    if ((rc = tok_load(&tk, &a, cf.model)) ||
+        (rc = load_problems(&a, tk, data, (int32_t)n, max_len, &ctx.p, &ctx.n)))
+        goto out;
+    ctx.max_tokens = max_tokens ? (int32_t)max_tokens : 4096;
+    size_t text_cap = (size_t)ctx.max_tokens * tok_stream_cap(tk) + 16;
+    char *text = arena_alloc(&a, text_cap, 8, "text");
+    if (!text) { rc = ZP_ENOMEM; goto out; }
+    for (int32_t i = 0; i < ctx.n; i++) {
+        ctx.p[i].out = arena_alloc(&a, sizeof(int32_t) * (size_t)ctx.max_tokens, 4, "outputs");
+        if (!ctx.p[i].out) { rc = ZP_ENOMEM; goto out; }
+    }
+    fprintf(stderr, "bench accuracy: %d problems from %s, budgets %s, block_size %lld\n", ctx.n,
+            data, budgets, (long long)cf.block_size);
+    for (int i = 0; i < nr; i++) {
+        bench_run *r = &runs[i];
+        if (strchr(r->label, '%')) {
+            double want = r->blocks / 100.0 * runs[0].mean_len / (double)cf.block_size;
+            r->blocks = (int64_t)(want + 0.5) < 1 ? 1 : (int64_t)(want + 0.5);
+        }
+        if ((rc = run_budget(&cf, tk, &ctx, r, text, text_cap))) goto out;
+        fprintf(stderr, "  %-8s %d/%d correct, %.0f tokens/s, %.1f s\n", r->label, r->n_correct,
+                r->n_done, r->tok_s, r->wall);
+    }
+    print_table(stdout, runs, nr, (int32_t)cf.block_size, false);
+    if (md) {
+        FILE *f = fopen(md, "w");
+        if (!f) { rc = err_set(ZP_EIO, "%s: cannot write", md); goto out; }
+        print_table(f, runs, nr, (int32_t)cf.block_size, true);
+        fclose(f);
+    }
+    if (png && (rc = plot(png, runs, nr, (int32_t)cf.block_size))) goto out;
+    for (int i = 0; i < nr && min_acc >= 0; i++)
+        if ((double)runs[i].n_correct / runs[i].n_done < min_acc) {
+            fprintf(stderr, "bench accuracy: budget %s scored %.3f, below --min-accuracy %.3f\n",
+                    runs[i].label, (double)runs[i].n_correct / runs[i].n_done, min_acc);
+            rc = 1;
+        }
+out:
+    arena_release(&a);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "accuracy"))
+        return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
+                                                    "--data FILE.jsonl [--n N] [--budgets LIST]"));
+    int rc = bench_accuracy(argc - 1, argv + 1);
+    if (rc == 1) return 1;
+    return rc ? cli_fail("bench", rc) : 0;
+}
