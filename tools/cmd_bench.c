@@ -40,6 +40,7 @@ typedef struct prob {
 typedef struct bench_run {
     char label[32];
     int64_t blocks;    /* 0 = full KV */
+    double percent;    /* > 0: budget relative to the full-KV mean completion length */
     int32_t n_correct, n_done;
     double mean_len, tok_s, peak_mean, peak_max, compressions, wall;
 } bench_run;
@@ -288,10 +289,12 @@ static int bench_accuracy(int argc, char **argv) {
         memset(r, 0, sizeof *r);
         snprintf(r->label, sizeof r->label, "%.*s", (int)l, s);
         char *end;
+        double v = strtod(r->label, &end);
         if (!strcmp(r->label, "full")) r->blocks = 0;
-        else if ((r->blocks = strtoll(r->label, &end, 10)) <= 0 || (strcmp(end, "b") && strcmp(end, "%")))
-            return err_set(ZP_EINVAL, "--budgets: '%s' is not full, P%% or Nb", r->label);
-        else if (!strcmp(end, "%") && (nr == 1 || runs[0].blocks != 0))
+        else if (!strcmp(end, "b") && v >= 1 && v == (int64_t)v) r->blocks = (int64_t)v;
+        else if (!strcmp(end, "%") && v > 0 && v <= 1000) r->percent = v;
+        else return err_set(ZP_EINVAL, "--budgets: '%s' is not full, P%% or Nb", r->label);
+        if (r->percent > 0 && (nr == 1 || runs[0].blocks != 0 || runs[0].percent > 0))
             return err_set(ZP_EINVAL, "--budgets: percentages need 'full' first");
         s += l + (s[l] == ',');
     }
@@ -316,8 +319,8 @@ static int bench_accuracy(int argc, char **argv) {
             data, budgets, (long long)cf.block_size);
     for (int i = 0; i < nr; i++) {
         bench_run *r = &runs[i];
-        if (strchr(r->label, '%')) {
-            double want = r->blocks / 100.0 * runs[0].mean_len / (double)cf.block_size;
+        if (r->percent > 0) {
+            double want = r->percent / 100.0 * runs[0].mean_len / (double)cf.block_size;
             r->blocks = (int64_t)(want + 0.5) < 1 ? 1 : (int64_t)(want + 0.5);
         }
         if ((rc = run_budget(&cf, tk, &ctx, r, text, text_cap))) goto out;
