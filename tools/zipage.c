@@ -7,6 +7,7 @@
 #include <string.h>
 
 int cmd_config(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -14,6 +15,7 @@ static const struct {
     const char *help;
 } cmds[] = {
     {"config", cmd_config, "print the configuration (defaults, or after -c/--set) as zipage.conf"},
+    {"serve", cmd_serve, "serve requests over shared memory (--echo: no model, IPC only)"},
 };
 
 static int usage(FILE *f) {
