@@ -92,6 +92,8 @@ int cmd_serve(int argc, char **argv) {
                ipc_server_name(srv));
         fflush(stdout);
         rc = ipc_server_run(srv);
+        signal(SIGTERM, SIG_IGN); /* the handlers must not reach the server once it is gone */
+        signal(SIGINT, SIG_IGN);
     }
     ipc_server_destroy(srv);
     arena_release(&a);

@@ -1,0 +1,147 @@
+/* IPC basics against the echo engine: text, ids and chat prompts, streaming and collected
+ * output, max_tokens capping, logprobs, cancel, parameter errors as FINAL records, client-side
+ * errors, stats, and a SIGTERM drain that refuses new work and exits cleanly. */
+#include "tests/test_ipc_util.h"
+
+static int wait_final(zipage_client *c, uint64_t id, zipage_event *fin, char *text, size_t cap,
+                      size_t *len, int *ntok) {
+    *len = 0;
+    *ntok = 0;
+    for (;;) {
+        zipage_event ev[8];
+        int n = zipage_wait(c, ev, 8, 5000);
+        if (n < 0) return n;
+        for (int i = 0; i < n; i++) {
+            if (ev[i].req_id != id) continue;
+            if (ev[i].type == ZIPAGE_EV_FINAL) {
+                *fin = ev[i];
+                return 0;
+            }
+            if (!(ev[i].flags & ZIPAGE_EVF_CONT)) (*ntok)++;
+            if (*len + ev[i].text_len <= cap) memcpy(text + *len, ev[i].text, ev[i].text_len);
+            *len += ev[i].text_len;
+        }
+    }
+}
+
+int main(void) {
+    char name[64];
+    ipct_name(name, sizeof name, "basic");
+    const char *sets[] = {"max_clients=4", "max_inflight_per_client=8", NULL};
+    pid_t eng = ipct_engine(name, sets, 100);
+    zipage_client *c = ipct_connect(name);
+    REQUIRE(c);
+
+    /* collected (non-streamed) text */
+    char out[256];
+    zipage_event fin;
+    CHECK(ipct_generate(c, "hello world", 100, out, sizeof out, &fin) == 0);
+    CHECK(fin.finish == ZIPAGE_FINISH_STOP && fin.text_len == 11 && !memcmp(out, "hello world", 11));
+    CHECK(fin.prompt_tokens == 11 && fin.completion_tokens == 11 && fin.kv_blocks_peak == 2);
+    CHECK(ipct_generate(c, "hello world", 5, out, sizeof out, &fin) == 0);
+    CHECK(fin.finish == ZIPAGE_FINISH_LENGTH && fin.text_len == 5 && !memcmp(out, "hello", 5));
+
+    /* streamed ids with logprobs */
+    zipage_request r;
+    zipage_request_default(&r);
+    int32_t ids[5] = {65, 66, 67, 68, 69};
+    r.kind = ZIPAGE_PROMPT_IDS;
+    r.ids = ids;
+    r.n_ids = 5;
+    r.params.logprobs = true;
+    r.user_tag = 77;
+    uint64_t id;
+    REQUIRE(zipage_submit(c, &r, &id) == 0);
+    char text[64];
+    size_t len;
+    int ntok;
+    CHECK(wait_final(c, id, &fin, text, sizeof text, &len, &ntok) == 0);
+    CHECK(ntok == 5 && len == 5 && !memcmp(text, "ABCDE", 5) && fin.user_tag == 77);
+    CHECK(fin.finish == ZIPAGE_FINISH_STOP);
+
+    /* chat: the echo "template" is the JSON itself */
+    const char *msgs = "[{\"role\":\"user\",\"content\":\"hi\"}]";
+    zipage_request_default(&r);
+    r.kind = ZIPAGE_PROMPT_CHAT;
+    r.text = msgs;
+    r.text_len = strlen(msgs);
+    REQUIRE(zipage_submit(c, &r, &id) == 0);
+    CHECK(wait_final(c, id, &fin, text, sizeof text, &len, &ntok) == 0);
+    CHECK(len == strlen(msgs) && !memcmp(text, msgs, len));
+
+    /* engine-side validation: id outside the vocabulary -> FINAL error, engine fine */
+    int32_t bad[2] = {1, 300};
+    zipage_request_default(&r);
+    r.kind = ZIPAGE_PROMPT_IDS;
+    r.ids = bad;
+    r.n_ids = 2;
+    REQUIRE(zipage_submit(c, &r, &id) == 0);
+    CHECK(wait_final(c, id, &fin, text, sizeof text, &len, &ntok) == 0);
+    CHECK(fin.finish == ZIPAGE_FINISH_ERROR && fin.error == ZIPAGE_E_INVALID);
+    zipage_request_default(&r);
+    r.text = "x";
+    r.text_len = 1;
+    r.params.temperature = NAN;
+    REQUIRE(zipage_submit(c, &r, &id) == 0);
+    CHECK(wait_final(c, id, &fin, text, sizeof text, &len, &ntok) == 0);
+    CHECK(fin.finish == ZIPAGE_FINISH_ERROR && fin.error == ZIPAGE_E_INVALID);
+
+    /* client-side errors */
+    zipage_request_default(&r);
+    CHECK(zipage_submit(c, &r, &id) == ZIPAGE_E_INVALID); /* empty */
+    static char big[2 << 20];
+    memset(big, 'a', sizeof big);
+    r.text = big;
+    r.text_len = sizeof big;
+    CHECK(zipage_submit(c, &r, &id) == ZIPAGE_E_TOO_LARGE);
+    CHECK(zipage_cancel(c, 12345) == ZIPAGE_E_INVALID);
+    zipage_client *none = NULL;
+    CHECK(zipage_connect(&none, "zpt-no-such-engine", NULL) == ZIPAGE_E_NOENT && !none);
+
+    /* cancel a long request mid-stream */
+    zipage_request_default(&r);
+    r.text = big;
+    r.text_len = 4000;
+    r.params.max_tokens = 4000;
+    REQUIRE(zipage_submit(c, &r, &id) == 0);
+    zipage_event ev[4];
+    CHECK(zipage_wait(c, ev, 1, 5000) == 1);
+    CHECK(zipage_cancel(c, id) == 0);
+    CHECK(wait_final(c, id, &fin, text, sizeof text, &len, &ntok) == 0);
+    CHECKF(fin.finish == ZIPAGE_FINISH_CANCELLED, "finish %d error %d", fin.finish, fin.error);
+
+    /* stats */
+    zipage_stats st;
+    CHECK(zipage_get_stats(c, &st) == 0);
+    CHECK(!strcmp(st.model, "echo") && st.max_clients == 4 && st.max_inflight_per_client == 8);
+    CHECK(ipct_wait_idle(c, 1, 2000) >= 0);
+    CHECK(zipage_get_stats(c, &st) == 0);
+    CHECKF(st.completed >= 4 && st.rejected >= 2, "completed %lld rejected %lld",
+           (long long)st.completed, (long long)st.rejected);
+
+    /* a second client attaches to another slot; disconnect frees it */
+    zipage_client *c2 = ipct_connect(name);
+    REQUIRE(c2);
+    CHECK(zipage_slot(c2) != zipage_slot(c));
+    CHECK(ipct_generate(c2, "second", 10, out, sizeof out, &fin) == 0 && fin.text_len == 6);
+    zipage_disconnect(c2);
+    CHECK(ipct_wait_idle(c, 1, 2000) >= 0);
+
+    /* drain: a running request finishes, the engine then stops; clients see GONE */
+    zipage_request_default(&r);
+    r.text = big;
+    r.text_len = 2000;
+    r.params.max_tokens = 2000;
+    REQUIRE(zipage_submit(c, &r, &id) == 0);
+    CHECK(zipage_wait(c, ev, 1, 5000) == 1 && ev[0].type == ZIPAGE_EV_TOKEN);
+    kill(eng, SIGTERM);
+    CHECK(wait_final(c, id, &fin, text, sizeof text, &len, &ntok) == 0);
+    CHECKF(fin.finish == ZIPAGE_FINISH_STOP && ntok == 1999, "finish %d error %d ntok %d",
+           fin.finish, fin.error, ntok);
+    int rc = zipage_wait(c, ev, 4, 2000);
+    CHECK(rc == ZIPAGE_E_ENGINE_GONE);
+    CHECK(zipage_submit(c, &r, &id) == ZIPAGE_E_ENGINE_GONE);
+    zipage_disconnect(c);
+    CHECK(ipct_stop(eng, name) == 0);
+    return test_done("ipc_basic");
+}
