@@ -488,6 +488,8 @@ int zipage_poll(zipage_client *c, zipage_event *evs, int max) {
          * acquire of cq_head) */
         ring_store_release64(&c->ctl->cq_head, c->cq_head);
         c->cq_released = c->cq_head;
+        /* an engine held back by this client's full ring sleeps until it has room */
+        ring_notify(&c->hdr->engine_futex, &c->hdr->engine_sleeping);
     }
     /* acquire: pairs with the engine's release of cq_tail after writing the records */
     uint64_t tail = ring_load_acquire64(&c->ctl->cq_tail);

@@ -38,6 +38,7 @@
 #define SUB_BATCH 32               /* records taken from one slot per pass (fairness) */
 #define PIECE_CAP 1024             /* bytes of one token's text piece */
 #define STOP_NOW_NS 100000000ull   /* IPC_STOP_NOW: longest wait for cancellations */
+#define STALL_NS 50000000ull       /* longest engine pause for a client that reads slowly */
 
 _Static_assert((int)ENGINE_FINISH_STOP == ZIPAGE_FINISH_STOP, "finish codes");
 _Static_assert((int)ENGINE_FINISH_LENGTH == ZIPAGE_FINISH_LENGTH, "finish codes");
@@ -59,6 +60,7 @@ typedef struct srv_slot {
     uint32_t gen;
     uint64_t sub_head, cq_tail, cq_head; /* private copies; cq_head = last valid value seen */
     int32_t inflight, list;
+    uint64_t full_since; /* when its completion ring last lacked room for a step, or 0 */
     bool dirty;
     zpipc_slot *ctl;
     uint8_t *sub, *cq, *payload;
@@ -91,6 +93,7 @@ struct ipc_server {
     /* loop */
     int64_t active;      /* requests the engine still owes a terminal event */
     int32_t reclaiming;  /* slots in RECLAIMING */
+    bool stalled;        /* the last step was held back for a slow reader */
     uint32_t attach_seen;
     uint64_t last_house;
     int stop_level, stop_applied;
@@ -733,10 +736,10 @@ static void housekeeping(ipc_server *s, uint64_t now) {
         case ZPIPC_SLOT_FREE: try_attach(s, sl); break;
         case ZPIPC_SLOT_ATTACHED:
             ring_store_relaxed64(&sl->ctl->engine_heartbeat_ns, now);
-            if (!ring_pid_alive(sl->pidfd, sl->pid)) {
-                s->st.client_deaths++;
+            if (ring_load_acquire32(&sl->ctl->detach)) {
                 begin_reclaim(s, sl);
-            } else if (ring_load_acquire32(&sl->ctl->detach)) {
+            } else if (!ring_pid_alive(sl->pidfd, sl->pid)) {
+                s->st.client_deaths++;
                 begin_reclaim(s, sl);
             }
             break;
@@ -758,7 +761,8 @@ static bool work_pending(ipc_server *s) {
         srv_slot *sl = &s->slots[i];
         if (sl->state != ZPIPC_SLOT_ATTACHED) continue;
         if (ring_load_acquire64(&sl->ctl->sub_tail) != sl->sub_head ||
-            ring_load_relaxed32(&sl->ctl->detach))
+            ring_load_relaxed32(&sl->ctl->detach) ||
+            (s->stalled && ring_load_relaxed64(&sl->ctl->cq_head) != sl->cq_head))
             return true;
     }
     return false;
@@ -787,6 +791,28 @@ static void apply_stop(ipc_server *s, uint64_t now) {
     if (level == IPC_STOP_NOW) s->stop_deadline = now + STOP_NOW_NS;
 }
 
+/* Flow control: a step emits at most one token per running request, so it may run when
+ * every attached client has room for one token plus the reserved FINAL of each of its
+ * requests. A client short of room holds the engine back for at most STALL_NS; after that
+ * the step runs and that client's requests that do not fit end with ZIPAGE_E_OVERRUN. */
+static bool may_step(ipc_server *s, uint64_t now) {
+    s->stalled = false;
+    for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
+        srv_slot *sl = &s->slots[i];
+        if (sl->state != ZPIPC_SLOT_ATTACHED || !sl->inflight) continue;
+        uint32_t need = 2 * (uint32_t)sl->inflight;
+        if (cq_free(sl, s->cq_entries) >= need ||
+            (read_cq_head(s, sl) && cq_free(sl, s->cq_entries) >= need)) {
+            sl->full_since = 0;
+            continue;
+        }
+        if (sl->state != ZPIPC_SLOT_ATTACHED) continue; /* just quarantined */
+        if (!sl->full_since) sl->full_since = now;
+        if (now - sl->full_since < STALL_NS) s->stalled = true;
+    }
+    return !s->stalled;
+}
+
 int ipc_server_run(ipc_server *s) {
     if (!s->started) return err_set(ZP_ESTATE, "ipc_server_run before ipc_server_start");
     uint64_t spin_ns = (uint64_t)s->cfg.spin_us * 1000, idle_since = 0;
@@ -800,7 +826,7 @@ int ipc_server_run(ipc_server *s) {
         for (uint32_t i = 0; i < s->cfg.max_clients; i++)
             if (s->slots[i].state == ZPIPC_SLOT_ATTACHED) work += poll_slot(s, &s->slots[i]);
         flush_dirty(s);
-        if (s->active > 0) {
+        if (s->active > 0 && may_step(s, now)) {
             int rc = s->ops.step(s->ops.ctx);
             if (rc < 0) return err_prefix(rc, "engine step");
             work = 1;
