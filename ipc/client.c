@@ -53,6 +53,7 @@ struct zipage_client {
     pid_t engine_pid;
     int engine_pidfd;
     int32_t spin_us;
+    uint32_t flags; /* header flags, read at connect */
     uint64_t hang_ns, last_check;
     uint64_t sub_tail, sub_head, cq_head, cq_released;
     uint64_t pay_head, pay_released;
@@ -218,6 +219,7 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
         c->sub_entries = h->sub_entries;
         c->cq_entries = h->cq_entries;
         c->payload_bytes = h->payload_bytes;
+        c->flags = h->flags;
         c->nreqs = 1;
         while (c->nreqs < c->sub_entries + h->max_inflight) c->nreqs <<= 1;
         c->reqs = calloc(c->nreqs, sizeof(creq));
@@ -429,6 +431,9 @@ int zipage_cancel(zipage_client *c, uint64_t req_id) {
 }
 
 int zipage_cancel_client(zipage_client *c, uint32_t slot, uint64_t req_id) {
+    if (!(c->flags & ZPIPC_HF_ADMIN_CANCEL))
+        return fail(ZIPAGE_E_PERM, "the engine does not allow cancelling other clients' requests "
+                                   "(ipc_admin_cancel = false)");
     return push_cancel(c, ZPIPC_SUB_CANCEL_CLIENT, slot, req_id);
 }
 

@@ -31,6 +31,9 @@
 /* Engine lifecycle (header.state and slot.engine_state). */
 enum { ZPIPC_STARTING = 0, ZPIPC_READY = 1, ZPIPC_DRAINING = 2, ZPIPC_STOPPED = 3 };
 
+/* Header flags. */
+enum { ZPIPC_HF_ADMIN_CANCEL = 1 /* CANCEL_CLIENT records are honoured */ };
+
 /* Slot state as the engine sees it (slot.slot_state; informational for clients). */
 enum { ZPIPC_SLOT_FREE = 0, ZPIPC_SLOT_ATTACHED = 1, ZPIPC_SLOT_RECLAIMING = 2,
        ZPIPC_SLOT_QUARANTINED = 3 };
@@ -70,7 +73,7 @@ typedef struct zpipc_header {
     uint32_t max_inflight;   /* 48: per client */
     int32_t engine_pid;      /* 52 */
     uint32_t spin_us;        /* 56: the engine's spin before sleeping (client default) */
-    uint32_t pad0;           /* 60 */
+    uint32_t flags;          /* 60: ZPIPC_HF_* */
     /* line 1 (E, written once): model facts */
     char model[32];          /* 64 */
     char backend[8];         /* 96 */

@@ -123,6 +123,7 @@ int ipc_server_config_from_conf(ipc_server_config *cfg, const conf *cf) {
     cfg->max_inflight = (uint32_t)cf->max_inflight_per_client;
     cfg->payload_bytes = (uint64_t)cf->payload_bytes_per_client;
     cfg->spin_us = (uint32_t)cf->spin_us;
+    cfg->admin_cancel = cf->ipc_admin_cancel;
     return 0;
 }
 
@@ -233,6 +234,7 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
     h->max_inflight = cfg->max_inflight;
     h->engine_pid = (int32_t)getpid();
     h->spin_us = cfg->spin_us;
+    h->flags = cfg->admin_cancel ? ZPIPC_HF_ADMIN_CANCEL : 0;
     for (uint32_t i = 0; i < cfg->max_clients; i++) {
         srv_slot *sl = &s->slots[i];
         uint8_t *base = s->map + ZPIPC_SLOTS_OFF + (size_t)i * s->slot_bytes;
@@ -632,7 +634,7 @@ static int poll_slot(ipc_server *s, srv_slot *sl) {
         case ZPIPC_SUB_REQUEST: take_request(s, sl, &q); break;
         case ZPIPC_SUB_CANCEL: cancel_slot(s, sl, q.req_id ? q.req_id : UINT64_MAX); break;
         case ZPIPC_SUB_CANCEL_CLIENT:
-            if (q.target_slot < s->cfg.max_clients &&
+            if (s->cfg.admin_cancel && q.target_slot < s->cfg.max_clients &&
                 s->slots[q.target_slot].state == ZPIPC_SLOT_ATTACHED)
                 cancel_slot(s, &s->slots[q.target_slot], q.req_id);
             break;

@@ -61,6 +61,7 @@ typedef struct ipc_server_config {
     uint32_t max_clients, max_inflight;
     uint64_t payload_bytes;  /* per client */
     uint32_t spin_us;
+    bool admin_cancel;       /* honour CANCEL_CLIENT records (ipc_admin_cancel) */
 } ipc_server_config;
 
 typedef struct ipc_server ipc_server;

@@ -165,8 +165,8 @@ ZIPAGE_API void zipage_request_default(zipage_request *r); /* TEXT, stream on, d
 ZIPAGE_API int zipage_submit(zipage_client *c, const zipage_request *r, uint64_t *req_id);
 /* Asks the engine to cancel; its FINAL event (CANCELLED, or how it ended) still follows. */
 ZIPAGE_API int zipage_cancel(zipage_client *c, uint64_t req_id);
-/* Administrative cancel of another client's requests (slot index from zipage-cli stats);
- * req_id 0 = all of that client's requests. */
+/* Administrative cancel of another client's requests (by slot index); req_id 0 = all of
+ * that client's requests. ZIPAGE_E_PERM unless the engine runs with ipc_admin_cancel. */
 ZIPAGE_API int zipage_cancel_client(zipage_client *c, uint32_t slot, uint64_t req_id);
 /* Copies up to max ready events without blocking; returns how many, or an error. */
 ZIPAGE_API int zipage_poll(zipage_client *c, zipage_event *evs, int max);
