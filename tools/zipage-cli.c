@@ -209,8 +209,10 @@ static int cmd_generate(int argc, char **argv) {
     double t0 = now_s();
     rc = run_stream(c, &r, json, &text, &ids, &nids, &fin);
     double dt = now_s() - t0;
-    zipage_disconnect(c);
-    if (rc) return fail(rc);
+    if (rc) {
+        zipage_disconnect(c);
+        return fail(rc);
+    }
     if (json) {
         printf("{\"prompt_tokens\": %d, \"token_ids\": [", fin.prompt_tokens);
         for (size_t i = 0; i < nids; i++) printf("%s%d", i ? ", " : "", ids[i]);
@@ -229,12 +231,14 @@ static int cmd_generate(int argc, char **argv) {
     free(ids);
     free(text.p);
     free(pv);
+    rc = 0;
     if (fin.finish == ZIPAGE_FINISH_ERROR) {
         if (!json) fprintf(stderr, "zipage-cli: %s: %.*s\n", zipage_strerror(fin.error),
                            (int)fin.text_len, fin.text);
-        return fin.error == ZIPAGE_E_INVALID ? 2 : 1;
+        rc = fin.error == ZIPAGE_E_INVALID ? 2 : 1;
     }
-    return 0;
+    zipage_disconnect(c); /* fin.text points into the mapping until here */
+    return rc;
 }
 
 static void add_message(buf *h, const char *role, const char *s, size_t n) {
