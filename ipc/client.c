@@ -143,10 +143,11 @@ static int check_layout(const zpipc_header *h, size_t size) {
     return 0;
 }
 
-/* 0 while the engine serves this slot, else the sticky error. */
+/* 0 while the engine serves this slot, else the sticky error. The slot's words are checked
+ * every time; the engine's process and heartbeat (a syscall) once per CHECK_PERIOD_NS, or at
+ * once after a sleep (last_check = 0). */
 static int check_engine(zipage_client *c, uint64_t now) {
     if (c->dead) return c->dead;
-    c->last_check = now;
     zpipc_slot *s = c->ctl;
     if (ring_load_acquire32(&s->generation) != c->gen)
         return c->dead = fail(ZIPAGE_E_PROTOCOL, "slot %u was reclaimed by the engine", c->slot);
@@ -155,6 +156,8 @@ static int check_engine(zipage_client *c, uint64_t now) {
                               (int)sizeof s->error_msg, s->error_msg);
     if (ring_load_acquire32(&s->engine_state) == ZPIPC_STOPPED)
         return c->dead = fail(ZIPAGE_E_ENGINE_GONE, "engine stopped");
+    if (now - c->last_check < CHECK_PERIOD_NS) return 0;
+    c->last_check = now;
     if (!ring_pid_alive(c->engine_pidfd, c->engine_pid))
         return c->dead = fail(ZIPAGE_E_ENGINE_GONE, "engine process %d died", (int)c->engine_pid);
     uint64_t hb = ring_load_relaxed64(&s->engine_heartbeat_ns);
@@ -507,12 +510,7 @@ int zipage_poll(zipage_client *c, zipage_event *evs, int max) {
         if (take_cqe(c, q, &evs[n])) n++;
     }
     if (n) return n;
-    uint64_t now = ring_now_ns();
-    if (c->dead || now - c->last_check >= CHECK_PERIOD_NS) {
-        int rc = check_engine(c, now);
-        if (rc) return rc;
-    }
-    return 0;
+    return check_engine(c, ring_now_ns());
 }
 
 int zipage_wait(zipage_client *c, zipage_event *evs, int max, int timeout_ms) {
