@@ -32,6 +32,7 @@
 #define CHECK_PERIOD_NS 1000000ull     /* engine liveness check while polling */
 #define SLEEP_SLICE_NS 10000000ll      /* longest futex sleep between liveness checks */
 #define ATTACH_TIMEOUT_NS 2000000000ull
+#define STATS_TIMEOUT_NS 100000000ull
 
 typedef struct creq {
     uint64_t id, user_tag;
@@ -149,6 +150,7 @@ static int check_layout(const zpipc_header *h, size_t size) {
 static int check_engine(zipage_client *c, uint64_t now) {
     if (c->dead) return c->dead;
     zpipc_slot *s = c->ctl;
+    /* acquire: these three pair with the engine's release stores of them */
     if (ring_load_acquire32(&s->generation) != c->gen)
         return c->dead = fail(ZIPAGE_E_PROTOCOL, "slot %u was reclaimed by the engine", c->slot);
     if (ring_load_acquire32(&s->slot_state) == ZPIPC_SLOT_QUARANTINED)
@@ -251,12 +253,13 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
         c->sub = base + zpipc_sub_off();
         c->cq = base + zpipc_cq_off(c->sub_entries);
         c->payload = base + zpipc_payload_off(c->sub_entries, c->cq_entries);
-        ring_fetch_add32(&h->attach_seq, 1);
+        ring_fetch_add32(&h->attach_seq, 1); /* after the claim (engine acquires attach_seq) */
         ring_notify(&h->engine_futex, &h->engine_sleeping);
         /* wait for the engine to take the claim */
         uint64_t t0 = ring_now_ns();
         for (;;) {
-            uint32_t v = ring_load_acquire32(&c->ctl->client_futex);
+            uint32_t v = ring_load_acquire32(&c->ctl->client_futex); /* read before checking */
+            /* acquire: pairs with try_attach's release of ATTACHED */
             if (ring_load_acquire32(&c->ctl->slot_state) == ZPIPC_SLOT_ATTACHED) break;
             uint64_t now = ring_now_ns();
             if (!ring_pid_alive(c->engine_pidfd, c->engine_pid) || now - t0 > ATTACH_TIMEOUT_NS) {
@@ -265,7 +268,7 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
             }
             ring_futex_wait(&c->ctl->client_futex, v, SLEEP_SLICE_NS);
         }
-        if (rc) ring_cas32(&c->ctl->claim_pid, me, 0);
+        if (rc) ring_cas32(&c->ctl->claim_pid, me, 0); /* give the unanswered claim back */
     }
     if (!rc && (rc = check_engine(c, ring_now_ns())) == 0) {
         c->next_id = 1;
@@ -344,7 +347,7 @@ static void sub_publish(zipage_client *c) {
 static int usable(zipage_client *c) {
     int rc = check_engine(c, ring_now_ns());
     if (rc) return rc;
-    if (ring_load_acquire32(&c->ctl->engine_state) == ZPIPC_DRAINING)
+    if (ring_load_acquire32(&c->ctl->engine_state) == ZPIPC_DRAINING) /* set_engine_state */
         return fail(ZIPAGE_E_DRAINING, "engine is shutting down");
     return 0;
 }
@@ -526,10 +529,10 @@ int zipage_wait(zipage_client *c, zipage_event *evs, int max, int timeout_ms) {
             ring_cpu_relax();
             continue;
         }
-        uint32_t v = ring_load_acquire32(&c->ctl->client_futex);
+        uint32_t v = ring_load_acquire32(&c->ctl->client_futex); /* read before re-checking */
         ring_store_relaxed32(&c->ctl->client_sleeping, 1);
         ring_fence(); /* pairs with ring_notify's fence in the engine */
-        if (ring_load_acquire64(&c->ctl->cq_tail) == c->cq_head)
+        if (ring_load_acquire64(&c->ctl->cq_tail) == c->cq_head) /* as in zipage_poll */
             ring_futex_wait(&c->ctl->client_futex, v, left < SLEEP_SLICE_NS ? left : SLEEP_SLICE_NS);
         ring_store_relaxed32(&c->ctl->client_sleeping, 0);
         c->last_check = 0; /* check the engine after every sleep */
@@ -541,11 +544,18 @@ int zipage_get_stats(zipage_client *c, zipage_stats *s) {
     if (rc) return rc;
     const zpipc_header *h = c->hdr;
     zpipc_stats st;
-    for (int tries = 0;; tries++) {
-        if (tries == 10000) return fail(ZIPAGE_E_BUSY, "statistics kept changing");
+    uint64_t t0 = ring_now_ns();
+    for (;;) {
+        /* the engine holds the sequence odd for a copy's time; longer means the header was
+         * scribbled on, which the engine repairs at its next publication (10 ms) */
+        if (ring_now_ns() - t0 > STATS_TIMEOUT_NS)
+            return fail(ZIPAGE_E_BUSY, "statistics kept changing");
         /* acquire: pairs with the engine's final release of an even sequence */
         uint32_t s1 = ring_load_acquire32(&h->stats_seq);
-        if (s1 & 1) continue;
+        if (s1 & 1) {
+            ring_cpu_relax();
+            continue;
+        }
         memcpy(&st, &h->stats, sizeof st);
         ring_fence_acquire(); /* the copy happens before the re-read (seqlock) */
         if (ring_load_relaxed32(&h->stats_seq) == s1) break;
@@ -577,7 +587,7 @@ int zipage_get_stats(zipage_client *c, zipage_stats *s) {
     s->max_clients = (int32_t)h->max_clients;
     s->max_inflight_per_client = (int32_t)h->max_inflight;
     s->engine_pid = c->engine_pid;
-    s->state = (int32_t)ring_load_acquire32(&c->ctl->engine_state);
+    s->state = (int32_t)ring_load_acquire32(&c->ctl->engine_state); /* set_engine_state */
     memcpy(s->model, h->model, sizeof s->model);
     s->model[sizeof s->model - 1] = 0;
     memcpy(s->backend, h->backend, sizeof s->backend);

@@ -247,7 +247,7 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
         sl->gen = 1;
         slot_reset_shared(sl);
     }
-    ring_store_release32(&h->state, ZPIPC_STARTING);
+    ring_store_release32(&h->state, ZPIPC_STARTING); /* layout before state (connect acquires) */
     *out = s;
     return 0;
 }
@@ -295,7 +295,7 @@ void ipc_server_destroy(ipc_server *s) {
     if (!s || !s->map) return;
     for (uint32_t i = 0; i < s->cfg.max_clients; i++)
         if (s->slots[i].pidfd >= 0) close(s->slots[i].pidfd);
-    ring_store_release32(&s->hdr->state, ZPIPC_STOPPED);
+    ring_store_release32(&s->hdr->state, ZPIPC_STOPPED); /* for clients still mapping it */
     munmap(s->map, s->map_len);
     s->map = NULL;
     shm_unlink(s->path);
@@ -303,6 +303,7 @@ void ipc_server_destroy(ipc_server *s) {
 
 void ipc_server_stop(ipc_server *s, int level) {
     if (level > s->stop_req) s->stop_req = level;
+    /* a changed word makes a concurrent futex wait return (the run loop re-checks stop_req) */
     ring_fetch_add32(&s->hdr->engine_futex, 1);
     ring_futex_wake(&s->hdr->engine_futex);
 }
@@ -595,6 +596,7 @@ static void quarantine(ipc_server *s, srv_slot *sl, const char *why) {
     s->st.protocol_errors++;
     snprintf(sl->ctl->error_msg, sizeof sl->ctl->error_msg, "%s", why);
     ring_store_relaxed32((uint32_t *)&sl->ctl->error_code, (uint32_t)ZIPAGE_E_PROTOCOL);
+    /* release: error_code/error_msg before the state the client acquires */
     ring_store_release32(&sl->ctl->slot_state, ZPIPC_SLOT_QUARANTINED);
     sl->state = ZPIPC_SLOT_QUARANTINED;
     cancel_slot(s, sl, 0);
@@ -653,6 +655,7 @@ static int poll_slot(ipc_server *s, srv_slot *sl) {
 /* ---- slots --------------------------------------------------------------------------------- */
 
 static void try_attach(ipc_server *s, srv_slot *sl) {
+    /* acquire: pairs with the claimer's CAS (release) */
     pid_t pid = (pid_t)ring_load_acquire32(&sl->ctl->claim_pid);
     if (!pid) return;
     int fd = ring_pidfd_open(pid);
@@ -725,12 +728,13 @@ static void publish_stats(ipc_server *s) {
     ring_store_relaxed32(&h->stats_seq, seq | 1);
     ring_fence_release(); /* odd sequence before the data (pairs with the reader's acquire fence) */
     memcpy(&h->stats, o, sizeof *o);
-    ring_store_release32(&h->stats_seq, (seq | 1) + 1);
+    ring_store_release32(&h->stats_seq, (seq | 1) + 1); /* data before the even sequence */
 }
 
 static void housekeeping(ipc_server *s, uint64_t now) {
     s->last_house = now;
     ring_store_relaxed64(&s->hdr->heartbeat_ns, now);
+    /* acquire: pairs with the client's fetch-add after its claim; then the claims are scanned */
     s->attach_seen = ring_load_acquire32(&s->hdr->attach_seq);
     for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         srv_slot *sl = &s->slots[i];
@@ -738,7 +742,7 @@ static void housekeeping(ipc_server *s, uint64_t now) {
         case ZPIPC_SLOT_FREE: try_attach(s, sl); break;
         case ZPIPC_SLOT_ATTACHED:
             ring_store_relaxed64(&sl->ctl->engine_heartbeat_ns, now);
-            if (ring_load_acquire32(&sl->ctl->detach)) {
+            if (ring_load_acquire32(&sl->ctl->detach)) { /* pairs with disconnect's release */
                 begin_reclaim(s, sl);
             } else if (!ring_pid_alive(sl->pidfd, sl->pid)) {
                 s->st.client_deaths++;
@@ -758,6 +762,7 @@ static void housekeeping(ipc_server *s, uint64_t now) {
 /* True when a client has published something the loop must look at. */
 static bool work_pending(ipc_server *s) {
     if (s->stop_req != s->stop_applied) return true;
+    /* the same pairings as in housekeeping() and poll_slot() */
     if (ring_load_acquire32(&s->hdr->attach_seq) != s->attach_seen) return true;
     for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         srv_slot *sl = &s->slots[i];
@@ -773,7 +778,7 @@ static bool work_pending(ipc_server *s) {
 static void set_engine_state(ipc_server *s, uint32_t st) {
     for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         srv_slot *sl = &s->slots[i];
-        ring_store_release32(&sl->ctl->engine_state, st);
+        ring_store_release32(&sl->ctl->engine_state, st); /* after the last records (client acquires) */
         if (sl->state != ZPIPC_SLOT_FREE) {
             ring_fetch_add32(&sl->ctl->client_futex, 1);
             ring_futex_wake(&sl->ctl->client_futex);
@@ -851,7 +856,7 @@ int ipc_server_run(ipc_server *s) {
             continue;
         }
         /* sleep until a client signals, or the next housekeeping tick */
-        uint32_t val = ring_load_acquire32(&s->hdr->engine_futex);
+        uint32_t val = ring_load_acquire32(&s->hdr->engine_futex); /* read before re-checking */
         ring_store_relaxed32(&s->hdr->engine_sleeping, 1);
         ring_fence(); /* pairs with ring_notify's fence in the client */
         if (!work_pending(s)) {
