@@ -99,7 +99,10 @@ start --echo-step-us 2000 --set max_clients=4
 $CLI --name $NAME generate --prompt "$(head -c 3000 /dev/zero | tr '\0' a)" --max-tokens 3000 --json \
     >"$tmp/long.json" 2>/dev/null &
 gen=$!
-sleep 0.3
+for _ in $(seq 1 200); do # until the request runs
+    $CLI --name $NAME stats --json 2>/dev/null | grep -q '"inflight": 1,' && break
+    sleep 0.05
+done
 t0=$(date +%s%N)
 check "SIGINT twice stops with exit 0" stop_wait INT INT
 t1=$(date +%s%N)
