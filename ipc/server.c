@@ -654,6 +654,8 @@ static int poll_slot(ipc_server *s, srv_slot *sl) {
 
 /* ---- slots --------------------------------------------------------------------------------- */
 
+static void publish_stats(ipc_server *s);
+
 static void try_attach(ipc_server *s, srv_slot *sl) {
     /* acquire: pairs with the claimer's CAS (release) */
     pid_t pid = (pid_t)ring_load_acquire32(&sl->ctl->claim_pid);
@@ -672,6 +674,7 @@ static void try_attach(ipc_server *s, srv_slot *sl) {
     sl->list = -1;
     ring_store_relaxed64(&sl->ctl->engine_heartbeat_ns, ring_now_ns());
     ring_store_relaxed32(&sl->ctl->engine_state, s->stop_level ? ZPIPC_DRAINING : ZPIPC_READY);
+    publish_stats(s); /* a client that sees itself attached also finds itself counted */
     /* release: pairs with connect's acquire wait for ATTACHED */
     ring_store_release32(&sl->ctl->slot_state, ZPIPC_SLOT_ATTACHED);
     ring_fetch_add32(&sl->ctl->client_futex, 1);
@@ -685,8 +688,9 @@ static void begin_reclaim(ipc_server *s, srv_slot *sl) {
     cancel_slot(s, sl, 0);
 }
 
-/* Frees reclaiming slots whose requests have all ended. */
+/* Frees reclaiming slots whose requests have all ended, and says so in the stats at once. */
 static void finish_reclaims(ipc_server *s) {
+    bool freed = false;
     for (uint32_t i = 0; i < s->cfg.max_clients && s->reclaiming; i++) {
         srv_slot *sl = &s->slots[i];
         if (sl->state != ZPIPC_SLOT_RECLAIMING || sl->inflight) continue;
@@ -695,7 +699,9 @@ static void finish_reclaims(ipc_server *s) {
         sl->gen++;
         s->reclaiming--;
         slot_reset_shared(sl);
+        freed = true;
     }
+    if (freed) publish_stats(s);
 }
 
 static void publish_stats(ipc_server *s) {

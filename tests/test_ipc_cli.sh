@@ -22,6 +22,7 @@ check() { # check DESCRIPTION COMMAND...
     if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fails=$((fails + 1)); fi
 }
 start() { # start [serve options...]: launches the engine and waits for its ready line
+    : >"$tmp/serve.out"
     "$SERVE" serve --echo --set ipc_name=$NAME "$@" >"$tmp/serve.out" 2>"$tmp/serve.err" &
     srv=$!
     for _ in $(seq 1 200); do
