@@ -31,7 +31,6 @@
 
 #define CHECK_PERIOD_NS 1000000ull     /* engine liveness check while polling */
 #define SLEEP_SLICE_NS 10000000ll      /* longest futex sleep between liveness checks */
-#define ATTACH_TIMEOUT_NS 2000000000ull
 #define STATS_TIMEOUT_NS 100000000ull
 
 typedef struct creq {
@@ -262,7 +261,8 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
             /* acquire: pairs with try_attach's release of ATTACHED */
             if (ring_load_acquire32(&c->ctl->slot_state) == ZPIPC_SLOT_ATTACHED) break;
             uint64_t now = ring_now_ns();
-            if (!ring_pid_alive(c->engine_pidfd, c->engine_pid) || now - t0 > ATTACH_TIMEOUT_NS) {
+            /* the engine attaches between steps: as long as a step may take (hang_timeout) */
+            if (!ring_pid_alive(c->engine_pidfd, c->engine_pid) || now - t0 > c->hang_ns) {
                 rc = fail(ZIPAGE_E_ENGINE_GONE, "engine '%s' did not accept the client", name);
                 break;
             }

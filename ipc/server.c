@@ -293,9 +293,12 @@ int ipc_server_start(ipc_server *s, arena *a, const ipc_engine_ops *ops,
 
 void ipc_server_destroy(ipc_server *s) {
     if (!s || !s->map) return;
-    for (uint32_t i = 0; i < s->cfg.max_clients; i++)
+    for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         if (s->slots[i].pidfd >= 0) close(s->slots[i].pidfd);
-    ring_store_release32(&s->hdr->state, ZPIPC_STOPPED); /* for clients still mapping it */
+        /* clients still mapping the object see the end even if run() never got to say it */
+        ring_store_release32(&s->slots[i].ctl->engine_state, ZPIPC_STOPPED);
+    }
+    ring_store_release32(&s->hdr->state, ZPIPC_STOPPED);
     munmap(s->map, s->map_len);
     s->map = NULL;
     shm_unlink(s->path);
