@@ -14,39 +14,6 @@
 #define MAX_ROUNDS 1000
 #define GOOD 2
 
-static volatile int *stop_flag;
-
-static int good_client(const char *name, int who, int wfd) {
-    zipage_client *c = ipct_connect(name);
-    if (!c) return 10;
-    (void)!write(wfd, "c", 1); /* connected: the header may be trashed from now on */
-    unsigned long long seed = 300 + (unsigned long long)who;
-    int bad = 0, done = 0;
-    while (!*stop_flag) {
-        char prompt[80], out[80];
-        int len = 1 + (int)(test_rand_u64(&seed) % 80);
-        for (int i = 0; i < len; i++) prompt[i] = (char)(test_rand_u64(&seed) & 0xff);
-        zipage_request r;
-        zipage_request_default(&r);
-        r.text = prompt;
-        r.text_len = (size_t)len;
-        r.out_text = out;
-        r.out_text_cap = sizeof out;
-        zipage_event fin;
-        int rc = zipage_generate(c, &r, &fin, 20000);
-        if (rc || fin.finish != ZIPAGE_FINISH_STOP || fin.text_len != (size_t)len ||
-            memcmp(out, prompt, (size_t)len)) {
-            fprintf(stderr, "good client %d: rc %d (%s) finish %d len %zu/%d\n", who, rc,
-                    zipage_last_error(), fin.finish, fin.text_len, len);
-            bad++;
-        }
-        done++;
-    }
-    zipage_disconnect(c);
-    fprintf(stderr, "good client %d: %d requests, %d bad\n", who, done, bad);
-    return bad || !done ? 11 : 0;
-}
-
 static uint32_t rnd32(unsigned long long *s) { return (uint32_t)test_rand_u64(s); }
 
 static float rnd_float(unsigned long long *s) {
@@ -163,15 +130,12 @@ int main(void) {
     const char *sets[] = {"max_clients=6", "max_inflight_per_client=8",
                           "payload_bytes_per_client=8192", NULL};
     pid_t eng = ipct_engine(name, sets, 0);
-    stop_flag = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(stop_flag != MAP_FAILED);
+    volatile int *stop_flag = ipct_shared_flags();
     pid_t good[GOOD];
     int pfd[2];
     REQUIRE(pipe(pfd) == 0);
-    for (int i = 0; i < GOOD; i++) {
-        good[i] = fork();
-        REQUIRE(good[i] >= 0);
-        if (!good[i]) _exit(good_client(name, i, pfd[1]));
+    for (int i = 0; i < GOOD; i++) { /* connected before the header gets trashed */
+        good[i] = ipct_good_client(name, i, stop_flag, pfd[1], 0);
         char ch;
         REQUIRE(read(pfd[0], &ch, 1) == 1);
     }

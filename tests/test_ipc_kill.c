@@ -7,40 +7,6 @@
 #define KILLS 200
 #define GOOD 2
 
-static volatile int *stop_flag; /* shared with the good clients */
-
-/* Runs verified requests until *stop_flag; exit status 0 when every output was right. */
-static int good_client(const char *name, int who) {
-    zipage_client *c = ipct_connect(name);
-    if (!c) return 10;
-    unsigned long long seed = 77 + (unsigned long long)who;
-    int bad = 0, done = 0;
-    while (!*stop_flag) {
-        char prompt[64], out[64];
-        int len = 1 + (int)(test_rand_u64(&seed) % 48);
-        for (int i = 0; i < len; i++) prompt[i] = (char)('a' + test_rand_u64(&seed) % 26);
-        zipage_request r;
-        zipage_request_default(&r);
-        r.text = prompt;
-        r.text_len = (size_t)len;
-        r.out_text = out;
-        r.out_text_cap = sizeof out;
-        zipage_event fin;
-        int rc = zipage_generate(c, &r, &fin, 10000);
-        if (rc || fin.finish != ZIPAGE_FINISH_STOP || fin.text_len != (size_t)len ||
-            memcmp(out, prompt, (size_t)len)) {
-            fprintf(stderr, "good client %d: rc %d finish %d len %zu/%d\n", who, rc, fin.finish,
-                    fin.text_len, len);
-            bad++;
-        }
-        done++;
-        usleep(200); /* leave the 2-core CI machine some room */
-    }
-    zipage_disconnect(c);
-    fprintf(stderr, "good client %d: %d requests, %d bad\n", who, done, bad);
-    return bad || !done ? 11 : 0;
-}
-
 /* Connects, starts long streams, reports the first token, then reads slowly until killed. */
 static int victim(const char *name, int wfd, int n) {
     zipage_client *c = ipct_connect(name);
@@ -70,14 +36,10 @@ int main(void) {
     ipct_name(name, sizeof name, "kill");
     const char *sets[] = {"max_clients=8", "max_inflight_per_client=4", NULL};
     pid_t eng = ipct_engine(name, sets, 200);
-    stop_flag = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(stop_flag != MAP_FAILED);
+    volatile int *stop_flag = ipct_shared_flags();
     pid_t good[GOOD];
-    for (int i = 0; i < GOOD; i++) {
-        good[i] = fork();
-        REQUIRE(good[i] >= 0);
-        if (!good[i]) _exit(good_client(name, i));
-    }
+    for (int i = 0; i < GOOD; i++) /* the pause leaves the 2-core CI machine some room */
+        good[i] = ipct_good_client(name, i, stop_flag, -1, 200);
     zipage_client *c = ipct_connect(name);
     REQUIRE(c);
     unsigned long long seed = 5;

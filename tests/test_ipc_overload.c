@@ -8,6 +8,26 @@
 
 static uint64_t ids[N];
 static int finals[N], lens[N];
+static int nfinal, remote_busy, ran;
+
+/* Accounts the FINAL events among ev[0..n): each must belong to an accepted submission;
+ * those the engine ran must be complete echoes. */
+static void take(const zipage_event *ev, int n) {
+    for (int k = 0; k < n; k++) {
+        if (ev[k].type != ZIPAGE_EV_FINAL) continue;
+        uint64_t t = ev[k].user_tag;
+        REQUIRE(t < N && ids[t] == ev[k].req_id);
+        finals[t]++;
+        nfinal++;
+        if (ev[k].error == ZIPAGE_E_BUSY) {
+            remote_busy++;
+            continue;
+        }
+        CHECKF(ev[k].finish == ZIPAGE_FINISH_STOP && ev[k].completion_tokens == lens[t],
+               "request %llu: finish %d error %d", (unsigned long long)t, ev[k].finish, ev[k].error);
+        ran++;
+    }
+}
 
 int main(void) {
     char name[64];
@@ -29,7 +49,7 @@ int main(void) {
     uint64_t id;
     CHECK(zipage_submit(c, &r, &id) == ZIPAGE_E_TOO_LARGE);
 
-    int accepted = 0, local_busy = 0, remote_busy = 0, ran = 0, nfinal = 0;
+    int accepted = 0, local_busy = 0;
     unsigned long long seed = 9;
     for (int i = 0; i < N; i++) {
         lens[i] = 1 + (int)(test_rand_u64(&seed) % 400);
@@ -47,39 +67,15 @@ int main(void) {
         if (i % 16 == 15) { /* read a little now and then, far slower than we submit */
             zipage_event ev[16];
             int n = zipage_poll(c, ev, 16);
-            for (int k = 0; k < n; k++) {
-                if (ev[k].type != ZIPAGE_EV_FINAL) continue;
-                uint64_t t = ev[k].user_tag;
-                REQUIRE(t < N && ids[t] == ev[k].req_id);
-                finals[t]++;
-                nfinal++;
-                if (ev[k].error == ZIPAGE_E_BUSY) remote_busy++;
-                else {
-                    CHECK(ev[k].finish == ZIPAGE_FINISH_STOP && ev[k].completion_tokens == lens[t]);
-                    ran++;
-                }
-            }
+            REQUIRE(n >= 0);
+            take(ev, n);
         }
     }
-    /* drain: everything accepted must end */
-    while (zipage_inflight(c) > 0) {
+    while (zipage_inflight(c) > 0) { /* drain: everything accepted must end */
         zipage_event ev[64];
         int n = zipage_wait(c, ev, 64, 5000);
         REQUIRE(n > 0);
-        for (int k = 0; k < n; k++) {
-            if (ev[k].type != ZIPAGE_EV_FINAL) continue;
-            uint64_t t = ev[k].user_tag;
-            REQUIRE(t < N && ids[t] == ev[k].req_id);
-            finals[t]++;
-            nfinal++;
-            if (ev[k].error == ZIPAGE_E_BUSY) remote_busy++;
-            else {
-                CHECKF(ev[k].finish == ZIPAGE_FINISH_STOP && ev[k].completion_tokens == lens[t],
-                       "request %llu: finish %d error %d", (unsigned long long)t, ev[k].finish,
-                       ev[k].error);
-                ran++;
-            }
-        }
+        take(ev, n);
     }
     printf("%d submitted: %d accepted (%d ran, %d refused by the engine), %d refused by the ring\n",
            N, accepted, ran, remote_busy, local_busy);

@@ -143,4 +143,51 @@ static inline double ipct_wait_idle(zipage_client *c, int clients, double timeou
     }
 }
 
+/* Forks a well-behaved client that runs verified echo requests (random bytes, collected with
+ * zipage_generate) until *stop becomes nonzero, pausing pause_us between requests. It writes
+ * one byte to wfd once connected (wfd < 0: none). Exit status 0 when every output was right. */
+static inline pid_t ipct_good_client(const char *name, int who, volatile int *stop, int wfd,
+                                     int pause_us) {
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid) return pid;
+    zipage_client *c = ipct_connect(name);
+    if (!c) _exit(10);
+    if (wfd >= 0) (void)!write(wfd, "c", 1);
+    unsigned long long seed = 300 + (unsigned long long)who;
+    int bad = 0, done = 0;
+    while (!*stop) {
+        char prompt[80], out[80];
+        int len = 1 + (int)(test_rand_u64(&seed) % 80);
+        for (int i = 0; i < len; i++) prompt[i] = (char)(test_rand_u64(&seed) & 0xff);
+        zipage_request r;
+        zipage_request_default(&r);
+        r.text = prompt;
+        r.text_len = (size_t)len;
+        r.out_text = out;
+        r.out_text_cap = sizeof out;
+        zipage_event fin;
+        int rc = zipage_generate(c, &r, &fin, 20000);
+        if (rc || fin.finish != ZIPAGE_FINISH_STOP || fin.text_len != (size_t)len ||
+            memcmp(out, prompt, (size_t)len)) {
+            fprintf(stderr, "good client %d: rc %d (%s) finish %d len %zu/%d\n", who, rc,
+                    zipage_last_error(), fin.finish, fin.text_len, len);
+            bad++;
+        }
+        done++;
+        if (pause_us) usleep((useconds_t)pause_us);
+    }
+    zipage_disconnect(c);
+    fprintf(stderr, "good client %d: %d requests, %d bad\n", who, done, bad);
+    _exit(bad || !done ? 11 : 0);
+}
+
+/* A page of MAP_SHARED memory for flags shared with forked children. */
+static inline volatile int *ipct_shared_flags(void) {
+    void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(m != MAP_FAILED);
+    return m;
+}
+
 #endif
