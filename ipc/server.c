@@ -418,6 +418,8 @@ static void cancel_slot(ipc_server *s, srv_slot *sl, uint64_t client_id) {
 
 static bool read_cq_head(ipc_server *s, srv_slot *sl);
 
+/* Every generated token arrives as an ENGINE_RUNNING event (and becomes a TOKEN record); the
+ * terminal event's token repeats the last one or is -1 and is not sent again (engine.h). */
 void ipc_server_on_event(void *srv, const engine_event *ev) {
     ipc_server *s = srv;
     uint32_t idx = (uint32_t)ev->user_tag, tag = (uint32_t)(ev->user_tag >> 32);

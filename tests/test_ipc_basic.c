@@ -1,7 +1,78 @@
 /* IPC basics against the echo engine: text, ids and chat prompts, streaming and collected
  * output, max_tokens capping, logprobs, cancel, parameter errors as FINAL records, client-side
- * errors, stats, and a SIGTERM drain that refuses new work and exits cleanly. */
+ * errors, stats, and a SIGTERM drain that refuses new work and exits cleanly. Then token
+ * pieces longer than one completion record (continuation records) with an engine whose
+ * detokenizer repeats each byte LONG_PIECE times. */
 #include "tests/test_ipc_util.h"
+
+#define LONG_PIECE 150
+
+static int (*echo_detok)(void *, void *, int32_t, char *, size_t, size_t *);
+static int long_detok(void *ctx, void *st, int32_t tok, char *out, size_t cap, size_t *n) {
+    int rc = echo_detok(ctx, st, tok, out, cap, n);
+    if (rc || cap < LONG_PIECE) return rc ? rc : ZP_ELIMIT;
+    memset(out, out[0], LONG_PIECE);
+    *n = LONG_PIECE;
+    return 0;
+}
+static void long_pieces(ipc_engine_ops *ops) {
+    echo_detok = ops->detok;
+    ops->detok = long_detok;
+}
+
+static void check_long_pieces(void) {
+    char name[64];
+    ipct_name(name, sizeof name, "basic-long");
+    pid_t eng = ipct_engine_with(name, NULL, 0, long_pieces);
+    zipage_client *c = ipct_connect(name);
+    REQUIRE(c);
+    zipage_request r;
+    zipage_request_default(&r);
+    r.text = "abc";
+    r.text_len = 3;
+    uint64_t id;
+    REQUIRE(zipage_submit(c, &r, &id) == 0);
+    static char text[4 * LONG_PIECE];
+    size_t len = 0;
+    int ntok = 0, nev = 0;
+    for (bool fin = false; !fin;) {
+        zipage_event ev[16];
+        int n = zipage_wait(c, ev, 16, 5000);
+        REQUIRE(n > 0);
+        for (int i = 0; i < n; i++, nev++) {
+            if (ev[i].type == ZIPAGE_EV_FINAL) {
+                fin = true;
+                CHECK(ev[i].finish == ZIPAGE_FINISH_STOP && ev[i].completion_tokens == 3);
+                continue;
+            }
+            bool cont = ev[i].flags & ZIPAGE_EVF_CONT;
+            CHECK(cont ? ev[i].token == -1 : ev[i].token == "abc"[ntok]);
+            ntok += !cont;
+            REQUIRE(len + ev[i].text_len <= sizeof text);
+            memcpy(text + len, ev[i].text, ev[i].text_len);
+            len += ev[i].text_len;
+        }
+    }
+    CHECK(ntok == 3 && len == 3 * LONG_PIECE && nev == 3 * 3 + 1); /* 150 = 64 + 64 + 22 */
+    for (size_t i = 0; i < len; i++) CHECK(text[i] == "abc"[i / LONG_PIECE]);
+    /* collected: ids counted once per token, text capped at the buffer */
+    int32_t ids[8];
+    char out[200];
+    zipage_request_default(&r);
+    r.text = "abc";
+    r.text_len = 3;
+    r.out_ids = ids;
+    r.out_ids_cap = 8;
+    r.out_text = out;
+    r.out_text_cap = sizeof out;
+    zipage_event fin;
+    CHECK(zipage_generate(c, &r, &fin, 5000) == 0);
+    CHECK(fin.n_ids == 3 && ids[0] == 'a' && ids[2] == 'c');
+    CHECK(fin.text_len == sizeof out && (fin.flags & ZIPAGE_EVF_TEXT_TRUNCATED));
+    CHECK(!memcmp(out + LONG_PIECE, "bbbb", 4));
+    zipage_disconnect(c);
+    CHECK(ipct_stop(eng, name) == 0);
+}
 
 static int wait_final(zipage_client *c, uint64_t id, zipage_event *fin, char *text, size_t cap,
                       size_t *len, int *ntok) {
@@ -144,5 +215,7 @@ int main(void) {
     CHECK(zipage_submit(c, &r, &id) == ZIPAGE_E_ENGINE_GONE);
     zipage_disconnect(c);
     CHECK(ipct_stop(eng, name) == 0);
+
+    check_long_pieces();
     return test_done("ipc_basic");
 }

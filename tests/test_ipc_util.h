@@ -38,8 +38,10 @@ static inline double ipct_ms(void) {
 }
 
 /* Forks an echo engine serving NAME with the given `key=value` overrides (NULL-terminated)
- * and waits until it is ready. Returns its pid. SIGTERM stops it (exit 0 after a drain). */
-static inline pid_t ipct_engine(const char *name, const char *const *sets, int step_us) {
+ * and waits until it is ready; hook (may be NULL) may replace some of its ops first. Returns
+ * its pid. SIGTERM stops it (exit 0 after a drain). */
+static inline pid_t ipct_engine_with(const char *name, const char *const *sets, int step_us,
+                                     void (*hook)(ipc_engine_ops *ops)) {
     int pfd[2];
     REQUIRE(pipe(pfd) == 0);
     fflush(NULL);
@@ -65,6 +67,7 @@ static inline pid_t ipct_engine(const char *name, const char *const *sets, int s
         ipc_engine_ops ops;
         if (!rc) {
             echo_ops(e, &ops);
+            if (hook) hook(&ops);
             ipc_model_info info = {"echo", "echo", 256, 4096, ec.max_requests, 1024, 16};
             rc = ipc_server_start(s, &a, &ops, &info);
         }
@@ -91,6 +94,10 @@ static inline pid_t ipct_engine(const char *name, const char *const *sets, int s
     REQUIRE(poll(&p, 1, 20000) == 1 && read(pfd[0], &ch, 1) == 1 && ch == 'r');
     close(pfd[0]);
     return pid;
+}
+
+static inline pid_t ipct_engine(const char *name, const char *const *sets, int step_us) {
+    return ipct_engine_with(name, sets, step_us, NULL);
 }
 
 /* SIGTERMs the engine and returns its exit status (0 = clean drain), or -1 if it crashed. */
