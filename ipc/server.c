@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -61,7 +62,7 @@ typedef struct srv_slot {
     uint64_t sub_head, cq_tail, cq_head; /* private copies; cq_head = last valid value seen */
     int32_t inflight, list;
     uint64_t full_since; /* when its completion ring last lacked room for a step, or 0 */
-    bool dirty;
+    bool dirty, dead;
     zpipc_slot *ctl;
     uint8_t *sub, *cq, *payload;
 } srv_slot;
@@ -77,6 +78,7 @@ struct ipc_server {
     srv_slot *slots;
     int32_t *dirty;
     int32_t ndirty;
+    struct pollfd *pfds; /* one per slot, for check_pids */
     /* started */
     bool started;
     ipc_engine_ops ops;
@@ -214,7 +216,8 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
     if (!rc) {
         s->slots = arena_alloc(a, sizeof(srv_slot) * cfg->max_clients, 64, "ipc slots");
         s->dirty = arena_alloc(a, sizeof(int32_t) * cfg->max_clients, 64, "ipc dirty list");
-        if (!s->slots || !s->dirty) rc = ZP_ENOMEM;
+        s->pfds = arena_alloc(a, sizeof(struct pollfd) * cfg->max_clients, 64, "ipc pidfd polls");
+        if (!s->slots || !s->dirty || !s->pfds) rc = ZP_ENOMEM;
     }
     if (rc) {
         if (s->map) munmap(s->map, s->map_len);
@@ -742,11 +745,32 @@ static void publish_stats(ipc_server *s) {
     ring_store_release32(&h->stats_seq, (seq | 1) + 1); /* data before the even sequence */
 }
 
+/* Liveness of every client process in one poll() over their pidfds (readable = exited);
+ * sets sl->dead. Slots without a pidfd fall back to kill(pid, 0). */
+static void check_pids(ipc_server *s) {
+    nfds_t n = 0;
+    for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
+        srv_slot *sl = &s->slots[i];
+        sl->dead = false;
+        if (sl->state != ZPIPC_SLOT_ATTACHED && sl->state != ZPIPC_SLOT_QUARANTINED) continue;
+        if (sl->pidfd < 0) sl->dead = !ring_pid_alive(-1, sl->pid);
+        else s->pfds[n++] = (struct pollfd){.fd = sl->pidfd, .events = POLLIN};
+    }
+    if (!n || poll(s->pfds, n, 0) <= 0) return;
+    nfds_t k = 0;
+    for (uint32_t i = 0; i < s->cfg.max_clients && k < n; i++) {
+        srv_slot *sl = &s->slots[i];
+        if (sl->pidfd >= 0 && (sl->state == ZPIPC_SLOT_ATTACHED || sl->state == ZPIPC_SLOT_QUARANTINED))
+            sl->dead = s->pfds[k++].revents != 0;
+    }
+}
+
 static void housekeeping(ipc_server *s, uint64_t now) {
     s->last_house = now;
     ring_store_relaxed64(&s->hdr->heartbeat_ns, now);
     /* acquire: pairs with the client's fetch-add after its claim; then the claims are scanned */
     s->attach_seen = ring_load_acquire32(&s->hdr->attach_seq);
+    check_pids(s);
     for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         srv_slot *sl = &s->slots[i];
         switch (sl->state) {
@@ -755,13 +779,13 @@ static void housekeeping(ipc_server *s, uint64_t now) {
             ring_store_relaxed64(&sl->ctl->engine_heartbeat_ns, now);
             if (ring_load_acquire32(&sl->ctl->detach)) { /* pairs with disconnect's release */
                 begin_reclaim(s, sl);
-            } else if (!ring_pid_alive(sl->pidfd, sl->pid)) {
+            } else if (sl->dead) {
                 s->st.client_deaths++;
                 begin_reclaim(s, sl);
             }
             break;
         case ZPIPC_SLOT_QUARANTINED:
-            if (!ring_pid_alive(sl->pidfd, sl->pid)) begin_reclaim(s, sl);
+            if (sl->dead) begin_reclaim(s, sl);
             break;
         default: break;
         }
