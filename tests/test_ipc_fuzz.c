@@ -153,8 +153,7 @@ int main(void) {
     volatile int *done = stop_flag + 16;
     int rounds = 0;
     for (; *done < ITERS && rounds < MAX_ROUNDS; rounds++) {
-        pid_t f = fork();
-        REQUIRE(f >= 0);
+        pid_t f = ipct_fork(SIGKILL);
         if (!f) _exit(fuzzer(map, &lay, 1234567ull * (unsigned long long)(rounds + 1), ITERS - *done, done));
         int st;
         REQUIRE(waitpid(f, &st, 0) == f);

@@ -52,8 +52,7 @@ int main(void) {
     for (int i = 0; i < n; i++) {
         int pfd[2];
         REQUIRE(pipe(pfd) == 0);
-        kids[i] = fork();
-        REQUIRE(kids[i] >= 0);
+        kids[i] = ipct_fork(SIGKILL);
         if (!kids[i]) {
             close(pfd[0]);
             _exit(client(name, i % NKIND, pfd[1]));

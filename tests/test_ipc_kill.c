@@ -25,10 +25,8 @@ static int victim(const char *name, int wfd, int n) {
     zipage_event ev[8];
     if (zipage_wait(c, ev, 8, 5000) < 1) return 22;
     (void)!write(wfd, "t", 1);
-    for (;;) {
-        zipage_wait(c, ev, 8, 1000);
-        usleep(100);
-    }
+    while (zipage_wait(c, ev, 8, 1000) != ZIPAGE_E_ENGINE_GONE) usleep(100);
+    return 23;
 }
 
 int main(void) {
@@ -48,8 +46,7 @@ int main(void) {
     for (int k = 0; k < KILLS; k++) {
         int pfd[2];
         REQUIRE(pipe(pfd) == 0);
-        pid_t v = fork();
-        REQUIRE(v >= 0);
+        pid_t v = ipct_fork(SIGKILL);
         if (!v) {
             close(pfd[0]);
             _exit(victim(name, pfd[1], 1 + (int)(test_rand_u64(&seed) % 4)));

@@ -114,8 +114,7 @@ int main(void) {
     double t0 = ipct_ms();
     pid_t kids[NPROC];
     for (int i = 0; i < NPROC; i++) {
-        kids[i] = fork();
-        REQUIRE(kids[i] >= 0);
+        kids[i] = ipct_fork(SIGKILL);
         if (kids[i] == 0) _exit(client(name, i));
     }
     for (int i = 0; i < NPROC; i++) {

@@ -29,8 +29,7 @@ int main(void) {
     if (geteuid() != 0) {
         skipped = 1;
     } else {
-        pid_t k = fork();
-        REQUIRE(k >= 0);
+        pid_t k = ipct_fork(SIGKILL);
         if (!k) {
             if (setgid(65534) || setuid(65534)) _exit(20);
             zipage_client *o = NULL;

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +26,16 @@
 
 static ipc_server *ipct_srv;
 static void ipct_on_term(int sig) { ipc_server_stop(ipct_srv, IPC_STOP_FINISH); }
+
+/* fork() for test children: a child dies with the test (signal sig), so a failing test never
+ * leaves an engine or a client behind holding /dev/shm. */
+static inline pid_t ipct_fork(int sig) {
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) prctl(PR_SET_PDEATHSIG, sig);
+    return pid;
+}
 
 /* A unique object name for this test run. */
 static inline void ipct_name(char *buf, size_t cap, const char *tag) {
@@ -44,9 +55,7 @@ static inline pid_t ipct_engine_with(const char *name, const char *const *sets, 
                                      void (*hook)(ipc_engine_ops *ops)) {
     int pfd[2];
     REQUIRE(pipe(pfd) == 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
+    pid_t pid = ipct_fork(SIGTERM); /* SIGTERM: drain and remove the object */
     if (pid == 0) {
         close(pfd[0]);
         conf cf;
@@ -155,9 +164,7 @@ static inline double ipct_wait_idle(zipage_client *c, int clients, double timeou
  * one byte to wfd once connected (wfd < 0: none). Exit status 0 when every output was right. */
 static inline pid_t ipct_good_client(const char *name, int who, volatile int *stop, int wfd,
                                      int pause_us) {
-    fflush(NULL);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
+    pid_t pid = ipct_fork(SIGKILL);
     if (pid) return pid;
     zipage_client *c = ipct_connect(name);
     if (!c) _exit(10);
