@@ -89,6 +89,11 @@ with Client(sys.argv[1]) as c:
         raise AssertionError("no error")
     except ZipageError as e:
         assert e.code == -1 and "500" in str(e), e
+    it = c.stream("long " * 100)
+    next(it)
+    it.close()  # cancels the request
+    r = c.generate("after")
+    assert r["text"] == "after", r
     assert c.stats()["model"] == "echo"
 PY
 

@@ -184,8 +184,16 @@ class Client:
                logprobs=False, stop_ids=(), timeout_ms=-1, **params):
         """Yields {'token', 'text', 'logprob'} per token, then one final dict with
         'finish_reason' and usage. Sampling parameters as in zipage_params
-        (max_tokens, temperature, top_k, top_p, min_p, seed, ignore_eos, ...)."""
+        (max_tokens, temperature, top_k, top_p, min_p, seed, ignore_eos, ...). Closing the
+        iterator early cancels the request; its remaining events are skipped later."""
         rid = self._submit(prompt, ids, messages, enable_thinking, logprobs, stop_ids, **params)
+        try:
+            yield from self._events(rid, logprobs, timeout_ms)
+        except GeneratorExit:  # the caller stopped early: the engine need not go on
+            self._lib.zipage_cancel(self._c, rid)
+            raise
+
+    def _events(self, rid, logprobs, timeout_ms):
         dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while True:
             n = self._check(self._lib.zipage_wait(self._c, self._evs, 64, timeout_ms))
