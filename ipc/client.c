@@ -229,24 +229,23 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
         c->reqs = calloc(c->nreqs, sizeof(creq));
         c->sub_pay_end = calloc(c->sub_entries, sizeof(uint64_t));
         if (!c->reqs || !c->sub_pay_end) rc = fail(ZIPAGE_E_SYS, "out of memory");
-        c->spin_us = opts && opts->spin_us ? opts->spin_us : (int32_t)h->spin_us;
+        c->spin_us = !opts || opts->spin_us == ZIPAGE_SPIN_DEFAULT ? (int32_t)h->spin_us
+                     : opts->spin_us == ZIPAGE_SPIN_NONE                ? 0
+                                                                        : opts->spin_us;
         c->hang_ns = (uint64_t)(opts && opts->hang_timeout_ms > 0 ? opts->hang_timeout_ms : 10000) *
                      1000000ull;
     }
     uint32_t me = (uint32_t)getpid();
-    if (!rc) {
-        rc = fail(ZIPAGE_E_FULL, "all %u client slots of '%s' are taken", h->max_clients, name);
-        for (uint32_t i = 0; i < h->max_clients; i++) {
-            zpipc_slot *s = (zpipc_slot *)(c->map + ZPIPC_SLOTS_OFF + (size_t)i * h->slot_bytes);
-            if (ring_load_relaxed32(&s->claim_pid) || !ring_cas32(&s->claim_pid, 0, me)) continue;
-            c->slot = i;
-            c->ctl = s;
-            /* the engine bumped the generation before freeing the slot (acquire in the CAS) */
-            c->gen = ring_load_acquire32(&s->generation);
-            rc = 0;
-            break;
-        }
+    for (uint32_t i = 0; !rc && !c->ctl && i < h->max_clients; i++) {
+        zpipc_slot *s = (zpipc_slot *)(c->map + ZPIPC_SLOTS_OFF + (size_t)i * h->slot_bytes);
+        if (ring_load_relaxed32(&s->claim_pid) || !ring_cas32(&s->claim_pid, 0, me)) continue;
+        c->slot = i;
+        c->ctl = s;
+        /* the engine bumped the generation before freeing the slot (acquire in the CAS) */
+        c->gen = ring_load_acquire32(&s->generation);
     }
+    if (!rc && !c->ctl)
+        rc = fail(ZIPAGE_E_FULL, "all %u client slots of '%s' are taken", h->max_clients, name);
     if (!rc) {
         uint8_t *base = (uint8_t *)c->ctl;
         c->sub = base + zpipc_sub_off();
@@ -275,6 +274,8 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
         *out = c;
         return 0;
     }
+    if (c->ctl && ring_load_relaxed32(&c->ctl->claim_pid) == me)
+        ring_store_release32(&c->ctl->detach, 1); /* attached but unusable: free it at once */
     if (c->engine_pidfd >= 0) close(c->engine_pidfd);
     munmap(c->map, c->map_len);
     free(c->reqs);

@@ -126,10 +126,16 @@ typedef struct zipage_event {
     size_t n_ids; /* non-streamed FINAL: ids written to out_ids (text_len: bytes to out_text) */
 } zipage_event;
 
+/* zipage_options.spin_us special values */
+enum {
+    ZIPAGE_SPIN_DEFAULT = 0,  /* the engine's spin_us */
+    ZIPAGE_SPIN_FOREVER = -1, /* busy-poll: never sleep (the engine never needs to wake us) */
+    ZIPAGE_SPIN_NONE = -2,    /* sleep on the futex at once */
+};
+
 typedef struct zipage_options {
-    /* Busy-wait this long before sleeping on a futex in zipage_wait(); -1 = busy-poll
-     * forever (never sleeps, the engine never needs to wake this client). Default: the
-     * engine's spin_us. */
+    /* Busy-wait this many microseconds in zipage_wait() before sleeping on a futex, or one
+     * of ZIPAGE_SPIN_*. */
     int32_t spin_us;
     /* Engine heartbeat age after which the engine counts as gone although its process
      * lives (hung or stopped); 0 = 10000 ms. */

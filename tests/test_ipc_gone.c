@@ -8,7 +8,7 @@ enum { STREAMING, IDLE_SLEEPER, BUSY_POLLER, NKIND };
 
 /* Writes the monotonic time (ms) at which it saw the engine gone, or a negative code. */
 static int client(const char *name, int kind, int wfd) {
-    zipage_options o = {.spin_us = kind == BUSY_POLLER ? -1 : 0};
+    zipage_options o = {.spin_us = kind == BUSY_POLLER ? ZIPAGE_SPIN_FOREVER : ZIPAGE_SPIN_NONE};
     zipage_client *c = NULL;
     if (zipage_connect(&c, name, &o)) return 10;
     if (kind != IDLE_SLEEPER) {

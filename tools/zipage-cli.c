@@ -480,8 +480,8 @@ static int cmd_bench(int argc, char **argv) {
     bool futex = !strcmp(mode, "futex") || !strcmp(mode, "both");
     if (!busy && !futex) return bad_opt("bench-ipc: --mode '%s' is not busy, futex or both", mode);
     int rc = 0;
-    if (busy) rc = bench_mode("busy", -1, (int)n, (int)window);
-    if (!rc && futex) rc = bench_mode("futex", 0, (int)n, (int)window);
+    if (busy) rc = bench_mode("busy", ZIPAGE_SPIN_FOREVER, (int)n, (int)window);
+    if (!rc && futex) rc = bench_mode("futex", ZIPAGE_SPIN_NONE, (int)n, (int)window);
     return rc;
 }
 

@@ -116,7 +116,7 @@ class ZipageError(Exception):
 class Client:
     def __init__(self, name="zipage", lib=None, spin_us=0):
         """Attaches to the engine serving NAME. spin_us: busy-wait before sleeping
-        (0 = the engine's default, -1 = busy-poll forever)."""
+        (0 = the engine's default, -1 = busy-poll forever, -2 = sleep at once)."""
         self._lib = _load(lib)
         self._c = ctypes.c_void_p()
         opts = _Options(spin_us, 0)
