@@ -482,10 +482,23 @@ void ipc_server_on_event(void *srv, const engine_event *ev) {
 
 /* ---- submissions --------------------------------------------------------------------------- */
 
-static bool finite_params(const zpipc_sub *q) {
-    return isfinite(q->temperature) && isfinite(q->top_p) && isfinite(q->min_p) &&
-           isfinite(q->repetition_penalty) && isfinite(q->presence_penalty) &&
-           isfinite(q->frequency_penalty);
+/* Range checks of the record's own fields (the engine checks the sampler ranges); writes a
+ * message naming the field and returns false on the first bad one. */
+static bool params_ok(const zpipc_sub *q, char *msg, size_t cap) {
+    static const char *fname[] = {"temperature", "top_p", "min_p", "repetition_penalty",
+                                  "presence_penalty", "frequency_penalty"};
+    const float fval[] = {q->temperature, q->top_p, q->min_p, q->repetition_penalty,
+                          q->presence_penalty, q->frequency_penalty};
+    for (int i = 0; i < 6; i++)
+        if (!isfinite(fval[i])) return snprintf(msg, cap, "%s is not a finite number", fname[i]), false;
+    if (q->n_stop < 0 || q->n_stop > ZIPAGE_MAX_STOP)
+        return snprintf(msg, cap, "n_stop %d outside 0..%d", q->n_stop, ZIPAGE_MAX_STOP), false;
+    if (q->compress < -1 || q->compress > 1)
+        return snprintf(msg, cap, "compress %d is not -1, 0 or 1", q->compress), false;
+    if (q->kv_budget_blocks < 0)
+        return snprintf(msg, cap, "kv_budget_blocks %d < 0", q->kv_budget_blocks), false;
+    if (q->max_tokens < 1) return snprintf(msg, cap, "max_tokens %d < 1", q->max_tokens), false;
+    return true;
 }
 
 /* Turns the request's payload into prompt ids in s->ids; *n gets the count. On failure the
@@ -541,10 +554,9 @@ static void take_request(ipc_server *s, srv_slot *sl, const zpipc_sub *q) {
                sl->inflight);
         return;
     }
-    if (q->n_stop < 0 || q->n_stop > ZIPAGE_MAX_STOP || q->compress < -1 || q->compress > 1 ||
-        q->kv_budget_blocks < 0 || q->max_tokens < 1 || !finite_params(q)) {
-        reject(s, sl, q->req_id, ZIPAGE_E_INVALID,
-               "bad parameter (n_stop, compress, kv_budget_blocks, max_tokens or a non-finite float)");
+    char msg[ZPIPC_CQE_TEXT + 1];
+    if (!params_ok(q, msg, sizeof msg)) {
+        reject(s, sl, q->req_id, ZIPAGE_E_INVALID, "%s", msg);
         return;
     }
     size_t n = 0;

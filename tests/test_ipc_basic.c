@@ -156,6 +156,7 @@ int main(void) {
     REQUIRE(zipage_submit(c, &r, &id) == 0);
     CHECK(wait_final(c, id, &fin, text, sizeof text, &len, &ntok) == 0);
     CHECK(fin.finish == ZIPAGE_FINISH_ERROR && fin.error == ZIPAGE_E_INVALID);
+    CHECK(fin.text_len > 11 && !memcmp(fin.text, "temperature", 11)); /* names the field */
 
     /* client-side errors */
     zipage_request_default(&r);
