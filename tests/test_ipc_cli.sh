@@ -2,7 +2,8 @@
 # zipage serve --echo (ASan build) + zipage-cli + the Python client, end to end:
 # static binary, generate --json (text and ids), chat through the engine's template, stats
 # (--json, --prometheus), cancel refused without ipc_admin_cancel, bench-ipc, Python
-# generate/stream/errors, SIGTERM drain (object removed), SIGINT twice stops a busy engine.
+# generate/stream/errors, SIGTERM drain (object removed), SIGINT twice stops a busy engine,
+# SIGTERM with sigterm = cancel.
 set -u
 B=${ZP_BUILD:-build}
 CLI=$B/zipage-cli
@@ -100,19 +101,30 @@ PY
 check "SIGTERM drains and exits 0" stop_wait TERM
 check "object removed after stop" bash -c "[ ! -e /dev/shm/$NAME ]"
 
+long_request() { # starts a 6-second stream in the background ($gen) and waits until it runs
+    $CLI --name $NAME generate --prompt "$(head -c 3000 /dev/zero | tr '\0' a)" --max-tokens 3000 \
+        --json >"$tmp/long.json" 2>/dev/null &
+    gen=$!
+    for _ in $(seq 1 200); do
+        $CLI --name $NAME stats --json 2>/dev/null | grep -q '"inflight": 1,' && return
+        sleep 0.05
+    done
+}
+
 # SIGINT twice: a long stream is cancelled and the engine stops at once
 start --echo-step-us 2000 --set max_clients=4
-$CLI --name $NAME generate --prompt "$(head -c 3000 /dev/zero | tr '\0' a)" --max-tokens 3000 --json \
-    >"$tmp/long.json" 2>/dev/null &
-gen=$!
-for _ in $(seq 1 200); do # until the request runs
-    $CLI --name $NAME stats --json 2>/dev/null | grep -q '"inflight": 1,' && break
-    sleep 0.05
-done
+long_request
 t0=$(date +%s%N)
 check "SIGINT twice stops with exit 0" stop_wait INT INT
 t1=$(date +%s%N)
 check "... within a second" [ $(( (t1 - t0) / 1000000 )) -lt 1000 ]
+wait $gen
+check "... the running request ended cancelled" grep -q '"finish_reason": "cancelled"' "$tmp/long.json"
+
+# sigterm = cancel: SIGTERM cancels running requests, each with its final record
+start --echo-step-us 2000 --set sigterm=cancel
+long_request
+check "SIGTERM with sigterm=cancel exits 0" stop_wait TERM
 wait $gen
 check "... the running request ended cancelled" grep -q '"finish_reason": "cancelled"' "$tmp/long.json"
 
