@@ -40,24 +40,55 @@ enum { ZPIPC_SLOT_FREE = 0, ZPIPC_SLOT_ATTACHED = 1, ZPIPC_SLOT_RECLAIMING = 2,
 
 /* Statistics published by the engine (header.stats, under header.stats_seq seqlock). */
 typedef struct zpipc_stats {
-    int32_t running, waiting, max_concurrency;         /* 0 */
-    int32_t blocks_total, blocks_used, blocks_free;    /* 12 */
-    int64_t steps, prompt_tokens, completion_tokens;   /* 24 */
-    int64_t preemptions, prefix_hit_tokens;            /* 48 */
-    int64_t prefix_query_tokens, compressions;         /* 64 */
-    int64_t evicted_tokens;                            /* 80 */
-    double busy_seconds, tokens_per_s;                 /* 88 */
-    int32_t clients, inflight;                         /* 104 */
-    int64_t submitted, completed, rejected;            /* 112 */
-    int64_t client_deaths, protocol_errors;            /* 136 */
-    uint8_t pad[168];                                  /* 152 -> 320 */
+    int32_t  running;                   /* 0 */
+    int32_t  waiting;                   /* 4 */
+    int32_t  max_concurrency;           /* 8 */
+    int32_t  blocks_total;              /* 12 */
+    int32_t  blocks_used;               /* 16 */
+    int32_t  blocks_free;               /* 20 */
+    int64_t  steps;                     /* 24 */
+    int64_t  prompt_tokens;             /* 32 */
+    int64_t  completion_tokens;         /* 40 */
+    int64_t  preemptions;               /* 48 */
+    int64_t  prefix_hit_tokens;         /* 56 */
+    int64_t  prefix_query_tokens;       /* 64 */
+    int64_t  compressions;              /* 72 */
+    int64_t  evicted_tokens;            /* 80 */
+    double   busy_seconds;              /* 88 */
+    double   tokens_per_s;              /* 96 */
+    int32_t  clients;                   /* 104 */
+    int32_t  inflight;                  /* 108 */
+    int64_t  submitted;                 /* 112 */
+    int64_t  completed;                 /* 120 */
+    int64_t  rejected;                  /* 128 */
+    int64_t  client_deaths;             /* 136 */
+    int64_t  protocol_errors;           /* 144 */
+    uint8_t  pad[168];                  /* 152 -> 320 */
 } zpipc_stats;
 _Static_assert(sizeof(zpipc_stats) == 320, "zpipc_stats size");
+_Static_assert(offsetof(zpipc_stats, running) == 0, "zpipc_stats.running");
+_Static_assert(offsetof(zpipc_stats, waiting) == 4, "zpipc_stats.waiting");
+_Static_assert(offsetof(zpipc_stats, max_concurrency) == 8, "zpipc_stats.max_concurrency");
+_Static_assert(offsetof(zpipc_stats, blocks_total) == 12, "zpipc_stats.blocks_total");
+_Static_assert(offsetof(zpipc_stats, blocks_used) == 16, "zpipc_stats.blocks_used");
+_Static_assert(offsetof(zpipc_stats, blocks_free) == 20, "zpipc_stats.blocks_free");
 _Static_assert(offsetof(zpipc_stats, steps) == 24, "zpipc_stats.steps");
+_Static_assert(offsetof(zpipc_stats, prompt_tokens) == 32, "zpipc_stats.prompt_tokens");
+_Static_assert(offsetof(zpipc_stats, completion_tokens) == 40, "zpipc_stats.completion_tokens");
+_Static_assert(offsetof(zpipc_stats, preemptions) == 48, "zpipc_stats.preemptions");
+_Static_assert(offsetof(zpipc_stats, prefix_hit_tokens) == 56, "zpipc_stats.prefix_hit_tokens");
+_Static_assert(offsetof(zpipc_stats, prefix_query_tokens) == 64, "zpipc_stats.prefix_query_tokens");
+_Static_assert(offsetof(zpipc_stats, compressions) == 72, "zpipc_stats.compressions");
+_Static_assert(offsetof(zpipc_stats, evicted_tokens) == 80, "zpipc_stats.evicted_tokens");
 _Static_assert(offsetof(zpipc_stats, busy_seconds) == 88, "zpipc_stats.busy_seconds");
+_Static_assert(offsetof(zpipc_stats, tokens_per_s) == 96, "zpipc_stats.tokens_per_s");
 _Static_assert(offsetof(zpipc_stats, clients) == 104, "zpipc_stats.clients");
+_Static_assert(offsetof(zpipc_stats, inflight) == 108, "zpipc_stats.inflight");
 _Static_assert(offsetof(zpipc_stats, submitted) == 112, "zpipc_stats.submitted");
+_Static_assert(offsetof(zpipc_stats, completed) == 120, "zpipc_stats.completed");
+_Static_assert(offsetof(zpipc_stats, rejected) == 128, "zpipc_stats.rejected");
 _Static_assert(offsetof(zpipc_stats, client_deaths) == 136, "zpipc_stats.client_deaths");
+_Static_assert(offsetof(zpipc_stats, protocol_errors) == 144, "zpipc_stats.protocol_errors");
 
 typedef struct zpipc_header {
     /* line 0 (E, written once before state = READY): layout */
@@ -102,17 +133,33 @@ typedef struct zpipc_header {
 } zpipc_header;
 #define ZPIPC_HEADER_BYTES 640u
 _Static_assert(sizeof(zpipc_header) == ZPIPC_HEADER_BYTES, "zpipc_header size");
-_Static_assert(offsetof(zpipc_header, version) == 8, "header.version");
-_Static_assert(offsetof(zpipc_header, payload_bytes) == 32, "header.payload_bytes");
-_Static_assert(offsetof(zpipc_header, engine_pid) == 52, "header.engine_pid");
-_Static_assert(offsetof(zpipc_header, model) == 64, "header.model");
-_Static_assert(offsetof(zpipc_header, vocab) == 104, "header.vocab");
-_Static_assert(offsetof(zpipc_header, state) == 128, "header.state");
-_Static_assert(offsetof(zpipc_header, heartbeat_ns) == 136, "header.heartbeat_ns");
-_Static_assert(offsetof(zpipc_header, engine_futex) == 192, "header.engine_futex");
-_Static_assert(offsetof(zpipc_header, attach_seq) == 200, "header.attach_seq");
-_Static_assert(offsetof(zpipc_header, stats_seq) == 256, "header.stats_seq");
-_Static_assert(offsetof(zpipc_header, stats) == 320, "header.stats");
+_Static_assert(offsetof(zpipc_header, magic) == 0, "zpipc_header.magic");
+_Static_assert(offsetof(zpipc_header, version) == 8, "zpipc_header.version");
+_Static_assert(offsetof(zpipc_header, header_bytes) == 12, "zpipc_header.header_bytes");
+_Static_assert(offsetof(zpipc_header, slot_bytes) == 16, "zpipc_header.slot_bytes");
+_Static_assert(offsetof(zpipc_header, max_clients) == 20, "zpipc_header.max_clients");
+_Static_assert(offsetof(zpipc_header, sub_entries) == 24, "zpipc_header.sub_entries");
+_Static_assert(offsetof(zpipc_header, cq_entries) == 28, "zpipc_header.cq_entries");
+_Static_assert(offsetof(zpipc_header, payload_bytes) == 32, "zpipc_header.payload_bytes");
+_Static_assert(offsetof(zpipc_header, total_bytes) == 40, "zpipc_header.total_bytes");
+_Static_assert(offsetof(zpipc_header, max_inflight) == 48, "zpipc_header.max_inflight");
+_Static_assert(offsetof(zpipc_header, engine_pid) == 52, "zpipc_header.engine_pid");
+_Static_assert(offsetof(zpipc_header, spin_us) == 56, "zpipc_header.spin_us");
+_Static_assert(offsetof(zpipc_header, flags) == 60, "zpipc_header.flags");
+_Static_assert(offsetof(zpipc_header, model) == 64, "zpipc_header.model");
+_Static_assert(offsetof(zpipc_header, backend) == 96, "zpipc_header.backend");
+_Static_assert(offsetof(zpipc_header, vocab) == 104, "zpipc_header.vocab");
+_Static_assert(offsetof(zpipc_header, max_model_len) == 108, "zpipc_header.max_model_len");
+_Static_assert(offsetof(zpipc_header, max_concurrency) == 112, "zpipc_header.max_concurrency");
+_Static_assert(offsetof(zpipc_header, blocks_total) == 116, "zpipc_header.blocks_total");
+_Static_assert(offsetof(zpipc_header, block_size) == 120, "zpipc_header.block_size");
+_Static_assert(offsetof(zpipc_header, state) == 128, "zpipc_header.state");
+_Static_assert(offsetof(zpipc_header, heartbeat_ns) == 136, "zpipc_header.heartbeat_ns");
+_Static_assert(offsetof(zpipc_header, engine_futex) == 192, "zpipc_header.engine_futex");
+_Static_assert(offsetof(zpipc_header, engine_sleeping) == 196, "zpipc_header.engine_sleeping");
+_Static_assert(offsetof(zpipc_header, attach_seq) == 200, "zpipc_header.attach_seq");
+_Static_assert(offsetof(zpipc_header, stats_seq) == 256, "zpipc_header.stats_seq");
+_Static_assert(offsetof(zpipc_header, stats) == 320, "zpipc_header.stats");
 
 /* A slot's control block; its rings and payload follow it in the object. */
 typedef struct zpipc_slot {
@@ -147,15 +194,20 @@ typedef struct zpipc_slot {
 } zpipc_slot;
 #define ZPIPC_SLOT_CTRL_BYTES 512u
 _Static_assert(sizeof(zpipc_slot) == ZPIPC_SLOT_CTRL_BYTES, "zpipc_slot size");
-_Static_assert(offsetof(zpipc_slot, sub_tail) == 64, "slot.sub_tail");
-_Static_assert(offsetof(zpipc_slot, cq_head) == 128, "slot.cq_head");
-_Static_assert(offsetof(zpipc_slot, client_sleeping) == 136, "slot.client_sleeping");
-_Static_assert(offsetof(zpipc_slot, generation) == 192, "slot.generation");
-_Static_assert(offsetof(zpipc_slot, engine_heartbeat_ns) == 208, "slot.engine_heartbeat_ns");
-_Static_assert(offsetof(zpipc_slot, sub_head) == 256, "slot.sub_head");
-_Static_assert(offsetof(zpipc_slot, cq_tail) == 320, "slot.cq_tail");
-_Static_assert(offsetof(zpipc_slot, client_futex) == 328, "slot.client_futex");
-_Static_assert(offsetof(zpipc_slot, error_msg) == 384, "slot.error_msg");
+_Static_assert(offsetof(zpipc_slot, claim_pid) == 0, "zpipc_slot.claim_pid");
+_Static_assert(offsetof(zpipc_slot, detach) == 4, "zpipc_slot.detach");
+_Static_assert(offsetof(zpipc_slot, sub_tail) == 64, "zpipc_slot.sub_tail");
+_Static_assert(offsetof(zpipc_slot, cq_head) == 128, "zpipc_slot.cq_head");
+_Static_assert(offsetof(zpipc_slot, client_sleeping) == 136, "zpipc_slot.client_sleeping");
+_Static_assert(offsetof(zpipc_slot, generation) == 192, "zpipc_slot.generation");
+_Static_assert(offsetof(zpipc_slot, slot_state) == 196, "zpipc_slot.slot_state");
+_Static_assert(offsetof(zpipc_slot, engine_state) == 200, "zpipc_slot.engine_state");
+_Static_assert(offsetof(zpipc_slot, error_code) == 204, "zpipc_slot.error_code");
+_Static_assert(offsetof(zpipc_slot, engine_heartbeat_ns) == 208, "zpipc_slot.engine_heartbeat_ns");
+_Static_assert(offsetof(zpipc_slot, sub_head) == 256, "zpipc_slot.sub_head");
+_Static_assert(offsetof(zpipc_slot, cq_tail) == 320, "zpipc_slot.cq_tail");
+_Static_assert(offsetof(zpipc_slot, client_futex) == 328, "zpipc_slot.client_futex");
+_Static_assert(offsetof(zpipc_slot, error_msg) == 384, "zpipc_slot.error_msg");
 
 /* Submission record types. */
 enum { ZPIPC_SUB_REQUEST = 1, ZPIPC_SUB_CANCEL = 2, ZPIPC_SUB_CANCEL_CLIENT = 3 };
@@ -188,12 +240,26 @@ typedef struct zpipc_sub {
 } zpipc_sub;
 #define ZPIPC_SUB_BYTES 192u
 _Static_assert(sizeof(zpipc_sub) == ZPIPC_SUB_BYTES, "zpipc_sub size");
-_Static_assert(offsetof(zpipc_sub, payload_off) == 16, "sub.payload_off");
-_Static_assert(offsetof(zpipc_sub, temperature) == 32, "sub.temperature");
-_Static_assert(offsetof(zpipc_sub, max_tokens) == 60, "sub.max_tokens");
-_Static_assert(offsetof(zpipc_sub, seed) == 64, "sub.seed");
-_Static_assert(offsetof(zpipc_sub, compress) == 80, "sub.compress");
-_Static_assert(offsetof(zpipc_sub, stop_ids) == 96, "sub.stop_ids");
+_Static_assert(offsetof(zpipc_sub, type) == 0, "zpipc_sub.type");
+_Static_assert(offsetof(zpipc_sub, kind) == 4, "zpipc_sub.kind");
+_Static_assert(offsetof(zpipc_sub, req_id) == 8, "zpipc_sub.req_id");
+_Static_assert(offsetof(zpipc_sub, payload_off) == 16, "zpipc_sub.payload_off");
+_Static_assert(offsetof(zpipc_sub, payload_len) == 24, "zpipc_sub.payload_len");
+_Static_assert(offsetof(zpipc_sub, flags) == 28, "zpipc_sub.flags");
+_Static_assert(offsetof(zpipc_sub, temperature) == 32, "zpipc_sub.temperature");
+_Static_assert(offsetof(zpipc_sub, top_k) == 36, "zpipc_sub.top_k");
+_Static_assert(offsetof(zpipc_sub, top_p) == 40, "zpipc_sub.top_p");
+_Static_assert(offsetof(zpipc_sub, min_p) == 44, "zpipc_sub.min_p");
+_Static_assert(offsetof(zpipc_sub, repetition_penalty) == 48, "zpipc_sub.repetition_penalty");
+_Static_assert(offsetof(zpipc_sub, presence_penalty) == 52, "zpipc_sub.presence_penalty");
+_Static_assert(offsetof(zpipc_sub, frequency_penalty) == 56, "zpipc_sub.frequency_penalty");
+_Static_assert(offsetof(zpipc_sub, max_tokens) == 60, "zpipc_sub.max_tokens");
+_Static_assert(offsetof(zpipc_sub, seed) == 64, "zpipc_sub.seed");
+_Static_assert(offsetof(zpipc_sub, n_stop) == 72, "zpipc_sub.n_stop");
+_Static_assert(offsetof(zpipc_sub, kv_budget_blocks) == 76, "zpipc_sub.kv_budget_blocks");
+_Static_assert(offsetof(zpipc_sub, compress) == 80, "zpipc_sub.compress");
+_Static_assert(offsetof(zpipc_sub, target_slot) == 84, "zpipc_sub.target_slot");
+_Static_assert(offsetof(zpipc_sub, stop_ids) == 96, "zpipc_sub.stop_ids");
 
 /* Completion record types: ZIPAGE_EV_TOKEN, ZIPAGE_EV_FINAL; flags: ZIPAGE_EVF_CONT. */
 #define ZPIPC_CQE_TEXT 64u
@@ -216,10 +282,21 @@ typedef struct zpipc_cqe {
 } zpipc_cqe;
 #define ZPIPC_CQE_BYTES 128u
 _Static_assert(sizeof(zpipc_cqe) == ZPIPC_CQE_BYTES, "zpipc_cqe size");
-_Static_assert(offsetof(zpipc_cqe, token) == 16, "cqe.token");
-_Static_assert(offsetof(zpipc_cqe, text_len) == 32, "cqe.text_len");
-_Static_assert(offsetof(zpipc_cqe, evicted_tokens) == 56, "cqe.evicted_tokens");
-_Static_assert(offsetof(zpipc_cqe, text) == 64, "cqe.text");
+_Static_assert(offsetof(zpipc_cqe, req_id) == 0, "zpipc_cqe.req_id");
+_Static_assert(offsetof(zpipc_cqe, type) == 8, "zpipc_cqe.type");
+_Static_assert(offsetof(zpipc_cqe, flags) == 12, "zpipc_cqe.flags");
+_Static_assert(offsetof(zpipc_cqe, token) == 16, "zpipc_cqe.token");
+_Static_assert(offsetof(zpipc_cqe, logprob) == 20, "zpipc_cqe.logprob");
+_Static_assert(offsetof(zpipc_cqe, finish) == 24, "zpipc_cqe.finish");
+_Static_assert(offsetof(zpipc_cqe, error) == 28, "zpipc_cqe.error");
+_Static_assert(offsetof(zpipc_cqe, text_len) == 32, "zpipc_cqe.text_len");
+_Static_assert(offsetof(zpipc_cqe, prompt_tokens) == 36, "zpipc_cqe.prompt_tokens");
+_Static_assert(offsetof(zpipc_cqe, completion_tokens) == 40, "zpipc_cqe.completion_tokens");
+_Static_assert(offsetof(zpipc_cqe, kv_blocks_peak) == 44, "zpipc_cqe.kv_blocks_peak");
+_Static_assert(offsetof(zpipc_cqe, compressions) == 48, "zpipc_cqe.compressions");
+_Static_assert(offsetof(zpipc_cqe, cached_prompt_tokens) == 52, "zpipc_cqe.cached_prompt_tokens");
+_Static_assert(offsetof(zpipc_cqe, evicted_tokens) == 56, "zpipc_cqe.evicted_tokens");
+_Static_assert(offsetof(zpipc_cqe, text) == 64, "zpipc_cqe.text");
 
 /* Layout arithmetic shared by both sides (each side uses its own copy of the sizes). */
 static inline uint64_t zpipc_slot_bytes(uint32_t sub_entries, uint32_t cq_entries,
