@@ -29,8 +29,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CHECK_PERIOD_NS 1000000ull     /* engine liveness check while polling */
-#define SLEEP_SLICE_NS 10000000ll      /* longest futex sleep between liveness checks */
+#define CHECK_PERIOD_NS  1000000ull /* engine liveness check while polling */
+#define SLEEP_SLICE_NS   10000000ll /* longest futex sleep between liveness checks */
 #define STATS_TIMEOUT_NS 100000000ull
 
 typedef struct creq {
@@ -76,37 +76,61 @@ static int fail(int code, const char *fmt, ...) {
     return code;
 }
 
-const char *zipage_last_error(void) { return last_err; }
+const char *zipage_last_error(void) {
+    return last_err;
+}
 
 const char *zipage_strerror(int code) {
     switch (code) {
-    case ZIPAGE_OK: return "ok";
-    case ZIPAGE_E_INVALID: return "invalid argument";
-    case ZIPAGE_E_BUSY: return "busy (backpressure)";
-    case ZIPAGE_E_TOO_LARGE: return "too large";
-    case ZIPAGE_E_ENGINE_GONE: return "engine gone";
-    case ZIPAGE_E_NOENT: return "no such engine";
-    case ZIPAGE_E_PERM: return "permission denied";
-    case ZIPAGE_E_VERSION: return "ABI version mismatch";
-    case ZIPAGE_E_FULL: return "no free client slot";
-    case ZIPAGE_E_PROTOCOL: return "protocol violation";
-    case ZIPAGE_E_ENGINE: return "engine error";
-    case ZIPAGE_E_OVERRUN: return "completion overrun";
-    case ZIPAGE_E_DRAINING: return "engine draining";
-    case ZIPAGE_E_TIMEOUT: return "timeout";
-    case ZIPAGE_E_SYS: return "system error";
-    case ZIPAGE_E_STATE: return "wrong state";
-    default: return "unknown error";
+    case ZIPAGE_OK:
+        return "ok";
+    case ZIPAGE_E_INVALID:
+        return "invalid argument";
+    case ZIPAGE_E_BUSY:
+        return "busy (backpressure)";
+    case ZIPAGE_E_TOO_LARGE:
+        return "too large";
+    case ZIPAGE_E_ENGINE_GONE:
+        return "engine gone";
+    case ZIPAGE_E_NOENT:
+        return "no such engine";
+    case ZIPAGE_E_PERM:
+        return "permission denied";
+    case ZIPAGE_E_VERSION:
+        return "ABI version mismatch";
+    case ZIPAGE_E_FULL:
+        return "no free client slot";
+    case ZIPAGE_E_PROTOCOL:
+        return "protocol violation";
+    case ZIPAGE_E_ENGINE:
+        return "engine error";
+    case ZIPAGE_E_OVERRUN:
+        return "completion overrun";
+    case ZIPAGE_E_DRAINING:
+        return "engine draining";
+    case ZIPAGE_E_TIMEOUT:
+        return "timeout";
+    case ZIPAGE_E_SYS:
+        return "system error";
+    case ZIPAGE_E_STATE:
+        return "wrong state";
+    default:
+        return "unknown error";
     }
 }
 
 const char *zipage_finish_name(int finish) {
     switch (finish) {
-    case ZIPAGE_FINISH_STOP: return "stop";
-    case ZIPAGE_FINISH_LENGTH: return "length";
-    case ZIPAGE_FINISH_CANCELLED: return "cancelled";
-    case ZIPAGE_FINISH_ERROR: return "error";
-    default: return "none";
+    case ZIPAGE_FINISH_STOP:
+        return "stop";
+    case ZIPAGE_FINISH_LENGTH:
+        return "length";
+    case ZIPAGE_FINISH_CANCELLED:
+        return "cancelled";
+    case ZIPAGE_FINISH_ERROR:
+        return "error";
+    default:
+        return "none";
     }
 }
 
@@ -125,7 +149,9 @@ void zipage_request_default(zipage_request *r) {
     zipage_params_default(&r->params);
 }
 
-static bool pow2(uint32_t v) { return v && !(v & (v - 1)); }
+static bool pow2(uint32_t v) {
+    return v && !(v & (v - 1));
+}
 
 /* Checks that the header describes a layout this library can use without going out of
  * the mapping (the engine is trusted, but a stale or foreign object must not crash us). */
@@ -178,7 +204,8 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
     int fd = shm_open(path, O_RDWR, 0);
     if (fd < 0) {
         int e = errno;
-        if (e == ENOENT) return fail(ZIPAGE_E_NOENT, "no engine named '%s' (/dev/shm%s)", name, path);
+        if (e == ENOENT)
+            return fail(ZIPAGE_E_NOENT, "no engine named '%s' (/dev/shm%s)", name, path);
         if (e == EACCES || e == EPERM)
             return fail(ZIPAGE_E_PERM, "/dev/shm%s: permission denied", path);
         return fail(ZIPAGE_E_SYS, "shm_open(%s): %s", path, strerror(e));
@@ -210,8 +237,9 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
     if (!rc && state != ZPIPC_READY)
         rc = fail(state == ZPIPC_DRAINING ? ZIPAGE_E_DRAINING : ZIPAGE_E_ENGINE_GONE,
                   "engine '%s' is %s", name,
-                  state == ZPIPC_STARTING ? "starting" : state == ZPIPC_DRAINING ? "draining"
-                                                                                 : "stopped");
+                  state == ZPIPC_STARTING   ? "starting"
+                  : state == ZPIPC_DRAINING ? "draining"
+                                            : "stopped");
     if (!rc) {
         c->engine_pid = h->engine_pid;
         c->engine_pidfd = ring_pidfd_open(c->engine_pid);
@@ -225,13 +253,14 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
         c->payload_bytes = h->payload_bytes;
         c->flags = h->flags;
         c->nreqs = 1;
-        while (c->nreqs < c->sub_entries + h->max_inflight) c->nreqs <<= 1;
+        while (c->nreqs < c->sub_entries + h->max_inflight)
+            c->nreqs <<= 1;
         c->reqs = calloc(c->nreqs, sizeof(creq));
         c->sub_pay_end = calloc(c->sub_entries, sizeof(uint64_t));
         if (!c->reqs || !c->sub_pay_end) rc = fail(ZIPAGE_E_SYS, "out of memory");
         c->spin_us = !opts || opts->spin_us == ZIPAGE_SPIN_DEFAULT ? (int32_t)h->spin_us
-                     : opts->spin_us == ZIPAGE_SPIN_NONE                ? 0
-                                                                        : opts->spin_us;
+                     : opts->spin_us == ZIPAGE_SPIN_NONE           ? 0
+                                                                   : opts->spin_us;
         c->hang_ns = (uint64_t)(opts && opts->hang_timeout_ms > 0 ? opts->hang_timeout_ms : 10000) *
                      1000000ull;
     }
@@ -296,8 +325,12 @@ void zipage_disconnect(zipage_client *c) {
     free(c);
 }
 
-int zipage_inflight(const zipage_client *c) { return c->inflight; }
-int zipage_slot(const zipage_client *c) { return (int)c->slot; }
+int zipage_inflight(const zipage_client *c) {
+    return c->inflight;
+}
+int zipage_slot(const zipage_client *c) {
+    return (int)c->slot;
+}
 
 /* Refreshes what the engine has consumed: ring entries and payload bytes become free. */
 static void refresh_sub_head(zipage_client *c) {
@@ -317,8 +350,9 @@ static zpipc_sub *sub_reserve(zipage_client *c, size_t len, uint64_t *pay_off, i
     }
     if (len) {
         if (len > c->payload_bytes) {
-            *err = fail(ZIPAGE_E_TOO_LARGE, "prompt of %zu bytes exceeds the %llu-byte payload area",
-                        len, (unsigned long long)c->payload_bytes);
+            *err =
+                fail(ZIPAGE_E_TOO_LARGE, "prompt of %zu bytes exceeds the %llu-byte payload area",
+                     len, (unsigned long long)c->payload_bytes);
             return NULL;
         }
         uint64_t start = c->pay_head, pos = start % c->payload_bytes;
@@ -369,7 +403,8 @@ int zipage_submit(zipage_client *c, const zipage_request *r, uint64_t *req_id) {
         len = r->n_ids * sizeof(int32_t);
         if (r->n_ids > SIZE_MAX / 8) return fail(ZIPAGE_E_TOO_LARGE, "too many prompt ids");
         break;
-    default: return fail(ZIPAGE_E_INVALID, "unknown prompt kind %d", r->kind);
+    default:
+        return fail(ZIPAGE_E_INVALID, "unknown prompt kind %d", r->kind);
     }
     if (!src || !len) return fail(ZIPAGE_E_INVALID, "empty prompt");
     const zipage_params *p = &r->params;
@@ -447,13 +482,16 @@ int zipage_cancel_client(zipage_client *c, uint32_t slot, uint64_t req_id) {
 /* Turns completion record q into *ev (true) or folds it into a non-streamed request. */
 static bool take_cqe(zipage_client *c, const zpipc_cqe *q, zipage_event *ev) {
     creq *e = &c->reqs[q->req_id & (c->nreqs - 1)];
-    if (!e->in_use || e->id != q->req_id) return false; /* not ours (cannot happen unless the
-                                                            engine is broken): skip */
+    if (!e->in_use || e->id != q->req_id)
+        return false; /* not ours (cannot happen unless the
+                          engine is broken): skip */
     size_t tl = q->text_len < ZPIPC_CQE_TEXT ? q->text_len : ZPIPC_CQE_TEXT;
     if (q->type == ZIPAGE_EV_TOKEN && !e->stream) {
         if (!(q->flags & ZIPAGE_EVF_CONT)) {
-            if (e->n_ids < e->ids_cap) e->out_ids[e->n_ids] = q->token;
-            else e->flags |= ZIPAGE_EVF_IDS_TRUNCATED;
+            if (e->n_ids < e->ids_cap)
+                e->out_ids[e->n_ids] = q->token;
+            else
+                e->flags |= ZIPAGE_EVF_IDS_TRUNCATED;
             e->n_ids++;
         }
         size_t room = e->text_cap - (e->text_len < e->text_cap ? e->text_len : e->text_cap);
@@ -524,7 +562,8 @@ int zipage_wait(zipage_client *c, zipage_event *evs, int max, int timeout_ms) {
         int n = zipage_poll(c, evs, max);
         if (n) return n;
         uint64_t now = ring_now_ns();
-        int64_t left = timeout_ms < 0 ? INT64_MAX : (int64_t)timeout_ms * 1000000 - (int64_t)(now - t0);
+        int64_t left =
+            timeout_ms < 0 ? INT64_MAX : (int64_t)timeout_ms * 1000000 - (int64_t)(now - t0);
         if (left <= 0) return fail(ZIPAGE_E_TIMEOUT, "no event within %d ms", timeout_ms);
         if (now < spin_end) {
             ring_cpu_relax();
@@ -534,7 +573,8 @@ int zipage_wait(zipage_client *c, zipage_event *evs, int max, int timeout_ms) {
         ring_store_relaxed32(&c->ctl->client_sleeping, 1);
         ring_fence(); /* pairs with ring_notify's fence in the engine */
         if (ring_load_acquire64(&c->ctl->cq_tail) == c->cq_head) /* as in zipage_poll */
-            ring_futex_wait(&c->ctl->client_futex, v, left < SLEEP_SLICE_NS ? left : SLEEP_SLICE_NS);
+            ring_futex_wait(&c->ctl->client_futex, v,
+                            left < SLEEP_SLICE_NS ? left : SLEEP_SLICE_NS);
         ring_store_relaxed32(&c->ctl->client_sleeping, 0);
         c->last_check = 0; /* check the engine after every sleep */
     }

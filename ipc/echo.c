@@ -23,8 +23,8 @@ struct echo {
     engine_output_fn fn;
     void *user;
     echo_req *reqs;
-    int32_t *ids;     /* max_echo per request */
-    int32_t *active;  /* indices of running requests */
+    int32_t *ids;    /* max_echo per request */
+    int32_t *active; /* indices of running requests */
     int32_t nactive;
     int32_t *free_list;
     int32_t nfree;
@@ -46,7 +46,8 @@ int echo_create(echo **out, arena *a, const echo_config *cfg, engine_output_fn f
     e->active = arena_alloc(a, sizeof(int32_t) * n, 64, "echo active list");
     e->free_list = arena_alloc(a, sizeof(int32_t) * n, 64, "echo free list");
     if (!e->reqs || !e->ids || !e->active || !e->free_list) return ZP_ENOMEM;
-    for (size_t i = 0; i < n; i++) e->free_list[i] = (int32_t)(n - 1 - i);
+    for (size_t i = 0; i < n; i++)
+        e->free_list[i] = (int32_t)(n - 1 - i);
     e->nfree = (int32_t)n;
     *out = e;
     return 0;
@@ -163,13 +164,14 @@ static void echo_stats(void *ctx, engine_stats *s) {
 static int echo_encode(void *ctx, const char *text, size_t len, int32_t *ids, size_t cap,
                        size_t *n) {
     if (len > cap) return err_set(ZP_ELIMIT, "echo: %zu prompt bytes, at most %zu", len, cap);
-    for (size_t i = 0; i < len; i++) ids[i] = (uint8_t)text[i];
+    for (size_t i = 0; i < len; i++)
+        ids[i] = (uint8_t)text[i];
     *n = len;
     return 0;
 }
 
-static int echo_render_chat(void *ctx, const char *messages_json, size_t len,
-                            bool enable_thinking, char *out, size_t cap, size_t *n) {
+static int echo_render_chat(void *ctx, const char *messages_json, size_t len, bool enable_thinking,
+                            char *out, size_t cap, size_t *n) {
     if (len > cap) return err_set(ZP_ELIMIT, "echo: %zu bytes of messages, at most %zu", len, cap);
     memcpy(out, messages_json, len);
     *n = len;

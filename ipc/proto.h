@@ -24,9 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ZPIPC_MAGIC 0x4350494547415049ull /* "IPAGEIPC" little-endian */
+#define ZPIPC_MAGIC   0x4350494547415049ull /* "IPAGEIPC" little-endian */
 #define ZPIPC_VERSION 1u
-#define ZPIPC_LINE 64
+#define ZPIPC_LINE    64
 
 /* Engine lifecycle (header.state and slot.engine_state). */
 enum { ZPIPC_STARTING = 0, ZPIPC_READY = 1, ZPIPC_DRAINING = 2, ZPIPC_STOPPED = 3 };
@@ -35,35 +35,39 @@ enum { ZPIPC_STARTING = 0, ZPIPC_READY = 1, ZPIPC_DRAINING = 2, ZPIPC_STOPPED = 
 enum { ZPIPC_HF_ADMIN_CANCEL = 1 /* CANCEL_CLIENT records are honoured */ };
 
 /* Slot state as the engine sees it (slot.slot_state; informational for clients). */
-enum { ZPIPC_SLOT_FREE = 0, ZPIPC_SLOT_ATTACHED = 1, ZPIPC_SLOT_RECLAIMING = 2,
-       ZPIPC_SLOT_QUARANTINED = 3 };
+enum {
+    ZPIPC_SLOT_FREE = 0,
+    ZPIPC_SLOT_ATTACHED = 1,
+    ZPIPC_SLOT_RECLAIMING = 2,
+    ZPIPC_SLOT_QUARANTINED = 3
+};
 
 /* Statistics published by the engine (header.stats, under header.stats_seq seqlock). */
 typedef struct zpipc_stats {
-    int32_t  running;                   /* 0 */
-    int32_t  waiting;                   /* 4 */
-    int32_t  max_concurrency;           /* 8 */
-    int32_t  blocks_total;              /* 12 */
-    int32_t  blocks_used;               /* 16 */
-    int32_t  blocks_free;               /* 20 */
-    int64_t  steps;                     /* 24 */
-    int64_t  prompt_tokens;             /* 32 */
-    int64_t  completion_tokens;         /* 40 */
-    int64_t  preemptions;               /* 48 */
-    int64_t  prefix_hit_tokens;         /* 56 */
-    int64_t  prefix_query_tokens;       /* 64 */
-    int64_t  compressions;              /* 72 */
-    int64_t  evicted_tokens;            /* 80 */
-    double   busy_seconds;              /* 88 */
-    double   tokens_per_s;              /* 96 */
-    int32_t  clients;                   /* 104 */
-    int32_t  inflight;                  /* 108 */
-    int64_t  submitted;                 /* 112 */
-    int64_t  completed;                 /* 120 */
-    int64_t  rejected;                  /* 128 */
-    int64_t  client_deaths;             /* 136 */
-    int64_t  protocol_errors;           /* 144 */
-    uint8_t  pad[168];                  /* 152 -> 320 */
+    int32_t running;             /* 0 */
+    int32_t waiting;             /* 4 */
+    int32_t max_concurrency;     /* 8 */
+    int32_t blocks_total;        /* 12 */
+    int32_t blocks_used;         /* 16 */
+    int32_t blocks_free;         /* 20 */
+    int64_t steps;               /* 24 */
+    int64_t prompt_tokens;       /* 32 */
+    int64_t completion_tokens;   /* 40 */
+    int64_t preemptions;         /* 48 */
+    int64_t prefix_hit_tokens;   /* 56 */
+    int64_t prefix_query_tokens; /* 64 */
+    int64_t compressions;        /* 72 */
+    int64_t evicted_tokens;      /* 80 */
+    double busy_seconds;         /* 88 */
+    double tokens_per_s;         /* 96 */
+    int32_t clients;             /* 104 */
+    int32_t inflight;            /* 108 */
+    int64_t submitted;           /* 112 */
+    int64_t completed;           /* 120 */
+    int64_t rejected;            /* 128 */
+    int64_t client_deaths;       /* 136 */
+    int64_t protocol_errors;     /* 144 */
+    uint8_t pad[168];            /* 152 -> 320 */
 } zpipc_stats;
 _Static_assert(sizeof(zpipc_stats) == 320, "zpipc_stats size");
 _Static_assert(offsetof(zpipc_stats, running) == 0, "zpipc_stats.running");
@@ -92,19 +96,19 @@ _Static_assert(offsetof(zpipc_stats, protocol_errors) == 144, "zpipc_stats.proto
 
 typedef struct zpipc_header {
     /* line 0 (E, written once before state = READY): layout */
-    uint64_t magic;          /* 0 */
-    uint32_t version;        /* 8 */
-    uint32_t header_bytes;   /* 12 */
-    uint32_t slot_bytes;     /* 16: stride between slots */
-    uint32_t max_clients;    /* 20 */
-    uint32_t sub_entries;    /* 24: power of two */
-    uint32_t cq_entries;     /* 28: power of two */
-    uint64_t payload_bytes;  /* 32: per slot */
-    uint64_t total_bytes;    /* 40: size of the object */
-    uint32_t max_inflight;   /* 48: per client */
-    int32_t engine_pid;      /* 52 */
-    uint32_t spin_us;        /* 56: the engine's spin before sleeping (client default) */
-    uint32_t flags;          /* 60: ZPIPC_HF_* */
+    uint64_t magic;         /* 0 */
+    uint32_t version;       /* 8 */
+    uint32_t header_bytes;  /* 12 */
+    uint32_t slot_bytes;    /* 16: stride between slots */
+    uint32_t max_clients;   /* 20 */
+    uint32_t sub_entries;   /* 24: power of two */
+    uint32_t cq_entries;    /* 28: power of two */
+    uint64_t payload_bytes; /* 32: per slot */
+    uint64_t total_bytes;   /* 40: size of the object */
+    uint32_t max_inflight;  /* 48: per client */
+    int32_t engine_pid;     /* 52 */
+    uint32_t spin_us;       /* 56: the engine's spin before sleeping (client default) */
+    uint32_t flags;         /* 60: ZPIPC_HF_* */
     /* line 1 (E, written once): model facts */
     char model[32];          /* 64 */
     char backend[8];         /* 96 */
@@ -115,10 +119,10 @@ typedef struct zpipc_header {
     int32_t block_size;      /* 120 */
     uint32_t pad1;           /* 124 */
     /* line 2 (E): liveness */
-    uint32_t state;          /* 128: ZPIPC_STARTING.. */
-    uint32_t pad2;           /* 132 */
-    uint64_t heartbeat_ns;   /* 136: CLOCK_MONOTONIC */
-    uint8_t pad3[48];        /* 144 */
+    uint32_t state;        /* 128: ZPIPC_STARTING.. */
+    uint32_t pad2;         /* 132 */
+    uint64_t heartbeat_ns; /* 136: CLOCK_MONOTONIC */
+    uint8_t pad3[48];      /* 144 */
     /* line 3 (shared): engine wake-up. engine_futex is the word the engine sleeps on;
      * engine_sleeping is its "needs wakeup" flag; attach_seq is bumped by a client after it
      * claimed a slot (a hint: the engine also scans claims on its own). */
@@ -127,9 +131,9 @@ typedef struct zpipc_header {
     uint32_t attach_seq;      /* 200 */
     uint8_t pad4[52];         /* 204 */
     /* line 4 (E): statistics seqlock (odd = being written) */
-    uint32_t stats_seq;       /* 256 */
-    uint8_t pad5[60];         /* 260 */
-    zpipc_stats stats;        /* 320 */
+    uint32_t stats_seq; /* 256 */
+    uint8_t pad5[60];   /* 260 */
+    zpipc_stats stats;  /* 320 */
 } zpipc_header;
 #define ZPIPC_HEADER_BYTES 640u
 _Static_assert(sizeof(zpipc_header) == ZPIPC_HEADER_BYTES, "zpipc_header size");
@@ -165,32 +169,32 @@ _Static_assert(offsetof(zpipc_header, stats) == 320, "zpipc_header.stats");
 typedef struct zpipc_slot {
     /* line 0 (C): ownership. claim_pid: 0 = free; a client CASes 0 -> its pid; the engine
      * stores 0 when it frees the slot. detach: the client sets 1 on disconnect. */
-    uint32_t claim_pid;      /* 0 */
-    uint32_t detach;         /* 4 */
-    uint8_t pad0[56];        /* 8 */
+    uint32_t claim_pid; /* 0 */
+    uint32_t detach;    /* 4 */
+    uint8_t pad0[56];   /* 8 */
     /* line 1 (C): submission producer sequence */
-    uint64_t sub_tail;       /* 64 */
-    uint8_t pad1[56];        /* 72 */
+    uint64_t sub_tail; /* 64 */
+    uint8_t pad1[56];  /* 72 */
     /* line 2 (C): completion consumer sequence + the client's "needs wakeup" flag */
-    uint64_t cq_head;        /* 128 */
+    uint64_t cq_head;         /* 128 */
     uint32_t client_sleeping; /* 136 */
-    uint8_t pad2[52];        /* 140 */
+    uint8_t pad2[52];         /* 140 */
     /* line 3 (E): engine control for this slot */
-    uint32_t generation;     /* 192: bumped on every free; a client compares with its own */
-    uint32_t slot_state;     /* 196: ZPIPC_SLOT_* */
-    uint32_t engine_state;   /* 200: ZPIPC_READY / DRAINING / STOPPED (copy of header) */
-    int32_t error_code;      /* 204: why the slot was quarantined (ZIPAGE_E_*) */
+    uint32_t generation;          /* 192: bumped on every free; a client compares with its own */
+    uint32_t slot_state;          /* 196: ZPIPC_SLOT_* */
+    uint32_t engine_state;        /* 200: ZPIPC_READY / DRAINING / STOPPED (copy of header) */
+    int32_t error_code;           /* 204: why the slot was quarantined (ZIPAGE_E_*) */
     uint64_t engine_heartbeat_ns; /* 208 */
-    uint8_t pad3[40];        /* 216 */
+    uint8_t pad3[40];             /* 216 */
     /* line 4 (E): submission consumer sequence */
-    uint64_t sub_head;       /* 256 */
-    uint8_t pad4[56];        /* 264 */
+    uint64_t sub_head; /* 256 */
+    uint8_t pad4[56];  /* 264 */
     /* line 5 (E): completion producer sequence + the futex word the client sleeps on */
-    uint64_t cq_tail;        /* 320 */
-    uint32_t client_futex;   /* 328 */
-    uint8_t pad5[52];        /* 332 */
+    uint64_t cq_tail;      /* 320 */
+    uint32_t client_futex; /* 328 */
+    uint8_t pad5[52];      /* 332 */
     /* lines 6-7 (E): message for error_code */
-    char error_msg[128];     /* 384 */
+    char error_msg[128]; /* 384 */
 } zpipc_slot;
 #define ZPIPC_SLOT_CTRL_BYTES 512u
 _Static_assert(sizeof(zpipc_slot) == ZPIPC_SLOT_CTRL_BYTES, "zpipc_slot size");
@@ -215,28 +219,28 @@ enum { ZPIPC_SUB_REQUEST = 1, ZPIPC_SUB_CANCEL = 2, ZPIPC_SUB_CANCEL_CLIENT = 3 
 enum { ZPIPC_SF_IGNORE_EOS = 1, ZPIPC_SF_LOGPROBS = 2, ZPIPC_SF_THINKING = 4 };
 
 typedef struct zpipc_sub {
-    uint32_t type;           /* 0: ZPIPC_SUB_* */
-    uint32_t kind;           /* 4: ZIPAGE_PROMPT_* */
-    uint64_t req_id;         /* 8: client-chosen; CANCEL: the request to cancel */
-    uint64_t payload_off;    /* 16: into this slot's payload area */
-    uint32_t payload_len;    /* 24 */
-    uint32_t flags;          /* 28: ZPIPC_SF_* */
-    float temperature;       /* 32 */
-    int32_t top_k;           /* 36 */
-    float top_p;             /* 40 */
-    float min_p;             /* 44 */
-    float repetition_penalty; /* 48 */
-    float presence_penalty;  /* 52 */
-    float frequency_penalty; /* 56 */
-    int32_t max_tokens;      /* 60 */
-    uint64_t seed;           /* 64 */
-    int32_t n_stop;          /* 72 */
-    int32_t kv_budget_blocks; /* 76 */
-    int32_t compress;        /* 80: -1 / 0 / 1 */
-    uint32_t target_slot;    /* 84: CANCEL_CLIENT */
-    uint64_t pad0;           /* 88 */
+    uint32_t type;                     /* 0: ZPIPC_SUB_* */
+    uint32_t kind;                     /* 4: ZIPAGE_PROMPT_* */
+    uint64_t req_id;                   /* 8: client-chosen; CANCEL: the request to cancel */
+    uint64_t payload_off;              /* 16: into this slot's payload area */
+    uint32_t payload_len;              /* 24 */
+    uint32_t flags;                    /* 28: ZPIPC_SF_* */
+    float temperature;                 /* 32 */
+    int32_t top_k;                     /* 36 */
+    float top_p;                       /* 40 */
+    float min_p;                       /* 44 */
+    float repetition_penalty;          /* 48 */
+    float presence_penalty;            /* 52 */
+    float frequency_penalty;           /* 56 */
+    int32_t max_tokens;                /* 60 */
+    uint64_t seed;                     /* 64 */
+    int32_t n_stop;                    /* 72 */
+    int32_t kv_budget_blocks;          /* 76 */
+    int32_t compress;                  /* 80: -1 / 0 / 1 */
+    uint32_t target_slot;              /* 84: CANCEL_CLIENT */
+    uint64_t pad0;                     /* 88 */
     int32_t stop_ids[ZIPAGE_MAX_STOP]; /* 96 */
-    uint8_t pad1[32];        /* 160 */
+    uint8_t pad1[32];                  /* 160 */
 } zpipc_sub;
 #define ZPIPC_SUB_BYTES 192u
 _Static_assert(sizeof(zpipc_sub) == ZPIPC_SUB_BYTES, "zpipc_sub size");
@@ -264,21 +268,21 @@ _Static_assert(offsetof(zpipc_sub, stop_ids) == 96, "zpipc_sub.stop_ids");
 /* Completion record types: ZIPAGE_EV_TOKEN, ZIPAGE_EV_FINAL; flags: ZIPAGE_EVF_CONT. */
 #define ZPIPC_CQE_TEXT 64u
 typedef struct zpipc_cqe {
-    uint64_t req_id;          /* 0 */
-    uint32_t type;            /* 8 */
-    uint32_t flags;           /* 12 */
-    int32_t token;            /* 16 */
-    float logprob;            /* 20 */
-    int32_t finish;           /* 24: ZIPAGE_FINISH_* */
-    int32_t error;            /* 28: ZIPAGE_E_* */
-    uint32_t text_len;        /* 32: bytes used in text */
-    int32_t prompt_tokens;    /* 36 */
-    int32_t completion_tokens; /* 40 */
-    int32_t kv_blocks_peak;   /* 44 */
-    int32_t compressions;     /* 48 */
+    uint64_t req_id;              /* 0 */
+    uint32_t type;                /* 8 */
+    uint32_t flags;               /* 12 */
+    int32_t token;                /* 16 */
+    float logprob;                /* 20 */
+    int32_t finish;               /* 24: ZIPAGE_FINISH_* */
+    int32_t error;                /* 28: ZIPAGE_E_* */
+    uint32_t text_len;            /* 32: bytes used in text */
+    int32_t prompt_tokens;        /* 36 */
+    int32_t completion_tokens;    /* 40 */
+    int32_t kv_blocks_peak;       /* 44 */
+    int32_t compressions;         /* 48 */
     int32_t cached_prompt_tokens; /* 52 */
-    int64_t evicted_tokens;   /* 56 */
-    char text[ZPIPC_CQE_TEXT]; /* 64: token piece, or the error message of a FINAL */
+    int64_t evicted_tokens;       /* 56 */
+    char text[ZPIPC_CQE_TEXT];    /* 64: token piece, or the error message of a FINAL */
 } zpipc_cqe;
 #define ZPIPC_CQE_BYTES 128u
 _Static_assert(sizeof(zpipc_cqe) == ZPIPC_CQE_BYTES, "zpipc_cqe size");
@@ -305,7 +309,9 @@ static inline uint64_t zpipc_slot_bytes(uint32_t sub_entries, uint32_t cq_entrie
                  (uint64_t)cq_entries * ZPIPC_CQE_BYTES + payload_bytes;
     return (b + 4095) & ~(uint64_t)4095;
 }
-static inline uint64_t zpipc_sub_off(void) { return ZPIPC_SLOT_CTRL_BYTES; }
+static inline uint64_t zpipc_sub_off(void) {
+    return ZPIPC_SLOT_CTRL_BYTES;
+}
 static inline uint64_t zpipc_cq_off(uint32_t sub_entries) {
     return ZPIPC_SLOT_CTRL_BYTES + (uint64_t)sub_entries * ZPIPC_SUB_BYTES;
 }

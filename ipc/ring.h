@@ -54,10 +54,16 @@ static inline uint32_t ring_fetch_add32(uint32_t *p, uint32_t v) {
 /* Seqlock fences (published statistics): the writer's release fence orders its odd
  * sequence store before the data; the reader's acquire fence orders its data copy before it
  * re-reads the sequence. */
-static inline void ring_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
-static inline void ring_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void ring_fence_release(void) {
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+static inline void ring_fence_acquire(void) {
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+}
 /* Full barrier of the needs-wakeup handshake (see the header comment). */
-static inline void ring_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void ring_fence(void) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
 static inline void ring_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

@@ -35,11 +35,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define HOUSEKEEP_NS 10000000ull   /* liveness, heartbeat and stats period */
-#define SUB_BATCH 32               /* records taken from one slot per pass (fairness) */
-#define PIECE_CAP 1024             /* bytes of one token's text piece */
-#define STOP_NOW_NS 100000000ull   /* IPC_STOP_NOW: longest wait for cancellations */
-#define STALL_NS 50000000ull       /* longest engine pause for a client that reads slowly */
+#define HOUSEKEEP_NS 10000000ull  /* liveness, heartbeat and stats period */
+#define SUB_BATCH    32           /* records taken from one slot per pass (fairness) */
+#define PIECE_CAP    1024         /* bytes of one token's text piece */
+#define STOP_NOW_NS  100000000ull /* IPC_STOP_NOW: longest wait for cancellations */
+#define STALL_NS     50000000ull  /* longest engine pause for a client that reads slowly */
 
 _Static_assert((int)ENGINE_FINISH_STOP == ZIPAGE_FINISH_STOP, "finish codes");
 _Static_assert((int)ENGINE_FINISH_LENGTH == ZIPAGE_FINISH_LENGTH, "finish codes");
@@ -49,8 +49,8 @@ _Static_assert((int)ENGINE_FINISH_ERROR == ZIPAGE_FINISH_ERROR, "finish codes");
 typedef struct srv_req {
     uint64_t client_id, engine_id;
     uint32_t slot, gen;
-    uint32_t tag;         /* bumped on every reuse; half of the engine's user_tag */
-    int32_t prev, next;   /* the slot's in-flight list */
+    uint32_t tag;       /* bumped on every reuse; half of the engine's user_tag */
+    int32_t prev, next; /* the slot's in-flight list */
     uint8_t in_use, cancel_sent, overrun, logprobs;
 } srv_req;
 
@@ -86,16 +86,16 @@ struct ipc_server {
     uint8_t *detok_states;
     int32_t *free_reqs;
     uint32_t nreqs, nfree;
-    uint8_t *scratch;    /* payload copy */
-    char *render;        /* chat template output */
+    uint8_t *scratch; /* payload copy */
+    char *render;     /* chat template output */
     size_t render_cap;
     int32_t *ids;
     size_t ids_cap;
     char piece[PIECE_CAP];
     /* loop */
-    int64_t active;      /* requests the engine still owes a terminal event */
-    int32_t reclaiming;  /* slots in RECLAIMING */
-    bool stalled;        /* the last step was held back for a slow reader */
+    int64_t active;     /* requests the engine still owes a terminal event */
+    int32_t reclaiming; /* slots in RECLAIMING */
+    bool stalled;       /* the last step was held back for a slow reader */
     uint32_t attach_seen;
     uint64_t last_house;
     int stop_level, stop_applied;
@@ -106,7 +106,8 @@ struct ipc_server {
 
 static uint32_t pow2_at_least(uint64_t v) {
     uint32_t p = 1;
-    while (p < v) p <<= 1;
+    while (p < v)
+        p <<= 1;
     return p;
 }
 
@@ -129,7 +130,9 @@ int ipc_server_config_from_conf(ipc_server_config *cfg, const conf *cf) {
     return 0;
 }
 
-const char *ipc_server_name(const ipc_server *s) { return s->path; }
+const char *ipc_server_name(const ipc_server *s) {
+    return s->path;
+}
 
 /* Maps an existing object's first page to see whether a live engine serves it. */
 static pid_t live_owner(const char *path) {
@@ -186,8 +189,8 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
         if (fd >= 0 || errno != EEXIST) break;
         pid_t owner = live_owner(s->path);
         if (owner)
-            return err_set(ZP_EBUSY, "ipc_name '%s': /dev/shm%s is served by pid %d",
-                           cfg->name, s->path, (int)owner);
+            return err_set(ZP_EBUSY, "ipc_name '%s': /dev/shm%s is served by pid %d", cfg->name,
+                           s->path, (int)owner);
         shm_unlink(s->path); /* left by an engine that died: replace it */
     }
     if (fd < 0)
@@ -198,19 +201,22 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
         rc = err_set(ZP_EIO, "ipc_mode: fchmod(/dev/shm%s): %s", s->path, strerror(errno));
     if (!rc && cfg->group[0]) {
         struct group *g = getgrnam(cfg->group);
-        if (!g) rc = err_set(ZP_EINVAL, "key 'ipc_group': no group '%s'", cfg->group);
+        if (!g)
+            rc = err_set(ZP_EINVAL, "key 'ipc_group': no group '%s'", cfg->group);
         else if (fchown(fd, (uid_t)-1, g->gr_gid))
             rc = err_set(ZP_EIO, "ipc_group '%s': fchown: %s", cfg->group, strerror(errno));
     }
     if (!rc && ftruncate(fd, (off_t)s->map_len))
-        rc = err_set(ZP_EIO, "ftruncate(/dev/shm%s, %zu): %s", s->path, s->map_len,
-                     strerror(errno));
+        rc =
+            err_set(ZP_EIO, "ftruncate(/dev/shm%s, %zu): %s", s->path, s->map_len, strerror(errno));
     if (!rc) {
         /* The one shared mapping of the process, made at start-up (tmpfs pages are only
          * committed when touched). */
         void *m = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED) rc = err_set(ZP_EIO, "mmap(/dev/shm%s): %s", s->path, strerror(errno));
-        else s->map = m;
+        if (m == MAP_FAILED)
+            rc = err_set(ZP_EIO, "mmap(/dev/shm%s): %s", s->path, strerror(errno));
+        else
+            s->map = m;
     }
     close(fd);
     if (!rc) {
@@ -276,7 +282,8 @@ int ipc_server_start(ipc_server *s, arena *a, const ipc_engine_ops *ops,
         !s->ids)
         return ZP_ENOMEM;
     s->ops.detok_state_size = dss;
-    for (uint32_t i = 0; i < n; i++) s->free_reqs[i] = (int32_t)(n - 1 - i);
+    for (uint32_t i = 0; i < n; i++)
+        s->free_reqs[i] = (int32_t)(n - 1 - i);
     zpipc_header *h = s->hdr;
     snprintf(h->model, sizeof h->model, "%s", info->model ? info->model : "");
     snprintf(h->backend, sizeof h->backend, "%s", info->backend ? info->backend : "");
@@ -384,10 +391,13 @@ static int map_engine_error(int zp) {
     case ZP_EINVAL:
     case ZP_ELIMIT:
     case ZP_EUNSUP:
-    case ZP_EFORMAT: return ZIPAGE_E_INVALID;
+    case ZP_EFORMAT:
+        return ZIPAGE_E_INVALID;
     case ZP_EBUSY:
-    case ZP_ENOMEM: return ZIPAGE_E_BUSY;
-    default: return ZIPAGE_E_ENGINE;
+    case ZP_ENOMEM:
+        return ZIPAGE_E_BUSY;
+    default:
+        return ZIPAGE_E_ENGINE;
     }
 }
 
@@ -396,8 +406,10 @@ static int map_engine_error(int zp) {
 static void req_unlink(ipc_server *s, int32_t idx) {
     srv_req *r = &s->reqs[idx];
     srv_slot *sl = &s->slots[r->slot];
-    if (r->prev >= 0) s->reqs[r->prev].next = r->next;
-    else sl->list = r->next;
+    if (r->prev >= 0)
+        s->reqs[r->prev].next = r->next;
+    else
+        sl->list = r->next;
     if (r->next >= 0) s->reqs[r->next].prev = r->prev;
     r->in_use = 0;
     sl->inflight--;
@@ -438,7 +450,8 @@ void ipc_server_on_event(void *srv, const engine_event *ev) {
                                          : NULL,
                          ev->token, s->piece, sizeof s->piece, &n))
             n = 0; /* a piece that cannot be rendered is sent empty; the id is still right */
-        uint32_t need = n <= ZPIPC_CQE_TEXT ? 1 : (uint32_t)((n + ZPIPC_CQE_TEXT - 1) / ZPIPC_CQE_TEXT);
+        uint32_t need =
+            n <= ZPIPC_CQE_TEXT ? 1 : (uint32_t)((n + ZPIPC_CQE_TEXT - 1) / ZPIPC_CQE_TEXT);
         /* keep one entry per in-flight request for its FINAL */
         if (cq_free(sl, s->cq_entries) < need + (uint32_t)sl->inflight &&
             (!read_cq_head(s, sl) || cq_free(sl, s->cq_entries) < need + (uint32_t)sl->inflight)) {
@@ -485,12 +498,15 @@ void ipc_server_on_event(void *srv, const engine_event *ev) {
 /* Range checks of the record's own fields (the engine checks the sampler ranges); writes a
  * message naming the field and returns false on the first bad one. */
 static bool params_ok(const zpipc_sub *q, char *msg, size_t cap) {
-    static const char *fname[] = {"temperature", "top_p", "min_p", "repetition_penalty",
-                                  "presence_penalty", "frequency_penalty"};
-    const float fval[] = {q->temperature, q->top_p, q->min_p, q->repetition_penalty,
-                          q->presence_penalty, q->frequency_penalty};
+    static const char *fname[] = {
+        "temperature",      "top_p", "min_p", "repetition_penalty", "presence_penalty",
+        "frequency_penalty"};
+    const float fval[] = {
+        q->temperature,      q->top_p, q->min_p, q->repetition_penalty, q->presence_penalty,
+        q->frequency_penalty};
     for (int i = 0; i < 6; i++)
-        if (!isfinite(fval[i])) return snprintf(msg, cap, "%s is not a finite number", fname[i]), false;
+        if (!isfinite(fval[i]))
+            return snprintf(msg, cap, "%s is not a finite number", fname[i]), false;
     if (q->n_stop < 0 || q->n_stop > ZIPAGE_MAX_STOP)
         return snprintf(msg, cap, "n_stop %d outside 0..%d", q->n_stop, ZIPAGE_MAX_STOP), false;
     if (q->compress < -1 || q->compress > 1)
@@ -519,7 +535,8 @@ static bool prompt_ids(ipc_server *s, srv_slot *sl, const zpipc_sub *q, size_t *
     switch (q->kind) {
     case ZIPAGE_PROMPT_IDS:
         if (len % 4) {
-            reject(s, sl, q->req_id, ZIPAGE_E_INVALID, "ids payload of %zu bytes is not a multiple of 4", len);
+            reject(s, sl, q->req_id, ZIPAGE_E_INVALID,
+                   "ids payload of %zu bytes is not a multiple of 4", len);
             return false;
         }
         memcpy(s->ids, s->scratch, len);
@@ -531,7 +548,9 @@ static bool prompt_ids(ipc_server *s, srv_slot *sl, const zpipc_sub *q, size_t *
         txt = s->render;
         if (rc) break;
         /* fallthrough */
-    case ZIPAGE_PROMPT_TEXT: rc = s->ops.encode(s->ops.ctx, txt, len, s->ids, s->ids_cap, n); break;
+    case ZIPAGE_PROMPT_TEXT:
+        rc = s->ops.encode(s->ops.ctx, txt, len, s->ids, s->ids_cap, n);
+        break;
     default:
         reject(s, sl, q->req_id, ZIPAGE_E_INVALID, "unknown prompt kind %u", q->kind);
         return false;
@@ -653,8 +672,12 @@ static int poll_slot(ipc_server *s, srv_slot *sl) {
         zpipc_sub q;
         memcpy(&q, sl->sub + (sl->sub_head & (s->sub_entries - 1)) * ZPIPC_SUB_BYTES, sizeof q);
         switch (q.type) {
-        case ZPIPC_SUB_REQUEST: take_request(s, sl, &q); break;
-        case ZPIPC_SUB_CANCEL: cancel_slot(s, sl, q.req_id ? q.req_id : UINT64_MAX); break;
+        case ZPIPC_SUB_REQUEST:
+            take_request(s, sl, &q);
+            break;
+        case ZPIPC_SUB_CANCEL:
+            cancel_slot(s, sl, q.req_id ? q.req_id : UINT64_MAX);
+            break;
         case ZPIPC_SUB_CANCEL_CLIENT:
             if (s->cfg.admin_cancel && q.target_slot < s->cfg.max_clients &&
                 s->slots[q.target_slot].state == ZPIPC_SLOT_ATTACHED)
@@ -765,14 +788,17 @@ static void check_pids(ipc_server *s) {
         srv_slot *sl = &s->slots[i];
         sl->dead = false;
         if (sl->state != ZPIPC_SLOT_ATTACHED && sl->state != ZPIPC_SLOT_QUARANTINED) continue;
-        if (sl->pidfd < 0) sl->dead = !ring_pid_alive(-1, sl->pid);
-        else s->pfds[n++] = (struct pollfd){.fd = sl->pidfd, .events = POLLIN};
+        if (sl->pidfd < 0)
+            sl->dead = !ring_pid_alive(-1, sl->pid);
+        else
+            s->pfds[n++] = (struct pollfd){.fd = sl->pidfd, .events = POLLIN};
     }
     if (!n || poll(s->pfds, n, 0) <= 0) return;
     nfds_t k = 0;
     for (uint32_t i = 0; i < s->cfg.max_clients && k < n; i++) {
         srv_slot *sl = &s->slots[i];
-        if (sl->pidfd >= 0 && (sl->state == ZPIPC_SLOT_ATTACHED || sl->state == ZPIPC_SLOT_QUARANTINED))
+        if (sl->pidfd >= 0 &&
+            (sl->state == ZPIPC_SLOT_ATTACHED || sl->state == ZPIPC_SLOT_QUARANTINED))
             sl->dead = s->pfds[k++].revents != 0;
     }
 }
@@ -786,7 +812,9 @@ static void housekeeping(ipc_server *s, uint64_t now) {
     for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         srv_slot *sl = &s->slots[i];
         switch (sl->state) {
-        case ZPIPC_SLOT_FREE: try_attach(s, sl); break;
+        case ZPIPC_SLOT_FREE:
+            try_attach(s, sl);
+            break;
         case ZPIPC_SLOT_ATTACHED:
             ring_store_relaxed64(&sl->ctl->engine_heartbeat_ns, now);
             if (ring_load_acquire32(&sl->ctl->detach)) { /* pairs with disconnect's release */
@@ -799,7 +827,8 @@ static void housekeeping(ipc_server *s, uint64_t now) {
         case ZPIPC_SLOT_QUARANTINED:
             if (sl->dead) begin_reclaim(s, sl);
             break;
-        default: break;
+        default:
+            break;
         }
     }
     finish_reclaims(s);
@@ -825,7 +854,8 @@ static bool work_pending(ipc_server *s) {
 static void set_engine_state(ipc_server *s, uint32_t st) {
     for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         srv_slot *sl = &s->slots[i];
-        ring_store_release32(&sl->ctl->engine_state, st); /* after the last records (client acquires) */
+        ring_store_release32(&sl->ctl->engine_state,
+                             st); /* after the last records (client acquires) */
         if (sl->state != ZPIPC_SLOT_FREE) {
             ring_fetch_add32(&sl->ctl->client_futex, 1);
             ring_futex_wake(&sl->ctl->client_futex);
@@ -841,7 +871,8 @@ static void apply_stop(ipc_server *s, uint64_t now) {
     if (!s->stop_level) set_engine_state(s, ZPIPC_DRAINING);
     s->stop_level = level;
     if (level >= IPC_STOP_CANCEL)
-        for (uint32_t i = 0; i < s->cfg.max_clients; i++) cancel_slot(s, &s->slots[i], 0);
+        for (uint32_t i = 0; i < s->cfg.max_clients; i++)
+            cancel_slot(s, &s->slots[i], 0);
     if (level == IPC_STOP_NOW) s->stop_deadline = now + STOP_NOW_NS;
 }
 
@@ -887,8 +918,8 @@ int ipc_server_run(ipc_server *s) {
             flush_dirty(s);
         }
         if (s->reclaiming) finish_reclaims(s);
-        if (s->stop_level && (s->active == 0 ||
-                              (s->stop_level == IPC_STOP_NOW && now >= s->stop_deadline))) {
+        if (s->stop_level &&
+            (s->active == 0 || (s->stop_level == IPC_STOP_NOW && now >= s->stop_deadline))) {
             publish_stats(s);
             set_engine_state(s, ZPIPC_STOPPED);
             return 0;

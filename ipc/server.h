@@ -55,13 +55,13 @@ typedef struct ipc_model_info {
 } ipc_model_info;
 
 typedef struct ipc_server_config {
-    char name[256];          /* object name without the leading '/' */
-    uint32_t mode;           /* permission bits */
-    char group[64];          /* "" = the engine's group */
+    char name[256]; /* object name without the leading '/' */
+    uint32_t mode;  /* permission bits */
+    char group[64]; /* "" = the engine's group */
     uint32_t max_clients, max_inflight;
-    uint64_t payload_bytes;  /* per client */
+    uint64_t payload_bytes; /* per client */
     uint32_t spin_us;
-    bool admin_cancel;       /* honour CANCEL_CLIENT records (ipc_admin_cancel) */
+    bool admin_cancel; /* honour CANCEL_CLIENT records (ipc_admin_cancel) */
 } ipc_server_config;
 
 typedef struct ipc_server ipc_server;

@@ -91,8 +91,8 @@ typedef struct zipage_params {
 } zipage_params;
 
 typedef struct zipage_request {
-    int kind;          /* ZIPAGE_PROMPT_* */
-    const char *text;  /* TEXT: the prompt; CHAT: a JSON array of {"role","content"} */
+    int kind;         /* ZIPAGE_PROMPT_* */
+    const char *text; /* TEXT: the prompt; CHAT: a JSON array of {"role","content"} */
     size_t text_len;
     const int32_t *ids; /* IDS: the prompt token ids */
     size_t n_ids;
@@ -115,11 +115,11 @@ typedef struct zipage_event {
     int type;  /* ZIPAGE_EV_* */
     int flags; /* ZIPAGE_EVF_* */
     int32_t token;
-    float logprob;       /* when params.logprobs */
-    const char *text;    /* token piece (TOKEN) or error message (FINAL with ERROR) */
+    float logprob;    /* when params.logprobs */
+    const char *text; /* token piece (TOKEN) or error message (FINAL with ERROR) */
     size_t text_len;
-    int finish;          /* ZIPAGE_FINISH_* (FINAL) */
-    int error;           /* ZIPAGE_E_* when finish == ZIPAGE_FINISH_ERROR */
+    int finish; /* ZIPAGE_FINISH_* (FINAL) */
+    int error;  /* ZIPAGE_E_* when finish == ZIPAGE_FINISH_ERROR */
     int32_t prompt_tokens, completion_tokens, kv_blocks_peak, compressions;
     int32_t cached_prompt_tokens;
     int64_t evicted_tokens;
@@ -163,7 +163,7 @@ ZIPAGE_API int zipage_connect(zipage_client **out, const char *name, const zipag
 /* Detaches; the engine cancels anything still in flight. NULL is fine. */
 ZIPAGE_API void zipage_disconnect(zipage_client *c);
 
-ZIPAGE_API void zipage_params_default(zipage_params *p); /* greedy, max_tokens 256, no filters */
+ZIPAGE_API void zipage_params_default(zipage_params *p);   /* greedy, max_tokens 256, no filters */
 ZIPAGE_API void zipage_request_default(zipage_request *r); /* TEXT, stream on, default params */
 
 /* Queues a request; *req_id identifies it in events and zipage_cancel(). Returns
@@ -191,7 +191,7 @@ ZIPAGE_API int zipage_slot(const zipage_client *c);
  * ZIPAGE_E_STATE when other requests are in flight on this client. Returns 0 when the
  * request terminated (see final->finish / final->error), else an error. */
 ZIPAGE_API int zipage_generate(zipage_client *c, const zipage_request *r, zipage_event *final,
-                    int timeout_ms);
+                               int timeout_ms);
 
 ZIPAGE_API const char *zipage_strerror(int code);
 ZIPAGE_API const char *zipage_finish_name(int finish);

@@ -54,7 +54,8 @@ static void check_long_pieces(void) {
         }
     }
     CHECK(ntok == 3 && len == 3 * LONG_PIECE && nev == 3 * 3 + 1); /* 150 = 64 + 64 + 22 */
-    for (size_t i = 0; i < len; i++) CHECK(text[i] == "abc"[i / LONG_PIECE]);
+    for (size_t i = 0; i < len; i++)
+        CHECK(text[i] == "abc"[i / LONG_PIECE]);
     /* collected: ids counted once per token, text capped at the buffer */
     int32_t ids[8];
     char out[200];
@@ -107,7 +108,8 @@ int main(void) {
     char out[256];
     zipage_event fin;
     CHECK(ipct_generate(c, "hello world", 100, out, sizeof out, &fin) == 0);
-    CHECK(fin.finish == ZIPAGE_FINISH_STOP && fin.text_len == 11 && !memcmp(out, "hello world", 11));
+    CHECK(fin.finish == ZIPAGE_FINISH_STOP && fin.text_len == 11 &&
+          !memcmp(out, "hello world", 11));
     CHECK(fin.prompt_tokens == 11 && fin.completion_tokens == 11 && fin.kv_blocks_peak == 2);
     CHECK(ipct_generate(c, "hello world", 5, out, sizeof out, &fin) == 0);
     CHECK(fin.finish == ZIPAGE_FINISH_LENGTH && fin.text_len == 5 && !memcmp(out, "hello", 5));

@@ -10,19 +10,26 @@
 
 #include <fcntl.h>
 
-#define ITERS 40000     /* in all; a round ends when the engine quarantines its client */
+#define ITERS      40000 /* in all; a round ends when the engine quarantines its client */
 #define MAX_ROUNDS 1000
-#define GOOD 2
+#define GOOD       2
 
-static uint32_t rnd32(unsigned long long *s) { return (uint32_t)test_rand_u64(s); }
+static uint32_t rnd32(unsigned long long *s) {
+    return (uint32_t)test_rand_u64(s);
+}
 
 static float rnd_float(unsigned long long *s) {
     switch (rnd32(s) % 6) {
-    case 0: return NAN;
-    case 1: return INFINITY;
-    case 2: return -1.0f;
-    case 3: return 1e30f;
-    default: return (float)(rnd32(s) % 1000) / 100.0f;
+    case 0:
+        return NAN;
+    case 1:
+        return INFINITY;
+    case 2:
+        return -1.0f;
+    case 3:
+        return 1e30f;
+    default:
+        return (float)(rnd32(s) % 1000) / 100.0f;
     }
 }
 
@@ -44,7 +51,8 @@ static int fuzzer(uint8_t *map, const zpipc_header *lay, uint64_t seed0, int ite
     for (int tries = 0; !ctl && tries < 10000; tries++) { /* slots of earlier rounds free up */
         for (uint32_t i = 0; i < lay->max_clients && !ctl; i++) {
             zpipc_slot *s = (zpipc_slot *)(map + ZPIPC_SLOTS_OFF + (size_t)i * lay->slot_bytes);
-            if (ring_load_acquire32(&s->slot_state) == ZPIPC_SLOT_FREE && ring_cas32(&s->claim_pid, 0, me))
+            if (ring_load_acquire32(&s->slot_state) == ZPIPC_SLOT_FREE &&
+                ring_cas32(&s->claim_pid, 0, me))
                 ctl = s;
         }
         if (!ctl) usleep(200);
@@ -55,7 +63,8 @@ static int fuzzer(uint8_t *map, const zpipc_header *lay, uint64_t seed0, int ite
     for (int i = 0; i < 2000 && ring_load_acquire32(&ctl->slot_state) != ZPIPC_SLOT_ATTACHED; i++)
         usleep(100);
     uint8_t *base = (uint8_t *)ctl;
-    uint8_t *sub = base + zpipc_sub_off(), *pay = base + zpipc_payload_off(lay->sub_entries, lay->cq_entries);
+    uint8_t *sub = base + zpipc_sub_off(),
+            *pay = base + zpipc_payload_off(lay->sub_entries, lay->cq_entries);
     uint32_t gen = ring_load_acquire32(&ctl->generation);
     uint64_t tail = 0;
     for (int it = 0; it < iters; it++) {
@@ -70,7 +79,8 @@ static int fuzzer(uint8_t *map, const zpipc_header *lay, uint64_t seed0, int ite
             q.type = rnd32(&seed) % 8 ? 1 + rnd32(&seed) % 3 : rnd32(&seed);
             q.kind = rnd32(&seed) % 8 ? rnd32(&seed) % 3 : rnd32(&seed);
             q.req_id = test_rand_u64(&seed) % 64;
-            q.payload_off = rnd32(&seed) % 4 ? rnd32(&seed) % lay->payload_bytes : test_rand_u64(&seed);
+            q.payload_off =
+                rnd32(&seed) % 4 ? rnd32(&seed) % lay->payload_bytes : test_rand_u64(&seed);
             q.payload_len = rnd32(&seed) % 4 ? rnd32(&seed) % 600 : rnd32(&seed);
             q.flags = rnd32(&seed);
             q.temperature = rnd_float(&seed);
@@ -86,7 +96,8 @@ static int fuzzer(uint8_t *map, const zpipc_header *lay, uint64_t seed0, int ite
             q.kv_budget_blocks = (int32_t)rnd32(&seed) % 100;
             q.compress = (int32_t)(rnd32(&seed) % 5) - 2;
             q.target_slot = rnd32(&seed) % 4 ? rnd32(&seed) % (lay->max_clients + 2) : rnd32(&seed);
-            for (int k = 0; k < ZIPAGE_MAX_STOP; k++) q.stop_ids[k] = (int32_t)rnd32(&seed);
+            for (int k = 0; k < ZIPAGE_MAX_STOP; k++)
+                q.stop_ids[k] = (int32_t)rnd32(&seed);
             if (q.payload_off < lay->payload_bytes) { /* fill what it names with bytes < 256 ids */
                 uint64_t n = lay->payload_bytes - q.payload_off;
                 if (n > 600) n = 600;
@@ -100,22 +111,37 @@ static int fuzzer(uint8_t *map, const zpipc_header *lay, uint64_t seed0, int ite
             uint64_t off = test_rand_u64(&seed) % lay->slot_bytes;
             uint32_t n = 1 + rnd32(&seed) % 64;
             if (off < 8) continue; /* claim_pid / detach: below, with values that cannot be pids */
-            for (uint32_t k = 0; k < n && off + k < lay->slot_bytes; k++) base[off + k] = (uint8_t)rnd32(&seed);
+            for (uint32_t k = 0; k < n && off + k < lay->slot_bytes; k++)
+                base[off + k] = (uint8_t)rnd32(&seed);
         } else if (what < 168) { /* the indices */
             switch (rnd32(&seed) % 4) {
-            case 0: tail = test_rand_u64(&seed) % 4 ? tail + rnd32(&seed) % 40 : test_rand_u64(&seed);
-                    ring_store_release64(&ctl->sub_tail, tail); break;
-            case 1: ring_store_release64(&ctl->cq_head, test_rand_u64(&seed) % 4 ? ring_load_acquire64(&ctl->cq_tail) - rnd32(&seed) % 8 : test_rand_u64(&seed)); break;
-            case 2: ring_store_release32(&ctl->client_sleeping, rnd32(&seed)); break;
-            default: ring_store_release64(&ctl->cq_head, ring_load_acquire64(&ctl->cq_tail)); break;
+            case 0:
+                tail = test_rand_u64(&seed) % 4 ? tail + rnd32(&seed) % 40 : test_rand_u64(&seed);
+                ring_store_release64(&ctl->sub_tail, tail);
+                break;
+            case 1:
+                ring_store_release64(&ctl->cq_head,
+                                     test_rand_u64(&seed) % 4
+                                         ? ring_load_acquire64(&ctl->cq_tail) - rnd32(&seed) % 8
+                                         : test_rand_u64(&seed));
+                break;
+            case 2:
+                ring_store_release32(&ctl->client_sleeping, rnd32(&seed));
+                break;
+            default:
+                ring_store_release64(&ctl->cq_head, ring_load_acquire64(&ctl->cq_tail));
+                break;
             }
         } else if (what < 169) { /* ownership words */
-            if (rnd32(&seed) % 2) ring_store_release32(&ctl->claim_pid, rnd_pid(&seed));
-            else ring_store_release32(&ctl->detach, rnd32(&seed) % 4 == 0);
+            if (rnd32(&seed) % 2)
+                ring_store_release32(&ctl->claim_pid, rnd_pid(&seed));
+            else
+                ring_store_release32(&ctl->detach, rnd32(&seed) % 4 == 0);
         } else { /* the header, all of it */
             uint32_t off = rnd32(&seed) % ZPIPC_HEADER_BYTES;
             uint32_t n = 1 + rnd32(&seed) % 16;
-            for (uint32_t k = 0; k < n && off + k < ZPIPC_HEADER_BYTES; k++) map[off + k] = (uint8_t)rnd32(&seed);
+            for (uint32_t k = 0; k < n && off + k < ZPIPC_HEADER_BYTES; k++)
+                map[off + k] = (uint8_t)rnd32(&seed);
         }
         ring_fetch_add32(&h->engine_futex, 1);
         ring_futex_wake(&h->engine_futex);
@@ -154,7 +180,9 @@ int main(void) {
     int rounds = 0;
     for (; *done < ITERS && rounds < MAX_ROUNDS; rounds++) {
         pid_t f = ipct_fork(SIGKILL);
-        if (!f) _exit(fuzzer(map, &lay, 1234567ull * (unsigned long long)(rounds + 1), ITERS - *done, done));
+        if (!f)
+            _exit(fuzzer(map, &lay, 1234567ull * (unsigned long long)(rounds + 1), ITERS - *done,
+                         done));
         int st;
         REQUIRE(waitpid(f, &st, 0) == f);
         CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fuzzer round %d status %d", rounds, st);
@@ -172,8 +200,10 @@ int main(void) {
     CHECK(ipct_wait_idle(c, 1, 3000) >= 0);
     zipage_stats s;
     CHECK(zipage_get_stats(c, &s) == 0);
-    printf("%d fuzz iterations in %d rounds: %lld requests submitted, %lld refused, %lld protocol errors\n",
-           *done, rounds, (long long)s.submitted, (long long)s.rejected, (long long)s.protocol_errors);
+    printf("%d fuzz iterations in %d rounds: %lld requests submitted, %lld refused, %lld protocol "
+           "errors\n",
+           *done, rounds, (long long)s.submitted, (long long)s.rejected,
+           (long long)s.protocol_errors);
     CHECK(s.rejected > 0 && s.protocol_errors > 0);
     zipage_disconnect(c);
     CHECK(ipct_stop(eng, name) == 0);

@@ -28,7 +28,8 @@ static int client(const char *name, int kind, int wfd) {
     (void)!write(wfd, msg, sizeof msg); /* ready */
     int rc;
     zipage_event ev[16];
-    while ((rc = zipage_wait(c, ev, 16, 5000)) > 0) continue;
+    while ((rc = zipage_wait(c, ev, 16, 5000)) > 0)
+        continue;
     msg[0] = ipct_ms();
     msg[1] = rc;
     (void)!write(wfd, msg, sizeof msg);
@@ -61,7 +62,8 @@ int main(void) {
         fds[i] = pfd[0];
     }
     double msg[2];
-    for (int i = 0; i < n; i++) REQUIRE(read(fds[i], msg, sizeof msg) == sizeof msg);
+    for (int i = 0; i < n; i++)
+        REQUIRE(read(fds[i], msg, sizeof msg) == sizeof msg);
     usleep(30000); /* let the idle ones fall asleep on their futex */
     kill(eng, SIGKILL);
     double t0 = ipct_ms();
@@ -72,7 +74,8 @@ int main(void) {
         CHECKF(got, "client %d reported nothing", i);
         if (!got) continue;
         double dt = msg[0] - t0;
-        printf("client %d (kind %d): %s after %.1f ms\n", i, i % NKIND, zipage_strerror((int)msg[1]), dt);
+        printf("client %d (kind %d): %s after %.1f ms\n", i, i % NKIND,
+               zipage_strerror((int)msg[1]), dt);
         CHECKF((int)msg[1] == ZIPAGE_E_ENGINE_GONE, "client %d: error %d", i, (int)msg[1]);
         CHECKF(dt < 100, "client %d: %.1f ms", i, dt);
         int st;

@@ -5,7 +5,7 @@
 #include "tests/test_ipc_util.h"
 
 #define KILLS 200
-#define GOOD 2
+#define GOOD  2
 
 /* Connects, starts long streams, reports the first token, then reads slowly until killed. */
 static int victim(const char *name, int wfd, int n) {
@@ -25,7 +25,8 @@ static int victim(const char *name, int wfd, int n) {
     zipage_event ev[8];
     if (zipage_wait(c, ev, 8, 5000) < 1) return 22;
     (void)!write(wfd, "t", 1);
-    while (zipage_wait(c, ev, 8, 1000) != ZIPAGE_E_ENGINE_GONE) usleep(100);
+    while (zipage_wait(c, ev, 8, 1000) != ZIPAGE_E_ENGINE_GONE)
+        usleep(100);
     return 23;
 }
 
@@ -81,8 +82,9 @@ int main(void) {
         total += dt;
         slow += dt > 100;
     }
-    printf("%d kills: reclaim after death mean %.1f ms, worst %.1f ms; kill -> dead worst %.1f ms\n",
-           KILLS, total / KILLS, worst, worst_exit);
+    printf(
+        "%d kills: reclaim after death mean %.1f ms, worst %.1f ms; kill -> dead worst %.1f ms\n",
+        KILLS, total / KILLS, worst, worst_exit);
     /* The bound is 100 ms; on a loaded 2-core machine the engine process itself is sometimes
      * not scheduled for tens of ms (seen: 60 ms gaps between its loop iterations), so allow
      * 1% of the kills to miss it, but none by more than a second. */

@@ -3,8 +3,8 @@
  * exactly one FINAL, and the engine ends idle with every request counted. */
 #include "tests/test_ipc_util.h"
 
-#define NPROC 16
-#define NREQ 200
+#define NPROC  16
+#define NREQ   200
 #define WINDOW 8
 
 typedef struct pending {
@@ -28,7 +28,8 @@ static int client(const char *name, int who) {
             if (p[w].id) continue;
             pending *q = &p[w];
             q->len = 1 + (int)(test_rand_u64(&seed) % 300);
-            for (int i = 0; i < q->len; i++) q->prompt[i] = (unsigned char)test_rand_u64(&seed);
+            for (int i = 0; i < q->len; i++)
+                q->prompt[i] = (unsigned char)test_rand_u64(&seed);
             q->max_tokens = 1 + (int)(test_rand_u64(&seed) % 320);
             q->stream = test_rand_u64(&seed) & 1;
             q->got = q->finals = 0;
@@ -71,8 +72,8 @@ static int client(const char *name, int who) {
                 if (!q->stream || q->got >= want || ev[i].text_len != 1 ||
                     (unsigned char)ev[i].text[0] != q->prompt[q->got] ||
                     ev[i].token != q->prompt[q->got]) {
-                    fprintf(stderr, "client %d: bad token event (stream %d got %d want %d)\n",
-                            who, q->stream, q->got, want);
+                    fprintf(stderr, "client %d: bad token event (stream %d got %d want %d)\n", who,
+                            q->stream, q->got, want);
                     bad++;
                 }
                 q->got++;

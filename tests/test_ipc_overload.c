@@ -24,7 +24,8 @@ static void take(const zipage_event *ev, int n) {
             continue;
         }
         CHECKF(ev[k].finish == ZIPAGE_FINISH_STOP && ev[k].completion_tokens == lens[t],
-               "request %llu: finish %d error %d", (unsigned long long)t, ev[k].finish, ev[k].error);
+               "request %llu: finish %d error %d", (unsigned long long)t, ev[k].finish,
+               ev[k].error);
         ran++;
     }
 }
@@ -59,11 +60,13 @@ int main(void) {
         r.params.max_tokens = 400;
         r.user_tag = (uint64_t)i;
         int rc = zipage_submit(c, &r, &ids[i]);
-        if (rc == 0) accepted++;
+        if (rc == 0)
+            accepted++;
         else if (rc == ZIPAGE_E_BUSY) {
             local_busy++;
             ids[i] = 0;
-        } else CHECKF(0, "submit %d: %s", i, zipage_last_error());
+        } else
+            CHECKF(0, "submit %d: %s", i, zipage_last_error());
         if (i % 16 == 15) { /* read a little now and then, far slower than we submit */
             zipage_event ev[16];
             int n = zipage_poll(c, ev, 16);
@@ -80,7 +83,8 @@ int main(void) {
     printf("%d submitted: %d accepted (%d ran, %d refused by the engine), %d refused by the ring\n",
            N, accepted, ran, remote_busy, local_busy);
     CHECK(nfinal == accepted && ran + remote_busy == accepted);
-    for (int i = 0; i < N; i++) CHECKF(finals[i] == (ids[i] ? 1 : 0), "request %d: %d finals", i, finals[i]);
+    for (int i = 0; i < N; i++)
+        CHECKF(finals[i] == (ids[i] ? 1 : 0), "request %d: %d finals", i, finals[i]);
     CHECK(local_busy > 0 && remote_busy > 0 && ran >= 4);
     zipage_event ev[4];
     CHECK(zipage_wait(c, ev, 4, 50) == ZIPAGE_E_TIMEOUT);

@@ -25,7 +25,9 @@
 #include <unistd.h>
 
 static ipc_server *ipct_srv;
-static void ipct_on_term(int sig) { ipc_server_stop(ipct_srv, IPC_STOP_FINISH); }
+static void ipct_on_term(int sig) {
+    ipc_server_stop(ipct_srv, IPC_STOP_FINISH);
+}
 
 /* fork() for test children: a child dies with the test (signal sig), so a failing test never
  * leaves an engine or a client behind holding /dev/shm. */
@@ -63,7 +65,8 @@ static inline pid_t ipct_engine_with(const char *name, const char *const *sets, 
         char nm[300];
         snprintf(nm, sizeof nm, "ipc_name=%s", name);
         int rc = conf_set(&cf, nm, "test");
-        for (int i = 0; !rc && sets && sets[i]; i++) rc = conf_set(&cf, sets[i], "test");
+        for (int i = 0; !rc && sets && sets[i]; i++)
+            rc = conf_set(&cf, sets[i], "test");
         ipc_server_config ic;
         arena a = {0};
         if (!rc) rc = ipc_server_config_from_conf(&ic, &cf);
@@ -174,7 +177,8 @@ static inline pid_t ipct_good_client(const char *name, int who, volatile int *st
     while (!*stop) {
         char prompt[80], out[80];
         int len = 1 + (int)(test_rand_u64(&seed) % 80);
-        for (int i = 0; i < len; i++) prompt[i] = (char)(test_rand_u64(&seed) & 0xff);
+        for (int i = 0; i < len; i++)
+            prompt[i] = (char)(test_rand_u64(&seed) & 0xff);
         zipage_request r;
         zipage_request_default(&r);
         r.text = prompt;

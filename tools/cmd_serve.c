@@ -26,8 +26,10 @@ static ipc_server *g_srv;
 static volatile sig_atomic_t g_sigterm_level, g_sigints;
 
 static void on_signal(int sig) {
-    if (sig == SIGTERM) ipc_server_stop(g_srv, g_sigterm_level);
-    else ipc_server_stop(g_srv, ++g_sigints >= 2 ? IPC_STOP_NOW : IPC_STOP_FINISH);
+    if (sig == SIGTERM)
+        ipc_server_stop(g_srv, g_sigterm_level);
+    else
+        ipc_server_stop(g_srv, ++g_sigints >= 2 ? IPC_STOP_NOW : IPC_STOP_FINISH);
 }
 
 /* Creates the engine that serves srv's requests: fills ops (with ctx) and the facts shown to
@@ -47,9 +49,13 @@ static int serve_engine_create(const conf *cf, const serve_opts *o, arena *a, ip
     echo_ops(e, ops);
     engine_stats st;
     ops->stats(ops->ctx, &st);
-    *info = (ipc_model_info){.model = "echo", .backend = "echo", .vocab = 256,
-                             .max_model_len = ec.max_echo, .max_concurrency = st.max_concurrency,
-                             .blocks_total = st.blocks_total, .block_size = 16};
+    *info = (ipc_model_info){.model = "echo",
+                             .backend = "echo",
+                             .vocab = 256,
+                             .max_model_len = ec.max_echo,
+                             .max_concurrency = st.max_concurrency,
+                             .blocks_total = st.blocks_total,
+                             .block_size = 16};
     return 0;
 }
 
@@ -61,9 +67,12 @@ int cmd_serve(int argc, char **argv) {
     cli c;
     cli_init(&c, "serve", argc, argv);
     for (const char *opt; (opt = cli_next(&c));) {
-        if (!strcmp(opt, "--echo")) o.echo = true;
-        else if (!strcmp(opt, "--echo-step-us")) rc = cli_int(&c, &o.echo_step_us, 0, 10000000);
-        else rc = cli_unknown(&c, opt);
+        if (!strcmp(opt, "--echo"))
+            o.echo = true;
+        else if (!strcmp(opt, "--echo-step-us"))
+            rc = cli_int(&c, &o.echo_step_us, 0, 10000000);
+        else
+            rc = cli_unknown(&c, opt);
         if (rc) return cli_fail("serve", rc);
     }
     ipc_server_config ic;
@@ -71,7 +80,8 @@ int cmd_serve(int argc, char **argv) {
     g_sigterm_level = cf.sigterm == CONF_SIGTERM_CANCEL ? IPC_STOP_CANCEL : IPC_STOP_FINISH;
 
     arena a;
-    if ((rc = arena_init(&a, "serve", (size_t)cf.host_arena_mb << 20))) return cli_fail("serve", rc);
+    if ((rc = arena_init(&a, "serve", (size_t)cf.host_arena_mb << 20)))
+        return cli_fail("serve", rc);
     ipc_server *srv = NULL;
     ipc_engine_ops ops;
     ipc_model_info info;
@@ -87,9 +97,10 @@ int cmd_serve(int argc, char **argv) {
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         arena_freeze(&a);
-        printf("zipage serve: ready model=%s backend=%s blocks=%d max_concurrency=%d ipc=/dev/shm%s\n",
-               info.model, info.backend, info.blocks_total, info.max_concurrency,
-               ipc_server_name(srv));
+        printf(
+            "zipage serve: ready model=%s backend=%s blocks=%d max_concurrency=%d ipc=/dev/shm%s\n",
+            info.model, info.backend, info.blocks_total, info.max_concurrency,
+            ipc_server_name(srv));
         fflush(stdout);
         rc = ipc_server_run(srv);
         signal(SIGTERM, SIG_IGN); /* the handlers must not reach the server once it is gone */

@@ -24,14 +24,15 @@
 static const char *g_name = "zipage";
 
 static int usage(void) {
-    fprintf(stderr,
-            "usage: zipage-cli [--name NAME] COMMAND [options]\n"
-            "  generate  --prompt TEXT | --prompt-ids \"1 2 3\" [--max-tokens N] [--temperature T]\n"
-            "            [--top-k K] [--top-p P] [--min-p P] [--seed S] [--ignore-eos] [--json]\n"
-            "  chat      [--system TEXT] [--max-tokens N] [--temperature T] [--thinking]\n"
-            "  stats     [--json | --prometheus]\n"
-            "  cancel    --slot N [--id ID]   (engine must run with ipc_admin_cancel = true)\n"
-            "  bench-ipc [--requests N] [--window W] [--mode busy|futex|both]\n");
+    fprintf(
+        stderr,
+        "usage: zipage-cli [--name NAME] COMMAND [options]\n"
+        "  generate  --prompt TEXT | --prompt-ids \"1 2 3\" [--max-tokens N] [--temperature T]\n"
+        "            [--top-k K] [--top-p P] [--min-p P] [--seed S] [--ignore-eos] [--json]\n"
+        "  chat      [--system TEXT] [--max-tokens N] [--temperature T] [--thinking]\n"
+        "  stats     [--json | --prometheus]\n"
+        "  cancel    --slot N [--id ID]   (engine must run with ipc_admin_cancel = true)\n"
+        "  bench-ipc [--requests N] [--window W] [--mode busy|futex|both]\n");
     return 2;
 }
 
@@ -73,12 +74,18 @@ static void json_str(FILE *f, const char *s, size_t n) {
     fputc('"', f);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch == '\n') fputs("\\n", f);
-        else if (ch == '\t') fputs("\\t", f);
-        else if (ch == '\r') fputs("\\r", f);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch == '\n')
+            fputs("\\n", f);
+        else if (ch == '\t')
+            fputs("\\t", f);
+        else if (ch == '\r')
+            fputs("\\r", f);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
     }
     fputc('"', f);
 }
@@ -163,25 +170,36 @@ static int cmd_generate(int argc, char **argv) {
         }
         if ((rc = need(argc, argv, i))) return rc;
         const char *val = argv[++i];
-        if (!strcmp(o, "--prompt")) prompt = val;
-        else if (!strcmp(o, "--prompt-ids")) pids = val;
-        else if (!strcmp(o, "--max-tokens") && !(rc = num(o, val, 1, 1 << 30, &v))) r.params.max_tokens = (int32_t)v;
-        else if (!strcmp(o, "--temperature") && !(rc = num(o, val, 0, 100, &v))) r.params.temperature = (float)v;
-        else if (!strcmp(o, "--top-k") && !(rc = num(o, val, 0, 1 << 30, &v))) r.params.top_k = (int32_t)v;
-        else if (!strcmp(o, "--top-p") && !(rc = num(o, val, 0, 1, &v))) r.params.top_p = (float)v;
-        else if (!strcmp(o, "--min-p") && !(rc = num(o, val, 0, 1, &v))) r.params.min_p = (float)v;
-        else if (!strcmp(o, "--seed") && !(rc = num(o, val, 0, 1.8e19, &v))) r.params.seed = (uint64_t)v;
-        else if (!rc) return bad_opt("generate: unknown option '%s'", o);
+        if (!strcmp(o, "--prompt"))
+            prompt = val;
+        else if (!strcmp(o, "--prompt-ids"))
+            pids = val;
+        else if (!strcmp(o, "--max-tokens") && !(rc = num(o, val, 1, 1 << 30, &v)))
+            r.params.max_tokens = (int32_t)v;
+        else if (!strcmp(o, "--temperature") && !(rc = num(o, val, 0, 100, &v)))
+            r.params.temperature = (float)v;
+        else if (!strcmp(o, "--top-k") && !(rc = num(o, val, 0, 1 << 30, &v)))
+            r.params.top_k = (int32_t)v;
+        else if (!strcmp(o, "--top-p") && !(rc = num(o, val, 0, 1, &v)))
+            r.params.top_p = (float)v;
+        else if (!strcmp(o, "--min-p") && !(rc = num(o, val, 0, 1, &v)))
+            r.params.min_p = (float)v;
+        else if (!strcmp(o, "--seed") && !(rc = num(o, val, 0, 1.8e19, &v)))
+            r.params.seed = (uint64_t)v;
+        else if (!rc)
+            return bad_opt("generate: unknown option '%s'", o);
         if (rc) return rc;
     }
-    if (!prompt == !pids) return bad_opt("generate: give exactly one of --prompt and --prompt-ids%s", "");
+    if (!prompt == !pids)
+        return bad_opt("generate: give exactly one of --prompt and --prompt-ids%s", "");
     int32_t *pv = NULL;
     size_t np = 0;
     if (pids) {
         pv = malloc((strlen(pids) / 2 + 1) * sizeof *pv);
         if (!pv) return 1;
         for (const char *s = pids; *s;) {
-            while (*s == ' ' || *s == ',') s++;
+            while (*s == ' ' || *s == ',')
+                s++;
             if (!*s) break;
             char *end;
             errno = 0;
@@ -215,7 +233,8 @@ static int cmd_generate(int argc, char **argv) {
     }
     if (json) {
         printf("{\"prompt_tokens\": %d, \"token_ids\": [", fin.prompt_tokens);
-        for (size_t i = 0; i < nids; i++) printf("%s%d", i ? ", " : "", ids[i]);
+        for (size_t i = 0; i < nids; i++)
+            printf("%s%d", i ? ", " : "", ids[i]);
         printf("], \"text\": ");
         json_str(stdout, text.p, text.n);
         printf(", \"finish_reason\": \"%s\"", zipage_finish_name(fin.finish));
@@ -233,8 +252,9 @@ static int cmd_generate(int argc, char **argv) {
     free(pv);
     rc = 0;
     if (fin.finish == ZIPAGE_FINISH_ERROR) {
-        if (!json) fprintf(stderr, "zipage-cli: %s: %.*s\n", zipage_strerror(fin.error),
-                           (int)fin.text_len, fin.text);
+        if (!json)
+            fprintf(stderr, "zipage-cli: %s: %.*s\n", zipage_strerror(fin.error), (int)fin.text_len,
+                    fin.text);
         rc = fin.error == ZIPAGE_E_INVALID ? 2 : 1;
     }
     zipage_disconnect(c); /* fin.text points into the mapping until here */
@@ -265,16 +285,20 @@ static int cmd_chat(int argc, char **argv) {
         const char *o = argv[i];
         double v;
         int rc = 0;
-        if (!strcmp(o, "--thinking")) r.enable_thinking = true;
-        else if ((rc = need(argc, argv, i))) return rc;
-        else if (!strcmp(o, "--system")) system = argv[++i];
+        if (!strcmp(o, "--thinking"))
+            r.enable_thinking = true;
+        else if ((rc = need(argc, argv, i)))
+            return rc;
+        else if (!strcmp(o, "--system"))
+            system = argv[++i];
         else if (!strcmp(o, "--max-tokens")) {
             if ((rc = num(o, argv[++i], 1, 1 << 30, &v))) return rc;
             r.params.max_tokens = (int32_t)v;
         } else if (!strcmp(o, "--temperature")) {
             if ((rc = num(o, argv[++i], 0, 100, &v))) return rc;
             r.params.temperature = (float)v;
-        } else return bad_opt("chat: unknown option '%s'", o);
+        } else
+            return bad_opt("chat: unknown option '%s'", o);
     }
     int rc;
     zipage_client *c = connect_or_die(0, &rc);
@@ -287,7 +311,8 @@ static int cmd_chat(int argc, char **argv) {
         fputs("> ", stderr);
         if (!fgets(line, sizeof line, stdin)) break;
         size_t n = strlen(line);
-        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = 0;
         if (!n) continue;
         add_message(&hist, "user", line, n);
         buf msgs = {0};
@@ -309,8 +334,10 @@ static int cmd_chat(int argc, char **argv) {
             return fail(rc);
         }
         if (fin.finish == ZIPAGE_FINISH_ERROR)
-            fprintf(stderr, "zipage-cli: %s: %.*s\n", zipage_strerror(fin.error), (int)fin.text_len, fin.text);
-        else add_message(&hist, "assistant", reply.p, reply.n);
+            fprintf(stderr, "zipage-cli: %s: %.*s\n", zipage_strerror(fin.error), (int)fin.text_len,
+                    fin.text);
+        else
+            add_message(&hist, "assistant", reply.p, reply.n);
         free(reply.p);
     }
     free(hist.p);
@@ -321,9 +348,12 @@ static int cmd_chat(int argc, char **argv) {
 static int cmd_stats(int argc, char **argv) {
     int fmt = 0; /* 0 text, 1 json, 2 prometheus */
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) fmt = 1;
-        else if (!strcmp(argv[i], "--prometheus")) fmt = 2;
-        else return bad_opt("stats: unknown option '%s'", argv[i]);
+        if (!strcmp(argv[i], "--json"))
+            fmt = 1;
+        else if (!strcmp(argv[i], "--prometheus"))
+            fmt = 2;
+        else
+            return bad_opt("stats: unknown option '%s'", argv[i]);
     }
     int rc;
     zipage_client *c = connect_or_die(0, &rc);
@@ -333,7 +363,11 @@ static int cmd_stats(int argc, char **argv) {
     zipage_disconnect(c);
     if (rc) return fail(rc);
     /* one table drives all three formats */
-    struct { const char *key, *help; double v; bool counter; } m[] = {
+    struct {
+        const char *key, *help;
+        double v;
+        bool counter;
+    } m[] = {
         {"running", "requests running", s.running, false},
         {"waiting", "requests waiting", s.waiting, false},
         {"max_concurrency", "most requests at once", s.max_concurrency, false},
@@ -344,7 +378,8 @@ static int cmd_stats(int argc, char **argv) {
         {"prompt_tokens", "prompt tokens processed", (double)s.prompt_tokens, true},
         {"completion_tokens", "tokens generated", (double)s.completion_tokens, true},
         {"preemptions", "requests preempted", (double)s.preemptions, true},
-        {"prefix_hit_tokens", "prompt tokens served from the prefix cache", (double)s.prefix_hit_tokens, true},
+        {"prefix_hit_tokens", "prompt tokens served from the prefix cache",
+         (double)s.prefix_hit_tokens, true},
         {"compressions", "KV compressions", (double)s.compressions, true},
         {"evicted_tokens", "tokens evicted by compression", (double)s.evicted_tokens, true},
         {"busy_seconds", "seconds spent in engine steps", s.busy_seconds, true},
@@ -356,7 +391,8 @@ static int cmd_stats(int argc, char **argv) {
         {"completed", "requests completed", (double)s.completed, true},
         {"rejected", "requests refused (invalid or backpressure)", (double)s.rejected, true},
         {"client_deaths", "clients that died attached", (double)s.client_deaths, true},
-        {"protocol_errors", "clients detached for protocol violations", (double)s.protocol_errors, true},
+        {"protocol_errors", "clients detached for protocol violations", (double)s.protocol_errors,
+         true},
     };
     size_t n = sizeof m / sizeof m[0];
     if (fmt == 1) {
@@ -365,18 +401,23 @@ static int cmd_stats(int argc, char **argv) {
         printf(", \"backend\": ");
         json_str(stdout, s.backend, strlen(s.backend));
         printf(", \"engine_pid\": %d", s.engine_pid);
-        for (size_t i = 0; i < n; i++) printf(", \"%s\": %.17g", m[i].key, m[i].v);
+        for (size_t i = 0; i < n; i++)
+            printf(", \"%s\": %.17g", m[i].key, m[i].v);
         printf("}\n");
     } else if (fmt == 2) {
         printf("# HELP zipage_info engine identity\n# TYPE zipage_info gauge\n"
-               "zipage_info{model=\"%s\",backend=\"%s\",name=\"%s\"} 1\n", s.model, s.backend, g_name);
+               "zipage_info{model=\"%s\",backend=\"%s\",name=\"%s\"} 1\n",
+               s.model, s.backend, g_name);
         for (size_t i = 0; i < n; i++)
             printf("# HELP zipage_%s%s %s\n# TYPE zipage_%s%s %s\nzipage_%s%s %.17g\n", m[i].key,
                    m[i].counter ? "_total" : "", m[i].help, m[i].key, m[i].counter ? "_total" : "",
-                   m[i].counter ? "counter" : "gauge", m[i].key, m[i].counter ? "_total" : "", m[i].v);
+                   m[i].counter ? "counter" : "gauge", m[i].key, m[i].counter ? "_total" : "",
+                   m[i].v);
     } else {
-        printf("engine %s: model %s, backend %s, pid %d\n", g_name, s.model, s.backend, s.engine_pid);
-        for (size_t i = 0; i < n; i++) printf("  %-18s %.10g\n", m[i].key, m[i].v);
+        printf("engine %s: model %s, backend %s, pid %d\n", g_name, s.model, s.backend,
+               s.engine_pid);
+        for (size_t i = 0; i < n; i++)
+            printf("  %-18s %.10g\n", m[i].key, m[i].v);
     }
     return 0;
 }
@@ -386,9 +427,12 @@ static int cmd_cancel(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         int rc = need(argc, argv, i);
         if (rc) return rc;
-        if (!strcmp(argv[i], "--slot")) rc = num(argv[i], argv[i + 1], 0, 1 << 20, &slot);
-        else if (!strcmp(argv[i], "--id")) rc = num(argv[i], argv[i + 1], 1, 1.8e19, &id);
-        else return bad_opt("cancel: unknown option '%s'", argv[i]);
+        if (!strcmp(argv[i], "--slot"))
+            rc = num(argv[i], argv[i + 1], 0, 1 << 20, &slot);
+        else if (!strcmp(argv[i], "--id"))
+            rc = num(argv[i], argv[i + 1], 1, 1.8e19, &id);
+        else
+            return bad_opt("cancel: unknown option '%s'", argv[i]);
         if (rc) return rc;
         i++;
     }
@@ -426,7 +470,8 @@ static int bench_mode(const char *mode, int spin_us, int n, int window) {
         for (bool done = false; !done;) {
             int k = zipage_wait(c, ev, 64, 5000);
             if (k < 0) return fail(k);
-            for (int j = 0; j < k; j++) done |= ev[j].type == ZIPAGE_EV_FINAL;
+            for (int j = 0; j < k; j++)
+                done |= ev[j].type == ZIPAGE_EV_FINAL;
         }
         lat[i] = (now_s() - t0) * 1e6;
     }
@@ -451,7 +496,8 @@ static int bench_mode(const char *mode, int spin_us, int n, int window) {
         int k = zipage_wait(c, ev, 64, 5000);
         if (k < 0) return fail(k);
         msgs += k;
-        for (int j = 0; j < k; j++) finished += ev[j].type == ZIPAGE_EV_FINAL;
+        for (int j = 0; j < k; j++)
+            finished += ev[j].type == ZIPAGE_EV_FINAL;
     }
     double dt = now_s() - t0;
     printf("bench-ipc mode=%-5s requests=%d round-trip us: p50=%.1f p99=%.1f p99.9=%.1f | "
@@ -469,10 +515,14 @@ static int cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         int rc = need(argc, argv, i);
         if (rc) return rc;
-        if (!strcmp(argv[i], "--requests")) rc = num(argv[i], argv[i + 1], 10, 1e8, &n);
-        else if (!strcmp(argv[i], "--window")) rc = num(argv[i], argv[i + 1], 1, 65536, &window);
-        else if (!strcmp(argv[i], "--mode")) mode = argv[i + 1];
-        else return bad_opt("bench-ipc: unknown option '%s'", argv[i]);
+        if (!strcmp(argv[i], "--requests"))
+            rc = num(argv[i], argv[i + 1], 10, 1e8, &n);
+        else if (!strcmp(argv[i], "--window"))
+            rc = num(argv[i], argv[i + 1], 1, 65536, &window);
+        else if (!strcmp(argv[i], "--mode"))
+            mode = argv[i + 1];
+        else
+            return bad_opt("bench-ipc: unknown option '%s'", argv[i]);
         if (rc) return rc;
         i++;
     }
