@@ -317,6 +317,7 @@ void zipage_disconnect(zipage_client *c) {
     if (!c) return;
     /* release: the engine's acquire of detach sees everything this client wrote */
     ring_store_release32(&c->ctl->detach, 1);
+    ring_fetch_add32(&c->hdr->attach_seq, 1); /* the client set changed: look now */
     ring_notify(&c->hdr->engine_futex, &c->hdr->engine_sleeping);
     if (c->engine_pidfd >= 0) close(c->engine_pidfd);
     munmap(c->map, c->map_len);

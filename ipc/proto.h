@@ -125,7 +125,7 @@ typedef struct zpipc_header {
     uint8_t pad3[48];      /* 144 */
     /* line 3 (shared): engine wake-up. engine_futex is the word the engine sleeps on;
      * engine_sleeping is its "needs wakeup" flag; attach_seq is bumped by a client after it
-     * claimed a slot (a hint: the engine also scans claims on its own). */
+     * claimed a slot or set detach (a hint: the engine also scans on its own). */
     uint32_t engine_futex;    /* 192 */
     uint32_t engine_sleeping; /* 196 */
     uint32_t attach_seq;      /* 200 */
