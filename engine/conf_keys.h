@@ -47,3 +47,4 @@ CONF_INT(ipc, max_inflight_per_client, 64, 1, 65536, "requests a client may have
 CONF_INT(ipc, payload_bytes_per_client, 1048576, 4096, 1073741824, "payload area per client slot in bytes")
 CONF_INT(ipc, spin_us, 50, 0, 1000000, "busy-wait before sleeping on a futex, in microseconds")
 CONF_ENUM(ipc, sigterm, "finish", "finish|cancel", "on SIGTERM: finish running requests, or cancel them")
+CONF_BOOL(ipc, ipc_admin_cancel, false, "let any client cancel other clients' requests (zipage-cli cancel)")

@@ -12,6 +12,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -24,6 +25,7 @@ static const struct {
     {"logits", cmd_logits, "write the logits of every prompt position as raw f32 (parity checks)"},
     {"mkmodel", cmd_mkmodel, "write a small random Hugging Face model directory (tests, demos)"},
     {"tokenize", cmd_tokenize, "encode text to token ids or decode ids (--model DIR --text T|--file F)"},
+    {"serve", cmd_serve, "serve requests over shared memory (--echo: no model, IPC only)"},
 };
 
 static int usage(FILE *f) {
