@@ -95,23 +95,8 @@ fail:
     return -1;
 }
 
-int json_parse(json_doc *d, arena *a, const char *src, size_t len, const char *name) {
-    memset(d, 0, sizeof *d);
-    d->src = src;
-    d->len = len;
-    d->name = name;
-    jsmn_parser p;
-    jsmn_init(&p);
-    int n = jsmn_parse(&p, src, len, NULL, 0);
-    if (n < 0)
-        return err_set(ZP_EFORMAT, "%s: invalid JSON (%s at byte %u)", name,
-                       n == JSMN_ERROR_INVAL ? "bad character" : "truncated", p.pos);
-    if (n == 0) return err_set(ZP_EFORMAT, "%s: empty JSON document", name);
-    d->tok = arena_temp(a, sizeof(jsmntok_t) * (size_t)n, 8, name);
-    if (!d->tok) return ZP_ENOMEM;
-    jsmn_init(&p);
-    int m = jsmn_parse(&p, src, len, d->tok, (unsigned)n);
-    if (m != n) return err_set(ZP_EFORMAT, "%s: invalid JSON", name);
+/* Checks a parsed token array: one value, full grammar, nothing after it. */
+static int finish_parse(json_doc *d, int n, const char *name) {
     d->ntok = n;
     size_t bad = 0;
     if (validate(d, 0, &bad, 0) < 0) {
@@ -121,10 +106,50 @@ int json_parse(json_doc *d, arena *a, const char *src, size_t len, const char *n
     }
     /* jsmn accepts several top-level values; a document is exactly one. */
     if (json_skip(d, 0) != n) return err_set(ZP_EFORMAT, "%s: trailing data after JSON value", name);
-    for (size_t i = (size_t)d->tok[0].end; i < len; i++)
-        if (!strchr(" \t\r\n", src[i]))
+    for (size_t i = (size_t)d->tok[0].end; i < d->len; i++)
+        if (!strchr(" \t\r\n", d->src[i]))
             return err_set(ZP_EFORMAT, "%s: trailing data after JSON value", name);
     return 0;
+}
+
+static int jsmn_fail(const char *name, int n, unsigned pos) {
+    return err_set(ZP_EFORMAT, "%s: invalid JSON (%s at byte %u)", name,
+                   n == JSMN_ERROR_INVAL ? "bad character" : "truncated", pos);
+}
+
+int json_parse(json_doc *d, arena *a, const char *src, size_t len, const char *name) {
+    memset(d, 0, sizeof *d);
+    d->src = src;
+    d->len = len;
+    d->name = name;
+    jsmn_parser p;
+    jsmn_init(&p);
+    int n = jsmn_parse(&p, src, len, NULL, 0);
+    if (n < 0) return jsmn_fail(name, n, p.pos);
+    if (n == 0) return err_set(ZP_EFORMAT, "%s: empty JSON document", name);
+    d->tok = arena_temp(a, sizeof(jsmntok_t) * (size_t)n, 8, name);
+    if (!d->tok) return ZP_ENOMEM;
+    jsmn_init(&p);
+    int m = jsmn_parse(&p, src, len, d->tok, (unsigned)n);
+    if (m != n) return err_set(ZP_EFORMAT, "%s: invalid JSON", name);
+    return finish_parse(d, n, name);
+}
+
+int json_parse_buf(json_doc *d, jsmntok_t *tok, int cap, const char *src, size_t len,
+                   const char *name) {
+    memset(d, 0, sizeof *d);
+    d->src = src;
+    d->len = len;
+    d->name = name;
+    d->tok = tok;
+    jsmn_parser p;
+    jsmn_init(&p);
+    int n = jsmn_parse(&p, src, len, tok, (unsigned)cap);
+    if (n == JSMN_ERROR_NOMEM)
+        return err_set(ZP_ELIMIT, "%s: JSON document has more than %d tokens", name, cap);
+    if (n < 0) return jsmn_fail(name, n, p.pos);
+    if (n == 0) return err_set(ZP_EFORMAT, "%s: empty JSON document", name);
+    return finish_parse(d, n, name);
 }
 
 int json_load(json_doc *d, arena *a, const char *path) {

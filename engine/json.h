@@ -29,6 +29,10 @@ typedef struct json_doc {
 
 /* Parses src[0..len) (which must outlive the doc); tokens go to the arena's temp side. */
 int json_parse(json_doc *d, arena *a, const char *src, size_t len, const char *name);
+/* Parses into a caller-owned token array of cap entries (no arena: usable after start-up).
+ * ZP_ELIMIT when the document has more than cap tokens. */
+int json_parse_buf(json_doc *d, jsmntok_t *tok, int cap, const char *src, size_t len,
+                   const char *name);
 /* Reads and parses a file (text kept in the arena's temp side). */
 int json_load(json_doc *d, arena *a, const char *path);
 

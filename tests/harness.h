@@ -36,6 +36,7 @@ typedef struct th {
 } th;
 
 static char th_dir[256];
+static int32_t th_n_valid; /* ids the engine may sample (0 = the model's vocab) */
 
 /* A small random Qwen3 model in /tmp, removed at exit. */
 static inline void th_model(const char *extra) {
@@ -95,7 +96,7 @@ static inline void th_open(th *t, int nout, ...) {
     t->nout = nout;
     t->out = calloc((size_t)nout, sizeof *t->out);
     REQUIRE(arena_init(&t->a, "host", (size_t)t->cf.host_arena_mb << 20) == 0);
-    if (engine_open(&t->e, &t->a, &t->cf, 0, NULL, 0, th_event, t)) {
+    if (engine_open(&t->e, &t->a, &t->cf, th_n_valid, NULL, 0, th_event, t)) {
         fprintf(stderr, "engine_open: %s\n", err_msg());
         exit(1);
     }

@@ -50,6 +50,10 @@ int main(void) {
     CHECK(json_unescape("\\ud800\\u0041", 12, buf, sizeof buf, NULL) == ZP_EFORMAT);
     CHECK(json_unescape("\\x", 2, buf, sizeof buf, NULL) == ZP_EFORMAT);
 
+    jsmntok_t toks[8];
+    CHECK(json_parse_buf(&d, toks, 8, "[1,2,3]", 7, "buf") == 0 && json_len(&d, 0) == 3);
+    CHECK(json_parse_buf(&d, toks, 2, "[1,2,3]", 7, "buf") == ZP_ELIMIT);
+    CHECK(json_parse_buf(&d, toks, 8, "[1,]", 4, "buf") == ZP_EFORMAT);
     char out[64];
     long m = json_escape("a\"\n\x01\xff\xc3\xa9", 7, out, sizeof out);
     CHECK(m > 0 && !strcmp(out, "\"a\\\"\\n\\u0001\xef\xbf\xbd\xc3\xa9\""));

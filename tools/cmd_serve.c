@@ -9,6 +9,10 @@
  */
 #include "arena/arena.h"
 #include "arena/err.h"
+#include "engine/chat.h"
+#include "engine/engine.h"
+#include "engine/json.h"
+#include "engine/tokenizer.h"
 #include "ipc/echo.h"
 #include "ipc/server.h"
 #include "tools/cli.h"
@@ -32,12 +36,78 @@ static void on_signal(int sig) {
         ipc_server_stop(g_srv, ++g_sigints >= 2 ? IPC_STOP_NOW : IPC_STOP_FINISH);
 }
 
+/* The model engine behind the IPC server: engine.h plus the model's tokenizer for text.
+ * Chat messages are parsed into a token array carved at start-up (no allocation later). */
+#define SERVE_CHAT_TOKENS 65536
+
+typedef struct serve_model {
+    engine *e;
+    tokenizer *tk;
+    jsmntok_t *jtok;
+} serve_model;
+
+static int sm_submit(void *c, const engine_request *r, uint64_t *id) {
+    return engine_submit(((serve_model *)c)->e, r, id);
+}
+static int sm_cancel(void *c, uint64_t id) { return engine_cancel(((serve_model *)c)->e, id); }
+static int sm_step(void *c) { return engine_step(((serve_model *)c)->e); }
+static void sm_stats(void *c, engine_stats *s) { engine_get_stats(((serve_model *)c)->e, s); }
+
+static int sm_encode(void *c, const char *text, size_t len, int32_t *ids, size_t cap, size_t *n) {
+    return tok_encode(((serve_model *)c)->tk, text, len, true, ids, cap, n);
+}
+
+static int sm_render_chat(void *c, const char *msgs, size_t len, bool thinking, char *out,
+                          size_t cap, size_t *n) {
+    serve_model *m = c;
+    json_doc d;
+    int rc = json_parse_buf(&d, m->jtok, SERVE_CHAT_TOKENS, msgs, len, "messages");
+    if (rc) return rc;
+    if (!json_is_arr(&d, 0)) return err_set(ZP_EINVAL, "messages: expected a JSON array");
+    return chat_render(m->tk, &d, 0, true, thinking, out, cap, n);
+}
+
+/* The server zeroes the state at submit; special tokens are not shown to clients. */
+static int sm_detok(void *c, void *state, int32_t token, char *out, size_t cap, size_t *n) {
+    tok_stream *st = state;
+    st->skip_special = true;
+    return tok_stream_push(((serve_model *)c)->tk, st, token, out, cap, n);
+}
+
+static int serve_model_create(const conf *cf, arena *a, ipc_server *srv, ipc_engine_ops *ops,
+                              ipc_model_info *info) {
+    serve_model *m = arena_alloc(a, sizeof *m, 64, "serve");
+    if (!m) return ZP_ENOMEM;
+    m->jtok = arena_alloc(a, sizeof(jsmntok_t) * SERVE_CHAT_TOKENS, 8, "chat messages");
+    if (!m->jtok) return ZP_ENOMEM;
+    int rc = tok_load(&m->tk, a, cf->model);
+    if (rc) return rc;
+    int32_t eos = tok_eos_id(m->tk);
+    if ((rc = engine_open(&m->e, a, cf, tok_vocab_size(m->tk), &eos, eos >= 0,
+                          ipc_server_on_event, srv)))
+        return rc;
+    *ops = (ipc_engine_ops){
+        .ctx = m, .submit = sm_submit, .cancel = sm_cancel, .step = sm_step, .stats = sm_stats,
+        .encode = sm_encode, .render_chat = sm_render_chat, .detok = sm_detok,
+        .detok_state_size = sizeof(tok_stream),
+    };
+    engine_info ei;
+    engine_get_info(m->e, &ei);
+    *info = (ipc_model_info){.model = cf->model,
+                             .backend = ei.backend,
+                             .vocab = ei.n_valid,
+                             .max_model_len = ei.max_model_len,
+                             .max_concurrency = ei.max_concurrency,
+                             .blocks_total = ei.num_blocks,
+                             .block_size = ei.block_size};
+    return 0;
+}
+
 /* Creates the engine that serves srv's requests: fills ops (with ctx) and the facts shown to
  * clients. The engine's output callback is ipc_server_on_event with user = srv. */
 static int serve_engine_create(const conf *cf, const serve_opts *o, arena *a, ipc_server *srv,
                                ipc_engine_ops *ops, ipc_model_info *info) {
-    if (!o->echo)
-        return err_set(ZP_EUNSUP, "serving a model is not available in this build; use --echo");
+    if (!o->echo) return serve_model_create(cf, a, srv, ops, info);
     echo_config ec = {
         .max_requests = (int32_t)(cf->max_clients * cf->max_inflight_per_client),
         .max_echo = 4096,
