@@ -27,8 +27,10 @@ static int usage(void) {
     fprintf(
         stderr,
         "usage: zipage-cli [--name NAME] COMMAND [options]\n"
-        "  generate  --prompt TEXT | --prompt-ids \"1 2 3\" [--max-tokens N] [--temperature T]\n"
-        "            [--top-k K] [--top-p P] [--min-p P] [--seed S] [--ignore-eos] [--json]\n"
+        "  generate  --prompt TEXT | --chat-text USER_MESSAGE | --prompt-ids \"1 2 3\"\n"
+        "            [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
+        "            [--seed S] [--ignore-eos] [--no-thinking] [--no-compress]\n"
+        "            [--kv-budget-blocks N] [--json] [--usage]\n"
         "  chat      [--system TEXT] [--max-tokens N] [--temperature T] [--thinking]\n"
         "  stats     [--json | --prometheus]\n"
         "  cancel    --slot N [--id ID]   (engine must run with ipc_admin_cancel = true)\n"
@@ -154,14 +156,26 @@ static int run_stream(zipage_client *c, const zipage_request *r, bool quiet, buf
 static int cmd_generate(int argc, char **argv) {
     zipage_request r;
     zipage_request_default(&r);
-    bool json = false;
-    const char *prompt = NULL, *pids = NULL;
+    bool json = false, usage = false, thinking = true;
+    const char *prompt = NULL, *pids = NULL, *chat = NULL;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         double v = 0;
         int rc = 0;
         if (!strcmp(o, "--json")) {
             json = true;
+            continue;
+        }
+        if (!strcmp(o, "--usage")) {
+            usage = true;
+            continue;
+        }
+        if (!strcmp(o, "--no-compress")) {
+            r.params.compress = 0;
+            continue;
+        }
+        if (!strcmp(o, "--no-thinking")) {
+            thinking = false;
             continue;
         }
         if (!strcmp(o, "--ignore-eos")) {
@@ -174,6 +188,10 @@ static int cmd_generate(int argc, char **argv) {
             prompt = val;
         else if (!strcmp(o, "--prompt-ids"))
             pids = val;
+        else if (!strcmp(o, "--chat-text"))
+            chat = val;
+        else if (!strcmp(o, "--kv-budget-blocks") && !(rc = num(o, val, 1, 1 << 20, &v)))
+            r.params.kv_budget_blocks = (int32_t)v;
         else if (!strcmp(o, "--max-tokens") && !(rc = num(o, val, 1, 1 << 30, &v)))
             r.params.max_tokens = (int32_t)v;
         else if (!strcmp(o, "--temperature") && !(rc = num(o, val, 0, 100, &v)))
@@ -190,8 +208,8 @@ static int cmd_generate(int argc, char **argv) {
             return bad_opt("generate: unknown option '%s'", o);
         if (rc) return rc;
     }
-    if (!prompt == !pids)
-        return bad_opt("generate: give exactly one of --prompt and --prompt-ids%s", "");
+    if (!!prompt + !!pids + !!chat != 1)
+        return bad_opt("generate: give exactly one of --prompt, --chat-text and --prompt-ids%s", "");
     int32_t *pv = NULL;
     size_t np = 0;
     if (pids) {
@@ -212,6 +230,23 @@ static int cmd_generate(int argc, char **argv) {
         r.kind = ZIPAGE_PROMPT_IDS;
         r.ids = pv;
         r.n_ids = np;
+    } else if (chat) {
+        /* one user message rendered by the model's chat template */
+        size_t cap = 6 * strlen(chat) + 64;
+        char *m = malloc(cap);
+        if (!m) return 1;
+        size_t k = (size_t)snprintf(m, cap, "[{\"role\":\"user\",\"content\":\"");
+        for (const char *p = chat; *p; p++) {
+            unsigned char ch = (unsigned char)*p;
+            if (ch == '"' || ch == '\\') k += (size_t)snprintf(m + k, cap - k, "\\%c", ch);
+            else if (ch < 0x20) k += (size_t)snprintf(m + k, cap - k, "\\u%04x", ch);
+            else m[k++] = (char)ch;
+        }
+        k += (size_t)snprintf(m + k, cap - k, "\"}]");
+        r.kind = ZIPAGE_PROMPT_CHAT;
+        r.enable_thinking = thinking;
+        r.text = m;
+        r.text_len = k;
     } else {
         r.text = prompt;
         r.text_len = strlen(prompt);
@@ -242,10 +277,18 @@ static int cmd_generate(int argc, char **argv) {
             printf(", \"error\": ");
             json_str(stdout, fin.text, fin.text_len);
         }
-        printf(", \"stats\": {\"tokens_per_s\": %.2f, \"kv_blocks_peak\": %d}}\n",
-               dt > 0 ? (double)fin.completion_tokens / dt : 0.0, fin.kv_blocks_peak);
+        printf(", \"stats\": {\"tokens_per_s\": %.2f, \"kv_blocks_peak\": %d, \"compressions\": %d, "
+               "\"evicted_tokens\": %lld}}\n",
+               dt > 0 ? (double)fin.completion_tokens / dt : 0.0, fin.kv_blocks_peak,
+               fin.compressions, (long long)fin.evicted_tokens);
     } else {
         printf("\n");
+        if (usage)
+            fprintf(stderr, "[%s: %d prompt + %d completion tokens, KV peak %d blocks, %d "
+                    "compressions, %lld tokens evicted, %.1f tokens/s]\n",
+                    zipage_finish_name(fin.finish), fin.prompt_tokens, fin.completion_tokens,
+                    fin.kv_blocks_peak, fin.compressions, (long long)fin.evicted_tokens,
+                    dt > 0 ? (double)fin.completion_tokens / dt : 0.0);
     }
     free(ids);
     free(text.p);
