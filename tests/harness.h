@@ -133,28 +133,6 @@ static inline void th_random_req(th_req *r, unsigned long long *rng, int plen, i
     }
 }
 
-/* Submits every request (user_tag = index) and runs to idle, optionally checking. */
-static inline void th_run_all(th *t, th_req *reqs, int n, int check) {
-    for (int i = 0; i < n; i++) {
-        uint64_t id;
-        reqs[i].rq.user_tag = (uint64_t)i;
-        if (engine_submit(t->e, &reqs[i].rq, &id)) {
-            fprintf(stderr, "submit %d: %s\n", i, err_msg());
-            exit(1);
-        }
-    }
-    for (;;) {
-        int left = engine_step(t->e);
-        REQUIRE(left >= 0);
-        if (check) {
-            int rc = engine_check(t->e);
-            CHECKF(rc == 0, "%s", err_msg());
-            if (rc) exit(1);
-        }
-        if (left == 0) break;
-    }
-}
-
 /* Runs steps until idle, checking invariants after each when check is set. */
 static inline void th_drain(th *t, int check) {
     for (;;) {
@@ -169,10 +147,87 @@ static inline void th_drain(th *t, int check) {
     }
 }
 
+/* Submits every request (user_tag = index) and runs to idle, optionally checking. */
+static inline void th_run_all(th *t, th_req *reqs, int n, int check) {
+    for (int i = 0; i < n; i++) {
+        uint64_t id;
+        reqs[i].rq.user_tag = (uint64_t)i;
+        if (engine_submit(t->e, &reqs[i].rq, &id)) {
+            fprintf(stderr, "submit %d: %s\n", i, err_msg());
+            exit(1);
+        }
+    }
+    th_drain(t, check);
+}
+
 static inline int th_same(const th_out *a, const th_out *b) {
     return a->n == b->n && a->fin == b->fin && !memcmp(a->tok, b->tok, sizeof(int32_t) * (size_t)a->n) &&
            !memcmp(a->lp, b->lp, sizeof(float) * (size_t)a->n);
 }
 
+
+/* Runs each request alone, one after the other (user_tag = index). */
+static inline void th_run_alone(th *t, th_req *reqs, int n) {
+    for (int i = 0; i < n; i++) {
+        uint64_t id;
+        reqs[i].rq.user_tag = (uint64_t)i;
+        REQUIRE(engine_submit(t->e, &reqs[i].rq, &id) == 0);
+        th_drain(t, 0);
+    }
+}
+
+/* Submits request i at step arrival[i] (user_tag = index) and runs until all are done,
+ * checking every invariant after every step. */
+static inline void th_run_arrivals(th *t, th_req *reqs, int n, const int *arrival) {
+    int submitted = 0;
+    for (int step = 0; submitted < n || engine_step(t->e) > 0; step++) {
+        for (int i = 0; i < n; i++)
+            if (arrival[i] == step) {
+                uint64_t id;
+                reqs[i].rq.user_tag = (uint64_t)i;
+                REQUIRE(engine_submit(t->e, &reqs[i].rq, &id) == 0);
+                submitted++;
+            }
+        if (submitted < n) REQUIRE(engine_step(t->e) >= 0);
+        int rc = engine_check(t->e);
+        CHECKF(rc == 0, "%s", err_msg());
+        if (rc) exit(1);
+        REQUIRE(step < 1000000);
+    }
+}
+
+/* Runs to idle checking invariants every step and that no block is written while it is
+ * shared (ref > 1): a block's K/V checksum is taken when it becomes shared and compared at
+ * every later step while it stays shared. Reports the largest ref count seen and how many
+ * shared-block comparisons were made. */
+static inline void th_drain_watch_shared(th *t, int *max_ref, int *checks) {
+    static uint64_t sum_at[1 << 14];
+    static unsigned char shared[1 << 14];
+    engine_stats st;
+    engine_get_stats(t->e, &st);
+    REQUIRE(st.blocks_total <= (1 << 14));
+    memset(shared, 0, sizeof shared);
+    *max_ref = *checks = 0;
+    for (;;) {
+        int left = engine_step(t->e);
+        REQUIRE(left >= 0);
+        int rc = engine_check(t->e);
+        CHECKF(rc == 0, "%s", err_msg());
+        if (rc) exit(1);
+        for (int32_t b = 0; b < st.blocks_total; b++) {
+            int32_t ref;
+            uint64_t sum;
+            REQUIRE(engine_debug_block(t->e, b, &ref, &sum) == 0);
+            if (ref > *max_ref) *max_ref = ref;
+            if (ref <= 1) shared[b] = 0;
+            else if (!shared[b]) shared[b] = 1, sum_at[b] = sum;
+            else {
+                CHECKF(sum == sum_at[b], "shared block %d was written", b);
+                (*checks)++;
+            }
+        }
+        if (left == 0) break;
+    }
+}
 
 #endif

@@ -18,26 +18,10 @@ int main(void) {
     }
     th alone;
     th_open(&alone, N, "max_num_batched_tokens=64", NULL);
-    for (int i = 0; i < N; i++) {
-        uint64_t id;
-        REQUIRE(engine_submit(alone.e, &reqs[i].rq, &id) == 0);
-        th_drain(&alone, 0);
-    }
+    th_run_alone(&alone, reqs, N);
     th mixed;
     th_open(&mixed, N, "max_num_batched_tokens=64", "max_num_seqs=32", NULL);
-    int submitted = 0;
-    for (int step = 0; submitted < N || engine_step(mixed.e) > 0; step++) {
-        for (int i = 0; i < N; i++)
-            if (arrival[i] == step) {
-                uint64_t id;
-                REQUIRE(engine_submit(mixed.e, &reqs[i].rq, &id) == 0);
-                submitted++;
-            }
-        if (submitted < N) REQUIRE(engine_step(mixed.e) >= 0);
-        int rc = engine_check(mixed.e);
-        CHECKF(rc == 0, "%s", err_msg());
-        REQUIRE(step < 100000);
-    }
+    th_run_arrivals(&mixed, reqs, N, arrival);
     int same = 0;
     for (int i = 0; i < N; i++) {
         CHECKF(alone.out[i].finals == 1 && mixed.out[i].finals == 1, "request %d terminal events", i);

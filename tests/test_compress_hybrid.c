@@ -18,12 +18,7 @@ int main(void) {
                          "num_kv_blocks=30", "max_num_seqs=12", "max_num_batched_tokens=64"};
     th alone, hy;
     th_open(&alone, N, cfg[0], cfg[1], cfg[2], NULL);
-    for (int i = 0; i < N; i++) {
-        uint64_t id;
-        reqs[i].rq.user_tag = (uint64_t)i;
-        REQUIRE(engine_submit(alone.e, &reqs[i].rq, &id) == 0);
-        th_drain(&alone, 0);
-    }
+    th_run_alone(&alone, reqs, N);
     th_open(&hy, N, cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5], NULL);
     engine_stats st;
     engine_get_stats(hy.e, &st);

@@ -22,28 +22,10 @@ int main(void) {
         th alone, mixed;
         th_open(&alone, N, "compress=true", "max_cache_blocks_per_seq=2", "query_cache_len=4",
                 capset, NULL);
-        for (int i = 0; i < N; i++) {
-            uint64_t id;
-            reqs[i].rq.user_tag = (uint64_t)i;
-            REQUIRE(engine_submit(alone.e, &reqs[i].rq, &id) == 0);
-            th_drain(&alone, 0);
-        }
+        th_run_alone(&alone, reqs, N);
         th_open(&mixed, N, "compress=true", "max_cache_blocks_per_seq=2", "query_cache_len=4",
                 "max_num_batched_tokens=50", "max_num_seqs=16", capset, NULL);
-        int submitted = 0;
-        for (int step = 0; submitted < N || engine_step(mixed.e) > 0; step++) {
-            for (int i = 0; i < N; i++)
-                if (arrival[i] == step) {
-                    uint64_t id;
-                    REQUIRE(engine_submit(mixed.e, &reqs[i].rq, &id) == 0);
-                    submitted++;
-                }
-            if (submitted < N) REQUIRE(engine_step(mixed.e) >= 0);
-            int rc = engine_check(mixed.e);
-            CHECKF(rc == 0, "%s", err_msg());
-            if (rc) return 1;
-            REQUIRE(step < 100000);
-        }
+        th_run_arrivals(&mixed, reqs, N, arrival);
         int same = 0, compressed = 0;
         for (int i = 0; i < N; i++) {
             int s = th_same(&alone.out[i], &mixed.out[i]);

@@ -32,34 +32,9 @@ int main(void) {
         reqs[i].rq.user_tag = (uint64_t)i;
         REQUIRE(engine_submit(on.e, &reqs[i].rq, &id) == 0);
     }
-    static uint64_t sum_at[4096];
-    static int shared[4096];
     engine_stats st;
-    engine_get_stats(on.e, &st);
-    int checks = 0, max_ref = 0;
-    for (;;) {
-        int left = engine_step(on.e);
-        REQUIRE(left >= 0);
-        int rc = engine_check(on.e);
-        CHECKF(rc == 0, "%s", err_msg());
-        if (rc) return 1;
-        for (int32_t b = 0; b < st.blocks_total && b < 4096; b++) {
-            int32_t ref;
-            uint64_t sum;
-            REQUIRE(engine_debug_block(on.e, b, &ref, &sum) == 0);
-            if (ref > max_ref) max_ref = ref;
-            if (ref > 1) {
-                if (!shared[b]) shared[b] = 1, sum_at[b] = sum;
-                else {
-                    CHECKF(sum == sum_at[b], "shared block %d written", b);
-                    checks++;
-                }
-            } else {
-                shared[b] = 0;
-            }
-        }
-        if (left == 0) break;
-    }
+    int max_ref, checks;
+    th_drain_watch_shared(&on, &max_ref, &checks);
     engine_get_stats(on.e, &st);
     printf("prefix hits %lld tokens, compressions %lld, max ref %d, %d shared-block checks\n",
            (long long)st.prefix_hit_tokens, (long long)st.compressions, max_ref, checks);

@@ -16,11 +16,7 @@ int main(void) {
     }
     th alone;
     th_open(&alone, N, NULL);
-    for (int i = 0; i < N; i++) {
-        uint64_t id;
-        REQUIRE(engine_submit(alone.e, &reqs[i].rq, &id) == 0);
-        th_drain(&alone, 0);
-    }
+    th_run_alone(&alone, reqs, N);
     /* max_model_len 160 = 10 blocks: the pool holds one longest request and a little more */
     th tiny;
     th_open(&tiny, N, "num_kv_blocks=12", "max_model_len=160", "max_num_seqs=16",

@@ -29,32 +29,9 @@ int main(void) {
     REQUIRE(engine_submit(on.e, &reqs[0].rq, &id) == 0);
     th_drain(&on, 1);
     for (int i = 1; i < N; i++) REQUIRE(engine_submit(on.e, &reqs[i].rq, &id) == 0);
-    static uint64_t sum_at_share[4096];
-    static int seen_shared[4096];
     engine_stats st;
-    engine_get_stats(on.e, &st);
-    int max_ref = 0, checked = 0;
-    for (;;) {
-        int left = engine_step(on.e);
-        REQUIRE(left >= 0);
-        CHECK(engine_check(on.e) == 0);
-        for (int32_t b = 0; b < st.blocks_total && b < 4096; b++) {
-            int32_t ref;
-            uint64_t sum;
-            REQUIRE(engine_debug_block(on.e, b, &ref, &sum) == 0);
-            if (ref > max_ref) max_ref = ref;
-            if (ref > 1) {
-                if (!seen_shared[b]) seen_shared[b] = 1, sum_at_share[b] = sum;
-                else {
-                    CHECKF(sum == sum_at_share[b], "shared block %d was written", b);
-                    checked++;
-                }
-            } else {
-                seen_shared[b] = 0;
-            }
-        }
-        if (left == 0) break;
-    }
+    int max_ref, checked;
+    th_drain_watch_shared(&on, &max_ref, &checked);
     engine_get_stats(on.e, &st);
     double rate = (double)st.prefix_hit_tokens / (double)st.prefix_query_tokens;
     printf("prefix hit rate %.3f (%lld of %lld tokens), max ref count %d, %d shared-block checks\n",
