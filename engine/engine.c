@@ -45,7 +45,6 @@ typedef struct req {
     int32_t n_blocks;
     int32_t n_hashed; /* leading blocks registered in the prefix cache */
     uint64_t last_hash;
-    int64_t admit_seq; /* admission order; preemption takes the largest */
     sampling_params sp;
     bool logprobs, cancel_pending;
     bool cmp;        /* this request compresses */
@@ -84,7 +83,6 @@ struct engine {
     sched_item *sched;
     int32_t n_sched;
     uint64_t id_counter;
-    int64_t admit_counter;
     bool in_step;
     int32_t n_cancel_pending;
     int32_t M, qcl;           /* default budget (blocks) and query cache length */
@@ -660,7 +658,6 @@ static void schedule(engine *e) {
         list_remove(e, &e->waiting, i);
         list_push_back(e, &e->running, i);
         r->state = RQ_RUNNING;
-        r->admit_seq = ++e->admit_counter;
         e->sched[e->n_sched++] = (sched_item){i, take};
         budget -= take;
     }
