@@ -547,7 +547,7 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
         .kv_store = cpu_kv_store, .attention = cpu_attention, .silu_mul = cpu_silu_mul,
         .gather_rows = cpu_gather_rows, .qcache_store = cpu_qcache_store,
         .cmp_score = cpu_cmp_score, .cmp_redundancy = cpu_cmp_redundancy,
-        .cmp_select = cpu_cmp_select, .cmp_compact = cpu_cmp_compact,
+        .cmp_select = cpu_cmp_select, .cmp_compact = cpu_cmp_compact, .cmp_check = cpu_cmp_check,
     };
     for (int t = 1; t < threads; t++) {
         c->warg[t] = (cpu_worker_arg){c, t};

@@ -11,6 +11,8 @@
  */
 #include "drv/cpu_compress.h"
 
+#include "arena/err.h"
+
 #include "drv/cpu_impl.h"
 
 #include <assert.h>
@@ -115,6 +117,19 @@ static void qstore_rows(void *ctx, size_t b, size_t e, int tid) {
         memcpy(a->qc + ent * (size_t)a->width, a->q + t * (size_t)a->width,
                sizeof(float) * (size_t)a->width);
     }
+}
+
+int cpu_cmp_check(backend *be, const be_cparams *p) {
+    if (p->dim > CPU_CMP_MAX_DIM)
+        return err_set(ZP_EUNSUP, "cpu backend: compression needs head_dim <= %d (model has %d)",
+                       CPU_CMP_MAX_DIM, p->dim);
+    if (p->hq / p->hkv * p->qcl > CPU_CMP_MAX_GQ)
+        return err_set(ZP_EUNSUP, "key 'query_cache_len': %d x %d query heads per kv head exceeds "
+                       "the cpu backend's %d", p->qcl, p->hq / p->hkv, CPU_CMP_MAX_GQ);
+    if (p->pool > CPU_CMP_MAX_POOL)
+        return err_set(ZP_EUNSUP, "key 'pooling_size': %d exceeds the cpu backend's %d", p->pool,
+                       CPU_CMP_MAX_POOL);
+    return 0;
 }
 
 void cpu_qcache_store(backend *be, be_ptr qc, be_ptr q, const be_batch *b, be_ptr tok_qslot,

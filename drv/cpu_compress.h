@@ -24,6 +24,8 @@
 #define CPU_CMP_MAX_GQ 1024
 #define CPU_CMP_MAX_POOL 257
 
+/* The bounds above, as an error naming the configuration key to change. */
+int cpu_cmp_check(backend *be, const be_cparams *p);
 void cpu_qcache_store(backend *be, be_ptr qc, be_ptr q, const be_batch *b, be_ptr tok_qslot,
                       int layer, const be_cparams *p);
 void cpu_cmp_score(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_ptr cc, zp_dtype kvt,

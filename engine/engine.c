@@ -229,6 +229,7 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
             .lambda = (float)cf->redundancy_lambda, .temperature = (float)cf->redundancy_temperature,
             .threshold = (float)cf->redundancy_threshold, .sink_len = (int32_t)cf->sink_len,
         };
+        if ((rc = e->be->cmp_check(e->be, &cp))) return rc;
         model_set_cparams(&e->m, &cp);
         e->qslots = arena_alloc(a, sizeof(int32_t) * (size_t)d.qcache_slots, 8, "query slots");
         e->cjob_req = arena_alloc(a, sizeof(int32_t) * (size_t)d.cmp_jobs, 8, "compression jobs");
