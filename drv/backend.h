@@ -117,8 +117,9 @@ struct backend {
     void (*gather_rows)(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim);
 
     /* Fails (ZP_EUNSUP, message naming the limit and the key to change) when this backend
-     * cannot compress with these parameters. Called once at start-up. */
-    int (*cmp_check)(backend *be, const be_cparams *p);
+     * cannot run attention with p's heads and head dim, or (when p->qcl > 0) compress with
+     * these parameters. Called once at start-up. */
+    int (*check)(backend *be, const be_cparams *p);
     /* Compression ops. Query cache qc: f32 [slots][layers][qcl][hq][dim]; the query of a
      * token with cache index i goes to ring entry i % qcl. Score cache cc (one per layer):
      * f32 [num_blocks][hkv][bs], laid out like K. Scores: f32 [n_jobs][hkv][max_pos].

@@ -517,6 +517,15 @@ static void cpu_gather_rows(backend *be, be_ptr out, be_ptr x, be_ptr rows, int 
         memcpy(o + (size_t)i * (size_t)dim, src + (size_t)r[i] * (size_t)dim, sizeof(float) * (size_t)dim);
 }
 
+static int cpu_check(backend *be, const be_cparams *p) {
+    int group = p->hq / p->hkv;
+    if (p->dim > 512 || group > 64 || group * p->dim > ATTN_MAX_GROUP_DIM)
+        return err_set(ZP_EUNSUP, "cpu backend: attention needs head_dim <= 512 and (query heads "
+                       "per kv head) x head_dim <= %d (model: %d x %d)", ATTN_MAX_GROUP_DIM, group,
+                       p->dim);
+    return p->qcl > 0 ? cpu_cmp_check(be, p) : 0;
+}
+
 int cpu_backend_create(backend **out, int threads, int max_k) {
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -547,7 +556,7 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
         .kv_store = cpu_kv_store, .attention = cpu_attention, .silu_mul = cpu_silu_mul,
         .gather_rows = cpu_gather_rows, .qcache_store = cpu_qcache_store,
         .cmp_score = cpu_cmp_score, .cmp_redundancy = cpu_cmp_redundancy,
-        .cmp_select = cpu_cmp_select, .cmp_compact = cpu_cmp_compact, .cmp_check = cpu_cmp_check,
+        .cmp_select = cpu_cmp_select, .cmp_compact = cpu_cmp_compact, .check = cpu_check,
     };
     for (int t = 1; t < threads; t++) {
         c->warg[t] = (cpu_worker_arg){c, t};

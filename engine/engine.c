@@ -133,40 +133,11 @@ static void list_remove(engine *e, rq_list *l, int32_t i) {
 
 /* ---- open / close ---- */
 
-int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
-                int n_extra_eos, engine_output_fn out_fn, void *user) {
-    int rc;
-    engine *e = arena_alloc(a, sizeof *e, 64, "engine");
-    if (!e) return ZP_ENOMEM;
-    e->cf = *cf;
-    e->out = out_fn;
-    e->user = user;
-    if (!cf->model[0])
-        return err_set(ZP_EINVAL, "no model: pass --model DIR or set 'model' in zipage.conf");
-    if ((rc = loader_config(&e->mc, a, cf->model))) return rc;
-    if ((rc = loader_weights(&e->mw, &e->mc, a, cf->model))) return rc;
+/* The part of engine_open that runs on a created backend: memory plan, model, pools and
+ * request table. On failure the caller destroys the backend. */
+static int open_on_backend(engine *e, arena *a, const conf *cf) {
     const model_config *mc = &e->mc;
-
-    e->n_valid = n_valid > 0 && n_valid <= mc->vocab ? n_valid : mc->vocab;
-    for (int i = 0; i < mc->n_eos; i++) e->eos[e->n_eos++] = mc->eos_ids[i];
-    for (int i = 0; i < n_extra_eos && e->n_eos < (int)(sizeof e->eos / sizeof e->eos[0]); i++)
-        e->eos[e->n_eos++] = extra_eos[i];
-
-    e->max_model_len = cf->max_model_len ? (int32_t)cf->max_model_len : mc->max_pos;
-    if (e->max_model_len > mc->max_pos)
-        return err_set(ZP_EINVAL, "key 'max_model_len': %d exceeds the model's "
-                       "max_position_embeddings %d", e->max_model_len, mc->max_pos);
-    e->bs = (int32_t)cf->block_size;
-    e->max_blocks = (e->max_model_len + e->bs - 1) / e->bs;
-
-    if (cf->backend == CONF_BACKEND_CUDA)
-        return err_set(ZP_EUNSUP, "key 'backend': cuda is not available in this build "
-                       "(use cpu or auto)");
-    int max_k = mc->hidden;
-    if (mc->heads * mc->head_dim > max_k) max_k = mc->heads * mc->head_dim;
-    if (mc->intermediate > max_k) max_k = mc->intermediate;
-    if ((rc = cpu_backend_create(&e->be, (int)cf->threads, max_k))) return rc;
-
+    int rc;
     zp_dtype kvt = cf->kv_dtype == CONF_KV_DTYPE_BF16  ? ZP_BF16
                    : cf->kv_dtype == CONF_KV_DTYPE_F16 ? ZP_F16
                                                        : ZP_F32;
@@ -220,16 +191,16 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
                        (long long)d.num_blocks * e->bs, e->max_model_len);
     if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &d, e->be)))) return rc;
     if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
+    be_cparams cp = {
+        .layers = mc->layers, .hq = mc->heads, .hkv = mc->kv_heads, .dim = mc->head_dim,
+        .bs = e->bs, .qcl = cmp ? e->qcl : 0, .scale = 1.0f / sqrtf((float)mc->head_dim),
+        .max_norm = cf->max_norm, .gamma = cf->use_global_score ? (float)cf->global_score_decay : 0,
+        .pool = (int32_t)cf->pooling_size, .redundancy = cf->redundancy,
+        .lambda = (float)cf->redundancy_lambda, .temperature = (float)cf->redundancy_temperature,
+        .threshold = (float)cf->redundancy_threshold, .sink_len = (int32_t)cf->sink_len,
+    };
+    if ((rc = e->be->check(e->be, &cp))) return rc;
     if (cmp) {
-        be_cparams cp = {
-            .layers = mc->layers, .hq = mc->heads, .hkv = mc->kv_heads, .dim = mc->head_dim,
-            .bs = e->bs, .qcl = e->qcl, .scale = 1.0f / sqrtf((float)mc->head_dim),
-            .max_norm = cf->max_norm, .gamma = cf->use_global_score ? (float)cf->global_score_decay : 0,
-            .pool = (int32_t)cf->pooling_size, .redundancy = cf->redundancy,
-            .lambda = (float)cf->redundancy_lambda, .temperature = (float)cf->redundancy_temperature,
-            .threshold = (float)cf->redundancy_threshold, .sink_len = (int32_t)cf->sink_len,
-        };
-        if ((rc = e->be->cmp_check(e->be, &cp))) return rc;
         model_set_cparams(&e->m, &cp);
         e->qslots = arena_alloc(a, sizeof(int32_t) * (size_t)d.qcache_slots, 8, "query slots");
         e->cjob_req = arena_alloc(a, sizeof(int32_t) * (size_t)d.cmp_jobs, 8, "compression jobs");
@@ -256,6 +227,49 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
     e->waiting = e->running = (rq_list){-1, -1, 0};
     e->st.blocks_total = d.num_blocks;
     e->st.max_concurrency = cmp ? d.qcache_slots : (int32_t)cf->max_num_seqs;
+    return 0;
+}
+
+int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
+                int n_extra_eos, engine_output_fn out_fn, void *user) {
+    int rc;
+    engine *e = arena_alloc(a, sizeof *e, 64, "engine");
+    if (!e) return ZP_ENOMEM;
+    e->cf = *cf;
+    e->out = out_fn;
+    e->user = user;
+    if (!cf->model[0])
+        return err_set(ZP_EINVAL, "no model: pass --model DIR or set 'model' in zipage.conf");
+    if (cf->backend == CONF_BACKEND_CUDA)
+        return err_set(ZP_EUNSUP, "key 'backend': cuda is not available in this build "
+                       "(use cpu or auto)");
+    if ((rc = loader_config(&e->mc, a, cf->model))) return rc;
+    const model_config *mc = &e->mc;
+
+    e->n_valid = n_valid > 0 && n_valid <= mc->vocab ? n_valid : mc->vocab;
+    for (int i = 0; i < mc->n_eos; i++) e->eos[e->n_eos++] = mc->eos_ids[i];
+    for (int i = 0; i < n_extra_eos && e->n_eos < (int)(sizeof e->eos / sizeof e->eos[0]); i++)
+        e->eos[e->n_eos++] = extra_eos[i];
+
+    e->max_model_len = cf->max_model_len ? (int32_t)cf->max_model_len : mc->max_pos;
+    if (e->max_model_len > mc->max_pos)
+        return err_set(ZP_EINVAL, "key 'max_model_len': %d exceeds the model's "
+                       "max_position_embeddings %d", e->max_model_len, mc->max_pos);
+    e->bs = (int32_t)cf->block_size;
+    e->max_blocks = (e->max_model_len + e->bs - 1) / e->bs;
+
+    if ((rc = loader_weights(&e->mw, &e->mc, a, cf->model))) return rc;
+    int max_k = mc->hidden;
+    if (mc->heads * mc->head_dim > max_k) max_k = mc->heads * mc->head_dim;
+    if (mc->intermediate > max_k) max_k = mc->intermediate;
+    if ((rc = cpu_backend_create(&e->be, (int)cf->threads, max_k))) {
+        loader_close(&e->mw);
+        return rc;
+    }
+    if ((rc = open_on_backend(e, a, cf))) {
+        engine_close(e);
+        return rc;
+    }
     *out = e;
     return 0;
 }
@@ -353,6 +367,9 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     if (cmp && (int64_t)budget * e->bs < e->qcl + e->cf.sink_len + 1)
         return err_set(ZP_EINVAL, "request: kv_budget_blocks %d is too small for "
                        "query_cache_len %d", budget, e->qcl);
+    if (cmp && (int64_t)budget + 1 > e->kv.num_blocks && (int64_t)budget * e->bs < e->max_model_len)
+        return err_set(ZP_ELIMIT, "request: kv_budget_blocks %d needs %d blocks but the pool has "
+                       "%d (raise kv_memory_mb)", budget, budget + 1, e->kv.num_blocks);
     int64_t need_tokens = rq->n_prompt;
     if (!cmp) {
         need_tokens += rq->sp.max_tokens;
@@ -509,9 +526,8 @@ static int run_compressions(engine *e, int32_t n) {
         for (int32_t b = 0; b < r->n_blocks; b++)
             if (b >= r->budget || dst[b] != r->blocks[b]) kv_unref(&e->kv, r->blocks[b]);
         if (rc) {
-            /* scoring failed: the request's cache is gone; release the fresh targets too */
-            for (int32_t b = 0; b < r->budget; b++)
-                if (dst[b] != r->blocks[b]) kv_unref(&e->kv, dst[b]);
+            /* scoring failed: the request's cache is gone; release every target too */
+            for (int32_t b = 0; b < r->budget; b++) kv_unref(&e->kv, dst[b]);
             r->n_blocks = 0;
             continue;
         }
@@ -604,6 +620,18 @@ static void compress_due(engine *e) {
     flush_compressions(e, &n);
 }
 
+/* Drops i's item from this step's schedule (a victim may be an older request already
+ * scheduled); returns the tokens it had taken. */
+static int32_t unschedule(engine *e, int32_t i) {
+    for (int32_t s = 0; s < e->n_sched; s++)
+        if (e->sched[s].r == i) {
+            int32_t take = e->sched[s].take;
+            e->sched[s] = e->sched[--e->n_sched];
+            return take;
+        }
+    return 0;
+}
+
 static void schedule(engine *e) {
     int32_t budget = (int32_t)e->cf.max_num_batched_tokens;
     bool preempted = false;
@@ -624,6 +652,7 @@ static void schedule(engine *e) {
             int32_t victim = pick_victim(e);
             if (victim < 0) break;
             if (next == victim) next = e->reqs[victim].next; /* its running-list successor */
+            budget += unschedule(e, victim);
             preempt(e, victim);
             preempted = true;
             if (victim == i) break;
@@ -671,6 +700,7 @@ static void build_batch(engine *e) {
     for (int32_t s = 0; s < e->n_sched; s++) {
         req *r = &e->reqs[e->sched[s].r];
         int32_t take = e->sched[s].take;
+        assert(r->state == RQ_RUNNING && take > 0); /* a preempted request left the schedule */
         for (int32_t j = 0; j < take; j++, t++) {
             int32_t pos = r->n_computed + j, ci = r->kv_len + j;
             b->token_ids[t] = r->tok[pos];

@@ -149,6 +149,7 @@ static int run_budget(const conf *base, tokenizer *tk, bench_ctx *c, bench_run *
                       size_t text_cap) {
     conf cf = *base;
     cf.compress = run->blocks > 0;
+    if (cf.max_waiting < c->n) cf.max_waiting = c->n; /* every problem is queued at once */
     if (run->blocks > 0) {
         cf.max_cache_blocks_per_seq = run->blocks;
         if (cf.max_kv_budget_blocks < run->blocks) cf.max_kv_budget_blocks = run->blocks;
@@ -231,10 +232,13 @@ static void print_table(FILE *f, const bench_run *runs, int nr, int32_t bs, bool
 /* Accuracy against KV tokens per request, one point per compressed budget and a line for
  * full KV, drawn by gnuplot into a PNG. */
 static int plot(const char *png, const bench_run *runs, int nr, int32_t bs) {
+    if (strpbrk(png, "'\"\\$`"))
+        return err_set(ZP_EINVAL, "--plot: file name '%s' has quotes or shell characters", png);
     char dat[] = "/tmp/zipage-bench-XXXXXX";
     int fd = mkstemp(dat);
     if (fd < 0) return err_set(ZP_EIO, "plot: cannot create a temporary file");
     FILE *f = fdopen(fd, "w");
+    if (!f) return err_set(ZP_EIO, "plot: cannot write %s", dat);
     double full = -1;
     for (int i = 0; i < nr; i++) {
         double acc = 100.0 * runs[i].n_correct / runs[i].n_done;

@@ -31,7 +31,7 @@ typedef struct gen_req {
     bool submitted, done;
     int32_t *out;   /* completion ids */
     float *lps;     /* their logprobs */
-    int32_t n_out;
+    int32_t n_out, cap; /* completion ids so far, and room for them */
     engine_finish finish;
     char err[256];
     engine_usage usage;
@@ -62,7 +62,7 @@ static void on_event(void *user, const engine_event *ev) {
     gen_ctx *c = user;
     gen_req *g = &c->reqs[ev->user_tag];
     if (ev->finish == ENGINE_RUNNING) {
-        if (g->n_out < g->rq.sp.max_tokens) {
+        if (g->n_out < g->cap) {
             g->lps[g->n_out] = ev->logprob;
             g->out[g->n_out++] = ev->token;
         }
@@ -154,7 +154,13 @@ static int read_field(const json_doc *d, int k, int v, gen_req *g, int32_t *ids,
 #define NUM(name, dst)                                                                             \
     if (json_str_eq(d, k, name)) return (rc = json_f64(d, v, &f)) ? rc : ((dst) = (float)f, 0)
 #define INT(name, dst)                                                                             \
-    if (json_str_eq(d, k, name)) return (rc = json_i64(d, v, &i)) ? rc : ((dst) = (int32_t)i, 0)
+    if (json_str_eq(d, k, name)) {                                                                 \
+        if ((rc = json_i64(d, v, &i))) return rc;                                                  \
+        if (i < 0 || i > INT32_MAX)                                                                \
+            return err_set(ZP_EINVAL, "%s: %s %lld out of range", where, name, (long long)i);     \
+        (dst) = (int32_t)i;                                                                        \
+        return 0;                                                                                  \
+    }
     NUM("temperature", p->temperature);
     NUM("top_p", p->top_p);
     NUM("min_p", p->min_p);
@@ -428,7 +434,10 @@ int cmd_generate(int argc, char **argv) {
         gen_req *g = &ctx.reqs[i];
         g->rq.logprobs |= logprobs;
         g->rq.user_tag = (uint64_t)i;
+        /* a request never generates past max_model_len */
         int32_t mt = g->rq.sp.max_tokens > 0 ? g->rq.sp.max_tokens : 1;
+        if (mt > info.max_model_len) mt = info.max_model_len;
+        g->cap = mt;
         g->out = arena_alloc_uninit(&a, sizeof(int32_t) * (size_t)mt, 4, "outputs");
         g->lps = arena_alloc_uninit(&a, sizeof(float) * (size_t)mt, 4, "outputs");
         if (!g->out || !g->lps) { rc = ZP_ENOMEM; goto out; }
@@ -438,6 +447,7 @@ int cmd_generate(int argc, char **argv) {
         int32_t most = 1;
         for (int32_t i = 0; i < ctx.n; i++)
             if (ctx.reqs[i].rq.sp.max_tokens > most) most = ctx.reqs[i].rq.sp.max_tokens;
+        if (most > info.max_model_len) most = info.max_model_len;
         ctx.text_cap = (size_t)most * ctx.piece_cap + 16;
         ctx.esc_cap = 6 * ctx.text_cap + 3;
         ctx.text = arena_alloc_uninit(&a, ctx.text_cap, 8, "completion text");
