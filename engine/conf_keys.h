@@ -7,6 +7,12 @@ CONF_ENUM(engine, backend, "auto", "auto|cpu|cuda", "compute backend; auto = cud
 CONF_INT(engine, threads, 0, 0, 1024, "CPU backend worker threads; 0 = one per online core")
 CONF_INT(engine, host_arena_mb, 4096, 16, 1048576, "host arena reservation in MiB (pages are committed on first touch)")
 
+/* [gpu] */
+CONF_STR(gpu, kernel_cache_dir, "", "compiled-kernel cache; empty = $XDG_CACHE_HOME or ~/.cache, then zipage/kernels; 'off' = none")
+CONF_STR(gpu, nvrtc_path, "", "libnvrtc file or directory to use; empty = search (ZIPAGE_NVRTC, sonames, CUDA and pip dirs)")
+CONF_STR(gpu, cuda_driver_path, "", "libcuda file to use; empty = libcuda.so.1 on the loader path")
+CONF_INT(gpu, cuda_device, 0, 0, 63, "ordinal of the GPU to use")
+
 /* [memory] */
 CONF_ENUM(memory, kv_dtype, "auto", "auto|f32|bf16|f16", "KV cache element type; auto = f32 on cpu, bf16 on cuda")
 CONF_INT(memory, kv_memory_mb, 0, 0, 16777216, "KV cache + query cache memory in MiB; 0 = auto (1024 on cpu, from free GPU memory on cuda)")

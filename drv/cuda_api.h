@@ -1,0 +1,109 @@
+/* cuda_api: the few CUDA Driver API, NVRTC and cuBLASLt declarations zipage uses, written here
+ * so that building needs no CUDA toolkit (../shared/spec/cuda-backend.md section 3).
+ *
+ * Invariants:
+ * - Types and enum values are the ABI of CUDA 13.0 (cuda.h, nvrtc.h, cublasLt.h,
+ *   library_types.h), which 12.x drivers and libraries share for everything declared here.
+ * - Driver functions are resolved through cuGetProcAddress_v2 with base names and
+ *   ZP_CUDA_API_VERSION, so a base name like cuMemAlloc gets its 64-bit (_v2) ABI; the
+ *   prototypes below are those of the versions that call returns.
+ * - Only function-pointer types are declared, never functions: every library is dlopen'ed.
+ * Header-only, no state.
+ */
+#ifndef ZP_CUDA_API_H
+#define ZP_CUDA_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ZP_CUDA_API_VERSION 12000 /* the ABI asked of cuGetProcAddress; keeps 12.x drivers */
+
+/* ---- Driver API (cuda.h) ---- */
+typedef int CUresult;
+typedef int CUdevice;
+typedef uint64_t CUdeviceptr;
+typedef struct CUctx_st *CUcontext;
+typedef struct CUmod_st *CUmodule;
+typedef struct CUfunc_st *CUfunction;
+typedef struct CUstream_st *CUstream;
+typedef struct CUevent_st *CUevent;
+
+enum {
+    CUDA_SUCCESS = 0,
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_NO_DEVICE = 100,
+    CUDA_ERROR_NOT_READY = 600,
+};
+enum {
+    CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16,
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
+    CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97,
+};
+enum { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8 };
+enum { CU_STREAM_NON_BLOCKING = 1 };
+enum { CU_EVENT_DEFAULT = 0, CU_EVENT_DISABLE_TIMING = 2 };
+enum { CU_GET_PROC_ADDRESS_DEFAULT = 0, CU_GET_PROC_ADDRESS_SUCCESS = 0 };
+
+typedef CUresult (*PFN_cuGetProcAddress_v2)(const char *symbol, void **pfn, int cudaVersion,
+                                            uint64_t flags, int *symbolStatus);
+typedef CUresult (*PFN_cuGetErrorString)(CUresult error, const char **str);
+typedef CUresult (*PFN_cuGetErrorName)(CUresult error, const char **str);
+typedef CUresult (*PFN_cuInit)(unsigned flags);
+typedef CUresult (*PFN_cuDriverGetVersion)(int *version);
+typedef CUresult (*PFN_cuDeviceGetCount)(int *count);
+typedef CUresult (*PFN_cuDeviceGet)(CUdevice *dev, int ordinal);
+typedef CUresult (*PFN_cuDeviceGetName)(char *name, int len, CUdevice dev);
+typedef CUresult (*PFN_cuDeviceGetAttribute)(int *value, int attrib, CUdevice dev);
+typedef CUresult (*PFN_cuDevicePrimaryCtxRetain)(CUcontext *ctx, CUdevice dev);
+typedef CUresult (*PFN_cuDevicePrimaryCtxRelease)(CUdevice dev);
+typedef CUresult (*PFN_cuCtxSetCurrent)(CUcontext ctx);
+typedef CUresult (*PFN_cuMemGetInfo)(size_t *free_bytes, size_t *total_bytes);
+typedef CUresult (*PFN_cuMemAlloc)(CUdeviceptr *dptr, size_t bytes);
+typedef CUresult (*PFN_cuMemFree)(CUdeviceptr dptr);
+typedef CUresult (*PFN_cuMemAllocHost)(void **p, size_t bytes);
+typedef CUresult (*PFN_cuMemFreeHost)(void *p);
+typedef CUresult (*PFN_cuMemcpyHtoDAsync)(CUdeviceptr dst, const void *src, size_t bytes,
+                                          CUstream s);
+typedef CUresult (*PFN_cuMemcpyDtoHAsync)(void *dst, CUdeviceptr src, size_t bytes, CUstream s);
+typedef CUresult (*PFN_cuMemsetD8Async)(CUdeviceptr dst, unsigned char v, size_t n, CUstream s);
+typedef CUresult (*PFN_cuModuleLoadData)(CUmodule *mod, const void *image);
+typedef CUresult (*PFN_cuModuleUnload)(CUmodule mod);
+typedef CUresult (*PFN_cuModuleGetFunction)(CUfunction *fn, CUmodule mod, const char *name);
+typedef CUresult (*PFN_cuFuncSetAttribute)(CUfunction fn, int attrib, int value);
+typedef CUresult (*PFN_cuLaunchKernel)(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                                       unsigned bx, unsigned by, unsigned bz, unsigned smem,
+                                       CUstream s, void **params, void **extra);
+typedef CUresult (*PFN_cuStreamCreate)(CUstream *s, unsigned flags);
+typedef CUresult (*PFN_cuStreamDestroy)(CUstream s);
+typedef CUresult (*PFN_cuStreamSynchronize)(CUstream s);
+typedef CUresult (*PFN_cuStreamWaitEvent)(CUstream s, CUevent ev, unsigned flags);
+typedef CUresult (*PFN_cuEventCreate)(CUevent *ev, unsigned flags);
+typedef CUresult (*PFN_cuEventDestroy)(CUevent ev);
+typedef CUresult (*PFN_cuEventRecord)(CUevent ev, CUstream s);
+typedef CUresult (*PFN_cuEventQuery)(CUevent ev);
+typedef CUresult (*PFN_cuEventSynchronize)(CUevent ev);
+typedef CUresult (*PFN_cuEventElapsedTime)(float *ms, CUevent start, CUevent end);
+
+/* ---- NVRTC (nvrtc.h) ---- */
+typedef int nvrtcResult;
+typedef struct _nvrtcProgram *nvrtcProgram;
+enum { NVRTC_SUCCESS = 0, NVRTC_ERROR_COMPILATION = 6 };
+
+typedef const char *(*PFN_nvrtcGetErrorString)(nvrtcResult r);
+typedef nvrtcResult (*PFN_nvrtcVersion)(int *major, int *minor);
+typedef nvrtcResult (*PFN_nvrtcGetNumSupportedArchs)(int *n);
+typedef nvrtcResult (*PFN_nvrtcGetSupportedArchs)(int *archs);
+typedef nvrtcResult (*PFN_nvrtcCreateProgram)(nvrtcProgram *prog, const char *src,
+                                              const char *name, int n_headers,
+                                              const char *const *headers,
+                                              const char *const *include_names);
+typedef nvrtcResult (*PFN_nvrtcDestroyProgram)(nvrtcProgram *prog);
+typedef nvrtcResult (*PFN_nvrtcCompileProgram)(nvrtcProgram prog, int n_opts,
+                                               const char *const *opts);
+typedef nvrtcResult (*PFN_nvrtcGetProgramLogSize)(nvrtcProgram prog, size_t *n);
+typedef nvrtcResult (*PFN_nvrtcGetProgramLog)(nvrtcProgram prog, char *log);
+typedef nvrtcResult (*PFN_nvrtcGetCUBINSize)(nvrtcProgram prog, size_t *n);
+typedef nvrtcResult (*PFN_nvrtcGetCUBIN)(nvrtcProgram prog, char *cubin);
+
+#endif

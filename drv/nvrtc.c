@@ -1,0 +1,340 @@
+/* nvrtc: loading NVRTC, compiling embedded kernels, the CUBIN cache (see nvrtc.h). */
+#include "drv/nvrtc.h"
+
+#include "arena/err.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+static const char *const sonames[] = {"libnvrtc.so.13", "libnvrtc.so.12"};
+
+/* Where CUDA installs and where pip's NVIDIA wheels (PyTorch's dependencies) put NVRTC. */
+static const char *const dir_globs[] = {
+    "/usr/local/cuda/lib64",
+    "/usr/local/cuda/targets/x86_64-linux/lib",
+    "/usr/local/cuda-1[23]*/lib64",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/local/lib/python3*/*-packages/nvidia/cu1[23]/lib",
+    "/usr/local/lib/python3*/*-packages/nvidia/cuda_nvrtc/lib",
+    "/usr/lib/python3/dist-packages/nvidia/cu1[23]/lib",
+    "/opt/*/.venv/lib/python3*/site-packages/nvidia/cu1[23]/lib",
+    "/opt/*/.venv/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib",
+    "/root/.pyenv/versions/*/lib/python3*/site-packages/nvidia/cu1[23]/lib",
+};
+
+/* Tries dir/<soname> for each soname; preloads NVRTC's builtins from the same directory by
+ * absolute path, since libnvrtc loads them by soname and has no RUNPATH. */
+static int try_dir(nvrtc_lib *lib, const char *dir) {
+    for (size_t i = 0; i < sizeof sonames / sizeof sonames[0]; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", dir, sonames[i]);
+        if (access(p, R_OK)) continue;
+        char pat[600];
+        snprintf(pat, sizeof pat, "%s/libnvrtc-builtins.so.*", dir);
+        glob_t g;
+        if (!glob(pat, 0, NULL, &g)) {
+            if (g.gl_pathc) lib->builtins = dlopen(g.gl_pathv[0], RTLD_NOW | RTLD_GLOBAL);
+            globfree(&g);
+        }
+        lib->so = dlopen(p, RTLD_NOW | RTLD_LOCAL);
+        if (lib->so) {
+            snprintf(lib->path, sizeof lib->path, "%s", p);
+            return 1;
+        }
+        if (lib->builtins) dlclose(lib->builtins), lib->builtins = NULL;
+    }
+    return 0;
+}
+
+/* A file, or a directory holding libnvrtc. */
+static int try_path(nvrtc_lib *lib, const char *path) {
+    struct stat st;
+    if (stat(path, &st)) return 0;
+    if (S_ISDIR(st.st_mode)) return try_dir(lib, path);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = 0;
+        try_dir(lib, dir); /* picks up the builtins when the file has a usual name */
+        if (lib->so) return 1;
+    }
+    lib->so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (lib->so) snprintf(lib->path, sizeof lib->path, "%s", path);
+    return lib->so != NULL;
+}
+
+static int find(nvrtc_lib *lib, const char *override) {
+    const char *env = getenv("ZIPAGE_NVRTC");
+    if (override && *override) {
+        if (try_path(lib, override)) return 0;
+        return err_set(ZP_ENOTFOUND, "key 'nvrtc_path': no usable libnvrtc at '%s'", override);
+    }
+    if (env && *env) {
+        if (try_path(lib, env)) return 0;
+        return err_set(ZP_ENOTFOUND, "ZIPAGE_NVRTC: no usable libnvrtc at '%s'", env);
+    }
+    for (size_t i = 0; i < sizeof sonames / sizeof sonames[0]; i++) {
+        lib->so = dlopen(sonames[i], RTLD_NOW | RTLD_LOCAL);
+        if (lib->so) {
+            snprintf(lib->path, sizeof lib->path, "%s", sonames[i]);
+            return 0;
+        }
+    }
+    for (size_t i = 0; i < sizeof dir_globs / sizeof dir_globs[0]; i++) {
+        glob_t g;
+        if (glob(dir_globs[i], GLOB_ONLYDIR, NULL, &g)) continue;
+        int ok = 0;
+        for (size_t k = 0; k < g.gl_pathc && !ok; k++)
+            ok = try_dir(lib, g.gl_pathv[k]);
+        globfree(&g);
+        if (ok) return 0;
+    }
+    char *venv = getenv("VIRTUAL_ENV");
+    if (venv && *venv) {
+        char pat[600];
+        snprintf(pat, sizeof pat, "%s/lib/python3*/site-packages/nvidia/cu1[23]/lib", venv);
+        glob_t g;
+        if (!glob(pat, GLOB_ONLYDIR, NULL, &g)) {
+            int ok = g.gl_pathc && try_dir(lib, g.gl_pathv[0]);
+            globfree(&g);
+            if (ok) return 0;
+        }
+    }
+    return err_set(ZP_ENOTFOUND,
+                   "NVRTC not found: tried libnvrtc.so.13 and .so.12 on the loader path, "
+                   "/usr/local/cuda*/lib64 and the pip wheels' nvidia/cu13/lib directories; "
+                   "install CUDA 12/13 or `pip install nvidia-cuda-nvrtc`, or set key "
+                   "'nvrtc_path' (or ZIPAGE_NVRTC) to the library or its directory");
+}
+
+/* Only for a library that failed its checks. */
+static void drop(nvrtc_lib *lib) {
+    if (lib->so) dlclose(lib->so);
+    if (lib->builtins) dlclose(lib->builtins);
+    lib->so = lib->builtins = NULL;
+}
+
+int nvrtc_load(nvrtc_lib *lib, const char *override) {
+    memset(lib, 0, sizeof *lib);
+    int rc = find(lib, override);
+    if (rc) return rc;
+#define SYM(name)                                                                      \
+    do {                                                                               \
+        *(void **)&lib->name = dlsym(lib->so, "nvrtc" #name);                          \
+        if (!lib->name) {                                                              \
+            drop(lib);                                                         \
+            return err_set(ZP_EUNSUP, "%s lacks nvrtc" #name " (too old?)", lib->path); \
+        }                                                                              \
+    } while (0)
+    SYM(GetErrorString);
+    SYM(Version);
+    SYM(GetNumSupportedArchs);
+    SYM(GetSupportedArchs);
+    SYM(CreateProgram);
+    SYM(DestroyProgram);
+    SYM(CompileProgram);
+    SYM(GetProgramLogSize);
+    SYM(GetProgramLog);
+    SYM(GetCUBINSize);
+    SYM(GetCUBIN);
+#undef SYM
+    if (lib->Version(&lib->major, &lib->minor) != NVRTC_SUCCESS || lib->major < 12) {
+        int maj = lib->major, min = lib->minor;
+        drop(lib);
+        return err_set(ZP_EUNSUP, "NVRTC %d.%d is too old: zipage needs CUDA 12 or 13", maj, min);
+    }
+    return 0;
+}
+
+
+int nvrtc_check_arch(const nvrtc_lib *lib, int arch) {
+    int n = 0, archs[64];
+    if (lib->GetNumSupportedArchs(&n) != NVRTC_SUCCESS || n <= 0 || n > 64 ||
+        lib->GetSupportedArchs(archs) != NVRTC_SUCCESS)
+        return err_set(ZP_EBACKEND, "%s: cannot list supported architectures", lib->path);
+    char list[256] = "";
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        if (archs[i] == arch) return 0;
+        int w = snprintf(list + used, sizeof list - used, "%s%d", i ? " " : "", archs[i]);
+        if (w > 0 && (size_t)w < sizeof list - used) used += (size_t)w;
+    }
+    return err_set(ZP_EUNSUP, "NVRTC %d.%d (%s) cannot compile for sm_%d; it supports: %s",
+                   lib->major, lib->minor, lib->path, arch, list);
+}
+
+void nvrtc_default_cache_dir(char *buf, size_t cap) {
+    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    if (x && *x) snprintf(buf, cap, "%s/zipage/kernels", x);
+    else if (h && *h) snprintf(buf, cap, "%s/.cache/zipage/kernels", h);
+    else if (cap) buf[0] = 0;
+}
+
+int nvrtc_consts_used(const rtc_source *src) {
+    return (strstr(src->text, "ZP_HEAD_DIM") ? 1 : 0) | (strstr(src->text, "ZP_BLOCK_SIZE") ? 2 : 0) |
+           (strstr(src->text, "ZP_GQA") ? 4 : 0);
+}
+
+void nvrtc_job_init(nvrtc_job *job, char store[3][32], const char *defs[3], const rtc_source *src,
+                    const nvrtc_consts *k, int arch) {
+    int used = nvrtc_consts_used(src), n = 0;
+    if (used & 1) snprintf(store[n], 32, "ZP_HEAD_DIM=%d", k->head_dim), defs[n] = store[n], n++;
+    if (used & 2) snprintf(store[n], 32, "ZP_BLOCK_SIZE=%d", k->block_size), defs[n] = store[n], n++;
+    if (used & 4) snprintf(store[n], 32, "ZP_GQA=%d", k->gqa), defs[n] = store[n], n++;
+    *job = (nvrtc_job){.src = src, .defines = defs, .n_defines = n, .arch = arch};
+}
+
+/* The options of a job: fixed flags, the architecture, then the job's constants. */
+enum { MAX_OPTS = 40 };
+static int job_options(const nvrtc_job *job, char store[MAX_OPTS][96], const char *opts[MAX_OPTS]) {
+    int n = 0;
+    snprintf(store[n], sizeof store[n], "-arch=sm_%d", job->arch), opts[n] = store[n], n++;
+    opts[n++] = "-std=c++17";
+    opts[n++] = "-default-device";
+    opts[n++] = "-fmad=true";
+    if (job->n_defines > MAX_OPTS - n)
+        return err_set(ZP_EINVAL, "%s: %d constants, at most %d", job->src->name, job->n_defines,
+                       MAX_OPTS - n);
+    for (int i = 0; i < job->n_defines; i++) {
+        snprintf(store[n], sizeof store[n], "-D%s", job->defines[i]);
+        opts[n] = store[n], n++;
+    }
+    return n;
+}
+
+static uint64_t cache_key(const nvrtc_lib *lib, const nvrtc_job *job, const char *const *opts,
+                          int n_opts) {
+    XXH64_state_t st;
+    XXH64_reset(&st, 0x7a69706167650001ull);
+    for (int i = 0; i < rtc_n_sources; i++) {
+        const rtc_source *s = &rtc_sources[i];
+        size_t nl = strlen(s->name);
+        int is_header = nl > 4 && !strcmp(s->name + nl - 4, ".cuh");
+        if (s != job->src && !is_header) continue;
+        XXH64_update(&st, s->name, nl + 1);
+        XXH64_update(&st, s->text, strlen(s->text));
+    }
+    for (int i = 0; i < n_opts; i++)
+        XXH64_update(&st, opts[i], strlen(opts[i]) + 1);
+    char ver[64];
+    int n = snprintf(ver, sizeof ver, "nvrtc %d.%d sm_%d", lib->major, lib->minor, job->arch);
+    XXH64_update(&st, ver, (size_t)n);
+    return XXH64_digest(&st);
+}
+
+static int mkdir_p(const char *dir) {
+    char p[512];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(p, 0755) && errno != EEXIST) return -1;
+        *s = '/';
+    }
+    return mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+/* Stores a CUBIN under its key; a cache that cannot be written only costs the next start. */
+static void cache_store(const char *path, const void *cubin, size_t len) {
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    const char *p = cubin;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w <= 0) break;
+        p += w, left -= (size_t)w;
+    }
+    if (close(fd) || left) {
+        unlink(tmp);
+        return;
+    }
+    if (rename(tmp, path)) unlink(tmp);
+}
+
+int nvrtc_compile(nvrtc_lib *lib, arena *a, const nvrtc_job *job, const char *cache_dir,
+                  const void **cubin, size_t *len, int *from_cache) {
+    char store[MAX_OPTS][96];
+    const char *opts[MAX_OPTS];
+    int n_opts = job_options(job, store, opts);
+    if (n_opts < 0) return n_opts;
+    *from_cache = 0;
+
+    char path[600] = "";
+    if (cache_dir && *cache_dir) {
+        snprintf(path, sizeof path, "%s/%.*s-sm%d-%016llx.cubin", cache_dir,
+                 (int)(strcspn(job->src->name, ".")), job->src->name, job->arch,
+                 (unsigned long long)cache_key(lib, job, opts, n_opts));
+        if (!access(path, R_OK)) {
+            char *data;
+            size_t n;
+            if (!arena_read_file(a, path, &data, &n) && n > 0) {
+                *cubin = data, *len = n, *from_cache = 1;
+                return 0;
+            }
+        }
+    }
+
+    const char *hdr_text[16], *hdr_name[16];
+    int n_hdr = 0;
+    for (int i = 0; i < rtc_n_sources && n_hdr < 16; i++) {
+        size_t nl = strlen(rtc_sources[i].name);
+        if (nl > 4 && !strcmp(rtc_sources[i].name + nl - 4, ".cuh")) {
+            hdr_text[n_hdr] = rtc_sources[i].text;
+            hdr_name[n_hdr++] = rtc_sources[i].name;
+        }
+    }
+    nvrtcProgram prog;
+    nvrtcResult r = lib->CreateProgram(&prog, job->src->text, job->src->name, n_hdr, hdr_text,
+                                       hdr_name);
+    if (r != NVRTC_SUCCESS)
+        return err_set(ZP_EBACKEND, "nvrtcCreateProgram(%s): %s", job->src->name,
+                       lib->GetErrorString(r));
+    r = lib->CompileProgram(prog, n_opts, opts);
+    if (r != NVRTC_SUCCESS) {
+        size_t log_n = 0;
+        char *log = NULL;
+        if (lib->GetProgramLogSize(prog, &log_n) == NVRTC_SUCCESS && log_n &&
+            (log = arena_temp(a, log_n + 1, 1, "nvrtc log")) &&
+            lib->GetProgramLog(prog, log) == NVRTC_SUCCESS)
+            log[log_n] = 0;
+        else
+            log = NULL;
+        char optline[256] = "";
+        size_t used = 0;
+        for (int i = 0; i < n_opts && used < sizeof optline; i++) {
+            int w = snprintf(optline + used, sizeof optline - used, "%s%s", i ? " " : "", opts[i]);
+            if (w > 0) used += (size_t)w;
+        }
+        lib->DestroyProgram(&prog);
+        return err_set(ZP_EBACKEND, "NVRTC %d.%d failed to compile %s (%s): %s\n%s", lib->major,
+                       lib->minor, job->src->name, optline, lib->GetErrorString(r),
+                       log ? log : "(no log)");
+    }
+    size_t n = 0;
+    char *out = NULL;
+    if (lib->GetCUBINSize(prog, &n) != NVRTC_SUCCESS || !n ||
+        !(out = arena_temp(a, n, 16, "cubin")) || lib->GetCUBIN(prog, out) != NVRTC_SUCCESS) {
+        lib->DestroyProgram(&prog);
+        return out || !n ? err_set(ZP_EBACKEND, "%s: NVRTC gave no CUBIN for sm_%d",
+                                   job->src->name, job->arch)
+                         : ZP_ENOMEM;
+    }
+    lib->DestroyProgram(&prog);
+    if (*path && !mkdir_p(cache_dir)) cache_store(path, out, n);
+    *cubin = out, *len = n;
+    return 0;
+}

@@ -1,0 +1,47 @@
+/* common.cuh: what every zipage kernel shares, written here because NVRTC has no toolkit
+ * headers (no cuda_bf16.h, no stdint.h).
+ *
+ * - bf16 is stored as `unsigned short`; bf16 -> f32 is exact (a shift), f32 -> bf16 rounds to
+ *   nearest even through the hardware conversion, as PyTorch and the CPU backend's
+ *   zp_f32_to_bf16 do (NaN stays NaN).
+ * - Reductions over a block go through warp shuffles and one shared array; every block-level
+ *   helper is called by all threads of the block.
+ * Compile-time constants come as -D options from drv/nvrtc.c; kernels are extern "C" so the
+ * host finds them by name.
+ */
+#ifndef ZP_COMMON_CUH
+#define ZP_COMMON_CUH
+
+typedef unsigned short bf16;
+
+__device__ __forceinline__ float bf2f(bf16 u) { return __uint_as_float((unsigned)u << 16); }
+
+__device__ __forceinline__ bf16 f2bf(float f) {
+    unsigned short r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
+    return r;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float part[32];
+    v = warp_sum(v);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads(); /* part[] may still be read by a previous call */
+    if (!lane) part[w] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : 0.f;
+    return warp_sum(v);
+}
+
+#endif

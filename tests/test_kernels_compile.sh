@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every GPU kernel compiles with NVRTC for sm_90 at every head dim, block size and GQA group
+# (`zipage kernels --compile-only`), with no GPU. NVRTC comes from a CUDA install when there is
+# one, else from the nvidia-cuda-nvrtc wheel installed into a git-ignored venv under the build
+# directory (the Makefile's nvrtc-venv). SKIP only where neither can be had. A second run must
+# take every CUBIN from the cache.
+set -u
+B=${ZP_BUILD:-build}
+ZP=$B/zipage
+[ -x "$ZP" ] || { echo "FAIL: $ZP not built"; exit 1; }
+cache=$(mktemp -d); trap 'rm -rf "$cache"' EXIT
+
+if ! "$ZP" kernels --compile-only --only layer.cu --quiet --set kernel_cache_dir=off >/dev/null 2>&1 &&
+   [ -z "${ZIPAGE_NVRTC:-}" ]; then
+    lib=$(ls -d "$B"/nvrtc-venv/lib/python3*/site-packages/nvidia/cu13/lib 2>/dev/null | head -1)
+    [ -n "$lib" ] || { echo "SKIP no NVRTC: no CUDA install and the nvidia-cuda-nvrtc wheel could not be installed"; exit 77; }
+    export ZIPAGE_NVRTC=$lib
+fi
+
+out=$("$ZP" kernels --compile-only --arch sm_90 --set kernel_cache_dir="$cache" 2>&1) || {
+    echo "$out"; echo "FAIL: kernels do not compile"; exit 1; }
+echo "$out" | tail -n 3
+echo "$out" | grep -qE '^[1-9][0-9]* kernels compiled, 0 from the cache' || { echo "FAIL: nothing compiled"; exit 1; }
+n=$(echo "$out" | sed -n 's/^\([0-9]*\) kernels compiled.*/\1/p')
+
+again=$("$ZP" kernels --compile-only --arch sm_90 --set kernel_cache_dir="$cache" 2>&1) || {
+    echo "$again"; echo "FAIL: second run"; exit 1; }
+echo "$again" | grep -q "^0 kernels compiled, $n from the cache" || {
+    echo "$again" | tail -n 2; echo "FAIL: second run did not use the cache"; exit 1; }
+
+# An unsupported architecture is a clear error naming the supported list.
+err=$("$ZP" kernels --compile-only --arch sm_61 2>&1) && { echo "FAIL: sm_61 accepted"; exit 1; }
+echo "$err" | grep -q 'cannot compile for sm_61; it supports:' || { echo "$err"; echo "FAIL: sm_61 message"; exit 1; }
+echo "PASS: $n kernels compile for sm_90; cache reused"
