@@ -23,3 +23,13 @@ $(O)/nvrtc-venv.stamp:
 	  >/dev/null 2>&1 || echo "note: nvidia-cuda-nvrtc could not be installed; NVRTC tests will SKIP"
 	@touch $@
 TEST_DEPS += $(O)/nvrtc-venv.stamp
+
+# GPU test programs, built here without sanitizers (ASan's shadow mappings and the CUDA driver
+# do not mix) and carried to the GPU machine by tools/gpu-check.sh; under `make test` the same
+# sources run with ASan and SKIP when there is no GPU.
+GPU_TESTS := $(patsubst tests/%.c,$(O)/gpu/tests/%,$(wildcard tests/test_cuda_*.c tests/test_nvrtc.c))
+$(O)/gpu/tests/%: tests/%.c $(O)/libzpengine.a | deps
+	@mkdir -p $(dir $@)
+	@echo "LD [gpu] $@"; $(CC) $(CFLAGS_ALL) -DZP_TESTING -o $@ $< $(O)/libzpengine.a $(LIBS)
+.PHONY: gpu-tests
+gpu-tests: $(GPU_TESTS) $(O)/zipage

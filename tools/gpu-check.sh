@@ -1,26 +1,47 @@
 #!/usr/bin/env bash
-# Everything zipage checks on the GPU machine, in one call (see docs/GPU.md):
-#   1. external parity of the CPU reference against transformers (random Qwen3/Qwen2/Llama,
-#      and every model directory under models/ that has weights)
-# Run from the repository root on the device with the engine binary carried in .carry/bin.
-# Results go to $OUT (parity.json, gpu-check.log).
+# Everything zipage checks on the GPU machine, in one call (docs/GPU.md):
+#   1. the kernels: `zipage kernels` compiles every kernel with NVRTC for the GPU and loads it;
+#   2. every GPU test program (tests/test_cuda_*.c against their CPU twins, test_nvrtc);
+#   3. with --parity: the CPU reference against transformers (tools/hf_parity.py).
+# Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
+#   mkdir -p .carry && cp -r build/zipage build/gpu .carry/
+# Results: $OUT/gpu-check.log and $OUT/gpu-check.json (one entry per step: name, exit, seconds).
 set -u
 OUT=${OUT:-/tmp/zp-out}
 mkdir -p "$OUT"
-ZP=${ZP:-.carry/bin/zipage}
+C=${CARRY:-.carry}
+ZP=$C/zipage
 log="$OUT/gpu-check.log"
+json="$OUT/gpu-check.json"
+parity=0
+[ "${1:-}" = --parity ] && parity=1
+export ZIPAGE_KERNEL_CACHE=${ZIPAGE_KERNEL_CACHE:-/tmp/zp-kernels}
+steps=()
+step() { # step NAME COMMAND...: runs, logs, records exit and time
+    local name=$1 t0=$SECONDS; shift
+    echo "== $name: $*"
+    "$@"; local rc=$?
+    echo "== $name: exit $rc, $((SECONDS - t0)) s"
+    steps+=("{\"step\": \"$name\", \"exit\": $rc, \"seconds\": $((SECONDS - t0))}")
+    return $rc
+}
 {
   echo "== gpu-check $(date -u +%FT%TZ) on $(hostname)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
-  python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
-  echo "== parity: random models"
-  PYTHONUNBUFFERED=1 python3 tools/hf_parity.py "$ZP" "$OUT/parity.json"
-  rc=$?
-  models=$(ls -d models/*/ 2>/dev/null | while read -r d; do [ -f "$d/model.safetensors" ] && echo "$d"; done)
-  if [ -n "$models" ]; then
-    echo "== parity: shipped models"
-    PYTHONUNBUFFERED=1 python3 tools/hf_parity.py "$ZP" "$OUT/parity-models.json" $models || rc=1
+  fail=0
+  step kernels-cold "$ZP" kernels --quiet --set kernel_cache_dir="$ZIPAGE_KERNEL_CACHE" || fail=1
+  step kernels-warm "$ZP" kernels --quiet --set kernel_cache_dir="$ZIPAGE_KERNEL_CACHE" || fail=1
+  for t in "$C"/gpu/tests/test_*; do
+    [ -x "$t" ] || continue
+    step "$(basename "$t")" "$t"; rc=$?
+    [ $rc = 0 ] || [ $rc = 77 ] || fail=1
+  done
+  if [ $parity = 1 ]; then
+    python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+    step parity env PYTHONUNBUFFERED=1 python3 tools/hf_parity.py "$ZP" "$OUT/parity.json" || fail=1
   fi
-  echo "== gpu-check exit $rc"
-  exit $rc
+  (IFS=,; echo "{\"date\": \"$(date -u +%FT%TZ)\", \"failed\": $fail, \"steps\": [${steps[*]}]}") > "$json"
+  echo "== gpu-check exit $fail"
+  exit $fail
 } 2>&1 | tee "$log"
+exit "${PIPESTATUS[0]}"

@@ -1,0 +1,212 @@
+/* The layer kernels of rtc_kernels/layer.cu against their CPU twins (drv/cpu.c ops) on fresh
+ * random inputs, outputs poisoned with NaN first: embedding (exact), residual add + RMSNorm,
+ * q/k RMSNorm + RoPE + KV store, SwiGLU, logit-row gather (exact) and greedy argmax (exact,
+ * ties to the lowest id). Tolerances: ||d||/||ref|| <= 1e-5 on fp32 outputs, <= 1e-2 on bf16
+ * ones; never a NaN; rows past the device-side row count and slots < 0 are never written.
+ * Head dims 64 and 128, block sizes 16 and 256. SKIP without a GPU. */
+#include "drv/backend.h"
+#include "tests/cuda_util.h"
+
+#include <stdlib.h>
+
+static gpu G, *g = &G;
+static backend *cpu;
+static unsigned long long seed = 0x5eed;
+
+#define P(x) ((be_ptr)(uintptr_t)(x))
+
+static void report(const char *what, cmp c, double tol) {
+    printf("  %-34s rel %.3g  max|d| %.3g  NaN %zu\n", what, c.rel, c.max_abs, c.nan);
+    CHECKF(c.nan == 0 && c.rel <= tol, "%s: rel %.3g (tol %.0e), %zu NaN", what, c.rel, tol, c.nan);
+}
+
+/* Counts bf16 values still holding the 0xFFFF poison. */
+static size_t poisoned_u16(const uint16_t *h, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += h[i] == 0xFFFF;
+    return k;
+}
+
+static void test_shape(int D, int bs) {
+    const int n = 37, cap = 48, H = 1024, hq = 16, hkv = 8, inter = 3072, vocab = 4099;
+    const int qkv_w = (hq + 2 * hkv) * D, nblocks = (n + bs - 1) / bs + 2;
+    const float eps = 1e-6f;
+    printf("D %d, block size %d\n", D, bs);
+    CUmodule m = gpu_module(g, "layer.cu", D, bs, 1);
+    int32_t n_dev = n;
+    CUdeviceptr d_n = gpu_up(g, &n_dev, 4);
+
+    /* embedding */
+    uint16_t *table = malloc(sizeof(uint16_t) * (size_t)vocab * H);
+    rand_bf16(table, NULL, (size_t)vocab * H, 1.f, &seed);
+    int32_t ids[48];
+    for (int i = 0; i < cap; i++) ids[i] = (int32_t)(test_rand_u64(&seed) % (unsigned)vocab);
+    CUdeviceptr d_table = gpu_up(g, table, sizeof(uint16_t) * (size_t)vocab * H);
+    CUdeviceptr d_ids = gpu_up(g, ids, sizeof ids);
+    CUdeviceptr d_resid = gpu_poisoned(g, sizeof(float) * (size_t)cap * H);
+    int dim = H;
+    void *ea[] = {&d_resid, &d_table, &d_ids, &d_n, &dim};
+    gpu_launch(g, gpu_fn(g, m, "zp_embed"), cap, 1, 1, 256, 0, ea);
+    float *resid = malloc(sizeof(float) * (size_t)cap * H), *ref = malloc(sizeof(float) * (size_t)cap * H);
+    gpu_down(g, resid, d_resid, sizeof(float) * (size_t)cap * H);
+    cpu->embed(cpu, P(ref), P(table), ZP_BF16, P(ids), n, H);
+    report("embed", cmp_f32(resid, ref, (size_t)n * H), 0);
+    size_t untouched = 0;
+    for (size_t i = (size_t)n * H; i < (size_t)cap * H; i++) untouched += isnan(resid[i]);
+    CHECKF(untouched == (size_t)(cap - n) * H, "embed wrote padded rows");
+
+    /* residual add + RMSNorm: resid (fp32, from the embedding) += x; out = norm(resid) * w */
+    uint16_t *x = malloc(sizeof(uint16_t) * (size_t)n * H), *w = malloc(sizeof(uint16_t) * H);
+    float *xf = malloc(sizeof(float) * (size_t)n * H);
+    rand_bf16(x, xf, (size_t)n * H, 2.f, &seed);
+    rand_bf16(w, NULL, (size_t)H, 1.5f, &seed);
+    CUdeviceptr d_x = gpu_up(g, x, sizeof(uint16_t) * (size_t)n * H), d_w = gpu_up(g, w, sizeof(uint16_t) * H);
+    CUdeviceptr d_out = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * H);
+    float epsv = eps;
+    void *na[] = {&d_resid, &d_x, &d_out, &d_w, &d_n, &dim, &epsv};
+    gpu_launch(g, gpu_fn(g, m, "zp_add_rmsnorm"), cap, 1, 1, 256, 0, na);
+    float *normed = malloc(sizeof(float) * (size_t)n * H);
+    cpu->add_rmsnorm(cpu, P(ref), P(xf), P(normed), P(w), ZP_BF16, n, H, eps);
+    uint16_t *outh = malloc(sizeof(uint16_t) * (size_t)cap * H);
+    gpu_down(g, outh, d_out, sizeof(uint16_t) * (size_t)cap * H);
+    gpu_down(g, resid, d_resid, sizeof(float) * (size_t)n * H);
+    float *outf = malloc(sizeof(float) * (size_t)n * H);
+    bf16_to_f32(outf, outh, (size_t)n * H);
+    report("add_rmsnorm: residual (fp32)", cmp_f32(resid, ref, (size_t)n * H), 1e-5);
+    report("add_rmsnorm: normed (bf16)", cmp_f32(outf, normed, (size_t)n * H), 1e-2);
+    CHECKF(poisoned_u16(outh + (size_t)n * H, (size_t)(cap - n) * H) == (size_t)(cap - n) * H,
+           "add_rmsnorm wrote padded rows");
+
+    /* q/k RMSNorm + RoPE + KV store, on a fused QKV row [q | k | v] */
+    uint16_t *qkv = malloc(sizeof(uint16_t) * (size_t)n * qkv_w), *qn = malloc(2 * (size_t)D),
+             *kn = malloc(2 * (size_t)D);
+    float *qkvf = malloc(sizeof(float) * (size_t)n * qkv_w);
+    rand_bf16(qkv, qkvf, (size_t)n * qkv_w, 3.f, &seed);
+    rand_bf16(qn, NULL, (size_t)D, 1.5f, &seed);
+    rand_bf16(kn, NULL, (size_t)D, 1.5f, &seed);
+    int32_t pos[48], slots[48];
+    for (int i = 0; i < n; i++) {
+        pos[i] = (int32_t)(test_rand_u64(&seed) % 40000);
+        slots[i] = i % 5 == 3 ? -1 : i; /* padding rows write no KV */
+    }
+    float *inv_freq = malloc(sizeof(float) * (size_t)D / 2);
+    for (int j = 0; j < D / 2; j++) inv_freq[j] = powf(1e6f, -2.f * (float)j / (float)D);
+    const size_t cache_n = (size_t)nblocks * hkv * bs * D;
+    CUdeviceptr d_qkv = gpu_up(g, qkv, sizeof(uint16_t) * (size_t)n * qkv_w), d_qn = gpu_up(g, qn, 2 * (size_t)D),
+                d_kn = gpu_up(g, kn, 2 * (size_t)D), d_pos = gpu_up(g, pos, sizeof pos),
+                d_if = gpu_up(g, inv_freq, sizeof(float) * (size_t)D / 2), d_slots = gpu_up(g, slots, sizeof slots),
+                d_q = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * hq * D),
+                d_kc = gpu_poisoned(g, 2 * cache_n), d_vc = gpu_poisoned(g, 2 * cache_n);
+    int hqv = hq, hkvv = hkv;
+    void *ra[] = {&d_qkv, &d_qn, &d_kn, &d_pos, &d_if, &d_slots, &d_n, &hqv, &hkvv, &epsv, &d_q, &d_kc, &d_vc};
+    gpu_launch(g, gpu_fn(g, m, "zp_qkv_rope_store"), cap, hq + hkv, 1, (unsigned)D / 2, 0, ra);
+    /* CPU: split, per-head norm, RoPE, store (f32 caches) */
+    float *q = malloc(sizeof(float) * (size_t)n * hq * D), *k = malloc(sizeof(float) * (size_t)n * hkv * D),
+          *v = malloc(sizeof(float) * (size_t)n * hkv * D);
+    for (int t = 0; t < n; t++) {
+        memcpy(q + (size_t)t * hq * D, qkvf + (size_t)t * qkv_w, sizeof(float) * (size_t)hq * D);
+        memcpy(k + (size_t)t * hkv * D, qkvf + (size_t)t * qkv_w + (size_t)hq * D, sizeof(float) * (size_t)hkv * D);
+        memcpy(v + (size_t)t * hkv * D, qkvf + (size_t)t * qkv_w + (size_t)(hq + hkv) * D, sizeof(float) * (size_t)hkv * D);
+    }
+    cpu->rmsnorm(cpu, P(q), P(q), P(qn), ZP_BF16, n * hq, D, eps);
+    cpu->rmsnorm(cpu, P(k), P(k), P(kn), ZP_BF16, n * hkv, D, eps);
+    cpu->rope(cpu, P(q), P(pos), P(inv_freq), n, hq, D);
+    cpu->rope(cpu, P(k), P(pos), P(inv_freq), n, hkv, D);
+    float *kcr = malloc(sizeof(float) * cache_n), *vcr = malloc(sizeof(float) * cache_n);
+    for (size_t i = 0; i < cache_n; i++) kcr[i] = vcr[i] = NAN;
+    int32_t *cslots = malloc(sizeof(int32_t) * (size_t)n), nst = 0;
+    float *ks = malloc(sizeof(float) * (size_t)n * hkv * D), *vs = malloc(sizeof(float) * (size_t)n * hkv * D);
+    for (int t = 0; t < n; t++) /* the CPU op has no "slot < 0": store only the real rows */
+        if (slots[t] >= 0) {
+            memcpy(ks + (size_t)nst * hkv * D, k + (size_t)t * hkv * D, sizeof(float) * (size_t)hkv * D);
+            memcpy(vs + (size_t)nst * hkv * D, v + (size_t)t * hkv * D, sizeof(float) * (size_t)hkv * D);
+            cslots[nst++] = slots[t];
+        }
+    cpu->kv_store(cpu, P(kcr), P(vcr), ZP_F32, P(ks), P(vs), P(cslots), nst, hkv, D, bs);
+    uint16_t *qh = malloc(sizeof(uint16_t) * (size_t)n * hq * D), *kch = malloc(2 * cache_n), *vch = malloc(2 * cache_n);
+    gpu_down(g, qh, d_q, sizeof(uint16_t) * (size_t)n * hq * D);
+    gpu_down(g, kch, d_kc, 2 * cache_n);
+    gpu_down(g, vch, d_vc, 2 * cache_n);
+    float *qg = malloc(sizeof(float) * (size_t)n * hq * D), *kcg = malloc(sizeof(float) * cache_n),
+          *vcg = malloc(sizeof(float) * cache_n);
+    bf16_to_f32(qg, qh, (size_t)n * hq * D);
+    bf16_to_f32(kcg, kch, cache_n);
+    bf16_to_f32(vcg, vch, cache_n);
+    report("qk norm + rope: q (bf16)", cmp_f32(qg, q, (size_t)n * hq * D), 1e-2);
+    /* compare written cache entries; the unwritten must still be poison on both sides */
+    size_t mismatch_written = 0;
+    for (size_t i = 0; i < cache_n; i++) {
+        if (isnan(kcr[i]) != isnan(kcg[i]) || isnan(vcr[i]) != isnan(vcg[i])) mismatch_written++;
+        if (isnan(kcr[i])) kcr[i] = kcg[i] = vcr[i] = vcg[i] = 0;
+    }
+    CHECKF(mismatch_written == 0, "%zu cache entries written on one side only", mismatch_written);
+    report("kv store: K cache (bf16)", cmp_f32(kcg, kcr, cache_n), 1e-2);
+    report("kv store: V cache (bf16, exact)", cmp_f32(vcg, vcr, cache_n), 0);
+
+    /* SwiGLU on a fused gate/up row */
+    uint16_t *gu = malloc(sizeof(uint16_t) * (size_t)n * 2 * inter);
+    float *guf = malloc(sizeof(float) * (size_t)n * 2 * inter), *gate = malloc(sizeof(float) * (size_t)n * inter),
+          *up = malloc(sizeof(float) * (size_t)n * inter);
+    rand_bf16(gu, guf, (size_t)n * 2 * inter, 6.f, &seed);
+    for (int t = 0; t < n; t++) {
+        memcpy(gate + (size_t)t * inter, guf + (size_t)t * 2 * inter, sizeof(float) * (size_t)inter);
+        memcpy(up + (size_t)t * inter, guf + (size_t)t * 2 * inter + inter, sizeof(float) * (size_t)inter);
+    }
+    CUdeviceptr d_gu = gpu_up(g, gu, sizeof(uint16_t) * (size_t)n * 2 * inter),
+                d_act = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * inter);
+    int interv = inter;
+    void *sa[] = {&d_act, &d_gu, &d_n, &interv};
+    gpu_launch(g, gpu_fn(g, m, "zp_silu_mul"), cap, (unsigned)(inter + 255) / 256, 1, 256, 0, sa);
+    cpu->silu_mul(cpu, P(gate), P(gate), P(up), (size_t)n * inter);
+    uint16_t *acth = malloc(sizeof(uint16_t) * (size_t)n * inter);
+    float *actf = malloc(sizeof(float) * (size_t)n * inter);
+    gpu_down(g, acth, d_act, sizeof(uint16_t) * (size_t)n * inter);
+    bf16_to_f32(actf, acth, (size_t)n * inter);
+    report("silu_mul (bf16)", cmp_f32(actf, gate, (size_t)n * inter), 1e-2);
+
+    /* gather + argmax (ties to the lowest id) */
+    int32_t rows[48], nl = 11, nl_dev = nl;
+    for (int i = 0; i < nl; i++) rows[i] = (int32_t)(test_rand_u64(&seed) % (unsigned)n);
+    CUdeviceptr d_rows = gpu_up(g, rows, sizeof rows), d_nl = gpu_up(g, &nl_dev, 4),
+                d_gath = gpu_poisoned(g, sizeof(uint16_t) * (size_t)nl * H);
+    void *ga[] = {&d_gath, &d_x, &d_rows, &d_nl, &dim};
+    gpu_launch(g, gpu_fn(g, m, "zp_gather_rows"), 16, 1, 1, 256, 0, ga);
+    uint16_t *gath = malloc(sizeof(uint16_t) * (size_t)nl * H);
+    gpu_down(g, gath, d_gath, sizeof(uint16_t) * (size_t)nl * H);
+    size_t bad = 0;
+    for (int i = 0; i < nl; i++) bad += memcmp(gath + (size_t)i * H, x + (size_t)rows[i] * H, 2 * (size_t)H) != 0;
+    CHECKF(bad == 0, "gather: %zu rows differ", bad);
+
+    const int V = 151936;
+    float *logits = malloc(sizeof(float) * (size_t)nl * V);
+    int32_t want[48];
+    for (int r = 0; r < nl; r++) {
+        float *row = logits + (size_t)r * V;
+        for (int i = 0; i < V; i++) row[i] = (float)((double)(test_rand_u64(&seed) >> 11) / 9007199254740992.0 * 20 - 10);
+        int a = (int)(test_rand_u64(&seed) % (unsigned)V), b = (int)(test_rand_u64(&seed) % (unsigned)V);
+        row[a] = row[b] = 50.f; /* a tie: the lower id wins */
+        want[r] = a < b ? a : b;
+        if (r == 0) row[V - 1] = 60.f, want[r] = V - 1;
+    }
+    CUdeviceptr d_logits = gpu_up(g, logits, sizeof(float) * (size_t)nl * V), d_ids2 = gpu_poisoned(g, sizeof want);
+    int Vv = V;
+    void *aa[] = {&d_ids2, &d_logits, &d_nl, &Vv};
+    gpu_launch(g, gpu_fn(g, m, "zp_argmax"), 16, 1, 1, 1024, 0, aa);
+    int32_t got[48];
+    gpu_down(g, got, d_ids2, sizeof(int32_t) * (size_t)nl);
+    bad = 0;
+    for (int r = 0; r < nl; r++) bad += got[r] != want[r];
+    CHECKF(bad == 0, "argmax: %zu of %d rows differ", bad, nl);
+    printf("  gather, argmax: %s\n", bad ? "DIFFER" : "identical");
+    CU(g->drv.ModuleUnload(m));
+}
+
+int main(void) {
+    int rc = gpu_open(g);
+    if (rc) return rc;
+    REQUIRE(!cpu_backend_create(&cpu, 1, 4096));
+    test_shape(128, 16);
+    test_shape(64, 256);
+    cpu->destroy(cpu);
+    return test_done("cuda_layer");
+}
