@@ -106,4 +106,82 @@ typedef nvrtcResult (*PFN_nvrtcGetProgramLog)(nvrtcProgram prog, char *log);
 typedef nvrtcResult (*PFN_nvrtcGetCUBINSize)(nvrtcProgram prog, size_t *n);
 typedef nvrtcResult (*PFN_nvrtcGetCUBIN)(nvrtcProgram prog, char *cubin);
 
+/* ---- cuBLASLt (cublasLt.h, cublas_api.h, library_types.h) ---- */
+typedef int cublasStatus_t;
+typedef struct cublasLtContext *cublasLtHandle_t;
+typedef struct cublasLtMatmulDescOpaque *cublasLtMatmulDesc_t;
+typedef struct cublasLtMatrixLayoutOpaque *cublasLtMatrixLayout_t;
+typedef struct cublasLtMatmulPreferenceOpaque *cublasLtMatmulPreference_t;
+typedef struct {
+    uint64_t data[8];
+} cublasLtMatmulAlgo_t;
+typedef struct {
+    cublasLtMatmulAlgo_t algo;
+    size_t workspaceSize;
+    cublasStatus_t state;
+    float wavesCount;
+    int reserved[4];
+} cublasLtMatmulHeuristicResult_t;
+
+enum { CUBLAS_STATUS_SUCCESS = 0 };
+enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 };                 /* cudaDataType */
+enum { CUBLAS_COMPUTE_32F = 68 };                          /* cublasComputeType_t */
+enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };                 /* cublasOperation_t */
+enum {                                                     /* cublasLtMatmulDescAttributes_t */
+    CUBLASLT_MATMUL_DESC_TRANSA = 3,
+    CUBLASLT_MATMUL_DESC_TRANSB = 4,
+    CUBLASLT_MATMUL_DESC_EPILOGUE = 7,
+    CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,
+};
+enum { CUBLASLT_EPILOGUE_DEFAULT = 1, CUBLASLT_EPILOGUE_BIAS = 4 };
+enum { CUBLASLT_MATRIX_LAYOUT_ROWS = 2, CUBLASLT_MATRIX_LAYOUT_COLS = 3 };
+enum {                                                     /* cublasLtMatmulPreferenceAttributes_t */
+    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
+    CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK = 3,
+};
+enum { CUBLASLT_REDUCTION_SCHEME_NONE = 0 };
+enum { CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2 };             /* cublasLtMatmulAlgoConfigAttributes_t */
+
+typedef cublasStatus_t (*PFN_cublasLtCreate)(cublasLtHandle_t *h);
+typedef cublasStatus_t (*PFN_cublasLtDestroy)(cublasLtHandle_t h);
+typedef size_t (*PFN_cublasLtGetVersion)(void);
+typedef const char *(*PFN_cublasLtGetStatusString)(cublasStatus_t s);
+typedef cublasStatus_t (*PFN_cublasLtMatmulDescCreate)(cublasLtMatmulDesc_t *d, int compute,
+                                                       int scale_type);
+typedef cublasStatus_t (*PFN_cublasLtMatmulDescDestroy)(cublasLtMatmulDesc_t d);
+typedef cublasStatus_t (*PFN_cublasLtMatmulDescSetAttribute)(cublasLtMatmulDesc_t d, int attr,
+                                                             const void *buf, size_t n);
+typedef cublasStatus_t (*PFN_cublasLtMatrixLayoutCreate)(cublasLtMatrixLayout_t *l, int type,
+                                                         uint64_t rows, uint64_t cols, int64_t ld);
+typedef cublasStatus_t (*PFN_cublasLtMatrixLayoutDestroy)(cublasLtMatrixLayout_t l);
+typedef cublasStatus_t (*PFN_cublasLtMatrixLayoutSetAttribute)(cublasLtMatrixLayout_t l, int attr,
+                                                               const void *buf, size_t n);
+typedef cublasStatus_t (*PFN_cublasLtMatmulPreferenceCreate)(cublasLtMatmulPreference_t *p);
+typedef cublasStatus_t (*PFN_cublasLtMatmulPreferenceDestroy)(cublasLtMatmulPreference_t p);
+typedef cublasStatus_t (*PFN_cublasLtMatmulPreferenceSetAttribute)(cublasLtMatmulPreference_t p,
+                                                                   int attr, const void *buf,
+                                                                   size_t n);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoGetHeuristic)(
+    cublasLtHandle_t h, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+    cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d, cublasLtMatmulPreference_t pref, int n_req,
+    cublasLtMatmulHeuristicResult_t *results, int *n_ret);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoCheck)(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
+                                                      cublasLtMatrixLayout_t a,
+                                                      cublasLtMatrixLayout_t b,
+                                                      cublasLtMatrixLayout_t c,
+                                                      cublasLtMatrixLayout_t d,
+                                                      const cublasLtMatmulAlgo_t *algo,
+                                                      cublasLtMatmulHeuristicResult_t *result);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoConfigGetAttribute)(const cublasLtMatmulAlgo_t *algo,
+                                                                   int attr, void *buf, size_t n,
+                                                                   size_t *written);
+typedef cublasStatus_t (*PFN_cublasLtMatmul)(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
+                                             const void *alpha, const void *a,
+                                             cublasLtMatrixLayout_t ad, const void *b,
+                                             cublasLtMatrixLayout_t bd, const void *beta,
+                                             const void *c, cublasLtMatrixLayout_t cd, void *d,
+                                             cublasLtMatrixLayout_t dd,
+                                             const cublasLtMatmulAlgo_t *algo, void *workspace,
+                                             size_t workspace_bytes, CUstream stream);
+
 #endif

@@ -3,10 +3,9 @@
 
 #include "arena/err.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,152 +16,50 @@
 #include <xxhash.h>
 
 static const char *const sonames[] = {"libnvrtc.so.13", "libnvrtc.so.12"};
-
-/* Where CUDA installs and where pip's NVIDIA wheels (PyTorch's dependencies) put NVRTC. */
-static const char *const dir_globs[] = {
-    "/usr/local/cuda/lib64",
-    "/usr/local/cuda/targets/x86_64-linux/lib",
-    "/usr/local/cuda-1[23]*/lib64",
-    "/usr/lib/x86_64-linux-gnu",
-    "/usr/local/lib/python3*/*-packages/nvidia/cu1[23]/lib",
-    "/usr/local/lib/python3*/*-packages/nvidia/cuda_nvrtc/lib",
-    "/usr/lib/python3/dist-packages/nvidia/cu1[23]/lib",
-    "/opt/*/.venv/lib/python3*/site-packages/nvidia/cu1[23]/lib",
-    "/opt/*/.venv/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib",
-    "/root/.pyenv/versions/*/lib/python3*/site-packages/nvidia/cu1[23]/lib",
+static const culib_spec spec = {
+    .what = "NVRTC",
+    .sonames = sonames,
+    .n_sonames = 2,
+    .wheel_dir = "cuda_nvrtc",
+    .companion = "libnvrtc-builtins.so.*",
+    .key = "nvrtc_path",
+    .env = "ZIPAGE_NVRTC",
+    .install_hint = "install CUDA 12/13 or `pip install nvidia-cuda-nvrtc`",
 };
 
-/* Tries dir/<soname> for each soname; preloads NVRTC's builtins from the same directory by
- * absolute path, since libnvrtc loads them by soname and has no RUNPATH. */
-static int try_dir(nvrtc_lib *lib, const char *dir) {
-    for (size_t i = 0; i < sizeof sonames / sizeof sonames[0]; i++) {
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, sonames[i]);
-        if (access(p, R_OK)) continue;
-        char pat[600];
-        snprintf(pat, sizeof pat, "%s/libnvrtc-builtins.so.*", dir);
-        glob_t g;
-        if (!glob(pat, 0, NULL, &g)) {
-            if (g.gl_pathc) lib->builtins = dlopen(g.gl_pathv[0], RTLD_NOW | RTLD_GLOBAL);
-            globfree(&g);
-        }
-        lib->so = dlopen(p, RTLD_NOW | RTLD_LOCAL);
-        if (lib->so) {
-            snprintf(lib->path, sizeof lib->path, "%s", p);
-            return 1;
-        }
-        if (lib->builtins) dlclose(lib->builtins), lib->builtins = NULL;
-    }
-    return 0;
-}
-
-/* A file, or a directory holding libnvrtc. */
-static int try_path(nvrtc_lib *lib, const char *path) {
-    struct stat st;
-    if (stat(path, &st)) return 0;
-    if (S_ISDIR(st.st_mode)) return try_dir(lib, path);
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) {
-        *slash = 0;
-        try_dir(lib, dir); /* picks up the builtins when the file has a usual name */
-        if (lib->so) return 1;
-    }
-    lib->so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (lib->so) snprintf(lib->path, sizeof lib->path, "%s", path);
-    return lib->so != NULL;
-}
-
-static int find(nvrtc_lib *lib, const char *override) {
-    const char *env = getenv("ZIPAGE_NVRTC");
-    if (override && *override) {
-        if (try_path(lib, override)) return 0;
-        return err_set(ZP_ENOTFOUND, "key 'nvrtc_path': no usable libnvrtc at '%s'", override);
-    }
-    if (env && *env) {
-        if (try_path(lib, env)) return 0;
-        return err_set(ZP_ENOTFOUND, "ZIPAGE_NVRTC: no usable libnvrtc at '%s'", env);
-    }
-    for (size_t i = 0; i < sizeof sonames / sizeof sonames[0]; i++) {
-        lib->so = dlopen(sonames[i], RTLD_NOW | RTLD_LOCAL);
-        if (lib->so) {
-            snprintf(lib->path, sizeof lib->path, "%s", sonames[i]);
-            return 0;
-        }
-    }
-    for (size_t i = 0; i < sizeof dir_globs / sizeof dir_globs[0]; i++) {
-        glob_t g;
-        if (glob(dir_globs[i], GLOB_ONLYDIR, NULL, &g)) continue;
-        int ok = 0;
-        for (size_t k = 0; k < g.gl_pathc && !ok; k++)
-            ok = try_dir(lib, g.gl_pathv[k]);
-        globfree(&g);
-        if (ok) return 0;
-    }
-    char *venv = getenv("VIRTUAL_ENV");
-    if (venv && *venv) {
-        char pat[600];
-        snprintf(pat, sizeof pat, "%s/lib/python3*/site-packages/nvidia/cu1[23]/lib", venv);
-        glob_t g;
-        if (!glob(pat, GLOB_ONLYDIR, NULL, &g)) {
-            int ok = g.gl_pathc && try_dir(lib, g.gl_pathv[0]);
-            globfree(&g);
-            if (ok) return 0;
-        }
-    }
-    return err_set(ZP_ENOTFOUND,
-                   "NVRTC not found: tried libnvrtc.so.13 and .so.12 on the loader path, "
-                   "/usr/local/cuda*/lib64 and the pip wheels' nvidia/cu13/lib directories; "
-                   "install CUDA 12/13 or `pip install nvidia-cuda-nvrtc`, or set key "
-                   "'nvrtc_path' (or ZIPAGE_NVRTC) to the library or its directory");
-}
-
-/* Only for a library that failed its checks. */
-static void drop(nvrtc_lib *lib) {
-    if (lib->so) dlclose(lib->so);
-    if (lib->builtins) dlclose(lib->builtins);
-    lib->so = lib->builtins = NULL;
-}
+#define ENTRY(field) {"nvrtc" #field, offsetof(nvrtc_lib, field)}
+static const struct {
+    const char *name;
+    size_t off;
+} entries[] = {
+    ENTRY(GetErrorString), ENTRY(Version),        ENTRY(GetNumSupportedArchs),
+    ENTRY(GetSupportedArchs), ENTRY(CreateProgram), ENTRY(DestroyProgram),
+    ENTRY(CompileProgram), ENTRY(GetProgramLogSize), ENTRY(GetProgramLog),
+    ENTRY(GetCUBINSize),   ENTRY(GetCUBIN),
+};
+#undef ENTRY
+enum { N_ENTRIES = sizeof entries / sizeof entries[0] };
 
 int nvrtc_load(nvrtc_lib *lib, const char *override) {
     memset(lib, 0, sizeof *lib);
-    int rc = find(lib, override);
+    int rc = culib_open(&lib->lib, &spec, override);
     if (rc) return rc;
-#define SYM(name)                                                                      \
-    do {                                                                               \
-        *(void **)&lib->name = dlsym(lib->so, "nvrtc" #name);                          \
-        if (!lib->name) {                                                              \
-            drop(lib);                                                         \
-            return err_set(ZP_EUNSUP, "%s lacks nvrtc" #name " (too old?)", lib->path); \
-        }                                                                              \
-    } while (0)
-    SYM(GetErrorString);
-    SYM(Version);
-    SYM(GetNumSupportedArchs);
-    SYM(GetSupportedArchs);
-    SYM(CreateProgram);
-    SYM(DestroyProgram);
-    SYM(CompileProgram);
-    SYM(GetProgramLogSize);
-    SYM(GetProgramLog);
-    SYM(GetCUBINSize);
-    SYM(GetCUBIN);
-#undef SYM
-    if (lib->Version(&lib->major, &lib->minor) != NVRTC_SUCCESS || lib->major < 12) {
-        int maj = lib->major, min = lib->minor;
-        drop(lib);
-        return err_set(ZP_EUNSUP, "NVRTC %d.%d is too old: zipage needs CUDA 12 or 13", maj, min);
-    }
+    const char *names[N_ENTRIES];
+    void *fns[N_ENTRIES];
+    for (int i = 0; i < N_ENTRIES; i++) names[i] = entries[i].name;
+    if ((rc = culib_syms(&lib->lib, &spec, names, fns, N_ENTRIES))) return rc;
+    for (int i = 0; i < N_ENTRIES; i++) memcpy((char *)lib + entries[i].off, &fns[i], sizeof fns[i]);
+    if (lib->Version(&lib->major, &lib->minor) != NVRTC_SUCCESS || lib->major < 12)
+        return err_set(ZP_EUNSUP, "NVRTC %d.%d (%s) is too old: zipage needs CUDA 12 or 13",
+                       lib->major, lib->minor, lib->lib.path);
     return 0;
 }
-
 
 int nvrtc_check_arch(const nvrtc_lib *lib, int arch) {
     int n = 0, archs[64];
     if (lib->GetNumSupportedArchs(&n) != NVRTC_SUCCESS || n <= 0 || n > 64 ||
         lib->GetSupportedArchs(archs) != NVRTC_SUCCESS)
-        return err_set(ZP_EBACKEND, "%s: cannot list supported architectures", lib->path);
+        return err_set(ZP_EBACKEND, "%s: cannot list supported architectures", lib->lib.path);
     char list[256] = "";
     size_t used = 0;
     for (int i = 0; i < n; i++) {
@@ -171,7 +68,7 @@ int nvrtc_check_arch(const nvrtc_lib *lib, int arch) {
         if (w > 0 && (size_t)w < sizeof list - used) used += (size_t)w;
     }
     return err_set(ZP_EUNSUP, "NVRTC %d.%d (%s) cannot compile for sm_%d; it supports: %s",
-                   lib->major, lib->minor, lib->path, arch, list);
+                   lib->major, lib->minor, lib->lib.path, arch, list);
 }
 
 void nvrtc_default_cache_dir(char *buf, size_t cap) {

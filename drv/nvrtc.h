@@ -20,13 +20,13 @@
 
 #include "arena/arena.h"
 #include "drv/cuda_api.h"
+#include "drv/culib.h"
 #include "drv/rtc_sources.h"
 
 #include <stddef.h>
 
 typedef struct nvrtc_lib {
-    void *so, *builtins;
-    char path[512];
+    culib lib;
     int major, minor;
     PFN_nvrtcGetErrorString GetErrorString;
     PFN_nvrtcVersion Version;

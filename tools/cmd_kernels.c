@@ -132,7 +132,7 @@ int cmd_kernels(int argc, char **argv) {
     r.arch = (int)arch;
     if ((rc = nvrtc_load(&nv, cf.nvrtc_path)) || (rc = nvrtc_check_arch(&nv, r.arch)))
         return cli_fail("kernels", rc);
-    printf("NVRTC %d.%d (%s), sm_%d, cache %s%s\n", nv.major, nv.minor, nv.path, r.arch,
+    printf("NVRTC %d.%d (%s), sm_%d, cache %s%s\n", nv.major, nv.minor, nv.lib.path, r.arch,
            *cache ? cache : "off", r.dev ? "" : ", compile only");
     double t0 = now_s();
     rc = every(&r, only);

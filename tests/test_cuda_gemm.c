@@ -1,0 +1,89 @@
+/* cuBLASLt GEMMs (drv/cublaslt.c) against the CPU backend's matmul on fresh random bf16
+ * inputs: y = x . W^T (+ bias), ||d||/||ref|| <= 1e-2 (bf16 output), no NaN, output poisoned
+ * first; shapes of a Qwen3 layer (fused QKV, o, fused gate/up, down) and a Qwen2 bias. Batch
+ * invariance: with batch_invariant plans, every row of an M-row product is bit-identical to
+ * the same row computed alone (M = 1) and in a 13-row batch. SKIP without a GPU. */
+#include "drv/backend.h"
+#include "drv/cublaslt.h"
+#include "tests/cuda_util.h"
+
+#include <stdlib.h>
+
+static gpu G, *g = &G;
+static cublaslt lt;
+static backend *cpu;
+static unsigned long long seed = 0x6e77;
+static CUdeviceptr ws;
+static const size_t ws_bytes = 32u << 20;
+
+#define P(x) ((be_ptr)(uintptr_t)(x))
+
+static void one_shape(const char *name, int n, int k, int m, int with_bias) {
+    uint16_t *w = malloc(2 * (size_t)n * k), *x = malloc(2 * (size_t)m * k), *bias = malloc(2 * (size_t)n);
+    float *xf = malloc(4 * (size_t)m * k), *ref = malloc(4 * (size_t)m * n), *got = malloc(4 * (size_t)m * n);
+    uint16_t *yh = malloc(2 * (size_t)m * n), *row = malloc(2 * (size_t)n);
+    rand_bf16(w, NULL, (size_t)n * k, 0.05f, &seed);
+    rand_bf16(x, xf, (size_t)m * k, 1.f, &seed);
+    rand_bf16(bias, NULL, (size_t)n, 0.5f, &seed);
+    CUdeviceptr dw = gpu_up(g, w, 2 * (size_t)n * k), dx = gpu_up(g, x, 2 * (size_t)m * k),
+                db = with_bias ? gpu_up(g, bias, 2 * (size_t)n) : 0, dy = gpu_poisoned(g, 2 * (size_t)m * n),
+                dr = gpu_poisoned(g, 2 * (size_t)13 * n);
+    for (int inv = 1; inv >= 0; inv--) {
+        cublaslt_gemm plan;
+        if (cublaslt_gemm_init(&lt, &plan, n, k, m, db, inv, ws_bytes)) {
+            fprintf(stderr, "%s: %s\n", name, err_msg());
+            test_failures++;
+            continue;
+        }
+        CU(g->drv.MemsetD8Async(dy, 0xFF, 2 * (size_t)m * n, g->dev.compute));
+        REQUIRE(!cublaslt_gemm_run(&lt, &plan, dy, dx, dw, m, ws, ws_bytes, g->dev.compute));
+        gpu_down(g, yh, dy, 2 * (size_t)m * n);
+        bf16_to_f32(got, yh, (size_t)m * n);
+        cpu->matmul(cpu, P(ref), P(xf), P(w), ZP_BF16, with_bias ? P(bias) : 0, m, k, n);
+        cmp c = cmp_f32(got, ref, (size_t)m * n);
+        size_t diff_alone = 0, diff_13 = 0;
+        for (int r = 0; r < m; r += m / 7 + 1) { /* a row alone */
+            REQUIRE(!cublaslt_gemm_run(&lt, &plan, dr, dx + 2 * (size_t)r * k, dw, 1, ws, ws_bytes, g->dev.compute));
+            gpu_down(g, row, dr, 2 * (size_t)n);
+            diff_alone += memcmp(row, yh + (size_t)r * n, 2 * (size_t)n) != 0;
+        }
+        if (m >= 13) { /* the first 13 rows together */
+            REQUIRE(!cublaslt_gemm_run(&lt, &plan, dr, dx, dw, 13, ws, ws_bytes, g->dev.compute));
+            uint16_t *r13 = malloc(2 * (size_t)13 * n);
+            gpu_down(g, r13, dr, 2 * (size_t)13 * n);
+            diff_13 = memcmp(r13, yh, 2 * (size_t)13 * n) != 0;
+            free(r13);
+        }
+        printf("  %-10s %5d x %5d, M %4d, %s: rel %.3g NaN %zu, split-K <= %d, ws %zu B; "
+               "rows differing alone %zu, 13-row batch %s\n",
+               name, n, k, m, inv ? "invariant" : "heuristic", c.rel, c.nan, plan.split_k_max,
+               plan.workspace_needed, diff_alone, diff_13 ? "differs" : "same");
+        CHECKF(c.nan == 0 && c.rel <= 1e-2, "%s: rel %.3g, %zu NaN", name, c.rel, c.nan);
+        if (inv) CHECKF(diff_alone == 0 && diff_13 == 0 && plan.split_k_max <= 1,
+                        "%s: batch-invariant plan is not (alone %zu, 13 %zu, split-K %d)", name,
+                        diff_alone, diff_13, plan.split_k_max);
+        cublaslt_gemm_destroy(&lt, &plan);
+    }
+    free(w), free(x), free(bias), free(xf), free(ref), free(got), free(yh), free(row);
+}
+
+int main(void) {
+    int rc = gpu_open(g);
+    if (rc) return rc;
+    if (cublaslt_load(&lt, "")) {
+        fprintf(stderr, "%s\n", err_msg());
+        return 1;
+    }
+    printf("cuBLASLt %zu (%s)\n", lt.version, lt.lib.path);
+    REQUIRE(!cpu_backend_create(&cpu, 4, 12288));
+    CU(g->drv.MemAlloc(&ws, ws_bytes));
+    one_shape("qkv", (16 + 2 * 8) * 128, 1024, 64, 0);
+    one_shape("qkv+bias", (16 + 2 * 8) * 128, 1024, 37, 1);
+    one_shape("o", 1024, 16 * 128, 256, 0);
+    one_shape("gate_up", 2 * 3072, 1024, 64, 0);
+    one_shape("down", 1024, 3072, 100, 0);
+    one_shape("8B qkv", 6144, 4096, 64, 0);
+    cublaslt_close(&lt);
+    cpu->destroy(cpu);
+    return test_done("cuda_gemm");
+}
