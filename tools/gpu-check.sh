@@ -2,7 +2,9 @@
 # Everything zipage checks on the GPU machine, in one call (docs/GPU.md):
 #   1. the kernels: `zipage kernels` compiles every kernel with NVRTC for the GPU and loads it;
 #   2. every GPU test program (tests/test_cuda_*.c against their CPU twins, test_nvrtc);
-#   3. with --parity: the CPU reference against transformers (tools/hf_parity.py).
+#   3. the first benchmarks: `zipage bench attention` beside tools/peer_sdpa.py (torch SDPA),
+#      and the PyTorch CUDA-graph decode step (tools/peer_decode.py) with its roofline;
+#   4. with --parity: the CPU reference against transformers (tools/hf_parity.py).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
 #   mkdir -p .carry && cp -r build/zipage build/gpu .carry/
 # Results: $OUT/gpu-check.log and $OUT/gpu-check.json (one entry per step: name, exit, seconds).
@@ -36,6 +38,10 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time
     step "$(basename "$t")" "$t"; rc=$?
     [ $rc = 0 ] || [ $rc = 77 ] || fail=1
   done
+  # first speed figures: paged decode attention beside torch SDPA on the same shapes
+  step bench-attention "$ZP" bench attention --json "$OUT/bench-attention.jsonl" || fail=1
+  step peer-sdpa env PYTHONUNBUFFERED=1 python3 tools/peer_sdpa.py --json "$OUT/peer-sdpa.jsonl" || fail=1
+  step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
   if [ $parity = 1 ]; then
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
     step parity env PYTHONUNBUFFERED=1 python3 tools/hf_parity.py "$ZP" "$OUT/parity.json" || fail=1
