@@ -11,6 +11,10 @@
  *   poll), so event text can point into the ring without a copy.
  * - Request bookkeeping is a power-of-two table indexed by id; ids are sequential, so a
  *   slot is only busy when that many requests are outstanding.
+ * - The object is hostile until proven otherwise: it must belong to our uid (or the one the
+ *   caller names), its header is checked on a private copy (ABI limits, overflow-free sizes,
+ *   the real file size) and only that copy is used; the engine pid must be a live process of
+ *   the owner that maps the object (ring_pid_check); a slot is claimed only while FREE.
  * Memory: malloc and mmap only in zipage_connect; everything after works in place.
  * Threading: one thread at a time per client; the last-error buffer is per thread.
  */
@@ -192,8 +196,7 @@ static int check_layout(const zpipc_header *h, uint64_t size, const char *path) 
         return fail(ZIPAGE_E_VERSION,
                     "/dev/shm%s: the header describes %llu bytes but the object has %llu", path,
                     (unsigned long long)total, (unsigned long long)size);
-    if (h->spin_us > ZPIPC_MAX_SPIN_US)
-        return bad_field(path, "spin_us", h->spin_us, "0..1000000");
+    if (h->spin_us > ZPIPC_MAX_SPIN_US) return bad_field(path, "spin_us", h->spin_us, "0..1000000");
     if (h->flags & ~(uint32_t)ZPIPC_HF_ADMIN_CANCEL)
         return bad_field(path, "flags", h->flags, "bit 0 only");
     return 0;
@@ -253,9 +256,9 @@ static int open_object(const char *path, const char *name, const zipage_options 
                   path, (unsigned)st->st_uid, (unsigned)me, (unsigned)st->st_uid);
     else if (st->st_size < (off_t)ZPIPC_SLOTS_OFF ||
              (uint64_t)st->st_size > ZPIPC_SLOTS_OFF + (uint64_t)ZPIPC_MAX_CLIENTS *
-                                                          zpipc_slot_bytes(ZPIPC_MAX_SUB_ENTRIES,
-                                                                           ZPIPC_MAX_CQ_ENTRIES,
-                                                                           ZPIPC_MAX_PAYLOAD))
+                                                           zpipc_slot_bytes(ZPIPC_MAX_SUB_ENTRIES,
+                                                                            ZPIPC_MAX_CQ_ENTRIES,
+                                                                            ZPIPC_MAX_PAYLOAD))
         rc = fail(ZIPAGE_E_NOENT, "/dev/shm%s is not a zipage object (%lld bytes)", path,
                   (long long)st->st_size);
     if (rc) close(*fd);

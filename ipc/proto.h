@@ -326,8 +326,7 @@ static inline uint64_t zpipc_slot_bytes(uint32_t sub_entries, uint32_t cq_entrie
     return (b + 4095) & ~(uint64_t)4095;
 }
 _Static_assert(ZPIPC_SLOT_CTRL_BYTES + (uint64_t)ZPIPC_MAX_SUB_ENTRIES * ZPIPC_SUB_BYTES +
-                       (uint64_t)ZPIPC_MAX_CQ_ENTRIES * ZPIPC_CQE_BYTES + ZPIPC_MAX_PAYLOAD +
-                       4095 <
+                       (uint64_t)ZPIPC_MAX_CQ_ENTRIES * ZPIPC_CQE_BYTES + ZPIPC_MAX_PAYLOAD + 4095 <
                    (1ull << 31),
                "the largest slot fits the header's slot_bytes");
 static inline uint64_t zpipc_sub_off(void) {

@@ -88,8 +88,8 @@ static bool maps_line_is(const char *line, uint64_t dev, uint64_t ino) {
     unsigned maj, min;
     unsigned long long inode;
     char perms[8];
-    return sscanf(line, "%lx-%lx %7s %lx %x:%x %llu", &lo, &hi, perms, &off, &maj, &min,
-                  &inode) == 7 &&
+    return sscanf(line, "%lx-%lx %7s %lx %x:%x %llu", &lo, &hi, perms, &off, &maj, &min, &inode) ==
+               7 &&
            maj == major((dev_t)dev) && min == minor((dev_t)dev) && inode == ino;
 }
 

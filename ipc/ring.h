@@ -102,10 +102,10 @@ bool ring_pid_alive(int pidfd, pid_t pid);
  * an object by anyone who can write it is only trusted once this passes. */
 enum {
     RING_PID_OK = 0,
-    RING_PID_GONE = -1,        /* no such process (or a zombie: it maps nothing) */
-    RING_PID_OTHER_UID = -2,   /* its effective uid is not uid (*seen_uid says which) */
-    RING_PID_NOT_MAPPED = -3,  /* it does not map the object */
-    RING_PID_UNREADABLE = -4,  /* /proc/PID/maps could not be read (*sys_err = errno) */
+    RING_PID_GONE = -1,       /* no such process (or a zombie: it maps nothing) */
+    RING_PID_OTHER_UID = -2,  /* its effective uid is not uid (*seen_uid says which) */
+    RING_PID_NOT_MAPPED = -3, /* it does not map the object */
+    RING_PID_UNREADABLE = -4, /* /proc/PID/maps could not be read (*sys_err = errno) */
 };
 /* Returns RING_PID_*. seen_uid (the process's effective uid) and sys_err may be NULL.
  * Reads with open/read into stack buffers: no allocation. */

@@ -25,7 +25,7 @@
 #define SUB         16u
 #define CQ          1024u
 #define PAYLOAD     4096u
-#define SLOT_OFF(i) (ZPIPC_SLOTS_OFF + (uint64_t)(i) * base_slot)
+#define SLOT_OFF(i) (ZPIPC_SLOTS_OFF + (uint64_t)(i)*base_slot)
 
 static uint64_t base_slot, base_total;
 static zpipc_header base;
@@ -223,12 +223,15 @@ int main(void) {
     for (int which = 0; which < 2; which++) {
         for (size_t i = 0; i < sizeof ring_vals / sizeof ring_vals[0]; i++) {
             zpipc_header h = base;
-            if (which == 0) h.sub_entries = ring_vals[i];
-            else h.cq_entries = ring_vals[i];
-            h.payload_bytes = wrapping_payload(h.sub_entries, h.cq_entries, SLOT_OFF(1) - SLOT_OFF(0));
+            if (which == 0)
+                h.sub_entries = ring_vals[i];
+            else
+                h.cq_entries = ring_vals[i];
+            h.payload_bytes =
+                wrapping_payload(h.sub_entries, h.cq_entries, SLOT_OFF(1) - SLOT_OFF(0));
             char what[80];
-            snprintf(what, sizeof what, "%s 2^%d + wrapping payload", which ? "cq_entries" : "sub_entries",
-                     __builtin_ctz(ring_vals[i]));
+            snprintf(what, sizeof what, "%s 2^%d + wrapping payload",
+                     which ? "cq_entries" : "sub_entries", __builtin_ctz(ring_vals[i]));
             forge(&h, base_total, true);
             connect_case(what, which ? "cq_entries" : "sub_entries", true);
         }
