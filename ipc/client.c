@@ -11,6 +11,10 @@
  *   poll), so event text can point into the ring without a copy.
  * - Request bookkeeping is a power-of-two table indexed by id; ids are sequential, so a
  *   slot is only busy when that many requests are outstanding.
+ * - The object is hostile until proven otherwise: it must belong to our uid (or the one the
+ *   caller names), its header is checked on a private copy (ABI limits, overflow-free sizes,
+ *   the real file size) and only that copy is used; the engine pid must be a live process of
+ *   the owner that maps the object (ring_pid_check); a slot is claimed only while FREE.
  * Memory: malloc and mmap only in zipage_connect; everything after works in place.
  * Threading: one thread at a time per client; the last-error buffer is per thread.
  */
@@ -49,6 +53,7 @@ struct zipage_client {
     zpipc_slot *ctl;
     uint8_t *sub, *cq, *payload;
     uint32_t slot, gen, sub_entries, cq_entries;
+    uint32_t max_clients, slot_bytes, max_inflight; /* checked copies of the header's */
     uint64_t payload_bytes;
     pid_t engine_pid;
     int engine_pidfd;
@@ -153,19 +158,47 @@ static bool pow2(uint32_t v) {
     return v && !(v & (v - 1));
 }
 
-/* Checks that the header describes a layout this library can use without going out of
- * the mapping (the engine is trusted, but a stale or foreign object must not crash us). */
-static int check_layout(const zpipc_header *h, size_t size) {
-    if (h->magic != ZPIPC_MAGIC) return fail(ZIPAGE_E_NOENT, "not a zipage object (bad magic)");
+static int bad_field(const char *path, const char *field, uint64_t v, const char *want) {
+    return fail(ZIPAGE_E_VERSION,
+                "/dev/shm%s: header field %s = %llu, expected %s (not an engine of this "
+                "library's ABI, or a damaged or forged object)",
+                path, field, (unsigned long long)v, want);
+}
+
+/* Checks a private copy of the header: every layout field within the ABI limits of proto.h
+ * (so no arithmetic below can wrap), the sizes equal to the formulas, and the total equal to
+ * the object's real size. Only values checked here are ever used as sizes or offsets. */
+static int check_layout(const zpipc_header *h, uint64_t size, const char *path) {
+    if (h->magic != ZPIPC_MAGIC)
+        return fail(ZIPAGE_E_NOENT, "/dev/shm%s is not a zipage object (bad magic)", path);
     if (h->version != ZPIPC_VERSION)
-        return fail(ZIPAGE_E_VERSION, "engine ABI version %u, library %u", h->version,
-                    ZPIPC_VERSION);
-    if (h->header_bytes != ZPIPC_HEADER_BYTES || !h->max_clients || !pow2(h->sub_entries) ||
-        !pow2(h->cq_entries) || !h->payload_bytes ||
-        h->slot_bytes != zpipc_slot_bytes(h->sub_entries, h->cq_entries, h->payload_bytes) ||
-        h->total_bytes != ZPIPC_SLOTS_OFF + (uint64_t)h->max_clients * h->slot_bytes ||
-        h->total_bytes != size)
-        return fail(ZIPAGE_E_VERSION, "inconsistent layout in the header");
+        return fail(ZIPAGE_E_VERSION, "/dev/shm%s: engine ABI version %u, library %u", path,
+                    h->version, ZPIPC_VERSION);
+    if (h->header_bytes != ZPIPC_HEADER_BYTES)
+        return bad_field(path, "header_bytes", h->header_bytes, "640");
+    if (!h->max_clients || h->max_clients > ZPIPC_MAX_CLIENTS)
+        return bad_field(path, "max_clients", h->max_clients, "1..1024");
+    if (!h->max_inflight || h->max_inflight > ZPIPC_MAX_INFLIGHT)
+        return bad_field(path, "max_inflight", h->max_inflight, "1..65536");
+    if (!pow2(h->sub_entries) || h->sub_entries > ZPIPC_MAX_SUB_ENTRIES)
+        return bad_field(path, "sub_entries", h->sub_entries, "a power of two up to 131072");
+    if (!pow2(h->cq_entries) || h->cq_entries > ZPIPC_MAX_CQ_ENTRIES)
+        return bad_field(path, "cq_entries", h->cq_entries, "a power of two up to 262144");
+    if (!h->payload_bytes || h->payload_bytes > ZPIPC_MAX_PAYLOAD)
+        return bad_field(path, "payload_bytes", h->payload_bytes, "1..1073741824");
+    uint64_t slot = zpipc_slot_bytes(h->sub_entries, h->cq_entries, h->payload_bytes);
+    if (h->slot_bytes != slot)
+        return bad_field(path, "slot_bytes", h->slot_bytes, "the stride of the rings and payload");
+    uint64_t total = ZPIPC_SLOTS_OFF + (uint64_t)h->max_clients * slot; /* < 2^42 */
+    if (h->total_bytes != total)
+        return bad_field(path, "total_bytes", h->total_bytes, "4096 + max_clients x slot_bytes");
+    if (total != size)
+        return fail(ZIPAGE_E_VERSION,
+                    "/dev/shm%s: the header describes %llu bytes but the object has %llu", path,
+                    (unsigned long long)total, (unsigned long long)size);
+    if (h->spin_us > ZPIPC_MAX_SPIN_US) return bad_field(path, "spin_us", h->spin_us, "0..1000000");
+    if (h->flags & ~(uint32_t)ZPIPC_HF_ADMIN_CANCEL)
+        return bad_field(path, "flags", h->flags, "bit 0 only");
     return 0;
 }
 
@@ -194,15 +227,13 @@ static int check_engine(zipage_client *c, uint64_t now) {
     return 0;
 }
 
-int zipage_connect(zipage_client **out, const char *name, const zipage_options *opts) {
-    *out = NULL;
-    char path[260];
-    if (!name) name = "zipage";
-    if (!*name || strlen(name) > 250 || strchr(name, '/'))
-        return fail(ZIPAGE_E_INVALID, "bad engine name '%s'", name);
-    snprintf(path, sizeof path, "/%s", name);
-    int fd = shm_open(path, O_RDWR, 0);
-    if (fd < 0) {
+/* Opens /dev/shm/NAME and checks who owns it before anything in it is read: only an object
+ * of this process's effective uid, or of the uid the caller names, can be an engine it
+ * trusts (another user could otherwise squat the name with an object of its own). */
+static int open_object(const char *path, const char *name, const zipage_options *opts, int *fd,
+                       struct stat *st) {
+    *fd = shm_open(path, O_RDWR, 0);
+    if (*fd < 0) {
         int e = errno;
         if (e == ENOENT)
             return fail(ZIPAGE_E_NOENT, "no engine named '%s' (/dev/shm%s)", name, path);
@@ -210,17 +241,144 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
             return fail(ZIPAGE_E_PERM, "/dev/shm%s: permission denied", path);
         return fail(ZIPAGE_E_SYS, "shm_open(%s): %s", path, strerror(e));
     }
-    struct stat st;
-    void *m = MAP_FAILED;
+    uint32_t me = (uint32_t)geteuid();
     int rc = 0;
-    if (fstat(fd, &st) || st.st_size < (off_t)ZPIPC_SLOTS_OFF)
-        rc = fail(ZIPAGE_E_NOENT, "/dev/shm%s is not a zipage object", path);
-    if (!rc) {
-        m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED) rc = fail(ZIPAGE_E_SYS, "mmap(%s): %s", path, strerror(errno));
+    if (fstat(*fd, st))
+        rc = fail(ZIPAGE_E_SYS, "fstat(/dev/shm%s): %s", path, strerror(errno));
+    else if (!S_ISREG(st->st_mode))
+        rc = fail(ZIPAGE_E_NOENT, "/dev/shm%s is not a zipage object (not a file)", path);
+    else if ((uint32_t)st->st_uid != me &&
+             !(opts && opts->engine_uid_set && (uint32_t)st->st_uid == opts->engine_uid))
+        rc = fail(ZIPAGE_E_PERM,
+                  "/dev/shm%s is owned by uid %u, not by this process's uid %u: refusing it "
+                  "(an engine of another user must be named: engine_uid, zipage-cli "
+                  "--engine-uid %u)",
+                  path, (unsigned)st->st_uid, (unsigned)me, (unsigned)st->st_uid);
+    else if (st->st_size < (off_t)ZPIPC_SLOTS_OFF ||
+             (uint64_t)st->st_size > ZPIPC_SLOTS_OFF + (uint64_t)ZPIPC_MAX_CLIENTS *
+                                                           zpipc_slot_bytes(ZPIPC_MAX_SUB_ENTRIES,
+                                                                            ZPIPC_MAX_CQ_ENTRIES,
+                                                                            ZPIPC_MAX_PAYLOAD))
+        rc = fail(ZIPAGE_E_NOENT, "/dev/shm%s is not a zipage object (%lld bytes)", path,
+                  (long long)st->st_size);
+    if (rc) close(*fd);
+    return rc;
+}
+
+/* Derives the engine's identity from what the kernel says, not from the header alone: the
+ * header's pid must be a live process of the object's owner that has this very object
+ * (device and inode) mapped. A pidfd is opened first and checked again last, so a pid that
+ * dies and is reused during the check is not taken for the engine. */
+static int verify_engine(zipage_client *c, pid_t pid, const struct stat *st, const char *path) {
+    c->engine_pid = pid;
+    c->engine_pidfd = ring_pidfd_open(pid);
+    uint32_t seen = 0;
+    int e = 0;
+    int v = ring_pid_check(pid, (uint32_t)st->st_uid, (uint64_t)st->st_dev, (uint64_t)st->st_ino,
+                           &seen, &e);
+    /* A process of another user (an engine named with engine_uid) keeps its maps from us
+     * unless we are root: its uid, which only it and root can have, is then the proof. */
+    if (v == RING_PID_UNREADABLE && (e == EACCES || e == EPERM) && st->st_uid != geteuid())
+        v = RING_PID_OK;
+    if (v == RING_PID_OK && !ring_pid_alive(c->engine_pidfd, pid)) v = RING_PID_GONE;
+    switch (v) {
+    case RING_PID_OK:
+        return 0;
+    case RING_PID_GONE:
+        return fail(ZIPAGE_E_ENGINE_GONE, "/dev/shm%s: its engine (pid %d) is not running", path,
+                    (int)pid);
+    case RING_PID_OTHER_UID:
+        return fail(ZIPAGE_E_ENGINE_GONE,
+                    "/dev/shm%s: pid %d in its header runs as uid %u, not as the object's owner "
+                    "uid %u: not its engine (forged or stale header)",
+                    path, (int)pid, (unsigned)seen, (unsigned)st->st_uid);
+    case RING_PID_NOT_MAPPED:
+        return fail(ZIPAGE_E_ENGINE_GONE,
+                    "/dev/shm%s: pid %d in its header does not map the object: not its engine "
+                    "(forged or stale header)",
+                    path, (int)pid);
+    default:
+        return fail(ZIPAGE_E_SYS, "/dev/shm%s: cannot verify its engine pid %d: /proc/%d/maps: %s",
+                    path, (int)pid, (int)pid, strerror(e));
     }
-    close(fd);
+}
+
+/* Claims a slot the engine shows FREE. A claim word of 0 alone does not make a slot free: a
+ * crashed or hostile process may have zeroed it while the engine still serves (or reclaims)
+ * the old owner, whose reclaim would then reset the slot under the new client and drop its
+ * requests. So the state is checked before the CAS and re-checked after it, with the
+ * generation unchanged; a claim that fails the re-check is given back. */
+static int claim_free_slot(zipage_client *c, uint32_t me) {
+    for (uint32_t i = 0; i < c->max_clients; i++) {
+        zpipc_slot *s = (zpipc_slot *)(c->map + ZPIPC_SLOTS_OFF + (size_t)i * c->slot_bytes);
+        /* acquire: pairs with the engine's release of claim_pid = 0 after it reset the slot
+         * (state FREE and the new generation are stored before it) */
+        if (ring_load_acquire32(&s->claim_pid)) continue;
+        if (ring_load_acquire32(&s->slot_state) != ZPIPC_SLOT_FREE) continue;
+        uint32_t gen = ring_load_acquire32(&s->generation);
+        if (!ring_cas32(&s->claim_pid, 0, me)) continue;
+        /* acquire (the CAS too): a reset or reclaim that raced with the claim shows here */
+        if (ring_load_acquire32(&s->slot_state) != ZPIPC_SLOT_FREE ||
+            ring_load_acquire32(&s->generation) != gen) {
+            ring_cas32(&s->claim_pid, me, 0);
+            continue;
+        }
+        c->slot = i;
+        c->ctl = s;
+        c->gen = gen;
+        return 0;
+    }
+    return fail(ZIPAGE_E_FULL, "all %u client slots are taken", c->max_clients);
+}
+
+/* Claims a slot and waits until the engine attaches this process to it (it looks at each
+ * wake-up and every 10 ms). A claim lost while waiting (the engine reset the slot, storing
+ * claim_pid = 0 over ours, or the word was overwritten) means claiming again; everything is
+ * bounded by hang_timeout, the longest a step may take. */
+static int claim_slot(zipage_client *c, const char *name) {
+    uint32_t me = (uint32_t)getpid();
+    uint64_t t0 = ring_now_ns();
+    for (;;) {
+        int rc = claim_free_slot(c, me);
+        if (rc) return rc;
+        zpipc_slot *s = c->ctl;
+        ring_fetch_add32(&c->hdr->attach_seq, 1); /* after the claim (engine acquires attach_seq) */
+        ring_notify(&c->hdr->engine_futex, &c->hdr->engine_sleeping);
+        bool lost = false;
+        while (!lost) {
+            uint32_t v = ring_load_acquire32(&s->client_futex); /* read before checking */
+            /* acquire: pairs with try_attach's release of ATTACHED; FREE was seen after our
+             * claim, so this ATTACHED is the engine's answer to it */
+            bool attached = ring_load_acquire32(&s->slot_state) == ZPIPC_SLOT_ATTACHED;
+            lost = ring_load_acquire32(&s->claim_pid) != me ||
+                   ring_load_acquire32(&s->generation) != c->gen;
+            if (attached && !lost) return 0;
+            uint64_t now = ring_now_ns();
+            if (!ring_pid_alive(c->engine_pidfd, c->engine_pid) || now - t0 > c->hang_ns) {
+                ring_cas32(&s->claim_pid, me, 0); /* give the unanswered claim back */
+                return fail(ZIPAGE_E_ENGINE_GONE, "engine '%s' did not accept the client", name);
+            }
+            if (!lost) ring_futex_wait(&s->client_futex, v, SLEEP_SLICE_NS);
+        }
+        ring_cas32(&s->claim_pid, me, 0); /* ours no more, or given back if still ours */
+        c->ctl = NULL;
+    }
+}
+
+int zipage_connect(zipage_client **out, const char *name, const zipage_options *opts) {
+    *out = NULL;
+    char path[260];
+    if (!name) name = "zipage";
+    if (!*name || strlen(name) > 250 || strchr(name, '/'))
+        return fail(ZIPAGE_E_INVALID, "bad engine name '%s'", name);
+    snprintf(path, sizeof path, "/%s", name);
+    int fd;
+    struct stat st;
+    int rc = open_object(path, name, opts, &fd, &st);
     if (rc) return rc;
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) return fail(ZIPAGE_E_SYS, "mmap(%s): %s", path, strerror(errno));
     zipage_client *c = calloc(1, sizeof *c);
     if (!c) {
         munmap(m, (size_t)st.st_size);
@@ -230,80 +388,54 @@ int zipage_connect(zipage_client **out, const char *name, const zipage_options *
     c->map_len = (size_t)st.st_size;
     c->hdr = m;
     c->engine_pidfd = -1;
-    zpipc_header *h = c->hdr;
     /* acquire: pairs with the engine's release of READY after it wrote the layout */
-    uint32_t state = ring_load_acquire32(&h->state);
-    rc = check_layout(h, c->map_len);
+    uint32_t state = ring_load_acquire32(&c->hdr->state);
+    /* Everything below uses this private copy: the shared header may change under us. */
+    zpipc_header h;
+    memcpy(&h, c->hdr, sizeof h);
+    rc = check_layout(&h, (uint64_t)st.st_size, path);
     if (!rc && state != ZPIPC_READY)
         rc = fail(state == ZPIPC_DRAINING ? ZIPAGE_E_DRAINING : ZIPAGE_E_ENGINE_GONE,
                   "engine '%s' is %s", name,
                   state == ZPIPC_STARTING   ? "starting"
                   : state == ZPIPC_DRAINING ? "draining"
-                                            : "stopped");
+                  : state == ZPIPC_STOPPED  ? "stopped"
+                                            : "in an unknown state");
+    if (!rc) rc = verify_engine(c, (pid_t)h.engine_pid, &st, path);
     if (!rc) {
-        c->engine_pid = h->engine_pid;
-        c->engine_pidfd = ring_pidfd_open(c->engine_pid);
-        if (!ring_pid_alive(c->engine_pidfd, c->engine_pid))
-            rc = fail(ZIPAGE_E_ENGINE_GONE, "engine '%s' (pid %d) is not running", name,
-                      (int)c->engine_pid);
-    }
-    if (!rc) {
-        c->sub_entries = h->sub_entries;
-        c->cq_entries = h->cq_entries;
-        c->payload_bytes = h->payload_bytes;
-        c->flags = h->flags;
-        c->nreqs = 1;
-        while (c->nreqs < c->sub_entries + h->max_inflight)
+        c->max_clients = h.max_clients;
+        c->slot_bytes = h.slot_bytes;
+        c->max_inflight = h.max_inflight;
+        c->sub_entries = h.sub_entries;
+        c->cq_entries = h.cq_entries;
+        c->payload_bytes = h.payload_bytes;
+        c->flags = h.flags;
+        c->nreqs = 1; /* <= 2^18 within the ABI limits */
+        while (c->nreqs < c->sub_entries + c->max_inflight)
             c->nreqs <<= 1;
         c->reqs = calloc(c->nreqs, sizeof(creq));
         c->sub_pay_end = calloc(c->sub_entries, sizeof(uint64_t));
         if (!c->reqs || !c->sub_pay_end) rc = fail(ZIPAGE_E_SYS, "out of memory");
-        c->spin_us = !opts || opts->spin_us == ZIPAGE_SPIN_DEFAULT ? (int32_t)h->spin_us
+        c->spin_us = !opts || opts->spin_us == ZIPAGE_SPIN_DEFAULT ? (int32_t)h.spin_us
                      : opts->spin_us == ZIPAGE_SPIN_NONE           ? 0
                                                                    : opts->spin_us;
         c->hang_ns = (uint64_t)(opts && opts->hang_timeout_ms > 0 ? opts->hang_timeout_ms : 10000) *
                      1000000ull;
     }
-    uint32_t me = (uint32_t)getpid();
-    for (uint32_t i = 0; !rc && !c->ctl && i < h->max_clients; i++) {
-        zpipc_slot *s = (zpipc_slot *)(c->map + ZPIPC_SLOTS_OFF + (size_t)i * h->slot_bytes);
-        if (ring_load_relaxed32(&s->claim_pid) || !ring_cas32(&s->claim_pid, 0, me)) continue;
-        c->slot = i;
-        c->ctl = s;
-        /* the engine bumped the generation before freeing the slot (acquire in the CAS) */
-        c->gen = ring_load_acquire32(&s->generation);
-    }
-    if (!rc && !c->ctl)
-        rc = fail(ZIPAGE_E_FULL, "all %u client slots of '%s' are taken", h->max_clients, name);
+    if (!rc) rc = claim_slot(c, name);
     if (!rc) {
         uint8_t *base = (uint8_t *)c->ctl;
         c->sub = base + zpipc_sub_off();
         c->cq = base + zpipc_cq_off(c->sub_entries);
         c->payload = base + zpipc_payload_off(c->sub_entries, c->cq_entries);
-        ring_fetch_add32(&h->attach_seq, 1); /* after the claim (engine acquires attach_seq) */
-        ring_notify(&h->engine_futex, &h->engine_sleeping);
-        /* wait for the engine to take the claim */
-        uint64_t t0 = ring_now_ns();
-        for (;;) {
-            uint32_t v = ring_load_acquire32(&c->ctl->client_futex); /* read before checking */
-            /* acquire: pairs with try_attach's release of ATTACHED */
-            if (ring_load_acquire32(&c->ctl->slot_state) == ZPIPC_SLOT_ATTACHED) break;
-            uint64_t now = ring_now_ns();
-            /* the engine attaches between steps: as long as a step may take (hang_timeout) */
-            if (!ring_pid_alive(c->engine_pidfd, c->engine_pid) || now - t0 > c->hang_ns) {
-                rc = fail(ZIPAGE_E_ENGINE_GONE, "engine '%s' did not accept the client", name);
-                break;
-            }
-            ring_futex_wait(&c->ctl->client_futex, v, SLEEP_SLICE_NS);
-        }
-        if (rc) ring_cas32(&c->ctl->claim_pid, me, 0); /* give the unanswered claim back */
+        rc = check_engine(c, ring_now_ns());
     }
-    if (!rc && (rc = check_engine(c, ring_now_ns())) == 0) {
+    if (!rc) {
         c->next_id = 1;
         *out = c;
         return 0;
     }
-    if (c->ctl && ring_load_relaxed32(&c->ctl->claim_pid) == me)
+    if (c->ctl && ring_load_relaxed32(&c->ctl->claim_pid) == (uint32_t)getpid())
         ring_store_release32(&c->ctl->detach, 1); /* attached but unusable: free it at once */
     if (c->engine_pidfd >= 0) close(c->engine_pidfd);
     munmap(c->map, c->map_len);
@@ -626,8 +758,8 @@ int zipage_get_stats(zipage_client *c, zipage_stats *s) {
     s->rejected = st.rejected;
     s->client_deaths = st.client_deaths;
     s->protocol_errors = st.protocol_errors;
-    s->max_clients = (int32_t)h->max_clients;
-    s->max_inflight_per_client = (int32_t)h->max_inflight;
+    s->max_clients = (int32_t)c->max_clients;
+    s->max_inflight_per_client = (int32_t)c->max_inflight;
     s->engine_pid = c->engine_pid;
     s->state = (int32_t)ring_load_acquire32(&c->ctl->engine_state); /* set_engine_state */
     memcpy(s->model, h->model, sizeof s->model);

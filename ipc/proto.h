@@ -302,13 +302,33 @@ _Static_assert(offsetof(zpipc_cqe, cached_prompt_tokens) == 52, "zpipc_cqe.cache
 _Static_assert(offsetof(zpipc_cqe, evicted_tokens) == 56, "zpipc_cqe.evicted_tokens");
 _Static_assert(offsetof(zpipc_cqe, text) == 64, "zpipc_cqe.text");
 
-/* Layout arithmetic shared by both sides (each side uses its own copy of the sizes). */
+/* ABI limits: the largest layout an engine publishes (the [ipc] ranges of zipage.conf:
+ * max_clients <= 1024, max_inflight_per_client <= 65536, payload_bytes_per_client <= 1 GiB,
+ * spin_us <= 1 s; the rings are the powers of two the engine derives from max_inflight).
+ * A client refuses a header beyond them, so no layout arithmetic below can overflow. */
+#define ZPIPC_MAX_CLIENTS     1024u
+#define ZPIPC_MAX_INFLIGHT    65536u
+#define ZPIPC_MAX_SUB_ENTRIES (1u << 17) /* pow2 >= 2 x max_inflight */
+#define ZPIPC_MAX_CQ_ENTRIES  (1u << 18) /* pow2 >= 4 x max_inflight */
+#define ZPIPC_MAX_PAYLOAD     (1ull << 30)
+#define ZPIPC_MAX_SPIN_US     1000000u
+
+/* Layout arithmetic shared by both sides (each side uses its own copy of the sizes).
+ * Slot stride, page-rounded; 0 when an input is beyond the ABI limits (within them the sum
+ * is below 2^31, so it neither wraps nor overflows the header's 32-bit slot_bytes). */
 static inline uint64_t zpipc_slot_bytes(uint32_t sub_entries, uint32_t cq_entries,
                                         uint64_t payload_bytes) {
+    if (sub_entries > ZPIPC_MAX_SUB_ENTRIES || cq_entries > ZPIPC_MAX_CQ_ENTRIES ||
+        payload_bytes > ZPIPC_MAX_PAYLOAD)
+        return 0;
     uint64_t b = ZPIPC_SLOT_CTRL_BYTES + (uint64_t)sub_entries * ZPIPC_SUB_BYTES +
                  (uint64_t)cq_entries * ZPIPC_CQE_BYTES + payload_bytes;
     return (b + 4095) & ~(uint64_t)4095;
 }
+_Static_assert(ZPIPC_SLOT_CTRL_BYTES + (uint64_t)ZPIPC_MAX_SUB_ENTRIES * ZPIPC_SUB_BYTES +
+                       (uint64_t)ZPIPC_MAX_CQ_ENTRIES * ZPIPC_CQE_BYTES + ZPIPC_MAX_PAYLOAD + 4095 <
+                   (1ull << 31),
+               "the largest slot fits the header's slot_bytes");
 static inline uint64_t zpipc_sub_off(void) {
     return ZPIPC_SLOT_CTRL_BYTES;
 }

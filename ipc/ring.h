@@ -96,4 +96,20 @@ int ring_pidfd_open(pid_t pid);
  * pidfd, kill(pid, 0). */
 bool ring_pid_alive(int pidfd, pid_t pid);
 
+/* Whether pid is a process that serves (or uses) a shared-memory object, from what the
+ * kernel says rather than what the object says: /proc/PID/status (effective uid) and
+ * /proc/PID/maps (a mapping of the file with device dev and inode ino). A pid written into
+ * an object by anyone who can write it is only trusted once this passes. */
+enum {
+    RING_PID_OK = 0,
+    RING_PID_GONE = -1,       /* no such process (or a zombie: it maps nothing) */
+    RING_PID_OTHER_UID = -2,  /* its effective uid is not uid (*seen_uid says which) */
+    RING_PID_NOT_MAPPED = -3, /* it does not map the object */
+    RING_PID_UNREADABLE = -4, /* /proc/PID/maps could not be read (*sys_err = errno) */
+};
+/* Returns RING_PID_*. seen_uid (the process's effective uid) and sys_err may be NULL.
+ * Reads with open/read into stack buffers: no allocation. */
+int ring_pid_check(pid_t pid, uint32_t uid, uint64_t dev, uint64_t ino, uint32_t *seen_uid,
+                   int *sys_err);
+
 #endif

@@ -140,6 +140,12 @@ typedef struct zipage_options {
     /* Engine heartbeat age after which the engine counts as gone although its process
      * lives (hung or stopped); 0 = 10000 ms. */
     int32_t hang_timeout_ms;
+    /* Trust an engine object owned by engine_uid (when engine_uid_set is nonzero) as well as
+     * one owned by this process's effective uid: an engine run by another user, e.g. a
+     * service account. Without it zipage_connect() refuses an object of any other owner with
+     * ZIPAGE_E_PERM, naming the owner, so another user cannot squat the engine's name. */
+    int32_t engine_uid_set;
+    uint32_t engine_uid;
 } zipage_options;
 
 typedef struct zipage_stats {
@@ -158,7 +164,12 @@ typedef struct zipage_stats {
 
 typedef struct zipage_client zipage_client;
 
-/* Attaches to the engine serving NAME (NULL = "zipage"). opts may be NULL. */
+/* Attaches to the engine serving NAME (NULL = "zipage"). opts may be NULL. Before using
+ * anything in /dev/shm/NAME it checks that the object is owned by this process's uid (or
+ * opts->engine_uid), that every header field is within the ABI's limits and consistent with
+ * the object's real size, and that the header's engine pid is a live process of the owner
+ * that maps this object (else ZIPAGE_E_PERM, ZIPAGE_E_VERSION, ZIPAGE_E_ENGINE_GONE with a
+ * message naming the field, uid or pid). It claims only a slot the engine shows free. */
 ZIPAGE_API int zipage_connect(zipage_client **out, const char *name, const zipage_options *opts);
 /* Detaches; the engine cancels anything still in flight. NULL is fine. */
 ZIPAGE_API void zipage_disconnect(zipage_client *c);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # zipage serve --echo (ASan build) + zipage-cli + the Python client, end to end:
 # static binary, generate --json (text and ids), chat through the engine's template, stats
-# (--json, --prometheus), cancel refused without ipc_admin_cancel, bench-ipc, Python
+# (--json, --prometheus), --engine-uid, cancel refused without ipc_admin_cancel, bench-ipc, Python
 # generate/stream/errors, SIGTERM drain (object removed), SIGINT twice stops a busy engine,
 # SIGTERM with sigterm = cancel.
 set -u
@@ -67,6 +67,10 @@ printf 'hi there\nsecond\n' | $CLI --name $NAME chat --system sys >"$tmp/chat.ou
 check "chat keeps history (echo renders the messages)" \
     grep -q '"role": "assistant", "content": "\[{\\"role\\": \\"system\\"' "$tmp/chat.out"
 
+$CLI --name $NAME --engine-uid abc stats 2>/dev/null; rc=$?
+check "--engine-uid that is not a uid: exit 2" [ $rc = 2 ]
+check "--engine-uid naming another uid still accepts our own engine" \
+    bash -c "$CLI stats --engine-uid 12345 --name $NAME | grep -q 'model echo'"
 check "stats --json" bash -c "$CLI --name $NAME stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"model\"]==\"echo\" and d[\"clients\"]>=1, d'"
 check "stats --prometheus" bash -c "$CLI --name $NAME stats --prometheus | grep -q '^zipage_completed_total [0-9]'"
 $CLI --name $NAME cancel --slot 0 2>/dev/null; rc=$?
@@ -96,6 +100,8 @@ with Client(sys.argv[1]) as c:
     r = c.generate("after")
     assert r["text"] == "after", r
     assert c.stats()["model"] == "echo"
+with Client(sys.argv[1], engine_uid=12345) as c:  # another uid named: ours still accepted
+    assert c.generate("uid", max_tokens=5)["text"] == "uid"
 PY
 
 check "SIGTERM drains and exits 0" stop_wait TERM

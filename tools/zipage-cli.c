@@ -9,6 +9,9 @@
  *   zipage-cli [--name NAME] cancel --slot N [--id ID]
  *   zipage-cli [--name NAME] bench-ipc [--requests N] [--window W] [--mode busy|futex|both]
  *
+ * --engine-uid UID (anywhere, like --name) trusts an engine run by that user; otherwise only
+ * an object owned by our own uid is used (ipc/zipage.h, zipage_options.engine_uid).
+ *
  * A tool run before any engine rules apply: it uses libc freely. Exit status: 0 ok, 2 bad
  * input (options, or a request the engine refused as invalid), 1 anything else.
  */
@@ -22,11 +25,12 @@
 #include <time.h>
 
 static const char *g_name = "zipage";
+static zipage_options g_opts; /* --engine-uid */
 
 static int usage(void) {
     fprintf(
         stderr,
-        "usage: zipage-cli [--name NAME] COMMAND [options]\n"
+        "usage: zipage-cli [--name NAME] [--engine-uid UID] COMMAND [options]\n"
         "  generate  --prompt TEXT | --chat-text USER_MESSAGE | --prompt-ids \"1 2 3\"\n"
         "            [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
         "            [--seed S] [--ignore-eos] [--no-thinking] [--no-compress]\n"
@@ -94,7 +98,8 @@ static void json_str(FILE *f, const char *s, size_t n) {
 
 static zipage_client *connect_or_die(int spin_us, int *rc) {
     zipage_client *c = NULL;
-    zipage_options o = {.spin_us = spin_us};
+    zipage_options o = g_opts;
+    o.spin_us = spin_us;
     *rc = zipage_connect(&c, g_name, &o);
     return c;
 }
@@ -579,12 +584,22 @@ static int cmd_bench(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    /* --name may stand before or after the command */
+    /* --name and --engine-uid may stand before or after the command */
     int k = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--name")) {
             if (i + 1 >= argc) return bad_opt("--name needs a value%s", "");
             g_name = argv[++i];
+            continue;
+        }
+        if (!strcmp(argv[i], "--engine-uid")) {
+            double uid;
+            if (i + 1 >= argc) return bad_opt("--engine-uid needs a value%s", "");
+            if (num(argv[i], argv[i + 1], 0, 4294967294.0, &uid)) return 2;
+            if (uid != floor(uid)) return bad_opt("--engine-uid: '%s' is not a uid", argv[i + 1]);
+            g_opts.engine_uid_set = 1;
+            g_opts.engine_uid = (uint32_t)uid;
+            i++;
             continue;
         }
         argv[k++] = argv[i];

@@ -56,7 +56,8 @@ class _Event(ctypes.Structure):
 
 
 class _Options(ctypes.Structure):
-    _fields_ = [("spin_us", ctypes.c_int32), ("hang_timeout_ms", ctypes.c_int32)]
+    _fields_ = [("spin_us", ctypes.c_int32), ("hang_timeout_ms", ctypes.c_int32),
+                ("engine_uid_set", ctypes.c_int32), ("engine_uid", ctypes.c_uint32)]
 
 
 class _Stats(ctypes.Structure):
@@ -114,12 +115,15 @@ class ZipageError(Exception):
 
 
 class Client:
-    def __init__(self, name="zipage", lib=None, spin_us=0):
+    def __init__(self, name="zipage", lib=None, spin_us=0, engine_uid=None):
         """Attaches to the engine serving NAME. spin_us: busy-wait before sleeping
-        (0 = the engine's default, -1 = busy-poll forever, -2 = sleep at once)."""
+        (0 = the engine's default, -1 = busy-poll forever, -2 = sleep at once).
+        engine_uid: also trust an engine run by this uid (another user's service); by
+        default only an object owned by our own uid is used (ZipageError otherwise)."""
         self._lib = _load(lib)
         self._c = ctypes.c_void_p()
-        opts = _Options(spin_us, 0)
+        opts = _Options(spin_us, 0, engine_uid is not None,
+                        0 if engine_uid is None else engine_uid)
         rc = self._lib.zipage_connect(ctypes.byref(self._c), name.encode(), ctypes.byref(opts))
         self._check(rc)
         self._evs = (_Event * 64)()
