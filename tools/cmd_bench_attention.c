@@ -125,6 +125,7 @@ int bench_attention(int argc, char **argv) {
                 arena_temp_reset(&a, 0);
 
                 const rtc_source *src = rtc_source_find("attention.cu");
+                if (!src) { rc = err_set(ZP_ENOTFOUND, "attention.cu is not in this build"); goto out; }
                 nvrtc_consts k = {D, bs, G};
                 char store[3][32];
                 const char *defs[3];
