@@ -12,6 +12,10 @@
  * - A slot is handed to a new client only after every request of its previous owner has
  *   got its terminal event from the engine; then its generation is bumped, so events of
  *   the old owner can never reach the new one.
+ * - The header lines a client could scribble on (layout, model facts, state, stats_seq) are
+ *   outputs of private copies (pub, state, stats_seq), re-published on housekeeping.
+ * - A claim becomes an attached slot only for a living pid whose /proc/PID/maps lists the
+ *   object; false claims are cleared at the next scan (at most HOUSEKEEP_NS later).
  * Threading: one thread (the engine's scheduler); ipc_server_stop() may run in a signal
  * handler and only stores a level and wakes the futex.
  * Memory: the object is mapped at create; all else comes from the arena before start ends.
@@ -175,8 +179,8 @@ static int check_existing(const ipc_server *s) {
                        (unsigned)st.st_uid);
     pid_t owner = live_owner(s->path);
     if (owner)
-        return err_set(ZP_EBUSY, "ipc_name '%s': %s is served by pid %d", s->cfg.name,
-                       s->shm_path, (int)owner);
+        return err_set(ZP_EBUSY, "ipc_name '%s': %s is served by pid %d", s->cfg.name, s->shm_path,
+                       (int)owner);
     return 0;
 }
 
@@ -523,8 +527,7 @@ void ipc_server_on_event(void *srv, const engine_event *ev) {
     size_t n = 0;
     if (ev->finish == ENGINE_RUNNING) {
         if (!live || r->overrun) return;
-        if (s->ops.detok(s->ops.ctx, detok_state(s, idx), ev->token, s->piece, sizeof s->piece,
-                         &n))
+        if (s->ops.detok(s->ops.ctx, detok_state(s, idx), ev->token, s->piece, sizeof s->piece, &n))
             n = 0; /* a piece that cannot be rendered is sent empty; the id is still right */
         if (!push_text(s, sl, r, ev->token, ev->logprob, n)) {
             r->overrun = 1;

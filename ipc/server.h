@@ -1,8 +1,9 @@
 /* server: the engine side of the shared-memory IPC (protocol: ipc/proto.h, docs/IPC.md).
  *
  * Life cycle (one thread, the engine's scheduler thread, does everything):
- *   ipc_server_create()  creates /dev/shm/NAME (O_EXCL; a stale object of a dead engine is
- *                        replaced), sized and permissioned from the [ipc] keys; state STARTING.
+ *   ipc_server_create()  creates /dev/shm/NAME (O_EXCL; a stale object of a dead engine of
+ *                        this uid is replaced, another uid's object never), sized, reserved
+ *                        and permissioned from the [ipc] keys; state STARTING.
  *   ipc_server_start()   takes the engine's ops table, carves the request table and scratch
  *                        from the arena, publishes the model facts and state READY.
  *   (caller freezes the arena: nothing below allocates)
@@ -18,6 +19,10 @@
  * before it is validated; the server keeps its own copy of every index and size and never
  * reads a value twice. A bad request fails with an error record; a client that corrupts
  * its indices is quarantined (its requests cancelled, its slot held until its process dies).
+ * The header's layout, model facts and state are re-published from the server's copy on
+ * every housekeeping pass; a slot claim is honoured only for a living process that has the
+ * object mapped (docs/IPC-threat-engine.md); the object's pages are reserved at create, so
+ * a full /dev/shm fails start-up instead of killing the engine later.
  */
 #ifndef ZP_IPC_SERVER_H
 #define ZP_IPC_SERVER_H

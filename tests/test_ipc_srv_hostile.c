@@ -50,7 +50,8 @@ static bool served(const char *name, const char *what) {
     char out[16];
     zipage_event fin;
     int rc = ipct_generate(c, "hello", 5, out, sizeof out, &fin);
-    bool ok = !rc && fin.finish == ZIPAGE_FINISH_STOP && fin.text_len == 5 && !memcmp(out, "hello", 5);
+    bool ok =
+        !rc && fin.finish == ZIPAGE_FINISH_STOP && fin.text_len == 5 && !memcmp(out, "hello", 5);
     if (!ok) fprintf(stderr, "%s: request failed: rc %d finish %d\n", what, rc, fin.finish);
     zipage_disconnect(c);
     return ok;

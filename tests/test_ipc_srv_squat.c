@@ -72,9 +72,8 @@ int main(void) {
         pid_t gone = dead_pid();
         pid_t p = ipct_fork(SIGKILL);
         if (p == 0)
-            _exit(setgid(SQUATTER) || setuid(SQUATTER) || make_object(name, with_header, gone)
-                      ? 1
-                      : 0);
+            _exit(setgid(SQUATTER) || setuid(SQUATTER) || make_object(name, with_header, gone) ? 1
+                                                                                               : 0);
         int st;
         REQUIRE(waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0);
         REQUIRE(owner_of(name) == SQUATTER);
