@@ -12,6 +12,10 @@
  * - A slot is handed to a new client only after every request of its previous owner has
  *   got its terminal event from the engine; then its generation is bumped, so events of
  *   the old owner can never reach the new one.
+ * - The header lines a client could scribble on (layout, model facts, state, stats_seq) are
+ *   outputs of private copies (pub, state, stats_seq), re-published on housekeeping.
+ * - A claim becomes an attached slot only for a living pid whose /proc/PID/maps lists the
+ *   object; false claims are cleared at the next scan (at most HOUSEKEEP_NS later).
  * Threading: one thread (the engine's scheduler); ipc_server_stop() may run in a signal
  * handler and only stores a level and wakes the futex.
  * Memory: the object is mapped at create; all else comes from the arena before start ends.
@@ -40,6 +44,8 @@
 #define PIECE_CAP    1024         /* bytes of one token's text piece */
 #define STOP_NOW_NS  100000000ull /* IPC_STOP_NOW: longest wait for cancellations */
 #define STALL_NS     50000000ull  /* longest engine pause for a client that reads slowly */
+#define ATTACH_NS    200000ull    /* attach_seq bumps trigger a claim scan at most this often */
+#define MAPS_CHUNK   4096         /* bytes of /proc/PID/maps read at a time */
 
 _Static_assert((int)ENGINE_FINISH_STOP == ZIPAGE_FINISH_STOP, "finish codes");
 _Static_assert((int)ENGINE_FINISH_LENGTH == ZIPAGE_FINISH_LENGTH, "finish codes");
@@ -70,9 +76,15 @@ typedef struct srv_slot {
 struct ipc_server {
     ipc_server_config cfg;
     char path[260];
+    char shm_path[272]; /* /dev/shm/NAME as /proc/PID/maps shows it */
     uint8_t *map;
     size_t map_len;
     zpipc_header *hdr;
+    /* The truth for the header's layout and model lines and state; re-published on
+     * housekeeping, since any client may scribble on the shared copy. */
+    zpipc_header pub;
+    uint32_t state, stats_seq;
+    int32_t vocab; /* prompt and stop ids must be below it (published as header.vocab) */
     uint32_t sub_entries, cq_entries;
     uint64_t slot_bytes;
     srv_slot *slots;
@@ -97,7 +109,7 @@ struct ipc_server {
     int32_t reclaiming; /* slots in RECLAIMING */
     bool stalled;       /* the last step was held back for a slow reader */
     uint32_t attach_seen;
-    uint64_t last_house;
+    uint64_t last_house, last_attach;
     int stop_level, stop_applied;
     uint64_t stop_deadline;
     volatile sig_atomic_t stop_req;
@@ -152,6 +164,36 @@ static pid_t live_owner(const char *path) {
     return pid;
 }
 
+/* Checks an object found under our name: 0 = replace it (left by a dead engine of this
+ * uid, or not an engine's object), else the error. An object of another uid is never
+ * replaced: its header (and so its pid) is written by whoever owns it, so it proves nothing,
+ * and taking it over would hand that owner an object it can write into. */
+static int check_existing(const ipc_server *s) {
+    struct stat st;
+    if (stat(s->shm_path, &st)) return 0; /* gone meanwhile: create it again */
+    if (st.st_uid != geteuid())
+        return err_set(ZP_EBUSY,
+                       "ipc_name '%s': %s is owned by uid %u, not by this engine's uid %u: choose "
+                       "another ipc_name, or have uid %u remove it",
+                       s->cfg.name, s->shm_path, (unsigned)st.st_uid, (unsigned)geteuid(),
+                       (unsigned)st.st_uid);
+    pid_t owner = live_owner(s->path);
+    if (owner)
+        return err_set(ZP_EBUSY, "ipc_name '%s': %s is served by pid %d", s->cfg.name, s->shm_path,
+                       (int)owner);
+    return 0;
+}
+
+/* Writes the private layout and model lines and state over the shared header where a client
+ * has changed them (and at every change of state). The other header lines are the loop's. */
+static void publish_header(ipc_server *s) {
+    const size_t n = offsetof(zpipc_header, state);
+    if (memcmp(s->hdr, &s->pub, n)) memcpy(s->hdr, &s->pub, n);
+    /* release: layout before state (pairs with connect's acquire of state) */
+    if (ring_load_relaxed32(&s->hdr->state) != s->state)
+        ring_store_release32(&s->hdr->state, s->state);
+}
+
 static void slot_reset_shared(srv_slot *sl) {
     zpipc_slot *c = sl->ctl;
     ring_store_relaxed64(&c->sub_tail, 0);
@@ -176,6 +218,7 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
     if (!s) return ZP_ENOMEM;
     s->cfg = *cfg;
     snprintf(s->path, sizeof s->path, "/%s", cfg->name);
+    snprintf(s->shm_path, sizeof s->shm_path, "/dev/shm/%s", cfg->name);
     s->sub_entries = pow2_at_least(cfg->max_inflight * 2u < 16 ? 16 : cfg->max_inflight * 2u);
     uint64_t cq = (uint64_t)cfg->max_inflight * 4;
     s->cq_entries = pow2_at_least(cq < 1024 ? 1024 : cq);
@@ -187,11 +230,9 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
     for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
         fd = shm_open(s->path, O_RDWR | O_CREAT | O_EXCL, (mode_t)cfg->mode);
         if (fd >= 0 || errno != EEXIST) break;
-        pid_t owner = live_owner(s->path);
-        if (owner)
-            return err_set(ZP_EBUSY, "ipc_name '%s': /dev/shm%s is served by pid %d", cfg->name,
-                           s->path, (int)owner);
-        shm_unlink(s->path); /* left by an engine that died: replace it */
+        int rc = check_existing(s);
+        if (rc) return rc;
+        shm_unlink(s->path); /* left by an engine of ours that died: replace it */
     }
     if (fd < 0)
         return err_set(ZP_EIO, "ipc_name '%s': shm_open(%s): %s", cfg->name, s->path,
@@ -206,12 +247,17 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
         else if (fchown(fd, (uid_t)-1, g->gr_gid))
             rc = err_set(ZP_EIO, "ipc_group '%s': fchown: %s", cfg->group, strerror(errno));
     }
-    if (!rc && ftruncate(fd, (off_t)s->map_len))
-        rc =
-            err_set(ZP_EIO, "ftruncate(/dev/shm%s, %zu): %s", s->path, s->map_len, strerror(errno));
+    /* Every page is reserved now: a sparse object (ftruncate alone) commits tmpfs pages on
+     * first touch, and a full /dev/shm then kills the engine with SIGBUS mid-request. */
+    int frc = rc ? 0 : posix_fallocate(fd, 0, (off_t)s->map_len);
+    if (frc)
+        rc = err_set(ZP_ELIMIT,
+                     "cannot reserve %zu bytes (%zu MiB) of shared memory for %s: %s; free space "
+                     "in /dev/shm or lower max_clients / payload_bytes_per_client / "
+                     "max_inflight_per_client",
+                     s->map_len, (s->map_len + (1u << 20) - 1) >> 20, s->shm_path, strerror(frc));
     if (!rc) {
-        /* The one shared mapping of the process, made at start-up (tmpfs pages are only
-         * committed when touched). */
+        /* The one shared mapping of the process, made at start-up. */
         void *m = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (m == MAP_FAILED)
             rc = err_set(ZP_EIO, "mmap(/dev/shm%s): %s", s->path, strerror(errno));
@@ -230,7 +276,8 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
         shm_unlink(s->path);
         return rc;
     }
-    zpipc_header *h = s->hdr = (zpipc_header *)s->map;
+    s->hdr = (zpipc_header *)s->map;
+    zpipc_header *h = &s->pub;
     h->magic = ZPIPC_MAGIC;
     h->version = ZPIPC_VERSION;
     h->header_bytes = ZPIPC_HEADER_BYTES;
@@ -256,7 +303,8 @@ int ipc_server_create(ipc_server **out, arena *a, const ipc_server_config *cfg) 
         sl->gen = 1;
         slot_reset_shared(sl);
     }
-    ring_store_release32(&h->state, ZPIPC_STARTING); /* layout before state (connect acquires) */
+    s->state = ZPIPC_STARTING;
+    publish_header(s);
     *out = s;
     return 0;
 }
@@ -284,7 +332,7 @@ int ipc_server_start(ipc_server *s, arena *a, const ipc_engine_ops *ops,
     s->ops.detok_state_size = dss;
     for (uint32_t i = 0; i < n; i++)
         s->free_reqs[i] = (int32_t)(n - 1 - i);
-    zpipc_header *h = s->hdr;
+    zpipc_header *h = &s->pub;
     snprintf(h->model, sizeof h->model, "%s", info->model ? info->model : "");
     snprintf(h->backend, sizeof h->backend, "%s", info->backend ? info->backend : "");
     h->vocab = info->vocab;
@@ -292,12 +340,14 @@ int ipc_server_start(ipc_server *s, arena *a, const ipc_engine_ops *ops,
     h->max_concurrency = info->max_concurrency;
     h->blocks_total = info->blocks_total;
     h->block_size = info->block_size;
+    s->vocab = info->vocab;
     s->started = true;
     s->last_house = 0;
     for (uint32_t i = 0; i < s->cfg.max_clients; i++)
         ring_store_relaxed32(&s->slots[i].ctl->engine_state, ZPIPC_READY);
-    ring_store_relaxed64(&h->heartbeat_ns, ring_now_ns());
-    ring_store_release32(&h->state, ZPIPC_READY); /* pairs with connect's acquire */
+    ring_store_relaxed64(&s->hdr->heartbeat_ns, ring_now_ns());
+    s->state = ZPIPC_READY;
+    publish_header(s);
     return 0;
 }
 
@@ -308,7 +358,8 @@ void ipc_server_destroy(ipc_server *s) {
         /* clients still mapping the object see the end even if run() never got to say it */
         ring_store_release32(&s->slots[i].ctl->engine_state, ZPIPC_STOPPED);
     }
-    ring_store_release32(&s->hdr->state, ZPIPC_STOPPED);
+    s->state = ZPIPC_STOPPED;
+    publish_header(s);
     munmap(s->map, s->map_len);
     s->map = NULL;
     shm_unlink(s->path);
@@ -433,8 +484,39 @@ static void cancel_slot(ipc_server *s, srv_slot *sl, uint64_t client_id) {
 
 static bool read_cq_head(ipc_server *s, srv_slot *sl);
 
+/* Sends s->piece[0..n) as TOKEN records of request r: the first carries token (or, with
+ * token < 0, every record is a CONT of the previous token's text), the rest are CONT
+ * records of 64 bytes each. One entry per in-flight request stays free for its FINAL;
+ * false (nothing sent) when the records do not fit that way. */
+static bool push_text(ipc_server *s, srv_slot *sl, const srv_req *r, int32_t token, float logprob,
+                      size_t n) {
+    uint32_t need = n <= ZPIPC_CQE_TEXT ? 1 : (uint32_t)((n + ZPIPC_CQE_TEXT - 1) / ZPIPC_CQE_TEXT);
+    if (cq_free(sl, s->cq_entries) < need + (uint32_t)sl->inflight &&
+        (!read_cq_head(s, sl) || cq_free(sl, s->cq_entries) < need + (uint32_t)sl->inflight))
+        return false;
+    for (uint32_t k = 0; k < need; k++) {
+        zpipc_cqe *e = cq_next(s, sl);
+        size_t off = (size_t)k * ZPIPC_CQE_TEXT, len = n - off;
+        bool cont = k || token < 0;
+        e->req_id = r->client_id;
+        e->type = ZIPAGE_EV_TOKEN;
+        e->flags = cont ? ZIPAGE_EVF_CONT : 0;
+        e->token = cont ? -1 : token;
+        e->logprob = r->logprobs && !cont ? logprob : 0.0f;
+        e->text_len = (uint32_t)(len < ZPIPC_CQE_TEXT ? len : ZPIPC_CQE_TEXT);
+        memcpy(e->text, s->piece + off, e->text_len);
+    }
+    return true;
+}
+
+static void *detok_state(ipc_server *s, uint32_t idx) {
+    return s->detok_states ? s->detok_states + (size_t)idx * s->ops.detok_state_size : NULL;
+}
+
 /* Every generated token arrives as an ENGINE_RUNNING event (and becomes a TOKEN record); the
- * terminal event's token repeats the last one or is -1 and is not sent again (engine.h). */
+ * terminal event's token repeats the last one or is -1 and is not sent again (engine.h).
+ * Before the FINAL, the text the detokenizer still holds goes out as a CONT record, so the
+ * client's text equals offline decoding of the same ids. */
 void ipc_server_on_event(void *srv, const engine_event *ev) {
     ipc_server *s = srv;
     uint32_t idx = (uint32_t)ev->user_tag, tag = (uint32_t)(ev->user_tag >> 32);
@@ -442,36 +524,21 @@ void ipc_server_on_event(void *srv, const engine_event *ev) {
     srv_req *r = &s->reqs[idx];
     srv_slot *sl = &s->slots[r->slot];
     bool live = sl->state == ZPIPC_SLOT_ATTACHED && sl->gen == r->gen;
+    size_t n = 0;
     if (ev->finish == ENGINE_RUNNING) {
         if (!live || r->overrun) return;
-        size_t n = 0;
-        if (s->ops.detok(s->ops.ctx,
-                         s->detok_states ? s->detok_states + (size_t)idx * s->ops.detok_state_size
-                                         : NULL,
-                         ev->token, s->piece, sizeof s->piece, &n))
+        if (s->ops.detok(s->ops.ctx, detok_state(s, idx), ev->token, s->piece, sizeof s->piece, &n))
             n = 0; /* a piece that cannot be rendered is sent empty; the id is still right */
-        uint32_t need =
-            n <= ZPIPC_CQE_TEXT ? 1 : (uint32_t)((n + ZPIPC_CQE_TEXT - 1) / ZPIPC_CQE_TEXT);
-        /* keep one entry per in-flight request for its FINAL */
-        if (cq_free(sl, s->cq_entries) < need + (uint32_t)sl->inflight &&
-            (!read_cq_head(s, sl) || cq_free(sl, s->cq_entries) < need + (uint32_t)sl->inflight)) {
+        if (!push_text(s, sl, r, ev->token, ev->logprob, n)) {
             r->overrun = 1;
             req_cancel(s, r);
-            return;
-        }
-        for (uint32_t k = 0; k < need; k++) {
-            zpipc_cqe *e = cq_next(s, sl);
-            size_t off = (size_t)k * ZPIPC_CQE_TEXT, len = n - off;
-            e->req_id = r->client_id;
-            e->type = ZIPAGE_EV_TOKEN;
-            e->flags = k ? ZIPAGE_EVF_CONT : 0;
-            e->token = k ? -1 : ev->token;
-            e->logprob = r->logprobs ? ev->logprob : 0.0f;
-            e->text_len = (uint32_t)(len < ZPIPC_CQE_TEXT ? len : ZPIPC_CQE_TEXT);
-            memcpy(e->text, s->piece + off, e->text_len);
         }
         return;
     }
+    if (live && !r->overrun && s->ops.detok_flush &&
+        !s->ops.detok_flush(s->ops.ctx, detok_state(s, idx), s->piece, sizeof s->piece, &n) && n &&
+        !push_text(s, sl, r, -1, 0.0f, n))
+        r->overrun = 1; /* the text's end does not fit: the request fails, it is not cut short */
     if (live) {
         int finish = (int)ev->finish, code = 0;
         const char *msg = NULL;
@@ -517,31 +584,31 @@ static bool params_ok(const zpipc_sub *q, char *msg, size_t cap) {
     return true;
 }
 
-/* Turns the request's payload into prompt ids in s->ids; *n gets the count. On failure the
- * request was rejected. */
-static bool prompt_ids(ipc_server *s, srv_slot *sl, const zpipc_sub *q, size_t *n) {
+/* Turns the request's payload into prompt ids in s->ids; *n gets the count. Returns 0, or
+ * the ZIPAGE_E_* code with a message in msg. */
+static int prompt_ids(ipc_server *s, const zpipc_sub *q, const uint8_t *payload, size_t *n,
+                      char *msg, size_t cap) {
     if (q->payload_len == 0 || q->payload_off > s->cfg.payload_bytes ||
         q->payload_len > s->cfg.payload_bytes - q->payload_off) {
-        reject(s, sl, q->req_id, ZIPAGE_E_INVALID, "payload [%llu, +%u) outside the %llu-byte area",
-               (unsigned long long)q->payload_off, q->payload_len,
-               (unsigned long long)s->cfg.payload_bytes);
-        return false;
+        snprintf(msg, cap, "payload [%llu, +%u) outside the %llu-byte area",
+                 (unsigned long long)q->payload_off, q->payload_len,
+                 (unsigned long long)s->cfg.payload_bytes);
+        return ZIPAGE_E_INVALID;
     }
     /* the copy is what gets validated and used: the client may change its payload at will */
-    memcpy(s->scratch, sl->payload + q->payload_off, q->payload_len);
+    memcpy(s->scratch, payload + q->payload_off, q->payload_len);
     const char *txt = (const char *)s->scratch;
     size_t len = q->payload_len;
     int rc = 0;
     switch (q->kind) {
     case ZIPAGE_PROMPT_IDS:
         if (len % 4) {
-            reject(s, sl, q->req_id, ZIPAGE_E_INVALID,
-                   "ids payload of %zu bytes is not a multiple of 4", len);
-            return false;
+            snprintf(msg, cap, "ids payload of %zu bytes is not a multiple of 4", len);
+            return ZIPAGE_E_INVALID;
         }
         memcpy(s->ids, s->scratch, len);
         *n = len / 4;
-        return true;
+        return 0;
     case ZIPAGE_PROMPT_CHAT:
         rc = s->ops.render_chat(s->ops.ctx, txt, len, q->flags & ZPIPC_SF_THINKING, s->render,
                                 s->render_cap, &len);
@@ -552,14 +619,58 @@ static bool prompt_ids(ipc_server *s, srv_slot *sl, const zpipc_sub *q, size_t *
         rc = s->ops.encode(s->ops.ctx, txt, len, s->ids, s->ids_cap, n);
         break;
     default:
-        reject(s, sl, q->req_id, ZIPAGE_E_INVALID, "unknown prompt kind %u", q->kind);
-        return false;
+        snprintf(msg, cap, "unknown prompt kind %u", q->kind);
+        return ZIPAGE_E_INVALID;
     }
     if (rc) {
-        reject(s, sl, q->req_id, map_engine_error(rc), "%s", err_msg());
-        return false;
+        snprintf(msg, cap, "%s", err_msg());
+        return map_engine_error(rc);
     }
-    return true;
+    return 0;
+}
+
+int ipc_server_validate_sub(ipc_server *s, const zpipc_sub *q, const uint8_t *payload,
+                            engine_request *er, char *msg, size_t cap) {
+    if (!params_ok(q, msg, cap)) return ZIPAGE_E_INVALID;
+    size_t n = 0;
+    int code = prompt_ids(s, q, payload, &n, msg, cap);
+    if (code) return code;
+    if (n == 0 || n > INT32_MAX) {
+        snprintf(msg, cap, "empty prompt");
+        return ZIPAGE_E_INVALID;
+    }
+    /* the bound published as header.vocab, for every engine behind the server */
+    for (size_t i = 0; i < n; i++)
+        if (s->ids[i] < 0 || s->ids[i] >= s->vocab) {
+            snprintf(msg, cap, "prompt id %d at %zu outside the vocabulary [0, %d)", s->ids[i], i,
+                     s->vocab);
+            return ZIPAGE_E_INVALID;
+        }
+    for (int32_t i = 0; i < q->n_stop; i++)
+        if (q->stop_ids[i] < 0 || q->stop_ids[i] >= s->vocab) {
+            snprintf(msg, cap, "stop id %d outside the vocabulary [0, %d)", q->stop_ids[i],
+                     s->vocab);
+            return ZIPAGE_E_INVALID;
+        }
+    memset(er, 0, sizeof *er);
+    er->prompt_ids = s->ids;
+    er->n_prompt = (int32_t)n;
+    er->sp.temperature = q->temperature;
+    er->sp.top_k = q->top_k;
+    er->sp.top_p = q->top_p;
+    er->sp.min_p = q->min_p;
+    er->sp.repetition_penalty = q->repetition_penalty;
+    er->sp.presence_penalty = q->presence_penalty;
+    er->sp.frequency_penalty = q->frequency_penalty;
+    er->sp.seed = q->seed;
+    er->sp.max_tokens = q->max_tokens;
+    er->sp.ignore_eos = q->flags & ZPIPC_SF_IGNORE_EOS;
+    er->sp.n_stop = q->n_stop;
+    memcpy(er->sp.stop_ids, q->stop_ids, sizeof er->sp.stop_ids);
+    er->compress = (int8_t)q->compress;
+    er->kv_budget_blocks = q->kv_budget_blocks;
+    er->logprobs = q->flags & ZPIPC_SF_LOGPROBS;
+    return 0;
 }
 
 static void take_request(ipc_server *s, srv_slot *sl, const zpipc_sub *q) {
@@ -574,39 +685,16 @@ static void take_request(ipc_server *s, srv_slot *sl, const zpipc_sub *q) {
         return;
     }
     char msg[ZPIPC_CQE_TEXT + 1];
-    if (!params_ok(q, msg, sizeof msg)) {
-        reject(s, sl, q->req_id, ZIPAGE_E_INVALID, "%s", msg);
-        return;
-    }
-    size_t n = 0;
-    if (!prompt_ids(s, sl, q, &n)) return;
-    if (n == 0 || n > INT32_MAX) {
-        reject(s, sl, q->req_id, ZIPAGE_E_INVALID, "empty prompt");
+    engine_request er;
+    int code = ipc_server_validate_sub(s, q, sl->payload, &er, msg, sizeof msg);
+    if (code) {
+        reject(s, sl, q->req_id, code, "%s", msg);
         return;
     }
     int32_t idx = s->free_reqs[s->nfree - 1];
     srv_req *r = &s->reqs[idx];
-    engine_request er = {0};
     er.user_tag = ((uint64_t)(r->tag + 1) << 32) | (uint32_t)idx;
-    er.prompt_ids = s->ids;
-    er.n_prompt = (int32_t)n;
-    er.sp.temperature = q->temperature;
-    er.sp.top_k = q->top_k;
-    er.sp.top_p = q->top_p;
-    er.sp.min_p = q->min_p;
-    er.sp.repetition_penalty = q->repetition_penalty;
-    er.sp.presence_penalty = q->presence_penalty;
-    er.sp.frequency_penalty = q->frequency_penalty;
-    er.sp.seed = q->seed;
-    er.sp.max_tokens = q->max_tokens;
-    er.sp.ignore_eos = q->flags & ZPIPC_SF_IGNORE_EOS;
-    er.sp.n_stop = q->n_stop;
-    memcpy(er.sp.stop_ids, q->stop_ids, sizeof er.sp.stop_ids);
-    er.compress = (int8_t)q->compress;
-    er.kv_budget_blocks = q->kv_budget_blocks;
-    er.logprobs = q->flags & ZPIPC_SF_LOGPROBS;
-    if (s->detok_states)
-        memset(s->detok_states + (size_t)idx * s->ops.detok_state_size, 0, s->ops.detok_state_size);
+    if (s->detok_states) memset(detok_state(s, (uint32_t)idx), 0, s->ops.detok_state_size);
     /* entry ready before submit, so an event delivered from inside submit finds it */
     s->nfree--;
     r->tag++;
@@ -676,7 +764,14 @@ static int poll_slot(ipc_server *s, srv_slot *sl) {
             take_request(s, sl, &q);
             break;
         case ZPIPC_SUB_CANCEL:
-            cancel_slot(s, sl, q.req_id ? q.req_id : UINT64_MAX);
+            if (q.req_id) {
+                cancel_slot(s, sl, q.req_id);
+                break;
+            }
+            /* 0 names no request (cancel_slot reads it as "all"): a client bug, said so */
+            s->st.submitted++;
+            s->st.protocol_errors++;
+            reject(s, sl, 0, ZIPAGE_E_INVALID, "cancel of request id 0: ids start at 1");
             break;
         case ZPIPC_SUB_CANCEL_CLIENT:
             if (s->cfg.admin_cancel && q.target_slot < s->cfg.max_clients &&
@@ -699,13 +794,74 @@ static int poll_slot(ipc_server *s, srv_slot *sl) {
 
 static void publish_stats(ipc_server *s);
 
+/* True when /proc/PID/maps lists the object: the claimer has mapped it, as connect does
+ * before it claims. Read in chunks on the stack (no allocation after start-up); a line
+ * split across chunks is carried over. */
+static bool maps_object(const ipc_server *s, pid_t pid, int *err) {
+    char path[64], buf[MAPS_CHUNK + 1];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *err = errno;
+        return false;
+    }
+    *err = 0;
+    size_t plen = strlen(s->shm_path), have = 0;
+    bool found = false;
+    for (;;) {
+        ssize_t k = read(fd, buf + have, MAPS_CHUNK - have);
+        if (k <= 0) break;
+        have += (size_t)k;
+        buf[have] = 0;
+        char *line = buf, *nl;
+        while ((nl = strchr(line, '\n'))) {
+            *nl = 0;
+            /* the path is the line's last field: " /dev/shm/NAME" (maybe " (deleted)") */
+            char *p = strstr(line, s->shm_path);
+            if (p && p > line && p[-1] == ' ' && (!p[plen] || p[plen] == ' ')) found = true;
+            line = nl + 1;
+        }
+        have = (size_t)(buf + have - line);
+        if (have == MAPS_CHUNK) have = 0; /* a line longer than a chunk: no path of ours */
+        memmove(buf, line, have);
+        if (found) break;
+    }
+    close(fd);
+    return found;
+}
+
+/* Owner uid of a process (of its /proc entry), or (uid_t)-1. */
+static uid_t proc_uid(pid_t pid) {
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d", (int)pid);
+    return stat(path, &st) ? (uid_t)-1 : st.st_uid;
+}
+
+/* A claim is honoured only for a living process that has mapped this object. When the
+ * engine may not read the claimer's maps (another uid, an engine that is not root), the
+ * claim is honoured only if the object's mode lets other uids in at all and the claimer is
+ * not root (every system daemon a squatter could name is root, and a root engine can read
+ * any maps). Returns NULL when valid, else why not. */
+static const char *claim_invalid(const ipc_server *s, pid_t pid, int pidfd) {
+    if (pid <= 0 || !ring_pid_alive(pidfd, pid)) return "no living process";
+    int err;
+    if (maps_object(s, pid, &err)) return NULL;
+    if (err != EACCES && err != EPERM) return "the process has not mapped the object";
+    uid_t uid = proc_uid(pid);
+    if (!(s->cfg.mode & 077) || uid == 0 || uid == (uid_t)-1)
+        return "the engine may not inspect the process";
+    return NULL;
+}
+
 static void try_attach(ipc_server *s, srv_slot *sl) {
     /* acquire: pairs with the claimer's CAS (release) */
     pid_t pid = (pid_t)ring_load_acquire32(&sl->ctl->claim_pid);
     if (!pid) return;
     int fd = ring_pidfd_open(pid);
-    if (pid < 0 || !ring_pid_alive(fd, pid)) { /* a claim by no living process */
+    if (claim_invalid(s, pid, fd)) { /* a claim no client of ours made: cleared at once */
         if (fd >= 0) close(fd);
+        s->st.protocol_errors += ring_pid_alive(-1, pid); /* a live pid was named falsely */
         sl->gen++;
         slot_reset_shared(sl);
         return;
@@ -773,11 +929,11 @@ static void publish_stats(ipc_server *s) {
         o->clients += s->slots[i].state != ZPIPC_SLOT_FREE;
     o->inflight = (int32_t)s->active;
     zpipc_header *h = s->hdr;
-    uint32_t seq = ring_load_relaxed32(&h->stats_seq);
-    ring_store_relaxed32(&h->stats_seq, seq | 1);
+    /* the private sequence, not the shared one a client may have changed */
+    ring_store_relaxed32(&h->stats_seq, ++s->stats_seq);
     ring_fence_release(); /* odd sequence before the data (pairs with the reader's acquire fence) */
     memcpy(&h->stats, o, sizeof *o);
-    ring_store_release32(&h->stats_seq, (seq | 1) + 1); /* data before the even sequence */
+    ring_store_release32(&h->stats_seq, ++s->stats_seq); /* data before the even sequence */
 }
 
 /* Liveness of every client process in one poll() over their pidfds (readable = exited);
@@ -803,8 +959,25 @@ static void check_pids(ipc_server *s) {
     }
 }
 
+/* What an attach_seq bump asks for: claims on free slots and detaches. At most every
+ * ATTACH_NS, so a client bumping attach_seq in a loop cannot keep the engine scanning. */
+static void attach_scan(ipc_server *s, uint64_t now) {
+    s->last_attach = now;
+    /* acquire: pairs with the client's fetch-add after its claim; then the claims are scanned */
+    s->attach_seen = ring_load_acquire32(&s->hdr->attach_seq);
+    for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
+        srv_slot *sl = &s->slots[i];
+        if (sl->state == ZPIPC_SLOT_FREE)
+            try_attach(s, sl);
+        else if (sl->state == ZPIPC_SLOT_ATTACHED && ring_load_acquire32(&sl->ctl->detach))
+            begin_reclaim(s, sl); /* acquire: pairs with disconnect's release */
+    }
+    finish_reclaims(s);
+}
+
 static void housekeeping(ipc_server *s, uint64_t now) {
-    s->last_house = now;
+    s->last_house = s->last_attach = now;
+    publish_header(s);
     ring_store_relaxed64(&s->hdr->heartbeat_ns, now);
     /* acquire: pairs with the client's fetch-add after its claim; then the claims are scanned */
     s->attach_seen = ring_load_acquire32(&s->hdr->attach_seq);
@@ -835,11 +1008,18 @@ static void housekeeping(ipc_server *s, uint64_t now) {
     publish_stats(s);
 }
 
+/* True when an attach_seq bump is waiting and its scan is due. */
+static bool attach_due(ipc_server *s, uint64_t now) {
+    /* relaxed: a hint; attach_scan() acquires it again before scanning */
+    return ring_load_relaxed32(&s->hdr->attach_seq) != s->attach_seen &&
+           now - s->last_attach >= ATTACH_NS;
+}
+
 /* True when a client has published something the loop must look at. */
 static bool work_pending(ipc_server *s) {
     if (s->stop_req != s->stop_applied) return true;
-    /* the same pairings as in housekeeping() and poll_slot() */
-    if (ring_load_acquire32(&s->hdr->attach_seq) != s->attach_seen) return true;
+    /* the same pairings as in attach_scan() and poll_slot() */
+    if (attach_due(s, ring_now_ns())) return true;
     for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         srv_slot *sl = &s->slots[i];
         if (sl->state != ZPIPC_SLOT_ATTACHED) continue;
@@ -861,7 +1041,8 @@ static void set_engine_state(ipc_server *s, uint32_t st) {
             ring_futex_wake(&sl->ctl->client_futex);
         }
     }
-    ring_store_release32(&s->hdr->state, st);
+    s->state = st;
+    publish_header(s);
 }
 
 static void apply_stop(ipc_server *s, uint64_t now) {
@@ -904,9 +1085,10 @@ int ipc_server_run(ipc_server *s) {
     for (;;) {
         uint64_t now = ring_now_ns();
         if (s->stop_req != s->stop_applied) apply_stop(s, now);
-        if (now - s->last_house >= HOUSEKEEP_NS ||
-            ring_load_relaxed32(&s->hdr->attach_seq) != s->attach_seen)
+        if (now - s->last_house >= HOUSEKEEP_NS)
             housekeeping(s, now);
+        else if (attach_due(s, now))
+            attach_scan(s, now);
         int work = 0;
         for (uint32_t i = 0; i < s->cfg.max_clients; i++)
             if (s->slots[i].state == ZPIPC_SLOT_ATTACHED) work += poll_slot(s, &s->slots[i]);
@@ -938,8 +1120,14 @@ int ipc_server_run(ipc_server *s) {
         ring_store_relaxed32(&s->hdr->engine_sleeping, 1);
         ring_fence(); /* pairs with ring_notify's fence in the client */
         if (!work_pending(s)) {
-            uint64_t left = HOUSEKEEP_NS - (ring_now_ns() - s->last_house);
-            if ((int64_t)left > 0) ring_futex_wait(&s->hdr->engine_futex, val, (int64_t)left);
+            uint64_t t = ring_now_ns();
+            int64_t left = (int64_t)(HOUSEKEEP_NS - (t - s->last_house));
+            /* a bump seen before its scan is due: wake when it is */
+            if (ring_load_relaxed32(&s->hdr->attach_seq) != s->attach_seen) {
+                int64_t a = (int64_t)(ATTACH_NS - (t - s->last_attach));
+                if (a < left) left = a;
+            }
+            if (left > 0) ring_futex_wait(&s->hdr->engine_futex, val, left);
         }
         ring_store_relaxed32(&s->hdr->engine_sleeping, 0);
         idle_since = 0;

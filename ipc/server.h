@@ -1,8 +1,9 @@
 /* server: the engine side of the shared-memory IPC (protocol: ipc/proto.h, docs/IPC.md).
  *
  * Life cycle (one thread, the engine's scheduler thread, does everything):
- *   ipc_server_create()  creates /dev/shm/NAME (O_EXCL; a stale object of a dead engine is
- *                        replaced), sized and permissioned from the [ipc] keys; state STARTING.
+ *   ipc_server_create()  creates /dev/shm/NAME (O_EXCL; a stale object of a dead engine of
+ *                        this uid is replaced, another uid's object never), sized, reserved
+ *                        and permissioned from the [ipc] keys; state STARTING.
  *   ipc_server_start()   takes the engine's ops table, carves the request table and scratch
  *                        from the arena, publishes the model facts and state READY.
  *   (caller freezes the arena: nothing below allocates)
@@ -18,6 +19,10 @@
  * before it is validated; the server keeps its own copy of every index and size and never
  * reads a value twice. A bad request fails with an error record; a client that corrupts
  * its indices is quarantined (its requests cancelled, its slot held until its process dies).
+ * The header's layout, model facts and state are re-published from the server's copy on
+ * every housekeeping pass; a slot claim is honoured only for a living process that has the
+ * object mapped (docs/IPC-threat-engine.md); the object's pages are reserved at create, so
+ * a full /dev/shm fails start-up instead of killing the engine later.
  */
 #ifndef ZP_IPC_SERVER_H
 #define ZP_IPC_SERVER_H
@@ -25,6 +30,7 @@
 #include "arena/arena.h"
 #include "engine/conf.h"
 #include "engine/engine.h"
+#include "ipc/proto.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,15 +46,20 @@ typedef struct ipc_engine_ops {
     /* Text hooks. encode: text -> ids (ZP_ELIMIT when more than cap). render_chat: a JSON
      * array of messages -> the prompt text of the model's chat template. detok: the next
      * token's text piece given a per-request state of detok_state_size bytes that the
-     * server zeroes at submit (streaming: a piece may be empty until bytes complete). */
+     * server zeroes at submit (streaming: a piece may be empty until bytes complete).
+     * detok_flush: the text still held in that state when the request ends (an incomplete
+     * UTF-8 sequence becomes U+FFFD, as offline decoding does); NULL when detok holds
+     * nothing back. */
     int (*encode)(void *ctx, const char *text, size_t len, int32_t *ids, size_t cap, size_t *n);
     int (*render_chat)(void *ctx, const char *messages_json, size_t len, bool enable_thinking,
                        char *out, size_t cap, size_t *n);
     int (*detok)(void *ctx, void *state, int32_t token, char *out, size_t cap, size_t *n);
+    int (*detok_flush)(void *ctx, void *state, char *out, size_t cap, size_t *n);
     size_t detok_state_size;
 } ipc_engine_ops;
 
-/* Facts published in the header for clients (zipage-cli stats, ready checks). */
+/* Facts published in the header for clients (zipage-cli stats, ready checks). vocab is the
+ * bound the server enforces on prompt and stop ids: ids in [0, vocab) are accepted. */
 typedef struct ipc_model_info {
     const char *model, *backend;
     int32_t vocab, max_model_len, max_concurrency, blocks_total, block_size;
@@ -86,6 +97,15 @@ void ipc_server_on_event(void *srv, const engine_event *ev);
  *   IPC_STOP_NOW:    cancel everything and return within 100 ms (second SIGINT). */
 enum { IPC_STOP_FINISH = 1, IPC_STOP_CANCEL = 2, IPC_STOP_NOW = 3 };
 void ipc_server_stop(ipc_server *s, int level);
+
+/* Validation and translation of one submission record (type ZPIPC_SUB_REQUEST) and its
+ * payload, as take_request does it: payload is the client's payload area (header
+ * payload_bytes long, read once into server memory). On success fills *er (its prompt ids
+ * point into server memory valid until the next call) and returns 0; else returns the
+ * ZIPAGE_E_* code and a message in msg[0..cap). Needs a started server; no side effects
+ * on the slots. Exposed for the fuzz target (tests/fuzz/fuzz_ipc_submit.c). */
+int ipc_server_validate_sub(ipc_server *s, const zpipc_sub *q, const uint8_t *payload,
+                            engine_request *er, char *msg, size_t cap);
 
 /* Path of the object (/dev/shm/NAME), for messages. */
 const char *ipc_server_name(const ipc_server *s);

@@ -74,6 +74,10 @@ static int sm_detok(void *c, void *state, int32_t token, char *out, size_t cap, 
     return tok_stream_push(((serve_model *)c)->tk, st, token, out, cap, n);
 }
 
+static int sm_detok_flush(void *c, void *state, char *out, size_t cap, size_t *n) {
+    return tok_stream_flush(state, out, cap, n);
+}
+
 static int serve_model_create(const conf *cf, arena *a, ipc_server *srv, ipc_engine_ops *ops,
                               ipc_model_info *info) {
     serve_model *m = arena_alloc(a, sizeof *m, 64, "serve");
@@ -89,13 +93,13 @@ static int serve_model_create(const conf *cf, arena *a, ipc_server *srv, ipc_eng
     *ops = (ipc_engine_ops){
         .ctx = m, .submit = sm_submit, .cancel = sm_cancel, .step = sm_step, .stats = sm_stats,
         .encode = sm_encode, .render_chat = sm_render_chat, .detok = sm_detok,
-        .detok_state_size = sizeof(tok_stream),
+        .detok_flush = sm_detok_flush, .detok_state_size = sizeof(tok_stream),
     };
     engine_info ei;
     engine_get_info(m->e, &ei);
     *info = (ipc_model_info){.model = cf->model,
                              .backend = ei.backend,
-                             .vocab = ei.n_valid,
+                             .vocab = ei.vocab, /* engine_submit's bound on ids */
                              .max_model_len = ei.max_model_len,
                              .max_concurrency = ei.max_concurrency,
                              .blocks_total = ei.num_blocks,
@@ -129,6 +133,15 @@ static int serve_engine_create(const conf *cf, const serve_opts *o, arena *a, ip
     return 0;
 }
 
+/* Memory that start-up cannot have is a configuration error (exit 2 like every other), not
+ * an internal one: the message keeps its cause and names the keys that size it. */
+static int startup_memory(int rc, const char *keys) {
+    if (rc != ZP_ENOMEM) return rc;
+    char why[512];
+    snprintf(why, sizeof why, "%s", err_msg());
+    return err_set(ZP_ELIMIT, "%s; start-up memory is set by %s", why, keys);
+}
+
 int cmd_serve(int argc, char **argv) {
     conf cf;
     int rc = cli_conf(&cf, &argc, argv);
@@ -151,13 +164,15 @@ int cmd_serve(int argc, char **argv) {
 
     arena a;
     if ((rc = arena_init(&a, "serve", (size_t)cf.host_arena_mb << 20)))
-        return cli_fail("serve", rc);
+        return cli_fail("serve", startup_memory(rc, "host_arena_mb (lower it)"));
     ipc_server *srv = NULL;
     ipc_engine_ops ops;
     ipc_model_info info;
     rc = ipc_server_create(&srv, &a, &ic);
     if (!rc) rc = serve_engine_create(&cf, &o, &a, srv, &ops, &info);
     if (!rc) rc = ipc_server_start(srv, &a, &ops, &info);
+    rc = startup_memory(rc, "kv_memory_mb, max_clients, max_inflight_per_client and "
+                            "payload_bytes_per_client (lower one) or host_arena_mb");
     if (!rc) {
         g_srv = srv;
         struct sigaction sa;

@@ -1,6 +1,7 @@
 /* zipage: the engine binary's entry point; dispatches to one subcommand (tools/cmd_*.c).
  * Each subcommand parses its own options after the shared ones (-c, --set, --model,
- * --backend) and returns the process exit status: 0 ok, 2 bad input, 1 internal error. */
+ * --backend) and returns the process exit status: 0 ok, 2 bad input or configuration (start-up
+ * memory, arenas and shared memory that cannot be had included), 1 internal error. */
 #include "engine/conf.h"
 
 #include <stdio.h>
