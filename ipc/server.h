@@ -21,7 +21,7 @@
  * its indices is quarantined (its requests cancelled, its slot held until its process dies).
  * The header's layout, model facts and state are re-published from the server's copy on
  * every housekeeping pass; a slot claim is honoured only for a living process that has the
- * object mapped (docs/IPC-threat-engine.md); the object's pages are reserved at create, so
+ * object mapped (docs/IPC.md); the object's pages are reserved at create, so
  * a full /dev/shm fails start-up instead of killing the engine later.
  */
 #ifndef ZP_IPC_SERVER_H
