@@ -3,7 +3,15 @@
 # so every object that carries them is rebuilt when a kernel source changes.
 RTC_SRCS := $(sort $(wildcard rtc_kernels/*.cu rtc_kernels/*.cuh))
 
-$(O)/gen/rtc_table.c: $(RTC_SRCS) tools/embed-kernels.sh
+# The list of sources as a file rewritten only when it changes, so adding or removing a kernel
+# regenerates the table.
+$(O)/gen/rtc_list: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(RTC_SRCS)' | cmp -s - $@ || echo '$(RTC_SRCS)' > $@
+.PHONY: FORCE
+FORCE:
+
+$(O)/gen/rtc_table.c: $(RTC_SRCS) $(O)/gen/rtc_list tools/embed-kernels.sh
 	@mkdir -p $(dir $@)
 	@tools/embed-kernels.sh $(RTC_SRCS) > $@
 

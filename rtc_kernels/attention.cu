@@ -1,0 +1,399 @@
+/* attention.cu: paged attention over a bf16 KV cache, compiled at run time by NVRTC.
+ *
+ * PURPOSE. For every token row of a step (decode rows and prefill/mixed rows alike):
+ *   out[t][h][:] = softmax_j(q[t][h]·k_j * scale) · v_j   over the token's cache indices
+ *   j in [0, tok_kv_idx[t]] of its sequence (causal in cache order), fp32 accumulation,
+ *   online softmax. Two kernels: zp_attn_partial (split-KV partials) and zp_attn_merge
+ *   (log-sum-exp merge of the partials, bf16 out). Fast path: decode (one row per sequence).
+ *
+ * COMPILE-TIME CONSTANTS (-D from the driver; the #ifndef defaults are for standalone builds):
+ *   ZP_HEAD_DIM D (64 or 128), ZP_BLOCK_SIZE BS (16..256, power of two; tokens per KV page),
+ *   ZP_GQA G (1..8; query heads per kv head). No #include: NVRTC 13 has no toolkit headers.
+ *
+ * LAYOUT (row-major, device pointers, all bf16 stored as unsigned short, 16-byte aligned):
+ *   q, out       [n_tokens][hq][D], hq = hkv*G; query head h belongs to kv head h / G.
+ *   kc, vc       [num_blocks][hkv][BS][D]; cache index i of sequence seq lives in physical
+ *                block block_tables[seq*max_blocks + i/BS] at offset i%BS.
+ *   tok_seq      int [n_tokens]; < 0 marks a padding row (its output is zeros).
+ *   tok_kv_idx   int [n_tokens]; the row attends to cache indices [0, tok_kv_idx] inclusive.
+ *   n_tokens     int in device memory, so a padded grid can be captured in a CUDA graph:
+ *                CTAs of rows >= *n_tokens exit at once (and write nothing).
+ *   part_o       f32 [n_rows_cap][hq][n_split][D]  un-normalised partial o (relative to m)
+ *   part_ml      f32 [n_rows_cap][hq][n_split][2]  {m = max of scaled scores, l = sum exp(s-m)}
+ *                An empty split (or a padding row) stores m = -inf, l = 0, o = 0.
+ *
+ * LAUNCH RULES.
+ *   zp_attn_partial: grid (n_split, hkv, n_rows_cap), block ZP_ATTN_THREADS (128), no dynamic
+ *     shared memory (static: 32 KiB K/V ring + <= 5.5 KiB, at most 38400 bytes, under the
+ *     48 KiB default for every D/BS/G; no opt-in). CTA (s, g, t) covers cache indices [s*chunk, min((s+1)*chunk, kv_idx+1)).
+ *     chunk: multiple of BS (any positive value is in fact correct); n_split*chunk must cover
+ *     the longest kv_idx+1 of the step. n_rows_cap <= 65535 (gridDim.z limit).
+ *   zp_attn_merge: grid (hq, n_rows_cap), block ZP_HEAD_DIM threads (any count >= 1 works:
+ *     threads loop over D). Reads only partials written by the same step's zp_attn_partial.
+ *   Scratch: part_o n_rows_cap*hq*n_split*D*4 bytes, part_ml n_rows_cap*hq*n_split*8 bytes.
+ *
+ * WHY.
+ *   GQA sharing: a CTA owns one (row, kv head) and ALL G query heads of that group, so each K/V
+ *   element is fetched from memory once and used for G heads (decode is memory-bound; loading
+ *   K/V per query head would multiply traffic by G).
+ *   Split-KV: with few decode rows, rows x hkv CTAs under-fill the 132 SMs; splitting the KV
+ *   range into n_split chunks (>= 128 tokens each is sensible) adds parallelism; under CUDA
+ *   graphs the split is fixed and the grid padded (empty splits are cheap and merge to nothing).
+ *
+ * THREAD MAPPING (zp_attn_partial). A K/V row of D bf16 is read as TPR = D/8 16-byte vectors by
+ * TPR consecutive lanes; the 128 threads form RPI = 128/TPR row groups. A tile is
+ * TILE = RPT*RPI rows (RPT 4: 32 for D=128, 64 for D=64), a ring of STAGES = 2 tiles (RPT 2 with
+ * 4 stages and RPT 1 with 8 stages measured slower on the H200); thread (r = tid/TPR, c = tid%TPR) copies, with
+ * cp.async, exactly the vectors it later reads itself: rows r, r+RPI, r+2RPI, r+3RPI, columns
+ * [8c, 8c+8), of K and V. So the ring needs no __syncthreads: the thread's own
+ * cp.async.wait_group orders its copies before its reads. Page-table entries are read by each
+ * thread for its own rows (spread across threads, prefetched one tile ahead with the data).
+ * Scores: partial dots over 8 columns for each of the G heads, summed over the TPR lanes by a
+ * halving reduce-scatter of shuffles plus an all-gather through a per-row-group shared row
+ * (double-buffered by tile parity, one __syncwarp per tile); ZP_ATTN_RS=0 (or RPT*G not a
+ * power of two >= 4) uses a plain xor all-reduce. Each row group keeps its own online-softmax state (m, l, o[G][8]) over the rows
+ * it sees; the RPI states are merged through shared memory at the end (exact LSE merge).
+ * Rows past the range end are zero-filled by cp.async (src-size 0, no global read), their
+ * scores forced to -inf, so their p is exactly 0 and stale shared memory never enters a sum.
+ * A state that has seen only -inf uses 0 as its subtraction point (no -inf - -inf = NaN).
+ */
+
+#ifndef ZP_HEAD_DIM
+#define ZP_HEAD_DIM 128
+#endif
+#ifndef ZP_BLOCK_SIZE
+#define ZP_BLOCK_SIZE 16
+#endif
+#ifndef ZP_GQA
+#define ZP_GQA 4
+#endif
+
+#define ZP_ATTN_THREADS 128
+#define ZP_ATTN_VEC 8                                  /* bf16 per 16-byte vector */
+#define ZP_ATTN_TPR (ZP_HEAD_DIM / ZP_ATTN_VEC)        /* lanes per K/V row: 8 or 16 */
+#define ZP_ATTN_RPI (ZP_ATTN_THREADS / ZP_ATTN_TPR)    /* row groups: 16 or 8 */
+#ifndef ZP_ATTN_RPT
+#define ZP_ATTN_RPT 4                                  /* rows per thread per tile */
+#endif
+#define ZP_ATTN_TILE (ZP_ATTN_RPI * ZP_ATTN_RPT)       /* rows per tile */
+#ifndef ZP_ATTN_STAGES
+#define ZP_ATTN_STAGES (8 / ZP_ATTN_RPT)               /* cp.async ring depth (32 KiB ring) */
+#endif
+#ifndef ZP_ATTN_RS
+#define ZP_ATTN_RS 1 /* score reduction: 1 reduce-scatter + shared all-gather, 0 xor all-reduce */
+#endif
+
+static_assert(ZP_HEAD_DIM % ZP_ATTN_VEC == 0, "head dim must be a multiple of 8");
+static_assert(ZP_ATTN_TPR >= 1 && ZP_ATTN_TPR <= 32 && (32 % ZP_ATTN_TPR) == 0,
+              "lanes per row must divide a warp");
+static_assert(ZP_ATTN_THREADS % ZP_ATTN_TPR == 0, "threads must hold whole rows");
+static_assert(ZP_BLOCK_SIZE > 0 && (ZP_BLOCK_SIZE & (ZP_BLOCK_SIZE - 1)) == 0,
+              "block size must be a power of two");
+static_assert(ZP_GQA >= 1 && ZP_GQA <= 8, "GQA group must be 1..8");
+static_assert(ZP_ATTN_RPI * ZP_GQA * ZP_HEAD_DIM * 4 <=
+                  ZP_ATTN_STAGES * 2 * ZP_ATTN_TILE * ZP_HEAD_DIM * 2,
+              "reduction buffer must fit in the K/V ring");
+
+#define ZP_NEG_INF __int_as_float(0xff800000)
+
+static __device__ __forceinline__ float zp_bf_lo(unsigned w) { return __uint_as_float(w << 16); }
+static __device__ __forceinline__ float zp_bf_hi(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+
+static __device__ __forceinline__ unsigned short zp_f2bf(float x) {
+    unsigned short u;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(u) : "f"(x));
+    return u;
+}
+
+static __device__ __forceinline__ void zp_unpack8(uint4 w, float *f) {
+    f[0] = zp_bf_lo(w.x); f[1] = zp_bf_hi(w.x);
+    f[2] = zp_bf_lo(w.y); f[3] = zp_bf_hi(w.y);
+    f[4] = zp_bf_lo(w.z); f[5] = zp_bf_hi(w.z);
+    f[6] = zp_bf_lo(w.w); f[7] = zp_bf_hi(w.w);
+}
+
+/* 16-byte async copy global -> shared; src_bytes 0 zero-fills without reading global. */
+static __device__ __forceinline__ void zp_cp16(void *smem, const void *gmem, int src_bytes) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+                 "r"(src_bytes)
+                 : "memory");
+}
+static __device__ __forceinline__ void zp_cp_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> static __device__ __forceinline__ void zp_cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* Halving reduce-scatter of v[0..N) over the TPR lanes of a row group (lane index c), step
+ * offsets O = TPR/2, TPR/4, .., 1: at offset O the lane keeps the upper half when bit O of c is
+ * set and adds the partner's copy of that half. Once one value is left, the remaining steps
+ * all-reduce it. Afterwards lane c holds sums [c*N/TPR, (c+1)*N/TPR) (N >= TPR) or sum
+ * c/(TPR/N) (N < TPR) in v[0..). Compile-time recursion keeps every index constant. */
+template <int O, int N, int TPR>
+static __device__ __forceinline__ void zp_reduce_scatter(float *v, int c) {
+    if constexpr (O > 0) {
+        constexpr int HALF = N * O / TPR;
+        if constexpr (HALF >= 1) {
+            const bool up = (c & O) != 0;
+#pragma unroll
+            for (int k = 0; k < HALF; k++) {
+                const float send = up ? v[k] : v[k + HALF];
+                const float keep = up ? v[k + HALF] : v[k];
+                v[k] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+            }
+        } else {
+            v[0] += __shfl_xor_sync(0xffffffffu, v[0], O);
+        }
+        zp_reduce_scatter<O / 2, N, TPR>(v, c);
+    }
+}
+
+/* Copies this thread's vectors of the tile starting at cache index p0 into stage st. */
+static __device__ __forceinline__ void zp_attn_load_tile(
+    unsigned short (*kv)[ZP_ATTN_TILE][ZP_HEAD_DIM], const unsigned short *__restrict__ kc,
+    const unsigned short *__restrict__ vc, const int *__restrict__ bt, int hkv, int g, int p0,
+    int end, int r, int c) {
+#pragma unroll
+    for (int i = 0; i < ZP_ATTN_RPT; i++) {
+        const int row = r + i * ZP_ATTN_RPI, p = p0 + row;
+        const unsigned short *ks = kc, *vs = vc;
+        int bytes = 0;
+        if (p < end) {
+            const int blk = bt[p / ZP_BLOCK_SIZE];
+            const size_t off = (((size_t)blk * (size_t)hkv + (size_t)g) * ZP_BLOCK_SIZE +
+                                (size_t)(p % ZP_BLOCK_SIZE)) * ZP_HEAD_DIM +
+                               (size_t)(c * ZP_ATTN_VEC);
+            ks = kc + off;
+            vs = vc + off;
+            bytes = 16;
+        }
+        zp_cp16(&kv[0][row][c * ZP_ATTN_VEC], ks, bytes);
+        zp_cp16(&kv[1][row][c * ZP_ATTN_VEC], vs, bytes);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ZP_ATTN_THREADS)
+zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__restrict__ kc,
+                const unsigned short *__restrict__ vc, const int *__restrict__ tok_seq,
+                const int *__restrict__ tok_kv_idx, const int *__restrict__ block_tables,
+                const int *__restrict__ n_tokens, int max_blocks, int hkv, float scale, int chunk,
+                int n_split, float *__restrict__ part_o, float *__restrict__ part_ml) {
+    constexpr int D = ZP_HEAD_DIM, G = ZP_GQA, TPR = ZP_ATTN_TPR, RPI = ZP_ATTN_RPI;
+    constexpr int RPT = ZP_ATTN_RPT, TILE = ZP_ATTN_TILE;
+    __shared__ __align__(16) unsigned short kv_s[ZP_ATTN_STAGES][2][ZP_ATTN_TILE][ZP_HEAD_DIM];
+    __shared__ float red_m[RPI][G], red_l[RPI][G], red_f[RPI][G];
+    constexpr int N = RPT * G; /* scores per row group per tile */
+    constexpr bool RS = ZP_ATTN_RS && (N & (N - 1)) == 0 && N % 4 == 0; /* float4 gather */
+    __shared__ __align__(16) float sc_s[2][RPI][RS ? N : 4]; /* double-buffered by tile parity */
+
+    const int s = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
+    if (t >= *n_tokens) return;
+    const int tid = threadIdx.x, c = tid % TPR, r = tid / TPR;
+    const int hq = hkv * G;
+    const int seq = tok_seq[t];
+    const int start = s * chunk;
+    int end = start; /* empty unless a real row with indices in this chunk */
+    if (seq >= 0) {
+        const int len = tok_kv_idx[t] + 1;
+        end = len < start + chunk ? len : start + chunk;
+    }
+    /* (t, h = g*G + j, s) lives at partial index pbase + j*n_split */
+    const size_t pbase = ((size_t)t * (size_t)hq + (size_t)g * G) * (size_t)n_split + (size_t)s;
+
+    if (start >= end) {
+        for (int idx = tid; idx < G * D; idx += ZP_ATTN_THREADS)
+            part_o[(pbase + (size_t)(idx / D) * (size_t)n_split) * D + (size_t)(idx % D)] = 0.0f;
+        if (tid < G) {
+            part_ml[(pbase + (size_t)tid * (size_t)n_split) * 2 + 0] = ZP_NEG_INF;
+            part_ml[(pbase + (size_t)tid * (size_t)n_split) * 2 + 1] = 0.0f;
+        }
+        return;
+    }
+
+    const int *bt = block_tables + (size_t)seq * (size_t)max_blocks;
+    const int n_tiles = (end - start + TILE - 1) / TILE;
+    /* prologue: tiles 0 .. STAGES-2 in flight (one commit group per tile, empty past the end) */
+#pragma unroll
+    for (int k = 0; k < ZP_ATTN_STAGES - 1; k++) {
+        if (k < n_tiles) zp_attn_load_tile(kv_s[k], kc, vc, bt, hkv, g, start + k * TILE, end, r, c);
+        zp_cp_commit();
+    }
+
+    /* this thread's slice of the G query vectors, fp32 */
+    float qf[G][ZP_ATTN_VEC];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        const uint4 w = *(const uint4 *)(q + ((size_t)t * (size_t)hq + (size_t)(g * G + j)) * D +
+                                         (size_t)(c * ZP_ATTN_VEC));
+        zp_unpack8(w, qf[j]);
+    }
+
+    float m[G], l[G], acc[G][ZP_ATTN_VEC];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        m[j] = ZP_NEG_INF;
+        l[j] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < ZP_ATTN_VEC; e++) acc[j][e] = 0.0f;
+    }
+
+    for (int it = 0; it < n_tiles; it++) {
+        const int p0 = start + it * TILE;
+        {
+            /* refill the stage read in the previous iteration (by this thread only) */
+            const int nx = it + ZP_ATTN_STAGES - 1;
+            if (nx < n_tiles)
+                zp_attn_load_tile(kv_s[nx % ZP_ATTN_STAGES], kc, vc, bt, hkv, g, start + nx * TILE, end, r, c);
+            zp_cp_commit();
+            zp_cp_wait<ZP_ATTN_STAGES - 1>(); /* tile it has landed */
+        }
+        const unsigned short(*ks)[D] = kv_s[it % ZP_ATTN_STAGES][0];
+        const unsigned short(*vs)[D] = kv_s[it % ZP_ATTN_STAGES][1];
+
+        /* scores of this thread's RPT rows for the G heads */
+        float sc[RPT][G];
+#pragma unroll
+        for (int i = 0; i < RPT; i++) {
+            float kf[ZP_ATTN_VEC];
+            zp_unpack8(*(const uint4 *)&ks[r + i * RPI][c * ZP_ATTN_VEC], kf);
+#pragma unroll
+            for (int j = 0; j < G; j++) {
+                float d = 0.0f;
+#pragma unroll
+                for (int e = 0; e < ZP_ATTN_VEC; e++) d = fmaf(qf[j][e], kf[e], d);
+                sc[i][j] = d;
+            }
+        }
+        if constexpr (RS) {
+            /* reduce-scatter over the TPR lanes (halving exchange: N/2 + N/4 + ... shuffles
+             * instead of N*log2(TPR)), then all-gather through this row group's shared row */
+            float *v = &sc[0][0]; /* flat index n = i*G + j */
+            zp_reduce_scatter<TPR / 2, N, TPR>(v, c);
+            /* lane c now holds elements [base, base + NF) of the row group's N sums */
+            constexpr int NF = N >= TPR ? N / TPR : 1;
+            const int base = N >= TPR ? c * (N / TPR) : c / (TPR / N);
+            float *row = sc_s[it & 1][r];
+            if (N >= TPR || c % (TPR / N) == 0) {
+#pragma unroll
+                for (int k = 0; k < NF; k++) row[base + k] = v[k];
+            }
+            __syncwarp();
+#pragma unroll
+            for (int k = 0; k < N; k += 4) {
+                const float4 x = *(const float4 *)&row[k];
+                v[k] = x.x; v[k + 1] = x.y; v[k + 2] = x.z; v[k + 3] = x.w;
+            }
+        } else {
+#pragma unroll
+            for (int o = TPR / 2; o > 0; o >>= 1)
+#pragma unroll
+                for (int i = 0; i < RPT; i++)
+#pragma unroll
+                    for (int j = 0; j < G; j++) sc[i][j] += __shfl_xor_sync(0xffffffffu, sc[i][j], o);
+        }
+#pragma unroll
+        for (int i = 0; i < RPT; i++) {
+            const bool valid = p0 + r + i * RPI < end;
+#pragma unroll
+            for (int j = 0; j < G; j++) sc[i][j] = valid ? sc[i][j] * scale : ZP_NEG_INF;
+        }
+
+        /* online softmax update, one rescale per head per tile */
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            float mx = m[j];
+#pragma unroll
+            for (int i = 0; i < RPT; i++) mx = fmaxf(mx, sc[i][j]);
+            const float ms = mx == ZP_NEG_INF ? 0.0f : mx;
+            const float corr = __expf(m[j] - ms); /* exp(-inf) = 0 when m was -inf */
+            float sum = 0.0f;
+#pragma unroll
+            for (int i = 0; i < RPT; i++) {
+                sc[i][j] = __expf(sc[i][j] - ms); /* masked rows: exactly 0 */
+                sum += sc[i][j];
+            }
+            l[j] = l[j] * corr + sum;
+            m[j] = mx;
+#pragma unroll
+            for (int e = 0; e < ZP_ATTN_VEC; e++) acc[j][e] *= corr;
+        }
+
+        /* o += p * v */
+#pragma unroll
+        for (int i = 0; i < RPT; i++) {
+            float vf[ZP_ATTN_VEC];
+            zp_unpack8(*(const uint4 *)&vs[r + i * RPI][c * ZP_ATTN_VEC], vf);
+#pragma unroll
+            for (int j = 0; j < G; j++)
+#pragma unroll
+                for (int e = 0; e < ZP_ATTN_VEC; e++) acc[j][e] = fmaf(sc[i][j], vf[e], acc[j][e]);
+        }
+    }
+
+    /* merge the RPI row-group states */
+    zp_cp_wait<0>(); /* only empty groups can remain; keep the ring idle before reuse */
+    __syncthreads(); /* all reads of kv_s done before it is reused as red_o */
+    float *red_o = (float *)&kv_s[0][0][0][0]; /* [RPI][G][D] */
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        float4 *dst = (float4 *)&red_o[(r * G + j) * D + c * ZP_ATTN_VEC];
+        dst[0] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+        dst[1] = make_float4(acc[j][4], acc[j][5], acc[j][6], acc[j][7]);
+    }
+    if (c == 0) {
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            red_m[r][j] = m[j];
+            red_l[r][j] = l[j];
+        }
+    }
+    __syncthreads();
+    if (tid < G) {
+        const int j = tid;
+        float M = ZP_NEG_INF, L = 0.0f;
+        for (int k = 0; k < RPI; k++) M = fmaxf(M, red_m[k][j]);
+        for (int k = 0; k < RPI; k++) {
+            const float mk = red_m[k][j];
+            const float f = (mk == ZP_NEG_INF) ? 0.0f : __expf(mk - M);
+            red_f[k][j] = f;
+            L += red_l[k][j] * f;
+        }
+        part_ml[(pbase + (size_t)j * (size_t)n_split) * 2 + 0] = M;
+        part_ml[(pbase + (size_t)j * (size_t)n_split) * 2 + 1] = L;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < G * D; idx += ZP_ATTN_THREADS) {
+        const int j = idx / D, d = idx % D;
+        float o = 0.0f;
+#pragma unroll
+        for (int k = 0; k < RPI; k++) o = fmaf(red_o[(k * G + j) * D + d], red_f[k][j], o);
+        part_o[(pbase + (size_t)j * (size_t)n_split) * D + (size_t)d] = o;
+    }
+}
+
+extern "C" __global__ void zp_attn_merge(const float *__restrict__ part_o,
+                                         const float *__restrict__ part_ml,
+                                         const int *__restrict__ n_tokens, int hq, int n_split,
+                                         unsigned short *__restrict__ out) {
+    constexpr int D = ZP_HEAD_DIM;
+    const int h = blockIdx.x, t = blockIdx.y;
+    if (t >= *n_tokens) return;
+    const size_t base = ((size_t)t * (size_t)hq + (size_t)h) * (size_t)n_split;
+    float M = ZP_NEG_INF;
+    for (int s = 0; s < n_split; s++) M = fmaxf(M, part_ml[(base + s) * 2]);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float L = 0.0f, o = 0.0f;
+        if (M != ZP_NEG_INF) {
+            for (int s = 0; s < n_split; s++) {
+                const float ms = part_ml[(base + s) * 2];
+                if (ms == ZP_NEG_INF) continue; /* empty partial: contributes nothing */
+                const float f = __expf(ms - M);
+                L = fmaf(part_ml[(base + s) * 2 + 1], f, L);
+                o = fmaf(part_o[(base + s) * D + d], f, o);
+            }
+        }
+        out[((size_t)t * (size_t)hq + (size_t)h) * D + d] = zp_f2bf(L > 0.0f ? o / L : 0.0f);
+    }
+}
