@@ -254,6 +254,13 @@ static int open_object(const char *path, const char *name, const zipage_options 
                   "(an engine of another user must be named: engine_uid, zipage-cli "
                   "--engine-uid %u)",
                   path, (unsigned)st->st_uid, (unsigned)me, (unsigned)st->st_uid);
+    else if (me == 0 && st->st_uid != 0)
+        /* The engine verifies a claimer through its /proc/PID/maps, which a non-root engine
+         * cannot read for a root process; it refuses such claims (docs/IPC.md). */
+        rc = fail(ZIPAGE_E_PERM,
+                  "/dev/shm%s is served by uid %u, which cannot verify a root client's claim: "
+                  "run the client as a non-root user",
+                  path, (unsigned)st->st_uid);
     else if (st->st_size < (off_t)ZPIPC_SLOTS_OFF ||
              (uint64_t)st->st_size > ZPIPC_SLOTS_OFF + (uint64_t)ZPIPC_MAX_CLIENTS *
                                                            zpipc_slot_bytes(ZPIPC_MAX_SUB_ENTRIES,

@@ -143,7 +143,9 @@ typedef struct zipage_options {
     /* Trust an engine object owned by engine_uid (when engine_uid_set is nonzero) as well as
      * one owned by this process's effective uid: an engine run by another user, e.g. a
      * service account. Without it zipage_connect() refuses an object of any other owner with
-     * ZIPAGE_E_PERM, naming the owner, so another user cannot squat the engine's name. */
+     * ZIPAGE_E_PERM, naming the owner, so another user cannot squat the engine's name. A root
+     * process cannot use a non-root engine at all (ZIPAGE_E_PERM): that engine cannot verify
+     * a root claimer and refuses its claims. */
     int32_t engine_uid_set;
     uint32_t engine_uid;
 } zipage_options;
