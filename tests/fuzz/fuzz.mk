@@ -45,7 +45,7 @@ fuzz-build: | deps
 	@mkdir -p $(O)/fuzz
 	@if printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n)\n{ return 0; }\n' \
 	    | $(FUZZ_CC) -x c -fsanitize=fuzzer -o $(O)/fuzz/probe - >/dev/null 2>&1; then \
-	  $(MAKE) --no-print-directory $(FUZZ_BINS); \
+	  $(MAKE) -s --no-print-directory $(FUZZ_BINS); \
 	else echo "$(FUZZ_CC) with libFuzzer (-fsanitize=fuzzer) not found: fuzz targets not built"; fi
 
 fuzz: fuzz-build
