@@ -14,8 +14,8 @@ static void check_config(const model_config *c) {
     bool ok = c->hidden > 0 && c->layers > 0 && c->heads > 0 && c->kv_heads > 0 &&
               c->heads % c->kv_heads == 0 && c->head_dim > 0 && c->head_dim % 2 == 0 &&
               c->intermediate > 0 && c->vocab > 0 && c->max_pos > 0 && c->rope_theta > 0 &&
-              c->rms_eps > 0 && c->n_eos >= 0 && c->n_eos <= LOADER_MAX_EOS &&
-              c->bos_id >= -1 && c->bos_id < c->vocab &&
+              c->rms_eps > 0 && c->n_eos >= 0 && c->n_eos <= LOADER_MAX_EOS && c->bos_id >= -1 &&
+              c->bos_id < c->vocab &&
               (c->rope != ROPE_LLAMA3 || c->rope_high_freq_factor > c->rope_low_freq_factor);
     for (int i = 0; i < c->n_eos; i++)
         ok = ok && c->eos_ids[i] >= 0 && c->eos_ids[i] < c->vocab;

@@ -27,8 +27,8 @@ static int all_tensors(const model_weights *w, const tensor **out) {
     out[n++] = &w->embed, out[n++] = &w->final_norm, out[n++] = &w->lm_head;
     for (int i = 0; i < cfg.layers; i++) {
         const layer_weights *l = &w->layers[i];
-        const tensor *ts[] = {&l->in_norm, &l->post_norm, &l->q,      &l->k,      &l->v,
-                              &l->o,       &l->q_norm,    &l->k_norm, &l->gate,   &l->up,
+        const tensor *ts[] = {&l->in_norm, &l->post_norm, &l->q,      &l->k,     &l->v,
+                              &l->o,       &l->q_norm,    &l->k_norm, &l->gate,  &l->up,
                               &l->down,    &l->q_bias,    &l->k_bias, &l->v_bias};
         for (size_t j = 0; j < sizeof ts / sizeof ts[0]; j++)
             if (ts[j]->data) out[n++] = ts[j];

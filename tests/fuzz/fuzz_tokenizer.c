@@ -11,8 +11,9 @@
 #include "engine/tokenizer.h"
 #include "tests/fuzz/fuzz_util.h"
 
-static const char text[] = "Hello, world! 123 <|im_start|>user\n h\xc3\xa9llo \xe4\xbd\xa0\xe5\xa5\xbd"
-                           "\t  <|endoftext|>end  \n\n";
+static const char text[] =
+    "Hello, world! 123 <|im_start|>user\n h\xc3\xa9llo \xe4\xbd\xa0\xe5\xa5\xbd"
+    "\t  <|endoftext|>end  \n\n";
 
 static void fail(const char *what) {
     fprintf(stderr, "tokenizer accepted at load fails: %s (%s)\n", what, err_msg());

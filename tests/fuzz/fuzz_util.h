@@ -61,7 +61,8 @@ static inline void fuzz_remove(const char *name) {
 }
 
 /* Part i (0-based) of data split at NUL bytes in *p and *n; false when there are fewer. */
-static inline bool fuzz_split(const uint8_t *data, size_t size, int i, const uint8_t **p, size_t *n) {
+static inline bool fuzz_split(const uint8_t *data, size_t size, int i, const uint8_t **p,
+                              size_t *n) {
     size_t at = 0;
     for (; i > 0; i--) {
         const uint8_t *z = memchr(data + at, 0, size - at);
