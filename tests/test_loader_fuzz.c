@@ -1,8 +1,10 @@
 /* test_loader_fuzz: broken model directories give a clear error (right code, message naming
  * the file and the tensor or key) and never crash: truncated files, garbage headers, header
- * lengths past the end, wrong shapes and dtypes, missing or duplicated tensors, bad offsets,
- * misaligned data, inconsistent shard indexes, bad config.json; then a seeded mutation fuzzer
- * over safetensors header bytes and config.json text (run under ASan+UBSan). */
+ * lengths past the end, wrong shapes and dtypes, missing or duplicated tensors, bad or
+ * overlapping offsets, misaligned data, inconsistent shard indexes, bad config.json; then a
+ * seeded mutation fuzzer over safetensors header bytes and config.json text (run under
+ * ASan+UBSan). tests/fuzz/fuzz_safetensors.c and fuzz_config.c are the coverage-guided
+ * complements. */
 #include "arena/err.h"
 #include "engine/loader.h"
 #include "tests/testlib.h"
