@@ -7,8 +7,9 @@
  *
  * Weights: every safetensors file (model.safetensors, or the distinct files of the index's
  * weight_map) is mapped whole. Each header is validated entry by entry (dtype known, shape
- * non-negative, data_offsets inside the data section and equal to shape * dtype size), and
- * the entries go into a name hash table in the arena's temporary side; then every tensor the
+ * non-negative, data_offsets inside the data section and equal to shape * dtype size, no two
+ * tensors sharing a byte: one tensor's writes or quantisation must never show in another's),
+ * and the entries go into a name hash table in the arena's temporary side; then every tensor the
  * architecture needs is looked up and its shape, dtype and alignment checked. Names are kept
  * in the permanent side only for the tensors handed out. The temporary side is released
  * before returning; on error every mapping made so far is undone.
@@ -20,6 +21,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -308,6 +310,7 @@ typedef struct st_entry {
     const char *name;
     size_t name_len;
     const uint8_t *data;
+    uint64_t begin, end; /* data_offsets: [begin, end) in the file's data section */
     int dtype; /* zp_dtype, or -1 for a valid safetensors dtype the engine does not use */
     char dtype_name[8];
     int ndim;
@@ -393,6 +396,43 @@ static int st_entry_parse(st_entry *e, const json_doc *d, int v, const uint8_t *
         return err_set(ZP_EFORMAT, "%s: tensor '%s': %lld data bytes, shape and dtype %s need %llu",
                        file, nm, (long long)(en - b), e->dtype_name, (unsigned long long)bytes);
     e->data = data + b;
+    e->begin = (uint64_t)b, e->end = (uint64_t)en;
+    return 0;
+}
+
+/* Orders by begin offset; ties by end, then header order, so the error names a fixed pair. */
+static int st_by_offset(const void *x, const void *y) {
+    const st_entry *a = *(const st_entry *const *)x, *b = *(const st_entry *const *)y;
+    if (a->begin != b->begin) return a->begin < b->begin ? -1 : 1;
+    if (a->end != b->end) return a->end < b->end ? -1 : 1;
+    return a < b ? -1 : a > b;
+}
+
+/* Refuses a file in which two tensors share a byte (entries s->e[first..s->n) are its own).
+ * Sorted by begin, a tensor overlaps an earlier one exactly when it begins before the largest
+ * end seen so far; empty tensors hold no bytes and overlap nothing. */
+static int st_check_overlap(st_set *s, arena *a, int first, const char *file) {
+    int n = s->n - first;
+    if (n < 2) return 0;
+    const st_entry **by = arena_temp(a, sizeof *by * (size_t)n, 8, "safetensors offsets");
+    if (!by) return ZP_ENOMEM;
+    for (int i = 0; i < n; i++)
+        by[i] = &s->e[first + i];
+    qsort(by, (size_t)n, sizeof *by, st_by_offset);
+    const st_entry *last = NULL; /* the non-empty tensor reaching furthest so far */
+    for (int i = 0; i < n; i++) {
+        const st_entry *e = by[i];
+        if (e->begin == e->end) continue;
+        if (last && e->begin < last->end)
+            return err_set(ZP_EFORMAT,
+                           "%s: tensors '%.*s' data_offsets [%llu,%llu] and '%.*s' [%llu,%llu] "
+                           "overlap (each tensor needs its own bytes)",
+                           file, (int)(last->name_len < 400 ? last->name_len : 400), last->name,
+                           (unsigned long long)last->begin, (unsigned long long)last->end,
+                           (int)(e->name_len < 400 ? e->name_len : 400), e->name,
+                           (unsigned long long)e->begin, (unsigned long long)e->end);
+        if (!last || e->end > last->end) last = e;
+    }
     return 0;
 }
 
@@ -424,6 +464,7 @@ static int st_parse_file(st_set *s, arena *a, const uint8_t *m, size_t len, int 
         if (s->n) memcpy(e, s->e, sizeof *e * (size_t)s->n);
         s->e = e, s->cap = cap;
     }
+    int first = s->n;
     for (int i = 0, k = 1; i < n; i++, k = json_skip(&d, k + 1)) {
         if (json_str_eq(&d, k, "__metadata__")) continue;
         st_entry *e = &s->e[s->n];
@@ -442,7 +483,7 @@ static int st_parse_file(st_set *s, arena *a, const uint8_t *m, size_t len, int 
         if ((rc = st_entry_parse(e, &d, k + 1, data, dlen, file))) return rc;
         s->n++;
     }
-    return 0;
+    return st_check_overlap(s, a, first, file);
 }
 
 static int st_build_hash(st_set *s, arena *a) {

@@ -2,7 +2,8 @@
  * Qwen2ForCausalLM, LlamaForCausalLM; Hub and transformers-5 spellings), the optional
  * generation_config.json, and the weights (model.safetensors or shards listed in
  * model.safetensors.index.json), mapped read-only and checked tensor by tensor for presence,
- * shape and dtype against the config. Errors name the file and the key or tensor.
+ * shape and dtype against the config, and for tensors sharing bytes. Errors name the file and
+ * the key or tensor.
  *
  * Memory: tensor tables live in the arena; weight bytes stay in the file mappings until
  * loader_close(). Start-up only; the result is read-only and may be shared by threads.

@@ -349,6 +349,12 @@ static int set_token(loader *l, int64_t id, const uint8_t *b, size_t n, uint8_t 
     if (id < 0 || id >= t->nids) return err_set(ZP_EFORMAT, "%s: token id %lld out of range", l->d->name, (long long)id);
     if ((t->flags[id] & F_PRESENT) && !(flags & F_ADDED))
         return err_set(ZP_EFORMAT, "%s: token id %lld appears twice in the vocabulary", l->d->name, (long long)id);
+    /* An added token may restate its own vocabulary entry; under an id that names other text
+     * (or another added token), encoding would yield one text's id and decoding the other. */
+    if ((t->flags[id] & F_PRESENT) &&
+        ((t->flags[id] & F_ADDED) || t->len[id] != n || memcmp(t->blob + t->off[id], b, n)))
+        return err_set(ZP_EFORMAT, "%s: added token id %lld already belongs to another token",
+                       l->d->name, (long long)id);
     if (t->blob_used + n > t->blob_cap) return err_set(ZP_EFORMAT, "%s: token text larger than the file", l->d->name);
     memcpy(t->blob + t->blob_used, b, n);
     t->off[id] = (uint32_t)t->blob_used;

@@ -15,7 +15,7 @@ $(O)/gen/rtc_table.c: $(RTC_SRCS) $(O)/gen/rtc_list tools/embed-kernels.sh
 	@mkdir -p $(dir $@)
 	@tools/embed-kernels.sh $(RTC_SRCS) > $@
 
-$(O)/obj/rtc_table.o $(O)/asan/obj/rtc_table.o: $(O)/gen/rtc_table.c $(RTC_SRCS)
+$(O)/obj/rtc_table.o $(O)/asan/obj/rtc_table.o $(O)/fuzz/obj/rtc_table.o: $(O)/gen/rtc_table.c $(RTC_SRCS)
 	@mkdir -p $(dir $@)
 	@echo "CC $<"; $(CC) $(CSTD) $(WARN) -I. -c $< -o $@
 

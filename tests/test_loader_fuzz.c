@@ -1,8 +1,10 @@
 /* test_loader_fuzz: broken model directories give a clear error (right code, message naming
  * the file and the tensor or key) and never crash: truncated files, garbage headers, header
- * lengths past the end, wrong shapes and dtypes, missing or duplicated tensors, bad offsets,
- * misaligned data, inconsistent shard indexes, bad config.json; then a seeded mutation fuzzer
- * over safetensors header bytes and config.json text (run under ASan+UBSan). */
+ * lengths past the end, wrong shapes and dtypes, missing or duplicated tensors, bad or
+ * overlapping offsets, misaligned data, inconsistent shard indexes, bad config.json; then a
+ * seeded mutation fuzzer over safetensors header bytes and config.json text (run under
+ * ASan+UBSan). tests/fuzz/fuzz_safetensors.c and fuzz_config.c are the coverage-guided
+ * complements. */
 #include "arena/err.h"
 #include "engine/loader.h"
 #include "tests/testlib.h"
@@ -128,6 +130,10 @@ typedef struct wopts {
     int bad_size_idx; /* tensor whose data_offsets span one element too few, or -1 */
     int past_end_idx; /* tensor whose end offset is past the data, or -1 */
     bool odd_header;  /* header length odd: data misaligned */
+    int overlap_idx;  /* tensor whose data_offsets move back one element into the previous
+                       * tensor's bytes (same length), or -1 */
+    int alias_idx;    /* tensor whose data_offsets are the previous tensor's (same length), or
+                       * -1 */
 } wopts;
 
 static void write_file(const char *name, const st_t *t, int n, int file, wopts o) {
@@ -140,13 +146,15 @@ static void write_file(const char *name, const st_t *t, int n, int file, wopts o
         if (t[i].file != file) continue;
         uint64_t bytes = (uint64_t)t[i].esize * (uint64_t)t[i].shape[0] *
                          (uint64_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
-        uint64_t end = off + bytes - (i == o.bad_size_idx ? (uint64_t)t[i].esize : 0);
+        uint64_t begin = off, end = off + bytes - (i == o.bad_size_idx ? (uint64_t)t[i].esize : 0);
         if (i == o.past_end_idx) end = off + (1u << 30);
+        if (i == o.overlap_idx) begin -= (uint64_t)t[i].esize, end -= (uint64_t)t[i].esize;
+        if (i == o.alias_idx) begin -= bytes, end -= bytes;
         len += (size_t)sprintf(h + len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld", t[i].name,
                                t[i].dtype, (long long)t[i].shape[0]);
         if (t[i].ndim == 2) len += (size_t)sprintf(h + len, ",%lld", (long long)t[i].shape[1]);
-        len += (size_t)sprintf(h + len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                               (unsigned long long)end);
+        len += (size_t)sprintf(h + len, "],\"data_offsets\":[%llu,%llu]}",
+                               (unsigned long long)begin, (unsigned long long)end);
         off += bytes;
     }
     h[len++] = '}';
@@ -163,7 +171,7 @@ static void write_file(const char *name, const st_t *t, int n, int file, wopts o
     free(h);
 }
 
-static const wopts W0 = {-1, -1, false};
+static const wopts W0 = {-1, -1, false, -1, -1};
 
 /* Writes the list as model.safetensors (nfiles 1) or shards + index (placing each tensor
  * in the file its .file says; index_override places one tensor elsewhere in the index). */
@@ -302,17 +310,44 @@ static void structured_cases(void) {
     EXPECT(0);
 
     reset_work(); /* data_offsets one element short */
-    write_model(t, n, 1, (wopts){find(t, n, "model.layers.1.mlp.down_proj.weight"), -1, false}, -1,
+    write_model(t, n, 1,
+                (wopts){find(t, n, "model.layers.1.mlp.down_proj.weight"), -1, false, -1, -1}, -1,
                 0);
     EXPECT(ZP_EFORMAT, "tensor 'model.layers.1.mlp.down_proj.weight'", "data bytes");
 
     reset_work(); /* data_offsets past the data */
-    write_model(t, n, 1, (wopts){-1, find(t, n, "model.norm.weight"), false}, -1, 0);
+    write_model(t, n, 1, (wopts){-1, find(t, n, "model.norm.weight"), false, -1, -1}, -1, 0);
     EXPECT(ZP_EFORMAT, "tensor 'model.norm.weight': data_offsets");
 
     reset_work(); /* misaligned data section */
-    write_model(t, n, 1, (wopts){-1, -1, true}, -1, 0);
+    write_model(t, n, 1, (wopts){-1, -1, true, -1, -1}, -1, 0);
     EXPECT(ZP_EFORMAT, "model.safetensors: tensor 'model.embed_tokens.weight'", "aligned");
+
+    /* Overlapping data_offsets: each tensor's size and bounds are right, but writing one
+     * would change the other (issue 10). Both tensors are named, whichever the header lists
+     * first. */
+    reset_work(); /* k_proj's first element is q_proj's last */
+    write_model(t, n, 1,
+                (wopts){-1, -1, false, find(t, n, "model.layers.0.self_attn.k_proj.weight"), -1},
+                -1, 0);
+    EXPECT(ZP_EFORMAT, "model.safetensors: tensors", "'model.layers.0.self_attn.q_proj.weight'",
+           "'model.layers.0.self_attn.k_proj.weight'", "overlap");
+    reset_work(); /* k_norm is q_norm: the same bytes */
+    write_model(t, n, 1,
+                (wopts){-1, -1, false, -1, find(t, n, "model.layers.1.self_attn.k_norm.weight")},
+                -1, 0);
+    EXPECT(ZP_EFORMAT, "model.safetensors: tensors", "'model.layers.1.self_attn.q_norm.weight'",
+           "'model.layers.1.self_attn.k_norm.weight'", "overlap");
+    reset_work(); /* the same in the second of three shards */
+    for (int i = 0; i < n; i++)
+        t[i].file = i < 9 ? 0 : i < 22 ? 1 : 2;
+    write_model(t, n, 3,
+                (wopts){-1, -1, false, -1, find(t, n, "model.layers.1.self_attn.k_norm.weight")},
+                -1, 0);
+    EXPECT(ZP_EFORMAT, "model-00002-of-00003.safetensors: tensors",
+           "'model.layers.1.self_attn.q_norm.weight'", "'model.layers.1.self_attn.k_norm.weight'",
+           "overlap");
+    n = base_list(t);
 
     reset_work(); /* no weights at all */
     rm_work("model.safetensors");
