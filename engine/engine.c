@@ -189,7 +189,7 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
                        "of max_model_len %d: raise kv_memory_mb or num_kv_blocks, lower "
                        "max_model_len, or turn compression on", d.num_blocks,
                        (long long)d.num_blocks * e->bs, e->max_model_len);
-    if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &d, e->be)))) return rc;
+    if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &e->mw, &d, e->be)))) return rc;
     if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
     be_cparams cp = {
         .layers = mc->layers, .hq = mc->heads, .hkv = mc->kv_heads, .dim = mc->head_dim,
@@ -294,7 +294,7 @@ void engine_get_info(const engine *e, engine_info *info) {
         .max_num_seqs = (int32_t)e->cf.max_num_seqs,
         .max_concurrency = e->st.max_concurrency,
         .kv_bytes = (size_t)e->kv.num_blocks * model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype, e->cf.compress),
-        .device_bytes = model_device_bytes(&e->mc, &e->m.dims, e->be),
+        .device_bytes = model_device_bytes(&e->mc, &e->mw, &e->m.dims, e->be),
     };
 }
 

@@ -43,26 +43,6 @@ static size_t tensor_bytes(const tensor *t) {
     return n;
 }
 
-size_t model_device_bytes(const model_config *c, const model_dims *d, const backend *be) {
-    size_t T = (size_t)d->max_tokens, H = (size_t)c->hidden, D = (size_t)c->head_dim;
-    size_t qd = (size_t)c->heads * D, kd = (size_t)c->kv_heads * D, I = (size_t)c->intermediate;
-    size_t f = sizeof(float);
-    size_t act = 2 * al(T * H * f) + 2 * al(T * qd * f) + 2 * al(T * kd * f) + 2 * al(T * I * f) +
-                 al((size_t)d->max_logits * H * f) + al((size_t)d->max_logits * (size_t)c->vocab * f) +
-                 al(D / 2 * f) + al(meta_words(d) * 4);
-    bool cmp = d->cmp_jobs > 0;
-    size_t kv = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype, cmp) +
-                3 * (size_t)c->layers * 256 + al((size_t)d->qcache_slots * model_slot_bytes(c, d->qcl)) +
-                model_cmp_scratch_bytes(c, d) + al(T * 4);
-    size_t w = 0;
-    if (be->copies_weights) {
-        /* Upper bound: every tensor of the model, rounded like the allocator does. */
-        size_t per_layer = (H + H + qd * H + 2 * kd * H + H * qd + 3 * I * H + qd + 2 * kd + 2 * D) * 4;
-        w = (size_t)c->layers * (per_layer + 14 * 256) + 2 * (size_t)c->vocab * H * 4 + H * 4 + 768;
-    }
-    return act + kv + w + 4096;
-}
-
 void model_rope_inv_freq(const model_config *c, float *out) {
     int half = c->head_dim / 2;
     for (int j = 0; j < half; j++) {
@@ -85,15 +65,105 @@ void model_rope_inv_freq(const model_config *c, float *out) {
     }
 }
 
-static int bind(model *m, const tensor *t, be_w *out) {
+/* The one walk over every buffer the model takes from the backend: weights (when the backend
+ * copies them), activations, logits, the KV and score caches, compression scratch and batch
+ * metadata. model_device_bytes() runs it counting, model_init() carving, so the reservation
+ * and the carving cannot disagree. Every buffer takes al(bytes) at 256-byte alignment, so the
+ * total is exact for a reservation that starts aligned. */
+typedef struct carver {
+    backend *be;
+    bool carve; /* false: count only */
+    size_t bytes;
+} carver;
+
+static int place(carver *cv, be_ptr *out, size_t bytes, const char *what) {
+    cv->bytes += al(bytes);
+    *out = 0;
+    return cv->carve ? cv->be->alloc(cv->be, al(bytes), 256, out, what) : 0;
+}
+
+static int place_weight(carver *cv, const tensor *t, be_w *out) {
     out->t = t->dtype;
     out->p = 0;
     if (!t->data) return 0;
-    return m->be->map_host(m->be, t->data, tensor_bytes(t), &out->p, t->name ? t->name : "weight");
+    size_t n = tensor_bytes(t);
+    if (cv->be->copies_weights) cv->bytes += al(n);
+    return cv->carve ? cv->be->map_host(cv->be, t->data, n, &out->p, t->name ? t->name : "weight")
+                     : 0;
 }
 
-static int dev(model *m, size_t bytes, be_ptr *p, const char *what) {
-    return m->be->alloc(m->be, al(bytes), 256, p, what);
+static int place_weights(carver *cv, model *m, const model_config *c, const model_weights *w) {
+    int rc;
+    if ((rc = place_weight(cv, &w->embed, &m->embed)) ||
+        (rc = place_weight(cv, &w->final_norm, &m->final_norm)))
+        return rc;
+    if (w->lm_head.data == w->embed.data) /* tied: stored once */
+        m->lm_head = m->embed;
+    else if ((rc = place_weight(cv, &w->lm_head, &m->lm_head)))
+        return rc;
+    model_layer scratch;
+    for (int l = 0; l < c->layers; l++) {
+        const layer_weights *lw = &w->layers[l];
+        model_layer *ml = cv->carve ? &m->layers[l] : &scratch;
+        const tensor *src[] = {&lw->in_norm, &lw->post_norm, &lw->q,      &lw->k,      &lw->v,
+                               &lw->o,       &lw->q_bias,    &lw->k_bias, &lw->v_bias, &lw->q_norm,
+                               &lw->k_norm,  &lw->gate,      &lw->up,     &lw->down};
+        be_w *dst[] = {&ml->in_norm, &ml->post_norm, &ml->q,  &ml->k,  &ml->v,    &ml->o,  &ml->qb,
+                       &ml->kb,      &ml->vb,        &ml->qn, &ml->kn, &ml->gate, &ml->up, &ml->down};
+        for (size_t i = 0; i < sizeof src / sizeof src[0]; i++)
+            if ((rc = place_weight(cv, src[i], dst[i]))) return rc;
+    }
+    return 0;
+}
+
+static int place_buffers(carver *cv, model *m, const model_config *c, const model_dims *d) {
+    size_t T = (size_t)d->max_tokens, H = (size_t)c->hidden, D = (size_t)c->head_dim;
+    size_t qd = (size_t)c->heads * D, kd = (size_t)c->kv_heads * D, I = (size_t)c->intermediate;
+    size_t f = sizeof(float), L = (size_t)d->max_logits;
+    int rc;
+    if ((rc = place(cv, &m->x, T * H * f, "activations")) ||
+        (rc = place(cv, &m->xn, T * H * f, "activations")) ||
+        (rc = place(cv, &m->q, T * qd * f, "activations")) ||
+        (rc = place(cv, &m->k, T * kd * f, "activations")) ||
+        (rc = place(cv, &m->v, T * kd * f, "activations")) ||
+        (rc = place(cv, &m->att, T * qd * f, "activations")) ||
+        (rc = place(cv, &m->gate, T * I * f, "activations")) ||
+        (rc = place(cv, &m->up, T * I * f, "activations")) ||
+        (rc = place(cv, &m->sel, L * H * f, "activations")) ||
+        (rc = place(cv, &m->logits, L * (size_t)c->vocab * f, "logits")) ||
+        (rc = place(cv, &m->inv_freq, D / 2 * f, "rope")))
+        return rc;
+    size_t layer_cache = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype, false) /
+                         (2 * (size_t)c->layers);
+    size_t layer_scores = (size_t)d->num_blocks * (size_t)d->block_size * (size_t)c->kv_heads * 4;
+    model_layer scratch;
+    for (int l = 0; l < c->layers; l++) {
+        model_layer *ml = cv->carve ? &m->layers[l] : &scratch;
+        if ((rc = place(cv, &ml->kc, layer_cache, "KV cache")) ||
+            (rc = place(cv, &ml->vc, layer_cache, "KV cache")) ||
+            (d->cmp_jobs && (rc = place(cv, &ml->cc, layer_scores, "score cache"))))
+            return rc;
+    }
+    if (d->cmp_jobs) {
+        size_t rows = (size_t)d->cmp_jobs * (size_t)c->kv_heads;
+        if ((rc = place(cv, &m->qc, (size_t)d->qcache_slots * model_slot_bytes(c, d->qcl), "query cache")) ||
+            (rc = place(cv, &m->scores, rows * (size_t)d->cmp_max_pos * 4, "compression scratch")) ||
+            (rc = place(cv, &m->work, rows * (size_t)d->cmp_max_pos * 8, "compression scratch")) ||
+            (rc = place(cv, &m->keep, rows * (size_t)d->cmp_max_keep * 4, "compression scratch")) ||
+            (rc = place(cv, &m->cmeta, cmeta_words(d) * 4, "compression metadata")))
+            return rc;
+    }
+    return place(cv, &m->meta, meta_words(d) * 4, "batch metadata");
+}
+
+size_t model_device_bytes(const model_config *c, const model_weights *w, const model_dims *d,
+                          backend *be) {
+    model scratch;
+    memset(&scratch, 0, sizeof scratch);
+    carver cv = {.be = be, .carve = false};
+    place_weights(&cv, &scratch, c, w);
+    place_buffers(&cv, &scratch, c, d);
+    return cv.bytes;
 }
 
 int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
@@ -104,60 +174,14 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     m->be = be;
     if (c->head_dim > 512 || c->head_dim % 2)
         return err_set(ZP_EUNSUP, "model: head_dim %d unsupported (even, at most 512)", c->head_dim);
-    int rc = 0;
     m->layers = arena_alloc(a, sizeof(model_layer) * (size_t)c->layers, 64, "model layers");
     if (!m->layers) return ZP_ENOMEM;
-    rc |= bind(m, &w->embed, &m->embed);
-    rc |= bind(m, &w->final_norm, &m->final_norm);
-    rc |= bind(m, &w->lm_head, &m->lm_head);
-    for (int l = 0; l < c->layers && !rc; l++) {
-        const layer_weights *lw = &w->layers[l];
-        model_layer *ml = &m->layers[l];
-        rc |= bind(m, &lw->in_norm, &ml->in_norm);
-        rc |= bind(m, &lw->post_norm, &ml->post_norm);
-        rc |= bind(m, &lw->q, &ml->q);
-        rc |= bind(m, &lw->k, &ml->k);
-        rc |= bind(m, &lw->v, &ml->v);
-        rc |= bind(m, &lw->o, &ml->o);
-        rc |= bind(m, &lw->q_bias, &ml->qb);
-        rc |= bind(m, &lw->k_bias, &ml->kb);
-        rc |= bind(m, &lw->v_bias, &ml->vb);
-        rc |= bind(m, &lw->q_norm, &ml->qn);
-        rc |= bind(m, &lw->k_norm, &ml->kn);
-        rc |= bind(m, &lw->gate, &ml->gate);
-        rc |= bind(m, &lw->up, &ml->up);
-        rc |= bind(m, &lw->down, &ml->down);
-    }
-    if (rc) return rc;
-    size_t T = (size_t)d->max_tokens, H = (size_t)c->hidden, D = (size_t)c->head_dim;
-    size_t qd = (size_t)c->heads * D, kd = (size_t)c->kv_heads * D, I = (size_t)c->intermediate;
-    size_t f = sizeof(float);
-    if ((rc = dev(m, T * H * f, &m->x, "activations")) || (rc = dev(m, T * H * f, &m->xn, "activations")) ||
-        (rc = dev(m, T * qd * f, &m->q, "activations")) || (rc = dev(m, T * kd * f, &m->k, "activations")) ||
-        (rc = dev(m, T * kd * f, &m->v, "activations")) || (rc = dev(m, T * qd * f, &m->att, "activations")) ||
-        (rc = dev(m, T * I * f, &m->gate, "activations")) || (rc = dev(m, T * I * f, &m->up, "activations")) ||
-        (rc = dev(m, (size_t)d->max_logits * H * f, &m->sel, "activations")) ||
-        (rc = dev(m, (size_t)d->max_logits * (size_t)c->vocab * f, &m->logits, "logits")) ||
-        (rc = dev(m, D / 2 * f, &m->inv_freq, "rope")))
-        return rc;
-    size_t layer_cache = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype, false) /
-                         (2 * (size_t)c->layers);
-    size_t layer_scores = (size_t)d->num_blocks * (size_t)d->block_size * (size_t)c->kv_heads * 4;
-    for (int l = 0; l < c->layers; l++) {
-        if ((rc = dev(m, layer_cache, &m->layers[l].kc, "KV cache")) ||
-            (rc = dev(m, layer_cache, &m->layers[l].vc, "KV cache")) ||
-            (d->cmp_jobs && (rc = dev(m, layer_scores, &m->layers[l].cc, "score cache"))))
-            return rc;
-    }
+    carver cv = {.be = be, .carve = true};
+    int rc;
+    if ((rc = place_weights(&cv, m, c, w)) || (rc = place_buffers(&cv, m, c, d))) return rc;
+    size_t T = (size_t)d->max_tokens, D = (size_t)c->head_dim, f = sizeof(float);
     if (d->cmp_jobs) {
-        size_t rows = (size_t)d->cmp_jobs * (size_t)c->kv_heads;
         m->cmeta_words = cmeta_words(d);
-        if ((rc = dev(m, (size_t)d->qcache_slots * model_slot_bytes(c, d->qcl), &m->qc, "query cache")) ||
-            (rc = dev(m, rows * (size_t)d->cmp_max_pos * 4, &m->scores, "compression scratch")) ||
-            (rc = dev(m, rows * (size_t)d->cmp_max_pos * 8, &m->work, "compression scratch")) ||
-            (rc = dev(m, rows * (size_t)d->cmp_max_keep * 4, &m->keep, "compression scratch")) ||
-            (rc = dev(m, m->cmeta_words * 4, &m->cmeta, "compression metadata")))
-            return rc;
         m->host_cmeta = arena_alloc(a, m->cmeta_words * 4, 64, "compression staging");
         if (!m->host_cmeta) return ZP_ENOMEM;
         int32_t *h = m->host_cmeta;
@@ -178,7 +202,6 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
         bj->max_keep = d->cmp_max_keep;
     }
     m->meta_words = meta_words(d);
-    if ((rc = dev(m, m->meta_words * 4, &m->meta, "batch metadata"))) return rc;
     m->host_meta = arena_alloc(a, m->meta_words * 4, 64, "batch staging");
     m->host_logits = arena_alloc(a, (size_t)d->max_logits * (size_t)c->vocab * f, 64, "host logits");
     float *inv = arena_temp(a, D / 2 * f, 8, "rope");

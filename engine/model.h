@@ -84,8 +84,10 @@ typedef struct model {
     double score_seconds, compact_seconds;
 } model;
 
-/* Bytes of backend memory model_init will carve (plan the reservation with it). */
-size_t model_device_bytes(const model_config *c, const model_dims *d, const backend *be);
+/* Bytes of backend memory model_init will carve, exactly (plan the reservation with it): the
+ * same walk over the same buffers, counting instead of carving. */
+size_t model_device_bytes(const model_config *c, const model_weights *w, const model_dims *d,
+                          backend *be);
 /* Bytes of one KV block across all layers: K and V, plus the carried f32 score per token
  * and kv head when compressing. */
 size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype,

@@ -54,7 +54,7 @@ int cmd_logits(int argc, char **argv) {
                     .block_size = bs, .num_blocks = nb, .kv_dtype = ZP_F32};
     model m;
     if ((rc = cpu_backend_create(&be, (int)cf.threads, max_k)) ||
-        (rc = be->reserve(be, model_device_bytes(&mc, &d, be))) ||
+        (rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be))) ||
         (rc = model_init(&m, &a, be, &mc, &mw, &d)))
         return cli_fail("logits", rc);
     for (int32_t i = 0; i < n; i++) {
