@@ -310,11 +310,26 @@ static int verify_engine(zipage_client *c, pid_t pid, const struct stat *st, con
     }
 }
 
+/* Gives a claim back. If the engine attached it meanwhile (ATTACHED, our generation, the claim
+ * still ours, so nobody else can have claimed it), the slot is ours: it is detached, so the
+ * engine frees it now instead of holding it until this process exits. */
+static void give_back(zipage_client *c, zpipc_slot *s, uint32_t me, uint32_t gen) {
+    if (ring_load_acquire32(&s->slot_state) == ZPIPC_SLOT_ATTACHED &&
+        ring_load_acquire32(&s->generation) == gen && ring_load_acquire32(&s->claim_pid) == me) {
+        ring_store_release32(&s->detach, 1); /* pairs with the engine's acquire of detach */
+        ring_fetch_add32(&c->hdr->attach_seq, 1);
+        ring_notify(&c->hdr->engine_futex, &c->hdr->engine_sleeping);
+        return;
+    }
+    ring_cas32(&s->claim_pid, me, 0);
+}
+
 /* Claims a slot the engine shows FREE. A claim word of 0 alone does not make a slot free: a
  * crashed or hostile process may have zeroed it while the engine still serves (or reclaims)
  * the old owner, whose reclaim would then reset the slot under the new client and drop its
  * requests. So the state is checked before the CAS and re-checked after it, with the
- * generation unchanged; a claim that fails the re-check is given back. */
+ * generation unchanged; ATTACHED then is the engine's answer to this claim (it scans on its
+ * own, so it may answer before the re-check). A claim that fails the re-check is given back. */
 static int claim_free_slot(zipage_client *c, uint32_t me) {
     for (uint32_t i = 0; i < c->max_clients; i++) {
         zpipc_slot *s = (zpipc_slot *)(c->map + ZPIPC_SLOTS_OFF + (size_t)i * c->slot_bytes);
@@ -325,9 +340,10 @@ static int claim_free_slot(zipage_client *c, uint32_t me) {
         uint32_t gen = ring_load_acquire32(&s->generation);
         if (!ring_cas32(&s->claim_pid, 0, me)) continue;
         /* acquire (the CAS too): a reset or reclaim that raced with the claim shows here */
-        if (ring_load_acquire32(&s->slot_state) != ZPIPC_SLOT_FREE ||
+        uint32_t state = ring_load_acquire32(&s->slot_state);
+        if ((state != ZPIPC_SLOT_FREE && state != ZPIPC_SLOT_ATTACHED) ||
             ring_load_acquire32(&s->generation) != gen) {
-            ring_cas32(&s->claim_pid, me, 0);
+            give_back(c, s, me, gen);
             continue;
         }
         c->slot = i;
@@ -362,12 +378,12 @@ static int claim_slot(zipage_client *c, const char *name) {
             if (attached && !lost) return 0;
             uint64_t now = ring_now_ns();
             if (!ring_pid_alive(c->engine_pidfd, c->engine_pid) || now - t0 > c->hang_ns) {
-                ring_cas32(&s->claim_pid, me, 0); /* give the unanswered claim back */
+                give_back(c, s, me, c->gen); /* the unanswered claim (or a late answer) */
                 return fail(ZIPAGE_E_ENGINE_GONE, "engine '%s' did not accept the client", name);
             }
             if (!lost) ring_futex_wait(&s->client_futex, v, SLEEP_SLICE_NS);
         }
-        ring_cas32(&s->claim_pid, me, 0); /* ours no more, or given back if still ours */
+        give_back(c, s, me, c->gen); /* ours no more, or given back if still ours */
         c->ctl = NULL;
     }
 }

@@ -45,6 +45,7 @@
 #define STOP_NOW_NS  100000000ull /* IPC_STOP_NOW: longest wait for cancellations */
 #define STALL_NS     50000000ull  /* longest engine pause for a client that reads slowly */
 #define ATTACH_NS    200000ull    /* attach_seq bumps trigger a claim scan at most this often */
+#define CLAIMS_PER_PASS 4         /* claims verified per scan (each reads /proc/PID/maps) */
 #define MAPS_CHUNK   4096         /* bytes of /proc/PID/maps read at a time */
 
 _Static_assert((int)ENGINE_FINISH_STOP == ZIPAGE_FINISH_STOP, "finish codes");
@@ -109,6 +110,7 @@ struct ipc_server {
     int32_t reclaiming; /* slots in RECLAIMING */
     bool stalled;       /* the last step was held back for a slow reader */
     uint32_t attach_seen;
+    uint32_t claim_cursor; /* the free slot whose claim the next scan verifies first */
     uint64_t last_house, last_attach;
     int stop_level, stop_applied;
     uint64_t stop_deadline;
@@ -959,17 +961,37 @@ static void check_pids(ipc_server *s) {
     }
 }
 
+/* Claims on free slots. Verifying one reads the claimer's /proc/PID/maps, which a hostile
+ * writer can make several MB long by naming a process of its own with many mappings, so a
+ * scan verifies at most CLAIMS_PER_PASS claims, starting after the last slot it verified, and
+ * when it stops early it asks for another scan (after ATTACH_NS): false claims on every slot
+ * cannot multiply the cost of one scan, and honest claims still attach within a few scans. */
+static void scan_claims(ipc_server *s) {
+    uint32_t n = s->cfg.max_clients, verified = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (s->claim_cursor + k) % n;
+        srv_slot *sl = &s->slots[i];
+        if (sl->state != ZPIPC_SLOT_FREE || !ring_load_relaxed32(&sl->ctl->claim_pid)) continue;
+        if (verified == CLAIMS_PER_PASS) {
+            s->attach_seen--; /* differs from attach_seq: the loop scans again */
+            return;
+        }
+        try_attach(s, sl);
+        verified++;
+        s->claim_cursor = (i + 1) % n;
+    }
+}
+
 /* What an attach_seq bump asks for: claims on free slots and detaches. At most every
  * ATTACH_NS, so a client bumping attach_seq in a loop cannot keep the engine scanning. */
 static void attach_scan(ipc_server *s, uint64_t now) {
     s->last_attach = now;
     /* acquire: pairs with the client's fetch-add after its claim; then the claims are scanned */
     s->attach_seen = ring_load_acquire32(&s->hdr->attach_seq);
+    scan_claims(s);
     for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         srv_slot *sl = &s->slots[i];
-        if (sl->state == ZPIPC_SLOT_FREE)
-            try_attach(s, sl);
-        else if (sl->state == ZPIPC_SLOT_ATTACHED && ring_load_acquire32(&sl->ctl->detach))
+        if (sl->state == ZPIPC_SLOT_ATTACHED && ring_load_acquire32(&sl->ctl->detach))
             begin_reclaim(s, sl); /* acquire: pairs with disconnect's release */
     }
     finish_reclaims(s);
@@ -982,12 +1004,10 @@ static void housekeeping(ipc_server *s, uint64_t now) {
     /* acquire: pairs with the client's fetch-add after its claim; then the claims are scanned */
     s->attach_seen = ring_load_acquire32(&s->hdr->attach_seq);
     check_pids(s);
+    scan_claims(s);
     for (uint32_t i = 0; i < s->cfg.max_clients; i++) {
         srv_slot *sl = &s->slots[i];
         switch (sl->state) {
-        case ZPIPC_SLOT_FREE:
-            try_attach(s, sl);
-            break;
         case ZPIPC_SLOT_ATTACHED:
             ring_store_relaxed64(&sl->ctl->engine_heartbeat_ns, now);
             if (ring_load_acquire32(&sl->ctl->detach)) { /* pairs with disconnect's release */
