@@ -635,8 +635,13 @@ int zipage_cancel_client(zipage_client *c, uint32_t slot, uint64_t req_id) {
     return push_cancel(c, ZPIPC_SUB_CANCEL_CLIENT, slot, req_id);
 }
 
-/* Turns completion record q into *ev (true) or folds it into a non-streamed request. */
-static bool take_cqe(zipage_client *c, const zpipc_cqe *q, zipage_event *ev) {
+/* Turns completion record ring into *ev (true) or folds it into a non-streamed request. The
+ * record's fields are copied out once before use (another writer of the object could change
+ * them between two reads); only the text is read in place. */
+static bool take_cqe(zipage_client *c, const zpipc_cqe *ring, zipage_event *ev) {
+    zpipc_cqe rec;
+    memcpy(&rec, ring, offsetof(zpipc_cqe, text));
+    const zpipc_cqe *q = &rec;
     creq *e = &c->reqs[q->req_id & (c->nreqs - 1)];
     if (!e->in_use || e->id != q->req_id)
         return false; /* not ours (cannot happen unless the
@@ -652,7 +657,7 @@ static bool take_cqe(zipage_client *c, const zpipc_cqe *q, zipage_event *ev) {
         }
         size_t room = e->text_cap - (e->text_len < e->text_cap ? e->text_len : e->text_cap);
         size_t k = tl < room ? tl : room;
-        if (k) memcpy(e->out_text + e->text_len, q->text, k);
+        if (k) memcpy(e->out_text + e->text_len, ring->text, k);
         if (k < tl) e->flags |= ZIPAGE_EVF_TEXT_TRUNCATED;
         e->text_len += k;
         return false;
@@ -664,7 +669,7 @@ static bool take_cqe(zipage_client *c, const zpipc_cqe *q, zipage_event *ev) {
     ev->flags = (int)(q->flags & ZIPAGE_EVF_CONT);
     ev->token = q->token;
     ev->logprob = q->logprob;
-    ev->text = q->text;
+    ev->text = ring->text;
     ev->text_len = tl;
     if (ev->type == ZIPAGE_EV_TOKEN) return true;
     ev->finish = q->finish;
