@@ -41,24 +41,7 @@ static pid_t honest(const char *name, int who, volatile int *stop) {
     while (!*stop && bad < 5) {
         zipage_client *c = connect_retry(name, &bad);
         if (!c) continue;
-        char prompt[24], out[24];
-        int len = 1 + (int)(test_rand_u64(&seed) % sizeof prompt);
-        for (int i = 0; i < len; i++)
-            prompt[i] = (char)('a' + test_rand_u64(&seed) % 26);
-        zipage_request r;
-        zipage_request_default(&r);
-        r.text = prompt;
-        r.text_len = (size_t)len;
-        r.out_text = out;
-        r.out_text_cap = sizeof out;
-        zipage_event fin;
-        int rc = zipage_generate(c, &r, &fin, 5000);
-        if (rc || fin.finish != ZIPAGE_FINISH_STOP || fin.text_len != (size_t)len ||
-            memcmp(out, prompt, (size_t)len)) {
-            fprintf(stderr, "honest %d (slot %d): lost a request: %s: %s\n", who, zipage_slot(c),
-                    zipage_strerror(rc), rc ? zipage_last_error() : "wrong final");
-            bad++;
-        }
+        bad += ipct_echo_once(c, &seed, 5000, "honest", who);
         done++;
         zipage_disconnect(c);
     }

@@ -162,6 +162,31 @@ static inline double ipct_wait_idle(zipage_client *c, int clients, double timeou
     }
 }
 
+/* One request of random bytes (1-80) to an echo engine: 0 when it came back whole with
+ * finish STOP, else 1 after printing what went wrong, prefixed with `label who`. */
+static inline int ipct_echo_once(zipage_client *c, unsigned long long *seed, int timeout_ms,
+                                 const char *label, int who) {
+    char prompt[80], out[80];
+    int len = 1 + (int)(test_rand_u64(seed) % sizeof prompt);
+    for (int i = 0; i < len; i++)
+        prompt[i] = (char)(test_rand_u64(seed) & 0xff);
+    zipage_request r;
+    zipage_request_default(&r);
+    r.text = prompt;
+    r.text_len = (size_t)len;
+    r.out_text = out;
+    r.out_text_cap = sizeof out;
+    zipage_event fin;
+    int rc = zipage_generate(c, &r, &fin, timeout_ms);
+    if (!rc && fin.finish == ZIPAGE_FINISH_STOP && fin.text_len == (size_t)len &&
+        !memcmp(out, prompt, (size_t)len))
+        return 0;
+    fprintf(stderr, "%s %d (slot %d): request lost or wrong: rc %d (%s), finish %d, len %zu/%d\n",
+            label, who, zipage_slot(c), rc, rc ? zipage_last_error() : "ok", rc ? -1 : fin.finish,
+            rc ? (size_t)0 : fin.text_len, len);
+    return 1;
+}
+
 /* Forks a well-behaved client that runs verified echo requests (random bytes, collected with
  * zipage_generate) until *stop becomes nonzero, pausing pause_us between requests. It writes
  * one byte to wfd once connected (wfd < 0: none). Exit status 0 when every output was right. */
@@ -175,24 +200,7 @@ static inline pid_t ipct_good_client(const char *name, int who, volatile int *st
     unsigned long long seed = 300 + (unsigned long long)who;
     int bad = 0, done = 0;
     while (!*stop) {
-        char prompt[80], out[80];
-        int len = 1 + (int)(test_rand_u64(&seed) % 80);
-        for (int i = 0; i < len; i++)
-            prompt[i] = (char)(test_rand_u64(&seed) & 0xff);
-        zipage_request r;
-        zipage_request_default(&r);
-        r.text = prompt;
-        r.text_len = (size_t)len;
-        r.out_text = out;
-        r.out_text_cap = sizeof out;
-        zipage_event fin;
-        int rc = zipage_generate(c, &r, &fin, 20000);
-        if (rc || fin.finish != ZIPAGE_FINISH_STOP || fin.text_len != (size_t)len ||
-            memcmp(out, prompt, (size_t)len)) {
-            fprintf(stderr, "good client %d: rc %d (%s) finish %d len %zu/%d\n", who, rc,
-                    zipage_last_error(), fin.finish, fin.text_len, len);
-            bad++;
-        }
+        bad += ipct_echo_once(c, &seed, 20000, "good client", who);
         done++;
         if (pause_us) usleep((useconds_t)pause_us);
     }
