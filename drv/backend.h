@@ -1,4 +1,5 @@
-/* backend: the op table every compute backend implements (cpu.c now; cuda_ops.c next).
+/* backend: the op table every compute backend implements (cpu.c, cuda_be.c) and the factory
+ * that picks one (backend.c).
  *
  * The engine never touches backend memory directly. Buffers are `be_ptr` addresses in the
  * backend's own address space (a host address on the CPU backend, a CUdeviceptr on CUDA),
@@ -6,11 +7,19 @@
  * through ops, upload and download. Each step the engine writes its batch metadata into one
  * host staging area and uploads it with a single call; ops read it through be_batch.
  *
- * Ops know nothing about requests: only tokens, rows, slots and block tables. They are
- * asynchronous in principle (queued on the backend's stream); errors surface at be->sync().
- * On the CPU backend they run to completion, multi-threaded, and every output element is
- * computed by one thread in a fixed order, so results are bit-identical for any thread count
- * and any batch composition.
+ * Dtypes: the residual stream and the logits are f32 on every backend; every other
+ * activation (normed rows, QKV, attention output, MLP) has the backend's act_dtype (f32 on
+ * the CPU, bf16 on CUDA), with f32 math inside every op. Weights keep their checkpoint dtype
+ * on the CPU (used in place) and are converted to bf16 on upload on CUDA (weight_bytes says
+ * how much of the reservation they take).
+ *
+ * Ops know nothing about requests: only tokens, rows, slots and block tables. They are queued
+ * on the backend's compute queue; errors surface at be->sync(). On the CPU backend they run to
+ * completion, multi-threaded, and every output element is computed by one thread in a fixed
+ * order, so results are bit-identical for any thread count and any batch composition.
+ *
+ * Padding contract: a token row with slot < 0 writes no K/V; rows past the device-side counts
+ * (be_batch.counts) are never read or written, so a launch sized for a bucket serves any batch.
  *
  * KV cache layout, per layer: [num_blocks][Hkv][block_size][D] for K and for V, element type
  * kv_dtype. Token slot s lives in block s / bs at offset s % bs.
@@ -31,6 +40,8 @@ typedef uint64_t be_ptr;
  * RoPE uses `positions`, which need not equal the cache index. */
 typedef struct be_batch {
     int32_t n_tokens, n_seqs, max_blocks, n_logits;
+    int32_t max_kv_len;  /* longest context of the step's tokens (sizes attention splits) */
+    be_ptr counts;       /* [3]: n_tokens, n_logits, n_seqs (kernels read them) */
     be_ptr token_ids;    /* [n_tokens] */
     be_ptr positions;    /* [n_tokens] absolute positions for RoPE */
     be_ptr slots;        /* [n_tokens] physical slot receiving the token's K/V */
@@ -44,8 +55,10 @@ typedef struct be_batch {
  * ../shared/spec/compressed-paged-attention.md, sections 4-6). Device metadata. A job's
  * cached positions p = 0 .. n_blocks*bs-1 run over its source block table in order;
  * positions >= kv_len are unused. */
-enum { BE_CJ_GLOBAL = 1, /* already compressed: carried score applies to non-last blocks */
-       BE_CJ_POOL = 2 };  /* max-pool the scores this time */
+enum {
+    BE_CJ_GLOBAL = 1, /* already compressed: carried score applies to non-last blocks */
+    BE_CJ_POOL = 2
+}; /* max-pool the scores this time */
 
 typedef struct be_cjobs {
     int32_t n_jobs;
@@ -63,58 +76,105 @@ typedef struct be_cjobs {
 
 typedef struct be_cparams {
     int32_t layers, hq, hkv, dim, bs, qcl;
-    float scale;      /* 1/sqrt(dim) */
-    int32_t max_norm; /* divide A by its max per (job, head) */
-    float gamma;      /* decay of the carried score */
-    int32_t pool;     /* max-pool width (odd; <= 1 = none) */
+    float scale;        /* 1/sqrt(dim) */
+    int32_t max_norm;   /* divide A by its max per (job, head) */
+    float gamma;        /* decay of the carried score */
+    int32_t pool;       /* max-pool width (odd; <= 1 = none) */
     int32_t redundancy; /* 0 lightning, 1 raw, 2 off */
     float lambda, temperature, threshold;
     int32_t sink_len;
 } be_cparams;
+
+/* What a backend must know about the model and the step bounds when it is created (CUDA
+ * compiles its kernels for head dim, block size and GQA group, and sizes its scratch). */
+typedef struct be_shape {
+    int32_t layers, hidden, heads, kv_heads, head_dim, intermediate, vocab;
+    int32_t block_size, max_tokens, max_logits;
+} be_shape;
+
+/* One weight matrix of a linear layer as the loader holds it: host rows [rows][k] (w), or a
+ * weight already given to the backend (dev, e.g. the embedding table for a tied LM head). */
+typedef struct be_part {
+    const void *w;
+    be_ptr dev;
+    zp_dtype wt;
+    const void *bias; /* host [rows], or NULL */
+    zp_dtype bt;
+    int32_t rows;
+} be_part;
+
+enum { BE_LINEAR_PARTS = 3 };
+
+/* A linear layer: y[n][n_out] = x[n][k] . W^T (+ bias), W the row-wise concatenation of its
+ * parts (fused QKV, fused gate/up). Filled by linear_init; the backend may fuse the parts into
+ * one weight (CUDA) or keep them apart (CPU, weights used in place). */
+typedef struct be_linear {
+    int32_t k, n_out, n_parts;
+    zp_dtype out_t; /* act_dtype, or f32 for the logits */
+    be_ptr w[BE_LINEAR_PARTS], bias[BE_LINEAR_PARTS];
+    zp_dtype wt[BE_LINEAR_PARTS], bt[BE_LINEAR_PARTS];
+    int32_t rows[BE_LINEAR_PARTS];
+    int32_t plan; /* the backend's GEMM plan (CUDA) */
+} be_linear;
 
 typedef struct backend backend;
 
 struct backend {
     const char *name;
     void *impl;
-    int copies_weights; /* map_host copies into the reservation (so plan room for weights) */
+    zp_dtype act_dtype;
+    int device_memory;    /* the reservation is GPU memory: kv_memory_mb 0 sizes the KV pool from
+                           * mem_info x gpu_memory_utilization */
+    size_t scratch_bytes; /* the backend's own scratch, reserved on top of reserve()'s bytes */
+    be_ptr counts;        /* set by the model: int32 [3] (n_tokens, n_logits, n_seqs) of the
+                           * step, in backend memory, read by kernels (padded launches) */
 
-    /* Memory: one reservation at start-up, carved by alloc (start-up only). */
+    /* Memory: one reservation at start-up, carved by alloc (start-up only). mem_info: the
+     * memory the reservation may come from (free and total bytes). */
+    int (*mem_info)(backend *be, size_t *free_bytes, size_t *total_bytes);
     int (*reserve)(backend *be, size_t bytes);
     int (*alloc)(backend *be, size_t bytes, size_t align, be_ptr *out, const char *what);
-    /* Makes host bytes (e.g. mapped weights) available to ops. May alias host memory
-     * (CPU) or copy into the reservation (GPU). Start-up only. */
-    int (*map_host)(backend *be, const void *host, size_t bytes, be_ptr *out, const char *what);
+    /* Bytes of the reservation a host weight of n elements of type t takes (0: used in place). */
+    size_t (*weight_bytes)(backend *be, zp_dtype t, size_t n);
+    /* Makes a host weight available to ops: aliased (CPU) or converted to bf16 and copied into
+     * the reservation (CUDA). *out_t: the dtype ops see. Start-up only. */
+    int (*map_weight)(backend *be, const void *host, zp_dtype t, size_t n, be_ptr *out,
+                      zp_dtype *out_t, const char *what);
+    /* Builds a linear layer of n_parts parts (1..BE_LINEAR_PARTS) of inner dimension k, for
+     * at most max_rows rows per call. Start-up only. It takes al256(sum of weight_bytes of the
+     * parts' weights) + al256(sum of weight_bytes of their biases, when any) of the
+     * reservation, and map_weight al256(weight_bytes); al256 rounds up to 256 bytes. */
+    int (*linear_init)(backend *be, be_linear *l, const be_part *parts, int n_parts, int k,
+                       int max_rows, zp_dtype out_t, const char *what);
     int (*upload)(backend *be, be_ptr dst, const void *src, size_t bytes);
     int (*download)(backend *be, void *dst, be_ptr src, size_t bytes);
     int (*sync)(backend *be);
     void (*destroy)(backend *be);
 
-    /* Forward-pass ops. Activations are f32 row-major; weights of type wt. */
-    /* out[i][:] = table[ids[i]][:] */
-    void (*embed)(backend *be, be_ptr out, be_ptr table, zp_dtype wt, be_ptr ids, int n, int dim);
-    /* out[r] = x[r] / rms(x[r]) * w, rows of dim; out may equal x */
-    void (*rmsnorm)(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt, int rows, int dim,
-                    float eps);
-    /* resid[r] += x[r]; out[r] = rmsnorm(resid[r]) */
+    /* Forward-pass ops ("act": act_dtype). */
+    /* resid[i][:] = table[ids[i]][:] (f32 out) */
+    void (*embed)(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n, int dim);
+    /* resid[r] += x[r] when x != 0; out[r] = rmsnorm(resid[r]) * w (act); out may equal x */
     void (*add_rmsnorm)(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
                         int rows, int dim, float eps);
-    /* out[n][m] = x[n][k] . w[m][k]^T (+ bias[m] when bias != 0) */
-    void (*matmul)(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt, be_ptr bias, int n,
-                   int k, int m);
-    /* rotate-half RoPE in place on x[n][heads][dim] with angle positions[i] * inv_freq[j] */
-    void (*rope)(backend *be, be_ptr x, be_ptr positions, be_ptr inv_freq, int n, int heads,
-                 int dim);
-    /* writes k/v rows [n][hkv*dim] into one layer's caches at slots */
-    void (*kv_store)(backend *be, be_ptr kc, be_ptr vc, zp_dtype kvt, be_ptr k, be_ptr v,
-                     be_ptr slots, int n, int hkv, int dim, int bs);
-    /* out[t][hq*dim] = softmax(q k^T * scale) v over the token's cache indices [0, i] */
+    /* out[n][l->n_out] (l->out_t) = x[n][l->k] (act) . W^T (+ bias) */
+    void (*linear)(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n);
+    /* On the fused QKV rows qkv[n][(hq + 2 hkv) dim] (act): per-head RMSNorm of q and k with
+     * qn / kn (when not 0; eps), rotate-half RoPE at positions[i] * inv_freq[j]; q -> q_out
+     * [n][hq][dim] (act); k and v -> the layer's caches at slots (slot < 0: not stored). */
+    void (*qkv_rope_store)(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, be_ptr kn, zp_dtype nt,
+                           float eps, be_ptr positions, be_ptr inv_freq, be_ptr slots, be_ptr kc,
+                           be_ptr vc, zp_dtype kvt, int n, int hq, int hkv, int dim, int bs);
+    /* out[t][hq*dim] = softmax(q k^T * scale) v over the token's cache indices [0, i] (act) */
     void (*attention)(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
                       const be_batch *b, int hq, int hkv, int dim, int bs, float scale);
-    /* out[i] = silu(gate[i]) * up[i] for n elements; out may equal gate */
-    void (*silu_mul)(backend *be, be_ptr out, be_ptr gate, be_ptr up, size_t n);
-    /* out[i][:] = x[rows[i]][:] */
+    /* out[t][i] = silu(gu[t][i]) * gu[t][inter + i] on the fused gate/up rows (act) */
+    void (*swiglu)(backend *be, be_ptr out, be_ptr gu, int n, int inter);
+    /* out[i][:] = x[rows[i]][:] (act) */
     void (*gather_rows)(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim);
+    /* Greedy sampling: ids[r] = the lowest id of the largest of logits[r][0 .. n_valid) (f32,
+     * rows `stride` apart); -1 when the row holds a NaN or +inf (the CPU sampler's error). */
+    void (*argmax)(backend *be, be_ptr ids, be_ptr logits, int n, int n_valid, int stride);
 
     /* Fails (ZP_EUNSUP, message naming the limit and the key to change) when this backend
      * cannot run attention with p's heads and head dim, or (when p->qcl > 0) compress with
@@ -148,7 +208,27 @@ struct backend {
 };
 
 /* The CPU reference backend. threads = 0: one per online core. max_k bounds the inner
- * dimension of matmul (per-thread scratch is sized from it at creation). */
+ * dimension of linear layers (per-thread scratch is sized from it at creation). */
 int cpu_backend_create(backend **out, int threads, int max_k);
+
+/* The CPU backend's max_k for a model shape. */
+int be_shape_max_k(const be_shape *s);
+
+/* What the factory needs from the configuration (filled by the engine from zipage.conf). */
+typedef struct be_config {
+    int kind;    /* BE_AUTO, BE_CPU, BE_CUDA */
+    int threads; /* CPU workers, 0 = one per core */
+    const char *cuda_driver_path, *nvrtc_path, *cublaslt_path, *kernel_cache_dir;
+    int cuda_device;
+    int batch_invariant;
+    int compress; /* the engine will run the compression ops */
+} be_config;
+
+enum { BE_AUTO, BE_CPU, BE_CUDA };
+
+/* Creates the configured backend. With BE_AUTO: CUDA when a GPU, its driver, NVRTC and
+ * cuBLASLt are usable and the configuration runs there, else the CPU; why (one line) goes to
+ * why[why_len]. An explicit BE_CUDA that cannot start is an error naming what to change. */
+int backend_create(backend **out, const be_config *c, const be_shape *s, char *why, size_t why_len);
 
 #endif

@@ -7,7 +7,8 @@
  * results do not depend on the thread count or on the other rows of the batch.
  *
  * Memory: the "device" reservation is one anonymous host mapping (MAP_NORESERVE); be_ptr is
- * a host address. map_host aliases the caller's bytes (mapped weights are used in place).
+ * a host address. Weights are aliased (mapped checkpoints used in place); a fused linear keeps
+ * its parts apart and runs one matmul per part into its column range of the output.
  * Per-thread scratch (f32 copies of 4 weight rows) is sized at creation from max_k.
  * Instances are independent (each with its own workers and reservation).
  * Threading: ops are called from one thread (the engine's); workers only run inside ops.
@@ -27,7 +28,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static inline void *P(be_ptr p) { return (void *)(uintptr_t)p; }
+static inline void *P(be_ptr p) {
+    return (void *)(uintptr_t)p;
+}
 
 /* Thread t's share of [0, items): contiguous ranges, multiples of grain. */
 static void share(size_t items, size_t grain, int t, int nt, size_t *b, size_t *e) {
@@ -45,7 +48,8 @@ static void *worker(void *arg) {
     uint64_t seen = 0;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (c->gen == seen && !c->stop) pthread_cond_wait(&c->go, &c->mu);
+        while (c->gen == seen && !c->stop)
+            pthread_cond_wait(&c->go, &c->mu);
         if (c->stop) break;
         seen = c->gen;
         cpu_par_fn fn = c->fn;
@@ -82,7 +86,8 @@ void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *
     share(items, grain, 0, c->nthreads, &b, &e);
     if (b < e) fn(ctx, b, e, 0);
     pthread_mutex_lock(&c->mu);
-    while (c->pending) pthread_cond_wait(&c->done, &c->mu);
+    while (c->pending)
+        pthread_cond_wait(&c->done, &c->mu);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -106,16 +111,50 @@ static int cpu_alloc(backend *be, size_t bytes, size_t align, be_ptr *out, const
     cpu_impl *c = be->impl;
     size_t start = (c->used + align - 1) & ~(align - 1);
     if (!c->mem || start > c->size || bytes > c->size - start)
-        return err_set(ZP_ENOMEM, "cpu backend: no room for %zu bytes of '%s' (%zu of %zu MiB used)",
-                       bytes, what, c->used >> 20, c->size >> 20);
+        return err_set(ZP_ENOMEM,
+                       "cpu backend: no room for %zu bytes of '%s' (%zu of %zu MiB used)", bytes,
+                       what, c->used >> 20, c->size >> 20);
     c->used = start + bytes;
     *out = (be_ptr)(uintptr_t)(c->mem + start);
     return 0;
 }
 
-static int cpu_map_host(backend *be, const void *host, size_t bytes, be_ptr *out,
-                        const char *what) {
+static int cpu_mem_info(backend *be, size_t *free_bytes, size_t *total_bytes) {
+    long page = sysconf(_SC_PAGESIZE), avail = sysconf(_SC_AVPHYS_PAGES),
+         all = sysconf(_SC_PHYS_PAGES);
+    if (page <= 0 || avail < 0 || all <= 0)
+        return err_set(ZP_EBACKEND, "cpu backend: cannot read the memory size");
+    *free_bytes = (size_t)avail * (size_t)page;
+    *total_bytes = (size_t)all * (size_t)page;
+    return 0;
+}
+
+static size_t cpu_weight_bytes(backend *be, zp_dtype t, size_t n) {
+    return 0;
+}
+
+static int cpu_map_weight(backend *be, const void *host, zp_dtype t, size_t n, be_ptr *out,
+                          zp_dtype *out_t, const char *what) {
     *out = (be_ptr)(uintptr_t)host;
+    *out_t = t;
+    return 0;
+}
+
+/* Parts stay apart and in place; linear() runs one matmul per part into its column range. */
+static int cpu_linear_init(backend *be, be_linear *l, const be_part *parts, int n_parts, int k,
+                           int max_rows, zp_dtype out_t, const char *what) {
+    cpu_impl *c = be->impl;
+    if (n_parts < 1 || n_parts > BE_LINEAR_PARTS || k > c->max_k || out_t != ZP_F32)
+        return err_set(ZP_EINVAL, "cpu backend: linear '%s': %d parts, k %d (max %d)", what,
+                       n_parts, k, c->max_k);
+    memset(l, 0, sizeof *l);
+    l->k = k, l->n_parts = n_parts, l->out_t = out_t;
+    for (int i = 0; i < n_parts; i++) {
+        l->w[i] = parts[i].w ? (be_ptr)(uintptr_t)parts[i].w : parts[i].dev;
+        l->bias[i] = (be_ptr)(uintptr_t)parts[i].bias;
+        l->wt[i] = parts[i].wt, l->bt[i] = parts[i].bt, l->rows[i] = parts[i].rows;
+        l->n_out += parts[i].rows;
+    }
     return 0;
 }
 
@@ -129,7 +168,9 @@ static int cpu_download(backend *be, void *dst, be_ptr src, size_t bytes) {
     return 0;
 }
 
-static int cpu_sync(backend *be) { return 0; }
+static int cpu_sync(backend *be) {
+    return 0;
+}
 
 static void cpu_destroy(backend *be) {
     cpu_impl *c = be->impl;
@@ -137,7 +178,8 @@ static void cpu_destroy(backend *be) {
     c->stop = 1;
     pthread_cond_broadcast(&c->go);
     pthread_mutex_unlock(&c->mu);
-    for (int t = 1; t < c->nthreads; t++) pthread_join(c->tid[t], NULL);
+    for (int t = 1; t < c->nthreads; t++)
+        pthread_join(c->tid[t], NULL);
     if (c->mem) munmap(c->mem, c->size);
     if (c->scratch) munmap(c->scratch, sizeof(float) * 4 * (size_t)c->max_k * (size_t)c->nthreads);
     pthread_mutex_destroy(&c->mu);
@@ -160,7 +202,8 @@ static void embed_rows(void *c, size_t b, size_t e, int tid) {
     embed_args *a = c;
     for (size_t i = b; i < e; i++) {
         size_t base = (size_t)a->ids[i] * (size_t)a->dim;
-        for (int j = 0; j < a->dim; j++) a->out[i * (size_t)a->dim + (size_t)j] = zp_load(a->table, a->wt, base + (size_t)j);
+        for (int j = 0; j < a->dim; j++)
+            a->out[i * (size_t)a->dim + (size_t)j] = zp_load(a->table, a->wt, base + (size_t)j);
     }
 }
 
@@ -180,43 +223,37 @@ typedef struct {
 
 static void norm_row(float *out, const float *x, const void *w, zp_dtype wt, int dim, float eps) {
     float ss = 0;
-    for (int j = 0; j < dim; j++) ss += x[j] * x[j];
+    for (int j = 0; j < dim; j++)
+        ss += x[j] * x[j];
     float r = 1.0f / sqrtf(ss / (float)dim + eps);
-    for (int j = 0; j < dim; j++) out[j] = x[j] * r * zp_load(w, wt, (size_t)j);
+    for (int j = 0; j < dim; j++)
+        out[j] = x[j] * r * zp_load(w, wt, (size_t)j);
 }
 
 static void norm_rows(void *c, size_t b, size_t e, int tid) {
     norm_args *a = c;
     for (size_t i = b; i < e; i++) {
         size_t o = i * (size_t)a->dim;
-        if (a->resid) {
-            for (int j = 0; j < a->dim; j++) a->resid[o + (size_t)j] += a->x[o + (size_t)j];
-            norm_row(a->out + o, a->resid + o, a->w, a->wt, a->dim, a->eps);
-        } else {
-            norm_row(a->out + o, a->x + o, a->w, a->wt, a->dim, a->eps);
-        }
+        if (a->x)
+            for (int j = 0; j < a->dim; j++)
+                a->resid[o + (size_t)j] += a->x[o + (size_t)j];
+        norm_row(a->out + o, a->resid + o, a->w, a->wt, a->dim, a->eps);
     }
 }
 
-static void cpu_rmsnorm(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt, int rows,
-                        int dim, float eps) {
-    norm_args a = {P(out), P(x), NULL, P(w), wt, dim, eps};
-    cpu_parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
-}
-
-static void cpu_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w,
-                            zp_dtype wt, int rows, int dim, float eps) {
-    norm_args a = {P(out), P(x), P(resid), P(w), wt, dim, eps};
+static void cpu_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
+                            int rows, int dim, float eps) {
+    norm_args a = {P(out), x ? P(x) : NULL, P(resid), P(w), wt, dim, eps};
     cpu_parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
 }
 
 typedef struct {
-    float *out;
+    float *out; /* column 0 of this part's range; rows ldo apart */
     const float *x;
     const void *w;
     const void *bias;
-    zp_dtype wt;
-    int n, k, m;
+    zp_dtype wt, bt;
+    int n, k, ldo;
     float *scratch; /* [threads][4 * max_k] */
     int max_k;
 } mm_args;
@@ -265,19 +302,21 @@ static inline void dot4(const float *x, const float *w, int k, float r[4]) {
     int i = 0;
     for (; i + 8 <= k; i += 8) {
         v8f a = ld8(x + i);
-        for (int c = 0; c < 4; c++) s[c] += a * ld8(w + (size_t)c * (size_t)k + (size_t)i);
+        for (int c = 0; c < 4; c++)
+            s[c] += a * ld8(w + (size_t)c * (size_t)k + (size_t)i);
     }
     for (int c = 0; c < 4; c++) {
         float t = lanes_sum(s[c]);
-        for (int j = i; j < k; j++) t += x[j] * w[(size_t)c * (size_t)k + (size_t)j];
+        for (int j = i; j < k; j++)
+            t += x[j] * w[(size_t)c * (size_t)k + (size_t)j];
         r[c] = t;
     }
 }
 
 /* The AVX2 clone computes the same lanes in the same order as the default one (ISO C mode
  * forbids contracting into FMA), so results match bit for bit on any x86-64. */
-__attribute__((target_clones("avx2", "default")))
-static void mm_cols(void *c, size_t b, size_t e, int tid) {
+__attribute__((target_clones("avx2", "default"))) static void mm_cols(void *c, size_t b, size_t e,
+                                                                      int tid) {
     mm_args *a = c;
     size_t k = (size_t)a->k;
     float *wbuf = a->scratch + (size_t)tid * 4 * (size_t)a->max_k;
@@ -290,100 +329,134 @@ static void mm_cols(void *c, size_t b, size_t e, int tid) {
                 continue;
             }
             size_t row = (col + (size_t)cc) * k;
-            if (a->wt == ZP_F32) memcpy(dst, (const float *)a->w + row, k * sizeof(float));
+            if (a->wt == ZP_F32)
+                memcpy(dst, (const float *)a->w + row, k * sizeof(float));
             else
-                for (size_t j = 0; j < k; j++) dst[j] = zp_load(a->w, a->wt, row + j);
+                for (size_t j = 0; j < k; j++)
+                    dst[j] = zp_load(a->w, a->wt, row + j);
         }
         float bias[4] = {0, 0, 0, 0};
         if (a->bias)
-            for (int cc = 0; cc < nc; cc++) bias[cc] = zp_load(a->bias, a->wt, col + (size_t)cc);
+            for (int cc = 0; cc < nc; cc++)
+                bias[cc] = zp_load(a->bias, a->bt, col + (size_t)cc);
         int i = 0;
         for (; i + 2 <= a->n; i += 2) {
             float r0[4], r1[4];
             dot4x2(a->x + (size_t)i * k, a->x + (size_t)(i + 1) * k, wbuf, a->k, r0, r1);
             for (int cc = 0; cc < nc; cc++) {
-                a->out[(size_t)i * (size_t)a->m + col + (size_t)cc] = r0[cc] + bias[cc];
-                a->out[(size_t)(i + 1) * (size_t)a->m + col + (size_t)cc] = r1[cc] + bias[cc];
+                a->out[(size_t)i * (size_t)a->ldo + col + (size_t)cc] = r0[cc] + bias[cc];
+                a->out[(size_t)(i + 1) * (size_t)a->ldo + col + (size_t)cc] = r1[cc] + bias[cc];
             }
         }
         for (; i < a->n; i++) {
             float r[4];
             dot4(a->x + (size_t)i * k, wbuf, a->k, r);
-            for (int cc = 0; cc < nc; cc++) a->out[(size_t)i * (size_t)a->m + col + (size_t)cc] = r[cc] + bias[cc];
+            for (int cc = 0; cc < nc; cc++)
+                a->out[(size_t)i * (size_t)a->ldo + col + (size_t)cc] = r[cc] + bias[cc];
         }
     }
 }
 
-static void cpu_matmul(backend *be, be_ptr out, be_ptr x, be_ptr w, zp_dtype wt, be_ptr bias,
-                       int n, int k, int m) {
+static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
     cpu_impl *c = be->impl;
-    assert(k <= c->max_k);
-    mm_args a = {P(out), P(x), P(w), bias ? P(bias) : NULL, wt, n, k, m, c->scratch, c->max_k};
-    cpu_parallel(be->impl, (size_t)m, 4, mm_cols, &a);
-}
-
-typedef struct {
-    float *x;
-    const int32_t *pos;
-    const float *inv_freq;
-    int heads, dim;
-} rope_args;
-
-static void rope_rows(void *c, size_t b, size_t e, int tid) {
-    rope_args *a = c;
-    int half = a->dim / 2;
-    for (size_t i = b; i < e; i++) {
-        float p = (float)a->pos[i];
-        for (int j = 0; j < half; j++) {
-            float ang = p * a->inv_freq[j], cs = cosf(ang), sn = sinf(ang);
-            for (int h = 0; h < a->heads; h++) {
-                float *v = a->x + (i * (size_t)a->heads + (size_t)h) * (size_t)a->dim;
-                float x1 = v[j], x2 = v[j + half];
-                v[j] = x1 * cs - x2 * sn;
-                v[j + half] = x2 * cs + x1 * sn;
-            }
-        }
+    assert(l->k <= c->max_k);
+    float *o = P(out);
+    for (int p = 0; p < l->n_parts; p++) {
+        mm_args a = {o,        P(x),       P(l->w[p]), l->bias[p] ? P(l->bias[p]) : NULL,
+                     l->wt[p], l->bt[p],   n,          l->k,
+                     l->n_out, c->scratch, c->max_k};
+        cpu_parallel(be->impl, (size_t)l->rows[p], 4, mm_cols, &a);
+        o += l->rows[p];
     }
 }
 
-static void cpu_rope(backend *be, be_ptr x, be_ptr positions, be_ptr inv_freq, int n, int heads,
-                     int dim) {
-    rope_args a = {P(x), P(positions), P(inv_freq), heads, dim};
-    cpu_parallel(be->impl, (size_t)n, 1, rope_rows, &a);
+/* Rotate-half RoPE of one head row in place at angle p * inv_freq[j]. */
+static void rope_head(float *v, float p, const float *inv_freq, int dim) {
+    int half = dim / 2;
+    for (int j = 0; j < half; j++) {
+        float ang = p * inv_freq[j], cs = cosf(ang), sn = sinf(ang);
+        float x1 = v[j], x2 = v[j + half];
+        v[j] = x1 * cs - x2 * sn;
+        v[j + half] = x2 * cs + x1 * sn;
+    }
 }
 
 static inline void kv_put(void *cache, zp_dtype t, size_t i, float v) {
-    if (t == ZP_F32) ((float *)cache)[i] = v;
-    else ((uint16_t *)cache)[i] = t == ZP_BF16 ? zp_f32_to_bf16(v) : zp_f32_to_f16(v);
+    if (t == ZP_F32)
+        ((float *)cache)[i] = v;
+    else
+        ((uint16_t *)cache)[i] = t == ZP_BF16 ? zp_f32_to_bf16(v) : zp_f32_to_f16(v);
 }
 
 typedef struct {
+    float *q_out;
+    const float *qkv;
+    const void *qn, *kn;
+    zp_dtype nt;
+    float eps;
+    const int32_t *pos, *slots;
+    const float *inv_freq;
     void *kc, *vc;
     zp_dtype kvt;
-    const float *k, *v;
-    const int32_t *slots;
-    int hkv, dim, bs;
-} store_args;
+    int hq, hkv, dim, bs;
+    float *scratch; /* [threads][4 * max_k]: one k head row */
+    int max_k;
+} qkv_args;
 
-static void store_rows(void *c, size_t b, size_t e, int tid) {
-    store_args *a = c;
+static void qkv_rows(void *c, size_t b, size_t e, int tid) {
+    qkv_args *a = c;
+    size_t D = (size_t)a->dim, width = (size_t)(a->hq + 2 * a->hkv) * D;
+    float *k = a->scratch + (size_t)tid * 4 * (size_t)a->max_k;
     for (size_t i = b; i < e; i++) {
+        const float *row = a->qkv + i * width;
+        float p = (float)a->pos[i];
+        for (int h = 0; h < a->hq; h++) {
+            float *q = a->q_out + (i * (size_t)a->hq + (size_t)h) * D;
+            memcpy(q, row + (size_t)h * D, D * sizeof(float));
+            if (a->qn) norm_row(q, q, a->qn, a->nt, a->dim, a->eps);
+            rope_head(q, p, a->inv_freq, a->dim);
+        }
+        if (a->slots[i] < 0) continue;
         size_t blk = (size_t)a->slots[i] / (size_t)a->bs, off = (size_t)a->slots[i] % (size_t)a->bs;
-        for (int h = 0; h < a->hkv; h++) {
-            size_t dst = ((blk * (size_t)a->hkv + (size_t)h) * (size_t)a->bs + off) * (size_t)a->dim;
-            size_t src = (i * (size_t)a->hkv + (size_t)h) * (size_t)a->dim;
-            for (int j = 0; j < a->dim; j++) {
-                kv_put(a->kc, a->kvt, dst + (size_t)j, a->k[src + (size_t)j]);
-                kv_put(a->vc, a->kvt, dst + (size_t)j, a->v[src + (size_t)j]);
+        for (int g = 0; g < a->hkv; g++) {
+            memcpy(k, row + (size_t)(a->hq + g) * D, D * sizeof(float));
+            if (a->kn) norm_row(k, k, a->kn, a->nt, a->dim, a->eps);
+            rope_head(k, p, a->inv_freq, a->dim);
+            const float *v = row + (size_t)(a->hq + a->hkv + g) * D;
+            size_t dst = ((blk * (size_t)a->hkv + (size_t)g) * (size_t)a->bs + off) * D;
+            for (size_t j = 0; j < D; j++) {
+                kv_put(a->kc, a->kvt, dst + j, k[j]);
+                kv_put(a->vc, a->kvt, dst + j, v[j]);
             }
         }
     }
 }
 
-static void cpu_kv_store(backend *be, be_ptr kc, be_ptr vc, zp_dtype kvt, be_ptr k, be_ptr v,
-                         be_ptr slots, int n, int hkv, int dim, int bs) {
-    store_args a = {P(kc), P(vc), kvt, P(k), P(v), P(slots), hkv, dim, bs};
-    cpu_parallel(be->impl, (size_t)n, 1, store_rows, &a);
+static void cpu_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, be_ptr kn,
+                               zp_dtype nt, float eps, be_ptr positions, be_ptr inv_freq,
+                               be_ptr slots, be_ptr kc, be_ptr vc, zp_dtype kvt, int n, int hq,
+                               int hkv, int dim, int bs) {
+    cpu_impl *c = be->impl;
+    assert(dim <= c->max_k);
+    qkv_args a = {P(q_out),
+                  P(qkv),
+                  qn ? P(qn) : NULL,
+                  kn ? P(kn) : NULL,
+                  nt,
+                  eps,
+                  P(positions),
+                  P(slots),
+                  P(inv_freq),
+                  P(kc),
+                  P(vc),
+                  kvt,
+                  hq,
+                  hkv,
+                  dim,
+                  bs,
+                  c->scratch,
+                  c->max_k};
+    cpu_parallel(c, (size_t)n, 1, qkv_rows, &a);
 }
 
 typedef struct {
@@ -397,12 +470,14 @@ typedef struct {
 } attn_args;
 
 #define ATTN_MAX_GROUP_DIM 8192 /* query heads per kv head x head dim */
-#define ATTN_CHUNK 64           /* positions scored per online-softmax update */
+#define ATTN_CHUNK         64   /* positions scored per online-softmax update */
 
 /* Row p of a K or V cache as f32: the row itself for f32 caches, else converted into buf. */
-static inline const float *cache_row(const void *cache, zp_dtype t, size_t off, int dim, float *buf) {
+static inline const float *cache_row(const void *cache, zp_dtype t, size_t off, int dim,
+                                     float *buf) {
     if (t == ZP_F32) return (const float *)cache + off;
-    for (int j = 0; j < dim; j++) buf[j] = zp_load(cache, t, off + (size_t)j);
+    for (int j = 0; j < dim; j++)
+        buf[j] = zp_load(cache, t, off + (size_t)j);
     return buf;
 }
 
@@ -414,7 +489,8 @@ static inline void scale_row(float *y, float a, int n) {
         v8f v = ld8(y + j) * a;
         memcpy(y + j, &v, sizeof v);
     }
-    for (; j < n; j++) y[j] *= a;
+    for (; j < n; j++)
+        y[j] *= a;
 }
 
 static inline void axpy_row(float *y, float a, const float *x, int n) {
@@ -423,15 +499,16 @@ static inline void axpy_row(float *y, float a, const float *x, int n) {
         v8f v = ld8(y + j) + a * ld8(x + j);
         memcpy(y + j, &v, sizeof v);
     }
-    for (; j < n; j++) y[j] += a * x[j];
+    for (; j < n; j++)
+        y[j] += a * x[j];
 }
 
 /* One (token, kv head): every query head of the group attends over the token's cache
  * indices [0, idx], in chunks of positions with an online softmax; K and V rows are read
  * once per group. The order of operations is fixed, so results do not depend on the
  * batch. */
-__attribute__((target_clones("avx2", "default")))
-static void attn_items(void *c, size_t b, size_t e, int tid) {
+__attribute__((target_clones("avx2", "default"))) static void attn_items(void *c, size_t b,
+                                                                         size_t e, int tid) {
     attn_args *a = c;
     int group = a->hq / a->hkv, D = a->dim;
     float acc[ATTN_MAX_GROUP_DIM], mx[64], sum[64], s[64][ATTN_CHUNK], kbuf[512], vbuf[512];
@@ -442,71 +519,128 @@ static void attn_items(void *c, size_t b, size_t e, int tid) {
         const float *q = a->q + (t * (size_t)a->hq + (size_t)kh * (size_t)group) * (size_t)D;
         const int32_t *bt = a->bt + (size_t)a->tok_seq[t] * (size_t)a->max_blocks;
         int len = a->tok_kv_idx[t] + 1;
-        for (int g = 0; g < group; g++) mx[g] = -INFINITY, sum[g] = 0;
+        for (int g = 0; g < group; g++)
+            mx[g] = -INFINITY, sum[g] = 0;
         memset(acc, 0, sizeof(float) * (size_t)(group * D));
         for (int p0 = 0; p0 < len; p0 += ATTN_CHUNK) {
             int n = len - p0 < ATTN_CHUNK ? len - p0 : ATTN_CHUNK;
             for (int i = 0; i < n; i++) {
                 int p = p0 + i;
-                size_t base = (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
-                               (size_t)(p % a->bs)) * (size_t)D;
+                size_t base =
+                    (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
+                     (size_t)(p % a->bs)) *
+                    (size_t)D;
                 const float *k = cache_row(a->kc, a->kvt, base, D, kbuf);
                 for (int g = 0; g < group; g++) {
                     const float *qg = q + (size_t)g * (size_t)D;
                     v8f d8 = {0};
                     int j = 0;
-                    for (; j + 8 <= D; j += 8) d8 += ld8(qg + j) * ld8(k + j);
+                    for (; j + 8 <= D; j += 8)
+                        d8 += ld8(qg + j) * ld8(k + j);
                     float dot = lanes_sum(d8);
-                    for (; j < D; j++) dot += qg[j] * k[j];
+                    for (; j < D; j++)
+                        dot += qg[j] * k[j];
                     s[g][i] = dot * a->scale;
                 }
             }
             for (int g = 0; g < group; g++) {
                 float m = mx[g];
-                for (int i = 0; i < n; i++) m = s[g][i] > m ? s[g][i] : m;
+                for (int i = 0; i < n; i++)
+                    m = s[g][i] > m ? s[g][i] : m;
                 float corr = expf(mx[g] - m), *ag = acc + (size_t)g * (size_t)D;
                 sum[g] *= corr;
                 if (corr != 1.0f) scale_row(ag, corr, D);
-                for (int i = 0; i < n; i++) sum[g] += (s[g][i] = expf(s[g][i] - m));
+                for (int i = 0; i < n; i++)
+                    sum[g] += (s[g][i] = expf(s[g][i] - m));
                 mx[g] = m;
             }
             for (int i = 0; i < n; i++) {
                 int p = p0 + i;
-                size_t base = (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
-                               (size_t)(p % a->bs)) * (size_t)D;
+                size_t base =
+                    (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
+                     (size_t)(p % a->bs)) *
+                    (size_t)D;
                 const float *v = cache_row(a->vc, a->kvt, base, D, vbuf);
-                for (int g = 0; g < group; g++) axpy_row(acc + (size_t)g * (size_t)D, s[g][i], v, D);
+                for (int g = 0; g < group; g++)
+                    axpy_row(acc + (size_t)g * (size_t)D, s[g][i], v, D);
             }
         }
         float *o = a->out + (t * (size_t)a->hq + (size_t)kh * (size_t)group) * (size_t)D;
         for (int g = 0; g < group; g++)
-            for (int j = 0; j < D; j++) o[(size_t)g * (size_t)D + (size_t)j] = acc[(size_t)g * (size_t)D + (size_t)j] / sum[g];
+            for (int j = 0; j < D; j++)
+                o[(size_t)g * (size_t)D + (size_t)j] =
+                    acc[(size_t)g * (size_t)D + (size_t)j] / sum[g];
     }
 }
 
 static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
                           const be_batch *bb, int hq, int hkv, int dim, int bs, float scale) {
-    attn_args a = {P(out), P(q), P(kc), P(vc), kvt, P(bb->tok_seq), P(bb->tok_kv_idx),
-                   P(bb->block_tables), bb->max_blocks, hq, hkv, dim, bs, scale};
+    attn_args a = {P(out),
+                   P(q),
+                   P(kc),
+                   P(vc),
+                   kvt,
+                   P(bb->tok_seq),
+                   P(bb->tok_kv_idx),
+                   P(bb->block_tables),
+                   bb->max_blocks,
+                   hq,
+                   hkv,
+                   dim,
+                   bs,
+                   scale};
     cpu_parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, attn_items, &a);
 }
 
 typedef struct {
     float *out;
-    const float *gate, *up;
-} silu_args;
+    const float *gu;
+    int inter;
+} swiglu_args;
 
-static void silu_range(void *c, size_t b, size_t e, int tid) {
-    silu_args *a = c;
-    for (size_t i = b; i < e; i++) {
-        float g = a->gate[i];
-        a->out[i] = g / (1.0f + expf(-g)) * a->up[i];
+static void swiglu_rows(void *c, size_t b, size_t e, int tid) {
+    swiglu_args *a = c;
+    size_t I = (size_t)a->inter;
+    for (size_t t = b; t < e; t++)
+        for (size_t i = 0; i < I; i++) {
+            float g = a->gu[t * 2 * I + i];
+            a->out[t * I + i] = g / (1.0f + expf(-g)) * a->gu[t * 2 * I + I + i];
+        }
+}
+
+static void cpu_swiglu(backend *be, be_ptr out, be_ptr gu, int n, int inter) {
+    swiglu_args a = {P(out), P(gu), inter};
+    cpu_parallel(be->impl, (size_t)n, 1, swiglu_rows, &a);
+}
+
+typedef struct {
+    int32_t *ids;
+    const float *logits;
+    int n_valid, stride;
+} argmax_args;
+
+/* As the CPU sampler's greedy path: -1 on a NaN or +inf, -2 when every logit is -inf. */
+static void argmax_rows(void *c, size_t b, size_t e, int tid) {
+    argmax_args *a = c;
+    for (size_t r = b; r < e; r++) {
+        const float *row = a->logits + r * (size_t)a->stride;
+        int32_t best = -2;
+        float bv = -INFINITY;
+        for (int i = 0; i < a->n_valid; i++) {
+            float v = row[i];
+            if (isnan(v) || v == INFINITY) {
+                best = -1;
+                break;
+            }
+            if (v > bv) bv = v, best = i;
+        }
+        a->ids[r] = best;
     }
 }
 
-static void cpu_silu_mul(backend *be, be_ptr out, be_ptr gate, be_ptr up, size_t n) {
-    silu_args a = {P(out), P(gate), P(up)};
-    cpu_parallel(be->impl, n, 4096, silu_range, &a);
+static void cpu_argmax(backend *be, be_ptr ids, be_ptr logits, int n, int n_valid, int stride) {
+    argmax_args a = {P(ids), P(logits), n_valid, stride};
+    cpu_parallel(be->impl, (size_t)n, 1, argmax_rows, &a);
 }
 
 static void cpu_gather_rows(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim) {
@@ -514,15 +648,17 @@ static void cpu_gather_rows(backend *be, be_ptr out, be_ptr x, be_ptr rows, int 
     const float *src = P(x);
     const int32_t *r = P(rows);
     for (int i = 0; i < n; i++)
-        memcpy(o + (size_t)i * (size_t)dim, src + (size_t)r[i] * (size_t)dim, sizeof(float) * (size_t)dim);
+        memcpy(o + (size_t)i * (size_t)dim, src + (size_t)r[i] * (size_t)dim,
+               sizeof(float) * (size_t)dim);
 }
 
 static int cpu_check(backend *be, const be_cparams *p) {
     int group = p->hq / p->hkv;
     if (p->dim > 512 || group > 64 || group * p->dim > ATTN_MAX_GROUP_DIM)
-        return err_set(ZP_EUNSUP, "cpu backend: attention needs head_dim <= 512 and (query heads "
-                       "per kv head) x head_dim <= %d (model: %d x %d)", ATTN_MAX_GROUP_DIM, group,
-                       p->dim);
+        return err_set(ZP_EUNSUP,
+                       "cpu backend: attention needs head_dim <= 512 and (query heads "
+                       "per kv head) x head_dim <= %d (model: %d x %d)",
+                       ATTN_MAX_GROUP_DIM, group, p->dim);
     return p->qcl > 0 ? cpu_cmp_check(be, p) : 0;
 }
 
@@ -549,14 +685,33 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
     pthread_cond_init(&c->go, NULL);
     pthread_cond_init(&c->done, NULL);
     c->be = (backend){
-        .name = "cpu", .impl = c, .reserve = cpu_reserve, .alloc = cpu_alloc,
-        .map_host = cpu_map_host, .upload = cpu_upload, .download = cpu_download,
-        .sync = cpu_sync, .destroy = cpu_destroy, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
-        .add_rmsnorm = cpu_add_rmsnorm, .matmul = cpu_matmul, .rope = cpu_rope,
-        .kv_store = cpu_kv_store, .attention = cpu_attention, .silu_mul = cpu_silu_mul,
-        .gather_rows = cpu_gather_rows, .qcache_store = cpu_qcache_store,
-        .cmp_score = cpu_cmp_score, .cmp_redundancy = cpu_cmp_redundancy,
-        .cmp_select = cpu_cmp_select, .cmp_compact = cpu_cmp_compact, .check = cpu_check,
+        .name = "cpu",
+        .impl = c,
+        .act_dtype = ZP_F32,
+        .mem_info = cpu_mem_info,
+        .reserve = cpu_reserve,
+        .alloc = cpu_alloc,
+        .weight_bytes = cpu_weight_bytes,
+        .map_weight = cpu_map_weight,
+        .linear_init = cpu_linear_init,
+        .upload = cpu_upload,
+        .download = cpu_download,
+        .sync = cpu_sync,
+        .destroy = cpu_destroy,
+        .embed = cpu_embed,
+        .add_rmsnorm = cpu_add_rmsnorm,
+        .linear = cpu_linear,
+        .qkv_rope_store = cpu_qkv_rope_store,
+        .attention = cpu_attention,
+        .swiglu = cpu_swiglu,
+        .gather_rows = cpu_gather_rows,
+        .argmax = cpu_argmax,
+        .qcache_store = cpu_qcache_store,
+        .cmp_score = cpu_cmp_score,
+        .cmp_redundancy = cpu_cmp_redundancy,
+        .cmp_select = cpu_cmp_select,
+        .cmp_compact = cpu_cmp_compact,
+        .check = cpu_check,
     };
     for (int t = 1; t < threads; t++) {
         c->warg[t] = (cpu_worker_arg){c, t};

@@ -19,7 +19,8 @@ static const culib_spec spec = {
     .install_hint = "install CUDA 12/13 or `pip install nvidia-cublas`",
 };
 
-#define ENTRY(field) {"cublasLt" #field, offsetof(cublaslt, field)}
+#define ENTRY(field)                                                                               \
+    { "cublasLt" #field, offsetof(cublaslt, field) }
 static const struct {
     const char *name;
     size_t off;
@@ -57,9 +58,11 @@ int cublaslt_load(cublaslt *lt, const char *override) {
     if (rc) return rc;
     const char *names[N_ENTRIES];
     void *fns[N_ENTRIES];
-    for (int i = 0; i < N_ENTRIES; i++) names[i] = entries[i].name;
+    for (int i = 0; i < N_ENTRIES; i++)
+        names[i] = entries[i].name;
     if ((rc = culib_syms(&lt->lib, &spec, names, fns, N_ENTRIES))) return rc;
-    for (int i = 0; i < N_ENTRIES; i++) memcpy((char *)lt + entries[i].off, &fns[i], sizeof fns[i]);
+    for (int i = 0; i < N_ENTRIES; i++)
+        memcpy((char *)lt + entries[i].off, &fns[i], sizeof fns[i]);
     lt->version = lt->GetVersion();
     if (lt->version < 120000)
         return err_set(ZP_EUNSUP, "cuBLASLt %zu (%s) is too old: zipage needs CUDA 12 or 13",
@@ -74,11 +77,13 @@ void cublaslt_close(cublaslt *lt) {
 
 static int set_cols(cublaslt *lt, cublaslt_gemm *g, int m) {
     uint64_t cols = (uint64_t)m;
-    int rc = lt_err(lt, lt->MatrixLayoutSetAttribute(g->b, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols),
-                    "cublasLtMatrixLayoutSetAttribute");
+    int rc = lt_err(
+        lt, lt->MatrixLayoutSetAttribute(g->b, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols),
+        "cublasLtMatrixLayoutSetAttribute");
     if (!rc)
-        rc = lt_err(lt, lt->MatrixLayoutSetAttribute(g->d, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols),
-                    "cublasLtMatrixLayoutSetAttribute");
+        rc = lt_err(
+            lt, lt->MatrixLayoutSetAttribute(g->d, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols),
+            "cublasLtMatrixLayoutSetAttribute");
     return rc;
 }
 
@@ -92,23 +97,29 @@ static int pick(cublaslt *lt, cublaslt_gemm *g, int m, int no_split, size_t ws,
         return rc;
     uint64_t wsb = ws;
     uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE;
-    rc = lt_err(lt, lt->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb),
+    rc = lt_err(lt,
+                lt->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &wsb, sizeof wsb),
                 "cublasLtMatmulPreferenceSetAttribute");
     if (!rc && no_split)
-        rc = lt_err(lt, lt->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof mask),
+        rc = lt_err(lt,
+                    lt->MatmulPreferenceSetAttribute(
+                        pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof mask),
                     "cublasLtMatmulPreferenceSetAttribute");
     cublasLtMatmulHeuristicResult_t res[8];
     int n = 0;
     if (!rc)
-        rc = lt_err(lt, lt->MatmulAlgoGetHeuristic(lt->h, g->op, g->a, g->b, g->d, g->d, pref, 8, res, &n),
-                    "cublasLtMatmulAlgoGetHeuristic");
+        rc = lt_err(
+            lt, lt->MatmulAlgoGetHeuristic(lt->h, g->op, g->a, g->b, g->d, g->d, pref, 8, res, &n),
+            "cublasLtMatmulAlgoGetHeuristic");
     lt->MatmulPreferenceDestroy(pref);
     if (rc) return rc;
     for (int i = 0; i < n; i++) {
         if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
         int32_t split = 1;
         size_t w = 0;
-        if (lt->MatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split, sizeof split, &w))
+        if (lt->MatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split,
+                                             sizeof split, &w))
             split = 1;
         if (no_split && split > 1) continue;
         *out = res[i].algo;
@@ -116,30 +127,56 @@ static int pick(cublaslt *lt, cublaslt_gemm *g, int m, int no_split, size_t ws,
         if (split > g->split_k_max) g->split_k_max = split;
         return 0;
     }
-    return err_set(ZP_EUNSUP, "cuBLASLt has no%s algorithm for a bf16 GEMM of %d x %d by %d rows "
+    return err_set(ZP_EUNSUP,
+                   "cuBLASLt has no%s algorithm for a bf16 GEMM of %d x %d by %d rows "
                    "within %zu bytes of workspace",
                    no_split ? " split-K-free" : "", g->n, g->k, m, ws);
 }
 
 int cublaslt_gemm_init(cublaslt *lt, cublaslt_gemm *g, int n, int k, int max_m, CUdeviceptr bias,
-                       int batch_invariant, size_t workspace_bytes) {
+                       int batch_invariant, size_t workspace_bytes, int out_f32) {
     memset(g, 0, sizeof *g);
-    g->n = n, g->k = k, g->max_m = max_m, g->invariant = batch_invariant;
-    while (g->n_buckets < CUBLASLT_BUCKETS && (1 << g->n_buckets) < max_m) g->n_buckets++;
+    g->n = n, g->k = k, g->max_m = max_m, g->invariant = batch_invariant, g->out_f32 = out_f32;
+    if (out_f32 && bias)
+        return err_set(ZP_EINVAL, "GEMM %d x %d: a bias needs a bf16 output", n, k);
+    while (g->n_buckets < CUBLASLT_BUCKETS && (1 << g->n_buckets) < max_m)
+        g->n_buckets++;
     g->n_buckets++;
     if ((1 << (g->n_buckets - 1)) < max_m)
-        return err_set(ZP_ELIMIT, "GEMM of %d rows: at most %d", max_m, 1 << (CUBLASLT_BUCKETS - 1));
+        return err_set(ZP_ELIMIT, "GEMM of %d rows: at most %d", max_m,
+                       1 << (CUBLASLT_BUCKETS - 1));
     int32_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     uint32_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    int rc = lt_err(lt, lt->MatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
-    if (!rc) rc = lt_err(lt, lt->MatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "TRANSA");
-    if (!rc) rc = lt_err(lt, lt->MatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "TRANSB");
-    if (!rc) rc = lt_err(lt, lt->MatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE");
+    int rc = lt_err(lt, lt->MatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+                    "cublasLtMatmulDescCreate");
+    if (!rc)
+        rc = lt_err(lt,
+                    lt->MatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+                    "TRANSA");
+    if (!rc)
+        rc = lt_err(lt,
+                    lt->MatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+                    "TRANSB");
+    if (!rc)
+        rc = lt_err(
+            lt, lt->MatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
+            "EPILOGUE");
     if (!rc && bias)
-        rc = lt_err(lt, lt->MatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER");
-    if (!rc) rc = lt_err(lt, lt->MatrixLayoutCreate(&g->a, CUDA_R_16BF, (uint64_t)k, (uint64_t)n, k), "layout A");
-    if (!rc) rc = lt_err(lt, lt->MatrixLayoutCreate(&g->b, CUDA_R_16BF, (uint64_t)k, (uint64_t)max_m, k), "layout B");
-    if (!rc) rc = lt_err(lt, lt->MatrixLayoutCreate(&g->d, CUDA_R_16BF, (uint64_t)n, (uint64_t)max_m, n), "layout D");
+        rc = lt_err(lt,
+                    lt->MatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                               sizeof bias),
+                    "BIAS_POINTER");
+    if (!rc)
+        rc = lt_err(lt, lt->MatrixLayoutCreate(&g->a, CUDA_R_16BF, (uint64_t)k, (uint64_t)n, k),
+                    "layout A");
+    if (!rc)
+        rc = lt_err(lt, lt->MatrixLayoutCreate(&g->b, CUDA_R_16BF, (uint64_t)k, (uint64_t)max_m, k),
+                    "layout B");
+    if (!rc)
+        rc = lt_err(lt,
+                    lt->MatrixLayoutCreate(&g->d, out_f32 ? CUDA_R_32F : CUDA_R_16BF, (uint64_t)n,
+                                           (uint64_t)max_m, n),
+                    "layout D");
     if (rc) {
         cublaslt_gemm_destroy(lt, g);
         return rc;
@@ -147,14 +184,18 @@ int cublaslt_gemm_init(cublaslt *lt, cublaslt_gemm *g, int n, int k, int max_m, 
     if (batch_invariant) {
         /* One algorithm for every M, chosen at the largest: the other sizes must accept it. */
         rc = pick(lt, g, max_m, 1, workspace_bytes, &g->algo[0]);
-        for (int b = 1; !rc && b < g->n_buckets; b++) g->algo[b] = g->algo[0];
+        for (int b = 1; !rc && b < g->n_buckets; b++)
+            g->algo[b] = g->algo[0];
         for (int b = 0; !rc && b < g->n_buckets; b++) {
             int m = 1 << b < max_m ? 1 << b : max_m;
             cublasLtMatmulHeuristicResult_t r;
             if (!(rc = set_cols(lt, g, m)) &&
-                lt->MatmulAlgoCheck(lt->h, g->op, g->a, g->b, g->d, g->d, &g->algo[0], &r) != CUBLAS_STATUS_SUCCESS)
-                rc = err_set(ZP_EUNSUP, "key 'batch_invariant': cuBLASLt's algorithm for %d x %d "
-                             "does not run at %d rows; set batch_invariant=false", n, k, m);
+                lt->MatmulAlgoCheck(lt->h, g->op, g->a, g->b, g->d, g->d, &g->algo[0], &r) !=
+                    CUBLAS_STATUS_SUCCESS)
+                rc = err_set(ZP_EUNSUP,
+                             "key 'batch_invariant': cuBLASLt's algorithm for %d x %d "
+                             "does not run at %d rows; set batch_invariant=false",
+                             n, k, m);
         }
     } else {
         for (int b = 0; !rc && b < g->n_buckets; b++) {
@@ -177,9 +218,11 @@ void cublaslt_gemm_destroy(cublaslt *lt, cublaslt_gemm *g) {
 int cublaslt_gemm_run(cublaslt *lt, cublaslt_gemm *g, CUdeviceptr y, CUdeviceptr x, CUdeviceptr w,
                       int m, CUdeviceptr workspace, size_t workspace_bytes, CUstream stream) {
     if (m < 1 || m > g->max_m)
-        return err_set(ZP_EINVAL, "GEMM %d x %d: %d rows, planned for 1..%d", g->n, g->k, m, g->max_m);
+        return err_set(ZP_EINVAL, "GEMM %d x %d: %d rows, planned for 1..%d", g->n, g->k, m,
+                       g->max_m);
     int b = 0;
-    while ((1 << b) < m) b++;
+    while ((1 << b) < m)
+        b++;
     int rc = set_cols(lt, g, m);
     if (rc) return rc;
     const float one = 1.f, zero = 0.f;

@@ -1,9 +1,9 @@
 /* cublaslt: the GEMMs of the GPU backend through cuBLASLt, loaded with dlopen
  * (../shared/spec/cuda-backend.md section 3).
  *
- * One plan per weight: y[M,N] = x[M,K] . W[N,K]^T (+ bias[N]), bf16 in and out, fp32
- * accumulation, row-major as Hugging Face stores weights; in cuBLAS's column-major terms
- * y^T = W . x^T (A = W transposed, B = x, D = y).
+ * One plan per weight: y[M,N] = x[M,K] . W[N,K]^T (+ bias[N]), bf16 in, bf16 out (f32 out for
+ * the logits), fp32 accumulation, row-major as Hugging Face stores weights; in cuBLAS's
+ * column-major terms y^T = W . x^T (A = W transposed, B = x, D = y).
  *
  * Invariants:
  * - Algorithms are chosen at start-up, for every M bucket (powers of two up to max_m), and
@@ -53,15 +53,15 @@ typedef struct cublaslt_gemm {
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, d;
     cublasLtMatmulAlgo_t algo[CUBLASLT_BUCKETS];
-    int n, k, max_m, n_buckets, invariant, split_k_max;
+    int n, k, max_m, n_buckets, invariant, split_k_max, out_f32;
     size_t workspace_needed;
 } cublaslt_gemm;
 
 /* Plans the GEMM of one weight W[n][k] (bias: device pointer of n bf16, or 0) for up to max_m
  * rows. batch_invariant: one split-K-free algorithm for every M. workspace_bytes: the most the
- * algorithms may use. */
+ * algorithms may use. out_f32: y is f32 (no bias then), else bf16. */
 int cublaslt_gemm_init(cublaslt *lt, cublaslt_gemm *g, int n, int k, int max_m, CUdeviceptr bias,
-                       int batch_invariant, size_t workspace_bytes);
+                       int batch_invariant, size_t workspace_bytes, int out_f32);
 void cublaslt_gemm_destroy(cublaslt *lt, cublaslt_gemm *g);
 
 /* y[m][n] = x[m][k] . W^T (+ bias), queued on stream. 1 <= m <= max_m. */

@@ -13,6 +13,7 @@ CONF_STR(gpu, nvrtc_path, "", "libnvrtc file or directory to use; empty = search
 CONF_STR(gpu, cublaslt_path, "", "libcublasLt file or directory to use; empty = search (ZIPAGE_CUBLASLT, sonames, CUDA and pip dirs)")
 CONF_STR(gpu, cuda_driver_path, "", "libcuda file to use; empty = libcuda.so.1 on the loader path")
 CONF_INT(gpu, cuda_device, 0, 0, 63, "ordinal of the GPU to use")
+CONF_BOOL(gpu, batch_invariant, true, "one split-K-free GEMM algorithm per weight for every batch size: tokens do not depend on the batch")
 
 /* [memory] */
 CONF_ENUM(memory, kv_dtype, "auto", "auto|f32|bf16|f16", "KV cache element type; auto = f32 on cpu, bf16 on cuda")

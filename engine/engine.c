@@ -69,6 +69,7 @@ struct engine {
     model_weights mw;
     model m;
     backend *be;
+    char backend_why[320];
     kv_pool kv;
     sampler smp;
     engine_output_fn out;
@@ -105,8 +106,10 @@ static void list_push_back(engine *e, rq_list *l, int32_t i) {
     req *r = &e->reqs[i];
     r->prev = l->tail;
     r->next = -1;
-    if (l->tail >= 0) e->reqs[l->tail].next = i;
-    else l->head = i;
+    if (l->tail >= 0)
+        e->reqs[l->tail].next = i;
+    else
+        l->head = i;
     l->tail = i;
     l->n++;
 }
@@ -115,23 +118,51 @@ static void list_push_front(engine *e, rq_list *l, int32_t i) {
     req *r = &e->reqs[i];
     r->prev = -1;
     r->next = l->head;
-    if (l->head >= 0) e->reqs[l->head].prev = i;
-    else l->tail = i;
+    if (l->head >= 0)
+        e->reqs[l->head].prev = i;
+    else
+        l->tail = i;
     l->head = i;
     l->n++;
 }
 
 static void list_remove(engine *e, rq_list *l, int32_t i) {
     req *r = &e->reqs[i];
-    if (r->prev >= 0) e->reqs[r->prev].next = r->next;
-    else l->head = r->next;
-    if (r->next >= 0) e->reqs[r->next].prev = r->prev;
-    else l->tail = r->prev;
+    if (r->prev >= 0)
+        e->reqs[r->prev].next = r->next;
+    else
+        l->head = r->next;
+    if (r->next >= 0)
+        e->reqs[r->next].prev = r->prev;
+    else
+        l->tail = r->prev;
     r->prev = r->next = -1;
     l->n--;
 }
 
 /* ---- open / close ---- */
+
+/* The KV (and query cache) budget on a device backend: free memory x gpu_memory_utilization,
+ * less everything else the model and the backend take. */
+static int device_kv_bytes(engine *e, const conf *cf, const model_dims *d, size_t *out) {
+    size_t fr, tot;
+    int rc = e->be->mem_info(e->be, &fr, &tot);
+    if (rc) return rc;
+    model_dims d0 = *d;
+    d0.num_blocks = 0;
+    size_t fixed = model_device_bytes(&e->mc, &e->mw, &d0, e->be) + e->be->scratch_bytes;
+    size_t budget = (size_t)((double)fr * cf->gpu_memory_utilization);
+    const double gib = 1073741824.0;
+    if (budget <= fixed + (64u << 20))
+        return err_set(ZP_ENOMEM,
+                       "the model and its buffers need %.2f GiB of GPU memory; %.2f GiB "
+                       "is free and gpu_memory_utilization %.2f allows %.2f: use a smaller model, "
+                       "lower max_num_batched_tokens or max_num_seqs, or raise "
+                       "gpu_memory_utilization",
+                       fixed / gib, fr / gib, cf->gpu_memory_utilization, budget / gib);
+    *out = budget - fixed - (64u << 20); /* 64 MiB for the alignment of the pool's buffers */
+    return 0;
+}
 
 /* The part of engine_open that runs on a created backend: memory plan, model, pools and
  * request table. On failure the caller destroys the backend. */
@@ -140,20 +171,31 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
     int rc;
     zp_dtype kvt = cf->kv_dtype == CONF_KV_DTYPE_BF16  ? ZP_BF16
                    : cf->kv_dtype == CONF_KV_DTYPE_F16 ? ZP_F16
-                                                       : ZP_F32;
+                   : cf->kv_dtype == CONF_KV_DTYPE_F32 ? ZP_F32
+                                                       : e->be->act_dtype;
+    if (e->be->act_dtype == ZP_BF16 && kvt != ZP_BF16)
+        return err_set(ZP_EUNSUP,
+                       "key 'kv_dtype': the %s backend keeps the KV cache in bf16 "
+                       "(set kv_dtype=auto or bf16)",
+                       e->be->name);
     bool cmp = cf->compress;
     e->M = (int32_t)cf->max_cache_blocks_per_seq;
     e->qcl = (int32_t)cf->query_cache_len;
     if (cmp) {
         if (e->qcl > e->bs)
-            return err_set(ZP_EINVAL, "key 'query_cache_len': %d exceeds block_size %d", e->qcl, e->bs);
+            return err_set(ZP_EINVAL, "key 'query_cache_len': %d exceeds block_size %d", e->qcl,
+                           e->bs);
         if ((int64_t)e->M * e->bs < e->qcl + cf->sink_len + 1)
-            return err_set(ZP_EINVAL, "key 'max_cache_blocks_per_seq': a budget of %d blocks of "
+            return err_set(ZP_EINVAL,
+                           "key 'max_cache_blocks_per_seq': a budget of %d blocks of "
                            "%d tokens leaves nothing to evict after query_cache_len %d and "
-                           "sink_len %lld", e->M, e->bs, e->qcl, (long long)cf->sink_len);
+                           "sink_len %lld",
+                           e->M, e->bs, e->qcl, (long long)cf->sink_len);
         if (cf->max_kv_budget_blocks < e->M)
-            return err_set(ZP_EINVAL, "key 'max_kv_budget_blocks': %lld is below "
-                           "max_cache_blocks_per_seq %d", (long long)cf->max_kv_budget_blocks, e->M);
+            return err_set(ZP_EINVAL,
+                           "key 'max_kv_budget_blocks': %lld is below "
+                           "max_cache_blocks_per_seq %d",
+                           (long long)cf->max_kv_budget_blocks, e->M);
     }
     model_dims d = {
         .max_tokens = (int32_t)cf->max_num_batched_tokens,
@@ -164,14 +206,18 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
         .kv_dtype = kvt,
     };
     if (cmp) {
-        int64_t keep_blocks = cf->max_kv_budget_blocks < e->max_blocks ? cf->max_kv_budget_blocks : e->max_blocks;
+        int64_t keep_blocks =
+            cf->max_kv_budget_blocks < e->max_blocks ? cf->max_kv_budget_blocks : e->max_blocks;
         d.qcl = e->qcl;
         d.cmp_jobs = (int32_t)(cf->max_num_seqs < 8 ? cf->max_num_seqs : 8);
         d.cmp_max_pos = e->max_blocks * e->bs;
         d.cmp_max_keep = (int32_t)keep_blocks * e->bs;
     }
+    size_t kv_bytes = (size_t)(cf->kv_memory_mb ? cf->kv_memory_mb : 1024) << 20;
+    if (!cf->kv_memory_mb && e->be->device_memory && (rc = device_kv_bytes(e, cf, &d, &kv_bytes)))
+        return rc;
     plan_in pin = {
-        .kv_bytes = (size_t)(cf->kv_memory_mb ? cf->kv_memory_mb : 1024) << 20,
+        .kv_bytes = kv_bytes,
         .block_bytes = model_block_bytes(mc, e->bs, kvt, cmp),
         .slot_bytes = model_slot_bytes(mc, e->qcl),
         .scratch_bytes = model_cmp_scratch_bytes(mc, &d),
@@ -185,28 +231,41 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
     d.num_blocks = (int32_t)pout.num_blocks;
     d.qcache_slots = cmp ? (int32_t)pout.max_concurrency : 0;
     if (!cmp && d.num_blocks < e->max_blocks)
-        return err_set(ZP_ELIMIT, "KV cache of %d blocks (%lld tokens) cannot hold one request "
+        return err_set(ZP_ELIMIT,
+                       "KV cache of %d blocks (%lld tokens) cannot hold one request "
                        "of max_model_len %d: raise kv_memory_mb or num_kv_blocks, lower "
-                       "max_model_len, or turn compression on", d.num_blocks,
-                       (long long)d.num_blocks * e->bs, e->max_model_len);
+                       "max_model_len, or turn compression on",
+                       d.num_blocks, (long long)d.num_blocks * e->bs, e->max_model_len);
     if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &e->mw, &d, e->be)))) return rc;
     if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
+    e->m.n_valid = e->n_valid;
     be_cparams cp = {
-        .layers = mc->layers, .hq = mc->heads, .hkv = mc->kv_heads, .dim = mc->head_dim,
-        .bs = e->bs, .qcl = cmp ? e->qcl : 0, .scale = 1.0f / sqrtf((float)mc->head_dim),
-        .max_norm = cf->max_norm, .gamma = cf->use_global_score ? (float)cf->global_score_decay : 0,
-        .pool = (int32_t)cf->pooling_size, .redundancy = cf->redundancy,
-        .lambda = (float)cf->redundancy_lambda, .temperature = (float)cf->redundancy_temperature,
-        .threshold = (float)cf->redundancy_threshold, .sink_len = (int32_t)cf->sink_len,
+        .layers = mc->layers,
+        .hq = mc->heads,
+        .hkv = mc->kv_heads,
+        .dim = mc->head_dim,
+        .bs = e->bs,
+        .qcl = cmp ? e->qcl : 0,
+        .scale = 1.0f / sqrtf((float)mc->head_dim),
+        .max_norm = cf->max_norm,
+        .gamma = cf->use_global_score ? (float)cf->global_score_decay : 0,
+        .pool = (int32_t)cf->pooling_size,
+        .redundancy = cf->redundancy,
+        .lambda = (float)cf->redundancy_lambda,
+        .temperature = (float)cf->redundancy_temperature,
+        .threshold = (float)cf->redundancy_threshold,
+        .sink_len = (int32_t)cf->sink_len,
     };
     if ((rc = e->be->check(e->be, &cp))) return rc;
     if (cmp) {
         model_set_cparams(&e->m, &cp);
         e->qslots = arena_alloc(a, sizeof(int32_t) * (size_t)d.qcache_slots, 8, "query slots");
         e->cjob_req = arena_alloc(a, sizeof(int32_t) * (size_t)d.cmp_jobs, 8, "compression jobs");
-        e->blk_batch = arena_alloc(a, sizeof(uint32_t) * (size_t)d.num_blocks, 8, "compression jobs");
+        e->blk_batch =
+            arena_alloc(a, sizeof(uint32_t) * (size_t)d.num_blocks, 8, "compression jobs");
         if (!e->qslots || !e->cjob_req || !e->blk_batch) return ZP_ENOMEM;
-        for (int32_t i = 0; i < d.qcache_slots; i++) e->qslots[e->nqslots++] = d.qcache_slots - 1 - i;
+        for (int32_t i = 0; i < d.qcache_slots; i++)
+            e->qslots[e->nqslots++] = d.qcache_slots - 1 - i;
     }
     if ((rc = kv_init(&e->kv, a, d.num_blocks, e->bs, cf->enable_prefix_caching))) return rc;
     if ((rc = sampler_init(&e->smp, a, mc->vocab, e->n_valid))) return rc;
@@ -218,7 +277,8 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
     if (!e->reqs || !e->free_slots || !e->sched) return ZP_ENOMEM;
     for (int32_t i = 0; i < e->nreqs; i++) {
         req *r = &e->reqs[i];
-        r->tok = arena_alloc_uninit(a, sizeof(int32_t) * (size_t)e->max_model_len, 64, "request tokens");
+        r->tok =
+            arena_alloc_uninit(a, sizeof(int32_t) * (size_t)e->max_model_len, 64, "request tokens");
         r->blocks = arena_alloc(a, sizeof(int32_t) * (size_t)e->max_blocks, 8, "block tables");
         if (!r->tok || !r->blocks) return ZP_ENOMEM;
         r->prev = r->next = -1;
@@ -240,29 +300,51 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
     e->user = user;
     if (!cf->model[0])
         return err_set(ZP_EINVAL, "no model: pass --model DIR or set 'model' in zipage.conf");
-    if (cf->backend == CONF_BACKEND_CUDA)
-        return err_set(ZP_EUNSUP, "key 'backend': cuda is not available in this build "
-                       "(use cpu or auto)");
     if ((rc = loader_config(&e->mc, a, cf->model))) return rc;
     const model_config *mc = &e->mc;
 
     e->n_valid = n_valid > 0 && n_valid <= mc->vocab ? n_valid : mc->vocab;
-    for (int i = 0; i < mc->n_eos; i++) e->eos[e->n_eos++] = mc->eos_ids[i];
+    for (int i = 0; i < mc->n_eos; i++)
+        e->eos[e->n_eos++] = mc->eos_ids[i];
     for (int i = 0; i < n_extra_eos && e->n_eos < (int)(sizeof e->eos / sizeof e->eos[0]); i++)
         e->eos[e->n_eos++] = extra_eos[i];
 
     e->max_model_len = cf->max_model_len ? (int32_t)cf->max_model_len : mc->max_pos;
     if (e->max_model_len > mc->max_pos)
-        return err_set(ZP_EINVAL, "key 'max_model_len': %d exceeds the model's "
-                       "max_position_embeddings %d", e->max_model_len, mc->max_pos);
+        return err_set(ZP_EINVAL,
+                       "key 'max_model_len': %d exceeds the model's "
+                       "max_position_embeddings %d",
+                       e->max_model_len, mc->max_pos);
     e->bs = (int32_t)cf->block_size;
     e->max_blocks = (e->max_model_len + e->bs - 1) / e->bs;
 
     if ((rc = loader_weights(&e->mw, &e->mc, a, cf->model))) return rc;
-    int max_k = mc->hidden;
-    if (mc->heads * mc->head_dim > max_k) max_k = mc->heads * mc->head_dim;
-    if (mc->intermediate > max_k) max_k = mc->intermediate;
-    if ((rc = cpu_backend_create(&e->be, (int)cf->threads, max_k))) {
+    be_shape shape = {
+        .layers = mc->layers,
+        .hidden = mc->hidden,
+        .heads = mc->heads,
+        .kv_heads = mc->kv_heads,
+        .head_dim = mc->head_dim,
+        .intermediate = mc->intermediate,
+        .vocab = mc->vocab,
+        .block_size = e->bs,
+        .max_tokens = (int32_t)cf->max_num_batched_tokens,
+        .max_logits = (int32_t)cf->max_num_seqs,
+    };
+    be_config bc = {
+        .kind = cf->backend == CONF_BACKEND_CPU    ? BE_CPU
+                : cf->backend == CONF_BACKEND_CUDA ? BE_CUDA
+                                                   : BE_AUTO,
+        .threads = (int)cf->threads,
+        .cuda_driver_path = cf->cuda_driver_path,
+        .nvrtc_path = cf->nvrtc_path,
+        .cublaslt_path = cf->cublaslt_path,
+        .kernel_cache_dir = cf->kernel_cache_dir,
+        .cuda_device = (int)cf->cuda_device,
+        .batch_invariant = cf->batch_invariant,
+        .compress = cf->compress,
+    };
+    if ((rc = backend_create(&e->be, &bc, &shape, e->backend_why, sizeof e->backend_why))) {
         loader_close(&e->mw);
         return rc;
     }
@@ -283,6 +365,7 @@ void engine_close(engine *e) {
 void engine_get_info(const engine *e, engine_info *info) {
     *info = (engine_info){
         .backend = e->be->name,
+        .backend_why = e->backend_why,
         .arch = loader_arch_name(e->mc.arch),
         .vocab = e->mc.vocab,
         .n_valid = e->n_valid,
@@ -293,7 +376,8 @@ void engine_get_info(const engine *e, engine_info *info) {
         .num_blocks = e->kv.num_blocks,
         .max_num_seqs = (int32_t)e->cf.max_num_seqs,
         .max_concurrency = e->st.max_concurrency,
-        .kv_bytes = (size_t)e->kv.num_blocks * model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype, e->cf.compress),
+        .kv_bytes = (size_t)e->kv.num_blocks *
+                    model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype, e->cf.compress),
         .device_bytes = model_device_bytes(&e->mc, &e->mw, &e->m.dims, e->be),
     };
 }
@@ -306,7 +390,8 @@ static void release_slot(engine *e, req *r) {
 }
 
 static void release_blocks(engine *e, req *r) {
-    for (int32_t i = 0; i < r->n_blocks; i++) kv_unref(&e->kv, r->blocks[i]);
+    for (int32_t i = 0; i < r->n_blocks; i++)
+        kv_unref(&e->kv, r->blocks[i]);
     r->n_blocks = 0;
     r->n_hashed = 0;
     r->last_hash = 0;
@@ -331,8 +416,10 @@ static void emit_final(engine *e, req *r, engine_finish f, int code, const char 
 /* Ends a request: terminal event, blocks and slot released. */
 static void finish(engine *e, int32_t i, engine_finish f, int code, const char *msg) {
     req *r = &e->reqs[i];
-    if (r->state == RQ_RUNNING) list_remove(e, &e->running, i);
-    else if (r->state == RQ_WAITING) list_remove(e, &e->waiting, i);
+    if (r->state == RQ_RUNNING)
+        list_remove(e, &e->running, i);
+    else if (r->state == RQ_WAITING)
+        list_remove(e, &e->waiting, i);
     release_blocks(e, r);
     release_slot(e, r);
     emit_final(e, r, f, code, msg);
@@ -348,12 +435,16 @@ static void finish(engine *e, int32_t i, engine_finish f, int code, const char *
 int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     if (rq->n_prompt < 1) return err_set(ZP_EINVAL, "request: empty prompt");
     if (rq->n_prompt >= e->max_model_len)
-        return err_set(ZP_EINVAL, "request: prompt of %d tokens leaves no room under "
-                       "max_model_len %d", rq->n_prompt, e->max_model_len);
+        return err_set(ZP_EINVAL,
+                       "request: prompt of %d tokens leaves no room under "
+                       "max_model_len %d",
+                       rq->n_prompt, e->max_model_len);
     for (int32_t i = 0; i < rq->n_prompt; i++)
         if (rq->prompt_ids[i] < 0 || rq->prompt_ids[i] >= e->mc.vocab)
-            return err_set(ZP_EINVAL, "request: prompt token %d at index %d is outside the "
-                           "vocabulary [0, %d)", rq->prompt_ids[i], i, e->mc.vocab);
+            return err_set(ZP_EINVAL,
+                           "request: prompt token %d at index %d is outside the "
+                           "vocabulary [0, %d)",
+                           rq->prompt_ids[i], i, e->mc.vocab);
     int rc = sampler_validate(&rq->sp, e->mc.vocab);
     if (rc) return rc;
     if (rq->kv_budget_blocks < 0 || rq->kv_budget_blocks > e->cf.max_kv_budget_blocks)
@@ -362,26 +453,32 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     bool cmp = rq->compress < 0 ? e->cf.compress : rq->compress != 0;
     if (cmp && !e->cf.compress)
         return err_set(ZP_EINVAL, "request: compress requested but compression is off in this "
-                       "engine (key 'compress')");
+                                  "engine (key 'compress')");
     int32_t budget = rq->kv_budget_blocks ? rq->kv_budget_blocks : e->M;
     if (cmp && (int64_t)budget * e->bs < e->qcl + e->cf.sink_len + 1)
-        return err_set(ZP_EINVAL, "request: kv_budget_blocks %d is too small for "
-                       "query_cache_len %d", budget, e->qcl);
+        return err_set(ZP_EINVAL,
+                       "request: kv_budget_blocks %d is too small for "
+                       "query_cache_len %d",
+                       budget, e->qcl);
     if (cmp && (int64_t)budget + 1 > e->kv.num_blocks && (int64_t)budget * e->bs < e->max_model_len)
-        return err_set(ZP_ELIMIT, "request: kv_budget_blocks %d needs %d blocks but the pool has "
-                       "%d (raise kv_memory_mb)", budget, budget + 1, e->kv.num_blocks);
+        return err_set(ZP_ELIMIT,
+                       "request: kv_budget_blocks %d needs %d blocks but the pool has "
+                       "%d (raise kv_memory_mb)",
+                       budget, budget + 1, e->kv.num_blocks);
     int64_t need_tokens = rq->n_prompt;
     if (!cmp) {
         need_tokens += rq->sp.max_tokens;
         if (need_tokens > e->max_model_len) need_tokens = e->max_model_len;
     }
     if ((need_tokens + e->bs - 1) / e->bs > e->kv.num_blocks)
-        return err_set(ZP_ELIMIT, "request: needs %lld tokens of KV cache but the pool holds %lld "
-                       "(raise kv_memory_mb%s)", (long long)need_tokens,
-                       (long long)e->kv.num_blocks * e->bs, cmp ? "" : " or allow compression");
+        return err_set(ZP_ELIMIT,
+                       "request: needs %lld tokens of KV cache but the pool holds %lld "
+                       "(raise kv_memory_mb%s)",
+                       (long long)need_tokens, (long long)e->kv.num_blocks * e->bs,
+                       cmp ? "" : " or allow compression");
     if (e->nfree_slots == 0 || e->waiting.n >= e->cf.max_waiting)
-        return err_set(ZP_EBUSY, "request: queue full (%d waiting, max_waiting %lld)",
-                       e->waiting.n, (long long)e->cf.max_waiting);
+        return err_set(ZP_EBUSY, "request: queue full (%d waiting, max_waiting %lld)", e->waiting.n,
+                       (long long)e->cf.max_waiting);
     int32_t i = e->free_slots[--e->nfree_slots];
     req *r = &e->reqs[i];
     int32_t *tok = r->tok, *blocks = r->blocks;
@@ -411,8 +508,9 @@ static int32_t find(const engine *e, uint64_t id) {
 
 int engine_cancel(engine *e, uint64_t req_id) {
     int32_t i = find(e, req_id);
-    if (i < 0) return err_set(ZP_ENOTFOUND, "cancel: no request %llu in flight",
-                              (unsigned long long)req_id);
+    if (i < 0)
+        return err_set(ZP_ENOTFOUND, "cancel: no request %llu in flight",
+                       (unsigned long long)req_id);
     if (e->in_step) {
         if (!e->reqs[i].cancel_pending) e->n_cancel_pending++;
         e->reqs[i].cancel_pending = true;
@@ -463,7 +561,8 @@ static void preempt(engine *e, int32_t i) {
 static bool grow(engine *e, req *r, int32_t take) {
     int32_t need = (r->kv_len + take + e->bs - 1) / e->bs;
     if (need - r->n_blocks > kv_free_count(&e->kv)) return false;
-    while (r->n_blocks < need) r->blocks[r->n_blocks++] = kv_alloc(&e->kv);
+    while (r->n_blocks < need)
+        r->blocks[r->n_blocks++] = kv_alloc(&e->kv);
     if (r->n_blocks > r->usage.kv_blocks_peak) r->usage.kv_blocks_peak = r->n_blocks;
     return true;
 }
@@ -509,8 +608,10 @@ static int32_t clip_take(engine *e, req *r, int32_t take) {
     int32_t p = compress_point(e, r);
     if (r->kv_len < p && r->kv_len + take > p) take = p - r->kv_len;
     if (r->qslot < 0 && r->kv_len + take > p - e->qcl) {
-        if (e->nqslots > 0) r->qslot = e->qslots[--e->nqslots];
-        else take = p - e->qcl - r->kv_len;
+        if (e->nqslots > 0)
+            r->qslot = e->qslots[--e->nqslots];
+        else
+            take = p - e->qcl - r->kv_len;
     }
     return take > 0 ? take : 0;
 }
@@ -527,7 +628,8 @@ static int run_compressions(engine *e, int32_t n) {
             if (b >= r->budget || dst[b] != r->blocks[b]) kv_unref(&e->kv, r->blocks[b]);
         if (rc) {
             /* scoring failed: the request's cache is gone; release every target too */
-            for (int32_t b = 0; b < r->budget; b++) kv_unref(&e->kv, dst[b]);
+            for (int32_t b = 0; b < r->budget; b++)
+                kv_unref(&e->kv, dst[b]);
             r->n_blocks = 0;
             continue;
         }
@@ -552,12 +654,15 @@ static bool stage_compression(engine *e, int32_t i, int32_t k, int32_t *next) {
     req *r = &e->reqs[i];
     model_cjobs *j = &e->m.cjobs;
     int32_t fresh = 0;
-    for (int32_t b = 0; b < r->budget; b++) fresh += e->kv.ref[r->blocks[b]] > 1;
+    for (int32_t b = 0; b < r->budget; b++)
+        fresh += e->kv.ref[r->blocks[b]] > 1;
     if (!make_room(e, i, fresh, next)) return false;
-    int32_t *src = j->src + (size_t)k * (size_t)e->max_blocks, *dst = j->dst + (size_t)k * (size_t)e->max_blocks;
+    int32_t *src = j->src + (size_t)k * (size_t)e->max_blocks,
+            *dst = j->dst + (size_t)k * (size_t)e->max_blocks;
     memcpy(src, r->blocks, sizeof(int32_t) * (size_t)r->n_blocks);
     for (int32_t b = 0; b < r->budget; b++) {
-        if (e->kv.ref[r->blocks[b]] > 1) dst[b] = kv_alloc(&e->kv);
+        if (e->kv.ref[r->blocks[b]] > 1)
+            dst[b] = kv_alloc(&e->kv);
         else {
             kv_forget(&e->kv, r->blocks[b]);
             dst[b] = r->blocks[b];
@@ -567,8 +672,9 @@ static bool stage_compression(engine *e, int32_t i, int32_t k, int32_t *next) {
     j->kv_len[k] = r->kv_len;
     j->n_keep[k] = r->budget * e->bs;
     j->qslot[k] = r->qslot;
-    j->flags[k] = (r->compressed ? BE_CJ_GLOBAL : 0) |
-                  ((!r->compressed || e->cf.continuous_pooling) && e->cf.pooling_size > 1 ? BE_CJ_POOL : 0);
+    j->flags[k] =
+        (r->compressed ? BE_CJ_GLOBAL : 0) |
+        ((!r->compressed || e->cf.continuous_pooling) && e->cf.pooling_size > 1 ? BE_CJ_POOL : 0);
     e->cjob_req[k] = i;
     return true;
 }
@@ -577,7 +683,8 @@ static bool stage_compression(engine *e, int32_t i, int32_t k, int32_t *next) {
 static void fail_compressed(engine *e, int32_t n) {
     char msg[256];
     snprintf(msg, sizeof msg, "compression failed: %s", err_msg());
-    for (int32_t k = 0; k < n; k++) finish(e, e->cjob_req[k], ENGINE_FINISH_ERROR, ZP_EBACKEND, msg);
+    for (int32_t k = 0; k < n; k++)
+        finish(e, e->cjob_req[k], ENGINE_FINISH_ERROR, ZP_EBACKEND, msg);
 }
 
 /* True when r reads a shared (prefix-cached) block that a job of the batch being built
@@ -694,9 +801,18 @@ static void schedule(engine *e) {
 }
 
 /* Fills the model's staging area from the schedule. */
+/* A request whose next token is the plain argmax (no penalty, no logprob): the backend can
+ * pick it, and only the id comes back. */
+static bool plain_greedy(const req *r) {
+    const sampling_params *p = &r->sp;
+    return p->temperature == 0.0f && p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f &&
+           p->frequency_penalty == 0.0f && !r->logprobs;
+}
+
 static void build_batch(engine *e) {
     model_batch *b = &e->m.batch;
     int32_t t = 0, nl = 0;
+    bool want_ids = true;
     for (int32_t s = 0; s < e->n_sched; s++) {
         req *r = &e->reqs[e->sched[s].r];
         int32_t take = e->sched[s].take;
@@ -714,8 +830,12 @@ static void build_batch(engine *e) {
         }
         memcpy(b->block_tables + (size_t)s * (size_t)e->max_blocks, r->blocks,
                sizeof(int32_t) * (size_t)r->n_blocks);
-        if (r->n_computed + take == r->n_tok) b->logit_rows[nl++] = t - 1;
+        if (r->n_computed + take == r->n_tok) {
+            b->logit_rows[nl++] = t - 1;
+            want_ids &= plain_greedy(r);
+        }
     }
+    b->want_ids = want_ids;
     b->n_tokens = t;
     b->n_seqs = e->n_sched;
     b->n_logits = nl;
@@ -776,22 +896,34 @@ int engine_step(engine *e) {
             continue;
         }
         e->st.prompt_tokens += e->sched[s].take - 1;
-        float *logits = e->m.host_logits + (size_t)row++ * (size_t)e->mc.vocab;
         float lp = 0;
-        int32_t tok = sampler_sample(&e->smp, &r->sp, logits, r->tok, r->n_prompt,
-                                     r->tok + r->n_prompt, r->n_tok - r->n_prompt,
-                                     r->logprobs ? &lp : NULL);
+        int32_t tok;
+        if (e->m.batch.want_ids) {
+            tok = e->m.host_ids[row++];
+            if (tok == -1)
+                tok = err_set(ZP_EBACKEND, "sampler: a logit is NaN or +inf");
+            else if (tok == -2)
+                tok = err_set(ZP_EINVAL, "sampler: every token is masked (all logits -inf)");
+        } else {
+            float *logits = e->m.host_logits + (size_t)row++ * (size_t)e->mc.vocab;
+            tok = sampler_sample(&e->smp, &r->sp, logits, r->tok, r->n_prompt, r->tok + r->n_prompt,
+                                 r->n_tok - r->n_prompt, r->logprobs ? &lp : NULL);
+        }
         if (tok < 0) {
             finish(e, i, ENGINE_FINISH_ERROR, tok, err_msg());
             continue;
         }
         r->tok[r->n_tok++] = tok;
         e->st.completion_tokens++;
-        engine_event ev = {.req_id = r->id, .user_tag = r->user_tag, .token = tok, .logprob = lp,
+        engine_event ev = {.req_id = r->id,
+                           .user_tag = r->user_tag,
+                           .token = tok,
+                           .logprob = lp,
                            .finish = ENGINE_RUNNING};
         e->out(e->user, &ev);
         int32_t gen = r->n_tok - r->n_prompt;
-        if (is_stop(e, r, tok)) finish(e, i, ENGINE_FINISH_STOP, 0, NULL);
+        if (is_stop(e, r, tok))
+            finish(e, i, ENGINE_FINISH_STOP, 0, NULL);
         else if (gen >= r->sp.max_tokens || r->n_tok >= e->max_model_len)
             finish(e, i, ENGINE_FINISH_LENGTH, 0, NULL);
     }
@@ -842,7 +974,8 @@ int engine_check(const engine *e) {
     if ((rc = check_list(e, &e->running, RQ_RUNNING, "running list")) ||
         (rc = check_list(e, &e->waiting, RQ_WAITING, "waiting list")))
         return rc;
-    if (e->running.n > e->cf.max_num_seqs) return broken("running > max_num_seqs", e->running.n, (int32_t)e->cf.max_num_seqs);
+    if (e->running.n > e->cf.max_num_seqs)
+        return broken("running > max_num_seqs", e->running.n, (int32_t)e->cf.max_num_seqs);
     int64_t refs = 0, owned = 0;
     int32_t used = 0, nfree = 0, live = 0;
     for (int32_t b = 0; b < kv->num_blocks; b++) {
@@ -877,19 +1010,24 @@ int engine_check(const engine *e) {
             if (r->blocks[j] < 0 || r->blocks[j] >= kv->num_blocks || kv->ref[r->blocks[j]] < 1)
                 return broken("request holds a free or bad block", i, r->blocks[j]);
             for (int32_t k = 0; k < j; k++)
-                if (r->blocks[k] == r->blocks[j]) return broken("block twice in one table", i, r->blocks[j]);
+                if (r->blocks[k] == r->blocks[j])
+                    return broken("block twice in one table", i, r->blocks[j]);
         }
     }
-    if (refs != owned) return broken("sum of ref counts != blocks held", (int32_t)refs, (int32_t)owned);
-    if (live + e->nfree_slots != e->nreqs) return broken("request slots", live + e->nfree_slots, e->nreqs);
-    if (live != e->running.n + e->waiting.n) return broken("live requests", live, e->running.n + e->waiting.n);
+    if (refs != owned)
+        return broken("sum of ref counts != blocks held", (int32_t)refs, (int32_t)owned);
+    if (live + e->nfree_slots != e->nreqs)
+        return broken("request slots", live + e->nfree_slots, e->nreqs);
+    if (live != e->running.n + e->waiting.n)
+        return broken("live requests", live, e->running.n + e->waiting.n);
     return 0;
 }
 
 int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *contents) {
     if (block < 0 || block >= e->kv.num_blocks) return err_set(ZP_EINVAL, "no block %d", block);
     *ref = e->kv.ref[block];
-    size_t per_layer = model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype, false) / (2 * (size_t)e->mc.layers);
+    size_t per_layer =
+        model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype, false) / (2 * (size_t)e->mc.layers);
     uint8_t buf[1 << 14];
     XXH64_state_t st;
     XXH64_reset(&st, 0);
@@ -898,7 +1036,8 @@ int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *content
         for (int kv = 0; kv < 2; kv++) {
             for (size_t off = 0; off < per_layer; off += sizeof buf) {
                 size_t n = per_layer - off < sizeof buf ? per_layer - off : sizeof buf;
-                int rc = e->be->download(e->be, buf, bases[kv] + (be_ptr)((size_t)block * per_layer + off), n);
+                int rc = e->be->download(e->be, buf,
+                                         bases[kv] + (be_ptr)((size_t)block * per_layer + off), n);
                 if (rc) return rc;
                 XXH64_update(&st, buf, n);
             }

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <time.h>
 
-static size_t al(size_t v) { return (v + 255) & ~(size_t)255; }
+static size_t al(size_t v) {
+    return (v + 255) & ~(size_t)255;
+}
 
 size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype,
                          bool scores) {
@@ -21,7 +23,7 @@ size_t model_slot_bytes(const model_config *c, int32_t qcl) {
 }
 
 static size_t meta_words(const model_dims *d) {
-    return 6 * (size_t)d->max_tokens + (size_t)d->max_logits +
+    return 4 + 6 * (size_t)d->max_tokens + (size_t)d->max_logits +
            (size_t)d->max_seqs * (size_t)d->max_blocks;
 }
 
@@ -39,7 +41,8 @@ size_t model_cmp_scratch_bytes(const model_config *c, const model_dims *d) {
 static size_t tensor_bytes(const tensor *t) {
     if (!t->data) return 0;
     size_t n = zp_dtype_size(t->dtype);
-    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= (size_t)t->shape[i];
     return n;
 }
 
@@ -86,32 +89,66 @@ static int place_weight(carver *cv, const tensor *t, be_w *out) {
     out->t = t->dtype;
     out->p = 0;
     if (!t->data) return 0;
-    size_t n = tensor_bytes(t);
-    if (cv->be->copies_weights) cv->bytes += al(n);
-    return cv->carve ? cv->be->map_host(cv->be, t->data, n, &out->p, t->name ? t->name : "weight")
+    size_t n = tensor_bytes(t) / zp_dtype_size(t->dtype);
+    cv->bytes += al(cv->be->weight_bytes(cv->be, t->dtype, n));
+    return cv->carve ? cv->be->map_weight(cv->be, t->data, t->dtype, n, &out->p, &out->t,
+                                          t->name ? t->name : "weight")
                      : 0;
 }
 
-static int place_weights(carver *cv, model *m, const model_config *c, const model_weights *w) {
+/* A linear layer of up to three weights (with their biases) fused row-wise. dev: a weight
+ * already placed (tied LM head), used instead of w[0]. */
+static int place_linear(carver *cv, be_linear *out, const tensor *const *w, const tensor *const *b,
+                        int n, const be_w *dev, int max_rows, zp_dtype out_t) {
+    be_part parts[BE_LINEAR_PARTS];
+    size_t wb = 0, bb = 0;
+    for (int i = 0; i < n; i++) {
+        size_t elems = tensor_bytes(w[i]) / zp_dtype_size(w[i]->dtype);
+        parts[i] = (be_part){.w = dev ? NULL : w[i]->data,
+                             .dev = dev ? dev->p : 0,
+                             .wt = dev ? dev->t : w[i]->dtype,
+                             .rows = (int32_t)w[i]->shape[0]};
+        if (!dev) wb += cv->be->weight_bytes(cv->be, w[i]->dtype, elems);
+        if (b && b[i]->data) {
+            parts[i].bias = b[i]->data;
+            parts[i].bt = b[i]->dtype;
+            bb += cv->be->weight_bytes(cv->be, b[i]->dtype, (size_t)b[i]->shape[0]);
+        }
+    }
+    cv->bytes += al(wb) + al(bb);
+    return cv->carve ? cv->be->linear_init(cv->be, out, parts, n, (int)w[0]->shape[1], max_rows,
+                                           out_t, w[0]->name ? w[0]->name : "linear")
+                     : 0;
+}
+
+static int place_weights(carver *cv, model *m, const model_config *c, const model_weights *w,
+                         const model_dims *d) {
     int rc;
+    zp_dtype act = cv->be->act_dtype;
     if ((rc = place_weight(cv, &w->embed, &m->embed)) ||
         (rc = place_weight(cv, &w->final_norm, &m->final_norm)))
         return rc;
-    if (w->lm_head.data == w->embed.data) /* tied: stored once */
-        m->lm_head = m->embed;
-    else if ((rc = place_weight(cv, &w->lm_head, &m->lm_head)))
+    const tensor *head[] = {&w->lm_head};
+    bool tied = w->lm_head.data == w->embed.data; /* stored once */
+    if ((rc = place_linear(cv, &m->lm_head, head, NULL, 1, tied ? &m->embed : NULL, d->max_logits,
+                           ZP_F32)))
         return rc;
     model_layer scratch;
     for (int l = 0; l < c->layers; l++) {
         const layer_weights *lw = &w->layers[l];
         model_layer *ml = cv->carve ? &m->layers[l] : &scratch;
-        const tensor *src[] = {&lw->in_norm, &lw->post_norm, &lw->q,      &lw->k,      &lw->v,
-                               &lw->o,       &lw->q_bias,    &lw->k_bias, &lw->v_bias, &lw->q_norm,
-                               &lw->k_norm,  &lw->gate,      &lw->up,     &lw->down};
-        be_w *dst[] = {&ml->in_norm, &ml->post_norm, &ml->q,  &ml->k,  &ml->v,    &ml->o,  &ml->qb,
-                       &ml->kb,      &ml->vb,        &ml->qn, &ml->kn, &ml->gate, &ml->up, &ml->down};
-        for (size_t i = 0; i < sizeof src / sizeof src[0]; i++)
-            if ((rc = place_weight(cv, src[i], dst[i]))) return rc;
+        const tensor *qkv[] = {&lw->q, &lw->k, &lw->v},
+                     *qkvb[] = {&lw->q_bias, &lw->k_bias, &lw->v_bias};
+        const tensor *o[] = {&lw->o}, *gu[] = {&lw->gate, &lw->up}, *down[] = {&lw->down};
+        if ((rc = place_weight(cv, &lw->in_norm, &ml->in_norm)) ||
+            (rc = place_weight(cv, &lw->post_norm, &ml->post_norm)) ||
+            (rc = place_weight(cv, &lw->q_norm, &ml->qn)) ||
+            (rc = place_weight(cv, &lw->k_norm, &ml->kn)) ||
+            (rc = place_linear(cv, &ml->qkv, qkv, qkvb, 3, NULL, d->max_tokens, act)) ||
+            (rc = place_linear(cv, &ml->o, o, NULL, 1, NULL, d->max_tokens, act)) ||
+            (rc = place_linear(cv, &ml->gu, gu, NULL, 2, NULL, d->max_tokens, act)) ||
+            (rc = place_linear(cv, &ml->down, down, NULL, 1, NULL, d->max_tokens, act)))
+            return rc;
     }
     return 0;
 }
@@ -119,21 +156,22 @@ static int place_weights(carver *cv, model *m, const model_config *c, const mode
 static int place_buffers(carver *cv, model *m, const model_config *c, const model_dims *d) {
     size_t T = (size_t)d->max_tokens, H = (size_t)c->hidden, D = (size_t)c->head_dim;
     size_t qd = (size_t)c->heads * D, kd = (size_t)c->kv_heads * D, I = (size_t)c->intermediate;
-    size_t f = sizeof(float), L = (size_t)d->max_logits;
+    size_t f = sizeof(float), L = (size_t)d->max_logits, a = zp_dtype_size(cv->be->act_dtype);
     int rc;
     if ((rc = place(cv, &m->x, T * H * f, "activations")) ||
-        (rc = place(cv, &m->xn, T * H * f, "activations")) ||
-        (rc = place(cv, &m->q, T * qd * f, "activations")) ||
-        (rc = place(cv, &m->k, T * kd * f, "activations")) ||
-        (rc = place(cv, &m->v, T * kd * f, "activations")) ||
-        (rc = place(cv, &m->att, T * qd * f, "activations")) ||
-        (rc = place(cv, &m->gate, T * I * f, "activations")) ||
-        (rc = place(cv, &m->up, T * I * f, "activations")) ||
-        (rc = place(cv, &m->sel, L * H * f, "activations")) ||
+        (rc = place(cv, &m->xn, T * H * a, "activations")) ||
+        (rc = place(cv, &m->qkv, T * (qd + 2 * kd) * a, "activations")) ||
+        (rc = place(cv, &m->q, T * qd * a, "activations")) ||
+        (rc = place(cv, &m->att, T * qd * a, "activations")) ||
+        (rc = place(cv, &m->gu, T * 2 * I * a, "activations")) ||
+        (rc = place(cv, &m->h, T * I * a, "activations")) ||
+        (rc = place(cv, &m->sel, L * H * a, "activations")) ||
         (rc = place(cv, &m->logits, L * (size_t)c->vocab * f, "logits")) ||
+        (rc = place(cv, &m->ids, L * 4, "sampled ids")) ||
         (rc = place(cv, &m->inv_freq, D / 2 * f, "rope")))
         return rc;
-    size_t layer_cache = (size_t)d->num_blocks * model_block_bytes(c, d->block_size, d->kv_dtype, false) /
+    size_t layer_cache = (size_t)d->num_blocks *
+                         model_block_bytes(c, d->block_size, d->kv_dtype, false) /
                          (2 * (size_t)c->layers);
     size_t layer_scores = (size_t)d->num_blocks * (size_t)d->block_size * (size_t)c->kv_heads * 4;
     model_layer scratch;
@@ -146,8 +184,10 @@ static int place_buffers(carver *cv, model *m, const model_config *c, const mode
     }
     if (d->cmp_jobs) {
         size_t rows = (size_t)d->cmp_jobs * (size_t)c->kv_heads;
-        if ((rc = place(cv, &m->qc, (size_t)d->qcache_slots * model_slot_bytes(c, d->qcl), "query cache")) ||
-            (rc = place(cv, &m->scores, rows * (size_t)d->cmp_max_pos * 4, "compression scratch")) ||
+        if ((rc = place(cv, &m->qc, (size_t)d->qcache_slots * model_slot_bytes(c, d->qcl),
+                        "query cache")) ||
+            (rc =
+                 place(cv, &m->scores, rows * (size_t)d->cmp_max_pos * 4, "compression scratch")) ||
             (rc = place(cv, &m->work, rows * (size_t)d->cmp_max_pos * 8, "compression scratch")) ||
             (rc = place(cv, &m->keep, rows * (size_t)d->cmp_max_keep * 4, "compression scratch")) ||
             (rc = place(cv, &m->cmeta, cmeta_words(d) * 4, "compression metadata")))
@@ -161,7 +201,7 @@ size_t model_device_bytes(const model_config *c, const model_weights *w, const m
     model scratch;
     memset(&scratch, 0, sizeof scratch);
     carver cv = {.be = be, .carve = false};
-    place_weights(&cv, &scratch, c, w);
+    place_weights(&cv, &scratch, c, w, d);
     place_buffers(&cv, &scratch, c, d);
     return cv.bytes;
 }
@@ -173,12 +213,14 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     m->dims = *d;
     m->be = be;
     if (c->head_dim > 512 || c->head_dim % 2)
-        return err_set(ZP_EUNSUP, "model: head_dim %d unsupported (even, at most 512)", c->head_dim);
+        return err_set(ZP_EUNSUP, "model: head_dim %d unsupported (even, at most 512)",
+                       c->head_dim);
     m->layers = arena_alloc(a, sizeof(model_layer) * (size_t)c->layers, 64, "model layers");
     if (!m->layers) return ZP_ENOMEM;
     carver cv = {.be = be, .carve = true};
     int rc;
-    if ((rc = place_weights(&cv, m, c, w)) || (rc = place_buffers(&cv, m, c, d))) return rc;
+    if ((rc = place_weights(&cv, m, c, w, d)) || (rc = place_buffers(&cv, m, c, d))) return rc;
+    m->n_valid = c->vocab;
     size_t T = (size_t)d->max_tokens, D = (size_t)c->head_dim, f = sizeof(float);
     if (d->cmp_jobs) {
         m->cmeta_words = cmeta_words(d);
@@ -188,7 +230,7 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
         be_ptr p = m->cmeta;
         model_cjobs *j = &m->cjobs;
         be_cjobs *bj = &m->bcj;
-#define CARVE(field, count) j->field = h, bj->field = p, h += (count), p += (be_ptr)(count) * 4
+#define CARVE(field, count) j->field = h, bj->field = p, h += (count), p += (be_ptr)(count)*4
         CARVE(n_blocks, (size_t)d->cmp_jobs);
         CARVE(kv_len, (size_t)d->cmp_jobs);
         CARVE(n_keep, (size_t)d->cmp_jobs);
@@ -203,9 +245,11 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     }
     m->meta_words = meta_words(d);
     m->host_meta = arena_alloc(a, m->meta_words * 4, 64, "batch staging");
-    m->host_logits = arena_alloc(a, (size_t)d->max_logits * (size_t)c->vocab * f, 64, "host logits");
+    m->host_logits =
+        arena_alloc(a, (size_t)d->max_logits * (size_t)c->vocab * f, 64, "host logits");
+    m->host_ids = arena_alloc(a, (size_t)d->max_logits * 4, 64, "host ids");
     float *inv = arena_temp(a, D / 2 * f, 8, "rope");
-    if (!m->host_meta || !m->host_logits || !inv) return ZP_ENOMEM;
+    if (!m->host_meta || !m->host_logits || !m->host_ids || !inv) return ZP_ENOMEM;
     model_rope_inv_freq(c, inv);
     if ((rc = be->upload(be, m->inv_freq, inv, D / 2 * f))) return rc;
 
@@ -214,8 +258,8 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     be_ptr p = m->meta;
     model_batch *b = &m->batch;
     be_batch *bb = &m->bb;
-#define CARVE(field, count)                                                                        \
-    b->field = h, bb->field = p, h += (count), p += (be_ptr)(count) * 4
+    bb->counts = be->counts = p, h += 4, p += 16;
+#define CARVE(field, count) b->field = h, bb->field = p, h += (count), p += (be_ptr)(count)*4
     CARVE(token_ids, T);
     CARVE(positions, T);
     CARVE(slots, T);
@@ -239,51 +283,57 @@ int model_forward(model *m) {
     float eps = (float)c->rms_eps;
     if (n < 1 || n > m->dims.max_tokens || b->n_seqs > m->dims.max_seqs ||
         b->n_logits > m->dims.max_logits)
-        return err_set(ZP_EINVAL, "model: batch of %d tokens / %d seqs / %d logit rows exceeds "
-                       "the plan", n, b->n_seqs, b->n_logits);
+        return err_set(ZP_EINVAL,
+                       "model: batch of %d tokens / %d seqs / %d logit rows exceeds "
+                       "the plan",
+                       n, b->n_seqs, b->n_logits);
     bb->n_tokens = n;
     bb->n_seqs = b->n_seqs;
     bb->n_logits = b->n_logits;
+    bb->max_kv_len = 0;
+    for (int i = 0; i < n; i++)
+        if (b->tok_kv_idx[i] + 1 > bb->max_kv_len) bb->max_kv_len = b->tok_kv_idx[i] + 1;
+    m->host_meta[0] = n, m->host_meta[1] = b->n_logits, m->host_meta[2] = b->n_seqs;
     int rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
     if (rc) return rc;
     be->embed(be, m->x, m->embed.p, m->embed.t, bb->token_ids, n, H);
     for (int l = 0; l < c->layers; l++) {
         const model_layer *L = &m->layers[l];
-        if (l == 0) be->rmsnorm(be, m->xn, m->x, L->in_norm.p, L->in_norm.t, n, H, eps);
-        else be->add_rmsnorm(be, m->x, m->xn, m->xn, L->in_norm.p, L->in_norm.t, n, H, eps);
-        be->matmul(be, m->q, m->xn, L->q.p, L->q.t, L->qb.p, n, H, Hq * D);
-        be->matmul(be, m->k, m->xn, L->k.p, L->k.t, L->kb.p, n, H, Hkv * D);
-        be->matmul(be, m->v, m->xn, L->v.p, L->v.t, L->vb.p, n, H, Hkv * D);
-        if (L->qn.p) {
-            be->rmsnorm(be, m->q, m->q, L->qn.p, L->qn.t, n * Hq, D, eps);
-            be->rmsnorm(be, m->k, m->k, L->kn.p, L->kn.t, n * Hkv, D, eps);
-        }
-        be->rope(be, m->q, bb->positions, m->inv_freq, n, Hq, D);
-        be->rope(be, m->k, bb->positions, m->inv_freq, n, Hkv, D);
+        /* layer 0 normalises the embedding; later layers first add the MLP branch in xn */
+        be->add_rmsnorm(be, m->x, l ? m->xn : 0, m->xn, L->in_norm.p, L->in_norm.t, n, H, eps);
+        be->linear(be, m->qkv, m->xn, &L->qkv, n);
+        be->qkv_rope_store(be, m->q, m->qkv, L->qn.p, L->kn.p, L->qn.t, eps, bb->positions,
+                           m->inv_freq, bb->slots, L->kc, L->vc, m->dims.kv_dtype, n, Hq, Hkv, D,
+                           bs);
         if (m->qc) be->qcache_store(be, m->qc, m->q, bb, m->tok_qslot, l, &m->cp);
-        be->kv_store(be, L->kc, L->vc, m->dims.kv_dtype, m->k, m->v, bb->slots, n, Hkv, D, bs);
         be->attention(be, m->att, m->q, L->kc, L->vc, m->dims.kv_dtype, bb, Hq, Hkv, D, bs,
                       1.0f / sqrtf((float)D));
         /* xn <- o_proj(att); then resid x += xn and xn <- post_norm(x) */
-        be->matmul(be, m->xn, m->att, L->o.p, L->o.t, 0, n, Hq * D, H);
+        be->linear(be, m->xn, m->att, &L->o, n);
         be->add_rmsnorm(be, m->x, m->xn, m->xn, L->post_norm.p, L->post_norm.t, n, H, eps);
-        be->matmul(be, m->gate, m->xn, L->gate.p, L->gate.t, 0, n, H, I);
-        be->matmul(be, m->up, m->xn, L->up.p, L->up.t, 0, n, H, I);
-        be->silu_mul(be, m->gate, m->gate, m->up, (size_t)n * (size_t)I);
-        be->matmul(be, m->xn, m->gate, L->down.p, L->down.t, 0, n, I, H);
+        be->linear(be, m->gu, m->xn, &L->gu, n);
+        be->swiglu(be, m->h, m->gu, n, I);
+        be->linear(be, m->xn, m->h, &L->down, n);
     }
     if (b->n_logits > 0) {
         be->add_rmsnorm(be, m->x, m->xn, m->xn, m->final_norm.p, m->final_norm.t, n, H, eps);
         be->gather_rows(be, m->sel, m->xn, bb->logit_rows, b->n_logits, H);
-        be->matmul(be, m->logits, m->sel, m->lm_head.p, m->lm_head.t, 0, b->n_logits, H, c->vocab);
-        rc = be->download(be, m->host_logits, m->logits,
-                          (size_t)b->n_logits * (size_t)c->vocab * sizeof(float));
+        be->linear(be, m->logits, m->sel, &m->lm_head, b->n_logits);
+        if (b->want_ids) {
+            be->argmax(be, m->ids, m->logits, b->n_logits, m->n_valid, c->vocab);
+            rc = be->download(be, m->host_ids, m->ids, (size_t)b->n_logits * 4);
+        } else {
+            rc = be->download(be, m->host_logits, m->logits,
+                              (size_t)b->n_logits * (size_t)c->vocab * sizeof(float));
+        }
         if (rc) return rc;
     }
     return be->sync(be);
 }
 
-void model_set_cparams(model *m, const be_cparams *p) { m->cp = *p; }
+void model_set_cparams(model *m, const be_cparams *p) {
+    m->cp = *p;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -295,7 +345,8 @@ int model_compress(model *m) {
     backend *be = m->be;
     const model_cjobs *j = &m->cjobs;
     if (j->n_jobs < 1 || j->n_jobs > m->dims.cmp_jobs)
-        return err_set(ZP_EINVAL, "model: %d compression jobs (plan: %d)", j->n_jobs, m->dims.cmp_jobs);
+        return err_set(ZP_EINVAL, "model: %d compression jobs (plan: %d)", j->n_jobs,
+                       m->dims.cmp_jobs);
     m->bcj.n_jobs = j->n_jobs;
     int rc = be->upload(be, m->cmeta, m->host_cmeta, m->cmeta_words * 4);
     if (rc) return rc;

@@ -1,10 +1,12 @@
 /* model: a decoder-only transformer (Qwen3, Qwen2, Llama) as a sequence of backend ops.
  *
  * model_forward() runs one step over a batch of token rows from any number of sequences
- * (prefill chunks and decodes mixed): embed -> per layer [RMSNorm, q/k/v projections
- * (+bias), per-head q/k RMSNorm (Qwen3), RoPE, KV store into the paged cache, paged
- * attention, output projection, residual, RMSNorm, SwiGLU MLP, residual] -> final norm ->
- * LM head on the rows that want logits. Metadata for the step is staged on the host in
+ * (prefill chunks and decodes mixed): embed -> per layer [residual add + RMSNorm, fused QKV
+ * projection (+bias), per-head q/k RMSNorm (Qwen3) + RoPE + KV store into the paged cache,
+ * paged attention, output projection, residual add + RMSNorm, fused gate/up projection,
+ * SwiGLU, down projection] -> final norm -> LM head on the rows that want logits -> either
+ * the logits or (greedy steps) the argmax ids come back. The residual stream is f32, other
+ * activations the backend's act_dtype. Metadata for the step is staged on the host in
  * model_batch (one contiguous int32 area) and uploaded with one call.
  *
  * Memory: everything is carved at model_init from the backend reservation (weights,
@@ -20,10 +22,10 @@
 #include "engine/loader.h"
 
 typedef struct model_dims {
-    int32_t max_tokens;  /* rows per step */
-    int32_t max_logits;  /* rows with logits per step */
-    int32_t max_seqs;    /* sequences per step */
-    int32_t max_blocks;  /* block-table width */
+    int32_t max_tokens; /* rows per step */
+    int32_t max_logits; /* rows with logits per step */
+    int32_t max_seqs;   /* sequences per step */
+    int32_t max_blocks; /* block-table width */
     int32_t block_size;
     int32_t num_blocks;
     zp_dtype kv_dtype;
@@ -38,6 +40,7 @@ typedef struct model_dims {
 /* Host staging of one step's metadata (filled by the scheduler, see be_batch). */
 typedef struct model_batch {
     int32_t n_tokens, n_seqs, n_logits;
+    bool want_ids; /* greedy step: argmax ids come back (host_ids), not the logits */
     int32_t *token_ids, *positions, *slots, *tok_seq, *tok_kv_idx, *logit_rows;
     int32_t *tok_qslot;    /* query-cache slot of each token, -1 = none */
     int32_t *block_tables; /* [max_seqs][max_blocks] */
@@ -56,8 +59,9 @@ typedef struct be_w {
 } be_w;
 
 typedef struct model_layer {
-    be_w in_norm, post_norm, q, k, v, o, qb, kb, vb, qn, kn, gate, up, down;
-    be_ptr kc, vc, cc; /* cc: carried scores, when compressing */
+    be_w in_norm, post_norm, qn, kn;
+    be_linear qkv, o, gu, down; /* qkv: q|k|v (+biases); gu: gate|up */
+    be_ptr kc, vc, cc;          /* cc: carried scores, when compressing */
 } model_layer;
 
 typedef struct model {
@@ -65,13 +69,16 @@ typedef struct model {
     model_dims dims;
     backend *be;
     model_layer *layers;
-    be_w embed, final_norm, lm_head;
-    be_ptr x, xn, q, k, v, att, gate, up, sel, logits, inv_freq;
+    be_w embed, final_norm;
+    be_linear lm_head;
+    be_ptr x, xn, qkv, q, att, gu, h, sel, logits, ids, inv_freq;
     be_ptr meta;
     size_t meta_words;
     int32_t *host_meta;
     model_batch batch;
+    int32_t n_valid;    /* ids >= n_valid are never chosen by the greedy path (default vocab) */
     float *host_logits; /* [max_logits][vocab] */
+    int32_t *host_ids;  /* [max_logits], after a want_ids step */
     be_batch bb;
     be_ptr tok_qslot;
     /* compression */
@@ -90,11 +97,11 @@ size_t model_device_bytes(const model_config *c, const model_weights *w, const m
                           backend *be);
 /* Bytes of one KV block across all layers: K and V, plus the carried f32 score per token
  * and kv head when compressing. */
-size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype,
-                         bool scores);
+size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype, bool scores);
 int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
                const model_dims *d);
-/* Runs the staged batch; logits of the logit rows land in m->host_logits. */
+/* Runs the staged batch; logits of the logit rows land in m->host_logits, or with want_ids
+ * their argmax in m->host_ids (-1: a NaN or +inf logit; -2: every logit -inf). */
 int model_forward(model *m);
 /* Sets the compression parameters (before the first model_compress). */
 void model_set_cparams(model *m, const be_cparams *p);

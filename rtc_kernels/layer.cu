@@ -120,20 +120,27 @@ extern "C" __global__ void zp_gather_rows(bf16 *out, const bf16 *x, const int *r
     for (int j = threadIdx.x; j < dim; j += blockDim.x) out[(size_t)i * dim + j] = src[j];
 }
 
-/* Greedy sampling: ids[r] = argmax of logits row r (fp32 [rows][vocab]), ties to the lowest id,
- * as the CPU sampler. grid (rows_cap), block 1024. */
-extern "C" __global__ void zp_argmax(int *ids, const float *logits, const int *n_rows, int vocab) {
+/* Greedy sampling: ids[r] = argmax of logits row r over ids [0, n_valid) (fp32, rows `stride`
+ * apart), ties to the lowest id, as the CPU sampler; -1 when the row holds a NaN or +inf, -2 when
+ * every logit is -inf (the sampler's errors). grid (rows_cap), block 1024. */
+extern "C" __global__ void zp_argmax(int *ids, const float *logits, const int *n_rows, int n_valid,
+                                     int stride) {
     __shared__ float bv[32];
-    __shared__ int bi[32];
+    __shared__ int bi[32], bad_s;
     int r = blockIdx.x;
     if (r >= *n_rows) return;
-    const float *row = logits + (size_t)r * vocab;
-    float best = -__int_as_float(0x7f800000);
-    int arg = 0x7fffffff;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+    if (threadIdx.x == 0) bad_s = 0;
+    __syncthreads();
+    const float *row = logits + (size_t)r * stride;
+    const float inf = __int_as_float(0x7f800000);
+    float best = -inf;
+    int arg = 0x7fffffff, bad = 0;
+    for (int i = threadIdx.x; i < n_valid; i += blockDim.x) {
         float v = row[i];
+        bad |= v != v || v == inf;
         if (v > best) best = v, arg = i; /* i grows: the first maximum is kept */
     }
+    if (bad) bad_s = 1; /* benign race: every writer stores 1 */
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, best, o);
         int oi = __shfl_xor_sync(0xffffffffu, arg, o);
@@ -144,12 +151,12 @@ extern "C" __global__ void zp_argmax(int *ids, const float *logits, const int *n
     __syncthreads();
     if (w) return;
     int nw = blockDim.x >> 5;
-    best = lane < nw ? bv[lane] : -__int_as_float(0x7f800000);
+    best = lane < nw ? bv[lane] : -inf;
     arg = lane < nw ? bi[lane] : 0x7fffffff;
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, best, o);
         int oi = __shfl_xor_sync(0xffffffffu, arg, o);
         if (ov > best || (ov == best && oi < arg)) best = ov, arg = oi;
     }
-    if (!lane) ids[r] = arg == 0x7fffffff ? 0 : arg;
+    if (!lane) ids[r] = bad_s ? -1 : arg == 0x7fffffff ? -2 : arg;
 }

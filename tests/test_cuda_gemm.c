@@ -19,18 +19,20 @@ static const size_t ws_bytes = 32u << 20;
 #define P(x) ((be_ptr)(uintptr_t)(x))
 
 static void one_shape(const char *name, int n, int k, int m, int with_bias) {
-    uint16_t *w = malloc(2 * (size_t)n * k), *x = malloc(2 * (size_t)m * k), *bias = malloc(2 * (size_t)n);
-    float *xf = malloc(4 * (size_t)m * k), *ref = malloc(4 * (size_t)m * n), *got = malloc(4 * (size_t)m * n);
+    uint16_t *w = malloc(2 * (size_t)n * k), *x = malloc(2 * (size_t)m * k),
+             *bias = malloc(2 * (size_t)n);
+    float *xf = malloc(4 * (size_t)m * k), *ref = malloc(4 * (size_t)m * n),
+          *got = malloc(4 * (size_t)m * n);
     uint16_t *yh = malloc(2 * (size_t)m * n), *row = malloc(2 * (size_t)n);
     rand_bf16(w, NULL, (size_t)n * k, 0.05f, &seed);
     rand_bf16(x, xf, (size_t)m * k, 1.f, &seed);
     rand_bf16(bias, NULL, (size_t)n, 0.5f, &seed);
     CUdeviceptr dw = gpu_up(g, w, 2 * (size_t)n * k), dx = gpu_up(g, x, 2 * (size_t)m * k),
-                db = with_bias ? gpu_up(g, bias, 2 * (size_t)n) : 0, dy = gpu_poisoned(g, 2 * (size_t)m * n),
-                dr = gpu_poisoned(g, 2 * (size_t)13 * n);
+                db = with_bias ? gpu_up(g, bias, 2 * (size_t)n) : 0,
+                dy = gpu_poisoned(g, 2 * (size_t)m * n), dr = gpu_poisoned(g, 2 * (size_t)13 * n);
     for (int inv = 1; inv >= 0; inv--) {
         cublaslt_gemm plan;
-        if (cublaslt_gemm_init(&lt, &plan, n, k, m, db, inv, ws_bytes)) {
+        if (cublaslt_gemm_init(&lt, &plan, n, k, m, db, inv, ws_bytes, 0)) {
             fprintf(stderr, "%s: %s\n", name, err_msg());
             test_failures++;
             continue;
@@ -39,11 +41,16 @@ static void one_shape(const char *name, int n, int k, int m, int with_bias) {
         REQUIRE(!cublaslt_gemm_run(&lt, &plan, dy, dx, dw, m, ws, ws_bytes, g->dev.compute));
         gpu_down(g, yh, dy, 2 * (size_t)m * n);
         bf16_to_f32(got, yh, (size_t)m * n);
-        cpu->matmul(cpu, P(ref), P(xf), P(w), ZP_BF16, with_bias ? P(bias) : 0, m, k, n);
+        be_part part = {
+            .w = w, .wt = ZP_BF16, .bias = with_bias ? bias : NULL, .bt = ZP_BF16, .rows = n};
+        be_linear lin;
+        REQUIRE(!cpu->linear_init(cpu, &lin, &part, 1, k, m, ZP_F32, name));
+        cpu->linear(cpu, P(ref), P(xf), &lin, m);
         cmp c = cmp_f32(got, ref, (size_t)m * n);
         size_t diff_alone = 0, diff_13 = 0;
         for (int r = 0; r < m; r += m / 7 + 1) { /* a row alone */
-            REQUIRE(!cublaslt_gemm_run(&lt, &plan, dr, dx + 2 * (size_t)r * k, dw, 1, ws, ws_bytes, g->dev.compute));
+            REQUIRE(!cublaslt_gemm_run(&lt, &plan, dr, dx + 2 * (size_t)r * k, dw, 1, ws, ws_bytes,
+                                       g->dev.compute));
             gpu_down(g, row, dr, 2 * (size_t)n);
             diff_alone += memcmp(row, yh + (size_t)r * n, 2 * (size_t)n) != 0;
         }
@@ -59,9 +66,10 @@ static void one_shape(const char *name, int n, int k, int m, int with_bias) {
                name, n, k, m, inv ? "invariant" : "heuristic", c.rel, c.nan, plan.split_k_max,
                plan.workspace_needed, diff_alone, diff_13 ? "differs" : "same");
         CHECKF(c.nan == 0 && c.rel <= 1e-2, "%s: rel %.3g, %zu NaN", name, c.rel, c.nan);
-        if (inv) CHECKF(diff_alone == 0 && diff_13 == 0 && plan.split_k_max <= 1,
-                        "%s: batch-invariant plan is not (alone %zu, 13 %zu, split-K %d)", name,
-                        diff_alone, diff_13, plan.split_k_max);
+        if (inv)
+            CHECKF(diff_alone == 0 && diff_13 == 0 && plan.split_k_max <= 1,
+                   "%s: batch-invariant plan is not (alone %zu, 13 %zu, split-K %d)", name,
+                   diff_alone, diff_13, plan.split_k_max);
         cublaslt_gemm_destroy(&lt, &plan);
     }
     free(w), free(x), free(bias), free(xf), free(ref), free(got), free(yh), free(row);

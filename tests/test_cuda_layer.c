@@ -2,7 +2,8 @@
  * random inputs, outputs poisoned with NaN first: embedding (exact), residual add + RMSNorm,
  * q/k RMSNorm + RoPE + KV store, SwiGLU, logit-row gather (exact) and greedy argmax (exact,
  * ties to the lowest id). Tolerances: ||d||/||ref|| <= 1e-5 on fp32 outputs, <= 1e-2 on bf16
- * ones; never a NaN; rows past the device-side row count and slots < 0 are never written.
+ * ones; never a NaN; rows past the device-side row count and slots < 0 are never written; argmax
+ * also on NaN, +inf and all -inf rows and past n_valid, against the CPU twin.
  * Head dims 64 and 128, block sizes 16 and 256. SKIP without a GPU. */
 #include "drv/backend.h"
 #include "tests/cuda_util.h"
@@ -23,7 +24,8 @@ static void report(const char *what, cmp c, double tol) {
 /* Counts bf16 values still holding the 0xFFFF poison. */
 static size_t poisoned_u16(const uint16_t *h, size_t n) {
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += h[i] == 0xFFFF;
+    for (size_t i = 0; i < n; i++)
+        k += h[i] == 0xFFFF;
     return k;
 }
 
@@ -40,19 +42,22 @@ static void test_shape(int D, int bs) {
     uint16_t *table = malloc(sizeof(uint16_t) * (size_t)vocab * H);
     rand_bf16(table, NULL, (size_t)vocab * H, 1.f, &seed);
     int32_t ids[48];
-    for (int i = 0; i < cap; i++) ids[i] = (int32_t)(test_rand_u64(&seed) % (unsigned)vocab);
+    for (int i = 0; i < cap; i++)
+        ids[i] = (int32_t)(test_rand_u64(&seed) % (unsigned)vocab);
     CUdeviceptr d_table = gpu_up(g, table, sizeof(uint16_t) * (size_t)vocab * H);
     CUdeviceptr d_ids = gpu_up(g, ids, sizeof ids);
     CUdeviceptr d_resid = gpu_poisoned(g, sizeof(float) * (size_t)cap * H);
     int dim = H;
     void *ea[] = {&d_resid, &d_table, &d_ids, &d_n, &dim};
     gpu_launch(g, gpu_fn(g, m, "zp_embed"), cap, 1, 1, 256, 0, ea);
-    float *resid = malloc(sizeof(float) * (size_t)cap * H), *ref = malloc(sizeof(float) * (size_t)cap * H);
+    float *resid = malloc(sizeof(float) * (size_t)cap * H),
+          *ref = malloc(sizeof(float) * (size_t)cap * H);
     gpu_down(g, resid, d_resid, sizeof(float) * (size_t)cap * H);
     cpu->embed(cpu, P(ref), P(table), ZP_BF16, P(ids), n, H);
     report("embed", cmp_f32(resid, ref, (size_t)n * H), 0);
     size_t untouched = 0;
-    for (size_t i = (size_t)n * H; i < (size_t)cap * H; i++) untouched += isnan(resid[i]);
+    for (size_t i = (size_t)n * H; i < (size_t)cap * H; i++)
+        untouched += isnan(resid[i]);
     CHECKF(untouched == (size_t)(cap - n) * H, "embed wrote padded rows");
 
     /* residual add + RMSNorm: resid (fp32, from the embedding) += x; out = norm(resid) * w */
@@ -60,7 +65,8 @@ static void test_shape(int D, int bs) {
     float *xf = malloc(sizeof(float) * (size_t)n * H);
     rand_bf16(x, xf, (size_t)n * H, 2.f, &seed);
     rand_bf16(w, NULL, (size_t)H, 1.5f, &seed);
-    CUdeviceptr d_x = gpu_up(g, x, sizeof(uint16_t) * (size_t)n * H), d_w = gpu_up(g, w, sizeof(uint16_t) * H);
+    CUdeviceptr d_x = gpu_up(g, x, sizeof(uint16_t) * (size_t)n * H),
+                d_w = gpu_up(g, w, sizeof(uint16_t) * H);
     CUdeviceptr d_out = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * H);
     float epsv = eps;
     void *na[] = {&d_resid, &d_x, &d_out, &d_w, &d_n, &dim, &epsv};
@@ -90,40 +96,29 @@ static void test_shape(int D, int bs) {
         slots[i] = i % 5 == 3 ? -1 : i; /* padding rows write no KV */
     }
     float *inv_freq = malloc(sizeof(float) * (size_t)D / 2);
-    for (int j = 0; j < D / 2; j++) inv_freq[j] = powf(1e6f, -2.f * (float)j / (float)D);
+    for (int j = 0; j < D / 2; j++)
+        inv_freq[j] = powf(1e6f, -2.f * (float)j / (float)D);
     const size_t cache_n = (size_t)nblocks * hkv * bs * D;
-    CUdeviceptr d_qkv = gpu_up(g, qkv, sizeof(uint16_t) * (size_t)n * qkv_w), d_qn = gpu_up(g, qn, 2 * (size_t)D),
-                d_kn = gpu_up(g, kn, 2 * (size_t)D), d_pos = gpu_up(g, pos, sizeof pos),
-                d_if = gpu_up(g, inv_freq, sizeof(float) * (size_t)D / 2), d_slots = gpu_up(g, slots, sizeof slots),
+    CUdeviceptr d_qkv = gpu_up(g, qkv, sizeof(uint16_t) * (size_t)n * qkv_w),
+                d_qn = gpu_up(g, qn, 2 * (size_t)D), d_kn = gpu_up(g, kn, 2 * (size_t)D),
+                d_pos = gpu_up(g, pos, sizeof pos),
+                d_if = gpu_up(g, inv_freq, sizeof(float) * (size_t)D / 2),
+                d_slots = gpu_up(g, slots, sizeof slots),
                 d_q = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * hq * D),
                 d_kc = gpu_poisoned(g, 2 * cache_n), d_vc = gpu_poisoned(g, 2 * cache_n);
     int hqv = hq, hkvv = hkv;
-    void *ra[] = {&d_qkv, &d_qn, &d_kn, &d_pos, &d_if, &d_slots, &d_n, &hqv, &hkvv, &epsv, &d_q, &d_kc, &d_vc};
+    void *ra[] = {&d_qkv, &d_qn, &d_kn, &d_pos, &d_if, &d_slots, &d_n,
+                  &hqv,   &hkvv, &epsv, &d_q,   &d_kc, &d_vc};
     gpu_launch(g, gpu_fn(g, m, "zp_qkv_rope_store"), cap, hq + hkv, 1, (unsigned)D / 2, 0, ra);
-    /* CPU: split, per-head norm, RoPE, store (f32 caches) */
-    float *q = malloc(sizeof(float) * (size_t)n * hq * D), *k = malloc(sizeof(float) * (size_t)n * hkv * D),
-          *v = malloc(sizeof(float) * (size_t)n * hkv * D);
-    for (int t = 0; t < n; t++) {
-        memcpy(q + (size_t)t * hq * D, qkvf + (size_t)t * qkv_w, sizeof(float) * (size_t)hq * D);
-        memcpy(k + (size_t)t * hkv * D, qkvf + (size_t)t * qkv_w + (size_t)hq * D, sizeof(float) * (size_t)hkv * D);
-        memcpy(v + (size_t)t * hkv * D, qkvf + (size_t)t * qkv_w + (size_t)(hq + hkv) * D, sizeof(float) * (size_t)hkv * D);
-    }
-    cpu->rmsnorm(cpu, P(q), P(q), P(qn), ZP_BF16, n * hq, D, eps);
-    cpu->rmsnorm(cpu, P(k), P(k), P(kn), ZP_BF16, n * hkv, D, eps);
-    cpu->rope(cpu, P(q), P(pos), P(inv_freq), n, hq, D);
-    cpu->rope(cpu, P(k), P(pos), P(inv_freq), n, hkv, D);
+    /* CPU twin: the same op on f32 caches */
+    float *q = malloc(sizeof(float) * (size_t)n * hq * D);
     float *kcr = malloc(sizeof(float) * cache_n), *vcr = malloc(sizeof(float) * cache_n);
-    for (size_t i = 0; i < cache_n; i++) kcr[i] = vcr[i] = NAN;
-    int32_t *cslots = malloc(sizeof(int32_t) * (size_t)n), nst = 0;
-    float *ks = malloc(sizeof(float) * (size_t)n * hkv * D), *vs = malloc(sizeof(float) * (size_t)n * hkv * D);
-    for (int t = 0; t < n; t++) /* the CPU op has no "slot < 0": store only the real rows */
-        if (slots[t] >= 0) {
-            memcpy(ks + (size_t)nst * hkv * D, k + (size_t)t * hkv * D, sizeof(float) * (size_t)hkv * D);
-            memcpy(vs + (size_t)nst * hkv * D, v + (size_t)t * hkv * D, sizeof(float) * (size_t)hkv * D);
-            cslots[nst++] = slots[t];
-        }
-    cpu->kv_store(cpu, P(kcr), P(vcr), ZP_F32, P(ks), P(vs), P(cslots), nst, hkv, D, bs);
-    uint16_t *qh = malloc(sizeof(uint16_t) * (size_t)n * hq * D), *kch = malloc(2 * cache_n), *vch = malloc(2 * cache_n);
+    for (size_t i = 0; i < cache_n; i++)
+        kcr[i] = vcr[i] = NAN;
+    cpu->qkv_rope_store(cpu, P(q), P(qkvf), P(qn), P(kn), ZP_BF16, eps, P(pos), P(inv_freq),
+                        P(slots), P(kcr), P(vcr), ZP_F32, n, hq, hkv, D, bs);
+    uint16_t *qh = malloc(sizeof(uint16_t) * (size_t)n * hq * D), *kch = malloc(2 * cache_n),
+             *vch = malloc(2 * cache_n);
     gpu_down(g, qh, d_q, sizeof(uint16_t) * (size_t)n * hq * D);
     gpu_down(g, kch, d_kc, 2 * cache_n);
     gpu_down(g, vch, d_vc, 2 * cache_n);
@@ -145,19 +140,15 @@ static void test_shape(int D, int bs) {
 
     /* SwiGLU on a fused gate/up row */
     uint16_t *gu = malloc(sizeof(uint16_t) * (size_t)n * 2 * inter);
-    float *guf = malloc(sizeof(float) * (size_t)n * 2 * inter), *gate = malloc(sizeof(float) * (size_t)n * inter),
-          *up = malloc(sizeof(float) * (size_t)n * inter);
+    float *guf = malloc(sizeof(float) * (size_t)n * 2 * inter),
+          *gate = malloc(sizeof(float) * (size_t)n * inter);
     rand_bf16(gu, guf, (size_t)n * 2 * inter, 6.f, &seed);
-    for (int t = 0; t < n; t++) {
-        memcpy(gate + (size_t)t * inter, guf + (size_t)t * 2 * inter, sizeof(float) * (size_t)inter);
-        memcpy(up + (size_t)t * inter, guf + (size_t)t * 2 * inter + inter, sizeof(float) * (size_t)inter);
-    }
     CUdeviceptr d_gu = gpu_up(g, gu, sizeof(uint16_t) * (size_t)n * 2 * inter),
                 d_act = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * inter);
     int interv = inter;
     void *sa[] = {&d_act, &d_gu, &d_n, &interv};
     gpu_launch(g, gpu_fn(g, m, "zp_silu_mul"), cap, (unsigned)(inter + 255) / 256, 1, 256, 0, sa);
-    cpu->silu_mul(cpu, P(gate), P(gate), P(up), (size_t)n * inter);
+    cpu->swiglu(cpu, P(gate), P(guf), n, inter);
     uint16_t *acth = malloc(sizeof(uint16_t) * (size_t)n * inter);
     float *actf = malloc(sizeof(float) * (size_t)n * inter);
     gpu_down(g, acth, d_act, sizeof(uint16_t) * (size_t)n * inter);
@@ -166,7 +157,8 @@ static void test_shape(int D, int bs) {
 
     /* gather + argmax (ties to the lowest id) */
     int32_t rows[48], nl = 11, nl_dev = nl;
-    for (int i = 0; i < nl; i++) rows[i] = (int32_t)(test_rand_u64(&seed) % (unsigned)n);
+    for (int i = 0; i < nl; i++)
+        rows[i] = (int32_t)(test_rand_u64(&seed) % (unsigned)n);
     CUdeviceptr d_rows = gpu_up(g, rows, sizeof rows), d_nl = gpu_up(g, &nl_dev, 4),
                 d_gath = gpu_poisoned(g, sizeof(uint16_t) * (size_t)nl * H);
     void *ga[] = {&d_gath, &d_x, &d_rows, &d_nl, &dim};
@@ -174,7 +166,8 @@ static void test_shape(int D, int bs) {
     uint16_t *gath = malloc(sizeof(uint16_t) * (size_t)nl * H);
     gpu_down(g, gath, d_gath, sizeof(uint16_t) * (size_t)nl * H);
     size_t bad = 0;
-    for (int i = 0; i < nl; i++) bad += memcmp(gath + (size_t)i * H, x + (size_t)rows[i] * H, 2 * (size_t)H) != 0;
+    for (int i = 0; i < nl; i++)
+        bad += memcmp(gath + (size_t)i * H, x + (size_t)rows[i] * H, 2 * (size_t)H) != 0;
     CHECKF(bad == 0, "gather: %zu rows differ", bad);
 
     const int V = 151936;
@@ -182,21 +175,33 @@ static void test_shape(int D, int bs) {
     int32_t want[48];
     for (int r = 0; r < nl; r++) {
         float *row = logits + (size_t)r * V;
-        for (int i = 0; i < V; i++) row[i] = (float)((double)(test_rand_u64(&seed) >> 11) / 9007199254740992.0 * 20 - 10);
-        int a = (int)(test_rand_u64(&seed) % (unsigned)V), b = (int)(test_rand_u64(&seed) % (unsigned)V);
+        for (int i = 0; i < V; i++)
+            row[i] = (float)((double)(test_rand_u64(&seed) >> 11) / 9007199254740992.0 * 20 - 10);
+        int a = (int)(test_rand_u64(&seed) % (unsigned)(V - 1)),
+            b = (int)(test_rand_u64(&seed) % (unsigned)(V - 1));
         row[a] = row[b] = 50.f; /* a tie: the lower id wins */
         want[r] = a < b ? a : b;
-        if (r == 0) row[V - 1] = 60.f, want[r] = V - 1;
+        if (r == 0) row[V - 2] = 60.f, want[r] = V - 2;
+        if (r == 1) row[b] = NAN, want[r] = -1; /* the sampler's errors */
+        if (r == 2) row[a] = INFINITY, want[r] = -1;
+        if (r == 3)
+            for (int i = 0; i < V; i++)
+                row[i] = -INFINITY, want[r] = -2;
+        if (r == 4) row[V - 1] = 70.f, want[r] = a < b ? a : b; /* past n_valid: never chosen */
     }
-    CUdeviceptr d_logits = gpu_up(g, logits, sizeof(float) * (size_t)nl * V), d_ids2 = gpu_poisoned(g, sizeof want);
-    int Vv = V;
-    void *aa[] = {&d_ids2, &d_logits, &d_nl, &Vv};
+    CUdeviceptr d_logits = gpu_up(g, logits, sizeof(float) * (size_t)nl * V),
+                d_ids2 = gpu_poisoned(g, sizeof want);
+    int Vv = V, n_valid = V - 1;
+    void *aa[] = {&d_ids2, &d_logits, &d_nl, &n_valid, &Vv};
     gpu_launch(g, gpu_fn(g, m, "zp_argmax"), 16, 1, 1, 1024, 0, aa);
     int32_t got[48];
     gpu_down(g, got, d_ids2, sizeof(int32_t) * (size_t)nl);
+    int32_t cpu_ids[48];
+    cpu->argmax(cpu, P(cpu_ids), P(logits), nl, n_valid, V);
     bad = 0;
-    for (int r = 0; r < nl; r++) bad += got[r] != want[r];
-    CHECKF(bad == 0, "argmax: %zu of %d rows differ", bad, nl);
+    for (int r = 0; r < nl; r++)
+        bad += got[r] != want[r] || cpu_ids[r] != want[r];
+    CHECKF(bad == 0, "argmax: %zu of %d rows differ (GPU or CPU twin)", bad, nl);
     printf("  gather, argmax: %s\n", bad ? "DIFFER" : "identical");
     CU(g->drv.ModuleUnload(m));
 }

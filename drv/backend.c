@@ -1,0 +1,40 @@
+/* backend: the factory (see backend.h): which backend runs, and why.
+ *
+ * `auto` tries CUDA first and falls back to the CPU, keeping CUDA's reason in one line; an
+ * explicit `cuda` that cannot start is the caller's error. Start-up only; no state.
+ */
+#include "drv/backend.h"
+#include "drv/cuda_be.h"
+
+#include "arena/err.h"
+
+#include <stdio.h>
+
+int be_shape_max_k(const be_shape *s) {
+    int k = s->hidden;
+    if (s->heads * s->head_dim > k) k = s->heads * s->head_dim;
+    if (s->intermediate > k) k = s->intermediate;
+    return k;
+}
+
+int backend_create(backend **out, const be_config *c, const be_shape *s, char *why,
+                   size_t why_len) {
+    *out = NULL;
+    if (c->kind != BE_CPU) {
+        int rc;
+        if (c->compress)
+            rc = err_set(ZP_EUNSUP, "cuda backend: compression does not run on the GPU yet; set "
+                                    "compress=false to use the GPU");
+        else
+            rc = cuda_backend_create(out, c, s);
+        if (!rc) {
+            snprintf(why, why_len, "cuda: %s", cuda_backend_describe(*out));
+            return 0;
+        }
+        if (c->kind == BE_CUDA) return rc;
+        snprintf(why, why_len, "cpu (no GPU backend: %s)", err_msg());
+    } else {
+        snprintf(why, why_len, "cpu (backend=cpu)");
+    }
+    return cpu_backend_create(out, c->threads, be_shape_max_k(s));
+}

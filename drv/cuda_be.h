@@ -1,0 +1,14 @@
+/* cuda_be: the CUDA backend: the op table of drv/backend.h on one NVIDIA GPU (drv/cuda.c for
+ * the driver, drv/nvrtc.c for rtc_kernels/, drv/cublaslt.c for the GEMMs). */
+#ifndef ZP_CUDA_BE_H
+#define ZP_CUDA_BE_H
+
+#include "drv/backend.h"
+
+/* Opens the GPU, loads NVRTC and cuBLASLt, compiles (or takes from the kernel cache) every
+ * kernel for the shape's head dim, block size and GQA group. Errors name what to change. */
+int cuda_backend_create(backend **out, const be_config *c, const be_shape *s);
+/* One line: the GPU, its architecture, the driver and libraries in use. */
+const char *cuda_backend_describe(const backend *be);
+
+#endif
