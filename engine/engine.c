@@ -290,6 +290,22 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
     return 0;
 }
 
+void engine_be_config(const conf *cf, be_config *bc) {
+    *bc = (be_config){
+        .kind = cf->backend == CONF_BACKEND_CPU    ? BE_CPU
+                : cf->backend == CONF_BACKEND_CUDA ? BE_CUDA
+                                                   : BE_AUTO,
+        .threads = (int)cf->threads,
+        .cuda_driver_path = cf->cuda_driver_path,
+        .nvrtc_path = cf->nvrtc_path,
+        .cublaslt_path = cf->cublaslt_path,
+        .kernel_cache_dir = cf->kernel_cache_dir,
+        .cuda_device = (int)cf->cuda_device,
+        .batch_invariant = cf->batch_invariant,
+        .compress = cf->compress,
+    };
+}
+
 int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
                 int n_extra_eos, engine_output_fn out_fn, void *user) {
     int rc;
@@ -331,19 +347,8 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
         .max_tokens = (int32_t)cf->max_num_batched_tokens,
         .max_logits = (int32_t)cf->max_num_seqs,
     };
-    be_config bc = {
-        .kind = cf->backend == CONF_BACKEND_CPU    ? BE_CPU
-                : cf->backend == CONF_BACKEND_CUDA ? BE_CUDA
-                                                   : BE_AUTO,
-        .threads = (int)cf->threads,
-        .cuda_driver_path = cf->cuda_driver_path,
-        .nvrtc_path = cf->nvrtc_path,
-        .cublaslt_path = cf->cublaslt_path,
-        .kernel_cache_dir = cf->kernel_cache_dir,
-        .cuda_device = (int)cf->cuda_device,
-        .batch_invariant = cf->batch_invariant,
-        .compress = cf->compress,
-    };
+    be_config bc;
+    engine_be_config(cf, &bc);
     if ((rc = backend_create(&e->be, &bc, &shape, e->backend_why, sizeof e->backend_why))) {
         loader_close(&e->mw);
         return rc;

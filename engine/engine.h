@@ -10,6 +10,7 @@
 #define ZP_ENGINE_H
 
 #include "arena/arena.h"
+#include "drv/backend.h"
 #include "engine/conf.h"
 #include "engine/sampler.h"
 
@@ -83,6 +84,8 @@ typedef struct engine_info {
     size_t kv_bytes, device_bytes;
 } engine_info;
 void engine_get_info(const engine *e, engine_info *info);
+/* The backend factory's settings from a configuration (for tools that run the model alone). */
+void engine_be_config(const conf *cf, be_config *bc);
 
 /* Queues a request. *req_id gets its id. Errors (prompt too long, bad parameter, queue
  * full) are returned at once with a message, and no event is ever sent for that request. */

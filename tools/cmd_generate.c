@@ -29,8 +29,8 @@ typedef struct gen_req {
     int64_t arrival_step;
     uint64_t req_id;
     bool submitted, done;
-    int32_t *out;   /* completion ids */
-    float *lps;     /* their logprobs */
+    int32_t *out;       /* completion ids */
+    float *lps;         /* their logprobs */
     int32_t n_out, cap; /* completion ids so far, and room for them */
     engine_finish finish;
     char err[256];
@@ -67,7 +67,8 @@ static void on_event(void *user, const engine_event *ev) {
             g->out[g->n_out++] = ev->token;
         }
         size_t n;
-        if (c->stream_out && !tok_stream_push(c->tk, &g->st, ev->token, c->piece, c->piece_cap, &n)) {
+        if (c->stream_out &&
+            !tok_stream_push(c->tk, &g->st, ev->token, c->piece, c->piece_cap, &n)) {
             fwrite(c->piece, 1, n, stdout);
             fflush(stdout);
         }
@@ -89,7 +90,8 @@ static void on_event(void *user, const engine_event *ev) {
 static int parse_ids(const char *s, int32_t *ids, int32_t cap, int32_t *n, const char *what) {
     *n = 0;
     while (*s) {
-        while (*s == ' ' || *s == ',' || *s == '\t') s++;
+        while (*s == ' ' || *s == ',' || *s == '\t')
+            s++;
         if (!*s) break;
         char *end;
         long v = strtol(s, &end, 10);
@@ -105,11 +107,16 @@ static int parse_ids(const char *s, int32_t *ids, int32_t cap, int32_t *n, const
 
 static const char *finish_name(engine_finish f) {
     switch (f) {
-    case ENGINE_FINISH_STOP: return "stop";
-    case ENGINE_FINISH_LENGTH: return "length";
-    case ENGINE_FINISH_CANCELLED: return "cancelled";
-    case ENGINE_FINISH_ERROR: return "error";
-    default: return "running";
+    case ENGINE_FINISH_STOP:
+        return "stop";
+    case ENGINE_FINISH_LENGTH:
+        return "length";
+    case ENGINE_FINISH_CANCELLED:
+        return "cancelled";
+    case ENGINE_FINISH_ERROR:
+        return "error";
+    default:
+        return "running";
     }
 }
 
@@ -157,7 +164,7 @@ static int read_field(const json_doc *d, int k, int v, gen_req *g, int32_t *ids,
     if (json_str_eq(d, k, name)) {                                                                 \
         if ((rc = json_i64(d, v, &i))) return rc;                                                  \
         if (i < 0 || i > INT32_MAX)                                                                \
-            return err_set(ZP_EINVAL, "%s: %s %lld out of range", where, name, (long long)i);     \
+            return err_set(ZP_EINVAL, "%s: %s %lld out of range", where, name, (long long)i);      \
         (dst) = (int32_t)i;                                                                        \
         return 0;                                                                                  \
     }
@@ -184,15 +191,19 @@ static int read_field(const json_doc *d, int k, int v, gen_req *g, int32_t *ids,
         return 0;
     }
     if (json_str_eq(d, k, "messages")) {
-        if (!json_is_arr(d, v)) return err_set(ZP_EINVAL, "%s: \"messages\" must be an array", where);
+        if (!json_is_arr(d, v))
+            return err_set(ZP_EINVAL, "%s: \"messages\" must be an array", where);
         ts->messages = v;
         return 0;
     }
     if (json_str_eq(d, k, "enable_thinking"))
         return (rc = json_bool(d, v, &b)) ? rc : (ts->no_thinking = !b, 0);
-    if (json_str_eq(d, k, "ignore_eos")) return (rc = json_bool(d, v, &b)) ? rc : (p->ignore_eos = b, 0);
-    if (json_str_eq(d, k, "logprobs")) return (rc = json_bool(d, v, &b)) ? rc : (g->rq.logprobs = b, 0);
-    if (json_str_eq(d, k, "compress")) return (rc = json_bool(d, v, &b)) ? rc : (g->rq.compress = b, 0);
+    if (json_str_eq(d, k, "ignore_eos"))
+        return (rc = json_bool(d, v, &b)) ? rc : (p->ignore_eos = b, 0);
+    if (json_str_eq(d, k, "logprobs"))
+        return (rc = json_bool(d, v, &b)) ? rc : (g->rq.logprobs = b, 0);
+    if (json_str_eq(d, k, "compress"))
+        return (rc = json_bool(d, v, &b)) ? rc : (g->rq.compress = b, 0);
     if (json_str_eq(d, k, "id")) {
         if (json_is_str(d, v)) return json_str(d, v, g->id, sizeof g->id, NULL);
         if ((rc = json_i64(d, v, &i))) return rc;
@@ -208,11 +219,14 @@ static int read_field(const json_doc *d, int k, int v, gen_req *g, int32_t *ids,
         int32_t *dst = prompt ? ids : p->stop_ids;
         for (int j = 0, el = v + 1; j < n; j++, el = json_skip(d, el)) {
             if ((rc = json_i64(d, el, &i))) return rc;
-            if (i < 0 || i > INT32_MAX) return err_set(ZP_EINVAL, "%s: bad token id %lld", where, (long long)i);
+            if (i < 0 || i > INT32_MAX)
+                return err_set(ZP_EINVAL, "%s: bad token id %lld", where, (long long)i);
             dst[j] = (int32_t)i;
         }
-        if (prompt) g->rq.n_prompt = n;
-        else p->n_stop = n;
+        if (prompt)
+            g->rq.n_prompt = n;
+        else
+            p->n_stop = n;
         return 0;
     }
     const char *raw;
@@ -228,7 +242,8 @@ static int load_requests(gen_ctx *c, arena *a, const char *path, const sampling_
     int rc = arena_read_file(a, path, &text, &len);
     if (rc) return rc;
     int32_t lines = 0;
-    for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
     lines++;
     gen_req *g = arena_alloc(a, sizeof *g * (size_t)lines, 64, "requests");
     if (!g) return ZP_ENOMEM;
@@ -240,7 +255,8 @@ static int load_requests(gen_ctx *c, arena *a, const char *path, const sampling_
         char where[600];
         snprintf(where, sizeof where, "%s:%d", path, lineno);
         bool blank = true;
-        for (size_t i = 0; i < ll; i++) blank &= line[i] == ' ' || line[i] == '\t' || line[i] == '\r';
+        for (size_t i = 0; i < ll; i++)
+            blank &= line[i] == ' ' || line[i] == '\t' || line[i] == '\r';
         if (!blank) {
             size_t mark = arena_temp_mark(a);
             json_doc d;
@@ -256,17 +272,19 @@ static int load_requests(gen_ctx *c, arena *a, const char *path, const sampling_
             for (int j = 0, k = 1; j < d.tok[0].size; j++, k = json_skip(&d, k + 1))
                 if ((rc = read_field(&d, k, k + 1, r, ids, max_prompt, &ts, where))) return rc;
             if ((ts.prompt >= 0) + (ts.messages >= 0) + (r->rq.n_prompt > 0) != 1)
-                return err_set(ZP_EINVAL, "%s: give exactly one of prompt, messages, prompt_ids", where);
+                return err_set(ZP_EINVAL, "%s: give exactly one of prompt, messages, prompt_ids",
+                               where);
             if (ts.prompt >= 0) {
                 size_t tl = (size_t)(d.tok[ts.prompt].end - d.tok[ts.prompt].start);
                 char *txt = arena_temp(a, tl + 1, 8, "prompt text");
                 if (!txt) return ZP_ENOMEM;
                 if ((rc = json_str(&d, ts.prompt, txt, tl + 1, &tl)) ||
-                    (rc = encode_prompt(c, a, txt, tl, NULL, 0, true, ids, max_prompt, &r->rq.n_prompt)))
+                    (rc = encode_prompt(c, a, txt, tl, NULL, 0, true, ids, max_prompt,
+                                        &r->rq.n_prompt)))
                     return err_prefix(rc, "%s", where);
             } else if (ts.messages >= 0) {
-                if ((rc = encode_prompt(c, a, NULL, 0, &d, ts.messages, !ts.no_thinking, ids, max_prompt,
-                                        &r->rq.n_prompt)))
+                if ((rc = encode_prompt(c, a, NULL, 0, &d, ts.messages, !ts.no_thinking, ids,
+                                        max_prompt, &r->rq.n_prompt)))
                     return err_prefix(rc, "%s", where);
             }
             int32_t *keep = arena_alloc(a, sizeof(int32_t) * (size_t)r->rq.n_prompt, 4, "prompt");
@@ -285,7 +303,8 @@ static int load_requests(gen_ctx *c, arena *a, const char *path, const sampling_
 
 static void print_ids(FILE *f, const int32_t *ids, int32_t n) {
     fputc('[', f);
-    for (int32_t i = 0; i < n; i++) fprintf(f, i ? ",%d" : "%d", ids[i]);
+    for (int32_t i = 0; i < n; i++)
+        fprintf(f, i ? ",%d" : "%d", ids[i]);
     fputc(']', f);
 }
 
@@ -316,7 +335,8 @@ static void print_result(gen_ctx *c, const gen_req *g, bool json, bool with_id) 
     }
     if (g->rq.logprobs) {
         printf(",\"logprobs\":[");
-        for (int32_t i = 0; i < g->n_out; i++) printf(i ? ",%.6g" : "%.6g", (double)g->lps[i]);
+        for (int32_t i = 0; i < g->n_out; i++)
+            printf(i ? ",%.6g" : "%.6g", (double)g->lps[i]);
         printf("]");
     }
     if (g->finish == ENGINE_FINISH_ERROR) {
@@ -349,28 +369,47 @@ int cmd_generate(int argc, char **argv) {
         int64_t iv;
         double fv;
         const char *sv;
-        if (!strcmp(o, "--prompt-ids")) rc = cli_str(&c, &prompt_ids);
-        else if (!strcmp(o, "--prompt")) rc = cli_str(&c, &prompt);
-        else if (!strcmp(o, "--chat")) rc = cli_str(&c, &chat);
-        else if (!strcmp(o, "--no-thinking")) no_thinking = true;
-        else if (!strcmp(o, "--requests")) rc = cli_str(&c, &requests);
-        else if (!strcmp(o, "--json")) json = true;
-        else if (!strcmp(o, "--logprobs")) logprobs = true;
-        else if (!strcmp(o, "--progress")) show_progress = true;
-        else if (!strcmp(o, "--ignore-eos")) sp.ignore_eos = true;
-        else if (!strcmp(o, "--max-tokens")) rc = cli_int(&c, &iv, 1, INT32_MAX), sp.max_tokens = (int32_t)iv;
-        else if (!strcmp(o, "--top-k")) rc = cli_int(&c, &iv, 0, INT32_MAX), sp.top_k = (int32_t)iv;
-        else if (!strcmp(o, "--seed")) rc = cli_int(&c, &iv, 0, INT64_MAX), sp.seed = (uint64_t)iv;
-        else if (!strcmp(o, "--temperature")) rc = cli_float(&c, &fv, 0, 1e6), sp.temperature = (float)fv;
-        else if (!strcmp(o, "--top-p")) rc = cli_float(&c, &fv, 0, 1), sp.top_p = (float)fv;
-        else if (!strcmp(o, "--min-p")) rc = cli_float(&c, &fv, 0, 1), sp.min_p = (float)fv;
-        else if (!strcmp(o, "--repetition-penalty")) rc = cli_float(&c, &fv, 0, 1e6), sp.repetition_penalty = (float)fv;
-        else if (!strcmp(o, "--presence-penalty")) rc = cli_float(&c, &fv, -2, 2), sp.presence_penalty = (float)fv;
-        else if (!strcmp(o, "--frequency-penalty")) rc = cli_float(&c, &fv, -2, 2), sp.frequency_penalty = (float)fv;
+        if (!strcmp(o, "--prompt-ids"))
+            rc = cli_str(&c, &prompt_ids);
+        else if (!strcmp(o, "--prompt"))
+            rc = cli_str(&c, &prompt);
+        else if (!strcmp(o, "--chat"))
+            rc = cli_str(&c, &chat);
+        else if (!strcmp(o, "--no-thinking"))
+            no_thinking = true;
+        else if (!strcmp(o, "--requests"))
+            rc = cli_str(&c, &requests);
+        else if (!strcmp(o, "--json"))
+            json = true;
+        else if (!strcmp(o, "--logprobs"))
+            logprobs = true;
+        else if (!strcmp(o, "--progress"))
+            show_progress = true;
+        else if (!strcmp(o, "--ignore-eos"))
+            sp.ignore_eos = true;
+        else if (!strcmp(o, "--max-tokens"))
+            rc = cli_int(&c, &iv, 1, INT32_MAX), sp.max_tokens = (int32_t)iv;
+        else if (!strcmp(o, "--top-k"))
+            rc = cli_int(&c, &iv, 0, INT32_MAX), sp.top_k = (int32_t)iv;
+        else if (!strcmp(o, "--seed"))
+            rc = cli_int(&c, &iv, 0, INT64_MAX), sp.seed = (uint64_t)iv;
+        else if (!strcmp(o, "--temperature"))
+            rc = cli_float(&c, &fv, 0, 1e6), sp.temperature = (float)fv;
+        else if (!strcmp(o, "--top-p"))
+            rc = cli_float(&c, &fv, 0, 1), sp.top_p = (float)fv;
+        else if (!strcmp(o, "--min-p"))
+            rc = cli_float(&c, &fv, 0, 1), sp.min_p = (float)fv;
+        else if (!strcmp(o, "--repetition-penalty"))
+            rc = cli_float(&c, &fv, 0, 1e6), sp.repetition_penalty = (float)fv;
+        else if (!strcmp(o, "--presence-penalty"))
+            rc = cli_float(&c, &fv, -2, 2), sp.presence_penalty = (float)fv;
+        else if (!strcmp(o, "--frequency-penalty"))
+            rc = cli_float(&c, &fv, -2, 2), sp.frequency_penalty = (float)fv;
         else if (!strcmp(o, "--stop-ids")) {
             if (!(rc = cli_str(&c, &sv)))
                 rc = parse_ids(sv, sp.stop_ids, SAMPLER_MAX_STOP, &sp.n_stop, "--stop-ids");
-        } else rc = cli_unknown(&c, o);
+        } else
+            rc = cli_unknown(&c, o);
     }
     if (rc) return cli_fail("generate", rc);
     if (!!prompt_ids + !!requests + !!prompt + !!chat != 1)
@@ -378,7 +417,8 @@ int cmd_generate(int argc, char **argv) {
                                                        "--prompt-ids or --requests"));
 
     arena a;
-    if ((rc = arena_init(&a, "host", (size_t)cf.host_arena_mb << 20))) return cli_fail("generate", rc);
+    if ((rc = arena_init(&a, "host", (size_t)cf.host_arena_mb << 20)))
+        return cli_fail("generate", rc);
     gen_ctx ctx = {0};
     engine *e = NULL;
     char tpath[CONF_STR_MAX + 32];
@@ -389,20 +429,28 @@ int cmd_generate(int argc, char **argv) {
         eos = tok_eos_id(ctx.tk);
         ctx.piece_cap = tok_stream_cap(ctx.tk);
         ctx.piece = arena_alloc(&a, ctx.piece_cap, 8, "detokenizer");
-        if (!ctx.piece) { rc = ZP_ENOMEM; goto out; }
+        if (!ctx.piece) {
+            rc = ZP_ENOMEM;
+            goto out;
+        }
     }
-    if ((rc = engine_open(&e, &a, &cf, ctx.tk ? tok_vocab_size(ctx.tk) : 0, &eos, eos >= 0, on_event,
-                          &ctx)))
+    if ((rc = engine_open(&e, &a, &cf, ctx.tk ? tok_vocab_size(ctx.tk) : 0, &eos, eos >= 0,
+                          on_event, &ctx)))
         goto out;
     engine_info info;
     engine_get_info(e, &info);
+    fprintf(stderr, "zipage generate: backend %s\n", info.backend_why);
     if (requests) {
-        if ((rc = load_requests(&ctx, &a, requests, &sp, info.max_model_len, &ctx.reqs, &ctx.n))) goto out;
+        if ((rc = load_requests(&ctx, &a, requests, &sp, info.max_model_len, &ctx.reqs, &ctx.n)))
+            goto out;
     } else if (prompt || chat) {
         ctx.n = 1;
         ctx.reqs = arena_alloc(&a, sizeof *ctx.reqs, 64, "request");
         int32_t *ids = arena_alloc(&a, sizeof(int32_t) * (size_t)info.max_model_len, 4, "prompt");
-        if (!ctx.reqs || !ids) { rc = ZP_ENOMEM; goto out; }
+        if (!ctx.reqs || !ids) {
+            rc = ZP_ENOMEM;
+            goto out;
+        }
         if (prompt) {
             rc = encode_prompt(&ctx, &a, prompt, strlen(prompt), NULL, 0, true, ids,
                                info.max_model_len, &ctx.reqs[0].rq.n_prompt);
@@ -423,8 +471,12 @@ int cmd_generate(int argc, char **argv) {
         ctx.n = 1;
         ctx.reqs = arena_alloc(&a, sizeof *ctx.reqs, 64, "request");
         int32_t *ids = arena_alloc(&a, sizeof(int32_t) * (size_t)info.max_model_len, 4, "prompt");
-        if (!ctx.reqs || !ids) { rc = ZP_ENOMEM; goto out; }
-        if ((rc = parse_ids(prompt_ids, ids, info.max_model_len, &ctx.reqs[0].rq.n_prompt, "--prompt-ids")))
+        if (!ctx.reqs || !ids) {
+            rc = ZP_ENOMEM;
+            goto out;
+        }
+        if ((rc = parse_ids(prompt_ids, ids, info.max_model_len, &ctx.reqs[0].rq.n_prompt,
+                            "--prompt-ids")))
             goto out;
         ctx.reqs[0].rq.prompt_ids = ids;
         ctx.reqs[0].rq.sp = sp;
@@ -440,9 +492,13 @@ int cmd_generate(int argc, char **argv) {
         g->cap = mt;
         g->out = arena_alloc_uninit(&a, sizeof(int32_t) * (size_t)mt, 4, "outputs");
         g->lps = arena_alloc_uninit(&a, sizeof(float) * (size_t)mt, 4, "outputs");
-        if (!g->out || !g->lps) { rc = ZP_ENOMEM; goto out; }
+        if (!g->out || !g->lps) {
+            rc = ZP_ENOMEM;
+            goto out;
+        }
     }
-    for (int32_t i = 0; i < ctx.n; i++) tok_stream_init(&ctx.reqs[i].st, true);
+    for (int32_t i = 0; i < ctx.n; i++)
+        tok_stream_init(&ctx.reqs[i].st, true);
     if (ctx.tk) {
         int32_t most = 1;
         for (int32_t i = 0; i < ctx.n; i++)
@@ -452,7 +508,10 @@ int cmd_generate(int argc, char **argv) {
         ctx.esc_cap = 6 * ctx.text_cap + 3;
         ctx.text = arena_alloc_uninit(&a, ctx.text_cap, 8, "completion text");
         ctx.esc = arena_alloc_uninit(&a, ctx.esc_cap, 8, "completion text");
-        if (!ctx.text || !ctx.esc) { rc = ZP_ENOMEM; goto out; }
+        if (!ctx.text || !ctx.esc) {
+            rc = ZP_ENOMEM;
+            goto out;
+        }
     }
     ctx.stream_out = ctx.tk && !json && !requests;
     arena_freeze(&a);
@@ -475,11 +534,17 @@ int cmd_generate(int argc, char **argv) {
                 g->t_done = g->t_submit;
                 snprintf(g->err, sizeof g->err, "%s", err_msg());
                 ctx.n_done++;
-                if (!requests) { rc = ZP_EINVAL; goto out; }
+                if (!requests) {
+                    rc = ZP_EINVAL;
+                    goto out;
+                }
             }
         }
         int left = engine_step(e);
-        if (left < 0) { rc = left; goto out; }
+        if (left < 0) {
+            rc = left;
+            goto out;
+        }
         step++;
         if (tty && step % 8 == 0) {
             engine_stats s;
@@ -504,7 +569,8 @@ int cmd_generate(int argc, char **argv) {
                 "\"preemptions\":%lld,\"prefix_cache_hit_rate\":%.4f}\n",
                 ctx.n, (long long)ptoks, (long long)ctoks, wall > 0 ? ctoks / wall : 0.0, wall,
                 (long long)s.steps, s.blocks_peak, (long long)s.preemptions,
-                s.prefix_query_tokens ? (double)s.prefix_hit_tokens / (double)s.prefix_query_tokens : 0.0);
+                s.prefix_query_tokens ? (double)s.prefix_hit_tokens / (double)s.prefix_query_tokens
+                                      : 0.0);
     }
 out:
     if (rc && !requests && ctx.n == 1 && ctx.reqs && ctx.reqs[0].err[0])

@@ -1,8 +1,11 @@
-/* zipage logits: prints the logits of every prompt position (one prefill on the CPU
- * reference path) as raw little-endian f32 [n][vocab] into a file. For parity checks
- * against other implementations (tools/hf_parity.py); not a serving path. */
+/* zipage logits: writes the logits of every prompt position (one prefill, on the configured
+ * backend: --backend cpu|cuda|auto) as raw little-endian f32 [n][vocab] into a file, and the
+ * backend chosen on stderr. --prefill N runs the first N ids as one prefill step and the rest
+ * as decode steps of one token each. For parity checks against other implementations
+ * (tools/hf_parity.py, tools/gpu_parity.py); not a serving path. */
 #include "arena/err.h"
 #include "drv/backend.h"
+#include "engine/engine.h"
 #include "engine/loader.h"
 #include "engine/model.h"
 #include "tools/cli.h"
@@ -16,12 +19,18 @@ int cmd_logits(int argc, char **argv) {
     int rc = cli_conf(&cf, &argc, argv);
     if (rc) return cli_fail("logits", rc);
     const char *ids_s = NULL, *out = NULL;
+    int64_t prefill = 0;
     cli c;
     cli_init(&c, "logits", argc, argv);
     for (const char *o; (o = cli_next(&c)) && !rc;) {
-        if (!strcmp(o, "--prompt-ids")) rc = cli_str(&c, &ids_s);
-        else if (!strcmp(o, "--out")) rc = cli_str(&c, &out);
-        else rc = cli_unknown(&c, o);
+        if (!strcmp(o, "--prompt-ids"))
+            rc = cli_str(&c, &ids_s);
+        else if (!strcmp(o, "--out"))
+            rc = cli_str(&c, &out);
+        else if (!strcmp(o, "--prefill"))
+            rc = cli_int(&c, &prefill, 1, 1 << 30);
+        else
+            rc = cli_unknown(&c, o);
     }
     if (!rc && (!ids_s || !out)) rc = err_set(ZP_EINVAL, "--prompt-ids and --out are required");
     if (rc) return cli_fail("logits", rc);
@@ -37,7 +46,10 @@ int cmd_logits(int argc, char **argv) {
         char *end;
         long v = strtol(s, &end, 10);
         if (end == s) {
-            if (*s == ' ' || *s == ',') { s++; continue; }
+            if (*s == ' ' || *s == ',') {
+                s++;
+                continue;
+            }
             return cli_fail("logits", err_set(ZP_EINVAL, "--prompt-ids: bad id list"));
         }
         if (v < 0 || v >= mc.vocab || n >= cap)
@@ -47,29 +59,64 @@ int cmd_logits(int argc, char **argv) {
     }
     if (n == 0) return cli_fail("logits", err_set(ZP_EINVAL, "--prompt-ids: no ids"));
     backend *be;
-    int max_k = mc.hidden > mc.intermediate ? mc.hidden : mc.intermediate;
-    if (mc.heads * mc.head_dim > max_k) max_k = mc.heads * mc.head_dim;
     int32_t bs = 16, nb = (n + bs - 1) / bs;
-    model_dims d = {.max_tokens = n, .max_logits = n, .max_seqs = 1, .max_blocks = nb,
-                    .block_size = bs, .num_blocks = nb, .kv_dtype = ZP_F32};
+    be_shape shape = {.layers = mc.layers,
+                      .hidden = mc.hidden,
+                      .heads = mc.heads,
+                      .kv_heads = mc.kv_heads,
+                      .head_dim = mc.head_dim,
+                      .intermediate = mc.intermediate,
+                      .vocab = mc.vocab,
+                      .block_size = bs,
+                      .max_tokens = n,
+                      .max_logits = n};
+    be_config bc;
+    engine_be_config(&cf, &bc);
+    bc.compress = false; /* one prefill: no compression */
+    char why[320];
+    if ((rc = backend_create(&be, &bc, &shape, why, sizeof why))) return cli_fail("logits", rc);
+    fprintf(stderr, "zipage logits: backend %s\n", why);
+    model_dims d = {.max_tokens = n,
+                    .max_logits = n,
+                    .max_seqs = 1,
+                    .max_blocks = nb,
+                    .block_size = bs,
+                    .num_blocks = nb,
+                    .kv_dtype = be->act_dtype};
     model m;
-    if ((rc = cpu_backend_create(&be, (int)cf.threads, max_k)) ||
-        (rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be))) ||
+    if ((rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be))) ||
         (rc = model_init(&m, &a, be, &mc, &mw, &d)))
         return cli_fail("logits", rc);
-    for (int32_t i = 0; i < n; i++) {
-        m.batch.token_ids[i] = ids[i];
-        m.batch.positions[i] = m.batch.tok_kv_idx[i] = m.batch.slots[i] = m.batch.logit_rows[i] = i;
-        m.batch.tok_seq[i] = 0;
-    }
-    for (int32_t b = 0; b < nb; b++) m.batch.block_tables[b] = b;
-    m.batch.n_tokens = m.batch.n_logits = n;
-    m.batch.n_seqs = 1;
-    if ((rc = model_forward(&m))) return cli_fail("logits", rc);
+    /* The first `prefill` ids in one step, then one id per step (decode steps, as the engine
+     * runs them); every position's logits go to the file in order. */
+    if (!prefill || prefill > n) prefill = n;
     FILE *f = fopen(out, "wb");
-    if (!f || fwrite(m.host_logits, sizeof(float) * (size_t)mc.vocab, (size_t)n, f) != (size_t)n ||
-        fclose(f))
-        return cli_fail("logits", err_set(ZP_EIO, "%s: cannot write", out));
+    if (!f) return cli_fail("logits", err_set(ZP_EIO, "%s: cannot create", out));
+    for (int32_t b = 0; b < nb; b++)
+        m.batch.block_tables[b] = b;
+    for (int32_t done = 0; done < n;) {
+        int32_t take = done ? 1 : (int32_t)prefill;
+        for (int32_t j = 0; j < take; j++) {
+            int32_t i = done + j;
+            m.batch.token_ids[j] = ids[i];
+            m.batch.positions[j] = m.batch.tok_kv_idx[j] = m.batch.slots[j] = i;
+            m.batch.logit_rows[j] = j;
+            m.batch.tok_seq[j] = 0;
+        }
+        m.batch.n_tokens = m.batch.n_logits = take;
+        m.batch.n_seqs = 1;
+        if ((rc = model_forward(&m))) {
+            fclose(f);
+            return cli_fail("logits", rc);
+        }
+        if (fwrite(m.host_logits, sizeof(float) * (size_t)mc.vocab, (size_t)take, f) !=
+            (size_t)take) {
+            fclose(f);
+            return cli_fail("logits", err_set(ZP_EIO, "%s: cannot write", out));
+        }
+        done += take;
+    }
+    if (fclose(f)) return cli_fail("logits", err_set(ZP_EIO, "%s: cannot write", out));
     be->destroy(be);
     loader_close(&mw);
     arena_release(&a);

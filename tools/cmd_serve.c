@@ -49,9 +49,15 @@ typedef struct serve_model {
 static int sm_submit(void *c, const engine_request *r, uint64_t *id) {
     return engine_submit(((serve_model *)c)->e, r, id);
 }
-static int sm_cancel(void *c, uint64_t id) { return engine_cancel(((serve_model *)c)->e, id); }
-static int sm_step(void *c) { return engine_step(((serve_model *)c)->e); }
-static void sm_stats(void *c, engine_stats *s) { engine_get_stats(((serve_model *)c)->e, s); }
+static int sm_cancel(void *c, uint64_t id) {
+    return engine_cancel(((serve_model *)c)->e, id);
+}
+static int sm_step(void *c) {
+    return engine_step(((serve_model *)c)->e);
+}
+static void sm_stats(void *c, engine_stats *s) {
+    engine_get_stats(((serve_model *)c)->e, s);
+}
 
 static int sm_encode(void *c, const char *text, size_t len, int32_t *ids, size_t cap, size_t *n) {
     return tok_encode(((serve_model *)c)->tk, text, len, true, ids, cap, n);
@@ -87,16 +93,24 @@ static int serve_model_create(const conf *cf, arena *a, ipc_server *srv, ipc_eng
     int rc = tok_load(&m->tk, a, cf->model);
     if (rc) return rc;
     int32_t eos = tok_eos_id(m->tk);
-    if ((rc = engine_open(&m->e, a, cf, tok_vocab_size(m->tk), &eos, eos >= 0,
-                          ipc_server_on_event, srv)))
+    if ((rc = engine_open(&m->e, a, cf, tok_vocab_size(m->tk), &eos, eos >= 0, ipc_server_on_event,
+                          srv)))
         return rc;
     *ops = (ipc_engine_ops){
-        .ctx = m, .submit = sm_submit, .cancel = sm_cancel, .step = sm_step, .stats = sm_stats,
-        .encode = sm_encode, .render_chat = sm_render_chat, .detok = sm_detok,
-        .detok_flush = sm_detok_flush, .detok_state_size = sizeof(tok_stream),
+        .ctx = m,
+        .submit = sm_submit,
+        .cancel = sm_cancel,
+        .step = sm_step,
+        .stats = sm_stats,
+        .encode = sm_encode,
+        .render_chat = sm_render_chat,
+        .detok = sm_detok,
+        .detok_flush = sm_detok_flush,
+        .detok_state_size = sizeof(tok_stream),
     };
     engine_info ei;
     engine_get_info(m->e, &ei);
+    fprintf(stderr, "zipage serve: backend %s\n", ei.backend_why);
     *info = (ipc_model_info){.model = cf->model,
                              .backend = ei.backend,
                              .vocab = ei.vocab, /* engine_submit's bound on ids */

@@ -15,8 +15,14 @@ C=${CARRY:-.carry}
 ZP=$C/zipage
 log="$OUT/gpu-check.log"
 json="$OUT/gpu-check.json"
-parity=0
-[ "${1:-}" = --parity ] && parity=1
+parity=0 bench=1
+for a in "$@"; do
+  case $a in
+    --parity) parity=1 ;;      # also the CPU reference against transformers (hf_parity.py)
+    --no-bench) bench=0 ;;     # skip the benchmarks (correctness only)
+    *) echo "usage: gpu-check.sh [--parity] [--no-bench]"; exit 2 ;;
+  esac
+done
 export ZIPAGE_KERNEL_CACHE=${ZIPAGE_KERNEL_CACHE:-/tmp/zp-kernels}
 steps=()
 step() { # step NAME COMMAND...: runs, logs, records exit and time
@@ -38,10 +44,17 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time
     step "$(basename "$t")" "$t"; rc=$?
     [ $rc = 0 ] || [ $rc = 77 ] || fail=1
   done
-  # first speed figures: paged decode attention beside torch SDPA on the same shapes
-  step bench-attention "$ZP" bench attention --json "$OUT/bench-attention.jsonl" || fail=1
-  step peer-sdpa env PYTHONUNBUFFERED=1 python3 tools/peer_sdpa.py --json "$OUT/peer-sdpa.jsonl" || fail=1
-  step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
+  # the engine on the GPU: bf16 logits against transformers on random models and against the
+  # CPU backend on the shipped model; greedy generation on both backends
+  step gpu-parity env PYTHONUNBUFFERED=1 python3 tools/gpu_parity.py "$ZP" "$OUT/gpu-parity.json" \
+      --cpu-twin models/zipage-reasoner || fail=1
+  step engine-greedy bash tools/gpu-greedy.sh "$ZP" "$OUT" "${ZP_GREEDY_EXPECT:-200/200}" || fail=1
+  if [ $bench = 1 ]; then
+    # first speed figures: paged decode attention beside torch SDPA on the same shapes
+    step bench-attention "$ZP" bench attention --json "$OUT/bench-attention.jsonl" || fail=1
+    step peer-sdpa env PYTHONUNBUFFERED=1 python3 tools/peer_sdpa.py --json "$OUT/peer-sdpa.jsonl" || fail=1
+    step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
+  fi
   if [ $parity = 1 ]; then
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
     step parity env PYTHONUNBUFFERED=1 python3 tools/hf_parity.py "$ZP" "$OUT/parity.json" || fail=1
