@@ -351,17 +351,24 @@ out:
 }
 
 int bench_attention(int argc, char **argv);
+int bench_decode(int argc, char **argv);
 
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "attention")) {
         int rc = bench_attention(argc - 1, argv + 1);
         return rc ? cli_fail("bench attention", rc) : 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "decode")) {
+        int rc = bench_decode(argc - 1, argv + 1);
+        return rc ? cli_fail("bench decode", rc) : 0;
+    }
     if (argc < 2 || strcmp(argv[1], "accuracy"))
         return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
                                                     "--data FILE.jsonl [--n N] [--budgets LIST] | "
                                                     "zipage bench attention [--block-sizes L] "
-                                                    "[--contexts L] [--gqa L] [--batch B]"));
+                                                    "[--contexts L] [--gqa L] [--batch B] | "
+                                                    "zipage bench decode --model DIR [--points "
+                                                    "BxL,...] [--steps N]"));
     int rc = bench_accuracy(argc - 1, argv + 1);
     if (rc == 1) return 1;
     return rc ? cli_fail("bench", rc) : 0;

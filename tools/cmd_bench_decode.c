@@ -1,0 +1,217 @@
+/* zipage bench decode: decode throughput of the model's forward pass at B requests x context L,
+ * beside the memory roofline (../shared/spec/cuda-backend.md section 4: every step reads all
+ * weights once and every request's KV once, at the measured copy bandwidth).
+ *
+ *   zipage bench decode --model DIR [--points 1x2048,64x2048,64x8192,256x2048] [--steps N]
+ *                       [--bw GBPS] [--json FILE] [--backend cuda|cpu] [--set block_size=N]
+ *
+ * Only DIR/config.json is read: the weights are random (one buffer of small bf16 values that
+ * every tensor shares), so any Hugging Face config benchmarks without its checkpoint. One model
+ * is planned for the largest point; each point places B requests at context L (their KV cache
+ * holds whatever the arena held: the cost of attention does not depend on the values) and times
+ * `steps` decode steps after 3 of warm-up, each a full engine step of the model: metadata upload,
+ * forward, greedy argmax on the backend, ids back. Reported: the median step, output tokens per
+ * second (B / step), the roofline's and the fraction of it reached.
+ */
+#include "arena/err.h"
+#include "engine/engine.h"
+#include "engine/loader.h"
+#include "engine/model.h"
+#include "tools/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEC_MAX_POINTS 16
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void set_t(tensor *t, const void *data, int64_t rows, int64_t cols, const char *name) {
+    *t = (tensor){.data = data, .dtype = ZP_BF16, .ndim = cols ? 2 : 1, .shape = {rows, cols},
+                  .name = name};
+}
+
+/* Random weights for the config: every tensor points into one buffer of small bf16 values. */
+static int random_weights(model_weights *w, const model_config *c, arena *a) {
+    size_t H = (size_t)c->hidden, D = (size_t)c->head_dim, V = (size_t)c->vocab;
+    size_t I = (size_t)c->intermediate, qd = (size_t)c->heads * D, kd = (size_t)c->kv_heads * D;
+    size_t most = V * H;
+    if (I * H > most) most = I * H;
+    if (qd * H > most) most = qd * H;
+    uint16_t *buf = arena_alloc_uninit(a, most * 2, 64, "random weights");
+    w->layers = arena_alloc(a, sizeof(layer_weights) * (size_t)c->layers, 64, "random weights");
+    if (!buf || !w->layers) return ZP_ENOMEM;
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < most; i++) { /* uniform in about +-0.03 */
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        buf[i] = zp_f32_to_bf16(((float)(x >> 40) / 16777216.0f - 0.5f) * 0.06f);
+    }
+    set_t(&w->embed, buf, (int64_t)V, (int64_t)H, "embed");
+    set_t(&w->final_norm, buf, (int64_t)H, 0, "norm");
+    if (c->tie_embeddings) w->lm_head = w->embed;
+    else set_t(&w->lm_head, buf, (int64_t)V, (int64_t)H, "lm_head");
+    for (int l = 0; l < c->layers; l++) {
+        layer_weights *L = &w->layers[l];
+        memset(L, 0, sizeof *L);
+        set_t(&L->in_norm, buf, (int64_t)H, 0, "in_norm");
+        set_t(&L->post_norm, buf, (int64_t)H, 0, "post_norm");
+        set_t(&L->q, buf, (int64_t)qd, (int64_t)H, "q");
+        set_t(&L->k, buf, (int64_t)kd, (int64_t)H, "k");
+        set_t(&L->v, buf, (int64_t)kd, (int64_t)H, "v");
+        set_t(&L->o, buf, (int64_t)H, (int64_t)qd, "o");
+        set_t(&L->gate, buf, (int64_t)I, (int64_t)H, "gate");
+        set_t(&L->up, buf, (int64_t)I, (int64_t)H, "up");
+        set_t(&L->down, buf, (int64_t)H, (int64_t)I, "down");
+        if (c->attn_bias) {
+            set_t(&L->q_bias, buf, (int64_t)qd, 0, "q_bias");
+            set_t(&L->k_bias, buf, (int64_t)kd, 0, "k_bias");
+            set_t(&L->v_bias, buf, (int64_t)kd, 0, "v_bias");
+        }
+        if (c->qk_norm) {
+            set_t(&L->q_norm, buf, (int64_t)D, 0, "q_norm");
+            set_t(&L->k_norm, buf, (int64_t)D, 0, "k_norm");
+        }
+    }
+    return 0;
+}
+
+static int parse_points(const char *s, int32_t *b, int32_t *l, int *n) {
+    *n = 0;
+    while (*s) {
+        char *end;
+        long bv = strtol(s, &end, 10);
+        if (end == s || *end != 'x' || bv < 1 || bv > 65536) break;
+        long lv = strtol(end + 1, &end, 10);
+        if (lv < 1 || lv > (1 << 24) || *n == DEC_MAX_POINTS) break;
+        b[*n] = (int32_t)bv, l[*n] = (int32_t)lv, (*n)++;
+        if (!*end) return 0;
+        if (*end != ',') break;
+        s = end + 1;
+    }
+    return err_set(ZP_EINVAL, "--points '%s': want BxL[,BxL...] (at most %d points)", s,
+                   DEC_MAX_POINTS);
+}
+
+int bench_decode(int argc, char **argv) {
+    conf cf;
+    int rc = cli_conf(&cf, &argc, argv);
+    if (rc) return rc;
+    const char *points = "1x2048,64x2048,64x8192,256x2048", *json = NULL;
+    int64_t steps = 20;
+    double bw = 4280;
+    cli c;
+    cli_init(&c, "bench decode", argc, argv);
+    for (const char *o; (o = cli_next(&c)) && !rc;) {
+        if (!strcmp(o, "--points")) rc = cli_str(&c, &points);
+        else if (!strcmp(o, "--steps")) rc = cli_int(&c, &steps, 1, 100000);
+        else if (!strcmp(o, "--bw")) rc = cli_float(&c, &bw, 1, 1e6);
+        else if (!strcmp(o, "--json")) rc = cli_str(&c, &json);
+        else rc = cli_unknown(&c, o);
+    }
+    int32_t pb[DEC_MAX_POINTS], pl[DEC_MAX_POINTS];
+    int np = 0;
+    if (rc || (rc = parse_points(points, pb, pl, &np))) return rc;
+    if (!cf.model[0]) return err_set(ZP_EINVAL, "--model DIR (with a config.json) is required");
+    arena a;
+    model_config mc;
+    model_weights mw;
+    memset(&mw, 0, sizeof mw);
+    if ((rc = arena_init(&a, "bench", (size_t)cf.host_arena_mb << 20)) ||
+        (rc = loader_config(&mc, &a, cf.model)) || (rc = random_weights(&mw, &mc, &a)))
+        return rc;
+    int32_t bs = (int32_t)cf.block_size, max_b = 0, max_blocks = 0, max_tok_blocks = 0;
+    for (int i = 0; i < np; i++) {
+        int32_t per = (pl[i] + (int32_t)steps + 3 + bs - 1) / bs;
+        if (pb[i] > max_b) max_b = pb[i];
+        if (per > max_blocks) max_blocks = per;
+        if (pb[i] * per > max_tok_blocks) max_tok_blocks = pb[i] * per;
+    }
+    be_shape shape = {.layers = mc.layers, .hidden = mc.hidden, .heads = mc.heads,
+                      .kv_heads = mc.kv_heads, .head_dim = mc.head_dim,
+                      .intermediate = mc.intermediate, .vocab = mc.vocab, .block_size = bs,
+                      .max_tokens = max_b, .max_logits = max_b};
+    be_config bc;
+    engine_be_config(&cf, &bc);
+    bc.compress = false;
+    backend *be;
+    char why[320];
+    if ((rc = backend_create(&be, &bc, &shape, why, sizeof why))) return rc;
+    fprintf(stderr, "bench decode: backend %s\n", why);
+    model_dims d = {.max_tokens = max_b, .max_logits = max_b, .max_seqs = max_b,
+                    .max_blocks = max_blocks, .block_size = bs, .num_blocks = max_tok_blocks,
+                    .kv_dtype = be->act_dtype};
+    model *m = arena_alloc(&a, sizeof *m, 64, "model");
+    double t0 = now_s();
+    if (!m) rc = ZP_ENOMEM;
+    if (!rc) rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be));
+    if (!rc) rc = model_init(m, &a, be, &mc, &mw, &d);
+    if (rc) {
+        be->destroy(be);
+        return rc;
+    }
+    fprintf(stderr, "bench decode: model of %d layers placed in %.1f s (%.2f GiB)\n", mc.layers,
+            now_s() - t0, model_device_bytes(&mc, &mw, &d, be) / 1073741824.0);
+    size_t weight_bytes = 0, kv_token = model_block_bytes(&mc, 1, be->act_dtype, false);
+    {
+        /* bytes every step reads: the weights as stored (the tied head counts once) */
+        size_t H = (size_t)mc.hidden, D = (size_t)mc.head_dim, I = (size_t)mc.intermediate;
+        size_t qd = (size_t)mc.heads * D, kd = (size_t)mc.kv_heads * D;
+        size_t per_layer = (qd + 2 * kd) * H + qd * H + 3 * I * H;
+        weight_bytes = 2 * ((size_t)mc.layers * per_layer + (size_t)mc.vocab * H);
+    }
+    FILE *jf = json ? fopen(json, "w") : NULL;
+    if (json && !jf) {
+        be->destroy(be);
+        return err_set(ZP_EIO, "%s: cannot create", json);
+    }
+    printf("%6s %7s %10s %10s %14s %8s\n", "batch", "context", "step (ms)", "tok/s",
+           "roofline tok/s", "of roof");
+    double *times = arena_alloc(&a, sizeof(double) * (size_t)steps, 8, "times");
+    model_batch *b = &m->batch;
+    for (int p = 0; p < np && !rc && times; p++) {
+        int32_t B = pb[p], L = pl[p], per = (L + (int32_t)steps + 3 + bs - 1) / bs;
+        for (int32_t s = 0; s < B; s++)
+            for (int32_t j = 0; j < per; j++) b->block_tables[(size_t)s * (size_t)max_blocks + (size_t)j] = s * per + j;
+        for (int64_t it = -3; it < steps && !rc; it++) {
+            int32_t ci = L - 1 + (int32_t)(it + 3);
+            for (int32_t s = 0; s < B; s++) {
+                b->token_ids[s] = (s * 7919 + ci) % mc.vocab;
+                b->positions[s] = b->tok_kv_idx[s] = ci;
+                b->tok_seq[s] = s;
+                b->tok_qslot[s] = -1;
+                b->slots[s] = (s * per + ci / bs) * bs + ci % bs;
+                b->logit_rows[s] = s;
+            }
+            b->n_tokens = b->n_seqs = b->n_logits = B;
+            b->want_ids = true;
+            double s0 = now_s();
+            rc = model_forward(m);
+            if (it >= 0) times[it] = now_s() - s0;
+        }
+        if (rc) break;
+        qsort(times, (size_t)steps, sizeof(double), cmp_d);
+        double med = times[steps / 2], tps = B / med;
+        double roof_s = (double)(weight_bytes + (size_t)B * (size_t)L * kv_token) / (bw * 1e9);
+        double roof = B / roof_s;
+        printf("%6d %7d %10.3f %10.0f %14.0f %7.1f%%\n", B, L, med * 1e3, tps, roof, 100 * tps / roof);
+        if (jf)
+            fprintf(jf, "{\"batch\": %d, \"context\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, "
+                    "\"roofline_tok_s\": %.1f, \"backend\": \"%s\", \"steps\": %lld}\n",
+                    B, L, med * 1e3, tps, roof, be->name, (long long)steps);
+    }
+    if (jf) fclose(jf);
+    be->destroy(be);
+    arena_release(&a);
+    return rc;
+}
