@@ -89,7 +89,7 @@ typedef struct be_cparams {
  * compiles its kernels for head dim, block size and GQA group, and sizes its scratch). */
 typedef struct be_shape {
     int32_t layers, hidden, heads, kv_heads, head_dim, intermediate, vocab;
-    int32_t block_size, max_tokens, max_logits;
+    int32_t block_size, max_tokens, max_logits, max_model_len;
 } be_shape;
 
 /* One weight matrix of a linear layer as the loader holds it: host rows [rows][k] (w), or a
@@ -150,6 +150,15 @@ struct backend {
     int (*download)(backend *be, void *dst, be_ptr src, size_t bytes);
     int (*sync)(backend *be);
     void (*destroy)(backend *be);
+    /* CUDA graphs (NULL where the backend has none). Between capture_begin and capture_end
+     * the ops are recorded, not run; capture_end makes them graph `slot` (< max_graphs) and
+     * graph_launch replays it on the compute queue. Nothing may be uploaded, downloaded or
+     * synced inside a capture, and counts must come from device memory (be->counts).
+     * Start-up only, except graph_launch. */
+    int max_graphs;
+    int (*capture_begin)(backend *be);
+    int (*capture_end)(backend *be, int slot);
+    int (*graph_launch)(backend *be, int slot);
 
     /* Forward-pass ops ("act": act_dtype). */
     /* resid[i][:] = table[ids[i]][:] (f32 out) */
@@ -221,7 +230,8 @@ typedef struct be_config {
     const char *cuda_driver_path, *nvrtc_path, *cublaslt_path, *kernel_cache_dir;
     int cuda_device;
     int batch_invariant;
-    int compress; /* the engine will run the compression ops */
+    int attention_chunk; /* KV positions per split of attention (CUDA) */
+    int compress;        /* the engine will run the compression ops */
 } be_config;
 
 enum { BE_AUTO, BE_CPU, BE_CUDA };

@@ -47,6 +47,12 @@ static const struct {
     ENTRY(EventQuery, "cuEventQuery"),
     ENTRY(EventSynchronize, "cuEventSynchronize"),
     ENTRY(EventElapsedTime, "cuEventElapsedTime"),
+    ENTRY(StreamBeginCapture, "cuStreamBeginCapture"),
+    ENTRY(StreamEndCapture, "cuStreamEndCapture"),
+    ENTRY(GraphInstantiateWithFlags, "cuGraphInstantiateWithFlags"),
+    ENTRY(GraphLaunch, "cuGraphLaunch"),
+    ENTRY(GraphExecDestroy, "cuGraphExecDestroy"),
+    ENTRY(GraphDestroy, "cuGraphDestroy"),
 };
 #undef ENTRY
 

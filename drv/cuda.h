@@ -59,6 +59,12 @@ typedef struct cuda_drv {
     PFN_cuEventQuery EventQuery;
     PFN_cuEventSynchronize EventSynchronize;
     PFN_cuEventElapsedTime EventElapsedTime;
+    PFN_cuStreamBeginCapture StreamBeginCapture;
+    PFN_cuStreamEndCapture StreamEndCapture;
+    PFN_cuGraphInstantiateWithFlags GraphInstantiateWithFlags;
+    PFN_cuGraphLaunch GraphLaunch;
+    PFN_cuGraphExecDestroy GraphExecDestroy;
+    PFN_cuGraphDestroy GraphDestroy;
 } cuda_drv;
 
 /* Loads libcuda (override: a file path, "" = libcuda.so.1 on the loader path), resolves the

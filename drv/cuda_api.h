@@ -27,6 +27,9 @@ typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
 typedef struct CUstream_st *CUstream;
 typedef struct CUevent_st *CUevent;
+typedef struct CUgraph_st *CUgraph;
+typedef struct CUgraphExec_st *CUgraphExec;
+enum { CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1 }; /* CUstreamCaptureMode */
 
 enum {
     CUDA_SUCCESS = 0,
@@ -84,6 +87,14 @@ typedef CUresult (*PFN_cuEventRecord)(CUevent ev, CUstream s);
 typedef CUresult (*PFN_cuEventQuery)(CUevent ev);
 typedef CUresult (*PFN_cuEventSynchronize)(CUevent ev);
 typedef CUresult (*PFN_cuEventElapsedTime)(float *ms, CUevent start, CUevent end);
+/* base name cuStreamBeginCapture at CUDA 12.0 is the _v2 entry point (with a mode) */
+typedef CUresult (*PFN_cuStreamBeginCapture)(CUstream s, int mode);
+typedef CUresult (*PFN_cuStreamEndCapture)(CUstream s, CUgraph *g);
+typedef CUresult (*PFN_cuGraphInstantiateWithFlags)(CUgraphExec *exec, CUgraph g,
+                                                    unsigned long long flags);
+typedef CUresult (*PFN_cuGraphLaunch)(CUgraphExec exec, CUstream s);
+typedef CUresult (*PFN_cuGraphExecDestroy)(CUgraphExec exec);
+typedef CUresult (*PFN_cuGraphDestroy)(CUgraph g);
 
 /* ---- NVRTC (nvrtc.h) ---- */
 typedef int nvrtcResult;

@@ -29,6 +29,7 @@ enum {
     CB_STAGING = 64 << 20,   /* pinned staging for weight uploads */
     CB_WORKSPACE = 32 << 20, /* cuBLASLt workspace */
     CB_ALIGN = 256,
+    CB_MAX_GRAPHS = 256,
 };
 
 typedef struct cuda_be {
@@ -39,7 +40,7 @@ typedef struct cuda_be {
     cublaslt lt;
     arena a; /* NVRTC's temporaries at creation */
     be_shape s;
-    int invariant;
+    int invariant, chunk;
     CUdeviceptr mem;
     size_t size, used;
     CUdeviceptr ws, part_o, part_ml;
@@ -49,6 +50,7 @@ typedef struct cuda_be {
     CUfunction embed, add_rmsnorm, qkv, swiglu, gather, argmax, attn_partial, attn_merge;
     cublaslt_gemm *plans;
     int n_plans, cap_plans;
+    CUgraphExec graphs[CB_MAX_GRAPHS];
     int rc; /* first failed launch since the last sync */
     char err[512];
     char desc[256];
@@ -242,9 +244,42 @@ static int cb_sync(backend *be) {
     return rc;
 }
 
+/* ---- CUDA graphs ---- */
+
+static int cb_capture_begin(backend *be) {
+    cuda_be *cb = be->impl;
+    cb->rc = 0;
+    return cuda_err(&cb->drv, cb->drv.StreamBeginCapture(cb->dev.compute, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+                    "cuStreamBeginCapture");
+}
+
+static int cb_capture_end(backend *be, int slot) {
+    cuda_be *cb = be->impl;
+    CUgraph g = NULL;
+    int rc = cuda_err(&cb->drv, cb->drv.StreamEndCapture(cb->dev.compute, &g), "cuStreamEndCapture");
+    if (!rc && cb->rc) rc = err_set(cb->rc, "capturing a CUDA graph: %s", cb->err); /* a failed op */
+    cb->rc = 0;
+    if (!rc && (slot < 0 || slot >= CB_MAX_GRAPHS || cb->graphs[slot]))
+        rc = err_set(ZP_EINVAL, "cuda backend: graph slot %d is taken or out of range", slot);
+    if (!rc)
+        rc = cuda_err(&cb->drv, cb->drv.GraphInstantiateWithFlags(&cb->graphs[slot], g, 0),
+                      "cuGraphInstantiateWithFlags");
+    if (g) cb->drv.GraphDestroy(g);
+    return rc;
+}
+
+static int cb_graph_launch(backend *be, int slot) {
+    cuda_be *cb = be->impl;
+    if (slot < 0 || slot >= CB_MAX_GRAPHS || !cb->graphs[slot])
+        return err_set(ZP_EINVAL, "cuda backend: no CUDA graph in slot %d", slot);
+    return cuda_err(&cb->drv, cb->drv.GraphLaunch(cb->graphs[slot], cb->dev.compute), "cuGraphLaunch");
+}
+
 static void cb_destroy(backend *be) {
     cuda_be *cb = be->impl;
     if (cb->dev.ctx) cb->drv.StreamSynchronize(cb->dev.compute);
+    for (int i = 0; i < CB_MAX_GRAPHS; i++)
+        if (cb->graphs[i]) cb->drv.GraphExecDestroy(cb->graphs[i]);
     for (int i = 0; i < cb->n_plans; i++)
         cublaslt_gemm_destroy(&cb->lt, &cb->plans[i]);
     free(cb->plans);
@@ -297,17 +332,20 @@ static void cb_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, 
     launch(cb, cb->qkv, U(n), U(hq + hkv), 1, U(dim / 2), a, "zp_qkv_rope_store");
 }
 
-/* Split over the KV length when the rows under-fill the GPU: enough CTAs for two waves of the
- * SMs, chunks of at least 256 positions (a multiple of the block size), within the partials. */
+/* Every row's KV range is split into chunks of attention_chunk positions, whatever the batch,
+ * so a row's result depends on its own length only (batch invariance); the grid covers the
+ * step's longest row, and splits past a shorter row's length are empty. */
 static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
                          const be_batch *b, int hq, int hkv, int dim, int bs, float scale) {
     CB(be);
-    int n = b->n_tokens, L = b->max_kv_len > 0 ? b->max_kv_len : 1;
-    int n_split = (2 * cb->dev.n_sm + n * hkv - 1) / (n * hkv), max_split = (L + 255) / 256;
-    if (n_split > max_split) n_split = max_split;
-    if ((size_t)n * (size_t)n_split > cb->part_cap) n_split = (int)(cb->part_cap / (size_t)n);
-    if (n_split < 1) n_split = 1;
-    int chunk = ((L + n_split - 1) / n_split + bs - 1) / bs * bs;
+    int n = b->n_tokens, L = b->max_kv_len > 0 ? b->max_kv_len : 1, chunk = cb->chunk;
+    int n_split = (L + chunk - 1) / chunk;
+    if ((size_t)n * (size_t)n_split > cb->part_cap) {
+        keep(cb, err_set(ZP_ELIMIT, "cuda backend: attention over %d rows of up to %d positions "
+                         "exceeds the partials planned for max_model_len %d", n, L,
+                         cb->s.max_model_len));
+        return;
+    }
     be_ptr cnt = be->counts, seq = b->tok_seq, idx = b->tok_kv_idx, bt = b->block_tables;
     be_ptr po = cb->part_o, pml = cb->part_ml;
     int mb = b->max_blocks;
@@ -418,7 +456,8 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     cb->cap_plans = 4 * s->layers + 1;
     cb->plans = calloc((size_t)cb->cap_plans, sizeof *cb->plans);
     if (!cb->plans) return err_set(ZP_ENOMEM, "cuda backend: GEMM plans");
-    cb->part_cap = (size_t)s->max_tokens + 2 * (size_t)cb->dev.n_sm;
+    /* the worst step: max_tokens rows, each split into max_model_len / chunk partials */
+    cb->part_cap = (size_t)s->max_tokens * (size_t)((s->max_model_len + cb->chunk - 1) / cb->chunk);
     cb->be.scratch_bytes = CB_WORKSPACE +
                            al(cb->part_cap * (size_t)s->heads * (size_t)s->head_dim * 4) +
                            al(cb->part_cap * (size_t)s->heads * 8) + 2 * CB_ALIGN;
@@ -435,6 +474,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     if (!cb) return err_set(ZP_ENOMEM, "cuda backend");
     cb->s = *s;
     cb->invariant = c->batch_invariant;
+    cb->chunk = c->attention_chunk > 0 ? c->attention_chunk : 512;
     cb->be = (backend){
         .name = "cuda",
         .impl = cb,
@@ -458,7 +498,8 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .swiglu = cb_swiglu,
         .gather_rows = cb_gather_rows,
         .argmax = cb_argmax,
-        .check = cb_check,
+        .check = cb_check, .max_graphs = CB_MAX_GRAPHS, .capture_begin = cb_capture_begin,
+        .capture_end = cb_capture_end, .graph_launch = cb_graph_launch,
     };
     int rc = setup(cb, c, s);
     if (rc) {
@@ -473,4 +514,8 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
 
 const char *cuda_backend_describe(const backend *be) {
     return ((const cuda_be *)be->impl)->desc;
+}
+
+cuda_drv *cuda_backend_drv(backend *be) {
+    return be && be->destroy == cb_destroy ? &((cuda_be *)be->impl)->drv : NULL;
 }

@@ -10,5 +10,8 @@
 int cuda_backend_create(backend **out, const be_config *c, const be_shape *s);
 /* One line: the GPU, its architecture, the driver and libraries in use. */
 const char *cuda_backend_describe(const backend *be);
+/* The driver function table every call of this backend goes through (NULL when be is not the
+ * CUDA backend): tests wrap its entries, e.g. to count allocations. */
+struct cuda_drv *cuda_backend_drv(backend *be);
 
 #endif

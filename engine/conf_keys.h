@@ -13,6 +13,8 @@ CONF_STR(gpu, nvrtc_path, "", "libnvrtc file or directory to use; empty = search
 CONF_STR(gpu, cublaslt_path, "", "libcublasLt file or directory to use; empty = search (ZIPAGE_CUBLASLT, sonames, CUDA and pip dirs)")
 CONF_STR(gpu, cuda_driver_path, "", "libcuda file to use; empty = libcuda.so.1 on the loader path")
 CONF_INT(gpu, cuda_device, 0, 0, 63, "ordinal of the GPU to use")
+CONF_INT(gpu, attention_chunk, 512, 64, 1048576, "KV positions per split of GPU attention (fixed for every row: results do not depend on the batch)")
+CONF_BOOL(gpu, cuda_graphs, true, "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
 CONF_BOOL(gpu, batch_invariant, true, "one split-K-free GEMM algorithm per weight for every batch size: tokens do not depend on the batch")
 
 /* [memory] */

@@ -204,6 +204,7 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
         .max_blocks = e->max_blocks,
         .block_size = e->bs,
         .kv_dtype = kvt,
+        .graphs = cf->cuda_graphs,
     };
     if (cmp) {
         int64_t keep_blocks =
@@ -345,7 +346,7 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
         .vocab = mc->vocab,
         .block_size = e->bs,
         .max_tokens = (int32_t)cf->max_num_batched_tokens,
-        .max_logits = (int32_t)cf->max_num_seqs,
+        .max_logits = (int32_t)cf->max_num_seqs, .max_model_len = e->max_model_len,
     };
     be_config bc;
     engine_be_config(cf, &bc);
@@ -948,6 +949,7 @@ int engine_step(engine *e) {
 
 void engine_get_stats(const engine *e, engine_stats *s) {
     *s = e->st;
+    s->graph_steps = e->m.graph_steps;
     s->running = e->running.n;
     s->waiting = e->waiting.n;
     s->blocks_total = e->kv.num_blocks;
@@ -957,6 +959,8 @@ void engine_get_stats(const engine *e, engine_stats *s) {
 }
 
 /* ---- introspection ---- */
+
+backend *engine_backend(const engine *e) { return e->be; }
 
 static int broken(const char *what, int32_t a, int32_t b) {
     return err_set(ZP_ESTATE, "engine invariant broken: %s (%d vs %d)", what, a, b);

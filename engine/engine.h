@@ -64,6 +64,7 @@ typedef struct engine_stats {
     int64_t steps, prompt_tokens, completion_tokens, preemptions;
     int64_t prefix_hit_tokens, prefix_query_tokens;
     int64_t compressions, evicted_tokens;
+    int64_t graph_steps; /* decode steps replayed from a CUDA graph */
     double score_seconds, compact_seconds, forward_seconds, busy_seconds;
     double tokens_per_s; /* completion tokens per busy second */
 } engine_stats;
@@ -101,6 +102,8 @@ void engine_get_stats(const engine *e, engine_stats *s);
  * message naming the first one broken. engine_debug_block reports a block's reference
  * count and a hash of its K/V contents across all layers. */
 int engine_check(const engine *e);
+/* The engine's backend (tests reach the CUDA backend's driver table through it). */
+backend *engine_backend(const engine *e);
 int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *contents);
 
 #endif

@@ -206,6 +206,8 @@ size_t model_device_bytes(const model_config *c, const model_weights *w, const m
     return cv.bytes;
 }
 
+static int capture_graphs(model *m);
+
 int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
                const model_dims *d) {
     memset(m, 0, sizeof *m);
@@ -270,32 +272,18 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     CARVE(block_tables, (size_t)d->max_seqs * (size_t)d->max_blocks);
 #undef CARVE
     bb->max_blocks = d->max_blocks;
-    return 0;
+    return d->graphs && be->capture_begin ? capture_graphs(m) : 0;
 }
 
-int model_forward(model *m) {
+/* The ops of one step after its metadata is on the backend: n token rows, n_logits of them
+ * with logits (or ids); bb's host fields size the grids. */
+static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
     const model_config *c = &m->cfg;
     backend *be = m->be;
-    model_batch *b = &m->batch;
     be_batch *bb = &m->bb;
-    int n = b->n_tokens, H = c->hidden, D = c->head_dim, Hq = c->heads, Hkv = c->kv_heads;
+    int H = c->hidden, D = c->head_dim, Hq = c->heads, Hkv = c->kv_heads;
     int I = c->intermediate, bs = m->dims.block_size;
     float eps = (float)c->rms_eps;
-    if (n < 1 || n > m->dims.max_tokens || b->n_seqs > m->dims.max_seqs ||
-        b->n_logits > m->dims.max_logits)
-        return err_set(ZP_EINVAL,
-                       "model: batch of %d tokens / %d seqs / %d logit rows exceeds "
-                       "the plan",
-                       n, b->n_seqs, b->n_logits);
-    bb->n_tokens = n;
-    bb->n_seqs = b->n_seqs;
-    bb->n_logits = b->n_logits;
-    bb->max_kv_len = 0;
-    for (int i = 0; i < n; i++)
-        if (b->tok_kv_idx[i] + 1 > bb->max_kv_len) bb->max_kv_len = b->tok_kv_idx[i] + 1;
-    m->host_meta[0] = n, m->host_meta[1] = b->n_logits, m->host_meta[2] = b->n_seqs;
-    int rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
-    if (rc) return rc;
     be->embed(be, m->x, m->embed.p, m->embed.t, bb->token_ids, n, H);
     for (int l = 0; l < c->layers; l++) {
         const model_layer *L = &m->layers[l];
@@ -315,17 +303,100 @@ int model_forward(model *m) {
         be->swiglu(be, m->h, m->gu, n, I);
         be->linear(be, m->xn, m->h, &L->down, n);
     }
-    if (b->n_logits > 0) {
+    if (n_logits > 0) {
         be->add_rmsnorm(be, m->x, m->xn, m->xn, m->final_norm.p, m->final_norm.t, n, H, eps);
-        be->gather_rows(be, m->sel, m->xn, bb->logit_rows, b->n_logits, H);
-        be->linear(be, m->logits, m->sel, &m->lm_head, b->n_logits);
-        if (b->want_ids) {
-            be->argmax(be, m->ids, m->logits, b->n_logits, m->n_valid, c->vocab);
+        be->gather_rows(be, m->sel, m->xn, bb->logit_rows, n_logits, H);
+        be->linear(be, m->logits, m->sel, &m->lm_head, n_logits);
+        if (want_ids) be->argmax(be, m->ids, m->logits, n_logits, m->n_valid, c->vocab);
+    }
+}
+
+static int bucket_of(const int32_t *b, int32_t n, int32_t v) {
+    for (int32_t i = 0; i < n; i++)
+        if (v <= b[i]) return i;
+    return -1;
+}
+
+/* Captures one graph per (batch bucket, length bucket) of decode steps: batch buckets are
+ * powers of two up to the most rows a decode step can have, length buckets the attention's
+ * split sizes times powers of two up to the longest context. Each bucket first runs once
+ * eagerly with zero counts (every kernel exits at once; the GEMMs run on whatever the
+ * buffers hold), so libraries load their kernels before any capture. */
+static int capture_graphs(model *m) {
+    backend *be = m->be;
+    int32_t max_b = m->dims.max_seqs < m->dims.max_tokens ? m->dims.max_seqs : m->dims.max_tokens;
+    if (max_b > m->dims.max_logits) max_b = m->dims.max_logits;
+    int32_t max_len = m->dims.max_blocks * m->dims.block_size;
+    for (int32_t v = 1;; v *= 2) {
+        m->batch_bucket[m->n_batch_buckets++] = v < max_b ? v : max_b;
+        if (v >= max_b) break;
+    }
+    for (int32_t v = 1024;; v *= 2) {
+        m->len_bucket[m->n_len_buckets++] = v < max_len ? v : max_len;
+        if (v >= max_len || m->n_len_buckets == 32) break;
+    }
+    if (m->n_batch_buckets * m->n_len_buckets > be->max_graphs) {
+        m->n_batch_buckets = m->n_len_buckets = 0;
+        return err_set(ZP_ELIMIT, "model: %d x %d CUDA graphs exceed the backend's %d; lower "
+                       "max_num_seqs or max_model_len, or set cuda_graphs=false",
+                       m->n_batch_buckets, m->n_len_buckets, be->max_graphs);
+    }
+    memset(m->host_meta, 0, m->meta_words * 4);
+    int rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
+    for (int32_t bi = 0; !rc && bi < m->n_batch_buckets; bi++) {
+        int32_t B = m->batch_bucket[bi];
+        for (int32_t li = 0; !rc && li < m->n_len_buckets; li++) {
+            m->bb.n_tokens = m->bb.n_seqs = m->bb.n_logits = B;
+            m->bb.max_kv_len = m->len_bucket[li];
+            if (li == 0) {
+                forward_ops(m, B, B, true);
+                if ((rc = be->sync(be))) break;
+            }
+            if ((rc = be->capture_begin(be))) break;
+            forward_ops(m, B, B, true);
+            rc = be->capture_end(be, bi * m->n_len_buckets + li);
+        }
+    }
+    if (rc) m->n_batch_buckets = m->n_len_buckets = 0;
+    return rc;
+}
+
+int model_forward(model *m) {
+    const model_config *c = &m->cfg;
+    backend *be = m->be;
+    model_batch *b = &m->batch;
+    be_batch *bb = &m->bb;
+    int n = b->n_tokens;
+    if (n < 1 || n > m->dims.max_tokens || b->n_seqs > m->dims.max_seqs ||
+        b->n_logits > m->dims.max_logits)
+        return err_set(ZP_EINVAL, "model: batch of %d tokens / %d seqs / %d logit rows exceeds "
+                       "the plan", n, b->n_seqs, b->n_logits);
+    bb->n_tokens = n;
+    bb->n_seqs = b->n_seqs;
+    bb->n_logits = b->n_logits;
+    bb->max_kv_len = 0;
+    for (int i = 0; i < n; i++)
+        if (b->tok_kv_idx[i] + 1 > bb->max_kv_len) bb->max_kv_len = b->tok_kv_idx[i] + 1;
+    m->host_meta[0] = n, m->host_meta[1] = b->n_logits, m->host_meta[2] = b->n_seqs;
+    int rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
+    if (rc) return rc;
+    int bi = -1, li = -1;
+    if (m->n_batch_buckets && b->want_ids && b->n_seqs == n && b->n_logits == n) {
+        bi = bucket_of(m->batch_bucket, m->n_batch_buckets, n);
+        li = bucket_of(m->len_bucket, m->n_len_buckets, bb->max_kv_len);
+    }
+    if (bi >= 0 && li >= 0) {
+        if ((rc = be->graph_launch(be, bi * m->n_len_buckets + li))) return rc;
+        m->graph_steps++;
+    } else {
+        forward_ops(m, n, b->n_logits, b->want_ids);
+    }
+    if (b->n_logits > 0) {
+        if (b->want_ids)
             rc = be->download(be, m->host_ids, m->ids, (size_t)b->n_logits * 4);
-        } else {
+        else
             rc = be->download(be, m->host_logits, m->logits,
                               (size_t)b->n_logits * (size_t)c->vocab * sizeof(float));
-        }
         if (rc) return rc;
     }
     return be->sync(be);

@@ -29,6 +29,7 @@ typedef struct model_dims {
     int32_t block_size;
     int32_t num_blocks;
     zp_dtype kv_dtype;
+    int32_t graphs; /* capture decode steps as CUDA graphs (when the backend has them) */
     /* compression (all 0 when off) */
     int32_t qcache_slots; /* query-cache slots */
     int32_t qcl;          /* queries kept per slot and layer */
@@ -89,6 +90,10 @@ typedef struct model {
     model_cjobs cjobs;
     be_cjobs bcj;
     double score_seconds, compact_seconds;
+    /* decode-step graphs: slot = batch bucket * n_len_buckets + length bucket */
+    int32_t n_batch_buckets, n_len_buckets;
+    int32_t batch_bucket[32], len_bucket[32];
+    int64_t graph_steps; /* decode steps replayed from a graph */
 } model;
 
 /* Bytes of backend memory model_init will carve, exactly (plan the reservation with it): the
@@ -101,7 +106,9 @@ size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_
 int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
                const model_dims *d);
 /* Runs the staged batch; logits of the logit rows land in m->host_logits, or with want_ids
- * their argmax in m->host_ids (-1: a NaN or +inf logit; -2: every logit -inf). */
+ * their argmax in m->host_ids (-1: a NaN or +inf logit; -2: every logit -inf). A decode step
+ * (one token per sequence, want_ids) replays the CUDA graph of its batch and length buckets
+ * when the model captured graphs; every other step runs op by op. Both give the same bits. */
 int model_forward(model *m);
 /* Sets the compression parameters (before the first model_compress). */
 void model_set_cparams(model *m, const be_cparams *p);

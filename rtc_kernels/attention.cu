@@ -20,7 +20,8 @@
  *                CTAs of rows >= *n_tokens exit at once (and write nothing).
  *   part_o       f32 [n_rows_cap][hq][n_split][D]  un-normalised partial o (relative to m)
  *   part_ml      f32 [n_rows_cap][hq][n_split][2]  {m = max of scaled scores, l = sum exp(s-m)}
- *                An empty split (or a padding row) stores m = -inf, l = 0, o = 0.
+ *                An empty split (or a padding row) stores m = -inf, l = 0 and no o: the merge
+ *                skips a partial by its -inf maximum, so empty CTAs cost no o traffic.
  *
  * LAUNCH RULES.
  *   zp_attn_partial: grid (n_split, hkv, n_rows_cap), block ZP_ATTN_THREADS (128), no dynamic
@@ -37,8 +38,10 @@
  *   element is fetched from memory once and used for G heads (decode is memory-bound; loading
  *   K/V per query head would multiply traffic by G).
  *   Split-KV: with few decode rows, rows x hkv CTAs under-fill the 132 SMs; splitting the KV
- *   range into n_split chunks (>= 128 tokens each is sensible) adds parallelism; under CUDA
- *   graphs the split is fixed and the grid padded (empty splits are cheap and merge to nothing).
+ *   range into chunks adds parallelism. The backend uses one fixed chunk for every row and
+ *   step, so a row's splits (and its rounding) depend on its own length only: batch
+ *   invariance. The grid covers the step's longest row (or a CUDA graph's length bucket);
+ *   splits past a row's length are empty and merge to nothing.
  *
  * THREAD MAPPING (zp_attn_partial). A K/V row of D bf16 is read as TPR = D/8 16-byte vectors by
  * TPR consecutive lanes; the 128 threads form RPI = 128/TPR row groups. A tile is
@@ -202,9 +205,7 @@ zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__re
     /* (t, h = g*G + j, s) lives at partial index pbase + j*n_split */
     const size_t pbase = ((size_t)t * (size_t)hq + (size_t)g * G) * (size_t)n_split + (size_t)s;
 
-    if (start >= end) {
-        for (int idx = tid; idx < G * D; idx += ZP_ATTN_THREADS)
-            part_o[(pbase + (size_t)(idx / D) * (size_t)n_split) * D + (size_t)(idx % D)] = 0.0f;
+    if (start >= end) { /* the merge skips it by its -inf maximum; its part_o is never read */
         if (tid < G) {
             part_ml[(pbase + (size_t)tid * (size_t)n_split) * 2 + 0] = ZP_NEG_INF;
             part_ml[(pbase + (size_t)tid * (size_t)n_split) * 2 + 1] = 0.0f;

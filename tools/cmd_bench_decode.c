@@ -140,7 +140,7 @@ int bench_decode(int argc, char **argv) {
     be_shape shape = {.layers = mc.layers, .hidden = mc.hidden, .heads = mc.heads,
                       .kv_heads = mc.kv_heads, .head_dim = mc.head_dim,
                       .intermediate = mc.intermediate, .vocab = mc.vocab, .block_size = bs,
-                      .max_tokens = max_b, .max_logits = max_b};
+                      .max_tokens = max_b, .max_logits = max_b, .max_model_len = max_blocks * bs};
     be_config bc;
     engine_be_config(&cf, &bc);
     bc.compress = false;
@@ -150,7 +150,7 @@ int bench_decode(int argc, char **argv) {
     fprintf(stderr, "bench decode: backend %s\n", why);
     model_dims d = {.max_tokens = max_b, .max_logits = max_b, .max_seqs = max_b,
                     .max_blocks = max_blocks, .block_size = bs, .num_blocks = max_tok_blocks,
-                    .kv_dtype = be->act_dtype};
+                    .kv_dtype = be->act_dtype, .graphs = cf.cuda_graphs};
     model *m = arena_alloc(&a, sizeof *m, 64, "model");
     double t0 = now_s();
     if (!m) rc = ZP_ENOMEM;
@@ -160,8 +160,9 @@ int bench_decode(int argc, char **argv) {
         be->destroy(be);
         return rc;
     }
-    fprintf(stderr, "bench decode: model of %d layers placed in %.1f s (%.2f GiB)\n", mc.layers,
-            now_s() - t0, model_device_bytes(&mc, &mw, &d, be) / 1073741824.0);
+    fprintf(stderr, "bench decode: model of %d layers placed in %.1f s (%.2f GiB), %d CUDA graphs\n",
+            mc.layers, now_s() - t0, model_device_bytes(&mc, &mw, &d, be) / 1073741824.0,
+            m->n_batch_buckets * m->n_len_buckets);
     size_t weight_bytes = 0, kv_token = model_block_bytes(&mc, 1, be->act_dtype, false);
     {
         /* bytes every step reads: the weights as stored (the tied head counts once) */

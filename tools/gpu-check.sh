@@ -2,9 +2,12 @@
 # Everything zipage checks on the GPU machine, in one call (docs/GPU.md):
 #   1. the kernels: `zipage kernels` compiles every kernel with NVRTC for the GPU and loads it;
 #   2. every GPU test program (tests/test_cuda_*.c against their CPU twins, test_nvrtc);
-#   3. the first benchmarks: `zipage bench attention` beside tools/peer_sdpa.py (torch SDPA),
-#      and the PyTorch CUDA-graph decode step (tools/peer_decode.py) with its roofline;
-#   4. with --parity: the CPU reference against transformers (tools/hf_parity.py).
+#   3. the engine on the GPU: bf16 logits against transformers on random models and against
+#      the CPU backend (tools/gpu_parity.py); greedy accuracy of zipage-reasoner (gpu-greedy.sh);
+#   4. benchmarks: `zipage bench decode` on a Qwen3-8B shape beside the PyTorch CUDA-graph
+#      decode step (tools/peer_decode.py); with --attention `zipage bench attention` beside
+#      torch SDPA (tools/peer_sdpa.py);
+#   5. with --parity: the CPU reference against transformers (tools/hf_parity.py).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
 #   mkdir -p .carry && cp -r build/zipage build/gpu .carry/
 # Results: $OUT/gpu-check.log and $OUT/gpu-check.json (one entry per step: name, exit, seconds).
@@ -15,14 +18,16 @@ C=${CARRY:-.carry}
 ZP=$C/zipage
 log="$OUT/gpu-check.log"
 json="$OUT/gpu-check.json"
-parity=0 bench=1
+parity=0 bench=1 attn=0
 for a in "$@"; do
   case $a in
     --parity) parity=1 ;;      # also the CPU reference against transformers (hf_parity.py)
     --no-bench) bench=0 ;;     # skip the benchmarks (correctness only)
-    *) echo "usage: gpu-check.sh [--parity] [--no-bench]"; exit 2 ;;
+    --attention) attn=1 ;;     # also the attention kernel beside torch SDPA
+    *) echo "usage: gpu-check.sh [--parity] [--no-bench] [--attention]"; exit 2 ;;
   esac
 done
+export ZP_BUILD=$C  # tests make their models with $C/zipage
 export ZIPAGE_KERNEL_CACHE=${ZIPAGE_KERNEL_CACHE:-/tmp/zp-kernels}
 steps=()
 step() { # step NAME COMMAND...: runs, logs, records exit and time
@@ -50,10 +55,23 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time
       --cpu-twin models/zipage-reasoner || fail=1
   step engine-greedy bash tools/gpu-greedy.sh "$ZP" "$OUT" "${ZP_GREEDY_EXPECT:-200/200}" || fail=1
   if [ $bench = 1 ]; then
-    # first speed figures: paged decode attention beside torch SDPA on the same shapes
+    # decode throughput of a Qwen3-8B-shaped model beside the roofline and the PyTorch peer
+    step bench-decode "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+        --json "$OUT/bench-decode.jsonl" || fail=1
+    # the same without CUDA graphs, and other attention split sizes (attention_chunk)
+    step bench-decode-eager "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+        --set cuda_graphs=false --json "$OUT/bench-decode-eager.jsonl" || fail=1
+    for ch in 256 1024; do
+      step bench-decode-chunk$ch "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+          --points 1x2048,64x8192,256x2048 --set attention_chunk=$ch \
+          --json "$OUT/bench-decode-chunk$ch.jsonl" || fail=1
+    done
+    step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
+  fi
+  if [ $attn = 1 ]; then
+    # paged decode attention beside torch SDPA on the same shapes
     step bench-attention "$ZP" bench attention --json "$OUT/bench-attention.jsonl" || fail=1
     step peer-sdpa env PYTHONUNBUFFERED=1 python3 tools/peer_sdpa.py --json "$OUT/peer-sdpa.jsonl" || fail=1
-    step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
   fi
   if [ $parity = 1 ]; then
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'

@@ -6,7 +6,7 @@
 #   usage: gpu-greedy.sh ZIPAGE OUT_DIR EXPECT   (EXPECT e.g. 200/200)
 set -u
 ZP=$1 OUT=$2 EXPECT=$3 M=models/zipage-reasoner
-"$ZP" bench accuracy --model $M --data $M/test.jsonl --budgets full --backend cuda \
+"$ZP" bench accuracy --model $M --data $M/test.jsonl --n 200 --budgets full --backend cuda \
     >"$OUT/accuracy-cuda.txt" 2>&1 || { cat "$OUT/accuracy-cuda.txt"; exit 1; }
 cat "$OUT/accuracy-cuda.txt"
 got=$(grep -E '^full ' "$OUT/accuracy-cuda.txt" | awk '{print $3}')
