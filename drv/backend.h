@@ -126,8 +126,8 @@ struct backend {
     int device_memory;    /* the reservation is GPU memory: kv_memory_mb 0 sizes the KV pool from
                            * mem_info x gpu_memory_utilization */
     size_t scratch_bytes; /* the backend's own scratch, reserved on top of reserve()'s bytes */
-    be_ptr counts;        /* set by the model: int32 [3] (n_tokens, n_logits, n_seqs) of the
-                           * step, in backend memory, read by kernels (padded launches) */
+    be_ptr counts;        /* set by the model: int32 [4] (n_tokens, n_logits, n_seqs, n_seat_jobs)
+                           * of the step, in backend memory, read by kernels (padded launches) */
 
     /* Memory: one reservation at start-up, carved by alloc (start-up only). mem_info: the
      * memory the reservation may come from (free and total bytes). */
@@ -182,8 +182,18 @@ struct backend {
     /* out[i][:] = x[rows[i]][:] (act) */
     void (*gather_rows)(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim);
     /* Greedy sampling: ids[r] = the lowest id of the largest of logits[r][0 .. n_valid) (f32,
-     * rows `stride` apart); -1 when the row holds a NaN or +inf (the CPU sampler's error). */
+     * rows `stride` apart), or the error codes of drv/sample_abi.h (a NaN, a +inf, all -inf). */
     void (*argmax)(backend *be, be_ptr ids, be_ptr logits, int n, int n_valid, int stride);
+    /* Sampling on the backend, every parameter of engine/sampler.c (NULL: the engine samples
+     * on the host). params: zp_sample_params [n] (drv/sample_abi.h); ids [n] get tokens or
+     * error codes, logprobs [n] the chosen token's logprob where asked; logits are modified.
+     * Penalty state lives in sample_seats seats kept by the backend; seat_init (re)initialises
+     * the seats of n_jobs zp_sample_seat_job records (count also at counts[3]) from hist ids,
+     * and sample adds each row's token to its seat. */
+    int sample_seats;
+    void (*seat_init)(backend *be, be_ptr jobs, be_ptr hist, int n_jobs, int stride);
+    void (*sample)(backend *be, be_ptr ids, be_ptr logprobs, be_ptr logits, be_ptr params, int n,
+                   int n_valid, int stride);
 
     /* Fails (ZP_EUNSUP, message naming the limit and the key to change) when this backend
      * cannot run attention with p's heads and head dim, or (when p->qcl > 0) compress with

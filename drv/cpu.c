@@ -20,6 +20,7 @@
 #include "arena/err.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -619,22 +620,22 @@ typedef struct {
     int n_valid, stride;
 } argmax_args;
 
-/* As the CPU sampler's greedy path: -1 on a NaN or +inf, -2 when every logit is -inf. */
+/* As the CPU sampler's greedy path, with the error codes of drv/sample_abi.h: -1 a NaN,
+ * -2 a +inf, -3 every logit -inf. */
 static void argmax_rows(void *c, size_t b, size_t e, int tid) {
     argmax_args *a = c;
     for (size_t r = b; r < e; r++) {
         const float *row = a->logits + r * (size_t)a->stride;
-        int32_t best = -2;
+        int32_t best = -3;
         float bv = -INFINITY;
+        bool nan = false, inf = false;
         for (int i = 0; i < a->n_valid; i++) {
             float v = row[i];
-            if (isnan(v) || v == INFINITY) {
-                best = -1;
-                break;
-            }
+            nan |= isnan(v);
+            inf |= v == INFINITY;
             if (v > bv) bv = v, best = i;
         }
-        a->ids[r] = best;
+        a->ids[r] = nan ? -1 : inf ? -2 : best;
     }
 }
 

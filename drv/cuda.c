@@ -8,7 +8,8 @@
 #include <string.h>
 
 /* The table: base name -> slot in cuda_drv. */
-#define ENTRY(field, name) {name, offsetof(cuda_drv, field)}
+#define ENTRY(field, name)                                                                         \
+    { name, offsetof(cuda_drv, field) }
 static const struct {
     const char *name;
     size_t off;
@@ -79,14 +80,16 @@ int cuda_drv_load(cuda_drv *d, const char *override) {
     *(void **)&gpa = dlsym(d->so, "cuGetProcAddress_v2");
     if (!gpa) {
         cuda_drv_unload(d);
-        return err_set(ZP_EUNSUP, "%s has no cuGetProcAddress_v2: the NVIDIA driver is older "
-                                  "than CUDA 12; zipage needs driver 525 or newer", lib);
+        return err_set(ZP_EUNSUP,
+                       "%s has no cuGetProcAddress_v2: the NVIDIA driver is older "
+                       "than CUDA 12; zipage needs driver 525 or newer",
+                       lib);
     }
     for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++) {
         void *fn = NULL;
         int status = -1;
-        CUresult r = gpa(entries[i].name, &fn, ZP_CUDA_API_VERSION, CU_GET_PROC_ADDRESS_DEFAULT,
-                         &status);
+        CUresult r =
+            gpa(entries[i].name, &fn, ZP_CUDA_API_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &status);
         if (r != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS || !fn) {
             cuda_drv_unload(d);
             return err_set(ZP_EUNSUP, "%s: cannot resolve %s for CUDA %d (error %d, status %d)",
@@ -118,22 +121,38 @@ int cuda_dev_open(cuda_dev *d, const cuda_drv *drv, int ordinal) {
         return err_set(n ? ZP_EINVAL : ZP_ENOTFOUND,
                        "key 'cuda_device': GPU %d requested, %d present", ordinal, n);
     if ((rc = cuda_err(drv, drv->DeviceGet(&d->dev, ordinal), "cuDeviceGet")) ||
-        (rc = cuda_err(drv, drv->DeviceGetName(d->name, sizeof d->name, d->dev), "cuDeviceGetName")) ||
-        (rc = cuda_err(drv, drv->DeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, d->dev), "cuDeviceGetAttribute")) ||
-        (rc = cuda_err(drv, drv->DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, d->dev), "cuDeviceGetAttribute")) ||
-        (rc = cuda_err(drv, drv->DeviceGetAttribute(&d->n_sm, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, d->dev), "cuDeviceGetAttribute")) ||
-        (rc = cuda_err(drv, drv->DeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, d->dev), "cuDeviceGetAttribute")))
+        (rc = cuda_err(drv, drv->DeviceGetName(d->name, sizeof d->name, d->dev),
+                       "cuDeviceGetName")) ||
+        (rc = cuda_err(
+             drv,
+             drv->DeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, d->dev),
+             "cuDeviceGetAttribute")) ||
+        (rc = cuda_err(
+             drv,
+             drv->DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, d->dev),
+             "cuDeviceGetAttribute")) ||
+        (rc = cuda_err(
+             drv,
+             drv->DeviceGetAttribute(&d->n_sm, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, d->dev),
+             "cuDeviceGetAttribute")) ||
+        (rc = cuda_err(drv,
+                       drv->DeviceGetAttribute(
+                           &optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, d->dev),
+                       "cuDeviceGetAttribute")))
         return rc;
     d->arch = major * 10 + minor;
     d->smem_optin = (size_t)optin;
     if (d->arch < 80)
         return err_set(ZP_EUNSUP, "GPU %d (%s) is sm_%d; zipage's bf16 kernels need sm_80 or newer",
                        ordinal, d->name, d->arch);
-    if ((rc = cuda_err(drv, drv->DevicePrimaryCtxRetain(&d->ctx, d->dev), "cuDevicePrimaryCtxRetain")))
+    if ((rc = cuda_err(drv, drv->DevicePrimaryCtxRetain(&d->ctx, d->dev),
+                       "cuDevicePrimaryCtxRetain")))
         return rc;
     if ((rc = cuda_err(drv, drv->CtxSetCurrent(d->ctx), "cuCtxSetCurrent")) ||
-        (rc = cuda_err(drv, drv->StreamCreate(&d->compute, CU_STREAM_NON_BLOCKING), "cuStreamCreate")) ||
-        (rc = cuda_err(drv, drv->StreamCreate(&d->compress, CU_STREAM_NON_BLOCKING), "cuStreamCreate"))) {
+        (rc = cuda_err(drv, drv->StreamCreate(&d->compute, CU_STREAM_NON_BLOCKING),
+                       "cuStreamCreate")) ||
+        (rc = cuda_err(drv, drv->StreamCreate(&d->compress, CU_STREAM_NON_BLOCKING),
+                       "cuStreamCreate"))) {
         cuda_dev_close(d);
         return rc;
     }

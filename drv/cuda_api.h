@@ -105,9 +105,8 @@ typedef const char *(*PFN_nvrtcGetErrorString)(nvrtcResult r);
 typedef nvrtcResult (*PFN_nvrtcVersion)(int *major, int *minor);
 typedef nvrtcResult (*PFN_nvrtcGetNumSupportedArchs)(int *n);
 typedef nvrtcResult (*PFN_nvrtcGetSupportedArchs)(int *archs);
-typedef nvrtcResult (*PFN_nvrtcCreateProgram)(nvrtcProgram *prog, const char *src,
-                                              const char *name, int n_headers,
-                                              const char *const *headers,
+typedef nvrtcResult (*PFN_nvrtcCreateProgram)(nvrtcProgram *prog, const char *src, const char *name,
+                                              int n_headers, const char *const *headers,
                                               const char *const *include_names);
 typedef nvrtcResult (*PFN_nvrtcDestroyProgram)(nvrtcProgram *prog);
 typedef nvrtcResult (*PFN_nvrtcCompileProgram)(nvrtcProgram prog, int n_opts,
@@ -135,23 +134,23 @@ typedef struct {
 } cublasLtMatmulHeuristicResult_t;
 
 enum { CUBLAS_STATUS_SUCCESS = 0 };
-enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 };                 /* cudaDataType */
-enum { CUBLAS_COMPUTE_32F = 68 };                          /* cublasComputeType_t */
-enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };                 /* cublasOperation_t */
-enum {                                                     /* cublasLtMatmulDescAttributes_t */
-    CUBLASLT_MATMUL_DESC_TRANSA = 3,
-    CUBLASLT_MATMUL_DESC_TRANSB = 4,
-    CUBLASLT_MATMUL_DESC_EPILOGUE = 7,
-    CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,
+enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 }; /* cudaDataType */
+enum { CUBLAS_COMPUTE_32F = 68 };          /* cublasComputeType_t */
+enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 }; /* cublasOperation_t */
+enum {                                     /* cublasLtMatmulDescAttributes_t */
+       CUBLASLT_MATMUL_DESC_TRANSA = 3,
+       CUBLASLT_MATMUL_DESC_TRANSB = 4,
+       CUBLASLT_MATMUL_DESC_EPILOGUE = 7,
+       CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,
 };
 enum { CUBLASLT_EPILOGUE_DEFAULT = 1, CUBLASLT_EPILOGUE_BIAS = 4 };
 enum { CUBLASLT_MATRIX_LAYOUT_ROWS = 2, CUBLASLT_MATRIX_LAYOUT_COLS = 3 };
-enum {                                                     /* cublasLtMatmulPreferenceAttributes_t */
-    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
-    CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK = 3,
+enum { /* cublasLtMatmulPreferenceAttributes_t */
+       CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
+       CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK = 3,
 };
 enum { CUBLASLT_REDUCTION_SCHEME_NONE = 0 };
-enum { CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2 };             /* cublasLtMatmulAlgoConfigAttributes_t */
+enum { CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2 }; /* cublasLtMatmulAlgoConfigAttributes_t */
 
 typedef cublasStatus_t (*PFN_cublasLtCreate)(cublasLtHandle_t *h);
 typedef cublasStatus_t (*PFN_cublasLtDestroy)(cublasLtHandle_t h);
@@ -176,23 +175,17 @@ typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoGetHeuristic)(
     cublasLtHandle_t h, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
     cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d, cublasLtMatmulPreference_t pref, int n_req,
     cublasLtMatmulHeuristicResult_t *results, int *n_ret);
-typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoCheck)(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
-                                                      cublasLtMatrixLayout_t a,
-                                                      cublasLtMatrixLayout_t b,
-                                                      cublasLtMatrixLayout_t c,
-                                                      cublasLtMatrixLayout_t d,
-                                                      const cublasLtMatmulAlgo_t *algo,
-                                                      cublasLtMatmulHeuristicResult_t *result);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoCheck)(
+    cublasLtHandle_t h, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+    cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d, const cublasLtMatmulAlgo_t *algo,
+    cublasLtMatmulHeuristicResult_t *result);
 typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoConfigGetAttribute)(const cublasLtMatmulAlgo_t *algo,
                                                                    int attr, void *buf, size_t n,
                                                                    size_t *written);
-typedef cublasStatus_t (*PFN_cublasLtMatmul)(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
-                                             const void *alpha, const void *a,
-                                             cublasLtMatrixLayout_t ad, const void *b,
-                                             cublasLtMatrixLayout_t bd, const void *beta,
-                                             const void *c, cublasLtMatrixLayout_t cd, void *d,
-                                             cublasLtMatrixLayout_t dd,
-                                             const cublasLtMatmulAlgo_t *algo, void *workspace,
-                                             size_t workspace_bytes, CUstream stream);
+typedef cublasStatus_t (*PFN_cublasLtMatmul)(
+    cublasLtHandle_t h, cublasLtMatmulDesc_t op, const void *alpha, const void *a,
+    cublasLtMatrixLayout_t ad, const void *b, cublasLtMatrixLayout_t bd, const void *beta,
+    const void *c, cublasLtMatrixLayout_t cd, void *d, cublasLtMatrixLayout_t dd,
+    const cublasLtMatmulAlgo_t *algo, void *workspace, size_t workspace_bytes, CUstream stream);
 
 #endif

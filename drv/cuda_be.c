@@ -20,6 +20,7 @@
 #include "drv/cublaslt.h"
 #include "drv/cuda.h"
 #include "drv/nvrtc.h"
+#include "drv/sample_abi.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,8 +47,10 @@ typedef struct cuda_be {
     CUdeviceptr ws, part_o, part_ml;
     size_t part_cap; /* (token row, split) pairs the partials hold */
     void *staging;
-    CUmodule layer_mod, attn_mod;
+    CUmodule layer_mod, attn_mod, sample_mod;
     CUfunction embed, add_rmsnorm, qkv, swiglu, gather, argmax, attn_partial, attn_merge;
+    CUfunction sample, seat_init;
+    CUdeviceptr seen, seat_counts; /* penalty state of the sample_seats seats */
     cublaslt_gemm *plans;
     int n_plans, cap_plans;
     CUgraphExec graphs[CB_MAX_GRAPHS];
@@ -122,6 +125,11 @@ static int cb_reserve(backend *be, size_t bytes) {
     cb->part_o = p;
     if ((rc = cb_alloc(be, al(rows * 8), CB_ALIGN, &p, "attention partials"))) return rc;
     cb->part_ml = p;
+    size_t words = zp_sample_seat_words(cb->s.vocab), seats = (size_t)be->sample_seats;
+    if ((rc = cb_alloc(be, al(seats * words * 8), CB_ALIGN, &p, "sampling seats"))) return rc;
+    cb->seen = p;
+    if ((rc = cb_alloc(be, al(seats * words * 64 * 2), CB_ALIGN, &p, "sampling seats"))) return rc;
+    cb->seat_counts = p;
     return 0;
 }
 
@@ -249,15 +257,18 @@ static int cb_sync(backend *be) {
 static int cb_capture_begin(backend *be) {
     cuda_be *cb = be->impl;
     cb->rc = 0;
-    return cuda_err(&cb->drv, cb->drv.StreamBeginCapture(cb->dev.compute, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
-                    "cuStreamBeginCapture");
+    return cuda_err(
+        &cb->drv, cb->drv.StreamBeginCapture(cb->dev.compute, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+        "cuStreamBeginCapture");
 }
 
 static int cb_capture_end(backend *be, int slot) {
     cuda_be *cb = be->impl;
     CUgraph g = NULL;
-    int rc = cuda_err(&cb->drv, cb->drv.StreamEndCapture(cb->dev.compute, &g), "cuStreamEndCapture");
-    if (!rc && cb->rc) rc = err_set(cb->rc, "capturing a CUDA graph: %s", cb->err); /* a failed op */
+    int rc =
+        cuda_err(&cb->drv, cb->drv.StreamEndCapture(cb->dev.compute, &g), "cuStreamEndCapture");
+    if (!rc && cb->rc)
+        rc = err_set(cb->rc, "capturing a CUDA graph: %s", cb->err); /* a failed op */
     cb->rc = 0;
     if (!rc && (slot < 0 || slot >= CB_MAX_GRAPHS || cb->graphs[slot]))
         rc = err_set(ZP_EINVAL, "cuda backend: graph slot %d is taken or out of range", slot);
@@ -272,7 +283,8 @@ static int cb_graph_launch(backend *be, int slot) {
     cuda_be *cb = be->impl;
     if (slot < 0 || slot >= CB_MAX_GRAPHS || !cb->graphs[slot])
         return err_set(ZP_EINVAL, "cuda backend: no CUDA graph in slot %d", slot);
-    return cuda_err(&cb->drv, cb->drv.GraphLaunch(cb->graphs[slot], cb->dev.compute), "cuGraphLaunch");
+    return cuda_err(&cb->drv, cb->drv.GraphLaunch(cb->graphs[slot], cb->dev.compute),
+                    "cuGraphLaunch");
 }
 
 static void cb_destroy(backend *be) {
@@ -286,6 +298,7 @@ static void cb_destroy(backend *be) {
     if (cb->lt.h) cublaslt_close(&cb->lt);
     if (cb->layer_mod) cb->drv.ModuleUnload(cb->layer_mod);
     if (cb->attn_mod) cb->drv.ModuleUnload(cb->attn_mod);
+    if (cb->sample_mod) cb->drv.ModuleUnload(cb->sample_mod);
     if (cb->mem) cb->drv.MemFree(cb->mem);
     if (cb->staging) cb->drv.MemFreeHost(cb->staging);
     cuda_dev_close(&cb->dev);
@@ -341,9 +354,10 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     int n = b->n_tokens, L = b->max_kv_len > 0 ? b->max_kv_len : 1, chunk = cb->chunk;
     int n_split = (L + chunk - 1) / chunk;
     if ((size_t)n * (size_t)n_split > cb->part_cap) {
-        keep(cb, err_set(ZP_ELIMIT, "cuda backend: attention over %d rows of up to %d positions "
-                         "exceeds the partials planned for max_model_len %d", n, L,
-                         cb->s.max_model_len));
+        keep(cb, err_set(ZP_ELIMIT,
+                         "cuda backend: attention over %d rows of up to %d positions "
+                         "exceeds the partials planned for max_model_len %d",
+                         n, L, cb->s.max_model_len));
         return;
     }
     be_ptr cnt = be->counts, seq = b->tok_seq, idx = b->tok_kv_idx, bt = b->block_tables;
@@ -375,6 +389,22 @@ static void cb_argmax(backend *be, be_ptr ids, be_ptr logits, int n, int n_valid
     be_ptr cnt = be->counts + 4; /* n_logits */
     void *a[] = {&ids, &logits, &cnt, &n_valid, &stride};
     launch(cb, cb->argmax, U(n), 1, 1, 1024, a, "zp_argmax");
+}
+
+static void cb_seat_init(backend *be, be_ptr jobs, be_ptr hist, int n_jobs, int stride) {
+    CB(be);
+    be_ptr cnt = be->counts + 12; /* n_seat_jobs */
+    void *a[] = {&cb->seen, &cb->seat_counts, &jobs, &hist, &cnt, &stride};
+    launch(cb, cb->seat_init, U(n_jobs), 1, 1, ZP_SAMPLE_THREADS, a, "zp_sample_seat_init");
+}
+
+static void cb_sample(backend *be, be_ptr ids, be_ptr logprobs, be_ptr logits, be_ptr params, int n,
+                      int n_valid, int stride) {
+    CB(be);
+    be_ptr cnt = be->counts + 4; /* n_logits */
+    void *a[] = {&ids,    &logprobs, &logits,   &params,         &cnt,
+                 &stride, &n_valid,  &cb->seen, &cb->seat_counts};
+    launch(cb, cb->sample, U(n), 1, 1, ZP_SAMPLE_THREADS, a, "zp_sample");
 }
 
 static int cb_check(backend *be, const be_cparams *p) {
@@ -449,7 +479,10 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         (rc = get_fn(cb, cb->layer_mod, "zp_gather_rows", &cb->gather)) ||
         (rc = get_fn(cb, cb->layer_mod, "zp_argmax", &cb->argmax)) ||
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_partial", &cb->attn_partial)) ||
-        (rc = get_fn(cb, cb->attn_mod, "zp_attn_merge", &cb->attn_merge)))
+        (rc = get_fn(cb, cb->attn_mod, "zp_attn_merge", &cb->attn_merge)) ||
+        (rc = load_module(cb, "sample.cu", 1, cache, &cb->sample_mod)) ||
+        (rc = get_fn(cb, cb->sample_mod, "zp_sample", &cb->sample)) ||
+        (rc = get_fn(cb, cb->sample_mod, "zp_sample_seat_init", &cb->seat_init)))
         return rc;
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->staging, CB_STAGING), "cuMemAllocHost")))
         return rc;
@@ -458,9 +491,12 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     if (!cb->plans) return err_set(ZP_ENOMEM, "cuda backend: GEMM plans");
     /* the worst step: max_tokens rows, each split into max_model_len / chunk partials */
     cb->part_cap = (size_t)s->max_tokens * (size_t)((s->max_model_len + cb->chunk - 1) / cb->chunk);
-    cb->be.scratch_bytes = CB_WORKSPACE +
-                           al(cb->part_cap * (size_t)s->heads * (size_t)s->head_dim * 4) +
-                           al(cb->part_cap * (size_t)s->heads * 8) + 2 * CB_ALIGN;
+    cb->be.sample_seats = s->max_logits;
+    size_t words = zp_sample_seat_words(s->vocab);
+    cb->be.scratch_bytes =
+        CB_WORKSPACE + al(cb->part_cap * (size_t)s->heads * (size_t)s->head_dim * 4) +
+        al(cb->part_cap * (size_t)s->heads * 8) + al((size_t)s->max_logits * words * 8) +
+        al((size_t)s->max_logits * words * 64 * 2) + 4 * CB_ALIGN;
     snprintf(cb->desc, sizeof cb->desc,
              "%s (sm_%d, %d SMs), driver CUDA %d.%d, NVRTC %d.%d, "
              "cuBLASLt %zu",
@@ -498,8 +534,13 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .swiglu = cb_swiglu,
         .gather_rows = cb_gather_rows,
         .argmax = cb_argmax,
-        .check = cb_check, .max_graphs = CB_MAX_GRAPHS, .capture_begin = cb_capture_begin,
-        .capture_end = cb_capture_end, .graph_launch = cb_graph_launch,
+        .seat_init = cb_seat_init,
+        .sample = cb_sample,
+        .check = cb_check,
+        .max_graphs = CB_MAX_GRAPHS,
+        .capture_begin = cb_capture_begin,
+        .capture_end = cb_capture_end,
+        .graph_launch = cb_graph_launch,
     };
     int rc = setup(cb, c, s);
     if (rc) {

@@ -51,6 +51,7 @@ typedef struct req {
     bool compressed; /* at least one compression committed (never preempted then) */
     int32_t budget;  /* M for this request, in blocks */
     int32_t qslot;   /* query-cache slot, -1 = none */
+    int32_t seat;    /* the backend sampler's penalty-state seat, -1 = none */
     engine_usage usage;
     int32_t prev, next; /* links in the waiting or running list */
 } req;
@@ -88,6 +89,7 @@ struct engine {
     int32_t n_cancel_pending;
     int32_t M, qcl;           /* default budget (blocks) and query cache length */
     int32_t *qslots, nqslots; /* free query-cache slots */
+    int32_t *seats, nseats;   /* free seats of the backend's sampler */
     int32_t *cjob_req;        /* requests of the compression batch being built */
     uint32_t *blk_batch;      /* per block: the compression batch that reads it as shared */
     uint32_t cbatch;          /* id of the batch being built */
@@ -268,6 +270,15 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
         for (int32_t i = 0; i < d.qcache_slots; i++)
             e->qslots[e->nqslots++] = d.qcache_slots - 1 - i;
     }
+    if (e->be->sample) { /* every running request may need a seat */
+        if (e->be->sample_seats < cf->max_num_seqs)
+            return err_set(ZP_ELIMIT, "%s backend: %d sampling seats for max_num_seqs %lld",
+                           e->be->name, e->be->sample_seats, (long long)cf->max_num_seqs);
+        e->seats = arena_alloc(a, sizeof(int32_t) * (size_t)cf->max_num_seqs, 8, "sampling seats");
+        if (!e->seats) return ZP_ENOMEM;
+        for (int32_t i = 0; i < (int32_t)cf->max_num_seqs; i++)
+            e->seats[e->nseats++] = (int32_t)cf->max_num_seqs - 1 - i;
+    }
     if ((rc = kv_init(&e->kv, a, d.num_blocks, e->bs, cf->enable_prefix_caching))) return rc;
     if ((rc = sampler_init(&e->smp, a, mc->vocab, e->n_valid))) return rc;
 
@@ -346,7 +357,8 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
         .vocab = mc->vocab,
         .block_size = e->bs,
         .max_tokens = (int32_t)cf->max_num_batched_tokens,
-        .max_logits = (int32_t)cf->max_num_seqs, .max_model_len = e->max_model_len,
+        .max_logits = (int32_t)cf->max_num_seqs,
+        .max_model_len = e->max_model_len,
     };
     be_config bc;
     engine_be_config(cf, &bc);
@@ -393,6 +405,8 @@ void engine_get_info(const engine *e, engine_info *info) {
 static void release_slot(engine *e, req *r) {
     if (r->qslot >= 0) e->qslots[e->nqslots++] = r->qslot;
     r->qslot = -1;
+    if (r->seat >= 0) e->seats[e->nseats++] = r->seat;
+    r->seat = -1;
 }
 
 static void release_blocks(engine *e, req *r) {
@@ -500,6 +514,7 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     r->cmp = cmp;
     r->budget = budget;
     r->qslot = -1;
+    r->seat = -1;
     r->id = ++e->id_counter * (uint64_t)e->nreqs + (uint64_t)i;
     r->state = RQ_WAITING;
     list_push_back(e, &e->waiting, i);
@@ -815,10 +830,42 @@ static bool plain_greedy(const req *r) {
            p->frequency_penalty == 0.0f && !r->logprobs;
 }
 
+/* The backend sampler's parameters for r's next token; a request with a penalty gets a seat
+ * (initialised this step from its ids so far) the first time it samples there. */
+static void stage_sampling(engine *e, req *r, int32_t row) {
+    model_batch *b = &e->m.batch;
+    const sampling_params *p = &r->sp;
+    bool penalty = p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
+                   p->frequency_penalty != 0.0f;
+    if (penalty && r->seat < 0) {
+        assert(e->nseats > 0 && b->n_hist + r->n_tok <= b->hist_cap);
+        r->seat = e->seats[--e->nseats];
+        b->seat_jobs[b->n_seat_jobs++] =
+            (zp_sample_seat_job){.seat = r->seat,
+                                 .offset = b->n_hist,
+                                 .n_prompt = r->n_prompt,
+                                 .n_completion = r->n_tok - r->n_prompt};
+        memcpy(b->hist + b->n_hist, r->tok, sizeof(int32_t) * (size_t)r->n_tok);
+        b->n_hist += r->n_tok;
+    }
+    b->sparams[row] = (zp_sample_params){.temperature = p->temperature,
+                                         .top_k = p->top_k,
+                                         .top_p = p->top_p,
+                                         .min_p = p->min_p,
+                                         .repetition_penalty = p->repetition_penalty,
+                                         .presence_penalty = p->presence_penalty,
+                                         .frequency_penalty = p->frequency_penalty,
+                                         .seat = penalty ? r->seat : -1,
+                                         .seed = p->seed,
+                                         .counter = r->n_tok - r->n_prompt,
+                                         .want_logprob = r->logprobs};
+}
+
 static void build_batch(engine *e) {
     model_batch *b = &e->m.batch;
     int32_t t = 0, nl = 0;
-    bool want_ids = true;
+    bool dev_sample = e->be->sample != NULL, want_ids = true;
+    b->n_seat_jobs = b->n_hist = 0;
     for (int32_t s = 0; s < e->n_sched; s++) {
         req *r = &e->reqs[e->sched[s].r];
         int32_t take = e->sched[s].take;
@@ -837,8 +884,9 @@ static void build_batch(engine *e) {
         memcpy(b->block_tables + (size_t)s * (size_t)e->max_blocks, r->blocks,
                sizeof(int32_t) * (size_t)r->n_blocks);
         if (r->n_computed + take == r->n_tok) {
+            if (dev_sample) stage_sampling(e, r, nl);
             b->logit_rows[nl++] = t - 1;
-            want_ids &= plain_greedy(r);
+            want_ids &= dev_sample || plain_greedy(r);
         }
     }
     b->want_ids = want_ids;
@@ -904,12 +952,13 @@ int engine_step(engine *e) {
         e->st.prompt_tokens += e->sched[s].take - 1;
         float lp = 0;
         int32_t tok;
-        if (e->m.batch.want_ids) {
-            tok = e->m.host_ids[row++];
-            if (tok == -1)
-                tok = err_set(ZP_EBACKEND, "sampler: a logit is NaN or +inf");
-            else if (tok == -2)
-                tok = err_set(ZP_EINVAL, "sampler: every token is masked (all logits -inf)");
+        if (e->m.batch.want_ids) { /* argmax or the backend's sampler chose it */
+            tok = e->m.host_ids[row];
+            if (tok < 0)
+                tok = zp_sample_error(tok, row);
+            else if (r->logprobs && e->be->sample)
+                lp = e->m.host_logprobs[row];
+            row++;
         } else {
             float *logits = e->m.host_logits + (size_t)row++ * (size_t)e->mc.vocab;
             tok = sampler_sample(&e->smp, &r->sp, logits, r->tok, r->n_prompt, r->tok + r->n_prompt,
@@ -960,7 +1009,9 @@ void engine_get_stats(const engine *e, engine_stats *s) {
 
 /* ---- introspection ---- */
 
-backend *engine_backend(const engine *e) { return e->be; }
+backend *engine_backend(const engine *e) {
+    return e->be;
+}
 
 static int broken(const char *what, int32_t a, int32_t b) {
     return err_set(ZP_ESTATE, "engine invariant broken: %s (%d vs %d)", what, a, b);

@@ -170,6 +170,13 @@ static int place_buffers(carver *cv, model *m, const model_config *c, const mode
         (rc = place(cv, &m->ids, L * 4, "sampled ids")) ||
         (rc = place(cv, &m->inv_freq, D / 2 * f, "rope")))
         return rc;
+    if (cv->be->sample &&
+        ((rc = place(cv, &m->smeta, L * (sizeof(zp_sample_params) + sizeof(zp_sample_seat_job)),
+                     "sampling")) ||
+         (rc = place(cv, &m->shist, L * (size_t)d->max_blocks * (size_t)d->block_size * 4,
+                     "sampling")) ||
+         (rc = place(cv, &m->logprobs, L * 4, "sampling"))))
+        return rc;
     size_t layer_cache = (size_t)d->num_blocks *
                          model_block_bytes(c, d->block_size, d->kv_dtype, false) /
                          (2 * (size_t)c->layers);
@@ -250,6 +257,17 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     m->host_logits =
         arena_alloc(a, (size_t)d->max_logits * (size_t)c->vocab * f, 64, "host logits");
     m->host_ids = arena_alloc(a, (size_t)d->max_logits * 4, 64, "host ids");
+    if (be->sample) {
+        model_batch *mb = &m->batch;
+        mb->hist_cap = d->max_logits * d->max_blocks * d->block_size;
+        mb->sparams = arena_alloc(
+            a, (sizeof(zp_sample_params) + sizeof(zp_sample_seat_job)) * (size_t)d->max_logits, 64,
+            "sampling staging");
+        mb->hist = arena_alloc_uninit(a, (size_t)mb->hist_cap * 4, 64, "sampling staging");
+        m->host_logprobs = arena_alloc(a, (size_t)d->max_logits * 4, 64, "host logprobs");
+        if (!mb->sparams || !mb->hist || !m->host_logprobs) return ZP_ENOMEM;
+        mb->seat_jobs = (zp_sample_seat_job *)(mb->sparams + d->max_logits);
+    }
     float *inv = arena_temp(a, D / 2 * f, 8, "rope");
     if (!m->host_meta || !m->host_logits || !m->host_ids || !inv) return ZP_ENOMEM;
     model_rope_inv_freq(c, inv);
@@ -307,7 +325,14 @@ static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
         be->add_rmsnorm(be, m->x, m->xn, m->xn, m->final_norm.p, m->final_norm.t, n, H, eps);
         be->gather_rows(be, m->sel, m->xn, bb->logit_rows, n_logits, H);
         be->linear(be, m->logits, m->sel, &m->lm_head, n_logits);
-        if (want_ids) be->argmax(be, m->ids, m->logits, n_logits, m->n_valid, c->vocab);
+        if (want_ids && be->sample) {
+            be->seat_init(be, m->smeta + (be_ptr)m->dims.max_logits * sizeof(zp_sample_params),
+                          m->shist, n_logits, c->vocab);
+            be->sample(be, m->ids, m->logprobs, m->logits, m->smeta, n_logits, m->n_valid,
+                       c->vocab);
+        } else if (want_ids) {
+            be->argmax(be, m->ids, m->logits, n_logits, m->n_valid, c->vocab);
+        }
     }
 }
 
@@ -337,7 +362,8 @@ static int capture_graphs(model *m) {
     }
     if (m->n_batch_buckets * m->n_len_buckets > be->max_graphs) {
         m->n_batch_buckets = m->n_len_buckets = 0;
-        return err_set(ZP_ELIMIT, "model: %d x %d CUDA graphs exceed the backend's %d; lower "
+        return err_set(ZP_ELIMIT,
+                       "model: %d x %d CUDA graphs exceed the backend's %d; lower "
                        "max_num_seqs or max_model_len, or set cuda_graphs=false",
                        m->n_batch_buckets, m->n_len_buckets, be->max_graphs);
     }
@@ -369,17 +395,35 @@ int model_forward(model *m) {
     int n = b->n_tokens;
     if (n < 1 || n > m->dims.max_tokens || b->n_seqs > m->dims.max_seqs ||
         b->n_logits > m->dims.max_logits)
-        return err_set(ZP_EINVAL, "model: batch of %d tokens / %d seqs / %d logit rows exceeds "
-                       "the plan", n, b->n_seqs, b->n_logits);
+        return err_set(ZP_EINVAL,
+                       "model: batch of %d tokens / %d seqs / %d logit rows exceeds "
+                       "the plan",
+                       n, b->n_seqs, b->n_logits);
     bb->n_tokens = n;
     bb->n_seqs = b->n_seqs;
     bb->n_logits = b->n_logits;
     bb->max_kv_len = 0;
     for (int i = 0; i < n; i++)
         if (b->tok_kv_idx[i] + 1 > bb->max_kv_len) bb->max_kv_len = b->tok_kv_idx[i] + 1;
+    bool dev_sample = b->want_ids && be->sample && b->n_logits > 0;
     m->host_meta[0] = n, m->host_meta[1] = b->n_logits, m->host_meta[2] = b->n_seqs;
+    m->host_meta[3] = dev_sample ? b->n_seat_jobs : 0;
     int rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
     if (rc) return rc;
+    if (dev_sample) {
+        size_t L = (size_t)m->dims.max_logits;
+        if (b->n_seat_jobs < 0 || b->n_seat_jobs > b->n_logits || b->n_hist < 0 ||
+            b->n_hist > b->hist_cap)
+            return err_set(ZP_EINVAL, "model: %d seat jobs over %d ids exceed the plan",
+                           b->n_seat_jobs, b->n_hist);
+        if ((rc = be->upload(be, m->smeta, b->sparams,
+                             (size_t)b->n_logits * sizeof(zp_sample_params))) ||
+            (b->n_seat_jobs &&
+             (rc = be->upload(be, m->smeta + L * sizeof(zp_sample_params), b->seat_jobs,
+                              (size_t)b->n_seat_jobs * sizeof(zp_sample_seat_job)))) ||
+            (b->n_hist && (rc = be->upload(be, m->shist, b->hist, (size_t)b->n_hist * 4))))
+            return rc;
+    }
     int bi = -1, li = -1;
     if (m->n_batch_buckets && b->want_ids && b->n_seqs == n && b->n_logits == n) {
         bi = bucket_of(m->batch_bucket, m->n_batch_buckets, n);
@@ -392,8 +436,9 @@ int model_forward(model *m) {
         forward_ops(m, n, b->n_logits, b->want_ids);
     }
     if (b->n_logits > 0) {
-        if (b->want_ids)
-            rc = be->download(be, m->host_ids, m->ids, (size_t)b->n_logits * 4);
+        if (b->want_ids) rc = be->download(be, m->host_ids, m->ids, (size_t)b->n_logits * 4);
+        if (!rc && dev_sample)
+            rc = be->download(be, m->host_logprobs, m->logprobs, (size_t)b->n_logits * 4);
         else
             rc = be->download(be, m->host_logits, m->logits,
                               (size_t)b->n_logits * (size_t)c->vocab * sizeof(float));

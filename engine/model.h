@@ -19,6 +19,7 @@
 
 #include "arena/arena.h"
 #include "drv/backend.h"
+#include "drv/sample_abi.h"
 #include "engine/loader.h"
 
 typedef struct model_dims {
@@ -41,10 +42,16 @@ typedef struct model_dims {
 /* Host staging of one step's metadata (filled by the scheduler, see be_batch). */
 typedef struct model_batch {
     int32_t n_tokens, n_seqs, n_logits;
-    bool want_ids; /* greedy step: argmax ids come back (host_ids), not the logits */
+    bool want_ids; /* only ids come back (host_ids): argmax, or the backend's sampler when it
+                    * has one (then sparams / seat jobs are staged and logprobs come back) */
     int32_t *token_ids, *positions, *slots, *tok_seq, *tok_kv_idx, *logit_rows;
-    int32_t *tok_qslot;    /* query-cache slot of each token, -1 = none */
-    int32_t *block_tables; /* [max_seqs][max_blocks] */
+    int32_t *tok_qslot;            /* query-cache slot of each token, -1 = none */
+    int32_t *block_tables;         /* [max_seqs][max_blocks] */
+    zp_sample_params *sparams;     /* [max_logits], per logit row (backends that sample) */
+    zp_sample_seat_job *seat_jobs; /* [max_logits]: seats to initialise this step */
+    int32_t n_seat_jobs;
+    int32_t *hist; /* [hist_cap]: the ids the seat jobs read */
+    int32_t n_hist, hist_cap;
 } model_batch;
 
 /* Host staging of one compression batch (see be_cjobs). */
@@ -77,9 +84,11 @@ typedef struct model {
     size_t meta_words;
     int32_t *host_meta;
     model_batch batch;
-    int32_t n_valid;    /* ids >= n_valid are never chosen by the greedy path (default vocab) */
-    float *host_logits; /* [max_logits][vocab] */
-    int32_t *host_ids;  /* [max_logits], after a want_ids step */
+    int32_t n_valid;      /* ids >= n_valid are never chosen by the greedy path (default vocab) */
+    float *host_logits;   /* [max_logits][vocab] */
+    int32_t *host_ids;    /* [max_logits], after a want_ids step */
+    float *host_logprobs; /* [max_logits], after a step sampled on the backend */
+    be_ptr smeta, shist, logprobs; /* device sampling: params + seat jobs, history, logprobs */
     be_batch bb;
     be_ptr tok_qslot;
     /* compression */

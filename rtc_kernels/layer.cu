@@ -121,8 +121,8 @@ extern "C" __global__ void zp_gather_rows(bf16 *out, const bf16 *x, const int *r
 }
 
 /* Greedy sampling: ids[r] = argmax of logits row r over ids [0, n_valid) (fp32, rows `stride`
- * apart), ties to the lowest id, as the CPU sampler; -1 when the row holds a NaN or +inf, -2 when
- * every logit is -inf (the sampler's errors). grid (rows_cap), block 1024. */
+ * apart), ties to the lowest id, as the CPU sampler; the error codes of drv/sample_abi.h: -1 a
+ * NaN, -2 a +inf, -3 every logit -inf. grid (rows_cap), block 1024. */
 extern "C" __global__ void zp_argmax(int *ids, const float *logits, const int *n_rows, int n_valid,
                                      int stride) {
     __shared__ float bv[32];
@@ -137,10 +137,10 @@ extern "C" __global__ void zp_argmax(int *ids, const float *logits, const int *n
     int arg = 0x7fffffff, bad = 0;
     for (int i = threadIdx.x; i < n_valid; i += blockDim.x) {
         float v = row[i];
-        bad |= v != v || v == inf;
+        bad |= (v != v) | ((v == inf) << 1);
         if (v > best) best = v, arg = i; /* i grows: the first maximum is kept */
     }
-    if (bad) bad_s = 1; /* benign race: every writer stores 1 */
+    if (bad) atomicOr(&bad_s, bad);
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, best, o);
         int oi = __shfl_xor_sync(0xffffffffu, arg, o);
@@ -158,5 +158,5 @@ extern "C" __global__ void zp_argmax(int *ids, const float *logits, const int *n
         int oi = __shfl_xor_sync(0xffffffffu, arg, o);
         if (ov > best || (ov == best && oi < arg)) best = ov, arg = oi;
     }
-    if (!lane) ids[r] = bad_s ? -1 : arg == 0x7fffffff ? -2 : arg;
+    if (!lane) ids[r] = (bad_s & 1) ? -1 : (bad_s & 2) ? -2 : arg == 0x7fffffff ? -3 : arg;
 }

@@ -2,8 +2,8 @@
  * made with `zipage mkmodel`).
  * - Batch invariance in the default configuration: 64 requests give bit-identical tokens (and
  *   logprobs) alone and all together with random arrivals and chunked prefill; greedy id-only
- *   requests (argmax on the GPU, decode steps from CUDA graphs) with graphs on and off; greedy
- *   and seeded requests with logprobs (logits to the host sampler).
+ *   requests and greedy / seeded requests with logprobs and penalties (sampled on the GPU,
+ *   penalty state in the sampler's seats), decode steps from CUDA graphs on and off.
  * - No allocation after start-up: the driver's allocation entry points in the backend's own
  *   function table are wrapped to count calls while the engine serves 1,000 requests; the
  *   count must stay 0.
@@ -17,10 +17,11 @@
 static void make_model(void) {
     snprintf(th_dir, sizeof th_dir, "/tmp/zp_cuda_engine_%d", (int)getpid());
     char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "rm -rf %s && %s/zipage mkmodel --arch qwen3 --hidden 256 --layers 3 --heads 4 "
-             "--kv-heads 2 --head-dim 64 --intermediate 512 --vocab 300 --seed 11 --out %s >/dev/null",
-             th_dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", th_dir);
+    snprintf(
+        cmd, sizeof cmd,
+        "rm -rf %s && %s/zipage mkmodel --arch qwen3 --hidden 256 --layers 3 --heads 4 "
+        "--kv-heads 2 --head-dim 64 --intermediate 512 --vocab 300 --seed 11 --out %s >/dev/null",
+        th_dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", th_dir);
     REQUIRE(system(cmd) == 0);
 }
 
@@ -55,6 +56,11 @@ static void gen_reqs(th_req *reqs, int n, unsigned long long seed, int mixed, in
         th_random_req(&reqs[i], &rng, 1 + (int)(test_rand_u64(&rng) % 70),
                       1 + (int)(test_rand_u64(&rng) % 40), mixed && i % 2);
         reqs[i].rq.logprobs = mixed; /* id-only greedy requests take the argmax path */
+        if (mixed && i % 4 == 3) {   /* penalties: seats of the GPU sampler */
+            reqs[i].rq.sp.repetition_penalty = 1.15f;
+            reqs[i].rq.sp.presence_penalty = 0.3f;
+            reqs[i].rq.sp.frequency_penalty = 0.2f;
+        }
         if (arrival) arrival[i] = (int)(test_rand_u64(&rng) % 60);
     }
 }
@@ -81,15 +87,17 @@ static void invariance(int mixed) {
     th_run_alone(&alone, reqs, N);
     th_open(&together, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", NULL);
     th_run_arrivals(&together, reqs, N, arrival);
-    th_open(&eager, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", "cuda_graphs=false", NULL);
+    th_open(&eager, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", "cuda_graphs=false",
+            NULL);
     th_run_arrivals(&eager, reqs, N, arrival);
     engine_stats sa, st, se;
     engine_get_stats(alone.e, &sa);
     engine_get_stats(together.e, &st);
     engine_get_stats(eager.e, &se);
-    printf("%s requests: graph steps alone %lld, together %lld (of %lld), graphs off %lld\n",
-           mixed ? "greedy + seeded, with logprobs:" : "greedy, ids only:", (long long)sa.graph_steps,
-           (long long)st.graph_steps, (long long)st.steps, (long long)se.graph_steps);
+    printf(
+        "%s requests: graph steps alone %lld, together %lld (of %lld), graphs off %lld\n",
+        mixed ? "greedy + seeded, with logprobs:" : "greedy, ids only:", (long long)sa.graph_steps,
+        (long long)st.graph_steps, (long long)st.steps, (long long)se.graph_steps);
     compare(&alone, &together, N, "alone vs together (chunked prefill, graphs)");
     compare(&together, &eager, N, "together: graphs vs no graphs");
     if (!mixed) CHECKF(st.graph_steps > 0 && sa.graph_steps > 0, "no decode step used a graph");
@@ -113,7 +121,8 @@ static CUresult count_alloc_host(void **p, size_t bytes) {
 
 static void no_alloc(void) {
     gen_reqs(reqs, 1000, 2024, 1, NULL);
-    for (int i = 0; i < 1000; i++) reqs[i].rq.logprobs = i % 3 == 0;
+    for (int i = 0; i < 1000; i++)
+        reqs[i].rq.logprobs = i % 3 == 0;
     th t;
     th_open(&t, 1000, "backend=cuda", "max_num_seqs=64", "max_waiting=1000", NULL);
     cuda_drv *d = cuda_backend_drv(engine_backend(t.e));
@@ -125,10 +134,12 @@ static void no_alloc(void) {
     engine_stats st;
     engine_get_stats(t.e, &st);
     int done = 0;
-    for (int i = 0; i < 1000; i++) done += t.out[i].finals == 1;
+    for (int i = 0; i < 1000; i++)
+        done += t.out[i].finals == 1;
     printf("1000 requests served (%lld tokens, %lld steps, %lld from graphs): %ld driver "
-           "allocations after start-up\n", (long long)st.completion_tokens, (long long)st.steps,
-           (long long)st.graph_steps, n_allocs);
+           "allocations after start-up\n",
+           (long long)st.completion_tokens, (long long)st.steps, (long long)st.graph_steps,
+           n_allocs);
     CHECK(done == 1000);
     CHECKF(n_allocs == 0, "%ld allocations after start-up", n_allocs);
     th_close(&t);

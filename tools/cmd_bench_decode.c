@@ -38,8 +38,8 @@ static int cmp_d(const void *a, const void *b) {
 }
 
 static void set_t(tensor *t, const void *data, int64_t rows, int64_t cols, const char *name) {
-    *t = (tensor){.data = data, .dtype = ZP_BF16, .ndim = cols ? 2 : 1, .shape = {rows, cols},
-                  .name = name};
+    *t = (tensor){
+        .data = data, .dtype = ZP_BF16, .ndim = cols ? 2 : 1, .shape = {rows, cols}, .name = name};
 }
 
 /* Random weights for the config: every tensor points into one buffer of small bf16 values. */
@@ -59,8 +59,10 @@ static int random_weights(model_weights *w, const model_config *c, arena *a) {
     }
     set_t(&w->embed, buf, (int64_t)V, (int64_t)H, "embed");
     set_t(&w->final_norm, buf, (int64_t)H, 0, "norm");
-    if (c->tie_embeddings) w->lm_head = w->embed;
-    else set_t(&w->lm_head, buf, (int64_t)V, (int64_t)H, "lm_head");
+    if (c->tie_embeddings)
+        w->lm_head = w->embed;
+    else
+        set_t(&w->lm_head, buf, (int64_t)V, (int64_t)H, "lm_head");
     for (int l = 0; l < c->layers; l++) {
         layer_weights *L = &w->layers[l];
         memset(L, 0, sizeof *L);
@@ -113,11 +115,16 @@ int bench_decode(int argc, char **argv) {
     cli c;
     cli_init(&c, "bench decode", argc, argv);
     for (const char *o; (o = cli_next(&c)) && !rc;) {
-        if (!strcmp(o, "--points")) rc = cli_str(&c, &points);
-        else if (!strcmp(o, "--steps")) rc = cli_int(&c, &steps, 1, 100000);
-        else if (!strcmp(o, "--bw")) rc = cli_float(&c, &bw, 1, 1e6);
-        else if (!strcmp(o, "--json")) rc = cli_str(&c, &json);
-        else rc = cli_unknown(&c, o);
+        if (!strcmp(o, "--points"))
+            rc = cli_str(&c, &points);
+        else if (!strcmp(o, "--steps"))
+            rc = cli_int(&c, &steps, 1, 100000);
+        else if (!strcmp(o, "--bw"))
+            rc = cli_float(&c, &bw, 1, 1e6);
+        else if (!strcmp(o, "--json"))
+            rc = cli_str(&c, &json);
+        else
+            rc = cli_unknown(&c, o);
     }
     int32_t pb[DEC_MAX_POINTS], pl[DEC_MAX_POINTS];
     int np = 0;
@@ -137,10 +144,17 @@ int bench_decode(int argc, char **argv) {
         if (per > max_blocks) max_blocks = per;
         if (pb[i] * per > max_tok_blocks) max_tok_blocks = pb[i] * per;
     }
-    be_shape shape = {.layers = mc.layers, .hidden = mc.hidden, .heads = mc.heads,
-                      .kv_heads = mc.kv_heads, .head_dim = mc.head_dim,
-                      .intermediate = mc.intermediate, .vocab = mc.vocab, .block_size = bs,
-                      .max_tokens = max_b, .max_logits = max_b, .max_model_len = max_blocks * bs};
+    be_shape shape = {.layers = mc.layers,
+                      .hidden = mc.hidden,
+                      .heads = mc.heads,
+                      .kv_heads = mc.kv_heads,
+                      .head_dim = mc.head_dim,
+                      .intermediate = mc.intermediate,
+                      .vocab = mc.vocab,
+                      .block_size = bs,
+                      .max_tokens = max_b,
+                      .max_logits = max_b,
+                      .max_model_len = max_blocks * bs};
     be_config bc;
     engine_be_config(&cf, &bc);
     bc.compress = false;
@@ -148,9 +162,14 @@ int bench_decode(int argc, char **argv) {
     char why[320];
     if ((rc = backend_create(&be, &bc, &shape, why, sizeof why))) return rc;
     fprintf(stderr, "bench decode: backend %s\n", why);
-    model_dims d = {.max_tokens = max_b, .max_logits = max_b, .max_seqs = max_b,
-                    .max_blocks = max_blocks, .block_size = bs, .num_blocks = max_tok_blocks,
-                    .kv_dtype = be->act_dtype, .graphs = cf.cuda_graphs};
+    model_dims d = {.max_tokens = max_b,
+                    .max_logits = max_b,
+                    .max_seqs = max_b,
+                    .max_blocks = max_blocks,
+                    .block_size = bs,
+                    .num_blocks = max_tok_blocks,
+                    .kv_dtype = be->act_dtype,
+                    .graphs = cf.cuda_graphs};
     model *m = arena_alloc(&a, sizeof *m, 64, "model");
     double t0 = now_s();
     if (!m) rc = ZP_ENOMEM;
@@ -160,7 +179,8 @@ int bench_decode(int argc, char **argv) {
         be->destroy(be);
         return rc;
     }
-    fprintf(stderr, "bench decode: model of %d layers placed in %.1f s (%.2f GiB), %d CUDA graphs\n",
+    fprintf(stderr,
+            "bench decode: model of %d layers placed in %.1f s (%.2f GiB), %d CUDA graphs\n",
             mc.layers, now_s() - t0, model_device_bytes(&mc, &mw, &d, be) / 1073741824.0,
             m->n_batch_buckets * m->n_len_buckets);
     size_t weight_bytes = 0, kv_token = model_block_bytes(&mc, 1, be->act_dtype, false);
@@ -183,7 +203,8 @@ int bench_decode(int argc, char **argv) {
     for (int p = 0; p < np && !rc && times; p++) {
         int32_t B = pb[p], L = pl[p], per = (L + (int32_t)steps + 3 + bs - 1) / bs;
         for (int32_t s = 0; s < B; s++)
-            for (int32_t j = 0; j < per; j++) b->block_tables[(size_t)s * (size_t)max_blocks + (size_t)j] = s * per + j;
+            for (int32_t j = 0; j < per; j++)
+                b->block_tables[(size_t)s * (size_t)max_blocks + (size_t)j] = s * per + j;
         for (int64_t it = -3; it < steps && !rc; it++) {
             int32_t ci = L - 1 + (int32_t)(it + 3);
             for (int32_t s = 0; s < B; s++) {
@@ -205,9 +226,11 @@ int bench_decode(int argc, char **argv) {
         double med = times[steps / 2], tps = B / med;
         double roof_s = (double)(weight_bytes + (size_t)B * (size_t)L * kv_token) / (bw * 1e9);
         double roof = B / roof_s;
-        printf("%6d %7d %10.3f %10.0f %14.0f %7.1f%%\n", B, L, med * 1e3, tps, roof, 100 * tps / roof);
+        printf("%6d %7d %10.3f %10.0f %14.0f %7.1f%%\n", B, L, med * 1e3, tps, roof,
+               100 * tps / roof);
         if (jf)
-            fprintf(jf, "{\"batch\": %d, \"context\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, "
+            fprintf(jf,
+                    "{\"batch\": %d, \"context\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, "
                     "\"roofline_tok_s\": %.1f, \"backend\": \"%s\", \"steps\": %lld}\n",
                     B, L, med * 1e3, tps, roof, be->name, (long long)steps);
     }
