@@ -200,7 +200,10 @@ static void test_shape(int D, int bs) {
     cpu->argmax(cpu, P(cpu_ids), P(logits), nl, n_valid, V);
     bad = 0;
     for (int r = 0; r < nl; r++)
-        bad += got[r] != want[r] || cpu_ids[r] != want[r];
+        if (got[r] != want[r] || cpu_ids[r] != want[r]) {
+            printf("  argmax row %d: GPU %d, CPU %d, expected %d\n", r, got[r], cpu_ids[r], want[r]);
+            bad++;
+        }
     CHECKF(bad == 0, "argmax: %zu of %d rows differ (GPU or CPU twin)", bad, nl);
     printf("  gather, argmax: %s\n", bad ? "DIFFER" : "identical");
     CU(g->drv.ModuleUnload(m));

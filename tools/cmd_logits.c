@@ -69,7 +69,8 @@ int cmd_logits(int argc, char **argv) {
                       .vocab = mc.vocab,
                       .block_size = bs,
                       .max_tokens = n,
-                      .max_logits = n};
+                      .max_logits = n,
+                      .max_model_len = n};
     be_config bc;
     engine_be_config(&cf, &bc);
     bc.compress = false; /* one prefill: no compression */

@@ -58,6 +58,9 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time
     # decode throughput of a Qwen3-8B-shaped model beside the roofline and the PyTorch peer
     step bench-decode "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --json "$OUT/bench-decode.jsonl" || fail=1
+    # the cost of batch invariance (heuristic GEMM algorithms, split-K allowed)
+    step bench-decode-variant "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+        --set batch_invariant=false --json "$OUT/bench-decode-variant.jsonl" || fail=1
     # the same without CUDA graphs, and other attention split sizes (attention_chunk)
     step bench-decode-eager "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_graphs=false --json "$OUT/bench-decode-eager.jsonl" || fail=1

@@ -2,7 +2,9 @@
 # make run: starts the engine on the shipped reasoning model (models/zipage-reasoner),
 # streams one problem's reasoning through zipage-cli, then runs three problems at once at
 # different KV budgets and prints their answers, whether they are right, and the KV numbers.
-# The engine runs on the CPU backend (this build has no GPU backend yet).
+# `--backend auto` picks the GPU when there is one; compression runs on the CPU backend only
+# (for now), so the compressed part runs there, and with a GPU the first problem runs again on
+# it at full KV.
 set -u
 cd "$(dirname "$0")/.."
 B=${ZP_BUILD:-build}
@@ -12,9 +14,6 @@ DATA=$M/test.jsonl
 command -v python3 >/dev/null || { echo "make run needs python3 to read $DATA"; exit 1; }
 field() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[int(sys.argv[2])])[sys.argv[3]], end="")' "$DATA" "$1" "$2"; }
 
-if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-    echo "note: a GPU is present, but this build has only the CPU backend; running on the CPU"
-fi
 log=$(mktemp /tmp/zipage-demo.XXXXXX)
 # block_size 32 and a budget of 46 blocks (1,472 tokens) per request: long traces compress
 "$B/zipage" serve --model "$M" --set ipc_name="$NAME" --set block_size=32 \
@@ -23,6 +22,7 @@ srv=$!
 trap 'kill -TERM $srv 2>/dev/null; wait $srv 2>/dev/null; rm -f "$log" "$log.out"' EXIT
 for _ in $(seq 100); do grep -q ready "$log" && break; sleep 0.1; done
 grep ready "$log" || { cat "$log"; exit 1; }
+grep 'backend' "$log" | head -1
 
 echo
 echo "== Problem 1, full KV cache (streamed; the model writes its whole chain of thought):"
@@ -61,3 +61,17 @@ echo
 "$B/zipage-cli" --name "$NAME" stats | sed -n '1p;/compressions/p;/evicted/p;/tokens_per_s/p'
 echo
 echo "Accuracy of the whole test set by budget: docs/ACCURACY.md (zipage bench accuracy)."
+
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    echo
+    echo "== Problem 1 again on the GPU (full KV: compression is not on the GPU yet):"
+    kill -TERM $srv 2>/dev/null; wait $srv 2>/dev/null
+    "$B/zipage" serve --model "$M" --set ipc_name="$NAME" --backend cuda --set compress=false \
+        >"$log" 2>&1 &
+    srv=$!
+    for _ in $(seq 300); do grep -q ready "$log" && break; sleep 0.1; done
+    grep -q ready "$log" || { cat "$log"; exit 1; }
+    grep 'backend' "$log" | head -1
+    "$B/zipage-cli" --name "$NAME" generate --chat-text "$(field 0 prompt)" --max-tokens 3000 \
+        --no-compress --usage | tail -3
+fi
