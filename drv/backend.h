@@ -142,8 +142,8 @@ struct backend {
                       zp_dtype *out_t, const char *what);
     /* Builds a linear layer of n_parts parts (1..BE_LINEAR_PARTS) of inner dimension k, for
      * at most max_rows rows per call. Start-up only. It takes al256(sum of weight_bytes of the
-     * parts' weights) + al256(sum of weight_bytes of their biases, when any) of the
-     * reservation, and map_weight al256(weight_bytes); al256 rounds up to 256 bytes. */
+     * parts' weights) + al256(weight_bytes of n_out bias values, when any part has a bias) of
+     * the reservation, and map_weight al256(weight_bytes); al256 rounds up to 256 bytes. */
     int (*linear_init)(backend *be, be_linear *l, const be_part *parts, int n_parts, int k,
                        int max_rows, zp_dtype out_t, const char *what);
     int (*upload)(backend *be, be_ptr dst, const void *src, size_t bytes);

@@ -19,9 +19,7 @@
 #include <math.h>
 #include <string.h>
 
-static inline void *ptr(be_ptr p) {
-    return (void *)(uintptr_t)p;
-}
+static inline void *ptr(be_ptr p) { return (void *)(uintptr_t)p; }
 
 /* Host views of a be_cjobs (CPU be_ptrs are host addresses). */
 typedef struct {
@@ -54,11 +52,9 @@ static float dot_f32(const float *a, const float *b, int n) {
     float s[8] = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            s[k] += a[i + k] * b[i + k];
+        for (int k = 0; k < 8; k++) s[k] += a[i + k] * b[i + k];
     float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; i < n; i++)
-        t += a[i] * b[i];
+    for (; i < n; i++) t += a[i] * b[i];
     return t;
 }
 
@@ -68,19 +64,16 @@ static float dot_kv(const float *a, const void *k, zp_dtype t, size_t off, int n
     if (t == ZP_F32) return dot_f32(a, (const float *)k + off, n);
     if (t == ZP_F16) {
         const uint16_t *h = (const uint16_t *)k + off;
-        for (int i = 0; i < n; i++)
-            tmp[i] = zp_f16_to_f32(h[i]);
+        for (int i = 0; i < n; i++) tmp[i] = zp_f16_to_f32(h[i]);
         return dot_f32(a, tmp, n);
     }
     const uint16_t *h = (const uint16_t *)k + off;
     float s[8] = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            s[j] += a[i + j] * zp_bf16_to_f32(h[i + j]);
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * zp_bf16_to_f32(h[i + j]);
     float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; i < n; i++)
-        r += a[i] * zp_bf16_to_f32(h[i]);
+    for (; i < n; i++) r += a[i] * zp_bf16_to_f32(h[i]);
     return r;
 }
 
@@ -91,11 +84,9 @@ static void load_row(float *dst, const void *src, zp_dtype t, size_t off, int n)
     } else {
         const uint16_t *h = (const uint16_t *)src + off;
         if (t == ZP_BF16)
-            for (int i = 0; i < n; i++)
-                dst[i] = zp_bf16_to_f32(h[i]);
+            for (int i = 0; i < n; i++) dst[i] = zp_bf16_to_f32(h[i]);
         else
-            for (int i = 0; i < n; i++)
-                dst[i] = zp_f16_to_f32(h[i]);
+            for (int i = 0; i < n; i++) dst[i] = zp_f16_to_f32(h[i]);
     }
 }
 
@@ -133,10 +124,8 @@ int cpu_cmp_check(backend *be, const be_cparams *p) {
         return err_set(ZP_EUNSUP, "cpu backend: compression needs head_dim <= %d (model has %d)",
                        CPU_CMP_MAX_DIM, p->dim);
     if (p->hq / p->hkv * p->qcl > CPU_CMP_MAX_GQ)
-        return err_set(ZP_EUNSUP,
-                       "key 'query_cache_len': %d x %d query heads per kv head exceeds "
-                       "the cpu backend's %d",
-                       p->qcl, p->hq / p->hkv, CPU_CMP_MAX_GQ);
+        return err_set(ZP_EUNSUP, "key 'query_cache_len': %d x %d query heads per kv head exceeds "
+                       "the cpu backend's %d", p->qcl, p->hq / p->hkv, CPU_CMP_MAX_GQ);
     if (p->pool > CPU_CMP_MAX_POOL)
         return err_set(ZP_EUNSUP, "key 'pooling_size': %d exceeds the cpu backend's %d", p->pool,
                        CPU_CMP_MAX_POOL);
@@ -146,9 +135,8 @@ int cpu_cmp_check(backend *be, const be_cparams *p) {
 void cpu_qcache_store(backend *be, be_ptr qc, be_ptr q, const be_batch *b, be_ptr tok_qslot,
                       int layer, const be_cparams *p) {
     assert(p->qcl >= 1 && layer >= 0 && layer < p->layers);
-    qstore_args a = {ptr(qc),         ptr(q),        ptr(tok_qslot), ptr(b->tok_kv_idx),
-                     ptr(b->tok_seq), b->n_tokens,   layer,          p->layers,
-                     p->qcl,          p->hq * p->dim};
+    qstore_args a = {ptr(qc),  ptr(q),  ptr(tok_qslot), ptr(b->tok_kv_idx), ptr(b->tok_seq),
+                     b->n_tokens, layer, p->layers, p->qcl, p->hq * p->dim};
     cpu_parallel(be->impl, (size_t)b->n_tokens, 1, qstore_rows, &a);
 }
 
@@ -194,20 +182,16 @@ static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
         int kvl = a->v.kv_len[b], fl = a->v.flags[b];
         const int32_t *bt = a->v.src + (size_t)b * (size_t)a->v.max_blocks;
         float *S = a->scores + row * (size_t)a->v.max_pos;
-        for (int pos = kvl; pos < a->v.max_pos; pos++)
-            S[pos] = -INFINITY;
+        for (int pos = kvl; pos < a->v.max_pos; pos++) S[pos] = -INFINITY;
         if (kvl == 0) continue;
         /* Window query i (cache index kvl-qcl+i) sees positions <= its index; queries before
          * the first token do not exist. Query (i, g) is head h*G+g of ring entry qi % qcl. */
-        const float *qbase =
-            a->qc + ((size_t)a->v.qslot[b] * (size_t)p->layers + (size_t)a->layer) * (size_t)qcl *
-                        (size_t)p->hq * (size_t)D;
+        const float *qbase = a->qc + ((size_t)a->v.qslot[b] * (size_t)p->layers + (size_t)a->layer) *
+                                         (size_t)qcl * (size_t)p->hq * (size_t)D;
         int i_first = qcl > kvl ? qcl - kvl : 0, nq = qcl - i_first;
 #define QVEC(i, g)                                                                                 \
-    (qbase +                                                                                       \
-     (((size_t)((kvl - qcl + (i)) % qcl) * (size_t)p->hq) + (size_t)(h * G + (g))) * (size_t)D)
-        for (int k = 0; k < G * qcl; k++)
-            mx[k] = -INFINITY, sm[k] = 0;
+    (qbase + (((size_t)((kvl - qcl + (i)) % qcl) * (size_t)p->hq) + (size_t)(h * G + (g))) * (size_t)D)
+        for (int k = 0; k < G * qcl; k++) mx[k] = -INFINITY, sm[k] = 0;
         /* Pass 1: online softmax max and sum per (query, head). */
         for (int pos = 0; pos < kvl; pos++) {
             load_row(kf, a->kc, a->kvt, slot_row(bt, pos, hkv, h, bs) * (size_t)D, D);
@@ -216,10 +200,8 @@ static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
                 for (int g = 0; g < G; g++) {
                     float z = dot_f32(QVEC(i, g), kf, D) * p->scale;
                     int k = i * G + g;
-                    if (z > mx[k])
-                        sm[k] = sm[k] * expf(mx[k] - z) + 1.0f, mx[k] = z;
-                    else
-                        sm[k] += expf(z - mx[k]);
+                    if (z > mx[k]) sm[k] = sm[k] * expf(mx[k] - z) + 1.0f, mx[k] = z;
+                    else sm[k] += expf(z - mx[k]);
                 }
         }
         /* Pass 2: A[pos] = mean over queries of the max over the group's heads. */
@@ -244,8 +226,7 @@ static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
             for (int pos = 0; pos < kvl; pos++)
                 if (S[pos] > m) m = S[pos];
             if (m > 0)
-                for (int pos = 0; pos < kvl; pos++)
-                    S[pos] /= m;
+                for (int pos = 0; pos < kvl; pos++) S[pos] /= m;
         }
         /* Carried score: non-last blocks of an already compressed job; then C := S. */
         int carried = fl & BE_CJ_GLOBAL ? (a->v.n_blocks[b] - 1) * bs : 0;
@@ -310,24 +291,18 @@ static void red_rows(void *ctx, size_t begin, size_t end, int tid) {
             float im = fabsf(inv[m]);
             int lo = lightning ? m / bs * bs : 0;
             for (int n = m - 1; n >= lo; n--) {
-                float s =
-                    dot_kv(km, a->kc, a->kvt, slot_row(bt, n, hkv, h, bs) * (size_t)D, D, kn) * im *
-                    fabsf(inv[n]);
-                if (s > p->threshold && !signbit(inv[n]))
-                    inv[n] = -inv[n]; /* (m, n): m = m*(n) */
-                else
-                    r[m] += s;
-                if (s > p->threshold && !signbit(inv[m]))
-                    inv[m] = -inv[m]; /* (n, m): n = m*(m) */
-                else
-                    r[n] += s;
+                float s = dot_kv(km, a->kc, a->kvt, slot_row(bt, n, hkv, h, bs) * (size_t)D, D, kn) *
+                          im * fabsf(inv[n]);
+                if (s > p->threshold && !signbit(inv[n])) inv[n] = -inv[n]; /* (m, n): m = m*(n) */
+                else r[m] += s;
+                if (s > p->threshold && !signbit(inv[m])) inv[m] = -inv[m]; /* (n, m): n = m*(m) */
+                else r[n] += s;
             }
         }
         float den = p->temperature * (float)(lightning ? bs : kvl), mxv = -INFINITY, sum = 0;
         for (int m = 0; m < kvl; m++)
             if (r[m] / den > mxv) mxv = r[m] / den;
-        for (int m = 0; m < kvl; m++)
-            sum += expf(r[m] / den - mxv);
+        for (int m = 0; m < kvl; m++) sum += expf(r[m] / den - mxv);
         for (int m = 0; m < kvl; m++)
             S[m] = p->lambda * S[m] - (1.0f - p->lambda) * (expf(r[m] / den - mxv) / sum);
     }
@@ -377,7 +352,7 @@ static void sel_rows(void *ctx, size_t begin, size_t end, int tid) {
         uint32_t *key = a->work + row * 2 * (size_t)a->v.max_pos;
         int newest = kvl - p->qcl;
         for (int pos = 0; pos < N; pos++)
-            key[pos] = pos >= kvl                           ? score_key(-INFINITY)
+            key[pos] = pos >= kvl ? score_key(-INFINITY)
                        : pos >= newest || pos < p->sink_len ? score_key(INFINITY)
                                                             : score_key(S[pos]);
         uint32_t prefix = 0, mask = 0, need = (uint32_t)nk;
@@ -386,14 +361,12 @@ static void sel_rows(void *ctx, size_t begin, size_t end, int tid) {
             for (int pos = 0; pos < N; pos++)
                 if ((key[pos] & mask) == prefix) hist[(key[pos] >> shift) & 255u]++;
             uint32_t d = 255;
-            while (hist[d] < need)
-                need -= hist[d--];
+            while (hist[d] < need) need -= hist[d--];
             prefix |= d << shift;
             mask |= 255u << shift;
         }
         int tpos = N;
-        while (need)
-            need -= key[--tpos] == prefix;
+        while (need) need -= key[--tpos] == prefix;
         int32_t *out = a->keep + row * (size_t)a->v.max_keep;
         int n = 0;
         for (int pos = 0; pos < N; pos++)

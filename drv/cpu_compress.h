@@ -20,8 +20,8 @@
 
 #include "drv/backend.h"
 
-#define CPU_CMP_MAX_DIM  512
-#define CPU_CMP_MAX_GQ   1024
+#define CPU_CMP_MAX_DIM 512
+#define CPU_CMP_MAX_GQ 1024
 #define CPU_CMP_MAX_POOL 257
 
 /* The bounds above, as an error naming the configuration key to change. */

@@ -34,8 +34,8 @@ struct cpu_impl {
     pthread_t tid[CPU_MAX_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    uint64_t gen; /* bumped per parallel job; workers wait for a new value */
-    int pending;  /* workers still running the current job */
+    uint64_t gen;    /* bumped per parallel job; workers wait for a new value */
+    int pending;     /* workers still running the current job */
     int stop;
     cpu_par_fn fn;
     void *ctx;

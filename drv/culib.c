@@ -58,8 +58,7 @@ static int try_glob(culib *lib, const culib_spec *s, const char *pattern) {
     glob_t g;
     if (glob(pattern, GLOB_ONLYDIR, NULL, &g)) return 0;
     int ok = 0;
-    for (size_t k = 0; k < g.gl_pathc && !ok; k++)
-        ok = try_dir(lib, s, g.gl_pathv[k]);
+    for (size_t k = 0; k < g.gl_pathc && !ok; k++) ok = try_dir(lib, s, g.gl_pathv[k]);
     globfree(&g);
     return ok;
 }
@@ -95,16 +94,14 @@ int culib_open(culib *lib, const culib_spec *s, const char *override) {
     ssize_t n = readlink("/proc/self/exe", own, sizeof own - 32);
     char *slash = n > 0 ? (own[n] = 0, strrchr(own, '/')) : NULL;
     if (slash) strcpy(slash, "/nvrtc-venv");
-    const char *const sites[] = {
-        venv && *venv ? venv : NULL, slash ? own : NULL, "/usr/local", "/usr", "/opt/*/.venv",
-        "/root/.pyenv/versions/*"};
+    const char *const sites[] = {venv && *venv ? venv : NULL, slash ? own : NULL, "/usr/local",
+                                 "/usr", "/opt/*/.venv", "/root/.pyenv/versions/*"};
     const char *subs[] = {"cu13", "cu12", s->wheel_dir};
     for (size_t i = 0; i < sizeof sites / sizeof sites[0]; i++) {
         if (!sites[i]) continue;
         for (size_t k = 0; k < sizeof subs / sizeof subs[0]; k++) {
             char pat[600];
-            snprintf(pat, sizeof pat, "%s/lib/python3*/*-packages/nvidia/%s/lib", sites[i],
-                     subs[k]);
+            snprintf(pat, sizeof pat, "%s/lib/python3*/*-packages/nvidia/%s/lib", sites[i], subs[k]);
             if (try_glob(lib, s, pat)) return 0;
         }
     }

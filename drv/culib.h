@@ -11,12 +11,12 @@
 #include <stddef.h>
 
 typedef struct culib_spec {
-    const char *what;           /* "NVRTC", "cuBLASLt" */
-    const char *const *sonames; /* newest first, e.g. libnvrtc.so.13, libnvrtc.so.12 */
+    const char *what;            /* "NVRTC", "cuBLASLt" */
+    const char *const *sonames;  /* newest first, e.g. libnvrtc.so.13, libnvrtc.so.12 */
     int n_sonames;
-    const char *wheel_dir; /* the per-library wheel directory of CUDA 12 (nvidia/X/lib) */
-    const char *companion; /* glob of a library to preload from the same directory, or NULL */
-    const char *key, *env; /* conf key and environment variable naming an override */
+    const char *wheel_dir;       /* the per-library wheel directory of CUDA 12 (nvidia/X/lib) */
+    const char *companion;       /* glob of a library to preload from the same directory, or NULL */
+    const char *key, *env;       /* conf key and environment variable naming an override */
     const char *install_hint;
 } culib_spec;
 

@@ -9,9 +9,7 @@
 
 typedef enum { ZP_F32 = 0, ZP_BF16 = 1, ZP_F16 = 2 } zp_dtype;
 
-static inline size_t zp_dtype_size(zp_dtype t) {
-    return t == ZP_F32 ? 4 : 2;
-}
+static inline size_t zp_dtype_size(zp_dtype t) { return t == ZP_F32 ? 4 : 2; }
 static inline const char *zp_dtype_name(zp_dtype t) {
     return t == ZP_F32 ? "F32" : t == ZP_BF16 ? "BF16" : "F16";
 }
@@ -34,12 +32,10 @@ static inline uint16_t zp_f32_to_bf16(float f) {
 static inline float zp_f16_to_f32(uint16_t h) {
     uint32_t s = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF, u;
     if (e == 0) {
-        if (m == 0)
-            u = s;
+        if (m == 0) u = s;
         else { /* subnormal: renormalise */
             e = 127 - 15 + 1;
-            while (!(m & 0x400))
-                m <<= 1, e--;
+            while (!(m & 0x400)) m <<= 1, e--;
             u = s | (e << 23) | ((m & 0x3FF) << 13);
         }
     } else if (e == 31) {

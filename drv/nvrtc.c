@@ -27,16 +27,15 @@ static const culib_spec spec = {
     .install_hint = "install CUDA 12/13 or `pip install nvidia-cuda-nvrtc`",
 };
 
-#define ENTRY(field)                                                                               \
-    { "nvrtc" #field, offsetof(nvrtc_lib, field) }
+#define ENTRY(field) {"nvrtc" #field, offsetof(nvrtc_lib, field)}
 static const struct {
     const char *name;
     size_t off;
 } entries[] = {
-    ENTRY(GetErrorString),    ENTRY(Version),           ENTRY(GetNumSupportedArchs),
-    ENTRY(GetSupportedArchs), ENTRY(CreateProgram),     ENTRY(DestroyProgram),
-    ENTRY(CompileProgram),    ENTRY(GetProgramLogSize), ENTRY(GetProgramLog),
-    ENTRY(GetCUBINSize),      ENTRY(GetCUBIN),
+    ENTRY(GetErrorString), ENTRY(Version),        ENTRY(GetNumSupportedArchs),
+    ENTRY(GetSupportedArchs), ENTRY(CreateProgram), ENTRY(DestroyProgram),
+    ENTRY(CompileProgram), ENTRY(GetProgramLogSize), ENTRY(GetProgramLog),
+    ENTRY(GetCUBINSize),   ENTRY(GetCUBIN),
 };
 #undef ENTRY
 enum { N_ENTRIES = sizeof entries / sizeof entries[0] };
@@ -47,11 +46,9 @@ int nvrtc_load(nvrtc_lib *lib, const char *override) {
     if (rc) return rc;
     const char *names[N_ENTRIES];
     void *fns[N_ENTRIES];
-    for (int i = 0; i < N_ENTRIES; i++)
-        names[i] = entries[i].name;
+    for (int i = 0; i < N_ENTRIES; i++) names[i] = entries[i].name;
     if ((rc = culib_syms(&lib->lib, &spec, names, fns, N_ENTRIES))) return rc;
-    for (int i = 0; i < N_ENTRIES; i++)
-        memcpy((char *)lib + entries[i].off, &fns[i], sizeof fns[i]);
+    for (int i = 0; i < N_ENTRIES; i++) memcpy((char *)lib + entries[i].off, &fns[i], sizeof fns[i]);
     if (lib->Version(&lib->major, &lib->minor) != NVRTC_SUCCESS || lib->major < 12)
         return err_set(ZP_EUNSUP, "NVRTC %d.%d (%s) is too old: zipage needs CUDA 12 or 13",
                        lib->major, lib->minor, lib->lib.path);
@@ -76,25 +73,21 @@ int nvrtc_check_arch(const nvrtc_lib *lib, int arch) {
 
 void nvrtc_default_cache_dir(char *buf, size_t cap) {
     const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
-    if (x && *x)
-        snprintf(buf, cap, "%s/zipage/kernels", x);
-    else if (h && *h)
-        snprintf(buf, cap, "%s/.cache/zipage/kernels", h);
-    else if (cap)
-        buf[0] = 0;
+    if (x && *x) snprintf(buf, cap, "%s/zipage/kernels", x);
+    else if (h && *h) snprintf(buf, cap, "%s/.cache/zipage/kernels", h);
+    else if (cap) buf[0] = 0;
 }
 
 int nvrtc_consts_used(const rtc_source *src) {
-    return (strstr(src->text, "ZP_HEAD_DIM") ? 1 : 0) |
-           (strstr(src->text, "ZP_BLOCK_SIZE") ? 2 : 0) | (strstr(src->text, "ZP_GQA") ? 4 : 0);
+    return (strstr(src->text, "ZP_HEAD_DIM") ? 1 : 0) | (strstr(src->text, "ZP_BLOCK_SIZE") ? 2 : 0) |
+           (strstr(src->text, "ZP_GQA") ? 4 : 0);
 }
 
 void nvrtc_job_init(nvrtc_job *job, char store[3][32], const char *defs[3], const rtc_source *src,
                     const nvrtc_consts *k, int arch) {
     int used = nvrtc_consts_used(src), n = 0;
     if (used & 1) snprintf(store[n], 32, "ZP_HEAD_DIM=%d", k->head_dim), defs[n] = store[n], n++;
-    if (used & 2)
-        snprintf(store[n], 32, "ZP_BLOCK_SIZE=%d", k->block_size), defs[n] = store[n], n++;
+    if (used & 2) snprintf(store[n], 32, "ZP_BLOCK_SIZE=%d", k->block_size), defs[n] = store[n], n++;
     if (used & 4) snprintf(store[n], 32, "ZP_GQA=%d", k->gqa), defs[n] = store[n], n++;
     *job = (nvrtc_job){.src = src, .defines = defs, .n_defines = n, .arch = arch};
 }
@@ -202,8 +195,8 @@ int nvrtc_compile(nvrtc_lib *lib, arena *a, const nvrtc_job *job, const char *ca
         }
     }
     nvrtcProgram prog;
-    nvrtcResult r =
-        lib->CreateProgram(&prog, job->src->text, job->src->name, n_hdr, hdr_text, hdr_name);
+    nvrtcResult r = lib->CreateProgram(&prog, job->src->text, job->src->name, n_hdr, hdr_text,
+                                       hdr_name);
     if (r != NVRTC_SUCCESS)
         return err_set(ZP_EBACKEND, "nvrtcCreateProgram(%s): %s", job->src->name,
                        lib->GetErrorString(r));
@@ -233,8 +226,8 @@ int nvrtc_compile(nvrtc_lib *lib, arena *a, const nvrtc_job *job, const char *ca
     if (lib->GetCUBINSize(prog, &n) != NVRTC_SUCCESS || !n ||
         !(out = arena_temp(a, n, 16, "cubin")) || lib->GetCUBIN(prog, out) != NVRTC_SUCCESS) {
         lib->DestroyProgram(&prog);
-        return out || !n ? err_set(ZP_EBACKEND, "%s: NVRTC gave no CUBIN for sm_%d", job->src->name,
-                                   job->arch)
+        return out || !n ? err_set(ZP_EBACKEND, "%s: NVRTC gave no CUBIN for sm_%d",
+                                   job->src->name, job->arch)
                          : ZP_ENOMEM;
     }
     lib->DestroyProgram(&prog);

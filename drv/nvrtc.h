@@ -1,6 +1,6 @@
 /* nvrtc: loads NVIDIA's runtime compiler with dlopen and turns the kernel sources embedded in
- * the binary (the .cu files of rtc_kernels/, see drv/rtc_sources.h) into CUBINs for one
- * architecture, with an on-disk cache.
+ * the binary (the .cu files of rtc_kernels/, see drv/rtc_sources.h) into CUBINs for one architecture, with
+ * an on-disk cache.
  *
  * Invariants:
  * - Building needs no CUDA toolkit: NVRTC is found at run time (override path, sonames, then

@@ -26,10 +26,10 @@
 #include <stddef.h>
 
 typedef enum {
-    CHAT_CHATML, /* Qwen2, Qwen2.5 and plain ChatML */
+    CHAT_CHATML,   /* Qwen2, Qwen2.5 and plain ChatML */
     CHAT_QWEN3,
     CHAT_LLAMA3,
-    CHAT_LLAMA31, /* Llama-3.1/3.2/3.3: dated system block first */
+    CHAT_LLAMA31,  /* Llama-3.1/3.2/3.3: dated system block first */
     CHAT_DEEPSEEK_R1,
 } chat_kind;
 

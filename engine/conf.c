@@ -24,9 +24,8 @@ static const key_def keys[] = {
     {#sec, #nm, d, NULL, NULL, K_INT, l, h, def, offsetof(conf, nm)},
 #define CONF_FLOAT(sec, nm, def, l, h, d)                                                          \
     {#sec, #nm, d, NULL, NULL, K_FLOAT, l, h, def, offsetof(conf, nm)},
-#define CONF_BOOL(sec, nm, def, d)                                                                 \
-    {#sec, #nm, d, NULL, NULL, K_BOOL, 0, 1, def, offsetof(conf, nm)},
-#define CONF_STR(sec, nm, def, d)      {#sec, #nm, d, NULL, def, K_STR, 0, 0, 0, offsetof(conf, nm)},
+#define CONF_BOOL(sec, nm, def, d) {#sec, #nm, d, NULL, NULL, K_BOOL, 0, 1, def, offsetof(conf, nm)},
+#define CONF_STR(sec, nm, def, d) {#sec, #nm, d, NULL, def, K_STR, 0, 0, 0, offsetof(conf, nm)},
 #define CONF_ENUM(sec, nm, def, ch, d) {#sec, #nm, d, ch, def, K_ENUM, 0, 0, 0, offsetof(conf, nm)},
 #include "engine/conf_keys.h"
 };
@@ -50,8 +49,7 @@ const char *conf_enum_name(const char *key, int value) {
     for (size_t i = 0; i < NKEYS; i++) {
         if (keys[i].type != K_ENUM || strcmp(keys[i].name, key)) continue;
         const char *p = keys[i].choices;
-        for (int j = 0; j < value && p; j++)
-            p = strchr(p, '|'), p = p ? p + 1 : NULL;
+        for (int j = 0; j < value && p; j++) p = strchr(p, '|'), p = p ? p + 1 : NULL;
         if (!p) return "?";
         size_t l = strcspn(p, "|");
         snprintf(buf, sizeof buf, "%.*s", (int)l, p);
@@ -125,21 +123,11 @@ void conf_defaults(conf *c) {
         const key_def *k = &keys[i];
         char *field = (char *)c + k->off;
         switch (k->type) {
-        case K_INT:
-            *(int64_t *)field = (int64_t)k->def_num;
-            break;
-        case K_FLOAT:
-            *(double *)field = k->def_num;
-            break;
-        case K_BOOL:
-            *(bool *)field = k->def_num != 0;
-            break;
-        case K_STR:
-            strcpy(field, k->def_str);
-            break;
-        case K_ENUM:
-            *(int *)field = enum_index(k, k->def_str);
-            break;
+        case K_INT: *(int64_t *)field = (int64_t)k->def_num; break;
+        case K_FLOAT: *(double *)field = k->def_num; break;
+        case K_BOOL: *(bool *)field = k->def_num != 0; break;
+        case K_STR: strcpy(field, k->def_str); break;
+        case K_ENUM: *(int *)field = enum_index(k, k->def_str); break;
         }
     }
 }
@@ -151,11 +139,9 @@ static const key_def *find_key(const char *name, size_t len) {
 }
 
 static char *trim(char *s) {
-    while (isspace((unsigned char)*s))
-        s++;
+    while (isspace((unsigned char)*s)) s++;
     size_t n = strlen(s);
-    while (n && isspace((unsigned char)s[n - 1]))
-        s[--n] = 0;
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
     return s;
 }
 
@@ -206,8 +192,7 @@ int conf_load_file(conf *c, const char *path) {
             }
             snprintf(section, sizeof section, "%.*s", (int)(n - 2), s + 1);
             int known = 0;
-            for (size_t i = 0; i < NKEYS; i++)
-                known |= !strcmp(keys[i].section, section);
+            for (size_t i = 0; i < NKEYS; i++) known |= !strcmp(keys[i].section, section);
             if (!known) {
                 rc = err_set(ZP_EINVAL, "%s: unknown section [%s]", where, section);
                 break;
@@ -222,7 +207,8 @@ int conf_load_file(conf *c, const char *path) {
 
 int conf_set(conf *c, const char *assignment, const char *src) {
     char buf[CONF_STR_MAX + 128];
-    if (strlen(assignment) >= sizeof buf) return err_set(ZP_EINVAL, "%s: assignment too long", src);
+    if (strlen(assignment) >= sizeof buf)
+        return err_set(ZP_EINVAL, "%s: assignment too long", src);
     strcpy(buf, assignment);
     return apply(c, buf, NULL, src);
 }
@@ -247,8 +233,7 @@ int conf_from_args(conf *c, int *argc, char **argv) {
         if (!strcmp(a, "--set") || !strcmp(a, "--model") || !strcmp(a, "--backend")) {
             if (i + 1 >= n) return err_set(ZP_EINVAL, "%s needs a value", a);
             const char *v = argv[++i];
-            if (!strcmp(a, "--set"))
-                rc = conf_set(c, v, "--set");
+            if (!strcmp(a, "--set")) rc = conf_set(c, v, "--set");
             else {
                 snprintf(buf, sizeof buf, "%s=%s", a + 2, v);
                 rc = conf_set(c, buf, a);
@@ -280,36 +265,20 @@ void conf_write(FILE *f, const conf *c) {
             else
                 snprintf(range, sizeof range, "%.0f..%.0f", k->lo, k->hi);
             break;
-        case K_FLOAT:
-            snprintf(range, sizeof range, "%g..%g", k->lo, k->hi);
-            break;
-        case K_BOOL:
-            snprintf(range, sizeof range, "true|false");
-            break;
-        case K_STR:
-            snprintf(range, sizeof range, "text");
-            break;
-        case K_ENUM:
-            snprintf(range, sizeof range, "%s", k->choices);
-            break;
+        case K_FLOAT: snprintf(range, sizeof range, "%g..%g", k->lo, k->hi); break;
+        case K_BOOL: snprintf(range, sizeof range, "true|false"); break;
+        case K_STR: snprintf(range, sizeof range, "text"); break;
+        case K_ENUM: snprintf(range, sizeof range, "%s", k->choices); break;
         }
         fprintf(f, "# %s [%s]\n%s = ", k->doc, range, k->name);
         switch (k->type) {
         case K_INT:
             fprintf(f, octal_key(k) ? "0%llo\n" : "%lld\n", (long long)*(const int64_t *)field);
             break;
-        case K_FLOAT:
-            fprintf(f, "%g\n", *(const double *)field);
-            break;
-        case K_BOOL:
-            fprintf(f, "%s\n", *(const bool *)field ? "true" : "false");
-            break;
-        case K_STR:
-            fprintf(f, "\"%s\"\n", field);
-            break;
-        case K_ENUM:
-            fprintf(f, "%s\n", conf_enum_name(k->name, *(const int *)field));
-            break;
+        case K_FLOAT: fprintf(f, "%g\n", *(const double *)field); break;
+        case K_BOOL: fprintf(f, "%s\n", *(const bool *)field ? "true" : "false"); break;
+        case K_STR: fprintf(f, "\"%s\"\n", field); break;
+        case K_ENUM: fprintf(f, "%s\n", conf_enum_name(k->name, *(const int *)field)); break;
         }
     }
 }

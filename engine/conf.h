@@ -18,10 +18,10 @@
 #define CONF_STR_MAX 512
 
 typedef struct conf {
-#define CONF_INT(sec, name, def, lo, hi, doc)   int64_t name;
+#define CONF_INT(sec, name, def, lo, hi, doc) int64_t name;
 #define CONF_FLOAT(sec, name, def, lo, hi, doc) double name;
-#define CONF_BOOL(sec, name, def, doc)          bool name;
-#define CONF_STR(sec, name, def, doc)           char name[CONF_STR_MAX];
+#define CONF_BOOL(sec, name, def, doc) bool name;
+#define CONF_STR(sec, name, def, doc) char name[CONF_STR_MAX];
 #define CONF_ENUM(sec, name, def, choices, doc) int name;
 #include "engine/conf_keys.h"
 #undef CONF_INT

@@ -1,82 +1,52 @@
+/* clang-format off: one key per line, as a table */
 /* conf_keys: the one table of configuration keys (X-macro; included by conf.h and conf.c).
  * Columns: section, key, default, [min, max,] one-line doc. Keep docs under ~90 characters. */
 
 /* [engine] */
-CONF_STR(engine, model, "",
-         "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
-CONF_ENUM(engine, backend, "auto", "auto|cpu|cuda",
-          "compute backend; auto = cuda when a GPU is usable, else cpu")
+CONF_STR(engine, model, "", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
+CONF_ENUM(engine, backend, "auto", "auto|cpu|cuda", "compute backend; auto = cuda when a GPU is usable, else cpu")
 CONF_INT(engine, threads, 0, 0, 1024, "CPU backend worker threads; 0 = one per online core")
-CONF_INT(engine, host_arena_mb, 4096, 16, 1048576,
-         "host arena reservation in MiB (pages are committed on first touch)")
+CONF_INT(engine, host_arena_mb, 4096, 16, 1048576, "host arena reservation in MiB (pages are committed on first touch)")
 
 /* [gpu] */
-CONF_STR(
-    gpu, kernel_cache_dir, "",
-    "compiled-kernel cache; empty = $XDG_CACHE_HOME or ~/.cache, then zipage/kernels; 'off' = none")
-CONF_STR(
-    gpu, nvrtc_path, "",
-    "libnvrtc file or directory to use; empty = search (ZIPAGE_NVRTC, sonames, CUDA and pip dirs)")
-CONF_STR(gpu, cublaslt_path, "",
-         "libcublasLt file or directory to use; empty = search (ZIPAGE_CUBLASLT, sonames, CUDA and "
-         "pip dirs)")
+CONF_STR(gpu, kernel_cache_dir, "", "compiled-kernel cache; empty = $XDG_CACHE_HOME or ~/.cache, then zipage/kernels; 'off' = none")
+CONF_STR(gpu, nvrtc_path, "", "libnvrtc file or directory to use; empty = search (ZIPAGE_NVRTC, sonames, CUDA and pip dirs)")
+CONF_STR(gpu, cublaslt_path, "", "libcublasLt file or directory to use; empty = search (ZIPAGE_CUBLASLT, sonames, CUDA and pip dirs)")
 CONF_STR(gpu, cuda_driver_path, "", "libcuda file to use; empty = libcuda.so.1 on the loader path")
 CONF_INT(gpu, cuda_device, 0, 0, 63, "ordinal of the GPU to use")
-CONF_INT(gpu, attention_chunk, 512, 64, 1048576,
-         "KV positions per split of GPU attention (fixed for every row: results do not depend on "
-         "the batch)")
-CONF_BOOL(
-    gpu, cuda_graphs, true,
-    "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
-CONF_BOOL(gpu, batch_invariant, true,
-          "one split-K-free GEMM algorithm per weight for every batch size: tokens do not depend "
-          "on the batch")
+CONF_INT(gpu, attention_chunk, 512, 64, 1048576, "KV positions per split of GPU attention (fixed for every row: results do not depend on the batch)")
+CONF_BOOL(gpu, cuda_graphs, true, "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
+CONF_BOOL(gpu, batch_invariant, true, "one split-K-free GEMM algorithm per weight for every batch size: tokens do not depend on the batch")
 
 /* [memory] */
-CONF_ENUM(memory, kv_dtype, "auto", "auto|f32|bf16|f16",
-          "KV cache element type; auto = f32 on cpu, bf16 on cuda")
-CONF_INT(
-    memory, kv_memory_mb, 0, 0, 16777216,
-    "KV cache + query cache memory in MiB; 0 = auto (1024 on cpu, from free GPU memory on cuda)")
-CONF_FLOAT(memory, gpu_memory_utilization, 0.9, 0.05, 0.99,
-           "fraction of free GPU memory the device arena may take")
-CONF_INT(memory, num_kv_blocks, 0, 0, 16777216,
-         "exact number of KV blocks; 0 = as many as the memory plan allows")
+CONF_ENUM(memory, kv_dtype, "auto", "auto|f32|bf16|f16", "KV cache element type; auto = f32 on cpu, bf16 on cuda")
+CONF_INT(memory, kv_memory_mb, 0, 0, 16777216, "KV cache + query cache memory in MiB; 0 = auto (1024 on cpu, from free GPU memory on cuda)")
+CONF_FLOAT(memory, gpu_memory_utilization, 0.9, 0.05, 0.99, "fraction of free GPU memory the device arena may take")
+CONF_INT(memory, num_kv_blocks, 0, 0, 16777216, "exact number of KV blocks; 0 = as many as the memory plan allows")
 
 /* [scheduler] */
 CONF_INT(scheduler, block_size, 256, 1, 4096, "tokens per KV block (page)")
 CONF_INT(scheduler, max_num_seqs, 64, 1, 65536, "most requests running at once")
-CONF_INT(scheduler, max_num_batched_tokens, 2048, 1, 1048576,
-         "most tokens (prefill chunks + decodes) in one step")
-CONF_INT(scheduler, max_model_len, 0, 0, 16777216,
-         "longest prompt + completion; 0 = the model's max_position_embeddings")
+CONF_INT(scheduler, max_num_batched_tokens, 2048, 1, 1048576, "most tokens (prefill chunks + decodes) in one step")
+CONF_INT(scheduler, max_model_len, 0, 0, 16777216, "longest prompt + completion; 0 = the model's max_position_embeddings")
 CONF_BOOL(scheduler, enable_prefix_caching, true, "share KV blocks of identical prompt prefixes")
-CONF_INT(scheduler, max_waiting, 4096, 1, 1048576,
-         "most requests queued before new ones are refused")
+CONF_INT(scheduler, max_waiting, 4096, 1, 1048576, "most requests queued before new ones are refused")
 
 /* [compress] */
-CONF_BOOL(compress, compress, true,
-          "cap each request's KV at max_cache_blocks_per_seq+1 blocks by evicting tokens")
+CONF_BOOL(compress, compress, true, "cap each request's KV at max_cache_blocks_per_seq+1 blocks by evicting tokens")
 CONF_INT(compress, max_cache_blocks_per_seq, 8, 1, 65536, "M: blocks kept after a compression")
-CONF_INT(compress, max_kv_budget_blocks, 64, 1, 65536,
-         "largest per-request kv_budget_blocks a request may ask for")
-CONF_INT(compress, query_cache_len, 16, 1, 4096,
-         "recent queries kept per request for scoring (qcl)")
-CONF_BOOL(compress, compress_after_prefill, true,
-          "compress a prompt longer than the budget right after its prefill")
+CONF_INT(compress, max_kv_budget_blocks, 64, 1, 65536, "largest per-request kv_budget_blocks a request may ask for")
+CONF_INT(compress, query_cache_len, 16, 1, 4096, "recent queries kept per request for scoring (qcl)")
+CONF_BOOL(compress, compress_after_prefill, true, "compress a prompt longer than the budget right after its prefill")
 CONF_BOOL(compress, max_norm, false, "divide attention scores by their maximum per head")
 CONF_BOOL(compress, use_global_score, true, "carry a decayed per-token score across compressions")
 CONF_FLOAT(compress, global_score_decay, 0.8, 0.0, 1.0, "decay gamma of the carried score")
 CONF_INT(compress, pooling_size, 5, 0, 255, "max-pooling width over positions (odd); 0 or 1 = off")
 CONF_BOOL(compress, continuous_pooling, false, "pool at every compression, not only the first")
-CONF_ENUM(compress, redundancy, "lightning", "lightning|raw|off",
-          "key-redundancy penalty: within blocks, all pairs, or none")
-CONF_FLOAT(compress, redundancy_lambda, 0.2, 0.0, 1.0,
-           "weight of attention vs redundancy: S = l*S - (1-l)*R")
-CONF_FLOAT(compress, redundancy_temperature, 0.4, 0.001, 100.0,
-           "softmax temperature of the redundancy score")
-CONF_FLOAT(compress, redundancy_threshold, 0.5, -1.0, 1.0,
-           "cosine similarity above which the newest similar key is spared")
+CONF_ENUM(compress, redundancy, "lightning", "lightning|raw|off", "key-redundancy penalty: within blocks, all pairs, or none")
+CONF_FLOAT(compress, redundancy_lambda, 0.2, 0.0, 1.0, "weight of attention vs redundancy: S = l*S - (1-l)*R")
+CONF_FLOAT(compress, redundancy_temperature, 0.4, 0.001, 100.0, "softmax temperature of the redundancy score")
+CONF_FLOAT(compress, redundancy_threshold, 0.5, -1.0, 1.0, "cosine similarity above which the newest similar key is spared")
 CONF_INT(compress, sink_len, 0, 0, 65536, "first cached positions never evicted (attention sinks)")
 
 /* [ipc] */
@@ -85,10 +55,7 @@ CONF_INT(ipc, ipc_mode, 0600, 0, 0777, "permission bits of the shared-memory obj
 CONF_STR(ipc, ipc_group, "", "group owning the shared-memory object; empty = the engine's")
 CONF_INT(ipc, max_clients, 16, 1, 1024, "client slots")
 CONF_INT(ipc, max_inflight_per_client, 64, 1, 65536, "requests a client may have in flight")
-CONF_INT(ipc, payload_bytes_per_client, 1048576, 4096, 1073741824,
-         "payload area per client slot in bytes")
+CONF_INT(ipc, payload_bytes_per_client, 1048576, 4096, 1073741824, "payload area per client slot in bytes")
 CONF_INT(ipc, spin_us, 50, 0, 1000000, "busy-wait before sleeping on a futex, in microseconds")
-CONF_ENUM(ipc, sigterm, "finish", "finish|cancel",
-          "on SIGTERM: finish running requests, or cancel them")
-CONF_BOOL(ipc, ipc_admin_cancel, false,
-          "let any client cancel other clients' requests (zipage-cli cancel)")
+CONF_ENUM(ipc, sigterm, "finish", "finish|cancel", "on SIGTERM: finish running requests, or cancel them")
+CONF_BOOL(ipc, ipc_admin_cancel, false, "let any client cancel other clients' requests (zipage-cli cancel)")

@@ -302,6 +302,21 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
     return 0;
 }
 
+void engine_be_shape(const model_config *mc, int32_t block_size, int32_t max_tokens,
+                     int32_t max_logits, int32_t max_model_len, be_shape *s) {
+    *s = (be_shape){.layers = mc->layers,
+                    .hidden = mc->hidden,
+                    .heads = mc->heads,
+                    .kv_heads = mc->kv_heads,
+                    .head_dim = mc->head_dim,
+                    .intermediate = mc->intermediate,
+                    .vocab = mc->vocab,
+                    .block_size = block_size,
+                    .max_tokens = max_tokens,
+                    .max_logits = max_logits,
+                    .max_model_len = max_model_len};
+}
+
 void engine_be_config(const conf *cf, be_config *bc) {
     *bc = (be_config){
         .kind = cf->backend == CONF_BACKEND_CPU    ? BE_CPU
@@ -347,19 +362,9 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
     e->max_blocks = (e->max_model_len + e->bs - 1) / e->bs;
 
     if ((rc = loader_weights(&e->mw, &e->mc, a, cf->model))) return rc;
-    be_shape shape = {
-        .layers = mc->layers,
-        .hidden = mc->hidden,
-        .heads = mc->heads,
-        .kv_heads = mc->kv_heads,
-        .head_dim = mc->head_dim,
-        .intermediate = mc->intermediate,
-        .vocab = mc->vocab,
-        .block_size = e->bs,
-        .max_tokens = (int32_t)cf->max_num_batched_tokens,
-        .max_logits = (int32_t)cf->max_num_seqs,
-        .max_model_len = e->max_model_len,
-    };
+    be_shape shape;
+    engine_be_shape(mc, e->bs, (int32_t)cf->max_num_batched_tokens, (int32_t)cf->max_num_seqs,
+                    e->max_model_len, &shape);
     be_config bc;
     engine_be_config(cf, &bc);
     if ((rc = backend_create(&e->be, &bc, &shape, e->backend_why, sizeof e->backend_why))) {

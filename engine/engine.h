@@ -12,6 +12,7 @@
 #include "arena/arena.h"
 #include "drv/backend.h"
 #include "engine/conf.h"
+#include "engine/loader.h"
 #include "engine/sampler.h"
 
 #include <stdbool.h>
@@ -85,7 +86,10 @@ typedef struct engine_info {
     size_t kv_bytes, device_bytes;
 } engine_info;
 void engine_get_info(const engine *e, engine_info *info);
-/* The backend factory's settings from a configuration (for tools that run the model alone). */
+/* What the backend factory needs, for tools that run the model alone: the model's shape and
+ * the step bounds, and the settings from a configuration. */
+void engine_be_shape(const model_config *mc, int32_t block_size, int32_t max_tokens,
+                     int32_t max_logits, int32_t max_model_len, be_shape *s);
 void engine_be_config(const conf *cf, be_config *bc);
 
 /* Queues a request. *req_id gets its id. Errors (prompt too long, bad parameter, queue

@@ -13,8 +13,7 @@
 #include <string.h>
 
 static size_t skip_ws(const char *s, size_t i, size_t end) {
-    while (i < end && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
-        i++;
+    while (i < end && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) i++;
     return i;
 }
 
@@ -31,22 +30,18 @@ static bool valid_number(const char *s, size_t n) {
     size_t i = 0;
     if (i < n && s[i] == '-') i++;
     if (i >= n || s[i] < '0' || s[i] > '9') return false;
-    if (s[i] == '0')
-        i++;
+    if (s[i] == '0') i++;
     else
-        while (i < n && s[i] >= '0' && s[i] <= '9')
-            i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
     if (i < n && s[i] == '.') {
         if (++i >= n || s[i] < '0' || s[i] > '9') return false;
-        while (i < n && s[i] >= '0' && s[i] <= '9')
-            i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
     }
     if (i < n && (s[i] == 'e' || s[i] == 'E')) {
         i++;
         if (i < n && (s[i] == '+' || s[i] == '-')) i++;
         if (i >= n || s[i] < '0' || s[i] > '9') return false;
-        while (i < n && s[i] >= '0' && s[i] <= '9')
-            i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
     }
     return i == n;
 }
@@ -106,13 +101,11 @@ static int finish_parse(json_doc *d, int n, const char *name) {
     size_t bad = 0;
     if (validate(d, 0, &bad, 0) < 0) {
         if (bad == SIZE_MAX)
-            return err_set(ZP_EFORMAT, "%s: JSON nested deeper than %d levels", name,
-                           JSON_MAX_DEPTH);
+            return err_set(ZP_EFORMAT, "%s: JSON nested deeper than %d levels", name, JSON_MAX_DEPTH);
         return err_set(ZP_EFORMAT, "%s: invalid JSON at byte %zu", name, bad);
     }
     /* jsmn accepts several top-level values; a document is exactly one. */
-    if (json_skip(d, 0) != n)
-        return err_set(ZP_EFORMAT, "%s: trailing data after JSON value", name);
+    if (json_skip(d, 0) != n) return err_set(ZP_EFORMAT, "%s: trailing data after JSON value", name);
     for (size_t i = (size_t)d->tok[0].end; i < d->len; i++)
         if (!strchr(" \t\r\n", d->src[i]))
             return err_set(ZP_EFORMAT, "%s: trailing data after JSON value", name);
@@ -167,23 +160,16 @@ int json_load(json_doc *d, arena *a, const char *path) {
     return json_parse(d, a, text, len, path);
 }
 
-bool json_is_obj(const json_doc *d, int t) {
-    return t >= 0 && d->tok[t].type == JSMN_OBJECT;
-}
-bool json_is_arr(const json_doc *d, int t) {
-    return t >= 0 && d->tok[t].type == JSMN_ARRAY;
-}
-bool json_is_str(const json_doc *d, int t) {
-    return t >= 0 && d->tok[t].type == JSMN_STRING;
-}
+bool json_is_obj(const json_doc *d, int t) { return t >= 0 && d->tok[t].type == JSMN_OBJECT; }
+bool json_is_arr(const json_doc *d, int t) { return t >= 0 && d->tok[t].type == JSMN_ARRAY; }
+bool json_is_str(const json_doc *d, int t) { return t >= 0 && d->tok[t].type == JSMN_STRING; }
 bool json_is_null(const json_doc *d, int t) {
     return t >= 0 && d->tok[t].type == JSMN_PRIMITIVE && d->src[d->tok[t].start] == 'n';
 }
 
 int json_skip(const json_doc *d, int t) {
     int end = d->tok[t].end, j = t + 1;
-    while (j < d->ntok && d->tok[j].start < end)
-        j++;
+    while (j < d->ntok && d->tok[j].start < end) j++;
     return j;
 }
 
@@ -197,25 +183,20 @@ int json_get(const json_doc *d, int obj, const char *key) {
     return -1;
 }
 
-int json_len(const json_doc *d, int t) {
-    return t >= 0 ? d->tok[t].size : 0;
-}
+int json_len(const json_doc *d, int t) { return t >= 0 ? d->tok[t].size : 0; }
 
 int json_at(const json_doc *d, int arr, int i) {
     if (!json_is_arr(d, arr) || i < 0 || i >= d->tok[arr].size) return -1;
     int e = arr + 1;
-    while (i-- > 0)
-        e = json_skip(d, e);
+    while (i-- > 0) e = json_skip(d, e);
     return e;
 }
 
 static int put_utf8(char *out, size_t cap, size_t *o, uint32_t cp) {
     char b[4];
     int n;
-    if (cp < 0x80)
-        b[0] = (char)cp, n = 1;
-    else if (cp < 0x800)
-        b[0] = (char)(0xC0 | cp >> 6), b[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
+    if (cp < 0x80) b[0] = (char)cp, n = 1;
+    else if (cp < 0x800) b[0] = (char)(0xC0 | cp >> 6), b[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
     else if (cp < 0x10000)
         b[0] = (char)(0xE0 | cp >> 12), b[1] = (char)(0x80 | ((cp >> 6) & 0x3F)),
         b[2] = (char)(0x80 | (cp & 0x3F)), n = 3;
@@ -233,7 +214,7 @@ static int hex4(const char *s, size_t n, size_t i, uint32_t *v) {
     *v = 0;
     for (int k = 0; k < 4; k++) {
         char c = s[i + (size_t)k];
-        int h = c >= '0' && c <= '9'   ? c - '0'
+        int h = c >= '0' && c <= '9' ? c - '0'
                 : c >= 'a' && c <= 'f' ? c - 'a' + 10
                 : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                        : -1;
@@ -255,30 +236,14 @@ int json_unescape(const char *s, size_t n, char *out, size_t cap, size_t *outlen
         if (++i >= n) return err_set(ZP_EFORMAT, "JSON string ends inside an escape");
         uint32_t cp;
         switch (s[i]) {
-        case '"':
-            cp = '"';
-            break;
-        case '\\':
-            cp = '\\';
-            break;
-        case '/':
-            cp = '/';
-            break;
-        case 'b':
-            cp = '\b';
-            break;
-        case 'f':
-            cp = '\f';
-            break;
-        case 'n':
-            cp = '\n';
-            break;
-        case 'r':
-            cp = '\r';
-            break;
-        case 't':
-            cp = '\t';
-            break;
+        case '"': cp = '"'; break;
+        case '\\': cp = '\\'; break;
+        case '/': cp = '/'; break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
         case 'u':
             if (hex4(s, n, i + 1, &cp)) return err_set(ZP_EFORMAT, "bad \\u escape in JSON string");
             i += 4;
@@ -293,11 +258,9 @@ int json_unescape(const char *s, size_t n, char *out, size_t cap, size_t *outlen
                 return err_set(ZP_EFORMAT, "lone low surrogate \\u%04X in JSON string", cp);
             }
             break;
-        default:
-            return err_set(ZP_EFORMAT, "bad escape '\\%c' in JSON string", s[i]);
+        default: return err_set(ZP_EFORMAT, "bad escape '\\%c' in JSON string", s[i]);
         }
-        if (put_utf8(out, cap, &o, cp))
-            return err_set(ZP_ELIMIT, "JSON string longer than %zu bytes", cap);
+        if (put_utf8(out, cap, &o, cp)) return err_set(ZP_ELIMIT, "JSON string longer than %zu bytes", cap);
     }
     if (o >= cap) return err_set(ZP_ELIMIT, "JSON string longer than %zu bytes", cap);
     out[o] = 0;
@@ -364,12 +327,9 @@ int json_f64(const json_doc *d, int t, double *v) {
 int json_bool(const json_doc *d, int t, bool *v) {
     char buf[8];
     if (prim(d, t, buf, sizeof buf)) return ZP_EFORMAT;
-    if (!strcmp(buf, "true"))
-        *v = true;
-    else if (!strcmp(buf, "false"))
-        *v = false;
-    else
-        return err_set(ZP_EFORMAT, "%s: '%s' is not a boolean", d->name, buf);
+    if (!strcmp(buf, "true")) *v = true;
+    else if (!strcmp(buf, "false")) *v = false;
+    else return err_set(ZP_EFORMAT, "%s: '%s' is not a boolean", d->name, buf);
     return 0;
 }
 
@@ -412,8 +372,7 @@ long json_escape(const char *s, size_t n, char *out, size_t cap) {
             i++;
         } else if (c < 0x20) {
             const char *m = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : NULL;
-            if (m)
-                PUT(m, 2);
+            if (m) PUT(m, 2);
             else {
                 static const char hx[] = "0123456789abcdef";
                 char u[6] = {'\\', 'u', '0', '0', hx[c >> 4], hx[c & 15]};

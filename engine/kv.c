@@ -10,14 +10,10 @@
 #include <xxhash.h>
 
 static void list_remove(kv_pool *p, int32_t b) {
-    if (p->prev[b] >= 0)
-        p->next[p->prev[b]] = p->next[b];
-    else
-        p->free_head = p->next[b];
-    if (p->next[b] >= 0)
-        p->prev[p->next[b]] = p->prev[b];
-    else
-        p->free_tail = p->prev[b];
+    if (p->prev[b] >= 0) p->next[p->prev[b]] = p->next[b];
+    else p->free_head = p->next[b];
+    if (p->next[b] >= 0) p->prev[p->next[b]] = p->prev[b];
+    else p->free_tail = p->prev[b];
     p->prev[b] = p->next[b] = -1;
     p->nfree--;
 }
@@ -25,10 +21,8 @@ static void list_remove(kv_pool *p, int32_t b) {
 static void list_append(kv_pool *p, int32_t b) {
     p->prev[b] = p->free_tail;
     p->next[b] = -1;
-    if (p->free_tail >= 0)
-        p->next[p->free_tail] = b;
-    else
-        p->free_head = b;
+    if (p->free_tail >= 0) p->next[p->free_tail] = b;
+    else p->free_head = b;
     p->free_tail = b;
     p->nfree++;
 }
@@ -46,8 +40,7 @@ int kv_init(kv_pool *p, arena *a, int32_t num_blocks, int32_t block_size, bool p
     if (!p->ref || !p->prev || !p->next) return ZP_ENOMEM;
     if (prefix_cache) {
         p->nbuckets = 1;
-        while (p->nbuckets < 2 * n)
-            p->nbuckets <<= 1;
+        while (p->nbuckets < 2 * n) p->nbuckets <<= 1;
         p->hash = arena_alloc(a, n * 8, 8, "kv hashes");
         p->has_hash = arena_alloc(a, n, 8, "kv hashes");
         p->tokens = arena_alloc(a, n * (size_t)block_size * 4, 8, "kv prefix tokens");
@@ -57,8 +50,7 @@ int kv_init(kv_pool *p, arena *a, int32_t num_blocks, int32_t block_size, bool p
         memset(p->bucket, 0xFF, (size_t)p->nbuckets * 4);
     }
     p->free_head = p->free_tail = -1;
-    for (int32_t b = 0; b < num_blocks; b++)
-        list_append(p, b);
+    for (int32_t b = 0; b < num_blocks; b++) list_append(p, b);
     return 0;
 }
 

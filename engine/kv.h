@@ -23,14 +23,14 @@
 typedef struct kv_pool {
     int32_t num_blocks, block_size, nfree;
     int32_t *ref;
-    int32_t *prev, *next; /* free list links (-1 = none) */
+    int32_t *prev, *next;   /* free list links (-1 = none) */
     int32_t free_head, free_tail;
     bool prefix_cache;
-    uint64_t *hash; /* per block; valid when has_hash */
+    uint64_t *hash;         /* per block; valid when has_hash */
     bool *has_hash;
-    int32_t *tokens; /* [num_blocks][block_size] ids of registered blocks */
-    int32_t *bucket; /* [nbuckets] first block of each hash chain */
-    int32_t *chain;  /* next block in the same chain */
+    int32_t *tokens;        /* [num_blocks][block_size] ids of registered blocks */
+    int32_t *bucket;        /* [nbuckets] first block of each hash chain */
+    int32_t *chain;         /* next block in the same chain */
     uint32_t nbuckets;
 } kv_pool;
 
@@ -40,12 +40,8 @@ int32_t kv_alloc(kv_pool *p);
 void kv_ref(kv_pool *p, int32_t b);
 /* Drops one reference; at zero the block joins the free list's tail, hash kept. */
 void kv_unref(kv_pool *p, int32_t b);
-static inline int32_t kv_free_count(const kv_pool *p) {
-    return p->nfree;
-}
-static inline int32_t kv_used_count(const kv_pool *p) {
-    return p->num_blocks - p->nfree;
-}
+static inline int32_t kv_free_count(const kv_pool *p) { return p->nfree; }
+static inline int32_t kv_used_count(const kv_pool *p) { return p->num_blocks - p->nfree; }
 
 uint64_t kv_chain_hash(uint64_t prev, const int32_t *tokens, int32_t n);
 /* The block registered under h holding exactly tokens[0..block_size), with one more

@@ -311,7 +311,7 @@ typedef struct st_entry {
     size_t name_len;
     const uint8_t *data;
     uint64_t begin, end; /* data_offsets: [begin, end) in the file's data section */
-    int dtype;           /* zp_dtype, or -1 for a valid safetensors dtype the engine does not use */
+    int dtype; /* zp_dtype, or -1 for a valid safetensors dtype the engine does not use */
     char dtype_name[8];
     int ndim;
     int64_t shape[8];

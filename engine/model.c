@@ -101,7 +101,8 @@ static int place_weight(carver *cv, const tensor *t, be_w *out) {
 static int place_linear(carver *cv, be_linear *out, const tensor *const *w, const tensor *const *b,
                         int n, const be_w *dev, int max_rows, zp_dtype out_t) {
     be_part parts[BE_LINEAR_PARTS];
-    size_t wb = 0, bb = 0;
+    size_t wb = 0, bias_rows = 0, rows = 0;
+    zp_dtype bt = ZP_F32;
     for (int i = 0; i < n; i++) {
         size_t elems = tensor_bytes(w[i]) / zp_dtype_size(w[i]->dtype);
         parts[i] = (be_part){.w = dev ? NULL : w[i]->data,
@@ -109,13 +110,14 @@ static int place_linear(carver *cv, be_linear *out, const tensor *const *w, cons
                              .wt = dev ? dev->t : w[i]->dtype,
                              .rows = (int32_t)w[i]->shape[0]};
         if (!dev) wb += cv->be->weight_bytes(cv->be, w[i]->dtype, elems);
+        rows += (size_t)w[i]->shape[0];
         if (b && b[i]->data) {
             parts[i].bias = b[i]->data;
-            parts[i].bt = b[i]->dtype;
-            bb += cv->be->weight_bytes(cv->be, b[i]->dtype, (size_t)b[i]->shape[0]);
+            parts[i].bt = bt = b[i]->dtype;
+            bias_rows = rows; /* a fused bias covers every part (zeros where a part has none) */
         }
     }
-    cv->bytes += al(wb) + al(bb);
+    cv->bytes += al(wb) + al(bias_rows ? cv->be->weight_bytes(cv->be, bt, rows) : 0);
     return cv->carve ? cv->be->linear_init(cv->be, out, parts, n, (int)w[0]->shape[1], max_rows,
                                            out_t, w[0]->name ? w[0]->name : "linear")
                      : 0;

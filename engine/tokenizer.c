@@ -22,13 +22,13 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#define MAX_AFFIX       8          /* post-processor ids before/after the sequence */
-#define CACHE_SLOTS     (1u << 16) /* piece cache entries (power of two) */
-#define CACHE_BYTES     (1u << 20) /* piece cache text pool */
-#define CACHE_IDS       (1u << 19) /* piece cache id pool */
+#define MAX_AFFIX 8                /* post-processor ids before/after the sequence */
+#define CACHE_SLOTS (1u << 16)     /* piece cache entries (power of two) */
+#define CACHE_BYTES (1u << 20)     /* piece cache text pool */
+#define CACHE_IDS (1u << 19)       /* piece cache id pool */
 #define CACHE_MAX_PIECE 128        /* longer pieces are not cached */
-#define NFC_CHUNK       16384      /* raw bytes normalized per utf8proc call */
-#define TOKSTR_MAX      4096       /* longest token string accepted in tokenizer.json */
+#define NFC_CHUNK 16384            /* raw bytes normalized per utf8proc call */
+#define TOKSTR_MAX 4096            /* longest token string accepted in tokenizer.json */
 
 enum { F_PRESENT = 1, F_SPECIAL = 2, F_ADDED = 4 };
 
@@ -171,8 +171,7 @@ static size_t utf8_valid_upto(const uint8_t *s, size_t n) {
 /* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68
  * bytes for U+0100.. in byte order. */
 static uint32_t bl_char_of_byte(int b) {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))
-        return (uint32_t)b;
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return (uint32_t)b;
     int n = 0;
     for (int x = 0; x < b; x++)
         if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) n++;
@@ -180,9 +179,7 @@ static uint32_t bl_char_of_byte(int b) {
 }
 
 /* Byte a ByteLevel character stands for, or -1. */
-static int bl_byte_of_char(const int16_t *inv, uint32_t c) {
-    return c < 324 ? inv[c] : -1;
-}
+static int bl_byte_of_char(const int16_t *inv, uint32_t c) { return c < 324 ? inv[c] : -1; }
 
 /* Undoes the ByteLevel mapping of a UTF-8 token string. Characters outside the mapping are
  * kept as their UTF-8 bytes (like HF's ByteLevel decoder); *strict tells whether there
@@ -210,8 +207,7 @@ static size_t bl_unmap(const int16_t *inv, const uint8_t *s, size_t n, uint8_t *
 
 static uint32_t pow2_at_least(size_t n) {
     uint32_t p = 1024;
-    while (p < n)
-        p <<= 1;
+    while (p < n) p <<= 1;
     return p;
 }
 
@@ -227,8 +223,7 @@ static int32_t vocab_find(const tokenizer *t, const uint8_t *s, size_t n) {
 
 static void vocab_insert(tokenizer *t, int32_t id) {
     uint32_t h = (uint32_t)XXH3_64bits(t->blob + t->off[id], t->len[id]) & t->vmask;
-    while (t->vhash[h])
-        h = (h + 1) & t->vmask;
+    while (t->vhash[h]) h = (h + 1) & t->vmask;
     t->vhash[h] = (uint32_t)id + 1;
 }
 
@@ -255,33 +250,26 @@ static inline const merge_ent *merge_find(const tokenizer *t, int32_t a, int32_t
  * second below NFC_SECOND_LIMIT, and a bit per inert BMP character. */
 #define NFC_SECOND_LIMIT 0x20000u
 
-static inline bool bit_get(const uint8_t *b, uint32_t c) {
-    return (b[c >> 3] >> (c & 7)) & 1;
-}
-static inline void bit_set(uint8_t *b, uint32_t c) {
-    b[c >> 3] |= (uint8_t)(1u << (c & 7));
-}
+static inline bool bit_get(const uint8_t *b, uint32_t c) { return (b[c >> 3] >> (c & 7)) & 1; }
+static inline void bit_set(uint8_t *b, uint32_t c) { b[c >> 3] |= (uint8_t)(1u << (c & 7)); }
 
 /* Full canonical decomposition of c into buf[8]; 0 when it has none. */
 static int canon_decomp(uint32_t c, utf8proc_int32_t *buf) {
     const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
     if (p->decomp_seqindex == UINT16_MAX || p->decomp_type != 0) return 0;
     int last = 0;
-    utf8proc_ssize_t k =
-        utf8proc_decompose_char((utf8proc_int32_t)c, buf, 8, UTF8PROC_DECOMPOSE, &last);
+    utf8proc_ssize_t k = utf8proc_decompose_char((utf8proc_int32_t)c, buf, 8, UTF8PROC_DECOMPOSE, &last);
     return k > 0 && k <= 8 ? (int)k : 0;
 }
 
 static bool recomposes(const utf8proc_int32_t *d, int k, uint32_t c) {
     utf8proc_int32_t b[8];
     memcpy(b, d, sizeof *d * (size_t)k);
-    return utf8proc_normalize_utf32(b, k, UTF8PROC_COMPOSE | UTF8PROC_STABLE) == 1 &&
-           b[0] == (utf8proc_int32_t)c;
+    return utf8proc_normalize_utf32(b, k, UTF8PROC_COMPOSE | UTF8PROC_STABLE) == 1 && b[0] == (utf8proc_int32_t)c;
 }
 
 static bool nfc_inert_slow(const tokenizer *t, uint32_t c) {
-    if ((c >= 0xD800 && c <= 0xDFFF) || (c < NFC_SECOND_LIMIT && bit_get(t->second_bits, c)))
-        return false;
+    if ((c >= 0xD800 && c <= 0xDFFF) || (c < NFC_SECOND_LIMIT && bit_get(t->second_bits, c))) return false;
     if (utf8proc_get_property((utf8proc_int32_t)c)->combining_class) return false;
     utf8proc_int32_t buf[8];
     int k = canon_decomp(c, buf);
@@ -292,10 +280,8 @@ static int nfc_build(tokenizer *t, arena *a) {
     t->second_bits = arena_alloc(a, NFC_SECOND_LIMIT / 8, 8, "nfc tables");
     t->inert_bmp = arena_alloc(a, 0x10000 / 8, 8, "nfc tables");
     if (!t->second_bits || !t->inert_bmp) return ZP_ENOMEM;
-    for (uint32_t c = 0x1161; c <= 0x1175; c++)
-        bit_set(t->second_bits, c); /* Hangul V */
-    for (uint32_t c = 0x11A8; c <= 0x11C2; c++)
-        bit_set(t->second_bits, c); /* Hangul T */
+    for (uint32_t c = 0x1161; c <= 0x1175; c++) bit_set(t->second_bits, c); /* Hangul V */
+    for (uint32_t c = 0x11A8; c <= 0x11C2; c++) bit_set(t->second_bits, c); /* Hangul T */
     utf8proc_int32_t buf[8];
     for (uint32_t c = 0xC0; c < 0x30000; c++) { /* every later part of a composite */
         int k = canon_decomp(c, buf);
@@ -349,8 +335,7 @@ static bool bool_of(const json_doc *d, int obj, const char *key, bool dflt) {
 /* Reads string token v, undoes the ByteLevel mapping into l->bbuf; returns the length. */
 static int tok_string(loader *l, int v, size_t *n, bool *strict, const char *what) {
     size_t sl;
-    if (!json_is_str(l->d, v))
-        return err_set(ZP_EFORMAT, "%s: %s is not a string", l->d->name, what);
+    if (!json_is_str(l->d, v)) return err_set(ZP_EFORMAT, "%s: %s is not a string", l->d->name, what);
     int rc = json_str(l->d, v, l->sbuf, sizeof l->sbuf, &sl);
     if (rc) return err_prefix(rc, "%s: %s", l->d->name, what);
     if (utf8_valid_upto((const uint8_t *)l->sbuf, sl) != sl)
@@ -361,19 +346,16 @@ static int tok_string(loader *l, int v, size_t *n, bool *strict, const char *wha
 
 static int set_token(loader *l, int64_t id, const uint8_t *b, size_t n, uint8_t flags) {
     tokenizer *t = l->t;
-    if (id < 0 || id >= t->nids)
-        return err_set(ZP_EFORMAT, "%s: token id %lld out of range", l->d->name, (long long)id);
+    if (id < 0 || id >= t->nids) return err_set(ZP_EFORMAT, "%s: token id %lld out of range", l->d->name, (long long)id);
     if ((t->flags[id] & F_PRESENT) && !(flags & F_ADDED))
-        return err_set(ZP_EFORMAT, "%s: token id %lld appears twice in the vocabulary", l->d->name,
-                       (long long)id);
+        return err_set(ZP_EFORMAT, "%s: token id %lld appears twice in the vocabulary", l->d->name, (long long)id);
     /* An added token may restate its own vocabulary entry; under an id that names other text
      * (or another added token), encoding would yield one text's id and decoding the other. */
     if ((t->flags[id] & F_PRESENT) &&
         ((t->flags[id] & F_ADDED) || t->len[id] != n || memcmp(t->blob + t->off[id], b, n)))
         return err_set(ZP_EFORMAT, "%s: added token id %lld already belongs to another token",
                        l->d->name, (long long)id);
-    if (t->blob_used + n > t->blob_cap)
-        return err_set(ZP_EFORMAT, "%s: token text larger than the file", l->d->name);
+    if (t->blob_used + n > t->blob_cap) return err_set(ZP_EFORMAT, "%s: token text larger than the file", l->d->name);
     memcpy(t->blob + t->blob_used, b, n);
     t->off[id] = (uint32_t)t->blob_used;
     t->len[id] = (uint32_t)n;
@@ -403,9 +385,8 @@ static int check_normalizer(const json_doc *d, int v, bool *nfc) {
 
 static const char QWEN_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
                               "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const char LLAMA3_RE[] =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char LLAMA3_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                                "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 static int check_bytelevel(const json_doc *d, int v, const char *what) {
     if (!str_is(d, v, "type", "ByteLevel")) return unsup(what, d, v);
@@ -450,8 +431,7 @@ static int load_template(loader *l, int v) {
     for (int i = 0, e = single + 1; i < n; i++, e = json_skip(d, e)) {
         int st = json_get(d, e, "SpecialToken"), sq = json_get(d, e, "Sequence");
         if (sq >= 0) {
-            if (seen_seq || !str_is(d, sq, "id", "A"))
-                return unsup("post_processor template", d, e);
+            if (seen_seq || !str_is(d, sq, "id", "A")) return unsup("post_processor template", d, e);
             seen_seq = true;
             continue;
         }
@@ -515,8 +495,7 @@ static int check_model(const json_doc *d, int m, bool *ignore_merges) {
 static int load_vocab(loader *l, int vocab, int added) {
     const json_doc *d = l->d;
     tokenizer *t = l->t;
-    if (!json_is_obj(d, vocab))
-        return err_set(ZP_EFORMAT, "%s: model.vocab is not an object", d->name);
+    if (!json_is_obj(d, vocab)) return err_set(ZP_EFORMAT, "%s: model.vocab is not an object", d->name);
     int nv = json_len(d, vocab);
     /* pass 1: the id range and an upper bound of the token text */
     int64_t maxid = -1;
@@ -532,8 +511,7 @@ static int load_vocab(loader *l, int vocab, int added) {
     for (int i = 0, e = added + 1; i < na; i++, e = json_skip(d, e)) {
         int64_t id;
         int c = json_get(d, e, "content");
-        if (json_i64(d, json_get(d, e, "id"), &id) || id < 0 || id > INT32_MAX / 2 ||
-            !json_is_str(d, c))
+        if (json_i64(d, json_get(d, e, "id"), &id) || id < 0 || id > INT32_MAX / 2 || !json_is_str(d, c))
             return err_set(ZP_EFORMAT, "%s: bad added_tokens entry %d", d->name, i);
         if (id > maxid) maxid = id;
         text += 2 * (size_t)(d->tok[c].end - d->tok[c].start);
@@ -541,8 +519,7 @@ static int load_vocab(loader *l, int vocab, int added) {
     if (maxid < 0) return err_set(ZP_EFORMAT, "%s: empty vocabulary", d->name);
     /* ids are dense in real files; a huge one is corruption, not a reason to reserve GBs */
     if (maxid >= 4 * ((int64_t)nv + na) + 1024)
-        return err_set(ZP_EFORMAT, "%s: token id %lld far beyond the %d entries", d->name,
-                       (long long)maxid, nv + na);
+        return err_set(ZP_EFORMAT, "%s: token id %lld far beyond the %d entries", d->name, (long long)maxid, nv + na);
     if (na > UINT16_MAX) return unsup("more than 65535 added tokens", d, -1);
     t->nids = (int32_t)maxid + 1;
     size_t n = (size_t)t->nids;
@@ -563,8 +540,7 @@ static int load_vocab(loader *l, int vocab, int added) {
         if (rc) return rc;
         if ((rc = set_token(l, id, l->bbuf, bl, 0))) return rc;
         if (strict) {
-            if (vocab_find(t, l->bbuf, bl) >= 0)
-                return err_set(ZP_EFORMAT, "%s: duplicate vocabulary entry %s", d->name, l->sbuf);
+            if (vocab_find(t, l->bbuf, bl) >= 0) return err_set(ZP_EFORMAT, "%s: duplicate vocabulary entry %s", d->name, l->sbuf);
             vocab_insert(t, (int32_t)id);
         }
     }
@@ -590,9 +566,7 @@ static int load_vocab(loader *l, int vocab, int added) {
         char *content = arena_strdup(l->a, l->sbuf, cl, "added token");
         if (!content) return ZP_ENOMEM;
         bl = bl_unmap(l->t->inv, (const uint8_t *)content, cl, l->bbuf, &strict);
-        if ((rc =
-                 set_token(l, id, l->bbuf, bl,
-                           (uint8_t)(F_ADDED | (bool_of(d, e, "special", false) ? F_SPECIAL : 0)))))
+        if ((rc = set_token(l, id, l->bbuf, bl, (uint8_t)(F_ADDED | (bool_of(d, e, "special", false) ? F_SPECIAL : 0)))))
             return rc;
         t->added[t->nadded++] = (added_tok){(const uint8_t *)content, (uint32_t)cl, (int32_t)id};
     }
@@ -616,8 +590,7 @@ static void sort_added(tokenizer *t) {
     }
     int k = 0;
     for (int b = 0; b <= 256; b++) {
-        while (k < t->nadded && t->added[k].s[0] < b)
-            k++;
+        while (k < t->nadded && t->added[k].s[0] < b) k++;
         t->abucket[b] = (uint16_t)k;
     }
     t->abucket[256] = (uint16_t)t->nadded;
@@ -627,8 +600,7 @@ static int load_merges(loader *l, int merges) {
     const json_doc *d = l->d;
     tokenizer *t = l->t;
     int nm = json_is_arr(d, merges) ? json_len(d, merges) : 0;
-    if (merges >= 0 && !json_is_arr(d, merges))
-        return err_set(ZP_EFORMAT, "%s: model.merges is not an array", d->name);
+    if (merges >= 0 && !json_is_arr(d, merges)) return err_set(ZP_EFORMAT, "%s: model.merges is not an array", d->name);
     t->mmask = pow2_at_least(2 * (size_t)nm + 2) - 1;
     t->mhash = arena_alloc(l->a, ((size_t)t->mmask + 1) * sizeof(merge_ent), 8, "tokenizer merges");
     if (!t->mhash) return ZP_ENOMEM;
@@ -649,12 +621,10 @@ static int load_merges(loader *l, int merges) {
             }
         } else if (json_is_str(d, e)) {
             size_t sl;
-            if ((rc = json_str(d, e, l->sbuf, sizeof l->sbuf, &sl)))
-                return err_prefix(rc, "%s: merge %d", d->name, i);
+            if ((rc = json_str(d, e, l->sbuf, sizeof l->sbuf, &sl))) return err_prefix(rc, "%s: merge %d", d->name, i);
             char *sp = memchr(l->sbuf, ' ', sl);
             if (!sp || memchr(sp + 1, ' ', sl - (size_t)(sp + 1 - l->sbuf)))
-                return err_set(ZP_EFORMAT, "%s: merge %d (\"%s\") is not two tokens", d->name, i,
-                               l->sbuf);
+                return err_set(ZP_EFORMAT, "%s: merge %d (\"%s\") is not two tokens", d->name, i, l->sbuf);
             const char *part[2] = {l->sbuf, sp + 1};
             size_t plen[2] = {(size_t)(sp - l->sbuf), sl - (size_t)(sp + 1 - l->sbuf)};
             for (int s = 0; s < 2; s++) {
@@ -665,17 +635,14 @@ static int load_merges(loader *l, int merges) {
                 nb += bl;
             }
         } else {
-            return err_set(ZP_EFORMAT, "%s: merge %d is neither [\"a\",\"b\"] nor \"a b\"", d->name,
-                           i);
+            return err_set(ZP_EFORMAT, "%s: merge %d is neither [\"a\",\"b\"] nor \"a b\"", d->name, i);
         }
         int32_t res = vocab_find(t, both, nb);
         if (side[0] < 0 || side[1] < 0 || res < 0)
-            return err_set(ZP_EFORMAT, "%s: merge %d uses a token missing from the vocabulary",
-                           d->name, i);
+            return err_set(ZP_EFORMAT, "%s: merge %d uses a token missing from the vocabulary", d->name, i);
         uint64_t key = ((uint64_t)(uint32_t)side[0] << 32) | (uint32_t)side[1];
         uint32_t h = merge_slot(key, t->mmask);
-        while (t->mhash[h].key != ~0ull && t->mhash[h].key != key)
-            h = (h + 1) & t->mmask;
+        while (t->mhash[h].key != ~0ull && t->mhash[h].key != key) h = (h + 1) & t->mmask;
         if (t->mhash[h].key == key) continue; /* HF keeps the first rank of a duplicate */
         t->mhash[h] = (merge_ent){key, i, res};
     }
@@ -746,13 +713,11 @@ static int load_all(loader *l, const char *dir) {
     if (!json_is_obj(&d, 0)) return err_set(ZP_EFORMAT, "%s: not a JSON object", path);
     int model = json_get(&d, 0, "model");
     if (!json_is_obj(&d, model)) return err_set(ZP_EFORMAT, "%s: no \"model\" object", path);
-    if ((rc = check_normalizer(&d, json_get(&d, 0, "normalizer"), &t->nfc)) ||
-        (rc = check_pretok(&d, 0, &t->digits3)) || (rc = check_decoder(&d, 0)) ||
-        (rc = check_model(&d, model, &t->ignore_merges)))
+    if ((rc = check_normalizer(&d, json_get(&d, 0, "normalizer"), &t->nfc)) || (rc = check_pretok(&d, 0, &t->digits3)) ||
+        (rc = check_decoder(&d, 0)) || (rc = check_model(&d, model, &t->ignore_merges)))
         return rc;
     int added = json_get(&d, 0, "added_tokens");
-    if (added >= 0 && !json_is_arr(&d, added))
-        return err_set(ZP_EFORMAT, "%s: added_tokens is not an array", path);
+    if (added >= 0 && !json_is_arr(&d, added)) return err_set(ZP_EFORMAT, "%s: added_tokens is not an array", path);
     if ((rc = load_vocab(l, json_get(&d, model, "vocab"), added))) return rc;
     sort_added(t);
     if ((rc = load_merges(l, json_get(&d, model, "merges")))) return rc;
@@ -774,10 +739,8 @@ int tok_load(tokenizer **out, arena *a, const char *dir) {
     l->t = t;
     l->a = a;
     t->bos = t->eos = -1;
-    for (int c = 0; c < 324; c++)
-        t->inv[c] = -1;
-    for (int b = 0; b < 256; b++)
-        t->inv[bl_char_of_byte(b)] = (int16_t)b;
+    for (int c = 0; c < 324; c++) t->inv[c] = -1;
+    for (int b = 0; b < 256; b++) t->inv[bl_char_of_byte(b)] = (int16_t)b;
     int rc = load_all(l, dir);
     arena_temp_reset(a, mark);
     if (rc) return err_prefix(rc, "loading tokenizer from %s", dir);
@@ -798,9 +761,7 @@ static inline int emit(sink *o, int32_t id) {
     return 0;
 }
 
-static inline bool heap_less(heap_ent a, heap_ent b) {
-    return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos);
-}
+static inline bool heap_less(heap_ent a, heap_ent b) { return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos); }
 
 static void heap_push(heap_ent *h, int *n, heap_ent e) {
     int i = (*n)++;
@@ -849,8 +810,7 @@ static int bpe(tokenizer *t, const uint8_t *s, size_t n, sink *o) {
         t->sym_prev[i] = (int32_t)i - 1;
         t->sym_next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
     }
-    for (size_t i = 0; i + 1 < n; i++)
-        push_pair(t, &nh, (int32_t)i);
+    for (size_t i = 0; i + 1 < n; i++) push_pair(t, &nh, (int32_t)i);
     while (nh) {
         heap_ent top = heap_pop(t->heap, &nh);
         int32_t p = top.pos, q = t->sym_next[p];
@@ -883,8 +843,7 @@ static int encode_piece(tokenizer *t, const uint8_t *s, size_t n, sink *o) {
     if (n > CACHE_MAX_PIECE) {
         for (size_t i = 0; i < n;) { /* slices end on character boundaries */
             size_t e = n - i <= TOK_MAX_PIECE ? n : i + TOK_MAX_PIECE;
-            while (e < n && (s[e] & 0xC0) == 0x80)
-                e--;
+            while (e < n && (s[e] & 0xC0) == 0x80) e--;
             int rc = bpe(t, s + i, e - i, o);
             if (rc) return rc;
             i = e;
@@ -897,8 +856,7 @@ static int encode_piece(tokenizer *t, const uint8_t *s, size_t n, sink *o) {
         cache_ent *c = &t->cache[slot];
         if (!c->h) break;
         if (c->h == h && c->blen == n && !memcmp(t->cache_bytes + c->boff, s, n)) {
-            if (o->cap - o->n < c->nids)
-                return err_set(ZP_ELIMIT, "token buffer full (%zu ids)", o->cap);
+            if (o->cap - o->n < c->nids) return err_set(ZP_ELIMIT, "token buffer full (%zu ids)", o->cap);
             memcpy(o->ids + o->n, t->cache_ids + c->ioff, 4 * (size_t)c->nids);
             o->n += c->nids;
             return 0;
@@ -908,8 +866,7 @@ static int encode_piece(tokenizer *t, const uint8_t *s, size_t n, sink *o) {
     int rc = bpe(t, s, n, o);
     if (rc) return rc;
     size_t k = o->n - start;
-    if (t->cache_nent >= CACHE_SLOTS / 2 || t->cache_bused + n > CACHE_BYTES ||
-        t->cache_iused + k > CACHE_IDS) {
+    if (t->cache_nent >= CACHE_SLOTS / 2 || t->cache_bused + n > CACHE_BYTES || t->cache_iused + k > CACHE_IDS) {
         cache_reset(t);
         slot = (uint32_t)h & (CACHE_SLOTS - 1);
     }
@@ -927,16 +884,13 @@ static inline unsigned cls_at(const uint8_t *s, size_t i, uint32_t *c, int *l) {
     return uc_class(*c);
 }
 
-static inline bool is_nl(uint32_t c) {
-    return c == '\r' || c == '\n';
-}
+static inline bool is_nl(uint32_t c) { return c == '\r' || c == '\n'; }
 
 /* End of the \p{L}+ run starting at i (s[i] is a letter). */
 static size_t run_letters(const uint8_t *s, size_t n, size_t i, bool *hit_end) {
     uint32_t c;
     int l;
-    while (i < n && (cls_at(s, i, &c, &l) & UC_LETTER))
-        i += (size_t)l;
+    while (i < n && (cls_at(s, i, &c, &l) & UC_LETTER)) i += (size_t)l;
     if (i == n) *hit_end = true;
     return i;
 }
@@ -962,8 +916,7 @@ static size_t scan(const uint8_t *s, size_t n, size_t i, bool digits3, bool *hit
                     *hit_end = true;
                 } else {
                     uint8_t b = s[j + 1] | 0x20;
-                    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
-                        return j + 2;
+                    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return j + 2;
                 }
             }
         }
@@ -995,10 +948,8 @@ static size_t scan(const uint8_t *s, size_t n, size_t i, bool digits3, bool *hit
         *hit_end = true;
     } else if (!cls_at(s, p, &c2, &l2)) {
         p += (size_t)l2;
-        while (p < n && !cls_at(s, p, &c2, &l2))
-            p += (size_t)l2;
-        while (p < n && is_nl(s[p]))
-            p++;
+        while (p < n && !cls_at(s, p, &c2, &l2)) p += (size_t)l2;
+        while (p < n && is_nl(s[p])) p++;
         if (p == n) *hit_end = true;
         return p;
     }
@@ -1054,9 +1005,7 @@ static bool nfc_quick(const tokenizer *t, const uint8_t *s, size_t n) {
 static int nfc_append(tokenizer *t, const uint8_t *raw, size_t n, size_t *wn) {
     utf8proc_ssize_t k = utf8proc_decompose(raw, (utf8proc_ssize_t)n, t->nfc_buf, 2 * NFC_CHUNK,
                                             UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-    if (k < 0 || k > 2 * NFC_CHUNK)
-        return err_set(ZP_EINVAL, "NFC normalization failed: %s",
-                       k < 0 ? utf8proc_errmsg(k) : "too long");
+    if (k < 0 || k > 2 * NFC_CHUNK) return err_set(ZP_EINVAL, "NFC normalization failed: %s", k < 0 ? utf8proc_errmsg(k) : "too long");
     k = utf8proc_reencode(t->nfc_buf, k, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
     if (k < 0) return err_set(ZP_EINVAL, "NFC normalization failed: %s", utf8proc_errmsg(k));
     memcpy(t->win + *wn, t->nfc_buf, (size_t)k);
@@ -1075,8 +1024,7 @@ static int encode_segment(tokenizer *t, const uint8_t *s, size_t n, sink *o) {
             size_t e = n;
             if (n - r > NFC_CHUNK) { /* cut before an inert character so NFC is unaffected */
                 e = r + NFC_CHUNK;
-                while (e > r && (s[e] & 0xC0) == 0x80)
-                    e--;
+                while (e > r && (s[e] & 0xC0) == 0x80) e--;
                 size_t cut = e;
                 for (int l; cut > r; cut--) {
                     if ((s[cut] & 0xC0) != 0x80 && nfc_inert(t, utf8_dec(s, cut, &l))) break;
@@ -1105,8 +1053,7 @@ int tok_encode(tokenizer *t, const char *text, size_t len, bool add_special, int
     size_t bad = utf8_valid_upto(s, len);
     if (bad != len) return err_set(ZP_EINVAL, "text is not valid UTF-8 (byte %zu)", bad);
     int rc = 0;
-    for (int i = 0; add_special && !rc && i < t->nprefix; i++)
-        rc = emit(&o, t->prefix[i]);
+    for (int i = 0; add_special && !rc && i < t->nprefix; i++) rc = emit(&o, t->prefix[i]);
     size_t seg = 0;
     for (size_t i = 0; !rc && i < len; i++) {
         int lo = t->abucket[s[i]], hi = t->abucket[s[i] + 1];
@@ -1121,8 +1068,7 @@ int tok_encode(tokenizer *t, const char *text, size_t len, bool add_special, int
         }
     }
     if (!rc && seg < len) rc = encode_segment(t, s + seg, len - seg, &o);
-    for (int i = 0; add_special && !rc && i < t->nsuffix; i++)
-        rc = emit(&o, t->suffix[i]);
+    for (int i = 0; add_special && !rc && i < t->nsuffix; i++) rc = emit(&o, t->suffix[i]);
     *n = o.n;
     return rc;
 }
@@ -1143,12 +1089,9 @@ void tok_stream_init(tok_stream *st, bool skip_special) {
     st->skip_special = skip_special;
 }
 
-size_t tok_stream_cap(const tokenizer *t) {
-    return 3 * (t->max_tok_len + 4) + 1;
-}
+size_t tok_stream_cap(const tokenizer *t) { return 3 * (t->max_tok_len + 4) + 1; }
 
-int tok_stream_push(const tokenizer *t, tok_stream *st, int32_t id, char *out, size_t cap,
-                    size_t *len) {
+int tok_stream_push(const tokenizer *t, tok_stream *st, int32_t id, char *out, size_t cap, size_t *len) {
     const char *tb;
     size_t nb, o = 0, sub;
     bool trunc;
@@ -1166,16 +1109,14 @@ int tok_stream_push(const tokenizer *t, tok_stream *st, int32_t id, char *out, s
             continue;
         }
         size_t drop = l ? (size_t)l : sub;
-        if ((rc = l ? put(out, cap, &o, st->pend, drop) : put(out, cap, &o, REPLACEMENT, 3)))
-            return rc;
+        if ((rc = l ? put(out, cap, &o, st->pend, drop) : put(out, cap, &o, REPLACEMENT, 3))) return rc;
         memmove(st->pend, st->pend + drop, st->npend - drop);
         st->npend = (uint8_t)(st->npend - drop);
     }
     while (i < nb) {
         if (b[i] < 0x80) {
             size_t j = i + 1;
-            while (j < nb && b[j] < 0x80)
-                j++;
+            while (j < nb && b[j] < 0x80) j++;
             if ((rc = put(out, cap, &o, b + i, j - i))) return rc;
             i = j;
             continue;
@@ -1186,8 +1127,7 @@ int tok_stream_push(const tokenizer *t, tok_stream *st, int32_t id, char *out, s
             st->npend = (uint8_t)(nb - i);
             break;
         }
-        if ((rc = l ? put(out, cap, &o, b + i, (size_t)l) : put(out, cap, &o, REPLACEMENT, 3)))
-            return rc;
+        if ((rc = l ? put(out, cap, &o, b + i, (size_t)l) : put(out, cap, &o, REPLACEMENT, 3))) return rc;
         i += l ? (size_t)l : sub;
     }
     *len = o;
@@ -1227,9 +1167,7 @@ int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, bool skip_speci
 
 /* ---------------------------------------------------------------- queries */
 
-int32_t tok_vocab_size(const tokenizer *t) {
-    return t->nids;
-}
+int32_t tok_vocab_size(const tokenizer *t) { return t->nids; }
 
 int32_t tok_token_id(const tokenizer *t, const char *text) {
     size_t n = strlen(text);
@@ -1256,12 +1194,6 @@ int tok_token_bytes(const tokenizer *t, int32_t id, const char **s, size_t *len)
     return 0;
 }
 
-int32_t tok_bos_id(const tokenizer *t) {
-    return t->bos;
-}
-int32_t tok_eos_id(const tokenizer *t) {
-    return t->eos;
-}
-const char *tok_chat_template(const tokenizer *t) {
-    return t->chat_template;
-}
+int32_t tok_bos_id(const tokenizer *t) { return t->bos; }
+int32_t tok_eos_id(const tokenizer *t) { return t->eos; }
+const char *tok_chat_template(const tokenizer *t) { return t->chat_template; }

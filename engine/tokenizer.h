@@ -30,7 +30,7 @@
 #include <stdint.h>
 
 #define TOK_MAX_PIECE 65536
-#define TOK_WINDOW    (256 * 1024)
+#define TOK_WINDOW (256 * 1024)
 
 typedef struct tokenizer tokenizer;
 

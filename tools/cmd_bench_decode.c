@@ -144,17 +144,8 @@ int bench_decode(int argc, char **argv) {
         if (per > max_blocks) max_blocks = per;
         if (pb[i] * per > max_tok_blocks) max_tok_blocks = pb[i] * per;
     }
-    be_shape shape = {.layers = mc.layers,
-                      .hidden = mc.hidden,
-                      .heads = mc.heads,
-                      .kv_heads = mc.kv_heads,
-                      .head_dim = mc.head_dim,
-                      .intermediate = mc.intermediate,
-                      .vocab = mc.vocab,
-                      .block_size = bs,
-                      .max_tokens = max_b,
-                      .max_logits = max_b,
-                      .max_model_len = max_blocks * bs};
+    be_shape shape;
+    engine_be_shape(&mc, bs, max_b, max_b, max_blocks * bs, &shape);
     be_config bc;
     engine_be_config(&cf, &bc);
     bc.compress = false;

@@ -60,17 +60,8 @@ int cmd_logits(int argc, char **argv) {
     if (n == 0) return cli_fail("logits", err_set(ZP_EINVAL, "--prompt-ids: no ids"));
     backend *be;
     int32_t bs = 16, nb = (n + bs - 1) / bs;
-    be_shape shape = {.layers = mc.layers,
-                      .hidden = mc.hidden,
-                      .heads = mc.heads,
-                      .kv_heads = mc.kv_heads,
-                      .head_dim = mc.head_dim,
-                      .intermediate = mc.intermediate,
-                      .vocab = mc.vocab,
-                      .block_size = bs,
-                      .max_tokens = n,
-                      .max_logits = n,
-                      .max_model_len = n};
+    be_shape shape;
+    engine_be_shape(&mc, bs, n, n, n, &shape);
     be_config bc;
     engine_be_config(&cf, &bc);
     bc.compress = false; /* one prefill: no compression */
