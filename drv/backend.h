@@ -239,7 +239,7 @@ typedef struct be_config {
     int threads; /* CPU workers, 0 = one per core */
     const char *cuda_driver_path, *nvrtc_path, *cublaslt_path, *kernel_cache_dir;
     int cuda_device;
-    int batch_invariant;
+    int batch_invariant; /* > 0: one GEMM algorithm per weight, chosen at this many rows */
     int attention_chunk; /* KV positions per split of attention (CUDA) */
     int compress;        /* the engine will run the compression ops */
 } be_config;

@@ -182,8 +182,11 @@ int cublaslt_gemm_init(cublaslt *lt, cublaslt_gemm *g, int n, int k, int max_m, 
         return rc;
     }
     if (batch_invariant) {
-        /* One algorithm for every M, chosen at the largest: the other sizes must accept it. */
-        rc = pick(lt, g, max_m, 1, workspace_bytes, &g->algo[0]);
+        /* One algorithm for every M (so a row's result never depends on its batch), the
+         * heuristic's best at invariant_rows rows (split-K allowed: a fixed split reduces
+         * every output in the same order at any M); every other size must accept it. */
+        int m0 = batch_invariant < max_m ? batch_invariant : max_m;
+        rc = pick(lt, g, m0, 0, workspace_bytes, &g->algo[0]);
         for (int b = 1; !rc && b < g->n_buckets; b++)
             g->algo[b] = g->algo[0];
         for (int b = 0; !rc && b < g->n_buckets; b++) {

@@ -8,8 +8,8 @@
  * Invariants:
  * - Algorithms are chosen at start-up, for every M bucket (powers of two up to max_m), and
  *   never again: the heuristic query fails under graph capture and may allocate.
- * - Batch-invariant plans use one algorithm for every M, chosen without split-K (no reduction
- *   across CTAs), so a row's result does not depend on how many rows run with it.
+ * - Batch-invariant plans use one algorithm for every M (tile shape, split-K count and reduction
+ *   scheme fixed), so a row's result does not depend on how many rows run with it.
  * - The workspace is the caller's (carved from the device arena), the same for every call.
  * Threading: the scheduler thread; plans share the handle's layouts only inside a call.
  */
@@ -58,7 +58,8 @@ typedef struct cublaslt_gemm {
 } cublaslt_gemm;
 
 /* Plans the GEMM of one weight W[n][k] (bias: device pointer of n bf16, or 0) for up to max_m
- * rows. batch_invariant: one split-K-free algorithm for every M. workspace_bytes: the most the
+ * rows. batch_invariant > 0: one algorithm for every M, the heuristic's best at that many rows
+ * (split-K allowed); 0: the best per M bucket. workspace_bytes: the most the
  * algorithms may use. out_f32: y is f32 (no bias then), else bf16. */
 int cublaslt_gemm_init(cublaslt *lt, cublaslt_gemm *g, int n, int k, int max_m, CUdeviceptr bias,
                        int batch_invariant, size_t workspace_bytes, int out_f32);

@@ -328,7 +328,7 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .cublaslt_path = cf->cublaslt_path,
         .kernel_cache_dir = cf->kernel_cache_dir,
         .cuda_device = (int)cf->cuda_device,
-        .batch_invariant = cf->batch_invariant,
+        .batch_invariant = cf->batch_invariant ? (int)cf->invariant_gemm_rows : 0,
         .compress = cf->compress,
     };
 }

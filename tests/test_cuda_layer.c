@@ -183,10 +183,10 @@ static void test_shape(int D, int bs) {
         want[r] = a < b ? a : b;
         if (r == 0) row[V - 2] = 60.f, want[r] = V - 2;
         if (r == 1) row[b] = NAN, want[r] = -1; /* the sampler's errors */
-        if (r == 2) row[a] = INFINITY, want[r] = -1;
+        if (r == 2) row[a] = INFINITY, want[r] = -2;
         if (r == 3)
             for (int i = 0; i < V; i++)
-                row[i] = -INFINITY, want[r] = -2;
+                row[i] = -INFINITY, want[r] = -3;
         if (r == 4) row[V - 1] = 70.f, want[r] = a < b ? a : b; /* past n_valid: never chosen */
     }
     CUdeviceptr d_logits = gpu_up(g, logits, sizeof(float) * (size_t)nl * V),

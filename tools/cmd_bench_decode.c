@@ -3,7 +3,8 @@
  * weights once and every request's KV once, at the measured copy bandwidth).
  *
  *   zipage bench decode --model DIR [--points 1x2048,64x2048,64x8192,256x2048] [--steps N]
- *                       [--bw GBPS] [--json FILE] [--backend cuda|cpu] [--set block_size=N]
+ *                       [--bw GBPS] [--prefill N] [--json FILE] [--backend cuda|cpu]
+ *                       [--set block_size=N]
  *
  * Only DIR/config.json is read: the weights are random (one buffer of small bf16 values that
  * every tensor shares), so any Hugging Face config benchmarks without its checkpoint. One model
@@ -11,7 +12,8 @@
  * holds whatever the arena held: the cost of attention does not depend on the values) and times
  * `steps` decode steps after 3 of warm-up, each a full engine step of the model: metadata upload,
  * forward, greedy argmax on the backend, ids back. Reported: the median step, output tokens per
- * second (B / step), the roofline's and the fraction of it reached.
+ * second (B / step), the roofline's and the fraction of it reached. --prefill N also times one
+ * step prefilling an N-token prompt (median of 5).
  */
 #include "arena/err.h"
 #include "engine/engine.h"
@@ -110,7 +112,7 @@ int bench_decode(int argc, char **argv) {
     int rc = cli_conf(&cf, &argc, argv);
     if (rc) return rc;
     const char *points = "1x2048,64x2048,64x8192,256x2048", *json = NULL;
-    int64_t steps = 20;
+    int64_t steps = 20, prefill = 0;
     double bw = 4280;
     cli c;
     cli_init(&c, "bench decode", argc, argv);
@@ -123,6 +125,8 @@ int bench_decode(int argc, char **argv) {
             rc = cli_float(&c, &bw, 1, 1e6);
         else if (!strcmp(o, "--json"))
             rc = cli_str(&c, &json);
+        else if (!strcmp(o, "--prefill"))
+            rc = cli_int(&c, &prefill, 0, 1 << 20);
         else
             rc = cli_unknown(&c, o);
     }
@@ -144,8 +148,12 @@ int bench_decode(int argc, char **argv) {
         if (per > max_blocks) max_blocks = per;
         if (pb[i] * per > max_tok_blocks) max_tok_blocks = pb[i] * per;
     }
+    int32_t pre_blocks = (int32_t)((prefill + bs - 1) / bs), max_rows = max_b;
+    if (pre_blocks > max_blocks) max_blocks = pre_blocks;
+    if (pre_blocks > max_tok_blocks) max_tok_blocks = pre_blocks;
+    if (prefill > max_rows) max_rows = (int32_t)prefill;
     be_shape shape;
-    engine_be_shape(&mc, bs, max_b, max_b, max_blocks * bs, &shape);
+    engine_be_shape(&mc, bs, max_rows, max_b, max_blocks * bs, &shape);
     be_config bc;
     engine_be_config(&cf, &bc);
     bc.compress = false;
@@ -153,7 +161,7 @@ int bench_decode(int argc, char **argv) {
     char why[320];
     if ((rc = backend_create(&be, &bc, &shape, why, sizeof why))) return rc;
     fprintf(stderr, "bench decode: backend %s\n", why);
-    model_dims d = {.max_tokens = max_b,
+    model_dims d = {.max_tokens = max_rows,
                     .max_logits = max_b,
                     .max_seqs = max_b,
                     .max_blocks = max_blocks,
@@ -224,6 +232,32 @@ int bench_decode(int argc, char **argv) {
                     "{\"batch\": %d, \"context\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, "
                     "\"roofline_tok_s\": %.1f, \"backend\": \"%s\", \"steps\": %lld}\n",
                     B, L, med * 1e3, tps, roof, be->name, (long long)steps);
+    }
+    if (!rc && prefill > 0) { /* one sequence's prompt in one step: the GEMMs at M = prefill */
+        int32_t P = (int32_t)prefill;
+        for (int32_t j = 0; j < pre_blocks; j++) b->block_tables[j] = j;
+        double t[5];
+        for (int it = -1; it < 5 && !rc; it++) {
+            for (int32_t i = 0; i < P; i++) {
+                b->token_ids[i] = (i * 7919) % mc.vocab;
+                b->positions[i] = b->tok_kv_idx[i] = b->slots[i] = i;
+                b->tok_seq[i] = 0;
+                b->tok_qslot[i] = -1;
+            }
+            b->logit_rows[0] = P - 1;
+            b->n_tokens = P, b->n_seqs = b->n_logits = 1;
+            b->want_ids = true;
+            double s0 = now_s();
+            rc = model_forward(m);
+            if (it >= 0) t[it] = now_s() - s0;
+        }
+        if (!rc) {
+            qsort(t, 5, sizeof(double), cmp_d);
+            printf("prefill of %d tokens: %.3f ms, %.0f tok/s\n", P, t[2] * 1e3, P / t[2]);
+            if (jf)
+                fprintf(jf, "{\"prefill\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, \"backend\": \"%s\"}\n",
+                        P, t[2] * 1e3, P / t[2], be->name);
+        }
     }
     if (jf) fclose(jf);
     be->destroy(be);

@@ -30,8 +30,9 @@ done
 export ZP_BUILD=$C  # tests make their models with $C/zipage
 export ZIPAGE_KERNEL_CACHE=${ZIPAGE_KERNEL_CACHE:-/tmp/zp-kernels}
 steps=()
-step() { # step NAME COMMAND...: runs, logs, records exit and time
+step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when NAME is in $ZP_SKIP)
     local name=$1 t0=$SECONDS; shift
+    case " ${ZP_SKIP:-} " in *" $name "*) echo "== $name: skipped (ZP_SKIP)"; return 0 ;; esac
     echo "== $name: $*"
     "$@"; local rc=$?
     echo "== $name: exit $rc, $((SECONDS - t0)) s"
@@ -57,11 +58,16 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time
   if [ $bench = 1 ]; then
     # decode throughput of a Qwen3-8B-shaped model beside the roofline and the PyTorch peer
     step bench-decode "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
-        --json "$OUT/bench-decode.jsonl" || fail=1
-    # the cost of batch invariance (heuristic GEMM algorithms, split-K allowed)
+        --prefill 2048 --json "$OUT/bench-decode.jsonl" || fail=1
+    # the cost of batch invariance: heuristic GEMM algorithms per batch size, and the one
+    # invariant algorithm chosen at other batch sizes
     step bench-decode-variant "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
-        --set batch_invariant=false --json "$OUT/bench-decode-variant.jsonl" || fail=1
-    # the same without CUDA graphs, and other attention split sizes (attention_chunk)
+        --prefill 2048 --set batch_invariant=false --json "$OUT/bench-decode-variant.jsonl" || fail=1
+    for r in 1 16 256; do
+      step bench-decode-inv$r "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+          --prefill 2048 --set invariant_gemm_rows=$r --json "$OUT/bench-decode-inv$r.jsonl" || fail=1
+    done
+    # without CUDA graphs, and other attention split sizes (attention_chunk)
     step bench-decode-eager "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_graphs=false --json "$OUT/bench-decode-eager.jsonl" || fail=1
     for ch in 256 1024; do
