@@ -182,23 +182,30 @@ int cublaslt_gemm_init(cublaslt *lt, cublaslt_gemm *g, int n, int k, int max_m, 
         return rc;
     }
     if (batch_invariant) {
-        /* One algorithm for every M (so a row's result never depends on its batch), the
-         * heuristic's best at invariant_rows rows (split-K allowed: a fixed split reduces
-         * every output in the same order at any M); every other size must accept it. */
+        /* One algorithm for every M (so a row's result never depends on its batch): the
+         * heuristic's best at batch_invariant rows (split-K allowed: a fixed split reduces every
+         * output in the same order at any M), if every other size accepts it within the
+         * workspace; else the best split-K-free one at max_m (needs no workspace). */
         int m0 = batch_invariant < max_m ? batch_invariant : max_m;
-        rc = pick(lt, g, m0, 0, workspace_bytes, &g->algo[0]);
-        for (int b = 1; !rc && b < g->n_buckets; b++)
-            g->algo[b] = g->algo[0];
-        for (int b = 0; !rc && b < g->n_buckets; b++) {
-            int m = 1 << b < max_m ? 1 << b : max_m;
-            cublasLtMatmulHeuristicResult_t r;
-            if (!(rc = set_cols(lt, g, m)) &&
-                lt->MatmulAlgoCheck(lt->h, g->op, g->a, g->b, g->d, g->d, &g->algo[0], &r) !=
-                    CUBLAS_STATUS_SUCCESS)
-                rc = err_set(ZP_EUNSUP,
-                             "key 'batch_invariant': cuBLASLt's algorithm for %d x %d "
-                             "does not run at %d rows; set batch_invariant=false",
-                             n, k, m);
+        for (int attempt = 0; attempt < 2; attempt++) {
+            g->workspace_needed = 0, g->split_k_max = 0;
+            rc = attempt ? pick(lt, g, max_m, 1, workspace_bytes, &g->algo[0])
+                         : pick(lt, g, m0, 0, workspace_bytes, &g->algo[0]);
+            for (int b = 0; !rc && b < g->n_buckets; b++) {
+                int m = 1 << b < max_m ? 1 << b : max_m;
+                cublasLtMatmulHeuristicResult_t r;
+                g->algo[b] = g->algo[0];
+                if (!(rc = set_cols(lt, g, m)) &&
+                    (lt->MatmulAlgoCheck(lt->h, g->op, g->a, g->b, g->d, g->d, &g->algo[0], &r) !=
+                         CUBLAS_STATUS_SUCCESS ||
+                     r.workspaceSize > workspace_bytes))
+                    rc = err_set(ZP_EUNSUP,
+                                 "key 'batch_invariant': cuBLASLt's algorithm for %d x %d "
+                                 "does not run at %d rows within %zu bytes of workspace; set "
+                                 "batch_invariant=false",
+                                 n, k, m, workspace_bytes);
+            }
+            if (!rc) break;
         }
     } else {
         for (int b = 0; !rc && b < g->n_buckets; b++) {

@@ -59,13 +59,14 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     # decode throughput of a Qwen3-8B-shaped model beside the roofline and the PyTorch peer
     step bench-decode "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --prefill 2048 --json "$OUT/bench-decode.jsonl" || fail=1
-    # the cost of batch invariance: heuristic GEMM algorithms per batch size, and the one
-    # invariant algorithm chosen at other batch sizes
-    step bench-decode-variant "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
-        --prefill 2048 --set batch_invariant=false --json "$OUT/bench-decode-variant.jsonl" || fail=1
+    # the cost of batch invariance: one GEMM algorithm per weight for every batch size, chosen
+    # at 64 rows (the default of invariant_gemm_rows) and at 1, 16 and 256 rows
+    step bench-decode-invariant "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+        --prefill 2048 --set batch_invariant=true --json "$OUT/bench-decode-invariant.jsonl" || fail=1
     for r in 1 16 256; do
       step bench-decode-inv$r "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
-          --prefill 2048 --set invariant_gemm_rows=$r --json "$OUT/bench-decode-inv$r.jsonl" || fail=1
+          --prefill 2048 --set batch_invariant=true --set invariant_gemm_rows=$r \
+          --json "$OUT/bench-decode-inv$r.jsonl" || fail=1
     done
     # without CUDA graphs, and other attention split sizes (attention_chunk)
     step bench-decode-eager "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
