@@ -41,7 +41,7 @@ typedef uint64_t be_ptr;
 typedef struct be_batch {
     int32_t n_tokens, n_seqs, max_blocks, n_logits;
     int32_t max_kv_len;  /* longest context of the step's tokens (sizes attention splits) */
-    be_ptr counts;       /* [3]: n_tokens, n_logits, n_seqs (kernels read them) */
+    be_ptr counts;       /* [4]: n_tokens, n_logits, n_seqs, n_seat_jobs (kernels read them) */
     be_ptr token_ids;    /* [n_tokens] */
     be_ptr positions;    /* [n_tokens] absolute positions for RoPE */
     be_ptr slots;        /* [n_tokens] physical slot receiving the token's K/V */

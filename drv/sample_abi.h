@@ -77,16 +77,16 @@ static inline size_t zp_sample_seat_bytes(int32_t stride) {
 static inline int zp_sample_error(int32_t code, int row) {
     switch (code) {
     case ZP_SAMPLE_ENAN:
-        return err_set(ZP_EBACKEND, "sampler (GPU): row %d has a NaN logit", row);
+        return err_set(ZP_EBACKEND, "sampler (backend): row %d has a NaN logit", row);
     case ZP_SAMPLE_EINF:
-        return err_set(ZP_EBACKEND, "sampler (GPU): row %d has a +inf logit", row);
+        return err_set(ZP_EBACKEND, "sampler (backend): row %d has a +inf logit", row);
     case ZP_SAMPLE_EMASKED:
         return err_set(ZP_EINVAL,
-                       "sampler (GPU): every token of row %d is masked (all logits -inf)", row);
+                       "sampler (backend): every token of row %d is masked (all logits -inf)", row);
     case ZP_SAMPLE_ENOSEAT:
-        return err_set(ZP_EINVAL, "sampler (GPU): row %d asks for a penalty but has no seat", row);
+        return err_set(ZP_EINVAL, "sampler (backend): row %d asks for a penalty but has no seat", row);
     default:
-        return err_set(ZP_EBACKEND, "sampler (GPU): row %d: unknown result %d", row, code);
+        return err_set(ZP_EBACKEND, "sampler (backend): row %d: unknown result %d", row, code);
     }
 }
 

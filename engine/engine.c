@@ -207,6 +207,7 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
         .block_size = e->bs,
         .kv_dtype = kvt,
         .graphs = cf->cuda_graphs,
+        .n_valid = e->n_valid,
     };
     if (cmp) {
         int64_t keep_blocks =
@@ -241,7 +242,6 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
                        d.num_blocks, (long long)d.num_blocks * e->bs, e->max_model_len);
     if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &e->mw, &d, e->be)))) return rc;
     if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
-    e->m.n_valid = e->n_valid;
     be_cparams cp = {
         .layers = mc->layers,
         .hq = mc->heads,
@@ -329,6 +329,7 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .kernel_cache_dir = cf->kernel_cache_dir,
         .cuda_device = (int)cf->cuda_device,
         .batch_invariant = cf->batch_invariant ? (int)cf->invariant_gemm_rows : 0,
+        .attention_chunk = (int)cf->attention_chunk,
         .compress = cf->compress,
     };
 }
@@ -364,7 +365,7 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
     if ((rc = loader_weights(&e->mw, &e->mc, a, cf->model))) return rc;
     be_shape shape;
     engine_be_shape(mc, e->bs, (int32_t)cf->max_num_batched_tokens, (int32_t)cf->max_num_seqs,
-                    e->max_model_len, &shape);
+                    e->max_blocks * e->bs, &shape); /* graph context buckets reach whole blocks */
     be_config bc;
     engine_be_config(cf, &bc);
     if ((rc = backend_create(&e->be, &bc, &shape, e->backend_why, sizeof e->backend_why))) {

@@ -231,7 +231,8 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     carver cv = {.be = be, .carve = true};
     int rc;
     if ((rc = place_weights(&cv, m, c, w, d)) || (rc = place_buffers(&cv, m, c, d))) return rc;
-    m->n_valid = c->vocab;
+    m->n_valid =
+        d->n_valid > 0 && d->n_valid <= c->vocab ? d->n_valid : c->vocab; /* before capture */
     size_t T = (size_t)d->max_tokens, D = (size_t)c->head_dim, f = sizeof(float);
     if (d->cmp_jobs) {
         m->cmeta_words = cmeta_words(d);
@@ -363,11 +364,12 @@ static int capture_graphs(model *m) {
         if (v >= max_len || m->n_len_buckets == 32) break;
     }
     if (m->n_batch_buckets * m->n_len_buckets > be->max_graphs) {
+        int rc = err_set(ZP_ELIMIT,
+                         "model: %d x %d CUDA graphs exceed the backend's %d; lower "
+                         "max_num_seqs or max_model_len, or set cuda_graphs=false",
+                         m->n_batch_buckets, m->n_len_buckets, be->max_graphs);
         m->n_batch_buckets = m->n_len_buckets = 0;
-        return err_set(ZP_ELIMIT,
-                       "model: %d x %d CUDA graphs exceed the backend's %d; lower "
-                       "max_num_seqs or max_model_len, or set cuda_graphs=false",
-                       m->n_batch_buckets, m->n_len_buckets, be->max_graphs);
+        return rc;
     }
     memset(m->host_meta, 0, m->meta_words * 4);
     int rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
@@ -438,12 +440,14 @@ int model_forward(model *m) {
         forward_ops(m, n, b->n_logits, b->want_ids);
     }
     if (b->n_logits > 0) {
-        if (b->want_ids) rc = be->download(be, m->host_ids, m->ids, (size_t)b->n_logits * 4);
-        if (!rc && dev_sample)
-            rc = be->download(be, m->host_logprobs, m->logprobs, (size_t)b->n_logits * 4);
-        else
+        if (b->want_ids) {
+            rc = be->download(be, m->host_ids, m->ids, (size_t)b->n_logits * 4);
+            if (!rc && dev_sample)
+                rc = be->download(be, m->host_logprobs, m->logprobs, (size_t)b->n_logits * 4);
+        } else {
             rc = be->download(be, m->host_logits, m->logits,
                               (size_t)b->n_logits * (size_t)c->vocab * sizeof(float));
+        }
         if (rc) return rc;
     }
     return be->sync(be);

@@ -30,7 +30,8 @@ typedef struct model_dims {
     int32_t block_size;
     int32_t num_blocks;
     zp_dtype kv_dtype;
-    int32_t graphs; /* capture decode steps as CUDA graphs (when the backend has them) */
+    int32_t graphs;  /* capture decode steps as CUDA graphs (when the backend has them) */
+    int32_t n_valid; /* ids the greedy path and the sampler may choose (0 = the vocabulary) */
     /* compression (all 0 when off) */
     int32_t qcache_slots; /* query-cache slots */
     int32_t qcl;          /* queries kept per slot and layer */
@@ -84,7 +85,7 @@ typedef struct model {
     size_t meta_words;
     int32_t *host_meta;
     model_batch batch;
-    int32_t n_valid;      /* ids >= n_valid are never chosen by the greedy path (default vocab) */
+    int32_t n_valid;      /* ids >= n_valid are never chosen (dims.n_valid, fixed before capture) */
     float *host_logits;   /* [max_logits][vocab] */
     int32_t *host_ids;    /* [max_logits], after a want_ids step */
     float *host_logprobs; /* [max_logits], after a step sampled on the backend */
@@ -115,9 +116,10 @@ size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_
 int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
                const model_dims *d);
 /* Runs the staged batch; logits of the logit rows land in m->host_logits, or with want_ids
- * their argmax in m->host_ids (-1: a NaN or +inf logit; -2: every logit -inf). A decode step
- * (one token per sequence, want_ids) replays the CUDA graph of its batch and length buckets
- * when the model captured graphs; every other step runs op by op. Both give the same bits. */
+ * the chosen ids in m->host_ids (-1 a NaN, -2 a +inf, -3 every logit -inf: drv/sample_abi.h). A
+ * decode step (one token per sequence, want_ids) replays the CUDA graph of its batch and length
+ * buckets when the model captured graphs; every other step runs op by op. Both give the same bits.
+ */
 int model_forward(model *m);
 /* Sets the compression parameters (before the first model_compress). */
 void model_set_cparams(model *m, const be_cparams *p);

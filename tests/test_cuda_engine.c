@@ -55,8 +55,8 @@ static void gen_reqs(th_req *reqs, int n, unsigned long long seed, int mixed, in
     for (int i = 0; i < n; i++) {
         th_random_req(&reqs[i], &rng, 1 + (int)(test_rand_u64(&rng) % 70),
                       1 + (int)(test_rand_u64(&rng) % 40), mixed && i % 2);
-        reqs[i].rq.logprobs = mixed; /* id-only greedy requests take the argmax path */
-        if (mixed && i % 4 == 3) {   /* penalties: seats of the GPU sampler */
+        reqs[i].rq.logprobs = mixed;
+        if (mixed && i % 4 == 3) { /* penalties: seats of the GPU sampler */
             reqs[i].rq.sp.repetition_penalty = 1.15f;
             reqs[i].rq.sp.presence_penalty = 0.3f;
             reqs[i].rq.sp.frequency_penalty = 0.2f;
@@ -74,6 +74,15 @@ static int compare(th *a, th *b, int n, const char *what) {
     }
     printf("  %-52s %d/%d identical\n", what, same, n);
     return same;
+}
+
+/* Every token must be one the tokenizer can produce (ids < th_n_valid), in graph steps too. */
+static void check_valid(th *t, int n, const char *what) {
+    int bad = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < t->out[i].n; j++)
+            bad += t->out[i].tok[j] >= th_n_valid;
+    CHECKF(bad == 0, "%s: %d tokens past n_valid %d", what, bad, th_n_valid);
 }
 
 static th_req reqs[1000];
@@ -99,6 +108,8 @@ static void invariance(int mixed) {
         "%s requests: graph steps alone %lld, together %lld (of %lld), graphs off %lld\n",
         mixed ? "greedy + seeded, with logprobs:" : "greedy, ids only:", (long long)sa.graph_steps,
         (long long)st.graph_steps, (long long)st.steps, (long long)se.graph_steps);
+    check_valid(&alone, N, "alone");
+    check_valid(&together, N, "together");
     compare(&alone, &together, N, "alone vs together (chunked prefill, graphs)");
     compare(&together, &eager, N, "together: graphs vs no graphs");
     if (!mixed) CHECKF(st.graph_steps > 0 && sa.graph_steps > 0, "no decode step used a graph");
@@ -148,6 +159,7 @@ static void no_alloc(void) {
 
 int main(void) {
     make_model();
+    th_n_valid = 290; /* ids 290..299 are never produced: padded vocabulary, as real models have */
     if (!cuda_usable()) {
         th_model_remove();
         return 77;

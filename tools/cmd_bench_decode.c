@@ -90,6 +90,21 @@ static int random_weights(model_weights *w, const model_config *c, arena *a) {
     return 0;
 }
 
+/* Greedy, no penalty, no logprob for every row (backends that sample read these). */
+static void stage_greedy(model_batch *b, int32_t rows) {
+    b->n_seat_jobs = b->n_hist = 0;
+    if (!b->sparams) return;
+    for (int32_t r = 0; r < rows; r++)
+        b->sparams[r] = (zp_sample_params){.top_p = 1.0f, .repetition_penalty = 1.0f, .seat = -1};
+}
+
+/* The ids of a step: a negative one is the sampler's error. */
+static int check_ids(const model *m, int32_t rows) {
+    for (int32_t r = 0; r < rows; r++)
+        if (m->host_ids[r] < 0) return zp_sample_error(m->host_ids[r], r);
+    return 0;
+}
+
 static int parse_points(const char *s, int32_t *b, int32_t *l, int *n) {
     *n = 0;
     while (*s) {
@@ -198,8 +213,9 @@ int bench_decode(int argc, char **argv) {
     printf("%6s %7s %10s %10s %14s %8s\n", "batch", "context", "step (ms)", "tok/s",
            "roofline tok/s", "of roof");
     double *times = arena_alloc(&a, sizeof(double) * (size_t)steps, 8, "times");
+    if (!times) rc = ZP_ENOMEM;
     model_batch *b = &m->batch;
-    for (int p = 0; p < np && !rc && times; p++) {
+    for (int p = 0; p < np && !rc; p++) {
         int32_t B = pb[p], L = pl[p], per = (L + (int32_t)steps + 3 + bs - 1) / bs;
         for (int32_t s = 0; s < B; s++)
             for (int32_t j = 0; j < per; j++)
@@ -216,9 +232,11 @@ int bench_decode(int argc, char **argv) {
             }
             b->n_tokens = b->n_seqs = b->n_logits = B;
             b->want_ids = true;
+            stage_greedy(b, B);
             double s0 = now_s();
             rc = model_forward(m);
             if (it >= 0) times[it] = now_s() - s0;
+            if (!rc) rc = check_ids(m, B);
         }
         if (rc) break;
         qsort(times, (size_t)steps, sizeof(double), cmp_d);
@@ -235,7 +253,8 @@ int bench_decode(int argc, char **argv) {
     }
     if (!rc && prefill > 0) { /* one sequence's prompt in one step: the GEMMs at M = prefill */
         int32_t P = (int32_t)prefill;
-        for (int32_t j = 0; j < pre_blocks; j++) b->block_tables[j] = j;
+        for (int32_t j = 0; j < pre_blocks; j++)
+            b->block_tables[j] = j;
         double t[5];
         for (int it = -1; it < 5 && !rc; it++) {
             for (int32_t i = 0; i < P; i++) {
@@ -247,16 +266,20 @@ int bench_decode(int argc, char **argv) {
             b->logit_rows[0] = P - 1;
             b->n_tokens = P, b->n_seqs = b->n_logits = 1;
             b->want_ids = true;
+            stage_greedy(b, 1);
             double s0 = now_s();
             rc = model_forward(m);
             if (it >= 0) t[it] = now_s() - s0;
+            if (!rc) rc = check_ids(m, 1);
         }
         if (!rc) {
             qsort(t, 5, sizeof(double), cmp_d);
             printf("prefill of %d tokens: %.3f ms, %.0f tok/s\n", P, t[2] * 1e3, P / t[2]);
             if (jf)
-                fprintf(jf, "{\"prefill\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, \"backend\": \"%s\"}\n",
-                        P, t[2] * 1e3, P / t[2], be->name);
+                fprintf(
+                    jf,
+                    "{\"prefill\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, \"backend\": \"%s\"}\n",
+                    P, t[2] * 1e3, P / t[2], be->name);
         }
     }
     if (jf) fclose(jf);

@@ -14,6 +14,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The first `prefill` ids in one step, then one id per step (decode steps, as the engine runs
+ * them); every position's logits go to the file in order. */
+static int write_logits(model *m, const int32_t *ids, int32_t n, int64_t prefill, const char *out) {
+    if (!prefill || prefill > n) prefill = n;
+    FILE *f = fopen(out, "wb");
+    if (!f) return err_set(ZP_EIO, "%s: cannot create", out);
+    size_t row = sizeof(float) * (size_t)m->cfg.vocab;
+    int rc = 0;
+    for (int32_t b = 0; b < m->dims.max_blocks; b++)
+        m->batch.block_tables[b] = b;
+    for (int32_t done = 0; done < n && !rc;) {
+        int32_t take = done ? 1 : (int32_t)prefill;
+        for (int32_t j = 0; j < take; j++) {
+            int32_t i = done + j;
+            m->batch.token_ids[j] = ids[i];
+            m->batch.positions[j] = m->batch.tok_kv_idx[j] = m->batch.slots[j] = i;
+            m->batch.logit_rows[j] = j;
+            m->batch.tok_seq[j] = 0;
+        }
+        m->batch.n_tokens = m->batch.n_logits = take;
+        m->batch.n_seqs = 1;
+        if (!(rc = model_forward(m)) &&
+            fwrite(m->host_logits, row, (size_t)take, f) != (size_t)take)
+            rc = err_set(ZP_EIO, "%s: cannot write", out);
+        done += take;
+    }
+    if (fclose(f) && !rc) rc = err_set(ZP_EIO, "%s: cannot write", out);
+    return rc;
+}
+
 int cmd_logits(int argc, char **argv) {
     conf cf;
     int rc = cli_conf(&cf, &argc, argv);
@@ -76,41 +106,11 @@ int cmd_logits(int argc, char **argv) {
                     .num_blocks = nb,
                     .kv_dtype = be->act_dtype};
     model m;
-    if ((rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be))) ||
-        (rc = model_init(&m, &a, be, &mc, &mw, &d)))
-        return cli_fail("logits", rc);
-    /* The first `prefill` ids in one step, then one id per step (decode steps, as the engine
-     * runs them); every position's logits go to the file in order. */
-    if (!prefill || prefill > n) prefill = n;
-    FILE *f = fopen(out, "wb");
-    if (!f) return cli_fail("logits", err_set(ZP_EIO, "%s: cannot create", out));
-    for (int32_t b = 0; b < nb; b++)
-        m.batch.block_tables[b] = b;
-    for (int32_t done = 0; done < n;) {
-        int32_t take = done ? 1 : (int32_t)prefill;
-        for (int32_t j = 0; j < take; j++) {
-            int32_t i = done + j;
-            m.batch.token_ids[j] = ids[i];
-            m.batch.positions[j] = m.batch.tok_kv_idx[j] = m.batch.slots[j] = i;
-            m.batch.logit_rows[j] = j;
-            m.batch.tok_seq[j] = 0;
-        }
-        m.batch.n_tokens = m.batch.n_logits = take;
-        m.batch.n_seqs = 1;
-        if ((rc = model_forward(&m))) {
-            fclose(f);
-            return cli_fail("logits", rc);
-        }
-        if (fwrite(m.host_logits, sizeof(float) * (size_t)mc.vocab, (size_t)take, f) !=
-            (size_t)take) {
-            fclose(f);
-            return cli_fail("logits", err_set(ZP_EIO, "%s: cannot write", out));
-        }
-        done += take;
-    }
-    if (fclose(f)) return cli_fail("logits", err_set(ZP_EIO, "%s: cannot write", out));
+    if (!(rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be))) &&
+        !(rc = model_init(&m, &a, be, &mc, &mw, &d)))
+        rc = write_logits(&m, ids, n, prefill, out);
     be->destroy(be);
     loader_close(&mw);
     arena_release(&a);
-    return 0;
+    return rc ? cli_fail("logits", rc) : 0;
 }
