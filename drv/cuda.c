@@ -166,3 +166,21 @@ void cuda_dev_close(cuda_dev *d) {
     d->drv->DevicePrimaryCtxRelease(d->dev);
     d->ctx = NULL;
 }
+
+int cuda_module_build(const cuda_dev *d, nvrtc_lib *nv, arena *a, const char *file,
+                      const nvrtc_consts *k, const char *cache_dir, CUmodule *m) {
+    const rtc_source *src = rtc_source_find(file);
+    if (!src) return err_set(ZP_ENOTFOUND, "kernel source %s is not embedded", file);
+    char store[3][32];
+    const char *defs[3];
+    nvrtc_job job;
+    nvrtc_job_init(&job, store, defs, src, k, d->arch);
+    size_t mark = arena_temp_mark(a);
+    const void *cubin;
+    size_t len;
+    int cached;
+    int rc = nvrtc_compile(nv, a, &job, cache_dir, &cubin, &len, &cached);
+    if (!rc) rc = cuda_err(d->drv, d->drv->ModuleLoadData(m, cubin), file);
+    arena_temp_reset(a, mark);
+    return rc;
+}

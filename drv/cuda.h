@@ -18,6 +18,7 @@
 #define ZP_CUDA_H
 
 #include "drv/cuda_api.h"
+#include "drv/nvrtc.h"
 
 #include <stddef.h>
 
@@ -89,5 +90,11 @@ typedef struct cuda_dev {
 /* Opens GPU `ordinal`: primary context made current, the two queues. */
 int cuda_dev_open(cuda_dev *d, const cuda_drv *drv, int ordinal);
 void cuda_dev_close(cuda_dev *d);
+
+/* Compiles the embedded kernel source `file` with NVRTC at constants k for d's architecture (or
+ * takes it from cache_dir, "" = none) and loads it on d. NVRTC's temporaries come from a's
+ * temporary side and are released before return. */
+int cuda_module_build(const cuda_dev *d, nvrtc_lib *nv, arena *a, const char *file,
+                      const nvrtc_consts *k, const char *cache_dir, CUmodule *m);
 
 #endif

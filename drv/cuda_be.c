@@ -2,10 +2,11 @@
  * as launches of rtc_kernels/ (NVRTC) and cuBLASLt GEMMs on the device's compute queue.
  *
  * Memory: one cuMemAlloc at reserve() of the planner's bytes plus this backend's own scratch
- * (scratch_bytes: the cuBLASLt workspace and the attention partials), carved by alloc() and
- * never freed until destroy(); one pinned staging buffer (cuMemAllocHost at creation) through
- * which weights go up, converted to bf16. Nothing is allocated after start-up: GEMM plans,
- * kernels and staging all exist before the first step.
+ * (scratch_bytes: the cuBLASLt workspace, the attention partials, the sampler's seats), carved
+ * by alloc() and never freed until destroy(); one pinned staging buffer (cuMemAllocHost at
+ * creation) through which weights go up, converted to bf16. Host side: the instance in its own
+ * mapping, GEMM plans and NVRTC's temporaries in the backend's arena. Nothing is allocated after
+ * start-up: plans, kernels, graphs and staging all exist before the first step.
  * Dtypes: activations, weights and the KV cache are bf16; the residual stream and the logits
  * f32; every kernel accumulates in f32.
  * Errors: ops are void and queued; the first failed launch is kept (code and message) and
@@ -22,9 +23,10 @@
 #include "drv/nvrtc.h"
 #include "drv/sample_abi.h"
 
+#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 enum {
     CB_STAGING = 64 << 20,   /* pinned staging for weight uploads */
@@ -294,7 +296,6 @@ static void cb_destroy(backend *be) {
         if (cb->graphs[i]) cb->drv.GraphExecDestroy(cb->graphs[i]);
     for (int i = 0; i < cb->n_plans; i++)
         cublaslt_gemm_destroy(&cb->lt, &cb->plans[i]);
-    free(cb->plans);
     if (cb->lt.h) cublaslt_close(&cb->lt);
     if (cb->layer_mod) cb->drv.ModuleUnload(cb->layer_mod);
     if (cb->attn_mod) cb->drv.ModuleUnload(cb->attn_mod);
@@ -304,7 +305,7 @@ static void cb_destroy(backend *be) {
     cuda_dev_close(&cb->dev);
     if (cb->drv.so) cuda_drv_unload(&cb->drv);
     arena_release(&cb->a);
-    free(cb);
+    munmap(cb, sizeof *cb);
 }
 
 /* ---- ops ---- */
@@ -417,21 +418,8 @@ static int cb_check(backend *be, const be_cparams *p) {
 /* ---- creation ---- */
 
 static int load_module(cuda_be *cb, const char *file, int gqa, const char *cache, CUmodule *m) {
-    const rtc_source *src = rtc_source_find(file);
-    if (!src) return err_set(ZP_ENOTFOUND, "cuda backend: kernel source %s is not embedded", file);
     nvrtc_consts k = {cb->s.head_dim, cb->s.block_size, gqa};
-    char store[3][32];
-    const char *defs[3];
-    nvrtc_job job;
-    nvrtc_job_init(&job, store, defs, src, &k, cb->dev.arch);
-    size_t mark = arena_temp_mark(&cb->a);
-    const void *cubin;
-    size_t len;
-    int cached;
-    int rc = nvrtc_compile(&cb->nv, &cb->a, &job, cache, &cubin, &len, &cached);
-    if (!rc) rc = cuda_err(&cb->drv, cb->drv.ModuleLoadData(m, cubin), file);
-    arena_temp_reset(&cb->a, mark);
-    return rc;
+    return cuda_module_build(&cb->dev, &cb->nv, &cb->a, file, &k, cache, m);
 }
 
 static int get_fn(cuda_be *cb, CUmodule m, const char *name, CUfunction *f) {
@@ -487,8 +475,8 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->staging, CB_STAGING), "cuMemAllocHost")))
         return rc;
     cb->cap_plans = 4 * s->layers + 1;
-    cb->plans = calloc((size_t)cb->cap_plans, sizeof *cb->plans);
-    if (!cb->plans) return err_set(ZP_ENOMEM, "cuda backend: GEMM plans");
+    cb->plans = arena_alloc(&cb->a, sizeof *cb->plans * (size_t)cb->cap_plans, 64, "GEMM plans");
+    if (!cb->plans) return ZP_ENOMEM;
     /* the worst step: max_tokens rows, each split into max_model_len / chunk partials */
     cb->part_cap = (size_t)s->max_tokens * (size_t)((s->max_model_len + cb->chunk - 1) / cb->chunk);
     cb->be.sample_seats = s->max_logits;
@@ -506,8 +494,10 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
 }
 
 int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
-    cuda_be *cb = calloc(1, sizeof *cb);
-    if (!cb) return err_set(ZP_ENOMEM, "cuda backend");
+    /* The instance lives in its own mapping (zeroed): backends are made at start-up only. */
+    cuda_be *cb =
+        mmap(NULL, sizeof *cb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (cb == MAP_FAILED) return err_set(ZP_ENOMEM, "cuda backend: %s", strerror(errno));
     cb->s = *s;
     cb->invariant = c->batch_invariant;
     cb->chunk = c->attention_chunk > 0 ? c->attention_chunk : 512;

@@ -24,7 +24,8 @@ typedef struct gpu {
 
 /* 0 ready; 77 after printing SKIP (no driver, no GPU or no NVRTC); exits on other failures. */
 static inline int gpu_open(gpu *g) {
-    int rc = cuda_drv_load(&g->drv, getenv("ZIPAGE_CUDA_DRIVER") ? getenv("ZIPAGE_CUDA_DRIVER") : "");
+    int rc =
+        cuda_drv_load(&g->drv, getenv("ZIPAGE_CUDA_DRIVER") ? getenv("ZIPAGE_CUDA_DRIVER") : "");
     if (rc == ZP_ENOTFOUND) return test_skip("no NVIDIA driver (libcuda.so.1)");
     if (!rc) rc = cuda_dev_open(&g->dev, &g->drv, 0);
     if (rc == ZP_ENOTFOUND) return test_skip("no GPU");
@@ -53,24 +54,12 @@ static inline int gpu_open(gpu *g) {
     } while (0)
 
 static inline CUmodule gpu_module(gpu *g, const char *file, int head_dim, int block_size, int gqa) {
-    const rtc_source *src = rtc_source_find(file);
-    REQUIRE(src);
     nvrtc_consts k = {head_dim, block_size, gqa};
-    char store[3][32];
-    const char *defs[3];
-    nvrtc_job job;
-    nvrtc_job_init(&job, store, defs, src, &k, g->dev.arch);
-    size_t mark = arena_temp_mark(&g->a);
-    const void *cubin;
-    size_t len;
-    int cached;
-    if (nvrtc_compile(&g->nv, &g->a, &job, "", &cubin, &len, &cached)) {
+    CUmodule m;
+    if (cuda_module_build(&g->dev, &g->nv, &g->a, file, &k, "", &m)) {
         fprintf(stderr, "%s\n", err_msg());
         exit(1);
     }
-    CUmodule m;
-    CU(g->drv.ModuleLoadData(&m, cubin));
-    arena_temp_reset(&g->a, mark);
     return m;
 }
 
@@ -129,7 +118,8 @@ static inline cmp cmp_f32(const float *got, const float *ref, size_t n) {
 }
 
 static inline void bf16_to_f32(float *dst, const uint16_t *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = zp_bf16_to_f32(src[i]);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = zp_bf16_to_f32(src[i]);
 }
 
 /* Random bf16 values in [-amp, amp), and their exact f32 copy. */
