@@ -159,6 +159,8 @@ struct backend {
     int (*capture_begin)(backend *be);
     int (*capture_end)(backend *be, int slot);
     int (*graph_launch)(backend *be, int slot);
+    /* One line on what start-up chose for the GEMMs (NULL where there is nothing to say). */
+    void (*describe_plans)(backend *be, char *buf, size_t cap);
 
     /* Forward-pass ops ("act": act_dtype). */
     /* resid[i][:] = table[ids[i]][:] (f32 out) */
@@ -239,7 +241,7 @@ typedef struct be_config {
     int threads; /* CPU workers, 0 = one per core */
     const char *cuda_driver_path, *nvrtc_path, *cublaslt_path, *kernel_cache_dir;
     int cuda_device;
-    int batch_invariant; /* > 0: one GEMM algorithm per weight, chosen at this many rows */
+    int batch_invariant; /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */
     int attention_chunk; /* KV positions per split of attention (CUDA) */
     int compress;        /* the engine will run the compression ops */
 } be_config;

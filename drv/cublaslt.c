@@ -87,56 +87,80 @@ static int set_cols(cublaslt *lt, cublaslt_gemm *g, int m) {
     return rc;
 }
 
-/* The best algorithm for m rows; with no_split, only those that reduce K inside one CTA. */
-static int pick(cublaslt *lt, cublaslt_gemm *g, int m, int no_split, size_t ws,
-                cublasLtMatmulAlgo_t *out) {
+static int split_of(cublaslt *lt, const cublasLtMatmulAlgo_t *algo) {
+    int32_t split = 1;
+    size_t w = 0;
+    if (lt->MatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split,
+                                         sizeof split, &w))
+        split = 1;
+    return split;
+}
+
+/* Up to cap successful heuristic results for m rows within ws bytes of workspace, best first. */
+static int heuristic(cublaslt *lt, cublaslt_gemm *g, int m, size_t ws,
+                     cublasLtMatmulHeuristicResult_t *res, int cap, int *n) {
+    *n = 0;
     int rc = set_cols(lt, g, m);
     if (rc) return rc;
     cublasLtMatmulPreference_t pref;
     if ((rc = lt_err(lt, lt->MatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")))
         return rc;
     uint64_t wsb = ws;
-    uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE;
     rc = lt_err(lt,
                 lt->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                  &wsb, sizeof wsb),
                 "cublasLtMatmulPreferenceSetAttribute");
-    if (!rc && no_split)
-        rc = lt_err(lt,
-                    lt->MatmulPreferenceSetAttribute(
-                        pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof mask),
-                    "cublasLtMatmulPreferenceSetAttribute");
-    cublasLtMatmulHeuristicResult_t res[8];
-    int n = 0;
     if (!rc)
-        rc = lt_err(
-            lt, lt->MatmulAlgoGetHeuristic(lt->h, g->op, g->a, g->b, g->d, g->d, pref, 8, res, &n),
-            "cublasLtMatmulAlgoGetHeuristic");
+        rc = lt_err(lt,
+                    lt->MatmulAlgoGetHeuristic(lt->h, g->op, g->a, g->b, g->d, g->d, pref, cap,
+                                               res, n),
+                    "cublasLtMatmulAlgoGetHeuristic");
     lt->MatmulPreferenceDestroy(pref);
-    if (rc) return rc;
-    for (int i = 0; i < n; i++) {
-        if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
-        int32_t split = 1;
-        size_t w = 0;
-        if (lt->MatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split,
-                                             sizeof split, &w))
-            split = 1;
-        if (no_split && split > 1) continue;
-        *out = res[i].algo;
-        if (res[i].workspaceSize > g->workspace_needed) g->workspace_needed = res[i].workspaceSize;
-        if (split > g->split_k_max) g->split_k_max = split;
-        return 0;
+    int kept = 0;
+    for (int i = 0; !rc && i < *n; i++)
+        if (res[i].state == CUBLAS_STATUS_SUCCESS) res[kept++] = res[i];
+    *n = kept;
+    return rc;
+}
+
+int cublaslt_gemm_candidates(cublaslt *lt, cublaslt_gemm *g, int m, size_t ws,
+                             cublasLtMatmulAlgo_t *algos, int cap, int *n_algos) {
+    cublasLtMatmulHeuristicResult_t res[16];
+    int n, rc = heuristic(lt, g, m, ws, res, 16, &n);
+    for (int i = 0; !rc && i < n && *n_algos < cap; i++) {
+        int seen = 0;
+        for (int j = 0; j < *n_algos && !seen; j++)
+            seen = !memcmp(&algos[j], &res[i].algo, sizeof res[i].algo);
+        if (!seen) algos[(*n_algos)++] = res[i].algo;
     }
-    return err_set(ZP_EUNSUP,
-                   "cuBLASLt has no%s algorithm for a bf16 GEMM of %d x %d by %d rows "
-                   "within %zu bytes of workspace",
-                   no_split ? " split-K-free" : "", g->n, g->k, m, ws);
+    return rc;
+}
+
+int cublaslt_gemm_check(cublaslt *lt, cublaslt_gemm *g, const cublasLtMatmulAlgo_t *algo, int m,
+                        size_t ws, size_t *ws_needed) {
+    int rc = set_cols(lt, g, m);
+    if (rc) return rc;
+    cublasLtMatmulHeuristicResult_t r;
+    if (lt->MatmulAlgoCheck(lt->h, g->op, g->a, g->b, g->d, g->d, algo, &r) !=
+            CUBLAS_STATUS_SUCCESS ||
+        r.workspaceSize > ws)
+        return 0;
+    *ws_needed = r.workspaceSize;
+    return 1;
+}
+
+void cublaslt_gemm_set(cublaslt *lt, cublaslt_gemm *g, int b, const cublasLtMatmulAlgo_t *algo,
+                       size_t ws_needed) {
+    g->algo[b] = *algo;
+    if (ws_needed > g->workspace_needed) g->workspace_needed = ws_needed;
+    int split = split_of(lt, algo);
+    if (split > g->split_k_max) g->split_k_max = split;
 }
 
 int cublaslt_gemm_init(cublaslt *lt, cublaslt_gemm *g, int n, int k, int max_m, CUdeviceptr bias,
-                       int batch_invariant, size_t workspace_bytes, int out_f32) {
+                       size_t workspace_bytes, int out_f32) {
     memset(g, 0, sizeof *g);
-    g->n = n, g->k = k, g->max_m = max_m, g->invariant = batch_invariant, g->out_f32 = out_f32;
+    g->n = n, g->k = k, g->max_m = max_m, g->has_bias = bias != 0, g->out_f32 = out_f32;
     if (out_f32 && bias)
         return err_set(ZP_EINVAL, "GEMM %d x %d: a bias needs a bf16 output", n, k);
     while (g->n_buckets < CUBLASLT_BUCKETS && (1 << g->n_buckets) < max_m)
@@ -181,37 +205,16 @@ int cublaslt_gemm_init(cublaslt *lt, cublaslt_gemm *g, int n, int k, int max_m, 
         cublaslt_gemm_destroy(lt, g);
         return rc;
     }
-    if (batch_invariant) {
-        /* One algorithm for every M (so a row's result never depends on its batch): the
-         * heuristic's best at batch_invariant rows (split-K allowed: a fixed split reduces every
-         * output in the same order at any M), if every other size accepts it within the
-         * workspace; else the best split-K-free one at max_m (needs no workspace). */
-        int m0 = batch_invariant < max_m ? batch_invariant : max_m;
-        for (int attempt = 0; attempt < 2; attempt++) {
-            g->workspace_needed = 0, g->split_k_max = 0;
-            rc = attempt ? pick(lt, g, max_m, 1, workspace_bytes, &g->algo[0])
-                         : pick(lt, g, m0, 0, workspace_bytes, &g->algo[0]);
-            for (int b = 0; !rc && b < g->n_buckets; b++) {
-                int m = 1 << b < max_m ? 1 << b : max_m;
-                cublasLtMatmulHeuristicResult_t r;
-                g->algo[b] = g->algo[0];
-                if (!(rc = set_cols(lt, g, m)) &&
-                    (lt->MatmulAlgoCheck(lt->h, g->op, g->a, g->b, g->d, g->d, &g->algo[0], &r) !=
-                         CUBLAS_STATUS_SUCCESS ||
-                     r.workspaceSize > workspace_bytes))
-                    rc = err_set(ZP_EUNSUP,
-                                 "key 'batch_invariant': cuBLASLt's algorithm for %d x %d "
-                                 "does not run at %d rows within %zu bytes of workspace; set "
-                                 "batch_invariant=false",
-                                 n, k, m, workspace_bytes);
-            }
-            if (!rc) break;
-        }
-    } else {
-        for (int b = 0; !rc && b < g->n_buckets; b++) {
-            int m = 1 << b < max_m ? 1 << b : max_m;
-            rc = pick(lt, g, m, 0, workspace_bytes, &g->algo[b]);
-        }
+    for (int b = 0; !rc && b < g->n_buckets; b++) {
+        cublasLtMatmulHeuristicResult_t res[1];
+        int m = cublaslt_bucket_rows(g, b), got;
+        rc = heuristic(lt, g, m, workspace_bytes, res, 1, &got);
+        if (!rc && !got)
+            rc = err_set(ZP_EUNSUP,
+                         "cuBLASLt has no algorithm for a bf16 GEMM of %d x %d by %d rows "
+                         "within %zu bytes of workspace",
+                         n, k, m, workspace_bytes);
+        if (!rc) cublaslt_gemm_set(lt, g, b, &res[0].algo, res[0].workspaceSize);
     }
     if (rc) cublaslt_gemm_destroy(lt, g);
     return rc;
@@ -225,21 +228,30 @@ void cublaslt_gemm_destroy(cublaslt *lt, cublaslt_gemm *g) {
     g->a = g->b = g->d = NULL, g->op = NULL;
 }
 
-int cublaslt_gemm_run(cublaslt *lt, cublaslt_gemm *g, CUdeviceptr y, CUdeviceptr x, CUdeviceptr w,
-                      int m, CUdeviceptr workspace, size_t workspace_bytes, CUstream stream) {
+int cublaslt_gemm_run_algo(cublaslt *lt, cublaslt_gemm *g, const cublasLtMatmulAlgo_t *algo,
+                           CUdeviceptr y, CUdeviceptr x, CUdeviceptr w, int m,
+                           CUdeviceptr workspace, size_t workspace_bytes, CUstream stream) {
     if (m < 1 || m > g->max_m)
         return err_set(ZP_EINVAL, "GEMM %d x %d: %d rows, planned for 1..%d", g->n, g->k, m,
                        g->max_m);
-    int b = 0;
-    while ((1 << b) < m)
-        b++;
+    if (!algo) {
+        int b = 0;
+        while ((1 << b) < m)
+            b++;
+        algo = &g->algo[b];
+    }
     int rc = set_cols(lt, g, m);
     if (rc) return rc;
     const float one = 1.f, zero = 0.f;
     return lt_err(lt,
                   lt->Matmul(lt->h, g->op, &one, (const void *)(uintptr_t)w, g->a,
                              (const void *)(uintptr_t)x, g->b, &zero, (const void *)(uintptr_t)y,
-                             g->d, (void *)(uintptr_t)y, g->d, &g->algo[b],
+                             g->d, (void *)(uintptr_t)y, g->d, algo,
                              (void *)(uintptr_t)workspace, workspace_bytes, stream),
                   "cublasLtMatmul");
+}
+
+int cublaslt_gemm_run(cublaslt *lt, cublaslt_gemm *g, CUdeviceptr y, CUdeviceptr x, CUdeviceptr w,
+                      int m, CUdeviceptr workspace, size_t workspace_bytes, CUstream stream) {
+    return cublaslt_gemm_run_algo(lt, g, NULL, y, x, w, m, workspace, workspace_bytes, stream);
 }

@@ -20,6 +20,7 @@
 #include "arena/err.h"
 #include "drv/cublaslt.h"
 #include "drv/cuda.h"
+#include "drv/gemmtune.h"
 #include "drv/nvrtc.h"
 #include "drv/sample_abi.h"
 
@@ -55,10 +56,13 @@ typedef struct cuda_be {
     CUdeviceptr seen, seat_counts; /* penalty state of the sample_seats seats */
     cublaslt_gemm *plans;
     int n_plans, cap_plans;
+    gemmtune_ctx tune; /* batch-invariant plans: x and y in the partials, the staging buffer */
+    size_t tune_x;     /* bytes of the partials region the tuner's random rows take */
     CUgraphExec graphs[CB_MAX_GRAPHS];
     int rc; /* first failed launch since the last sync */
     char err[512];
     char desc[256];
+    char cache_dir[1024]; /* kernels and tuned GEMM plans; "" = none */
 } cuda_be;
 
 static size_t al(size_t v) {
@@ -123,8 +127,12 @@ static int cb_reserve(backend *be, size_t bytes) {
     int rc;
     if ((rc = cb_alloc(be, CB_WORKSPACE, CB_ALIGN, &p, "cuBLASLt workspace"))) return rc;
     cb->ws = p;
-    if ((rc = cb_alloc(be, al(rows * D * 4), CB_ALIGN, &p, "attention partials"))) return rc;
+    size_t part = al(rows * D * 4);
+    if ((rc = cb_alloc(be, part > cb->tune_x + cb->tune.y_bytes ? part : cb->tune_x + cb->tune.y_bytes,
+                       CB_ALIGN, &p, "attention partials")))
+        return rc;
     cb->part_o = p;
+    cb->tune.x = p, cb->tune.y = p + cb->tune_x, cb->tune.ws = cb->ws;
     if ((rc = cb_alloc(be, al(rows * 8), CB_ALIGN, &p, "attention partials"))) return rc;
     cb->part_ml = p;
     size_t words = zp_sample_seat_words(cb->s.vocab), seats = (size_t)be->sample_seats;
@@ -218,8 +226,27 @@ static int cb_linear_init(backend *be, be_linear *l, const be_part *parts, int n
             off += (size_t)parts[i].rows;
         }
     }
-    rc = cublaslt_gemm_init(&cb->lt, &cb->plans[cb->n_plans], n_out, k, max_rows,
-                            (CUdeviceptr)l->bias[0], cb->invariant, CB_WORKSPACE, out_t == ZP_F32);
+    cublaslt_gemm *g = &cb->plans[cb->n_plans];
+    rc = cublaslt_gemm_init(&cb->lt, g, n_out, k, max_rows, (CUdeviceptr)l->bias[0], CB_WORKSPACE,
+                            out_t == ZP_F32);
+    if (!rc && cb->invariant) {
+        /* layers of one shape share the tuned choice (measured once, on the first) */
+        const cublaslt_gemm *same = NULL;
+        for (int i = 0; i < cb->n_plans && !same; i++) {
+            const cublaslt_gemm *p = &cb->plans[i];
+            if (p->n == g->n && p->k == g->k && p->max_m == g->max_m &&
+                p->has_bias == g->has_bias && p->out_f32 == g->out_f32)
+                same = p;
+        }
+        if (same) {
+            g->workspace_needed = same->workspace_needed, g->split_k_max = same->split_k_max;
+            g->invariant = 1;
+            memcpy(g->algo, same->algo, sizeof g->algo);
+        } else {
+            rc = gemmtune_plan(&cb->tune, g, (CUdeviceptr)l->w[0]);
+        }
+        if (rc) cublaslt_gemm_destroy(&cb->lt, g);
+    }
     if (rc) return err_set(rc, "linear '%s': %s", what, err_msg());
     l->plan = cb->n_plans++;
     return 0;
@@ -301,6 +328,8 @@ static void cb_destroy(backend *be) {
     if (cb->attn_mod) cb->drv.ModuleUnload(cb->attn_mod);
     if (cb->sample_mod) cb->drv.ModuleUnload(cb->sample_mod);
     if (cb->mem) cb->drv.MemFree(cb->mem);
+    for (int i = 0; i < 2; i++)
+        if (cb->tune.ev[i]) cb->drv.EventDestroy(cb->tune.ev[i]);
     if (cb->staging) cb->drv.MemFreeHost(cb->staging);
     cuda_dev_close(&cb->dev);
     if (cb->drv.so) cuda_drv_unload(&cb->drv);
@@ -426,6 +455,34 @@ static int get_fn(cuda_be *cb, CUmodule m, const char *name, CUfunction *f) {
     return cuda_err(&cb->drv, cb->drv.ModuleGetFunction(f, m, name), name);
 }
 
+/* The GEMM tuner's context (batch_invariant): its random rows and outputs borrow the attention
+ * partials before the first step, so the partials are sized for the largest plan of the shape. */
+static int tune_setup(cuda_be *cb, const be_shape *s, const char *cache) {
+    gemmtune_ctx *t = &cb->tune;
+    size_t qkv = (size_t)(s->heads + 2 * s->kv_heads) * (size_t)s->head_dim;
+    int k = s->hidden;
+    if (s->heads * s->head_dim > k) k = s->heads * s->head_dim;
+    if (s->intermediate > k) k = s->intermediate;
+    size_t n = qkv > (size_t)s->hidden ? qkv : (size_t)s->hidden;
+    if ((size_t)2 * (size_t)s->intermediate > n) n = (size_t)2 * (size_t)s->intermediate;
+    size_t y = gemmtune_y_bytes((int)n, s->max_tokens, 0),
+           yl = gemmtune_y_bytes(s->vocab, s->max_logits, 1);
+    t->drv = &cb->drv, t->lt = &cb->lt, t->stream = cb->dev.compute;
+    t->x_bytes = gemmtune_x_bytes(k, s->max_tokens);
+    t->y_bytes = al(y > yl ? y : yl);
+    cb->tune_x = al(t->x_bytes);
+    t->ws_bytes = CB_WORKSPACE;
+    t->host = cb->staging, t->host_bytes = CB_STAGING;
+    t->cache_dir = cache;
+    snprintf(t->device, sizeof t->device, "%s sm_%d cuBLASLt %zu", cb->dev.name, cb->dev.arch,
+             cb->lt.version);
+    for (int i = 0; i < 2; i++) {
+        int rc = cuda_err(&cb->drv, cb->drv.EventCreate(&t->ev[i], 0), "cuEventCreate");
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     int rc;
     if (s->head_dim != 64 && s->head_dim != 128)
@@ -450,16 +507,15 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         (rc = cublaslt_load(&cb->lt, c->cublaslt_path ? c->cublaslt_path : "")))
         return rc;
     if ((rc = arena_init(&cb->a, "cuda backend", 256u << 20))) return rc;
-    char cache[1024];
     const char *kc = c->kernel_cache_dir ? c->kernel_cache_dir : "";
     if (!strcmp(kc, "off"))
-        cache[0] = 0;
+        cb->cache_dir[0] = 0;
     else if (*kc)
-        snprintf(cache, sizeof cache, "%s", kc);
+        snprintf(cb->cache_dir, sizeof cb->cache_dir, "%s", kc);
     else
-        nvrtc_default_cache_dir(cache, sizeof cache);
-    if ((rc = load_module(cb, "layer.cu", 1, cache, &cb->layer_mod)) ||
-        (rc = load_module(cb, "attention.cu", gqa, cache, &cb->attn_mod)) ||
+        nvrtc_default_cache_dir(cb->cache_dir, sizeof cb->cache_dir);
+    if ((rc = load_module(cb, "layer.cu", 1, cb->cache_dir, &cb->layer_mod)) ||
+        (rc = load_module(cb, "attention.cu", gqa, cb->cache_dir, &cb->attn_mod)) ||
         (rc = get_fn(cb, cb->layer_mod, "zp_embed", &cb->embed)) ||
         (rc = get_fn(cb, cb->layer_mod, "zp_add_rmsnorm", &cb->add_rmsnorm)) ||
         (rc = get_fn(cb, cb->layer_mod, "zp_qkv_rope_store", &cb->qkv)) ||
@@ -468,12 +524,13 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         (rc = get_fn(cb, cb->layer_mod, "zp_argmax", &cb->argmax)) ||
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_partial", &cb->attn_partial)) ||
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_merge", &cb->attn_merge)) ||
-        (rc = load_module(cb, "sample.cu", 1, cache, &cb->sample_mod)) ||
+        (rc = load_module(cb, "sample.cu", 1, cb->cache_dir, &cb->sample_mod)) ||
         (rc = get_fn(cb, cb->sample_mod, "zp_sample", &cb->sample)) ||
         (rc = get_fn(cb, cb->sample_mod, "zp_sample_seat_init", &cb->seat_init)))
         return rc;
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->staging, CB_STAGING), "cuMemAllocHost")))
         return rc;
+    if (cb->invariant && (rc = tune_setup(cb, s, cb->cache_dir))) return rc;
     cb->cap_plans = 4 * s->layers + 1;
     cb->plans = arena_alloc(&cb->a, sizeof *cb->plans * (size_t)cb->cap_plans, 64, "GEMM plans");
     if (!cb->plans) return ZP_ENOMEM;
@@ -481,8 +538,10 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     cb->part_cap = (size_t)s->max_tokens * (size_t)((s->max_model_len + cb->chunk - 1) / cb->chunk);
     cb->be.sample_seats = s->max_logits;
     size_t words = zp_sample_seat_words(s->vocab);
+    size_t part = al(cb->part_cap * (size_t)s->heads * (size_t)s->head_dim * 4);
+    if (cb->tune_x + cb->tune.y_bytes > part) part = cb->tune_x + cb->tune.y_bytes;
     cb->be.scratch_bytes =
-        CB_WORKSPACE + al(cb->part_cap * (size_t)s->heads * (size_t)s->head_dim * 4) +
+        CB_WORKSPACE + part +
         al(cb->part_cap * (size_t)s->heads * 8) + al((size_t)s->max_logits * words * 8) +
         al((size_t)s->max_logits * words * 64 * 2) + 4 * CB_ALIGN;
     snprintf(cb->desc, sizeof cb->desc,
@@ -491,6 +550,19 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
              cb->dev.name, cb->dev.arch, cb->dev.n_sm, cb->drv.driver_version / 1000,
              cb->drv.driver_version % 1000 / 10, cb->nv.major, cb->nv.minor, cb->lt.version);
     return 0;
+}
+
+static void cb_describe_plans(backend *be, char *buf, size_t cap) {
+    cuda_be *cb = be->impl;
+    const gemmtune_ctx *t = &cb->tune;
+    if (!cb->invariant)
+        snprintf(buf, cap, "GEMMs: cuBLASLt's heuristic per batch-size bucket (not batch invariant)");
+    else
+        snprintf(buf, cap,
+                 "GEMMs: batch invariant, %d shapes measured and %d from the cache (%s); the "
+                 "slowest bucket at %.1f%% of the best algorithm's speed",
+                 t->tuned, t->cached, *t->cache_dir ? t->cache_dir : "no cache",
+                 t->worst_cost > 0 ? 100.0 / t->worst_cost : 100.0);
 }
 
 int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
@@ -531,6 +603,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .capture_begin = cb_capture_begin,
         .capture_end = cb_capture_end,
         .graph_launch = cb_graph_launch,
+        .describe_plans = cb_describe_plans,
     };
     int rc = setup(cb, c, s);
     if (rc) {

@@ -2,14 +2,12 @@
 #include "drv/nvrtc.h"
 
 #include "arena/err.h"
+#include "drv/diskcache.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
@@ -130,38 +128,6 @@ static uint64_t cache_key(const nvrtc_lib *lib, const nvrtc_job *job, const char
     return XXH64_digest(&st);
 }
 
-static int mkdir_p(const char *dir) {
-    char p[512];
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (mkdir(p, 0755) && errno != EEXIST) return -1;
-        *s = '/';
-    }
-    return mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
-}
-
-/* Stores a CUBIN under its key; a cache that cannot be written only costs the next start. */
-static void cache_store(const char *path, const void *cubin, size_t len) {
-    char tmp[600];
-    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return;
-    const char *p = cubin;
-    size_t left = len;
-    while (left) {
-        ssize_t w = write(fd, p, left);
-        if (w <= 0) break;
-        p += w, left -= (size_t)w;
-    }
-    if (close(fd) || left) {
-        unlink(tmp);
-        return;
-    }
-    if (rename(tmp, path)) unlink(tmp);
-}
-
 int nvrtc_compile(nvrtc_lib *lib, arena *a, const nvrtc_job *job, const char *cache_dir,
                   const void **cubin, size_t *len, int *from_cache) {
     char store[MAX_OPTS][96];
@@ -231,7 +197,7 @@ int nvrtc_compile(nvrtc_lib *lib, arena *a, const nvrtc_job *job, const char *ca
                          : ZP_ENOMEM;
     }
     lib->DestroyProgram(&prog);
-    if (*path && !mkdir_p(cache_dir)) cache_store(path, out, n);
+    if (*path) diskcache_store(cache_dir, strrchr(path, '/') + 1, out, n);
     *cubin = out, *len = n;
     return 0;
 }

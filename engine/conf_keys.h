@@ -16,8 +16,7 @@ CONF_STR(gpu, cuda_driver_path, "", "libcuda file to use; empty = libcuda.so.1 o
 CONF_INT(gpu, cuda_device, 0, 0, 63, "ordinal of the GPU to use")
 CONF_INT(gpu, attention_chunk, 512, 64, 1048576, "KV positions per split of GPU attention (fixed for every row: results do not depend on the batch)")
 CONF_BOOL(gpu, cuda_graphs, true, "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
-CONF_BOOL(gpu, batch_invariant, false, "one GEMM algorithm per weight for every batch size: tokens do not depend on the batch (costs 10-36% of decode speed on an 8B model)")
-CONF_INT(gpu, invariant_gemm_rows, 64, 1, 65536, "batch_invariant: the batch size whose best GEMM algorithm serves every size (split-K allowed)")
+CONF_BOOL(gpu, batch_invariant, false, "GEMMs whose rows do not depend on the batch: tokens are the same alone and together (CUDA: algorithms chosen at start-up by measurement and kept in kernel_cache_dir)")
 
 /* [memory] */
 CONF_ENUM(memory, kv_dtype, "auto", "auto|f32|bf16|f16", "KV cache element type; auto = f32 on cpu, bf16 on cuda")

@@ -71,6 +71,7 @@ struct engine {
     model m;
     backend *be;
     char backend_why[320];
+    char backend_plans[256]; /* what the backend's start-up chose for the GEMMs, or "" */
     kv_pool kv;
     sampler smp;
     engine_output_fn out;
@@ -328,7 +329,7 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .cublaslt_path = cf->cublaslt_path,
         .kernel_cache_dir = cf->kernel_cache_dir,
         .cuda_device = (int)cf->cuda_device,
-        .batch_invariant = cf->batch_invariant ? (int)cf->invariant_gemm_rows : 0,
+        .batch_invariant = cf->batch_invariant,
         .attention_chunk = (int)cf->attention_chunk,
         .compress = cf->compress,
     };
@@ -376,6 +377,8 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
         engine_close(e);
         return rc;
     }
+    if (e->be->describe_plans)
+        e->be->describe_plans(e->be, e->backend_plans, sizeof e->backend_plans);
     *out = e;
     return 0;
 }
@@ -390,6 +393,7 @@ void engine_get_info(const engine *e, engine_info *info) {
     *info = (engine_info){
         .backend = e->be->name,
         .backend_why = e->backend_why,
+        .backend_plans = e->backend_plans,
         .arch = loader_arch_name(e->mc.arch),
         .vocab = e->mc.vocab,
         .n_valid = e->n_valid,

@@ -80,7 +80,8 @@ void engine_close(engine *e);
 /* Facts for banners and clients. */
 typedef struct engine_info {
     const char *backend, *arch;
-    const char *backend_why; /* one line: the backend chosen and why */
+    const char *backend_why;   /* one line: the backend chosen and why */
+    const char *backend_plans; /* one line on the GEMM plans chosen at start-up, or "" */
     int32_t vocab, n_valid, layers, hidden, max_model_len, block_size, num_blocks;
     int32_t max_num_seqs, max_concurrency;
     size_t kv_bytes, device_bytes;

@@ -1,10 +1,13 @@
 /* cuBLASLt GEMMs (drv/cublaslt.c) against the CPU backend's matmul on fresh random bf16
  * inputs: y = x . W^T (+ bias), ||d||/||ref|| <= 1e-2 (bf16 output), no NaN, output poisoned
  * first; shapes of a Qwen3 layer (fused QKV, o, fused gate/up, down) and a Qwen2 bias. Batch
- * invariance: with batch_invariant plans, every row of an M-row product is bit-identical to
- * the same row computed alone (M = 1) and in a 13-row batch. SKIP without a GPU. */
+ * invariance: with plans tuned by drv/gemmtune.c (a class of algorithms measured to give
+ * identical rows, possibly a different algorithm per batch-size bucket), every row of an M-row
+ * product is bit-identical to the same row computed alone (M = 1) and in a 13-row batch.
+ * SKIP without a GPU. */
 #include "drv/backend.h"
 #include "drv/cublaslt.h"
+#include "drv/gemmtune.h"
 #include "tests/cuda_util.h"
 
 #include <stdlib.h>
@@ -15,6 +18,7 @@ static backend *cpu;
 static unsigned long long seed = 0x6e77;
 static CUdeviceptr ws;
 static const size_t ws_bytes = 32u << 20;
+static gemmtune_ctx tune; /* no cache directory: every plan is measured */
 
 #define P(x) ((be_ptr)(uintptr_t)(x))
 
@@ -30,11 +34,10 @@ static void one_shape(const char *name, int n, int k, int m, int with_bias) {
     CUdeviceptr dw = gpu_up(g, w, 2 * (size_t)n * k), dx = gpu_up(g, x, 2 * (size_t)m * k),
                 db = with_bias ? gpu_up(g, bias, 2 * (size_t)n) : 0,
                 dy = gpu_poisoned(g, 2 * (size_t)m * n), dr = gpu_poisoned(g, 2 * (size_t)13 * n);
-    static const int modes[] = {1, 16, 64, 0}; /* invariant plans chosen at 1, 16, 64 rows; heuristic */
-    for (int mi = 0; mi < 4; mi++) {
-        int inv = modes[mi];
+    for (int inv = 1; inv >= 0; inv--) { /* tuned (batch invariant), then the heuristic's */
         cublaslt_gemm plan;
-        if (cublaslt_gemm_init(&lt, &plan, n, k, m, db, inv, ws_bytes, 0)) {
+        if (cublaslt_gemm_init(&lt, &plan, n, k, m, db, ws_bytes, 0) ||
+            (inv && gemmtune_plan(&tune, &plan, dw))) {
             fprintf(stderr, "%s: %s\n", name, err_msg());
             test_failures++;
             continue;
@@ -63,15 +66,24 @@ static void one_shape(const char *name, int n, int k, int m, int with_bias) {
             diff_13 = memcmp(r13, yh, 2 * (size_t)13 * n) != 0;
             free(r13);
         }
-        printf("  %-10s %5d x %5d, M %4d, %s %2d: rel %.3g NaN %zu, split-K <= %d, ws %zu B; "
-               "rows differing alone %zu, 13-row batch %s\n",
-               name, n, k, m, inv ? "invariant" : "heuristic", inv, c.rel, c.nan, plan.split_k_max,
-               plan.workspace_needed, diff_alone, diff_13 ? "differs" : "same");
+        int distinct = 0; /* algorithms the plan's buckets use */
+        for (int b = 0; b < plan.n_buckets; b++) {
+            int seen = 0;
+            for (int a = 0; a < b && !seen; a++)
+                seen = !memcmp(&plan.algo[a], &plan.algo[b], sizeof plan.algo[b]);
+            distinct += !seen;
+        }
+        printf("  %-10s %5d x %5d, M %4d, %s: %d algorithms over %d buckets (%d candidates, "
+               "slowest bucket at %.0f%% of the best), rel %.3g NaN %zu, split-K <= %d, ws %zu "
+               "B; rows differing alone %zu, 13-row batch %s\n",
+               name, n, k, m, inv ? "tuned" : "heuristic", distinct, plan.n_buckets,
+               inv ? tune.t.n_cands : 0, inv ? 100.0 / tune.last_cost : 100.0, c.rel, c.nan,
+               plan.split_k_max, plan.workspace_needed, diff_alone, diff_13 ? "differs" : "same");
         CHECKF(c.nan == 0 && c.rel <= 1e-2, "%s: rel %.3g, %zu NaN", name, c.rel, c.nan);
         if (inv)
             CHECKF(diff_alone == 0 && diff_13 == 0,
-                   "%s: batch-invariant plan (chosen at %d rows, split-K %d) is not: rows alone "
-                   "%zu, 13-row batch %zu", name, inv, plan.split_k_max, diff_alone, diff_13);
+                   "%s: tuned plan (split-K <= %d) is not batch invariant: rows alone %zu, "
+                   "13-row batch %zu", name, plan.split_k_max, diff_alone, diff_13);
         cublaslt_gemm_destroy(&lt, &plan);
     }
     free(w), free(x), free(bias), free(xf), free(ref), free(got), free(yh), free(row);
@@ -87,6 +99,15 @@ int main(void) {
     printf("cuBLASLt %zu (%s)\n", lt.version, lt.lib.path);
     REQUIRE(!cpu_backend_create(&cpu, 4, 12288));
     CU(g->drv.MemAlloc(&ws, ws_bytes));
+    tune = (gemmtune_ctx){.drv = &g->drv, .lt = &lt, .stream = g->dev.compute, .ws = ws,
+                          .ws_bytes = ws_bytes, .x_bytes = gemmtune_x_bytes(4096, 256),
+                          .y_bytes = gemmtune_y_bytes(6144, 256, 0), .host_bytes = 8u << 20,
+                          .cache_dir = ""};
+    CU(g->drv.MemAlloc(&tune.x, tune.x_bytes));
+    CU(g->drv.MemAlloc(&tune.y, tune.y_bytes));
+    CU(g->drv.MemAllocHost(&tune.host, tune.host_bytes));
+    CU(g->drv.EventCreate(&tune.ev[0], 0));
+    CU(g->drv.EventCreate(&tune.ev[1], 0));
     one_shape("qkv", (16 + 2 * 8) * 128, 1024, 64, 0);
     one_shape("qkv+bias", (16 + 2 * 8) * 128, 1024, 37, 1);
     one_shape("o", 1024, 16 * 128, 256, 0);

@@ -197,6 +197,11 @@ int bench_decode(int argc, char **argv) {
             "bench decode: model of %d layers placed in %.1f s (%.2f GiB), %d CUDA graphs\n",
             mc.layers, now_s() - t0, model_device_bytes(&mc, &mw, &d, be) / 1073741824.0,
             m->n_batch_buckets * m->n_len_buckets);
+    if (be->describe_plans) {
+        char plans[256];
+        be->describe_plans(be, plans, sizeof plans);
+        fprintf(stderr, "bench decode: %s\n", plans);
+    }
     size_t weight_bytes = 0, kv_token = model_block_bytes(&mc, 1, be->act_dtype, false);
     {
         /* bytes every step reads: the weights as stored (the tied head counts once) */

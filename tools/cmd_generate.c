@@ -440,6 +440,7 @@ int cmd_generate(int argc, char **argv) {
     engine_info info;
     engine_get_info(e, &info);
     fprintf(stderr, "zipage generate: backend %s\n", info.backend_why);
+    if (*info.backend_plans) fprintf(stderr, "zipage generate: %s\n", info.backend_plans);
     if (requests) {
         if ((rc = load_requests(&ctx, &a, requests, &sp, info.max_model_len, &ctx.reqs, &ctx.n)))
             goto out;

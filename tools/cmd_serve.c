@@ -111,6 +111,7 @@ static int serve_model_create(const conf *cf, arena *a, ipc_server *srv, ipc_eng
     engine_info ei;
     engine_get_info(m->e, &ei);
     fprintf(stderr, "zipage serve: backend %s\n", ei.backend_why);
+    if (*ei.backend_plans) fprintf(stderr, "zipage serve: %s\n", ei.backend_plans);
     *info = (ipc_model_info){.model = cf->model,
                              .backend = ei.backend,
                              .vocab = ei.vocab, /* engine_submit's bound on ids */
