@@ -124,14 +124,14 @@ static int heuristic(cublaslt *lt, cublaslt_gemm *g, int m, size_t ws,
 }
 
 int cublaslt_gemm_candidates(cublaslt *lt, cublaslt_gemm *g, int m, size_t ws,
-                             cublasLtMatmulAlgo_t *algos, int cap, int *n_algos) {
+                             cublasLtMatmulAlgo_t *algos, int cap, int *n_algos, int max_new) {
     cublasLtMatmulHeuristicResult_t res[16];
-    int n, rc = heuristic(lt, g, m, ws, res, 16, &n);
-    for (int i = 0; !rc && i < n && *n_algos < cap; i++) {
+    int n, rc = heuristic(lt, g, m, ws, res, 16, &n), added = 0;
+    for (int i = 0; !rc && i < n && *n_algos < cap && added < max_new; i++) {
         int seen = 0;
         for (int j = 0; j < *n_algos && !seen; j++)
             seen = !memcmp(&algos[j], &res[i].algo, sizeof res[i].algo);
-        if (!seen) algos[(*n_algos)++] = res[i].algo;
+        if (!seen) algos[(*n_algos)++] = res[i].algo, added++;
     }
     return rc;
 }

@@ -71,10 +71,10 @@ int cublaslt_gemm_init(cublaslt *lt, cublaslt_gemm *g, int n, int k, int max_m, 
                        size_t workspace_bytes, int out_f32);
 void cublaslt_gemm_destroy(cublaslt *lt, cublaslt_gemm *g);
 
-/* Appends to algos[*n_algos .. cap) the heuristic's algorithms for m rows within ws bytes of
- * workspace that are not there yet (up to 16 asked). */
+/* Appends to algos[*n_algos .. cap) at most max_new of the heuristic's algorithms for m rows
+ * within ws bytes of workspace (its 16 best, in its order) that are not there yet. */
 int cublaslt_gemm_candidates(cublaslt *lt, cublaslt_gemm *g, int m, size_t ws,
-                             cublasLtMatmulAlgo_t *algos, int cap, int *n_algos);
+                             cublasLtMatmulAlgo_t *algos, int cap, int *n_algos, int max_new);
 
 /* 1 when algo runs this GEMM at m rows within ws bytes of workspace (*ws_needed: its
  * workspace), 0 when not, < 0 on error. */

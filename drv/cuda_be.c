@@ -559,10 +559,11 @@ static void cb_describe_plans(backend *be, char *buf, size_t cap) {
         snprintf(buf, cap, "GEMMs: cuBLASLt's heuristic per batch-size bucket (not batch invariant)");
     else
         snprintf(buf, cap,
-                 "GEMMs: batch invariant, %d shapes measured and %d from the cache (%s); the "
-                 "slowest bucket at %.1f%% of the best algorithm's speed",
+                 "GEMMs: batch invariant, %d shapes measured and %d from the cache (%s); "
+                 "time over the best algorithm per batch size: %.1f%% more on average for the "
+                 "worst shape, %.1f%% more at the worst size",
                  t->tuned, t->cached, *t->cache_dir ? t->cache_dir : "no cache",
-                 t->worst_cost > 0 ? 100.0 / t->worst_cost : 100.0);
+                 100.0 * (t->worst_cost - 1), 100.0 * (t->worst_bucket - 1));
 }
 
 int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {

@@ -21,7 +21,8 @@ static int same_rows(const gemmtune_table *t, int c, int b, int r) {
     return 1;
 }
 
-int gemmtune_choose(const gemmtune_table *t, int choice[CUBLASLT_BUCKETS], double *cost) {
+int gemmtune_choose(const gemmtune_table *t, int choice[CUBLASLT_BUCKETS], double *cost,
+                    double *worst_ratio) {
     int top = t->n_buckets - 1, found = 0;
     float best[CUBLASLT_BUCKETS];
     for (int b = 0; b < t->n_buckets; b++) {
@@ -37,7 +38,7 @@ int gemmtune_choose(const gemmtune_table *t, int choice[CUBLASLT_BUCKETS], doubl
             dup = t->valid[q][top] && same_rows(t, q, top, r);
         if (dup) continue;
         int pick[CUBLASLT_BUCKETS];
-        double worst = 0;
+        double worst = 0, sum = 0;
         for (int b = 0; b < t->n_buckets && worst < INFINITY; b++) {
             pick[b] = -1;
             for (int c = 0; c < t->n_cands; c++)
@@ -46,9 +47,10 @@ int gemmtune_choose(const gemmtune_table *t, int choice[CUBLASLT_BUCKETS], doubl
                     pick[b] = c;
             double ratio = pick[b] < 0 ? INFINITY : t->ms[pick[b]][b] / best[b];
             if (ratio > worst) worst = ratio;
+            sum += ratio;
         }
-        if (worst < *cost) {
-            *cost = worst, found = 1;
+        if (worst < INFINITY && sum / t->n_buckets < *cost) {
+            *cost = sum / t->n_buckets, *worst_ratio = worst, found = 1;
             memcpy(choice, pick, sizeof pick);
         }
     }
@@ -126,7 +128,8 @@ typedef struct stored {
     char magic[8];
     char key[248];
     uint32_t n_buckets;
-    float cost;
+    float cost, worst;
+    uint32_t pad;
     cublasLtMatmulAlgo_t algo[CUBLASLT_BUCKETS];
 } stored;
 
@@ -158,8 +161,9 @@ int gemmtune_plan(gemmtune_ctx *c, cublaslt_gemm *g, CUdeviceptr w) {
         g->workspace_needed = 0, g->split_k_max = 0, g->invariant = 1;
         for (int b = 0; b < g->n_buckets; b++)
             cublaslt_gemm_set(c->lt, g, b, &got.algo[b], wsn[0][b]);
-        c->last_cost = got.cost;
+        c->last_cost = got.cost, c->last_worst = got.worst;
         if (got.cost > c->worst_cost) c->worst_cost = got.cost;
+        if (got.worst > c->worst_bucket) c->worst_bucket = got.worst;
         c->cached++;
         return 0;
     }
@@ -184,9 +188,11 @@ int gemmtune_plan(gemmtune_ctx *c, cublaslt_gemm *g, CUdeviceptr w) {
     for (int b = 0; b < g->n_buckets; b++)
         if (t->bucket_rows[b] > 8) t->rows[t->n_rows++] = t->bucket_rows[b] - 1;
     cublasLtMatmulAlgo_t algos[GEMMTUNE_CANDS];
-    for (int b = g->n_buckets - 1; !rc && b >= 0; b--)
-        rc = cublaslt_gemm_candidates(c->lt, g, t->bucket_rows[b], c->ws_bytes, algos,
-                                      GEMMTUNE_CANDS, &t->n_cands);
+    /* every bucket's four favourites first, then the rest of each bucket's list */
+    for (int pass = 0; pass < 2; pass++)
+        for (int b = g->n_buckets - 1; !rc && b >= 0; b--)
+            rc = cublaslt_gemm_candidates(c->lt, g, t->bucket_rows[b], c->ws_bytes, algos,
+                                          GEMMTUNE_CANDS, &t->n_cands, pass ? 16 : 4);
     for (int a = 0; !rc && a < t->n_cands; a++)
         for (int b = 0; !rc && b < g->n_buckets; b++) {
             int v = cublaslt_gemm_check(c->lt, g, &algos[a], t->bucket_rows[b], c->ws_bytes,
@@ -197,17 +203,18 @@ int gemmtune_plan(gemmtune_ctx *c, cublaslt_gemm *g, CUdeviceptr w) {
                                     &t->ms[a][b]);
         }
     int choice[CUBLASLT_BUCKETS];
-    double cost;
-    if (!rc) rc = gemmtune_choose(t, choice, &cost);
+    double cost, worst;
+    if (!rc) rc = gemmtune_choose(t, choice, &cost, &worst);
     if (rc) return err_set(rc, "GEMM %d x %d (%d rows): %s", g->n, g->k, g->max_m, err_msg());
     g->workspace_needed = 0, g->split_k_max = 0, g->invariant = 1;
     for (int b = 0; b < g->n_buckets; b++) {
         cublaslt_gemm_set(c->lt, g, b, &algos[choice[b]], wsn[choice[b]][b]);
         st.algo[b] = algos[choice[b]];
     }
-    st.cost = (float)cost;
-    c->last_cost = cost;
+    st.cost = (float)cost, st.worst = (float)worst;
+    c->last_cost = cost, c->last_worst = worst;
     if (cost > c->worst_cost) c->worst_cost = cost;
+    if (worst > c->worst_bucket) c->worst_bucket = worst;
     c->tuned++;
     diskcache_store(c->cache_dir, name, &st, sizeof st);
     return 0;

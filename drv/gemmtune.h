@@ -7,8 +7,9 @@
  * bit-identical rows. So for each weight shape the tuner runs every candidate the heuristic
  * proposes at every M bucket on the same random rows, hashes the rows it gets, groups
  * (algorithm, bucket) pairs into classes of identical rows, times them, and keeps the class
- * whose slowest bucket is closest to the best any algorithm achieves there; each bucket then
- * runs the fastest member of that class. Membership is decided on bits, not on algorithm
+ * whose time, relative to the best any algorithm achieves at each bucket, is smallest on
+ * average over the buckets (every batch size counts the same); each bucket then runs the
+ * fastest member of that class. Membership is decided on bits, not on algorithm
  * attributes, so a kernel whose reduction depends on M (stream-K, split-K sized from M)
  * simply lands in no class with the others.
  *
@@ -30,7 +31,7 @@
 #include <stdint.h>
 
 enum {
-    GEMMTUNE_CANDS = 24,                       /* candidate algorithms per shape */
+    GEMMTUNE_CANDS = 48,                       /* candidate algorithms per shape */
     GEMMTUNE_ROWS = 8 + CUBLASLT_BUCKETS       /* rows compared per (candidate, bucket) */
 };
 
@@ -45,10 +46,13 @@ typedef struct gemmtune_table {
     uint64_t hash[GEMMTUNE_CANDS][CUBLASLT_BUCKETS][GEMMTUNE_ROWS];
 } gemmtune_table;
 
-/* The choice on a table: choice[b] = the candidate bucket b runs, all from one class; *cost =
- * the largest ratio over buckets of the class's time to the best time of any candidate.
- * Returns 0, or ZP_EUNSUP when no class covers every bucket. Pure: tested on the CPU. */
-int gemmtune_choose(const gemmtune_table *t, int choice[CUBLASLT_BUCKETS], double *cost);
+/* The choice on a table: choice[b] = the candidate bucket b runs, all from one class whose
+ * members cover every bucket; *cost = the mean over buckets of the ratio of the class's time to
+ * the best time of any candidate (the smallest of all classes; ties to the earlier
+ * representative), *worst_ratio its largest ratio. Returns 0, or ZP_EUNSUP when no class covers
+ * every bucket. Pure: tested on the CPU. */
+int gemmtune_choose(const gemmtune_table *t, int choice[CUBLASLT_BUCKETS], double *cost,
+                    double *worst_ratio);
 
 /* The tuner's context, filled by the backend at start-up. */
 typedef struct gemmtune_ctx {
@@ -64,8 +68,9 @@ typedef struct gemmtune_ctx {
     char device[160];      /* device name, architecture, cuBLASLt version: part of the key */
     int x_ready;
     int tuned, cached; /* shapes measured and shapes taken from the cache so far */
-    double worst_cost; /* the largest class cost among the plans */
-    double last_cost;  /* the class cost of the last plan */
+    double worst_cost;   /* the largest class cost (mean ratio) among the plans */
+    double worst_bucket; /* the largest ratio of any plan's bucket */
+    double last_cost, last_worst; /* the last plan's cost and largest ratio */
     gemmtune_table t;
 } gemmtune_ctx;
 
