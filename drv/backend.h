@@ -243,6 +243,7 @@ typedef struct be_config {
     int cuda_device;
     int batch_invariant; /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */
     int attention_chunk; /* KV positions per split of attention (CUDA) */
+    int gemm_workspace_mb; /* cuBLASLt's workspace (CUDA) */
     int compress;        /* the engine will run the compression ops */
 } be_config;
 

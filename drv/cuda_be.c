@@ -31,7 +31,6 @@
 
 enum {
     CB_STAGING = 64 << 20,   /* pinned staging for weight uploads */
-    CB_WORKSPACE = 32 << 20, /* cuBLASLt workspace */
     CB_ALIGN = 256,
     CB_MAX_GRAPHS = 256,
 };
@@ -45,6 +44,7 @@ typedef struct cuda_be {
     arena a; /* NVRTC's temporaries at creation */
     be_shape s;
     int invariant, chunk;
+    size_t ws_bytes; /* cuBLASLt workspace (key gemm_workspace_mb) */
     CUdeviceptr mem;
     size_t size, used;
     CUdeviceptr ws, part_o, part_ml;
@@ -125,7 +125,7 @@ static int cb_reserve(backend *be, size_t bytes) {
     be_ptr p = 0;
     size_t D = (size_t)cb->s.head_dim, rows = cb->part_cap * (size_t)cb->s.heads;
     int rc;
-    if ((rc = cb_alloc(be, CB_WORKSPACE, CB_ALIGN, &p, "cuBLASLt workspace"))) return rc;
+    if ((rc = cb_alloc(be, cb->ws_bytes, CB_ALIGN, &p, "cuBLASLt workspace"))) return rc;
     cb->ws = p;
     size_t part = al(rows * D * 4);
     if ((rc = cb_alloc(be, part > cb->tune_x + cb->tune.y_bytes ? part : cb->tune_x + cb->tune.y_bytes,
@@ -227,7 +227,7 @@ static int cb_linear_init(backend *be, be_linear *l, const be_part *parts, int n
         }
     }
     cublaslt_gemm *g = &cb->plans[cb->n_plans];
-    rc = cublaslt_gemm_init(&cb->lt, g, n_out, k, max_rows, (CUdeviceptr)l->bias[0], CB_WORKSPACE,
+    rc = cublaslt_gemm_init(&cb->lt, g, n_out, k, max_rows, (CUdeviceptr)l->bias[0], cb->ws_bytes,
                             out_t == ZP_F32);
     if (!rc && cb->invariant) {
         /* layers of one shape share the tuned choice (measured once, on the first) */
@@ -361,7 +361,7 @@ static void cb_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_p
 static void cb_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
     CB(be);
     keep(cb, cublaslt_gemm_run(&cb->lt, &cb->plans[l->plan], (CUdeviceptr)out, (CUdeviceptr)x,
-                               (CUdeviceptr)l->w[0], n, cb->ws, CB_WORKSPACE, cb->dev.compute));
+                               (CUdeviceptr)l->w[0], n, cb->ws, cb->ws_bytes, cb->dev.compute));
 }
 
 static void cb_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, be_ptr kn,
@@ -471,7 +471,7 @@ static int tune_setup(cuda_be *cb, const be_shape *s, const char *cache) {
     t->x_bytes = gemmtune_x_bytes(k, s->max_tokens);
     t->y_bytes = al(y > yl ? y : yl);
     cb->tune_x = al(t->x_bytes);
-    t->ws_bytes = CB_WORKSPACE;
+    t->ws_bytes = cb->ws_bytes;
     t->host = cb->staging, t->host_bytes = CB_STAGING;
     t->cache_dir = cache;
     snprintf(t->device, sizeof t->device, "%s sm_%d cuBLASLt %zu", cb->dev.name, cb->dev.arch,
@@ -541,7 +541,7 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     size_t part = al(cb->part_cap * (size_t)s->heads * (size_t)s->head_dim * 4);
     if (cb->tune_x + cb->tune.y_bytes > part) part = cb->tune_x + cb->tune.y_bytes;
     cb->be.scratch_bytes =
-        CB_WORKSPACE + part +
+        cb->ws_bytes + part +
         al(cb->part_cap * (size_t)s->heads * 8) + al((size_t)s->max_logits * words * 8) +
         al((size_t)s->max_logits * words * 64 * 2) + 4 * CB_ALIGN;
     snprintf(cb->desc, sizeof cb->desc,
@@ -574,6 +574,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->s = *s;
     cb->invariant = c->batch_invariant;
     cb->chunk = c->attention_chunk > 0 ? c->attention_chunk : 512;
+    cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){
         .name = "cuda",
         .impl = cb,

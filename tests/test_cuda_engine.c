@@ -1,6 +1,7 @@
 /* test_cuda_engine: the whole engine on the CUDA backend (a random Qwen3 of head dim 64, GQA 2,
  * made with `zipage mkmodel`).
- * - Batch invariance with batch_invariant=true: 64 requests give bit-identical tokens (and
+ * - Batch invariance in the default configuration (batch_invariant=true, GEMM plans tuned at
+ *   start-up by drv/gemmtune.c): 64 requests give bit-identical tokens (and
  *   logprobs) alone and all together with random arrivals and chunked prefill; greedy id-only
  *   requests and greedy / seeded requests with logprobs and penalties (sampled on the GPU,
  *   penalty state in the sampler's seats), decode steps from CUDA graphs on and off.
@@ -92,13 +93,12 @@ static void invariance(int mixed) {
     gen_reqs(reqs, N, mixed ? 99 : 7, mixed, arrival);
     const char *bk = "backend=cuda";
     th alone, together, eager;
-    th_open(&alone, N, bk, "batch_invariant=true", "max_num_batched_tokens=64", NULL);
+    th_open(&alone, N, bk, "max_num_batched_tokens=64", NULL);
     th_run_alone(&alone, reqs, N);
-    th_open(&together, N, bk, "batch_invariant=true", "max_num_batched_tokens=64",
-            "max_num_seqs=32", NULL);
+    th_open(&together, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", NULL);
     th_run_arrivals(&together, reqs, N, arrival);
-    th_open(&eager, N, bk, "batch_invariant=true", "max_num_batched_tokens=64", "max_num_seqs=32",
-            "cuda_graphs=false", NULL);
+    th_open(&eager, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", "cuda_graphs=false",
+            NULL);
     th_run_arrivals(&eager, reqs, N, arrival);
     engine_stats sa, st, se;
     engine_get_stats(alone.e, &sa);

@@ -9,7 +9,7 @@
 #      torch SDPA (tools/peer_sdpa.py);
 #   5. with --parity: the CPU reference against transformers (tools/hf_parity.py).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
-#   mkdir -p .carry && cp -r build/zipage build/gpu .carry/
+#   mkdir -p .carry && cp -r build/zipage build/zipage-cli build/gpu .carry/
 # Results: $OUT/gpu-check.log and $OUT/gpu-check.json (one entry per step: name, exit, seconds).
 set -u
 OUT=${OUT:-/tmp/zp-out}
@@ -55,18 +55,19 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
   step gpu-parity env PYTHONUNBUFFERED=1 python3 tools/gpu_parity.py "$ZP" "$OUT/gpu-parity.json" \
       --cpu-twin models/zipage-reasoner || fail=1
   step engine-greedy bash tools/gpu-greedy.sh "$ZP" "$OUT" "${ZP_GREEDY_EXPECT:-200/200}" || fail=1
+  # make run's script with the carried binaries (its last part runs on the GPU)
+  [ -x "$C/zipage-cli" ] && { step make-run env ZP_BUILD="$C" bash tools/run-demo.sh || fail=1; }
   if [ $bench = 1 ]; then
     # decode throughput of a Qwen3-8B-shaped model beside the roofline and the PyTorch peer
     step bench-decode "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --prefill 2048 --json "$OUT/bench-decode.jsonl" || fail=1
-    # the cost of batch invariance: GEMM algorithms measured at start-up (drv/gemmtune.h); the
-    # second run takes them from the cache and must match the first
-    step bench-decode-invariant "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
-        --prefill 2048 --set batch_invariant=true --json "$OUT/bench-decode-invariant.jsonl" || fail=1
-    step bench-decode-invariant-cached "$ZP" bench decode --model tools/shapes/qwen3-8b \
-        --backend cuda --prefill 2048 --set batch_invariant=true \
-        --json "$OUT/bench-decode-invariant-cached.jsonl" || fail=1
-    # without CUDA graphs, and other attention split sizes (attention_chunk)
+    # the same from the cache of tuned GEMM plans (a second start), and the cost of batch
+    # invariance: cuBLASLt's heuristic per batch size instead (batch_invariant=false)
+    step bench-decode-cached "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+        --prefill 2048 --json "$OUT/bench-decode-cached.jsonl" || fail=1
+    step bench-decode-heuristic "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+        --prefill 2048 --set batch_invariant=false --json "$OUT/bench-decode-heuristic.jsonl" || fail=1
+    # without CUDA graphs
     step bench-decode-eager "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_graphs=false --json "$OUT/bench-decode-eager.jsonl" || fail=1
     step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
