@@ -106,7 +106,7 @@ int cmd_logits(int argc, char **argv) {
                     .num_blocks = nb,
                     .kv_dtype = be->act_dtype};
     model m;
-    if (!(rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be))) &&
+    if (!(rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be), 0)) &&
         !(rc = model_init(&m, &a, be, &mc, &mw, &d)))
         rc = write_logits(&m, ids, n, prefill, out);
     be->destroy(be);
