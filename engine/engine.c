@@ -240,7 +240,9 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
                        "of max_model_len %d: raise kv_memory_mb or num_kv_blocks, lower "
                        "max_model_len, or turn compression on",
                        d.num_blocks, (long long)d.num_blocks * e->bs, e->max_model_len);
-    if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &e->mw, &d, e->be), 0))) return rc;
+    if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &e->mw, &d, e->be),
+                             model_host_bytes(mc, &d, e->be))))
+        return rc;
     if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
     be_cparams cp = {
         .layers = mc->layers,

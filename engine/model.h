@@ -11,7 +11,9 @@
  *
  * Memory: everything is carved at model_init from the backend reservation (weights,
  * activations for max_tokens rows, logits for max_logits rows, the KV cache of num_blocks
- * blocks, metadata) and from the host arena (staging, host logits). No allocation later.
+ * blocks, metadata), from the backend's host staging (alloc_host: the per-step metadata,
+ * sampling and compression staging, the ids / logprobs / logits that come back) and from the
+ * host arena (the layer table). No allocation later.
  * Single-threaded: called from the engine thread.
  */
 #ifndef ZP_MODEL_H
@@ -110,6 +112,9 @@ typedef struct model {
  * same walk over the same buffers, counting instead of carving. */
 size_t model_device_bytes(const model_config *c, const model_weights *w, const model_dims *d,
                           backend *be);
+/* Bytes of host staging model_init will take with alloc_host, exactly (the reservation's
+ * host_bytes), by the same walk. */
+size_t model_host_bytes(const model_config *c, const model_dims *d, backend *be);
 /* Bytes of one KV block across all layers: K and V, plus the carried f32 score per token
  * and kv head when compressing. */
 size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype, bool scores);
