@@ -5,7 +5,8 @@
  * backend's own address space (a host address on the CPU backend, a CUdeviceptr on CUDA),
  * carved once at start-up from one reservation (be->reserve + be->alloc) and reached only
  * through ops, upload and download. Each step the engine writes its batch metadata into one
- * host staging area and uploads it with a single call; ops read it through be_batch.
+ * host staging area (from alloc_host) and uploads it with a single call; ops read it through
+ * be_batch.
  *
  * Dtypes: the residual stream and the logits are f32 on every backend; every other
  * activation (normed rows, QKV, attention output, MLP) has the backend's act_dtype (f32 on
@@ -14,9 +15,29 @@
  * how much of the reservation they take).
  *
  * Ops know nothing about requests: only tokens, rows, slots and block tables. They are queued
- * on the backend's compute queue; errors surface at be->sync(). On the CPU backend they run to
+ * on the current queue (below); errors surface at be->sync(). On the CPU backend they run to
  * completion, multi-threaded, and every output element is computed by one thread in a fixed
  * order, so results are bit-identical for any thread count and any batch composition.
+ *
+ * Queues and events: two queues, BE_Q_COMPUTE (forward passes; the default) and BE_Q_COMPRESS
+ * (compression). use_queue selects the queue that every later op, upload and download goes to,
+ * in call order; graphs are captured and replayed on the compute queue only. Work on different
+ * queues is unordered unless an event orders it: event_record(ev, q) marks the point reached by
+ * everything queued on q so far; event_wait(q2, ev) makes work queued on q2 afterwards start
+ * only once that point is passed (the host does not block); event_done asks without blocking;
+ * event_sync blocks the host until the point is passed; event_elapsed gives the milliseconds
+ * between two passed points (a timer). An event refers to its latest record; one never recorded
+ * is done, and waiting on it orders nothing. Events are ids 0 .. BE_EVENTS-1 of a pool made when
+ * the backend is created; callers assign them (engine/model.c names the ones it uses). A bad
+ * queue or event id is an error (ZP_EINVAL naming it), never a crash. On the CPU backend every
+ * op has run when its call returns, so queues are already ordered and an event is passed when
+ * it is recorded; a record reads the host's monotonic clock, which event_elapsed subtracts.
+ *
+ * Host staging: upload reads its source when the queue reaches it and download writes its
+ * destination then; the destination's bytes are there once sync (or event_sync of an event
+ * recorded after the download on the same queue) returns. Memory from alloc_host (pinned on
+ * CUDA) is copied asynchronously, so a source must stay unchanged until the queue has passed
+ * its upload; other host memory is copied before upload returns (the driver stages it).
  *
  * Padding contract: a token row with slot < 0 writes no K/V; rows past the device-side counts
  * (be_batch.counts) are never read or written, so a launch sized for a bucket serves any batch.
@@ -119,6 +140,9 @@ typedef struct be_linear {
 
 typedef struct backend backend;
 
+enum { BE_Q_COMPUTE, BE_Q_COMPRESS, BE_QUEUES };
+enum { BE_EVENTS = 64 }; /* events in every backend's pool */
+
 struct backend {
     const char *name;
     void *impl;
@@ -129,11 +153,15 @@ struct backend {
     be_ptr counts;        /* set by the model: int32 [4] (n_tokens, n_logits, n_seqs, n_seat_jobs)
                            * of the step, in backend memory, read by kernels (padded launches) */
 
-    /* Memory: one reservation at start-up, carved by alloc (start-up only). mem_info: the
-     * memory the reservation may come from (free and total bytes). */
+    /* Memory: one reservation at start-up of `bytes` of backend memory (plus scratch_bytes),
+     * carved by alloc, and one of `host_bytes` of host staging (pinned on CUDA, an ordinary
+     * mapping on the CPU), carved by alloc_host in pieces of al256(bytes) at 256-byte
+     * alignment. Start-up only. mem_info: the memory the reservation may come from (free and
+     * total bytes). */
     int (*mem_info)(backend *be, size_t *free_bytes, size_t *total_bytes);
-    int (*reserve)(backend *be, size_t bytes);
+    int (*reserve)(backend *be, size_t bytes, size_t host_bytes);
     int (*alloc)(backend *be, size_t bytes, size_t align, be_ptr *out, const char *what);
+    int (*alloc_host)(backend *be, size_t bytes, void **out, const char *what);
     /* Bytes of the reservation a host weight of n elements of type t takes (0: used in place). */
     size_t (*weight_bytes)(backend *be, zp_dtype t, size_t n);
     /* Makes a host weight available to ops: aliased (CPU) or converted to bf16 and copied into
@@ -148,12 +176,24 @@ struct backend {
                        int max_rows, zp_dtype out_t, const char *what);
     int (*upload)(backend *be, be_ptr dst, const void *src, size_t bytes);
     int (*download)(backend *be, void *dst, be_ptr src, size_t bytes);
+    /* Blocks until every queue has run all its work; returns the first error of an op queued
+     * since the last sync (or of the queues themselves). */
     int (*sync)(backend *be);
     void (*destroy)(backend *be);
+    /* Queues and events (see the top of this file). q: BE_Q_*; ev: 0 .. BE_EVENTS-1. Not
+     * inside a capture. event_done: 1 passed, 0 pending, < 0 an error. event_elapsed: *ms from
+     * start's point to end's, both recorded and passed. */
+    int (*use_queue)(backend *be, int q);
+    int (*event_record)(backend *be, int ev, int q);
+    int (*event_wait)(backend *be, int q, int ev);
+    int (*event_done)(backend *be, int ev);
+    int (*event_sync)(backend *be, int ev);
+    int (*event_elapsed)(backend *be, int start, int end, float *ms);
     /* CUDA graphs (NULL where the backend has none). Between capture_begin and capture_end
      * the ops are recorded, not run; capture_end makes them graph `slot` (< max_graphs) and
-     * graph_launch replays it on the compute queue. Nothing may be uploaded, downloaded or
-     * synced inside a capture, and counts must come from device memory (be->counts).
+     * graph_launch replays it on the compute queue. A capture begins with the compute queue
+     * selected. Nothing may be uploaded, downloaded or synced inside a capture, and counts must
+     * come from device memory (be->counts).
      * Start-up only, except graph_launch. */
     int max_graphs;
     int (*capture_begin)(backend *be);
@@ -234,6 +274,11 @@ int cpu_backend_create(backend **out, int threads, int max_k);
 
 /* The CPU backend's max_k for a model shape. */
 int be_shape_max_k(const be_shape *s);
+
+/* 0 when q is a queue (BE_Q_*), or ev an id of the event pool; else ZP_EINVAL naming the value
+ * and be's name. Every backend checks its arguments with these. */
+int be_check_queue(const backend *be, int q);
+int be_check_event(const backend *be, int ev);
 
 /* What the factory needs from the configuration (filled by the engine from zipage.conf). */
 typedef struct be_config {

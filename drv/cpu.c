@@ -7,10 +7,14 @@
  * results do not depend on the thread count or on the other rows of the batch.
  *
  * Memory: the "device" reservation is one anonymous host mapping (MAP_NORESERVE); be_ptr is
- * a host address. Weights are aliased (mapped checkpoints used in place); a fused linear keeps
- * its parts apart and runs one matmul per part into its column range of the output.
+ * a host address. Host staging (alloc_host) is a second, ordinary mapping. Weights are aliased
+ * (mapped checkpoints used in place); a fused linear keeps its parts apart and runs one matmul
+ * per part into its column range of the output.
  * Per-thread scratch (f32 copies of 4 weight rows) is sized at creation from max_k.
  * Instances are independent (each with its own workers and reservation).
+ * Queues and events: every op has run when it returns, so the two queues are always ordered;
+ * use_queue and event_wait only check their arguments, and an event record is a reading of the
+ * monotonic clock (a timer mark).
  * Threading: ops are called from one thread (the engine's); workers only run inside ops.
  */
 #include "drv/backend.h"
@@ -27,6 +31,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 static inline void *P(be_ptr p) {
@@ -94,7 +99,7 @@ void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *
 
 /* ---- memory ---- */
 
-static int cpu_reserve(backend *be, size_t bytes) {
+static int cpu_reserve(backend *be, size_t bytes, size_t host_bytes) {
     cpu_impl *c = be->impl;
     if (c->mem) return err_set(ZP_ESTATE, "cpu backend: memory already reserved");
     void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
@@ -105,6 +110,13 @@ static int cpu_reserve(backend *be, size_t bytes) {
     c->mem = p;
     c->size = bytes;
     c->used = 0;
+    if (!host_bytes) return 0;
+    p = mmap(NULL, host_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return err_set(ZP_ENOMEM, "cpu backend: cannot map %zu MiB of host staging: %s",
+                       host_bytes >> 20, strerror(errno));
+    c->host = p;
+    c->host_size = host_bytes;
     return 0;
 }
 
@@ -117,6 +129,19 @@ static int cpu_alloc(backend *be, size_t bytes, size_t align, be_ptr *out, const
                        what, c->used >> 20, c->size >> 20);
     c->used = start + bytes;
     *out = (be_ptr)(uintptr_t)(c->mem + start);
+    return 0;
+}
+
+static int cpu_alloc_host(backend *be, size_t bytes, void **out, const char *what) {
+    cpu_impl *c = be->impl;
+    size_t take = (bytes + 255) & ~(size_t)255;
+    if (!c->host || take > c->host_size - c->host_used)
+        return err_set(ZP_ENOMEM,
+                       "cpu backend: no host staging left for %zu bytes of '%s' (%zu of %zu "
+                       "bytes used)",
+                       bytes, what, c->host_used, c->host_size);
+    *out = c->host + c->host_used;
+    c->host_used += take;
     return 0;
 }
 
@@ -173,6 +198,50 @@ static int cpu_sync(backend *be) {
     return 0;
 }
 
+/* ---- queues and events ---- */
+
+static int cpu_use_queue(backend *be, int q) {
+    return be_check_queue(be, q);
+}
+
+static int cpu_event_record(backend *be, int ev, int q) {
+    cpu_impl *c = be->impl;
+    int rc = be_check_event(be, ev);
+    if (!rc) rc = be_check_queue(be, q);
+    if (rc) return rc;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    c->ev_ms[ev] = 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+    c->ev_set[ev] = 1;
+    return 0;
+}
+
+static int cpu_event_wait(backend *be, int q, int ev) {
+    int rc = be_check_queue(be, q);
+    return rc ? rc : be_check_event(be, ev);
+}
+
+static int cpu_event_done(backend *be, int ev) {
+    int rc = be_check_event(be, ev);
+    return rc ? rc : 1;
+}
+
+static int cpu_event_sync(backend *be, int ev) {
+    return be_check_event(be, ev);
+}
+
+static int cpu_event_elapsed(backend *be, int start, int end, float *ms) {
+    cpu_impl *c = be->impl;
+    int rc = be_check_event(be, start);
+    if (!rc) rc = be_check_event(be, end);
+    if (rc) return rc;
+    if (!c->ev_set[start] || !c->ev_set[end])
+        return err_set(ZP_ESTATE, "cpu backend: timer: event %d was never recorded",
+                       c->ev_set[start] ? end : start);
+    *ms = (float)(c->ev_ms[end] - c->ev_ms[start]);
+    return 0;
+}
+
 static void cpu_destroy(backend *be) {
     cpu_impl *c = be->impl;
     pthread_mutex_lock(&c->mu);
@@ -182,6 +251,7 @@ static void cpu_destroy(backend *be) {
     for (int t = 1; t < c->nthreads; t++)
         pthread_join(c->tid[t], NULL);
     if (c->mem) munmap(c->mem, c->size);
+    if (c->host) munmap(c->host, c->host_size);
     if (c->scratch) munmap(c->scratch, sizeof(float) * 4 * (size_t)c->max_k * (size_t)c->nthreads);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->go);
@@ -692,6 +762,7 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
         .mem_info = cpu_mem_info,
         .reserve = cpu_reserve,
         .alloc = cpu_alloc,
+        .alloc_host = cpu_alloc_host,
         .weight_bytes = cpu_weight_bytes,
         .map_weight = cpu_map_weight,
         .linear_init = cpu_linear_init,
@@ -699,6 +770,12 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
         .download = cpu_download,
         .sync = cpu_sync,
         .destroy = cpu_destroy,
+        .use_queue = cpu_use_queue,
+        .event_record = cpu_event_record,
+        .event_wait = cpu_event_wait,
+        .event_done = cpu_event_done,
+        .event_sync = cpu_event_sync,
+        .event_elapsed = cpu_event_elapsed,
         .embed = cpu_embed,
         .add_rmsnorm = cpu_add_rmsnorm,
         .linear = cpu_linear,

@@ -29,6 +29,10 @@ struct cpu_impl {
     backend be;
     uint8_t *mem;
     size_t size, used;
+    uint8_t *host; /* host staging (alloc_host) */
+    size_t host_size, host_used;
+    double ev_ms[BE_EVENTS]; /* monotonic clock at each event's latest record */
+    uint8_t ev_set[BE_EVENTS];
     int nthreads, max_k;
     float *scratch; /* [nthreads][4 * max_k] */
     pthread_t tid[CPU_MAX_THREADS];

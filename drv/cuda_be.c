@@ -1,16 +1,23 @@
 /* cuda_be: the CUDA backend (../shared/spec/cuda-backend.md): the op table of drv/backend.h
- * as launches of rtc_kernels/ (NVRTC) and cuBLASLt GEMMs on the device's compute queue.
+ * as launches of rtc_kernels/ (NVRTC) and cuBLASLt GEMMs on the device's queues.
  *
  * Memory: one cuMemAlloc at reserve() of the planner's bytes plus this backend's own scratch
  * (scratch_bytes: the cuBLASLt workspace, the attention partials, the sampler's seats), carved
- * by alloc() and never freed until destroy(); one pinned staging buffer (cuMemAllocHost at
+ * by alloc() and never freed until destroy(); one cuMemAllocHost at reserve() of the planner's
+ * host bytes, carved by alloc_host() (the engine's per-step staging: pinned, so its copies are
+ * asynchronous and may sit beside graph launches); one pinned staging buffer (cuMemAllocHost at
  * creation) through which weights go up, converted to bf16. Host side: the instance in its own
  * mapping, GEMM plans and NVRTC's temporaries in the backend's arena. Nothing is allocated after
- * start-up: plans, kernels, graphs and staging all exist before the first step.
+ * start-up: plans, kernels, graphs, events and staging all exist before the first step.
+ * Queues: every op, upload and download goes to the stream of the queue use_queue selected
+ * (drv/cuda.c's compute and compress streams); graphs are captured and replayed on compute.
+ * Events: a pool of BE_EVENTS CUevents with timing, created with the backend; ev_set marks the
+ * ones recorded at least once, so the timer can name an event that never was.
  * Dtypes: activations, weights and the KV cache are bf16; the residual stream and the logits
  * f32; every kernel accumulates in f32.
  * Errors: ops are void and queued; the first failed launch is kept (code and message) and
- * returned by the next sync(), which also reports the queue's own errors.
+ * returned by the next sync(), which also reports the queues' own errors. The queue and event
+ * calls check their ids and every driver status at once.
  * Threading: the thread that created the backend (the engine's scheduler) owns the context
  * and calls every op.
  */
@@ -59,6 +66,11 @@ typedef struct cuda_be {
     gemmtune_ctx tune; /* batch-invariant plans: x and y in the partials, the staging buffer */
     size_t tune_x;     /* bytes of the partials region the tuner's random rows take */
     CUgraphExec graphs[CB_MAX_GRAPHS];
+    void *host; /* pinned host staging, carved by alloc_host */
+    size_t host_size, host_used;
+    int q; /* the selected queue (BE_Q_*) */
+    CUevent ev[BE_EVENTS];
+    uint8_t ev_set[BE_EVENTS];
     int rc; /* first failed launch since the last sync */
     char err[512];
     char desc[256];
@@ -67,6 +79,15 @@ typedef struct cuda_be {
 
 static size_t al(size_t v) {
     return (v + CB_ALIGN - 1) & ~(size_t)(CB_ALIGN - 1);
+}
+
+/* A queue's stream (q checked by the caller), and the selected queue's. */
+static CUstream stream_of(const cuda_be *cb, int q) {
+    return q == BE_Q_COMPRESS ? cb->dev.compress : cb->dev.compute;
+}
+
+static CUstream cur(const cuda_be *cb) {
+    return stream_of(cb, cb->q);
 }
 
 /* Keeps the first failure of a queued op for the next sync(). */
@@ -81,8 +102,7 @@ static void launch(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned
     if (!gx || !gy || !gz) return; /* an empty step launches nothing */
     keep(cb,
          cuda_err(&cb->drv,
-                  cb->drv.LaunchKernel(f, gx, gy, gz, block, 1, 1, 0, cb->dev.compute, args, NULL),
-                  what));
+                  cb->drv.LaunchKernel(f, gx, gy, gz, block, 1, 1, 0, cur(cb), args, NULL), what));
 }
 
 /* ---- memory ---- */
@@ -105,7 +125,20 @@ static int cb_alloc(backend *be, size_t bytes, size_t align, be_ptr *out, const 
     return 0;
 }
 
-static int cb_reserve(backend *be, size_t bytes) {
+static int cb_alloc_host(backend *be, size_t bytes, void **out, const char *what) {
+    cuda_be *cb = be->impl;
+    size_t take = al(bytes);
+    if (!cb->host || take > cb->host_size - cb->host_used)
+        return err_set(ZP_ENOMEM,
+                       "cuda backend: no pinned host staging left for %zu bytes of '%s' (%zu of "
+                       "%zu bytes used)",
+                       bytes, what, cb->host_used, cb->host_size);
+    *out = (char *)cb->host + cb->host_used;
+    cb->host_used += take;
+    return 0;
+}
+
+static int cb_reserve(backend *be, size_t bytes, size_t host_bytes) {
     cuda_be *cb = be->impl;
     if (cb->mem) return err_set(ZP_ESTATE, "cuda backend: memory already reserved");
     size_t total = bytes + be->scratch_bytes;
@@ -114,11 +147,13 @@ static int cb_reserve(backend *be, size_t bytes) {
         size_t fr = 0, tot = 0;
         cb->drv.MemGetInfo(&fr, &tot);
         cuda_err(&cb->drv, r, "cuMemAlloc");
+        char why[256];
+        snprintf(why, sizeof why, "%s", err_msg());
         return err_set(ZP_ENOMEM,
                        "cuda backend: cannot take %.2f GiB of device memory (%.2f GiB "
                        "free of %.2f): %s; lower kv_memory_mb, num_kv_blocks, "
                        "max_num_batched_tokens or gpu_memory_utilization",
-                       total / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0, err_msg());
+                       total / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0, why);
     }
     cb->size = total;
     cb->used = 0;
@@ -140,6 +175,11 @@ static int cb_reserve(backend *be, size_t bytes) {
     cb->seen = p;
     if ((rc = cb_alloc(be, al(seats * words * 64 * 2), CB_ALIGN, &p, "sampling seats"))) return rc;
     cb->seat_counts = p;
+    if (!host_bytes) return 0;
+    if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->host, host_bytes), "cuMemAllocHost")))
+        return err_prefix(rc, "cuda backend: cannot pin %.1f MiB of host staging",
+                          host_bytes / 1048576.0);
+    cb->host_size = host_bytes;
     return 0;
 }
 
@@ -158,11 +198,9 @@ static int put_bf16(cuda_be *cb, CUdeviceptr dst, const void *host, zp_dtype t, 
         else
             for (size_t j = 0; j < m; j++)
                 st[j] = zp_f32_to_bf16(zp_load(host, t, i + j));
-        int rc =
-            cuda_err(&cb->drv, cb->drv.MemcpyHtoDAsync(dst + i * 2, st, m * 2, cb->dev.compute),
-                     "cuMemcpyHtoDAsync (weights)");
-        if (!rc)
-            rc = cuda_err(&cb->drv, cb->drv.StreamSynchronize(cb->dev.compute), "weights upload");
+        int rc = cuda_err(&cb->drv, cb->drv.MemcpyHtoDAsync(dst + i * 2, st, m * 2, cur(cb)),
+                          "cuMemcpyHtoDAsync (weights)");
+        if (!rc) rc = cuda_err(&cb->drv, cb->drv.StreamSynchronize(cur(cb)), "weights upload");
         if (rc) return rc;
     }
     return 0;
@@ -218,10 +256,9 @@ static int cb_linear_init(backend *be, be_linear *l, const be_part *parts, int n
             if (parts[i].bias)
                 rc = put_bf16(cb, d, parts[i].bias, parts[i].bt, (size_t)parts[i].rows);
             else
-                rc = cuda_err(
-                    &cb->drv,
-                    cb->drv.MemsetD8Async(d, 0, (size_t)parts[i].rows * 2, cb->dev.compute),
-                    "cuMemsetD8Async (bias)");
+                rc = cuda_err(&cb->drv,
+                              cb->drv.MemsetD8Async(d, 0, (size_t)parts[i].rows * 2, cur(cb)),
+                              "cuMemsetD8Async (bias)");
             if (rc) return rc;
             off += (size_t)parts[i].rows;
         }
@@ -247,7 +284,7 @@ static int cb_linear_init(backend *be, be_linear *l, const be_part *parts, int n
         }
         if (rc) cublaslt_gemm_destroy(&cb->lt, g);
     }
-    if (rc) return err_set(rc, "linear '%s': %s", what, err_msg());
+    if (rc) return err_prefix(rc, "linear '%s'", what);
     l->plan = cb->n_plans++;
     return 0;
 }
@@ -255,25 +292,26 @@ static int cb_linear_init(backend *be, be_linear *l, const be_part *parts, int n
 static int cb_upload(backend *be, be_ptr dst, const void *src, size_t bytes) {
     cuda_be *cb = be->impl;
     if (!bytes) return 0;
-    return cuda_err(&cb->drv,
-                    cb->drv.MemcpyHtoDAsync((CUdeviceptr)dst, src, bytes, cb->dev.compute),
+    return cuda_err(&cb->drv, cb->drv.MemcpyHtoDAsync((CUdeviceptr)dst, src, bytes, cur(cb)),
                     "cuMemcpyHtoDAsync");
 }
 
-/* Synchronous: the bytes are in dst on return. */
+/* Queued: the bytes are in dst after the next sync (into pageable memory the driver itself
+ * returns only when they are). */
 static int cb_download(backend *be, void *dst, be_ptr src, size_t bytes) {
     cuda_be *cb = be->impl;
     if (!bytes) return 0;
-    int rc =
-        cuda_err(&cb->drv, cb->drv.MemcpyDtoHAsync(dst, (CUdeviceptr)src, bytes, cb->dev.compute),
-                 "cuMemcpyDtoHAsync");
-    if (!rc) rc = cuda_err(&cb->drv, cb->drv.StreamSynchronize(cb->dev.compute), "download");
-    return rc;
+    return cuda_err(&cb->drv, cb->drv.MemcpyDtoHAsync(dst, (CUdeviceptr)src, bytes, cur(cb)),
+                    "cuMemcpyDtoHAsync");
 }
 
+/* Both queues, compute first; a failed launch is reported before the queues' own errors. */
 static int cb_sync(backend *be) {
     cuda_be *cb = be->impl;
     int rc = cuda_err(&cb->drv, cb->drv.StreamSynchronize(cb->dev.compute), "GPU step");
+    int rc2 =
+        cuda_err(&cb->drv, cb->drv.StreamSynchronize(cb->dev.compress), "GPU compression queue");
+    if (!rc) rc = rc2;
     if (cb->rc) {
         rc = err_set(cb->rc, "%s", cb->err);
         cb->rc = 0;
@@ -281,10 +319,69 @@ static int cb_sync(backend *be) {
     return rc;
 }
 
+/* ---- queues and events ---- */
+
+static int cb_use_queue(backend *be, int q) {
+    cuda_be *cb = be->impl;
+    int rc = be_check_queue(be, q);
+    if (!rc) cb->q = q;
+    return rc;
+}
+
+static int cb_event_record(backend *be, int ev, int q) {
+    cuda_be *cb = be->impl;
+    int rc = be_check_event(be, ev);
+    if (!rc) rc = be_check_queue(be, q);
+    if (!rc)
+        rc = cuda_err(&cb->drv, cb->drv.EventRecord(cb->ev[ev], stream_of(cb, q)), "cuEventRecord");
+    if (!rc) cb->ev_set[ev] = 1;
+    return rc;
+}
+
+static int cb_event_wait(backend *be, int q, int ev) {
+    cuda_be *cb = be->impl;
+    int rc = be_check_queue(be, q);
+    if (!rc) rc = be_check_event(be, ev);
+    if (rc) return rc;
+    return cuda_err(&cb->drv, cb->drv.StreamWaitEvent(stream_of(cb, q), cb->ev[ev], 0),
+                    "cuStreamWaitEvent");
+}
+
+static int cb_event_done(backend *be, int ev) {
+    cuda_be *cb = be->impl;
+    int rc = be_check_event(be, ev);
+    if (rc) return rc;
+    CUresult r = cb->drv.EventQuery(cb->ev[ev]);
+    return r == CUDA_ERROR_NOT_READY ? 0
+           : r == CUDA_SUCCESS       ? 1
+                                     : cuda_err(&cb->drv, r, "cuEventQuery");
+}
+
+static int cb_event_sync(backend *be, int ev) {
+    cuda_be *cb = be->impl;
+    int rc = be_check_event(be, ev);
+    return rc ? rc : cuda_err(&cb->drv, cb->drv.EventSynchronize(cb->ev[ev]), "cuEventSynchronize");
+}
+
+static int cb_event_elapsed(backend *be, int start, int end, float *ms) {
+    cuda_be *cb = be->impl;
+    int rc = be_check_event(be, start);
+    if (!rc) rc = be_check_event(be, end);
+    if (rc) return rc;
+    if (!cb->ev_set[start] || !cb->ev_set[end])
+        return err_set(ZP_ESTATE, "cuda backend: timer: event %d was never recorded",
+                       cb->ev_set[start] ? end : start);
+    return cuda_err(&cb->drv, cb->drv.EventElapsedTime(ms, cb->ev[start], cb->ev[end]),
+                    "cuEventElapsedTime");
+}
+
 /* ---- CUDA graphs ---- */
 
 static int cb_capture_begin(backend *be) {
     cuda_be *cb = be->impl;
+    if (cb->q != BE_Q_COMPUTE)
+        return err_set(ZP_ESTATE, "cuda backend: graphs are captured on the compute queue, but "
+                                  "the compression queue is selected");
     cb->rc = 0;
     return cuda_err(
         &cb->drv, cb->drv.StreamBeginCapture(cb->dev.compute, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
@@ -318,7 +415,12 @@ static int cb_graph_launch(backend *be, int slot) {
 
 static void cb_destroy(backend *be) {
     cuda_be *cb = be->impl;
-    if (cb->dev.ctx) cb->drv.StreamSynchronize(cb->dev.compute);
+    if (cb->dev.ctx) {
+        cb->drv.StreamSynchronize(cb->dev.compute);
+        cb->drv.StreamSynchronize(cb->dev.compress);
+    }
+    for (int i = 0; i < BE_EVENTS; i++)
+        if (cb->ev[i]) cb->drv.EventDestroy(cb->ev[i]);
     for (int i = 0; i < CB_MAX_GRAPHS; i++)
         if (cb->graphs[i]) cb->drv.GraphExecDestroy(cb->graphs[i]);
     for (int i = 0; i < cb->n_plans; i++)
@@ -331,6 +433,7 @@ static void cb_destroy(backend *be) {
     for (int i = 0; i < 2; i++)
         if (cb->tune.ev[i]) cb->drv.EventDestroy(cb->tune.ev[i]);
     if (cb->staging) cb->drv.MemFreeHost(cb->staging);
+    if (cb->host) cb->drv.MemFreeHost(cb->host);
     cuda_dev_close(&cb->dev);
     if (cb->drv.so) cuda_drv_unload(&cb->drv);
     arena_release(&cb->a);
@@ -361,7 +464,7 @@ static void cb_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_p
 static void cb_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
     CB(be);
     keep(cb, cublaslt_gemm_run(&cb->lt, &cb->plans[l->plan], (CUdeviceptr)out, (CUdeviceptr)x,
-                               (CUdeviceptr)l->w[0], n, cb->ws, cb->ws_bytes, cb->dev.compute));
+                               (CUdeviceptr)l->w[0], n, cb->ws, cb->ws_bytes, cur(cb)));
 }
 
 static void cb_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, be_ptr kn,
@@ -530,6 +633,10 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         return rc;
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->staging, CB_STAGING), "cuMemAllocHost")))
         return rc;
+    for (int i = 0; i < BE_EVENTS; i++) /* timing enabled: event_elapsed reads them */
+        if ((rc = cuda_err(&cb->drv, cb->drv.EventCreate(&cb->ev[i], CU_EVENT_DEFAULT),
+                           "cuEventCreate")))
+            return rc;
     if (cb->invariant && (rc = tune_setup(cb, s, cb->cache_dir))) return rc;
     cb->cap_plans = 4 * s->layers + 1;
     cb->plans = arena_alloc(&cb->a, sizeof *cb->plans * (size_t)cb->cap_plans, 64, "GEMM plans");
@@ -583,6 +690,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .mem_info = cb_mem_info,
         .reserve = cb_reserve,
         .alloc = cb_alloc,
+        .alloc_host = cb_alloc_host,
         .weight_bytes = cb_weight_bytes,
         .map_weight = cb_map_weight,
         .linear_init = cb_linear_init,
@@ -590,6 +698,12 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .download = cb_download,
         .sync = cb_sync,
         .destroy = cb_destroy,
+        .use_queue = cb_use_queue,
+        .event_record = cb_event_record,
+        .event_wait = cb_event_wait,
+        .event_done = cb_event_done,
+        .event_sync = cb_event_sync,
+        .event_elapsed = cb_event_elapsed,
         .embed = cb_embed,
         .add_rmsnorm = cb_add_rmsnorm,
         .linear = cb_linear,

@@ -205,7 +205,7 @@ int gemmtune_plan(gemmtune_ctx *c, cublaslt_gemm *g, CUdeviceptr w) {
     int choice[CUBLASLT_BUCKETS];
     double cost, worst;
     if (!rc) rc = gemmtune_choose(t, choice, &cost, &worst);
-    if (rc) return err_set(rc, "GEMM %d x %d (%d rows): %s", g->n, g->k, g->max_m, err_msg());
+    if (rc) return err_prefix(rc, "GEMM %d x %d (%d rows)", g->n, g->k, g->max_m);
     g->workspace_needed = 0, g->split_k_max = 0, g->invariant = 1;
     for (int b = 0; b < g->n_buckets; b++) {
         cublaslt_gemm_set(c->lt, g, b, &algos[choice[b]], wsn[choice[b]][b]);

@@ -241,7 +241,9 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
                        "of max_model_len %d: raise kv_memory_mb or num_kv_blocks, lower "
                        "max_model_len, or turn compression on",
                        d.num_blocks, (long long)d.num_blocks * e->bs, e->max_model_len);
-    if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &e->mw, &d, e->be)))) return rc;
+    if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &e->mw, &d, e->be),
+                             model_host_bytes(mc, &d, e->be))))
+        return rc;
     if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
     be_cparams cp = {
         .layers = mc->layers,
@@ -1109,6 +1111,7 @@ int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *content
                 size_t n = per_layer - off < sizeof buf ? per_layer - off : sizeof buf;
                 int rc = e->be->download(e->be, buf,
                                          bases[kv] + (be_ptr)((size_t)block * per_layer + off), n);
+                if (!rc) rc = e->be->sync(e->be); /* the bytes are in buf once synced */
                 if (rc) return rc;
                 XXH64_update(&st, buf, n);
             }

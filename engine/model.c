@@ -5,7 +5,8 @@
 
 #include <math.h>
 #include <string.h>
-#include <time.h>
+
+_Static_assert(MODEL_EV_MARK + MODEL_MARKS <= BE_EVENTS, "the backend's event pool is too small");
 
 static size_t al(size_t v) {
     return (v + 255) & ~(size_t)255;
@@ -70,9 +71,10 @@ void model_rope_inv_freq(const model_config *c, float *out) {
 
 /* The one walk over every buffer the model takes from the backend: weights (when the backend
  * copies them), activations, logits, the KV and score caches, compression scratch and batch
- * metadata. model_device_bytes() runs it counting, model_init() carving, so the reservation
- * and the carving cannot disagree. Every buffer takes al(bytes) at 256-byte alignment, so the
- * total is exact for a reservation that starts aligned. */
+ * metadata; and the one walk over its host staging (place_staging). model_device_bytes() and
+ * model_host_bytes() run them counting, model_init() carving, so the reservations and the
+ * carving cannot disagree. Every buffer takes al(bytes) at 256-byte alignment, so the totals
+ * are exact for reservations that start aligned. */
 typedef struct carver {
     backend *be;
     bool carve; /* false: count only */
@@ -83,6 +85,12 @@ static int place(carver *cv, be_ptr *out, size_t bytes, const char *what) {
     cv->bytes += al(bytes);
     *out = 0;
     return cv->carve ? cv->be->alloc(cv->be, al(bytes), 256, out, what) : 0;
+}
+
+static int place_host(carver *cv, void **out, size_t bytes, const char *what) {
+    cv->bytes += al(bytes);
+    *out = NULL;
+    return cv->carve ? cv->be->alloc_host(cv->be, bytes, out, what) : 0;
 }
 
 static int place_weight(carver *cv, const tensor *t, be_w *out) {
@@ -205,6 +213,30 @@ static int place_buffers(carver *cv, model *m, const model_config *c, const mode
     return place(cv, &m->meta, meta_words(d) * 4, "batch metadata");
 }
 
+/* Host staging, each piece copied to or from the backend every step (pinned on CUDA): the
+ * batch metadata, the sampling parameters and seat jobs with the ids they read, the logits or
+ * ids and logprobs that come back, and the compression jobs. */
+static int place_staging(carver *cv, model *m, const model_config *c, const model_dims *d) {
+    size_t L = (size_t)d->max_logits, hist = L * (size_t)d->max_blocks * (size_t)d->block_size;
+    void *meta, *logits, *ids, *sp = NULL, *hi = NULL, *lp = NULL, *cmeta = NULL;
+    int rc;
+    if ((rc = place_host(cv, &meta, meta_words(d) * 4, "batch staging")) ||
+        (rc = place_host(cv, &logits, L * (size_t)c->vocab * sizeof(float), "host logits")) ||
+        (rc = place_host(cv, &ids, L * 4, "host ids")))
+        return rc;
+    if (cv->be->sample &&
+        ((rc = place_host(cv, &sp, L * (sizeof(zp_sample_params) + sizeof(zp_sample_seat_job)),
+                          "sampling staging")) ||
+         (rc = place_host(cv, &hi, hist * 4, "sampling staging")) ||
+         (rc = place_host(cv, &lp, L * 4, "host logprobs"))))
+        return rc;
+    if (d->cmp_jobs && (rc = place_host(cv, &cmeta, cmeta_words(d) * 4, "compression staging")))
+        return rc;
+    m->host_meta = meta, m->host_logits = logits, m->host_ids = ids, m->host_logprobs = lp;
+    m->batch.sparams = sp, m->batch.hist = hi, m->host_cmeta = cmeta;
+    return 0;
+}
+
 size_t model_device_bytes(const model_config *c, const model_weights *w, const model_dims *d,
                           backend *be) {
     model scratch;
@@ -212,6 +244,14 @@ size_t model_device_bytes(const model_config *c, const model_weights *w, const m
     carver cv = {.be = be, .carve = false};
     place_weights(&cv, &scratch, c, w, d);
     place_buffers(&cv, &scratch, c, d);
+    return cv.bytes;
+}
+
+size_t model_host_bytes(const model_config *c, const model_dims *d, backend *be) {
+    model scratch;
+    memset(&scratch, 0, sizeof scratch);
+    carver cv = {.be = be, .carve = false};
+    place_staging(&cv, &scratch, c, d);
     return cv.bytes;
 }
 
@@ -228,16 +268,17 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
                        c->head_dim);
     m->layers = arena_alloc(a, sizeof(model_layer) * (size_t)c->layers, 64, "model layers");
     if (!m->layers) return ZP_ENOMEM;
-    carver cv = {.be = be, .carve = true};
+    carver cv = {.be = be, .carve = true}, hv = {.be = be, .carve = true};
     int rc;
-    if ((rc = place_weights(&cv, m, c, w, d)) || (rc = place_buffers(&cv, m, c, d))) return rc;
+    if ((rc = place_weights(&cv, m, c, w, d)) || (rc = place_buffers(&cv, m, c, d)) ||
+        (rc = place_staging(&hv, m, c, d)))
+        return rc;
     m->n_valid =
         d->n_valid > 0 && d->n_valid <= c->vocab ? d->n_valid : c->vocab; /* before capture */
     size_t T = (size_t)d->max_tokens, D = (size_t)c->head_dim, f = sizeof(float);
     if (d->cmp_jobs) {
         m->cmeta_words = cmeta_words(d);
-        m->host_cmeta = arena_alloc(a, m->cmeta_words * 4, 64, "compression staging");
-        if (!m->host_cmeta) return ZP_ENOMEM;
+        memset(m->host_cmeta, 0, m->cmeta_words * 4);
         int32_t *h = m->host_cmeta;
         be_ptr p = m->cmeta;
         model_cjobs *j = &m->cjobs;
@@ -256,23 +297,16 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
         bj->max_keep = d->cmp_max_keep;
     }
     m->meta_words = meta_words(d);
-    m->host_meta = arena_alloc(a, m->meta_words * 4, 64, "batch staging");
-    m->host_logits =
-        arena_alloc(a, (size_t)d->max_logits * (size_t)c->vocab * f, 64, "host logits");
-    m->host_ids = arena_alloc(a, (size_t)d->max_logits * 4, 64, "host ids");
+    memset(m->host_meta, 0, m->meta_words * 4);
     if (be->sample) {
         model_batch *mb = &m->batch;
         mb->hist_cap = d->max_logits * d->max_blocks * d->block_size;
-        mb->sparams = arena_alloc(
-            a, (sizeof(zp_sample_params) + sizeof(zp_sample_seat_job)) * (size_t)d->max_logits, 64,
-            "sampling staging");
-        mb->hist = arena_alloc_uninit(a, (size_t)mb->hist_cap * 4, 64, "sampling staging");
-        m->host_logprobs = arena_alloc(a, (size_t)d->max_logits * 4, 64, "host logprobs");
-        if (!mb->sparams || !mb->hist || !m->host_logprobs) return ZP_ENOMEM;
+        memset(mb->sparams, 0,
+               (sizeof(zp_sample_params) + sizeof(zp_sample_seat_job)) * (size_t)d->max_logits);
         mb->seat_jobs = (zp_sample_seat_job *)(mb->sparams + d->max_logits);
     }
     float *inv = arena_temp(a, D / 2 * f, 8, "rope");
-    if (!m->host_meta || !m->host_logits || !m->host_ids || !inv) return ZP_ENOMEM;
+    if (!inv) return ZP_ENOMEM;
     model_rope_inv_freq(c, inv);
     if ((rc = be->upload(be, m->inv_freq, inv, D / 2 * f))) return rc;
 
@@ -457,12 +491,36 @@ void model_set_cparams(model *m, const be_cparams *p) {
     m->cp = *p;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+/* Phase timing of model_compress. Mark 0 is recorded on the compression queue before the first
+ * layer, then one mark after each phase: odd marks end a layer's scoring (score, redundancy,
+ * selection), even marks its compaction. Mark k lives in event MODEL_EV_MARK + k % MODEL_MARKS;
+ * the phase ending at mark k is timed by phase_time(k). */
+static int phase_time(model *m, int k) {
+    backend *be = m->be;
+    float ms = 0;
+    int a = MODEL_EV_MARK + (k - 1) % MODEL_MARKS, b = MODEL_EV_MARK + k % MODEL_MARKS;
+    int rc = be->event_sync(be, b);
+    if (!rc) rc = be->event_elapsed(be, a, b, &ms);
+    if (!rc) *(k % 2 ? &m->score_seconds : &m->compact_seconds) += 1e-3 * ms;
+    return rc;
 }
 
+/* Records mark k. Its event last held mark k - MODEL_MARKS, which the phase after it still
+ * needs: that phase is timed first. So the host waits inside model_compress only when one call
+ * records more than MODEL_MARKS marks (16 layers or more), and then for a mark MODEL_MARKS - 1
+ * phases behind the newest: the device still has those phases queued. */
+static int mark(model *m, int k) {
+    int rc = k >= MODEL_MARKS ? phase_time(m, k - MODEL_MARKS + 1) : 0;
+    return rc ? rc : m->be->event_record(m->be, MODEL_EV_MARK + k % MODEL_MARKS, BE_Q_COMPRESS);
+}
+
+/* Queues every layer's compression on the compression queue after the compute work queued so
+ * far (the forward passes that stored the K/V and queries it reads), and makes later compute
+ * work wait for it (the next forward reads the compacted caches and reuses the freed blocks).
+ * One host wait at the end, for the host's own bookkeeping: the engine stages the next job batch
+ * into the same pinned staging right after this returns (the upload must have read it), frees the
+ * jobs' caches when this fails (errors of the queued ops must be known here), and the phase times
+ * are read from marks that must have passed. */
 int model_compress(model *m) {
     backend *be = m->be;
     const model_cjobs *j = &m->cjobs;
@@ -470,20 +528,28 @@ int model_compress(model *m) {
         return err_set(ZP_EINVAL, "model: %d compression jobs (plan: %d)", j->n_jobs,
                        m->dims.cmp_jobs);
     m->bcj.n_jobs = j->n_jobs;
-    int rc = be->upload(be, m->cmeta, m->host_cmeta, m->cmeta_words * 4);
+    int rc = be->event_record(be, MODEL_EV_COMPUTED, BE_Q_COMPUTE);
+    if (!rc) rc = be->event_wait(be, BE_Q_COMPRESS, MODEL_EV_COMPUTED);
+    if (!rc) rc = be->use_queue(be, BE_Q_COMPRESS);
     if (rc) return rc;
-    for (int l = 0; l < m->cfg.layers; l++) {
+    int k = 0; /* marks recorded */
+    rc = be->upload(be, m->cmeta, m->host_cmeta, m->cmeta_words * 4);
+    if (!rc) rc = mark(m, k++);
+    for (int l = 0; !rc && l < m->cfg.layers; l++) {
         const model_layer *L = &m->layers[l];
-        double t0 = now_s();
         be->cmp_score(be, m->scores, m->qc, L->kc, L->cc, m->dims.kv_dtype, &m->bcj, l, &m->cp);
         be->cmp_redundancy(be, m->scores, L->kc, m->dims.kv_dtype, m->work, &m->bcj, &m->cp);
         be->cmp_select(be, m->keep, m->scores, m->work, &m->bcj, &m->cp);
-        if ((rc = be->sync(be))) return rc;
-        double t1 = now_s();
+        if ((rc = mark(m, k++))) break;
         be->cmp_compact(be, L->kc, L->vc, L->cc, m->dims.kv_dtype, m->keep, &m->bcj, &m->cp);
-        if ((rc = be->sync(be))) return rc;
-        m->score_seconds += t1 - t0;
-        m->compact_seconds += now_s() - t1;
+        rc = mark(m, k++);
     }
-    return 0;
+    int back = be->use_queue(be, BE_Q_COMPUTE);
+    if (!rc) rc = back;
+    if (!rc) rc = be->event_wait(be, BE_Q_COMPUTE, MODEL_EV_MARK + (k - 1) % MODEL_MARKS);
+    int synced = be->sync(be);
+    if (!rc) rc = synced;
+    for (int p = k > MODEL_MARKS ? k - MODEL_MARKS + 1 : 1; !rc && p < k; p++)
+        rc = phase_time(m, p);
+    return rc;
 }

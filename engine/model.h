@@ -11,7 +11,12 @@
  *
  * Memory: everything is carved at model_init from the backend reservation (weights,
  * activations for max_tokens rows, logits for max_logits rows, the KV cache of num_blocks
- * blocks, metadata) and from the host arena (staging, host logits). No allocation later.
+ * blocks, metadata), from the backend's host staging (alloc_host: the per-step metadata,
+ * sampling and compression staging, the ids / logprobs / logits that come back) and from the
+ * host arena (the layer table). No allocation later.
+ * Queues: forward passes run on the backend's compute queue; model_compress runs its ops on the
+ * compression queue, ordered after the compute work before it and before the compute work after
+ * it by events, and times its phases with timer events (the event ids below).
  * Single-threaded: called from the engine thread.
  */
 #ifndef ZP_MODEL_H
@@ -21,6 +26,11 @@
 #include "drv/backend.h"
 #include "drv/sample_abi.h"
 #include "engine/loader.h"
+
+/* The backend events the model uses (ids of the backend's pool; other users take others): one
+ * marks the compute work that compression reads, and a ring of MODEL_MARKS timer marks separates
+ * model_compress's phases. */
+enum { MODEL_EV_COMPUTED = 0, MODEL_EV_MARK = 1, MODEL_MARKS = 32 };
 
 typedef struct model_dims {
     int32_t max_tokens; /* rows per step */
@@ -99,7 +109,7 @@ typedef struct model {
     int32_t *host_cmeta;
     model_cjobs cjobs;
     be_cjobs bcj;
-    double score_seconds, compact_seconds;
+    double score_seconds, compact_seconds; /* model_compress's phases, timed by events */
     /* decode-step graphs: slot = batch bucket * n_len_buckets + length bucket */
     int32_t n_batch_buckets, n_len_buckets;
     int32_t batch_bucket[32], len_bucket[32];
@@ -110,6 +120,9 @@ typedef struct model {
  * same walk over the same buffers, counting instead of carving. */
 size_t model_device_bytes(const model_config *c, const model_weights *w, const model_dims *d,
                           backend *be);
+/* Bytes of host staging model_init will take with alloc_host, exactly (the reservation's
+ * host_bytes), by the same walk. */
+size_t model_host_bytes(const model_config *c, const model_dims *d, backend *be);
 /* Bytes of one KV block across all layers: K and V, plus the carried f32 score per token
  * and kv head when compressing. */
 size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype, bool scores);
@@ -123,7 +136,9 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
 int model_forward(model *m);
 /* Sets the compression parameters (before the first model_compress). */
 void model_set_cparams(model *m, const be_cparams *p);
-/* Compresses the staged jobs: scores, selects and compacts every layer. */
+/* Compresses the staged jobs: scores, selects and compacts every layer on the compression
+ * queue; adds the device time of the scoring and compaction phases to score_seconds and
+ * compact_seconds. On return the work is done and later compute work is ordered after it. */
 int model_compress(model *m);
 /* Bytes of one query-cache slot (all layers). */
 size_t model_slot_bytes(const model_config *c, int32_t qcl);

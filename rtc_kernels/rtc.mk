@@ -34,8 +34,10 @@ TEST_DEPS += $(O)/nvrtc-venv.stamp
 
 # GPU test programs, built here without sanitizers (ASan's shadow mappings and the CUDA driver
 # do not mix) and carried to the GPU machine by tools/gpu-check.sh; under `make test` the same
-# sources run with ASan and SKIP when there is no GPU.
-GPU_TESTS := $(patsubst tests/%.c,$(O)/gpu/tests/%,$(wildcard tests/test_cuda_*.c tests/test_nvrtc.c))
+# sources run with ASan and SKIP when there is no GPU (test_queues runs its CPU part there and
+# skips its CUDA part).
+GPU_TESTS := $(patsubst tests/%.c,$(O)/gpu/tests/%,$(wildcard tests/test_cuda_*.c tests/test_nvrtc.c \
+                                                    tests/test_queues.c))
 $(O)/gpu/tests/%: tests/%.c $(O)/libzpengine.a | deps
 	@mkdir -p $(dir $@)
 	@echo "LD [gpu] $@"; $(CC) $(CFLAGS_ALL) -DZP_TESTING -o $@ $< $(O)/libzpengine.a $(LIBS)

@@ -29,7 +29,7 @@ typedef struct {
 static void dev_open(dev *d, int threads) {
     REQUIRE(cpu_backend_create(&d->be, threads, 64) == 0);
     backend *be = d->be;
-    REQUIRE(be->reserve(be, 4u << 20) == 0);
+    REQUIRE(be->reserve(be, 4u << 20, 0) == 0);
     size_t pos = (size_t)MAXJ * MAXHKV * MAXPOS;
     REQUIRE(be->alloc(be, KVBYTES, 64, &d->kc, "k") == 0);
     REQUIRE(be->alloc(be, KVBYTES, 64, &d->vc, "v") == 0);

@@ -50,7 +50,7 @@ enum { NT = 40, W = MAXHQ * MAXD }; /* qcache test: tokens per batch, widest que
 static void dev_open(dev *d, int threads) {
     REQUIRE(cpu_backend_create(&d->be, threads, 64) == 0);
     backend *be = d->be;
-    REQUIRE(be->reserve(be, 8u << 20) == 0);
+    REQUIRE(be->reserve(be, 8u << 20, 0) == 0);
     size_t kv = sizeof k32, pos = (size_t)MAXJ * MAXHKV * MAXPOS;
     REQUIRE(be->alloc(be, kv, 64, &d->kc, "k") == 0);
     REQUIRE(be->alloc(be, sizeof c0, 64, &d->cc, "c") == 0);

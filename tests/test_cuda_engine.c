@@ -5,9 +5,9 @@
  *   logprobs) alone and all together with random arrivals and chunked prefill; greedy id-only
  *   requests and greedy / seeded requests with logprobs and penalties (sampled on the GPU,
  *   penalty state in the sampler's seats), decode steps from CUDA graphs on and off.
- * - No allocation after start-up: the driver's allocation entry points in the backend's own
- *   function table are wrapped to count calls while the engine serves 1,000 requests; the
- *   count must stay 0.
+ * - No allocation after start-up: the driver's allocation and event-creation entry points in
+ *   the backend's own function table are wrapped to count calls while the engine serves 1,000
+ *   requests; the count must stay 0.
  * SKIP without a GPU (or its driver, NVRTC, cuBLASLt). */
 #include "drv/cuda.h"
 #include "drv/cuda_be.h"
@@ -121,6 +121,7 @@ static void invariance(int mixed) {
 
 static PFN_cuMemAlloc real_alloc;
 static PFN_cuMemAllocHost real_alloc_host;
+static PFN_cuEventCreate real_event_create;
 static long n_allocs;
 static CUresult count_alloc(CUdeviceptr *p, size_t bytes) {
     n_allocs++;
@@ -129,6 +130,10 @@ static CUresult count_alloc(CUdeviceptr *p, size_t bytes) {
 static CUresult count_alloc_host(void **p, size_t bytes) {
     n_allocs++;
     return real_alloc_host(p, bytes);
+}
+static CUresult count_event_create(CUevent *ev, unsigned flags) {
+    n_allocs++;
+    return real_event_create(ev, flags);
 }
 
 static void no_alloc(void) {
@@ -140,9 +145,12 @@ static void no_alloc(void) {
     cuda_drv *d = cuda_backend_drv(engine_backend(t.e));
     REQUIRE(d);
     real_alloc = d->MemAlloc, real_alloc_host = d->MemAllocHost;
+    real_event_create = d->EventCreate;
     d->MemAlloc = count_alloc, d->MemAllocHost = count_alloc_host;
+    d->EventCreate = count_event_create;
     th_run_all(&t, reqs, 1000, 0);
     d->MemAlloc = real_alloc, d->MemAllocHost = real_alloc_host;
+    d->EventCreate = real_event_create;
     engine_stats st;
     engine_get_stats(t.e, &st);
     int done = 0;

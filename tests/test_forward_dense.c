@@ -207,7 +207,8 @@ int main(void) {
     REQUIRE(arena_init(&a, "test", (size_t)1 << 30) == 0);
     backend *be;
     REQUIRE(cpu_backend_create(&be, 2, 256) == 0);
-    REQUIRE(be->reserve(be, (size_t)1 << 30) == 0);
+    /* every model_init below carves from these: 18 models, ~0.1 MiB of host staging each */
+    REQUIRE(be->reserve(be, (size_t)1 << 30, 8u << 20) == 0);
     unsigned long long rng = 42;
     char dir[256];
     snprintf(dir, sizeof dir, "/tmp/zp_test_dense_%d", (int)getpid());

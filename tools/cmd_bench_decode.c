@@ -187,7 +187,8 @@ int bench_decode(int argc, char **argv) {
     model *m = arena_alloc(&a, sizeof *m, 64, "model");
     double t0 = now_s();
     if (!m) rc = ZP_ENOMEM;
-    if (!rc) rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be));
+    if (!rc)
+        rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be), model_host_bytes(&mc, &d, be));
     if (!rc) rc = model_init(m, &a, be, &mc, &mw, &d);
     if (rc) {
         be->destroy(be);

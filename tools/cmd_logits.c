@@ -106,7 +106,8 @@ int cmd_logits(int argc, char **argv) {
                     .num_blocks = nb,
                     .kv_dtype = be->act_dtype};
     model m;
-    if (!(rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be))) &&
+    if (!(rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be),
+                           model_host_bytes(&mc, &d, be))) &&
         !(rc = model_init(&m, &a, be, &mc, &mw, &d)))
         rc = write_logits(&m, ids, n, prefill, out);
     be->destroy(be);
