@@ -8,7 +8,8 @@
  *
  * COMPILE-TIME CONSTANTS (-D from the driver; the #ifndef defaults are for standalone builds):
  *   ZP_HEAD_DIM D (64 or 128), ZP_BLOCK_SIZE BS (16..256, power of two; tokens per KV page),
- *   ZP_GQA G (1..8; query heads per kv head). No #include: NVRTC 13 has no toolkit headers.
+ *   ZP_GQA G (1..8; query heads per kv head). Includes only common.cuh (NVRTC 13 has no
+ *   toolkit headers); the cp.async helpers come from there.
  *
  * LAYOUT (row-major, device pointers, all bf16 stored as unsigned short, 16-byte aligned):
  *   q, out       [n_tokens][hq][D], hq = hkv*G; query head h belongs to kv head h / G.
@@ -60,6 +61,8 @@
  * scores forced to -inf, so their p is exactly 0 and stale shared memory never enters a sum.
  * A state that has seen only -inf uses 0 as its subtraction point (no -inf - -inf = NaN).
  */
+
+#include "common.cuh"
 
 #ifndef ZP_HEAD_DIM
 #define ZP_HEAD_DIM 128
@@ -113,20 +116,6 @@ static __device__ __forceinline__ void zp_unpack8(uint4 w, float *f) {
     f[2] = zp_bf_lo(w.y); f[3] = zp_bf_hi(w.y);
     f[4] = zp_bf_lo(w.z); f[5] = zp_bf_hi(w.z);
     f[6] = zp_bf_lo(w.w); f[7] = zp_bf_hi(w.w);
-}
-
-/* 16-byte async copy global -> shared; src_bytes 0 zero-fills without reading global. */
-static __device__ __forceinline__ void zp_cp16(void *smem, const void *gmem, int src_bytes) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
-                 "r"(src_bytes)
-                 : "memory");
-}
-static __device__ __forceinline__ void zp_cp_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N> static __device__ __forceinline__ void zp_cp_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 /* Halving reduce-scatter of v[0..N) over the TPR lanes of a row group (lane index c), step
