@@ -146,7 +146,8 @@ int bench_attention(int argc, char **argv) {
                 CUdeviceptr d_seq = meta, d_idx = meta + (size_t)B * 4, d_n = meta + (size_t)2 * B * 4,
                             d_bt = meta + (size_t)(2 * B + 1) * 4;
                 float sc = 0.0883883f;
-                void *pa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &per_seq, &hkv, &sc, &chunk, &n_split, &po, &pml};
+                CUdeviceptr no_tc = 0;
+                void *pa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &per_seq, &hkv, &sc, &chunk, &n_split, &po, &pml};
                 void *ma[] = {&po, &pml, &d_n, &hq, &n_split, &out};
                 float ms[10000];
                 for (int it = -3; it < (int)iters; it++) {
