@@ -495,8 +495,9 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     }
     be_ptr cnt = be->counts, seq = b->tok_seq, idx = b->tok_kv_idx, bt = b->block_tables;
     be_ptr po = cb->part_o, pml = cb->part_ml;
+    be_ptr tc = 0; /* no tok_tc: every row runs in zp_attn_partial */
     int mb = b->max_blocks;
-    void *pa[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &cnt,
+    void *pa[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &cnt, &tc,
                   &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
     launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n), 128, pa, "zp_attn_partial");
     void *ma[] = {&po, &pml, &cnt, &hq, &n_split, &out};

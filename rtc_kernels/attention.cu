@@ -1,6 +1,7 @@
 /* attention.cu: paged attention over a bf16 KV cache, compiled at run time by NVRTC.
  *
- * PURPOSE. For every token row of a step (decode rows and prefill/mixed rows alike):
+ * PURPOSE. For every token row of a step (decode rows, and prefill rows unless tok_tc hands
+ * them to prefill.cu's tensor-core kernel):
  *   out[t][h][:] = softmax_j(q[t][h]·k_j * scale) · v_j   over the token's cache indices
  *   j in [0, tok_kv_idx[t]] of its sequence (causal in cache order), fp32 accumulation,
  *   online softmax. Two kernels: zp_attn_partial (split-KV partials) and zp_attn_merge
@@ -8,7 +9,8 @@
  *
  * COMPILE-TIME CONSTANTS (-D from the driver; the #ifndef defaults are for standalone builds):
  *   ZP_HEAD_DIM D (64 or 128), ZP_BLOCK_SIZE BS (16..256, power of two; tokens per KV page),
- *   ZP_GQA G (1..8; query heads per kv head). No #include: NVRTC 13 has no toolkit headers.
+ *   ZP_GQA G (1..8; query heads per kv head). Includes only common.cuh (NVRTC 13 has no
+ *   toolkit headers); the cp.async helpers come from there.
  *
  * LAYOUT (row-major, device pointers, all bf16 stored as unsigned short, 16-byte aligned):
  *   q, out       [n_tokens][hq][D], hq = hkv*G; query head h belongs to kv head h / G.
@@ -18,6 +20,9 @@
  *   tok_kv_idx   int [n_tokens]; the row attends to cache indices [0, tok_kv_idx] inclusive.
  *   n_tokens     int in device memory, so a padded grid can be captured in a CUDA graph:
  *                CTAs of rows >= *n_tokens exit at once (and write nothing).
+ *   tok_tc       int [n_tokens], or NULL (no such rows): nonzero marks a row that a q-tile of
+ *                prefill.cu's zp_attn_prefill_partial covers; that kernel writes the row's
+ *                partials, so this kernel's CTAs of the row exit at once and write nothing.
  *   part_o       f32 [n_rows_cap][hq][n_split][D]  un-normalised partial o (relative to m)
  *   part_ml      f32 [n_rows_cap][hq][n_split][2]  {m = max of scaled scores, l = sum exp(s-m)}
  *                An empty split (or a padding row) stores m = -inf, l = 0 and no o: the merge
@@ -30,7 +35,8 @@
  *     chunk: multiple of BS (any positive value is in fact correct); n_split*chunk must cover
  *     the longest kv_idx+1 of the step. n_rows_cap <= 65535 (gridDim.z limit).
  *   zp_attn_merge: grid (hq, n_rows_cap), block ZP_HEAD_DIM threads (any count >= 1 works:
- *     threads loop over D). Reads only partials written by the same step's zp_attn_partial.
+ *     threads loop over D). Reads only partials written by the same step's zp_attn_partial
+ *     and zp_attn_prefill_partial (for the rows flagged in tok_tc).
  *   Scratch: part_o n_rows_cap*hq*n_split*D*4 bytes, part_ml n_rows_cap*hq*n_split*8 bytes.
  *
  * WHY.
@@ -60,6 +66,8 @@
  * scores forced to -inf, so their p is exactly 0 and stale shared memory never enters a sum.
  * A state that has seen only -inf uses 0 as its subtraction point (no -inf - -inf = NaN).
  */
+
+#include "common.cuh"
 
 #ifndef ZP_HEAD_DIM
 #define ZP_HEAD_DIM 128
@@ -115,20 +123,6 @@ static __device__ __forceinline__ void zp_unpack8(uint4 w, float *f) {
     f[6] = zp_bf_lo(w.w); f[7] = zp_bf_hi(w.w);
 }
 
-/* 16-byte async copy global -> shared; src_bytes 0 zero-fills without reading global. */
-static __device__ __forceinline__ void zp_cp16(void *smem, const void *gmem, int src_bytes) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
-                 "r"(src_bytes)
-                 : "memory");
-}
-static __device__ __forceinline__ void zp_cp_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N> static __device__ __forceinline__ void zp_cp_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 /* Halving reduce-scatter of v[0..N) over the TPR lanes of a row group (lane index c), step
  * offsets O = TPR/2, TPR/4, .., 1: at offset O the lane keeps the upper half when bit O of c is
  * set and adds the partner's copy of that half. Once one value is left, the remaining steps
@@ -181,8 +175,9 @@ extern "C" __global__ void __launch_bounds__(ZP_ATTN_THREADS)
 zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__restrict__ kc,
                 const unsigned short *__restrict__ vc, const int *__restrict__ tok_seq,
                 const int *__restrict__ tok_kv_idx, const int *__restrict__ block_tables,
-                const int *__restrict__ n_tokens, int max_blocks, int hkv, float scale, int chunk,
-                int n_split, float *__restrict__ part_o, float *__restrict__ part_ml) {
+                const int *__restrict__ n_tokens, const int *__restrict__ tok_tc, int max_blocks,
+                int hkv, float scale, int chunk, int n_split, float *__restrict__ part_o,
+                float *__restrict__ part_ml) {
     constexpr int D = ZP_HEAD_DIM, G = ZP_GQA, TPR = ZP_ATTN_TPR, RPI = ZP_ATTN_RPI;
     constexpr int RPT = ZP_ATTN_RPT, TILE = ZP_ATTN_TILE;
     __shared__ __align__(16) unsigned short kv_s[ZP_ATTN_STAGES][2][ZP_ATTN_TILE][ZP_HEAD_DIM];
@@ -192,7 +187,7 @@ zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__re
     __shared__ __align__(16) float sc_s[2][RPI][RS ? N : 4]; /* double-buffered by tile parity */
 
     const int s = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
-    if (t >= *n_tokens) return;
+    if (t >= *n_tokens || (tok_tc && tok_tc[t])) return;
     const int tid = threadIdx.x, c = tid % TPR, r = tid / TPR;
     const int hq = hkv * G;
     const int seq = tok_seq[t];

@@ -6,6 +6,9 @@
  *   zp_f32_to_bf16 do (NaN stays NaN).
  * - Reductions over a block go through warp shuffles and one shared array; every block-level
  *   helper is called by all threads of the block.
+ * - cp.async (sm_80+): 16-byte copies global -> shared that bypass registers (and L1: .cg);
+ *   a thread's own cp.async.wait_group orders only its own copies, so data another thread
+ *   copied needs a __syncthreads after the wait.
  * Compile-time constants come as -D options from drv/nvrtc.c; kernels are extern "C" so the
  * host finds them by name.
  */
@@ -42,6 +45,21 @@ __device__ __forceinline__ float block_sum(float v) {
     __syncthreads();
     v = lane < nw ? part[lane] : 0.f;
     return warp_sum(v);
+}
+
+/* 16-byte async copy global -> shared; src_bytes 0 zero-fills without reading global. */
+static __device__ __forceinline__ void zp_cp16(void *smem, const void *gmem, int src_bytes) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+                 "r"(src_bytes)
+                 : "memory");
+}
+static __device__ __forceinline__ void zp_cp_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+/* Waits until at most N of this thread's commit groups are still in flight. */
+template <int N> static __device__ __forceinline__ void zp_cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 #endif

@@ -75,7 +75,8 @@ static void run_case(int D, int bs, int gqa, int hkv) {
                     d_out = gpu_poisoned(g, 2 * q_n);
         int mb = max_blocks, hk = hkv, hqv = hq;
         float sc = scale;
-        void *pa[] = {&d_q, &d_kc, &d_vc, &d_seq, &d_idx, &d_bt, &d_n, &mb, &hk, &sc, &chunk, &n_split, &d_po, &d_pml};
+        CUdeviceptr no_tc = 0; /* every row here (tests/test_cuda_prefill.c covers tok_tc) */
+        void *pa[] = {&d_q, &d_kc, &d_vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &mb, &hk, &sc, &chunk, &n_split, &d_po, &d_pml};
         gpu_launch(g, fp, (unsigned)n_split, (unsigned)hkv, (unsigned)cap, 128, 0, pa);
         void *ma[] = {&d_po, &d_pml, &d_n, &hqv, &n_split, &d_out};
         gpu_launch(g, fm, (unsigned)hq, (unsigned)cap, 1, (unsigned)D, 0, ma);

@@ -366,7 +366,8 @@ int cmd_bench(int argc, char **argv) {
         return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
                                                     "--data FILE.jsonl [--n N] [--budgets LIST] | "
                                                     "zipage bench attention [--block-sizes L] "
-                                                    "[--contexts L] [--gqa L] [--batch B] | "
+                                                    "[--contexts L] [--gqa L] [--batch B] "
+                                                    "[--prefill N [--prefix P]] | "
                                                     "zipage bench decode --model DIR [--points "
                                                     "BxL,...] [--steps N]"));
     int rc = bench_accuracy(argc - 1, argv + 1);

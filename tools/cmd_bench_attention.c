@@ -1,16 +1,28 @@
-/* zipage bench attention: kernel-level paged decode attention on the GPU.
+/* zipage bench attention: kernel-level paged attention on the GPU.
  *
- * For each block size x context length x GQA group: B decode rows, each at the given
- * context, over a KV pool of bf16 pages in a shuffled block table (head dim 128 unless
- * --head-dim); times zp_attn_partial + zp_attn_merge with CUDA events (median of --iters
+ * Decode (default): for each block size x context length x GQA group: B decode rows, each at
+ * the given context, over a KV pool of bf16 pages in a shuffled block table (head dim 128
+ * unless --head-dim); times zp_attn_partial + zp_attn_merge with CUDA events (median of --iters
  * after warm-up) and reports the KV bytes read per second. The split over the KV length is
  * chosen as the backend will: enough CTAs for two waves of the GPU's SMs, chunks of at least
  * 256 tokens. tools/peer_sdpa.py measures torch SDPA on the same shapes over contiguous KV.
+ * Prefill (--prefill N [--prefix P]): for each block size (default: the conf's block_size) x
+ * GQA group (default 4): one prompt of N rows over a cached prefix of P tokens (row i attends
+ * cache indices [0, P+i]), random bf16 data, chunks of the conf's attention_chunk as the
+ * backend splits them. Times the old path (every row through zp_attn_partial, then
+ * zp_attn_merge) beside the tensor-core one (zp_attn_partial skipping the flagged rows,
+ * zp_attn_prefill_partial over the q-tiles of attn_prefill_tiles, zp_attn_merge) and the
+ * prefill kernel alone; reports the prefill kernel's TFLOP/s (4 D flops per query head and
+ * attended key) and how far the two outputs differ (||d||/||old||, bf16; above 1e-2 fails).
  * Output: a table, and one JSON object per point with --json FILE. */
 #include "arena/err.h"
+#include "drv/attn_tiles.h"
 #include "drv/cuda.h"
+#include "drv/dtype.h"
 #include "drv/nvrtc.h"
 #include "tools/cli.h"
+
+#include <math.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,18 +52,207 @@ static int cmpf(const void *a, const void *b) {
         if ((rc = cuda_err(drv, (call), what))) goto out;                                          \
     } while (0)
 
+static unsigned long long lcg(unsigned long long *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+/* n random bf16 values in [-amp, amp) into device memory, through host scratch. */
+static int rand_up(cuda_drv *drv, cuda_dev *dev, arena *a, CUdeviceptr dst, size_t n, float amp,
+                   unsigned long long *s) {
+    uint16_t *h = arena_temp(a, n * 2, 64, "bench data");
+    if (!h) return ZP_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        h[i] = zp_f32_to_bf16(((float)lcg(s) / 2147483648.0f - 1.0f) * amp);
+    int rc = cuda_err(drv, drv->MemcpyHtoDAsync(dst, h, n * 2, dev->compute), "upload");
+    if (!rc) rc = cuda_err(drv, drv->StreamSynchronize(dev->compute), "upload");
+    arena_temp_reset(a, 0);
+    return rc;
+}
+
+/* Median milliseconds of `iters` runs (after 3 warm-up runs) of n launches on the queue. */
+typedef struct launch_spec {
+    CUfunction f;
+    unsigned gx, gy, gz, block;
+    void **args;
+} launch_spec;
+
+static int time_launches(cuda_drv *drv, cuda_dev *dev, CUevent e0, CUevent e1,
+                         const launch_spec *l, int n, int iters, float *ms, float *med) {
+    int rc = 0;
+    for (int it = -3; it < iters; it++) {
+        CK(drv->EventRecord(e0, dev->compute), "cuEventRecord");
+        for (int i = 0; i < n; i++)
+            CK(drv->LaunchKernel(l[i].f, l[i].gx, l[i].gy, l[i].gz, l[i].block, 1, 1, 0,
+                                 dev->compute, l[i].args, NULL),
+               "attention launch");
+        CK(drv->EventRecord(e1, dev->compute), "cuEventRecord");
+        CK(drv->EventSynchronize(e1), "cuEventSynchronize");
+        if (it >= 0) CK(drv->EventElapsedTime(&ms[it], e0, e1), "cuEventElapsedTime");
+    }
+    qsort(ms, (size_t)iters, sizeof ms[0], cmpf);
+    *med = ms[iters / 2];
+out:
+    return rc;
+}
+
+/* ||a - b|| / ||b|| over n bf16 values in device memory, downloaded a piece at a time. */
+static int rel_diff(cuda_drv *drv, cuda_dev *dev, arena *a, CUdeviceptr da, CUdeviceptr db,
+                    size_t n, double *rel) {
+    const size_t piece = (size_t)4 << 20;
+    uint16_t *h = arena_temp(a, piece * 4, 64, "bench check");
+    if (!h) return ZP_ENOMEM;
+    double d2 = 0, r2 = 0;
+    int rc = 0;
+    for (size_t i0 = 0; !rc && i0 < n; i0 += piece) {
+        size_t m = n - i0 < piece ? n - i0 : piece;
+        rc = cuda_err(drv, drv->MemcpyDtoHAsync(h, da + i0 * 2, m * 2, dev->compute), "download");
+        if (!rc)
+            rc = cuda_err(drv, drv->MemcpyDtoHAsync(h + piece, db + i0 * 2, m * 2, dev->compute),
+                          "download");
+        if (!rc) rc = cuda_err(drv, drv->StreamSynchronize(dev->compute), "download");
+        for (size_t i = 0; !rc && i < m; i++) {
+            double x = zp_bf16_to_f32(h[i]), y = zp_bf16_to_f32(h[piece + i]);
+            d2 += (x - y) * (x - y), r2 += y * y;
+        }
+    }
+    *rel = r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
+    arena_temp_reset(a, 0);
+    return rc;
+}
+
+static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, FILE *jf,
+                         const int *bss, int nbs, const int *gqas, int ngqa, int N, int P, int D,
+                         int hkv, int chunk, int iters) {
+    int rc = 0;
+    CUevent e0 = NULL, e1 = NULL;
+    CUmodule ma = NULL, mp = NULL;
+    CUdeviceptr kc = 0, vc = 0, q = 0, out_old = 0, out_new = 0, po = 0, pml = 0, meta = 0;
+    const int L = P + N, n_split = (L + chunk - 1) / chunk;
+    double keys = (double)N * P + (double)N * (N + 1) / 2; /* attended keys over the rows */
+    char cache_dir[512];
+    nvrtc_default_cache_dir(cache_dir, sizeof cache_dir);
+    printf("paged prefill attention, %s (%d SMs): %d rows over a prefix of %d, head dim %d, %d kv "
+           "heads, chunk %d (%d splits)\n",
+           dev->name, dev->n_sm, N, P, D, hkv, chunk, n_split);
+    printf("%6s %4s %6s %12s %12s %12s %8s %9s %10s\n", "block", "gqa", "tiles", "old (us)",
+           "new (us)", "kernel (us)", "speedup", "TFLOP/s", "rel diff");
+    CK(drv->EventCreate(&e0, CU_EVENT_DEFAULT), "cuEventCreate");
+    CK(drv->EventCreate(&e1, CU_EVENT_DEFAULT), "cuEventCreate");
+    for (int ib = 0; ib < nbs; ib++)
+        for (int ig = 0; ig < ngqa; ig++) {
+            const int bs = bss[ib], G = gqas[ig], hq = hkv * G, per_seq = (L + bs - 1) / bs;
+            const size_t cache = (size_t)(per_seq + 1) * hkv * bs * D, qn = (size_t)N * hq * D,
+                         pn = (size_t)N * hq * n_split;
+            /* meta: tok_seq, tok_kv_idx, tok_tc, counts {N, n_tiles}, block table, q-tiles */
+            const size_t meta_ints = (size_t)3 * N + 2 + (size_t)per_seq + (size_t)2 * N;
+            int32_t *h = arena_temp(a, meta_ints * 4, 4, "bench meta");
+            if (!h) { rc = ZP_ENOMEM; goto out; }
+            int32_t *seq = h, *idx = h + N, *tc = h + 2 * N, *cnt = h + 3 * N, *bt = cnt + 2,
+                    *qt = bt + per_seq;
+            for (int i = 0; i < N; i++) seq[i] = 0, idx[i] = P + i, tc[i] = 1;
+            for (int i = 0; i < per_seq; i++) bt[i] = 1 + i;
+            unsigned long long s = 42;
+            for (int i = per_seq - 1; i > 0; i--) {
+                int j = (int)(lcg(&s) % (unsigned long long)(i + 1));
+                int32_t t = bt[i]; bt[i] = bt[j]; bt[j] = t;
+            }
+            const int n_tiles = attn_prefill_tiles(tc, seq, N, G, qt);
+            cnt[0] = N, cnt[1] = n_tiles;
+            CK(drv->MemAlloc(&kc, cache * 2), "cuMemAlloc K");
+            CK(drv->MemAlloc(&vc, cache * 2), "cuMemAlloc V");
+            CK(drv->MemAlloc(&q, qn * 2), "cuMemAlloc q");
+            CK(drv->MemAlloc(&out_old, qn * 2), "cuMemAlloc out");
+            CK(drv->MemAlloc(&out_new, qn * 2), "cuMemAlloc out");
+            CK(drv->MemAlloc(&po, pn * D * 4), "cuMemAlloc partials");
+            CK(drv->MemAlloc(&pml, pn * 8), "cuMemAlloc partials");
+            CK(drv->MemAlloc(&meta, meta_ints * 4), "cuMemAlloc meta");
+            CK(drv->MemcpyHtoDAsync(meta, h, meta_ints * 4, dev->compute), "upload");
+            CK(drv->StreamSynchronize(dev->compute), "sync");
+            arena_temp_reset(a, 0);
+            if ((rc = rand_up(drv, dev, a, kc, cache, 2.f, &s)) ||
+                (rc = rand_up(drv, dev, a, vc, cache, 1.f, &s)) ||
+                (rc = rand_up(drv, dev, a, q, qn, 1.f, &s)))
+                goto out;
+            nvrtc_consts k = {D, bs, G};
+            if ((rc = cuda_module_build(dev, nv, a, "attention.cu", &k, cache_dir, &ma)) ||
+                (rc = cuda_module_build(dev, nv, a, "prefill.cu", &k, cache_dir, &mp)))
+                goto out;
+            CUfunction fp, fm, ft;
+            CK(drv->ModuleGetFunction(&fp, ma, "zp_attn_partial"), "zp_attn_partial");
+            CK(drv->ModuleGetFunction(&fm, ma, "zp_attn_merge"), "zp_attn_merge");
+            CK(drv->ModuleGetFunction(&ft, mp, "zp_attn_prefill_partial"), "zp_attn_prefill_partial");
+            CUdeviceptr d_seq = meta, d_idx = meta + (size_t)N * 4, d_tc = meta + (size_t)2 * N * 4,
+                        d_n = meta + (size_t)3 * N * 4, d_nt = d_n + 4, d_bt = d_n + 8,
+                        d_qt = d_bt + (size_t)per_seq * 4, no_tc = 0;
+            float sc = 1.0f / sqrtf((float)D);
+            int ns = n_split, mb = per_seq, hqv = hq;
+            void *pa_old[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
+            void *pa_new[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &d_tc, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
+            void *fa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_qt, &d_nt, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
+            void *ma_old[] = {&po, &pml, &d_n, &hqv, &ns, &out_old};
+            void *ma_new[] = {&po, &pml, &d_n, &hqv, &ns, &out_new};
+            const launch_spec old_path[] = {{fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_old},
+                                            {fm, (unsigned)hq, (unsigned)N, 1, (unsigned)D, ma_old}};
+            const launch_spec new_path[] = {{fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_new},
+                                            {ft, (unsigned)ns, (unsigned)hkv, (unsigned)n_tiles, 128, fa},
+                                            {fm, (unsigned)hq, (unsigned)N, 1, (unsigned)D, ma_new}};
+            float *ms = arena_temp(a, sizeof(float) * (size_t)iters, 4, "bench times"), t_old, t_new, t_k;
+            if (!ms) { rc = ZP_ENOMEM; goto out; }
+            double rel = 0;
+            if ((rc = time_launches(drv, dev, e0, e1, old_path, 2, iters, ms, &t_old)) ||
+                (rc = time_launches(drv, dev, e0, e1, new_path, 3, iters, ms, &t_new)) ||
+                (rc = time_launches(drv, dev, e0, e1, new_path + 1, 1, iters, ms, &t_k)))
+                goto out;
+            arena_temp_reset(a, 0);
+            if ((rc = rel_diff(drv, dev, a, out_new, out_old, qn, &rel))) goto out;
+            const double tflops = 4.0 * D * hq * keys / (t_k * 1e-3) / 1e12; /* the kernel's */
+            printf("%6d %4d %6d %12.1f %12.1f %12.1f %7.1fx %9.1f %10.2e\n", bs, G, n_tiles,
+                   t_old * 1e3, t_new * 1e3, t_k * 1e3, t_old / t_new, tflops, rel);
+            if (jf)
+                fprintf(jf, "{\"mode\": \"prefill\", \"block_size\": %d, \"gqa\": %d, \"rows\": %d, "
+                            "\"prefix\": %d, \"head_dim\": %d, \"kv_heads\": %d, \"chunk\": %d, "
+                            "\"split\": %d, \"tiles\": %d, \"old_us\": %.2f, \"new_us\": %.2f, "
+                            "\"kernel_us\": %.2f, \"tflops\": %.1f, \"rel_diff\": %.3e}\n",
+                        bs, G, N, P, D, hkv, chunk, ns, n_tiles, t_old * 1e3, t_new * 1e3,
+                        t_k * 1e3, tflops, rel);
+            drv->ModuleUnload(ma), drv->ModuleUnload(mp);
+            ma = mp = NULL;
+            drv->MemFree(kc), drv->MemFree(vc), drv->MemFree(q), drv->MemFree(out_old);
+            drv->MemFree(out_new), drv->MemFree(po), drv->MemFree(pml), drv->MemFree(meta);
+            kc = vc = q = out_old = out_new = po = pml = meta = 0;
+            if (rel > 1e-2) {
+                rc = err_set(ZP_EBACKEND, "prefill kernel output differs from zp_attn_partial's "
+                                          "by %.3g (bs %d, gqa %d)", rel, bs, G);
+                goto out;
+            }
+        }
+out:
+    if (ma) drv->ModuleUnload(ma);
+    if (mp) drv->ModuleUnload(mp);
+    CUdeviceptr bufs[] = {kc, vc, q, out_old, out_new, po, pml, meta};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) drv->MemFree(bufs[i]);
+    if (e0) drv->EventDestroy(e0);
+    if (e1) drv->EventDestroy(e1);
+    return rc;
+}
+
 int bench_attention(int argc, char **argv) {
     conf cf;
     int rc = cli_conf(&cf, &argc, argv);
     if (rc) return rc;
     const char *bs_s = "16,32,64,128,256", *ctx_s = "2048,8192,16384", *gqa_s = "4,8", *json = NULL;
-    int64_t batch = 64, head_dim = 128, kv_heads = 8, iters = 20;
+    int64_t batch = 64, head_dim = 128, kv_heads = 8, iters = 20, prefill = 0, prefix = 0;
+    int bs_given = 0, gqa_given = 0;
     cli c;
     cli_init(&c, "bench attention", argc, argv);
     for (const char *o; (o = cli_next(&c)) && !rc;) {
-        if (!strcmp(o, "--block-sizes")) rc = cli_str(&c, &bs_s);
+        if (!strcmp(o, "--block-sizes")) rc = cli_str(&c, &bs_s), bs_given = 1;
         else if (!strcmp(o, "--contexts")) rc = cli_str(&c, &ctx_s);
-        else if (!strcmp(o, "--gqa")) rc = cli_str(&c, &gqa_s);
+        else if (!strcmp(o, "--gqa")) rc = cli_str(&c, &gqa_s), gqa_given = 1;
+        else if (!strcmp(o, "--prefill")) rc = cli_int(&c, &prefill, 1, 65535);
+        else if (!strcmp(o, "--prefix")) rc = cli_int(&c, &prefix, 0, 1 << 20);
         else if (!strcmp(o, "--batch")) rc = cli_int(&c, &batch, 1, 4096);
         else if (!strcmp(o, "--head-dim")) rc = cli_int(&c, &head_dim, 64, 128);
         else if (!strcmp(o, "--kv-heads")) rc = cli_int(&c, &kv_heads, 1, 64);
@@ -61,6 +262,9 @@ int bench_attention(int argc, char **argv) {
     }
     if (rc) return rc;
     if (head_dim != 64 && head_dim != 128) return err_set(ZP_EINVAL, "--head-dim: 64 or 128");
+    char conf_bs[24];
+    if (prefill && !bs_given) snprintf(conf_bs, sizeof conf_bs, "%d", (int)cf.block_size), bs_s = conf_bs;
+    if (prefill && !gqa_given) gqa_s = "4";
     int bss[8], ctxs[16], gqas[8];
     int nbs = parse_list(bs_s, bss, 8, "--block-sizes"), nctx = parse_list(ctx_s, ctxs, 16, "--contexts"),
         ngqa = parse_list(gqa_s, gqas, 8, "--gqa");
@@ -77,6 +281,14 @@ int bench_attention(int argc, char **argv) {
         return rc;
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (json && !jf) return err_set(ZP_EIO, "%s: cannot write", json);
+    if (prefill) {
+        rc = bench_prefill(drv, &dev, &nv, &a, jf, bss, nbs, gqas, ngqa, (int)prefill, (int)prefix,
+                           (int)head_dim, (int)kv_heads, (int)cf.attention_chunk, (int)iters);
+        if (jf) fclose(jf);
+        cuda_dev_close(&dev);
+        arena_release(&a);
+        return rc;
+    }
     printf("paged decode attention, %s (%d SMs), batch %d, head dim %d, %d kv heads\n", dev.name,
            dev.n_sm, (int)batch, (int)head_dim, (int)kv_heads);
     printf("%6s %6s %4s %6s %6s %10s %9s\n", "block", "ctx", "gqa", "split", "chunk", "time (us)", "GB/s");
@@ -146,7 +358,8 @@ int bench_attention(int argc, char **argv) {
                 CUdeviceptr d_seq = meta, d_idx = meta + (size_t)B * 4, d_n = meta + (size_t)2 * B * 4,
                             d_bt = meta + (size_t)(2 * B + 1) * 4;
                 float sc = 0.0883883f;
-                void *pa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &per_seq, &hkv, &sc, &chunk, &n_split, &po, &pml};
+                CUdeviceptr no_tc = 0;
+                void *pa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &per_seq, &hkv, &sc, &chunk, &n_split, &po, &pml};
                 void *ma[] = {&po, &pml, &d_n, &hq, &n_split, &out};
                 float ms[10000];
                 for (int it = -3; it < (int)iters; it++) {

@@ -5,8 +5,9 @@
 #   3. the engine on the GPU: bf16 logits against transformers on random models and against
 #      the CPU backend (tools/gpu_parity.py); greedy accuracy of zipage-reasoner (gpu-greedy.sh);
 #   4. benchmarks: `zipage bench decode` on a Qwen3-8B shape beside the PyTorch CUDA-graph
-#      decode step (tools/peer_decode.py); with --attention `zipage bench attention` beside
-#      torch SDPA (tools/peer_sdpa.py);
+#      decode step (tools/peer_decode.py); the prefill attention kernels (`zipage bench
+#      attention --prefill`); with --attention `zipage bench attention` beside torch SDPA
+#      (tools/peer_sdpa.py);
 #   5. with --parity: the CPU reference against transformers (tools/hf_parity.py).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
 #   mkdir -p .carry && cp -r build/zipage build/zipage-cli build/gpu .carry/
@@ -71,6 +72,10 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     step bench-decode-eager "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_graphs=false --json "$OUT/bench-decode-eager.jsonl" || fail=1
     step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
+    # a 2,048-row prompt's attention: the tensor-core prefill kernel beside every row through
+    # zp_attn_partial (8 kv heads, head dim 128)
+    step bench-attention-prefill "$ZP" bench attention --prefill 2048 --block-sizes 16,256 --gqa 4,8 \
+        --json "$OUT/bench-attention-prefill.jsonl" || fail=1
   fi
   if [ $attn = 1 ]; then
     # paged decode attention beside torch SDPA on the same shapes

@@ -1,0 +1,38 @@
+/* attn_tiles: the host side of rtc_kernels/prefill.cu (tensor-core attention for prefill rows):
+ * cuts a step's prefill rows into the q-tiles zp_attn_prefill_partial takes and sets the
+ * tok_tc flags by which zp_attn_partial skips those rows, so each row's partials have exactly
+ * one writer and one zp_attn_merge finishes every row.
+ *
+ * Invariants: a tile is {first row, n} with 1 <= n <= attn_tile_rows(gqa) consecutive step
+ * rows of one sequence; every flagged row lies in exactly one tile and no other row does.
+ * Which rows go through the prefill kernel is the caller's choice and must depend on the row
+ * alone (e.g. "a prompt token": cache index < the request's prompt length), never on the
+ * batch: the two kernels round differently. How the rows are tiled is free: a row's result
+ * does not depend on its tile (prefill.cu, BATCH INVARIANCE), only the speed does.
+ * Memory: the caller's arrays; nothing is allocated. Threading: no state.
+ */
+#ifndef ZP_ATTN_TILES_H
+#define ZP_ATTN_TILES_H
+
+#include <stdint.h>
+
+/* Query rows (token row x query head of one kv head) per CTA: ZP_PF_M in prefill.cu. */
+#define ATTN_PREFILL_MROWS 64
+
+/* Token rows per q-tile for gqa (1, 2, 4 or 8) query heads per kv head: 64, 32, 16 or 8. */
+static inline int attn_tile_rows(int gqa) {
+    return ATTN_PREFILL_MROWS / gqa;
+}
+
+/* Builds the q-tiles of a step of n_rows token rows. tok_tc [n_rows]: on entry nonzero marks
+ * the rows to run through zp_attn_prefill_partial; on return 1 exactly for the rows the tiles
+ * cover (a marked row with tok_seq < 0, a padding row, is cleared) and 0 elsewhere. A run of
+ * consecutive marked rows of one sequence is cut into tiles of attn_tile_rows(gqa) rows from
+ * its first row (the last tile of a run may be shorter). qtile [2 * n_rows] gets
+ * {first row, n} per tile, listed in reverse row order: a prompt's late rows attend the most
+ * keys, so their CTAs start first and the short ones fill the tail. Returns the tile count
+ * (<= n_rows). */
+int attn_prefill_tiles(int32_t *tok_tc, const int32_t *tok_seq, int n_rows, int gqa,
+                       int32_t *qtile);
+
+#endif

@@ -1,0 +1,373 @@
+/* prefill.cu: tensor-core paged attention for prompt (prefill) rows, compiled at run time by
+ * NVRTC. It writes the same split-KV partials as attention.cu's zp_attn_partial, so
+ * attention.cu's zp_attn_merge finishes both kinds of rows in one launch.
+ *
+ * PURPOSE. For the token rows of a step that the host groups into q-tiles:
+ *   out[t][h][:] = softmax_j(q[t][h]·k_j * scale) · v_j   over cache indices j in
+ *   [0, tok_kv_idx[t]] of the row's sequence (causal in cache order).
+ * zp_attn_partial reads a row's K/V once per row: a prompt of n rows costs O(n^2) K/V traffic
+ * and runs on FMA units. Here a CTA takes up to QT consecutive rows of one sequence and all G
+ * query heads of one kv head, so every K/V element loaded serves QT*G = 64 query rows, and both
+ * products (S = Q K^T and O += P V) run on tensor cores (mma.sync m16n8k16, bf16 in, fp32 out).
+ *
+ * COMPILE-TIME CONSTANTS (-D from the driver; the #ifndef defaults are for standalone builds):
+ *   ZP_HEAD_DIM D (64 or 128), ZP_BLOCK_SIZE BS (16..256, power of two; tokens per KV page),
+ *   ZP_GQA G (1, 2, 4 or 8; query heads per kv head). sm_80 or newer (mma.sync bf16, ldmatrix,
+ *   cp.async); zipage compiles for sm_90.
+ *
+ * LAYOUT: q, kc, vc, tok_seq, tok_kv_idx, block_tables, part_o, part_ml exactly as in
+ * attention.cu (q [n_tokens][hq][D] bf16; K/V [num_blocks][hkv][BS][D] bf16 through
+ * block_tables[seq*max_blocks + i/BS]; part_o f32 [rows][hq][n_split][D] un-normalised
+ * relative to m; part_ml f32 [rows][hq][n_split][2] = {m, l}, m the max of the scaled scores
+ * (natural-log units), l = sum exp(s - m); an empty split stores m = -inf, l = 0 and no o).
+ *   qtile      int [n_qtiles_cap][2] = {first row, number of rows n}: rows first .. first+n-1
+ *              of the step, 1 <= n <= QT = 64 / G, all of ONE sequence (tok_seq[first] >= 0 is
+ *              read for the tile). Rows need not be consecutive positions, only rows of one
+ *              sequence; each row is masked by its own tok_kv_idx.
+ *   n_qtiles   int in device memory: CTAs of tiles >= *n_qtiles exit at once (padded grids,
+ *              CUDA graphs) and read nothing of their qtile entry.
+ * Every row of a tile must be flagged in zp_attn_partial's tok_tc (and no other row), so each
+ * (row, head, split) partial has exactly one writer. drv/attn_tiles.h builds both arrays.
+ *
+ * LAUNCH RULES. zp_attn_prefill_partial: grid (n_split, hkv, n_qtiles_cap), block
+ *   ZP_PF_THREADS (128), no dynamic shared memory (static: a 32 KiB K/V ring + 16 bytes, for
+ *   every D/BS/G; no opt-in attribute). CTA (s, g, i) covers cache indices
+ *   [s*chunk, min((s+1)*chunk, max over the tile's rows of tok_kv_idx + 1)) for the tile's
+ *   rows and the query heads g*G .. g*G+G-1, and writes the partials of those (row, head, s).
+ *   chunk, n_split: the same values as the step's zp_attn_partial launch (n_split*chunk covers
+ *   the longest row); n_qtiles_cap <= 65535. Run it on the same stream as zp_attn_partial
+ *   (either order) and before zp_attn_merge.
+ *
+ * ALGORITHM (FlashAttention-2's forward loop on split-KV ranges). 4 warps; warp w owns the 16
+ * query rows m = 16w .. 16w+15 of the tile's 64 (m = r*G + j: tile row r = m / G, head j = m % G;
+ * rows r >= n are inert: zero q, never written). Its q fragments stay in registers (bf16 A
+ * operands, loaded once). The KV range is walked in sub-tiles of KT = 4096/D keys (32 for D
+ * 128, 64 for D 64) starting at s*chunk: K and V of sub-tile k+1 are copied by cp.async into
+ * one half of a 2-stage shared ring while sub-tile k is computed from the other (one
+ * __syncthreads per sub-tile; each thread's block-table reads run one sub-tile ahead). Keys
+ * past the range end are zero-filled (src-size 0), so stale or garbage data never meets a
+ * zero probability in P·V. Per sub-tile and warp:
+ *   S = Q K^T: mma m16n8k16, K fragments by ldmatrix (K rows are the "col" operand as stored);
+ *   scores * scale * log2(e), masked to -inf where the key > min(row's kv_idx, split end - 1);
+ *   online softmax in fp32 in base 2 (ex2.approx): per row m (the quad's shuffle max),
+ *   corr = 2^(m_old - m_new), p = 2^(s - m_new);
+ *   P is rounded to bf16 for the P·V mma (FlashAttention's choice: the mma takes bf16 A
+ *   operands); l sums the same bf16-rounded p, so numerator and denominator use equal weights;
+ *   O += P V: mma with V fragments by ldmatrix.trans, fp32 accumulators in registers.
+ * A warp whose 16 rows all end before the sub-tile skips it (causal triangle). At the end l is
+ * summed over the quad, m converted to natural-log units (m * ln 2) and the partials stored.
+ * Shared memory rows are D bf16 (128 or 256 bytes); the 16-byte chunk c of key row r is stored
+ * at chunk c ^ (r & 7), so the 8 rows an ldmatrix phase reads hit 8 different bank groups.
+ *
+ * BATCH INVARIANCE. A row's bits depend only on its q, its tok_kv_idx, its sequence's K/V,
+ * chunk and s, never on the other rows of its tile, the tile's size or first row:
+ * - its scores are mma outputs of its own q row against K rows, over D in a fixed k order;
+ *   its max, its l (each lane's fixed key columns, then a fixed quad shuffle order) and its O
+ *   row (the mma's fixed key order within a sub-tile) combine only its own values;
+ * - sub-tiles start at s*chunk + k*KT whatever the tile, and are visited in order;
+ * - a sub-tile whose keys the row does not attend (past its kv_idx, but visited or skipped
+ *   because of other rows) leaves its state bit-exactly unchanged: m_new == m_old selects
+ *   corr = 1 exactly (no exponential), every p is ex2(-inf) = +0, so l*1 + 0 = l and O*1 + 0·V
+ *   = O (V finite: keys below the range end are written cache entries, those past it zeros).
+ * The same row through zp_attn_partial gives different rounding: a row must always take the
+ * same kernel (the host decides by row kind, e.g. prompt tokens, never by batch).
+ * A state that has seen only -inf subtracts 0 (no -inf - -inf = NaN); an empty row stores
+ * m = -inf, l = 0 and no o, like zp_attn_partial.
+ */
+#include "common.cuh"
+
+#ifndef ZP_HEAD_DIM
+#define ZP_HEAD_DIM 128
+#endif
+#ifndef ZP_BLOCK_SIZE
+#define ZP_BLOCK_SIZE 16
+#endif
+#ifndef ZP_GQA
+#define ZP_GQA 4
+#endif
+
+#define ZP_PF_THREADS 128                                      /* 4 warps */
+#define ZP_PF_M 64                                             /* query rows (row, head) per CTA */
+#define ZP_PF_QT (ZP_PF_M / ZP_GQA)                            /* token rows per q-tile */
+#define ZP_PF_KT (4096 / ZP_HEAD_DIM)                          /* keys per KV sub-tile */
+#define ZP_PF_CH (ZP_HEAD_DIM / 8)                             /* 16-byte chunks per K/V row */
+#define ZP_PF_LPT (ZP_PF_KT * ZP_PF_CH / ZP_PF_THREADS)        /* K (and V) copies per thread */
+
+static_assert(ZP_HEAD_DIM == 64 || ZP_HEAD_DIM == 128, "head dim must be 64 or 128");
+static_assert(ZP_GQA == 1 || ZP_GQA == 2 || ZP_GQA == 4 || ZP_GQA == 8, "GQA group must be 1, 2, 4 or 8");
+static_assert(ZP_BLOCK_SIZE > 0 && (ZP_BLOCK_SIZE & (ZP_BLOCK_SIZE - 1)) == 0,
+              "block size must be a power of two");
+static_assert(ZP_PF_KT % 16 == 0 && ZP_PF_LPT * ZP_PF_THREADS == ZP_PF_KT * ZP_PF_CH,
+              "a sub-tile is whole mma k-steps and whole copies per thread");
+static_assert(ZP_PF_M == 16 * (ZP_PF_THREADS / 32), "each warp owns 16 query rows");
+
+#define ZP_PF_NEG_INF __int_as_float(0xff800000)
+
+/* 2^x; ex2.approx(-inf) = +0 exactly. */
+static __device__ __forceinline__ float zp_pf_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* {lo, hi} rounded to bf16 (nearest even) in one register, lo in the low half. */
+static __device__ __forceinline__ unsigned zp_pf_pack(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+/* d += a (16x16, row) * b (16x8, col): bf16 operands, fp32 accumulators. */
+static __device__ __forceinline__ void zp_pf_mma(float *d, const unsigned *a, unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Four 8x8 bf16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of
+ * matrix i; register i gets matrix i (.trans: transposed). */
+static __device__ __forceinline__ void zp_pf_ldm4(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void zp_pf_ldm4t(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* Byte offset in a stage's K or V array of 16-byte chunk c of key row r (swizzled). */
+static __device__ __forceinline__ unsigned zp_pf_off(int r, int c) {
+    return (unsigned)(r * ZP_HEAD_DIM + ((c ^ (r & 7)) << 3)) * 2u;
+}
+
+/* This thread's physical blocks for its copies of the sub-tile at p0 (keys >= end: none). */
+static __device__ __forceinline__ void zp_pf_blocks(int *blk, const int *__restrict__ bt, int p0,
+                                                    int end, int tid) {
+#pragma unroll
+    for (int i = 0; i < ZP_PF_LPT; i++) {
+        const int p = p0 + (tid + i * ZP_PF_THREADS) / ZP_PF_CH;
+        blk[i] = p < end ? bt[p / ZP_BLOCK_SIZE] : 0;
+    }
+}
+
+/* Issues this thread's cp.async copies of K and V for the sub-tile at p0 into ks / vs. */
+static __device__ __forceinline__ void zp_pf_load(bf16 *ks, bf16 *vs, const bf16 *__restrict__ kc,
+                                                  const bf16 *__restrict__ vc, const int *blk,
+                                                  int hkv, int g, int p0, int end, int tid) {
+#pragma unroll
+    for (int i = 0; i < ZP_PF_LPT; i++) {
+        const int v = tid + i * ZP_PF_THREADS, row = v / ZP_PF_CH, c = v % ZP_PF_CH, p = p0 + row;
+        size_t off = 0;
+        int bytes = 0;
+        if (p < end) {
+            off = (((size_t)blk[i] * (size_t)hkv + (size_t)g) * ZP_BLOCK_SIZE +
+                   (size_t)(p % ZP_BLOCK_SIZE)) * ZP_HEAD_DIM + (size_t)(c * 8);
+            bytes = 16;
+        }
+        const unsigned o = zp_pf_off(row, c) / 2u;
+        zp_cp16(ks + o, kc + off, bytes);
+        zp_cp16(vs + o, vc + off, bytes);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ZP_PF_THREADS)
+zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
+                        const bf16 *__restrict__ vc, const int *__restrict__ tok_seq,
+                        const int *__restrict__ tok_kv_idx, const int *__restrict__ block_tables,
+                        const int *__restrict__ qtile, const int *__restrict__ n_qtiles,
+                        int max_blocks, int hkv, float scale, int chunk, int n_split,
+                        float *__restrict__ part_o, float *__restrict__ part_ml) {
+    constexpr int D = ZP_HEAD_DIM, G = ZP_GQA, KT = ZP_PF_KT;
+    constexpr int NT = KT / 8;  /* n8 score tiles per sub-tile */
+    constexpr int KQ = D / 16;  /* k16 steps over the head dim */
+    constexpr int ND = D / 8;   /* n8 output tiles over the head dim */
+    __shared__ __align__(128) bf16 kv_s[2][2][KT * D]; /* [stage][K, V][key row, swizzled] */
+    __shared__ int lim_s[ZP_PF_THREADS / 32];
+
+    const int s = blockIdx.x, g = blockIdx.y, tile = blockIdx.z;
+    if (tile >= *n_qtiles) return;
+    const int first = qtile[2 * tile], nrows = qtile[2 * tile + 1];
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int gid = lane >> 2, tq = lane & 3; /* mma fragment row group and column pair */
+    const int hq = hkv * G, start = s * chunk, last = start + chunk - 1;
+
+    /* this thread's two query rows: m = 16w + gid (+8) */
+    int lim[2];      /* last key of this split the row attends; -1 for inert rows */
+    size_t pidx[2];  /* partial index of (row, head, split) */
+    const bf16 *qr[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int m = 16 * w + gid + 8 * h, r = m / G, j = m % G;
+        const bool valid = r < nrows;
+        const int kvi = valid ? tok_kv_idx[first + r] : -1;
+        lim[h] = kvi < last ? kvi : last;
+        const size_t row = (size_t)(first + (valid ? r : 0)) * (size_t)hq + (size_t)(g * G + j);
+        pidx[h] = row * (size_t)n_split + (size_t)s;
+        qr[h] = valid ? q + row * D : nullptr;
+    }
+    /* the warp's and the CTA's last attended key */
+    int wlim = lim[0] > lim[1] ? lim[0] : lim[1];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const int x = __shfl_xor_sync(0xffffffffu, wlim, o);
+        wlim = x > wlim ? x : wlim;
+    }
+    if (lane == 0) lim_s[w] = wlim;
+    __syncthreads();
+    int end = lim_s[0];
+#pragma unroll
+    for (int k = 1; k < ZP_PF_THREADS / 32; k++) end = lim_s[k] > end ? lim_s[k] : end;
+    end += 1; /* keys [start, end) */
+
+    if (start >= end) { /* no row of the tile reaches this split */
+        if (tq == 0)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                if (qr[h]) {
+                    part_ml[pidx[h] * 2 + 0] = ZP_PF_NEG_INF;
+                    part_ml[pidx[h] * 2 + 1] = 0.0f;
+                }
+        return;
+    }
+
+    const int *bt = block_tables + (size_t)tok_seq[first] * (size_t)max_blocks;
+    const int n_sub = (end - start + KT - 1) / KT;
+    int blk[ZP_PF_LPT];
+    zp_pf_blocks(blk, bt, start, end, tid);
+    zp_pf_load(kv_s[0][0], kv_s[0][1], kc, vc, blk, hkv, g, start, end, tid);
+    zp_cp_commit();
+    if (n_sub > 1) zp_pf_blocks(blk, bt, start + KT, end, tid);
+
+    /* q fragments (A operand, row-major 16x16 per k-step): registers 0/1 rows gid / gid+8 at
+     * columns 2tq, 2tq+1; registers 2/3 the same 8 columns on */
+    unsigned qa[KQ][4];
+#pragma unroll
+    for (int k = 0; k < KQ; k++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+            const bf16 *p = qr[x & 1];
+            qa[k][x] = p ? *(const unsigned *)(p + 16 * k + 8 * (x >> 1) + 2 * tq) : 0u;
+        }
+
+    float o[ND][4], mr[2] = {ZP_PF_NEG_INF, ZP_PF_NEG_INF}, lr[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) o[n][x] = 0.0f;
+    const float c2 = scale * 1.4426950408889634f; /* scores in base-2 units */
+    const int l7 = lane & 7, mat = lane >> 3;      /* ldmatrix: row in matrix, matrix */
+
+    for (int it = 0; it < n_sub; it++) {
+        const int p0 = start + it * KT;
+        /* sub-tile it has landed for every thread, and every warp is done with the stage the
+         * next copies overwrite (read in iteration it-1) */
+        zp_cp_wait<0>();
+        __syncthreads();
+        if (it + 1 < n_sub) {
+            const int nb = (it + 1) & 1;
+            zp_pf_load(kv_s[nb][0], kv_s[nb][1], kc, vc, blk, hkv, g, p0 + KT, end, tid);
+            if (it + 2 < n_sub) zp_pf_blocks(blk, bt, p0 + 2 * KT, end, tid);
+        }
+        zp_cp_commit();
+        if (p0 > wlim) continue; /* no row of this warp attends a key here */
+
+        const unsigned ks = (unsigned)__cvta_generic_to_shared(kv_s[it & 1][0]);
+        const unsigned vs = (unsigned)__cvta_generic_to_shared(kv_s[it & 1][1]);
+
+        /* S = Q K^T: per n8 tile of keys, ldmatrix x4 gives the B fragments of two k-steps
+         * (matrix i = key rows nt*8.., chunk 4kk+i) */
+        float sc[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+            for (int x = 0; x < 4; x++) sc[nt][x] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KQ / 2; kk++) {
+                unsigned b[4];
+                zp_pf_ldm4(b, ks + zp_pf_off(nt * 8 + l7, 4 * kk + mat));
+                zp_pf_mma(sc[nt], qa[2 * kk], b[0], b[1]);
+                zp_pf_mma(sc[nt], qa[2 * kk + 1], b[2], b[3]);
+            }
+        }
+
+        /* mask, scale, online softmax (register x of a tile: row gid + 8*(x>>1)) */
+        float corr[2], msub[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float mx = ZP_PF_NEG_INF;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int p = p0 + nt * 8 + 2 * tq + e;
+                    const float x = p <= lim[h] ? sc[nt][2 * h + e] * c2 : ZP_PF_NEG_INF;
+                    sc[nt][2 * h + e] = x;
+                    mx = fmaxf(mx, x);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mn = fmaxf(mr[h], mx);
+            corr[h] = mn == mr[h] ? 1.0f : zp_pf_ex2(mr[h] - mn); /* exactly 1 when unchanged */
+            msub[h] = mn == ZP_PF_NEG_INF ? 0.0f : mn;
+            mr[h] = mn;
+        }
+        /* P in bf16, as the A operand of P V: k-step kk is score tiles 2kk, 2kk+1 */
+        unsigned pa[NT][2];
+        float ls[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const unsigned pk = zp_pf_pack(zp_pf_ex2(sc[nt][2 * h] - msub[h]),
+                                               zp_pf_ex2(sc[nt][2 * h + 1] - msub[h]));
+                pa[nt][h] = pk;
+                ls[h] += __uint_as_float(pk << 16);
+                ls[h] += __uint_as_float(pk & 0xffff0000u);
+            }
+#pragma unroll
+        for (int h = 0; h < 2; h++) lr[h] = lr[h] * corr[h] + ls[h];
+#pragma unroll
+        for (int n = 0; n < ND; n++) {
+            o[n][0] *= corr[0];
+            o[n][1] *= corr[0];
+            o[n][2] *= corr[1];
+            o[n][3] *= corr[1];
+        }
+
+        /* O += P V: ldmatrix.trans x4 gives the B fragments of two n8 tiles of D (matrix i =
+         * key rows 16kk + 8(i&1).., chunk 2n2 + (i>>1)) */
+#pragma unroll
+        for (int kk = 0; kk < KT / 16; kk++) {
+            const unsigned a[4] = {pa[2 * kk][0], pa[2 * kk][1], pa[2 * kk + 1][0], pa[2 * kk + 1][1]};
+#pragma unroll
+            for (int n2 = 0; n2 < ND / 2; n2++) {
+                unsigned b[4];
+                zp_pf_ldm4t(b, vs + zp_pf_off(16 * kk + 8 * (mat & 1) + l7, 2 * n2 + (mat >> 1)));
+                zp_pf_mma(o[2 * n2], a, b[0], b[1]);
+                zp_pf_mma(o[2 * n2 + 1], a, b[2], b[3]);
+            }
+        }
+    }
+
+    /* l over the quad (lanes 4gid .. 4gid+3 hold the row's key columns), then the partials */
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float l = lr[h] + __shfl_xor_sync(0xffffffffu, lr[h], 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if (!qr[h]) continue;
+        const bool empty = mr[h] == ZP_PF_NEG_INF;
+        if (tq == 0) {
+            part_ml[pidx[h] * 2 + 0] = empty ? ZP_PF_NEG_INF : mr[h] * 0.6931471805599453f;
+            part_ml[pidx[h] * 2 + 1] = l;
+        }
+        if (!empty) {
+            float *dst = part_o + pidx[h] * D + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+                *(float2 *)(dst + 8 * n) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+/* attn_prefill_tiles (drv/attn_tiles.c), the host side of the tensor-core prefill attention:
+ * a fixed step (decode rows, prompts of 37 and 5 rows, a marked padding row, one sequence in
+ * two runs) against its expected tiles, then random steps at GQA 1, 2, 4 and 8: every marked
+ * row of a real sequence in exactly one tile and no other row, tiles of 1..64/G consecutive
+ * rows of one sequence, cut from each run's first row, listed in reverse row order, tok_tc
+ * returned as exactly the covered rows. */
+#include "drv/attn_tiles.h"
+#include "tests/testlib.h"
+
+#include <string.h>
+
+enum { MAXR = 700 };
+
+static void fixed_step(void) {
+    /* rows: 0 decode (seq 0), 1..37 prompt of seq 1, 38 padding (marked), 39..43 prompt of
+     * seq 2, 44 decode (seq 3), 45..47 more prompt rows of seq 1 (a second run) */
+    int32_t seq[48], tc[48], qt[2 * 48];
+    for (int t = 0; t < 48; t++) {
+        seq[t] = t == 0 ? 0 : t <= 37 ? 1 : t == 38 ? -1 : t <= 43 ? 2 : t == 44 ? 3 : 1;
+        tc[t] = t != 0 && t != 44;
+    }
+    int n = attn_prefill_tiles(tc, seq, 48, 4, qt);
+    static const int32_t want[][2] = {{45, 3}, {39, 5}, {33, 5}, {17, 16}, {1, 16}};
+    CHECKF(n == 5, "%d tiles", n);
+    for (int i = 0; i < 5 && i < n; i++)
+        CHECKF(qt[2 * i] == want[i][0] && qt[2 * i + 1] == want[i][1], "tile %d = {%d, %d}", i,
+               qt[2 * i], qt[2 * i + 1]);
+    for (int t = 0; t < 48; t++)
+        CHECKF(tc[t] == (t != 0 && t != 38 && t != 44), "tok_tc[%d] = %d", t, tc[t]);
+}
+
+static void random_step(unsigned long long *rs, int gqa) {
+    int32_t seq[MAXR], tc[MAXR], in[MAXR], qt[2 * MAXR], cover[MAXR];
+    int n_rows = 1 + (int)(test_rand_u64(rs) % MAXR), t = 0;
+    while (t < n_rows) { /* runs of rows of random sequences, marked or not */
+        int len = 1 + (int)(test_rand_u64(rs) % 150), s = (int)(test_rand_u64(rs) % 6) - 1;
+        int mark = (int)(test_rand_u64(rs) % 3);
+        for (int i = 0; i < len && t < n_rows; i++, t++)
+            seq[t] = s, in[t] = tc[t] = mark == 2 ? (int)(test_rand_u64(rs) % 2) * 7 : mark;
+    }
+    int n = attn_prefill_tiles(tc, seq, n_rows, gqa, qt), Q = attn_tile_rows(gqa);
+    memset(cover, 0, sizeof cover);
+    CHECK(n >= 0 && n <= n_rows);
+    for (int i = 0; i < n; i++) {
+        int f = qt[2 * i], c = qt[2 * i + 1];
+        CHECKF(f >= 0 && c >= 1 && c <= Q && f + c <= n_rows, "tile {%d, %d}", f, c);
+        if (!(f >= 0 && c >= 1 && f + c <= n_rows)) continue;
+        for (int r = f; r < f + c; r++) {
+            cover[r]++;
+            CHECKF(seq[r] == seq[f], "tile {%d, %d} spans sequences", f, c);
+        }
+        if (i > 0) CHECKF(f < qt[2 * i - 2], "tiles not in reverse row order");
+        /* cut from the run's first row: a tile starts a run or follows a full tile */
+        int starts_run = f == 0 || !in[f - 1] || seq[f - 1] != seq[f];
+        CHECKF(starts_run || (i + 1 < n && qt[2 * i + 2] + qt[2 * i + 3] == f &&
+                              qt[2 * i + 3] == Q),
+               "tile {%d, %d} does not start a run or follow a full tile", f, c);
+    }
+    for (int r = 0; r < n_rows; r++) {
+        int want = in[r] && seq[r] >= 0;
+        CHECKF(cover[r] == want, "row %d covered %d times (marked %d, seq %d)", r, cover[r], in[r],
+               seq[r]);
+        CHECKF(tc[r] == want, "tok_tc[%d] = %d, want %d", r, tc[r], want);
+    }
+}
+
+int main(void) {
+    fixed_step();
+    unsigned long long rs = 0x7111e5;
+    static const int gqas[] = {1, 2, 4, 8};
+    for (int i = 0; i < 400; i++) random_step(&rs, gqas[i % 4]);
+    return test_done("attn_tiles");
+}
