@@ -62,7 +62,8 @@ typedef uint64_t be_ptr;
 typedef struct be_batch {
     int32_t n_tokens, n_seqs, max_blocks, n_logits;
     int32_t max_kv_len;  /* longest context of the step's tokens (sizes attention splits) */
-    be_ptr counts;       /* [4]: n_tokens, n_logits, n_seqs, n_seat_jobs (kernels read them) */
+    be_ptr counts;       /* [8]: n_tokens, n_logits, n_seqs, n_seat_jobs, n_qtiles (kernels read
+                          * them) */
     be_ptr token_ids;    /* [n_tokens] */
     be_ptr positions;    /* [n_tokens] absolute positions for RoPE */
     be_ptr slots;        /* [n_tokens] physical slot receiving the token's K/V */
@@ -70,6 +71,13 @@ typedef struct be_batch {
     be_ptr tok_kv_idx;   /* [n_tokens] the token's logical cache index */
     be_ptr block_tables; /* [n_seqs][max_blocks] physical block ids */
     be_ptr logit_rows;   /* [n_logits] token rows whose logits are wanted */
+    /* Prompt rows for a backend with a prefill attention kernel (prefill_tiles): tok_tc
+     * [n_tokens] 1 for a row a q-tile covers (drv/attn_tiles.h), qtile [n_qtiles][2] {first row,
+     * rows}; n_qtiles on the host sizes the grid, counts[4] holds it for the kernel. Which rows
+     * are prompt rows depends on the row alone, never on the batch (the kernels round
+     * differently). Other backends ignore them. */
+    be_ptr tok_tc, qtile;
+    int32_t n_qtiles;
 } be_batch;
 
 /* Compression of a batch of requests ("jobs"), one layer at a time (see
@@ -150,7 +158,9 @@ struct backend {
     int device_memory;    /* the reservation is GPU memory: kv_memory_mb 0 sizes the KV pool from
                            * mem_info x gpu_memory_utilization */
     size_t scratch_bytes; /* the backend's own scratch, reserved on top of reserve()'s bytes */
-    be_ptr counts;        /* set by the model: int32 [4] (n_tokens, n_logits, n_seqs, n_seat_jobs)
+    int prefill_tiles;    /* attention runs prompt rows given as q-tiles (be_batch.qtile) */
+    be_ptr counts;        /* set by the model: int32 [8] (n_tokens, n_logits, n_seqs, n_seat_jobs,
+                           * n_qtiles)
                            * of the step, in backend memory, read by kernels (padded launches) */
 
     /* Memory: one reservation at start-up of `bytes` of backend memory (plus scratch_bytes),

@@ -57,8 +57,9 @@ typedef struct cuda_be {
     CUdeviceptr ws, part_o, part_ml;
     size_t part_cap; /* (token row, split) pairs the partials hold */
     void *staging;
-    CUmodule layer_mod, attn_mod, sample_mod;
+    CUmodule layer_mod, attn_mod, prefill_mod, sample_mod;
     CUfunction embed, add_rmsnorm, qkv, swiglu, gather, argmax, attn_partial, attn_merge;
+    CUfunction attn_prefill;
     CUfunction sample, seat_init;
     CUdeviceptr seen, seat_counts; /* penalty state of the sample_seats seats */
     cublaslt_gemm *plans;
@@ -428,6 +429,7 @@ static void cb_destroy(backend *be) {
     if (cb->lt.h) cublaslt_close(&cb->lt);
     if (cb->layer_mod) cb->drv.ModuleUnload(cb->layer_mod);
     if (cb->attn_mod) cb->drv.ModuleUnload(cb->attn_mod);
+    if (cb->prefill_mod) cb->drv.ModuleUnload(cb->prefill_mod);
     if (cb->sample_mod) cb->drv.ModuleUnload(cb->sample_mod);
     if (cb->mem) cb->drv.MemFree(cb->mem);
     for (int i = 0; i < 2; i++)
@@ -495,11 +497,17 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     }
     be_ptr cnt = be->counts, seq = b->tok_seq, idx = b->tok_kv_idx, bt = b->block_tables;
     be_ptr po = cb->part_o, pml = cb->part_ml;
-    be_ptr tc = 0; /* no tok_tc: every row runs in zp_attn_partial */
+    be_ptr tc = b->tok_tc, qt = b->qtile, nqt = be->counts + 16; /* counts[4]: n_qtiles */
     int mb = b->max_blocks;
+    /* decode rows (and any row no q-tile covers) here, prompt rows in the tensor-core kernel;
+     * both write the same partials, one merge finishes every row */
     void *pa[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &cnt, &tc,
                   &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
     launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n), 128, pa, "zp_attn_partial");
+    void *pp[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &qt, &nqt,
+                  &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
+    launch(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128, pp,
+           "zp_attn_prefill_partial");
     void *ma[] = {&po, &pml, &cnt, &hq, &n_split, &out};
     launch(cb, cb->attn_merge, U(hq), U(n), 1, U(dim), ma, "zp_attn_merge");
 }
@@ -628,6 +636,8 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         (rc = get_fn(cb, cb->layer_mod, "zp_argmax", &cb->argmax)) ||
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_partial", &cb->attn_partial)) ||
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_merge", &cb->attn_merge)) ||
+        (rc = load_module(cb, "prefill.cu", gqa, cb->cache_dir, &cb->prefill_mod)) ||
+        (rc = get_fn(cb, cb->prefill_mod, "zp_attn_prefill_partial", &cb->attn_prefill)) ||
         (rc = load_module(cb, "sample.cu", 1, cb->cache_dir, &cb->sample_mod)) ||
         (rc = get_fn(cb, cb->sample_mod, "zp_sample", &cb->sample)) ||
         (rc = get_fn(cb, cb->sample_mod, "zp_sample_seat_init", &cb->seat_init)))
@@ -688,6 +698,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .impl = cb,
         .act_dtype = ZP_BF16,
         .device_memory = 1,
+        .prefill_tiles = 1,
         .mem_info = cb_mem_info,
         .reserve = cb_reserve,
         .alloc = cb_alloc,

@@ -890,6 +890,7 @@ static void build_batch(engine *e) {
             b->tok_seq[t] = s;
             b->tok_kv_idx[t] = ci;
             b->tok_qslot[t] = r->qslot;
+            b->tok_prompt[t] = pos < r->n_prompt; /* the kernel follows the token, not the batch */
             b->slots[t] = r->blocks[ci / e->bs] * e->bs + ci % e->bs;
             /* A block shared through the prefix cache is never written. */
             assert(e->kv.ref[r->blocks[ci / e->bs]] == 1);

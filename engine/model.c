@@ -2,6 +2,7 @@
 #include "engine/model.h"
 
 #include "arena/err.h"
+#include "drv/attn_tiles.h"
 
 #include <math.h>
 #include <string.h>
@@ -24,7 +25,7 @@ size_t model_slot_bytes(const model_config *c, int32_t qcl) {
 }
 
 static size_t meta_words(const model_dims *d) {
-    return 4 + 6 * (size_t)d->max_tokens + (size_t)d->max_logits +
+    return 8 + 9 * (size_t)d->max_tokens + (size_t)d->max_logits +
            (size_t)d->max_seqs * (size_t)d->max_blocks;
 }
 
@@ -315,7 +316,7 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     be_ptr p = m->meta;
     model_batch *b = &m->batch;
     be_batch *bb = &m->bb;
-    bb->counts = be->counts = p, h += 4, p += 16;
+    bb->counts = be->counts = p, h += 8, p += 32;
 #define CARVE(field, count) b->field = h, bb->field = p, h += (count), p += (be_ptr)(count)*4
     CARVE(token_ids, T);
     CARVE(positions, T);
@@ -323,6 +324,8 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     CARVE(tok_seq, T);
     CARVE(tok_kv_idx, T);
     b->tok_qslot = h, m->tok_qslot = p, h += T, p += (be_ptr)T * 4;
+    b->tok_prompt = h, bb->tok_tc = p, h += T, p += (be_ptr)T * 4;
+    CARVE(qtile, 2 * (size_t)T);
     CARVE(logit_rows, (size_t)d->max_logits);
     CARVE(block_tables, (size_t)d->max_seqs * (size_t)d->max_blocks);
 #undef CARVE
@@ -412,6 +415,7 @@ static int capture_graphs(model *m) {
         for (int32_t li = 0; !rc && li < m->n_len_buckets; li++) {
             m->bb.n_tokens = m->bb.n_seqs = m->bb.n_logits = B;
             m->bb.max_kv_len = m->len_bucket[li];
+            m->bb.n_qtiles = 0; /* decode graphs: every row in the decode kernel */
             if (li == 0) {
                 forward_ops(m, B, B, true);
                 if ((rc = be->sync(be))) break;
@@ -443,7 +447,12 @@ int model_forward(model *m) {
     bb->max_kv_len = 0;
     for (int i = 0; i < n; i++)
         if (b->tok_kv_idx[i] + 1 > bb->max_kv_len) bb->max_kv_len = b->tok_kv_idx[i] + 1;
+    /* prompt rows become q-tiles of the prefill kernel (flags of padding rows cleared) */
+    bb->n_qtiles = be->prefill_tiles ? attn_prefill_tiles(b->tok_prompt, b->tok_seq, n,
+                                                          c->heads / c->kv_heads, b->qtile)
+                                     : 0;
     bool dev_sample = b->want_ids && be->sample && b->n_logits > 0;
+    m->host_meta[4] = bb->n_qtiles;
     m->host_meta[0] = n, m->host_meta[1] = b->n_logits, m->host_meta[2] = b->n_seqs;
     m->host_meta[3] = dev_sample ? b->n_seat_jobs : 0;
     int rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
@@ -463,7 +472,8 @@ int model_forward(model *m) {
             return rc;
     }
     int bi = -1, li = -1;
-    if (m->n_batch_buckets && b->want_ids && b->n_seqs == n && b->n_logits == n) {
+    if (m->n_batch_buckets && b->want_ids && b->n_seqs == n && b->n_logits == n &&
+        !bb->n_qtiles) { /* graphs hold no prefill kernel */
         bi = bucket_of(m->batch_bucket, m->n_batch_buckets, n);
         li = bucket_of(m->len_bucket, m->n_len_buckets, bb->max_kv_len);
     }

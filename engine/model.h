@@ -57,6 +57,9 @@ typedef struct model_batch {
                     * has one (then sparams / seat jobs are staged and logprobs come back) */
     int32_t *token_ids, *positions, *slots, *tok_seq, *tok_kv_idx, *logit_rows;
     int32_t *tok_qslot;            /* query-cache slot of each token, -1 = none */
+    int32_t *tok_prompt;           /* set for every row: nonzero = a prompt token (its attention
+                                    * may run in the backend's prefill kernel) */
+    int32_t *qtile;                /* [2 * max_tokens] the q-tiles model_forward builds */
     int32_t *block_tables;         /* [max_seqs][max_blocks] */
     zp_sample_params *sparams;     /* [max_logits], per logit row (backends that sample) */
     zp_sample_seat_job *seat_jobs; /* [max_logits]: seats to initialise this step */

@@ -170,6 +170,7 @@ static void paged_forward(model *m, const int32_t *ids, int n, const int *chunks
             b->positions[j] = p;
             b->tok_seq[j] = 0;
             b->tok_kv_idx[j] = p;
+            b->tok_prompt[j] = 1;
             b->slots[j] = table[p / bs] * bs + p % bs;
             b->logit_rows[j] = j;
         }

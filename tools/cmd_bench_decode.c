@@ -233,6 +233,7 @@ int bench_decode(int argc, char **argv) {
                 b->positions[s] = b->tok_kv_idx[s] = ci;
                 b->tok_seq[s] = s;
                 b->tok_qslot[s] = -1;
+                b->tok_prompt[s] = 0;
                 b->slots[s] = (s * per + ci / bs) * bs + ci % bs;
                 b->logit_rows[s] = s;
             }
@@ -268,6 +269,7 @@ int bench_decode(int argc, char **argv) {
                 b->positions[i] = b->tok_kv_idx[i] = b->slots[i] = i;
                 b->tok_seq[i] = 0;
                 b->tok_qslot[i] = -1;
+                b->tok_prompt[i] = 1;
             }
             b->logit_rows[0] = P - 1;
             b->n_tokens = P, b->n_seqs = b->n_logits = 1;

@@ -32,6 +32,7 @@ static int write_logits(model *m, const int32_t *ids, int32_t n, int64_t prefill
             m->batch.positions[j] = m->batch.tok_kv_idx[j] = m->batch.slots[j] = i;
             m->batch.logit_rows[j] = j;
             m->batch.tok_seq[j] = 0;
+            m->batch.tok_prompt[j] = i < prefill; /* the prompt, then teacher-forced decode */
         }
         m->batch.n_tokens = m->batch.n_logits = take;
         m->batch.n_seqs = 1;
