@@ -149,7 +149,7 @@ typedef struct be_linear {
 typedef struct backend backend;
 
 enum { BE_Q_COMPUTE, BE_Q_COMPRESS, BE_QUEUES };
-enum { BE_EVENTS = 64 }; /* events in every backend's pool */
+enum { BE_EVENTS = 512 }; /* events in every backend's pool */
 
 struct backend {
     const char *name;
@@ -189,6 +189,8 @@ struct backend {
     /* Blocks until every queue has run all its work; returns the first error of an op queued
      * since the last sync (or of the queues themselves). */
     int (*sync)(backend *be);
+    /* The same for queue q alone (the other may keep running). */
+    int (*sync_queue)(backend *be, int q);
     void (*destroy)(backend *be);
     /* Queues and events (see the top of this file). q: BE_Q_*; ev: 0 .. BE_EVENTS-1. Not
      * inside a capture. event_done: 1 passed, 0 pending, < 0 an error. event_elapsed: *ms from

@@ -198,6 +198,10 @@ static int cpu_sync(backend *be) {
     return 0;
 }
 
+static int cpu_sync_queue(backend *be, int q) {
+    return be_check_queue(be, q); /* ops run to completion: nothing is ever pending */
+}
+
 /* ---- queues and events ---- */
 
 static int cpu_use_queue(backend *be, int q) {
@@ -769,6 +773,7 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
         .upload = cpu_upload,
         .download = cpu_download,
         .sync = cpu_sync,
+        .sync_queue = cpu_sync_queue,
         .destroy = cpu_destroy,
         .use_queue = cpu_use_queue,
         .event_record = cpu_event_record,

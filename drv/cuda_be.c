@@ -72,8 +72,8 @@ typedef struct cuda_be {
     int q; /* the selected queue (BE_Q_*) */
     CUevent ev[BE_EVENTS];
     uint8_t ev_set[BE_EVENTS];
-    int rc; /* first failed launch since the last sync */
-    char err[512];
+    int rc[BE_QUEUES]; /* per queue: its first failed op since its last sync */
+    char err[BE_QUEUES][512];
     char desc[256];
     char cache_dir[1024]; /* kernels and tuned GEMM plans; "" = none */
 } cuda_be;
@@ -93,9 +93,9 @@ static CUstream cur(const cuda_be *cb) {
 
 /* Keeps the first failure of a queued op for the next sync(). */
 static void keep(cuda_be *cb, int rc) {
-    if (!rc || cb->rc) return;
-    cb->rc = rc;
-    snprintf(cb->err, sizeof cb->err, "%s", err_msg());
+    if (!rc || cb->rc[cb->q]) return;
+    cb->rc[cb->q] = rc;
+    snprintf(cb->err[cb->q], sizeof cb->err[cb->q], "%s", err_msg());
 }
 
 static void launch(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned block,
@@ -307,17 +307,23 @@ static int cb_download(backend *be, void *dst, be_ptr src, size_t bytes) {
 }
 
 /* Both queues, compute first; a failed launch is reported before the queues' own errors. */
-static int cb_sync(backend *be) {
+/* Waits for queue q; returns its stream's error or the first failed op queued on it. */
+static int cb_sync_queue(backend *be, int q) {
     cuda_be *cb = be->impl;
-    int rc = cuda_err(&cb->drv, cb->drv.StreamSynchronize(cb->dev.compute), "GPU step");
-    int rc2 =
-        cuda_err(&cb->drv, cb->drv.StreamSynchronize(cb->dev.compress), "GPU compression queue");
-    if (!rc) rc = rc2;
-    if (cb->rc) {
-        rc = err_set(cb->rc, "%s", cb->err);
-        cb->rc = 0;
+    int rc = be_check_queue(be, q);
+    if (rc) return rc;
+    rc = cuda_err(&cb->drv, cb->drv.StreamSynchronize(stream_of(cb, q)),
+                  q == BE_Q_COMPUTE ? "GPU step" : "GPU compression queue");
+    if (cb->rc[q]) {
+        rc = err_set(cb->rc[q], "%s", cb->err[q]);
+        cb->rc[q] = 0;
     }
     return rc;
+}
+
+static int cb_sync(backend *be) {
+    int rc = cb_sync_queue(be, BE_Q_COMPUTE), rc2 = cb_sync_queue(be, BE_Q_COMPRESS);
+    return rc ? rc : rc2;
 }
 
 /* ---- queues and events ---- */
@@ -383,7 +389,7 @@ static int cb_capture_begin(backend *be) {
     if (cb->q != BE_Q_COMPUTE)
         return err_set(ZP_ESTATE, "cuda backend: graphs are captured on the compute queue, but "
                                   "the compression queue is selected");
-    cb->rc = 0;
+    cb->rc[BE_Q_COMPUTE] = 0;
     return cuda_err(
         &cb->drv, cb->drv.StreamBeginCapture(cb->dev.compute, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
         "cuStreamBeginCapture");
@@ -394,9 +400,9 @@ static int cb_capture_end(backend *be, int slot) {
     CUgraph g = NULL;
     int rc =
         cuda_err(&cb->drv, cb->drv.StreamEndCapture(cb->dev.compute, &g), "cuStreamEndCapture");
-    if (!rc && cb->rc)
-        rc = err_set(cb->rc, "capturing a CUDA graph: %s", cb->err); /* a failed op */
-    cb->rc = 0;
+    if (!rc && cb->rc[BE_Q_COMPUTE]) /* a failed op */
+        rc = err_set(cb->rc[BE_Q_COMPUTE], "capturing a CUDA graph: %s", cb->err[BE_Q_COMPUTE]);
+    cb->rc[BE_Q_COMPUTE] = 0;
     if (!rc && (slot < 0 || slot >= CB_MAX_GRAPHS || cb->graphs[slot]))
         rc = err_set(ZP_EINVAL, "cuda backend: graph slot %d is taken or out of range", slot);
     if (!rc)
@@ -709,6 +715,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .upload = cb_upload,
         .download = cb_download,
         .sync = cb_sync,
+        .sync_queue = cb_sync_queue,
         .destroy = cb_destroy,
         .use_queue = cb_use_queue,
         .event_record = cb_event_record,

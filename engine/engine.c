@@ -49,6 +49,8 @@ typedef struct req {
     bool logprobs, cancel_pending;
     bool cmp;        /* this request compresses */
     bool compressed; /* at least one compression committed (never preempted then) */
+    bool compressing; /* in the compression batch in flight: not scheduled, preempted or
+                       * finished until the batch ends (it owns the request's blocks) */
     int32_t budget;  /* M for this request, in blocks */
     int32_t qslot;   /* query-cache slot, -1 = none */
     int32_t seat;    /* the backend sampler's penalty-state seat, -1 = none */
@@ -94,6 +96,7 @@ struct engine {
     int32_t *cjob_req;        /* requests of the compression batch being built */
     uint32_t *blk_batch;      /* per block: the compression batch that reads it as shared */
     uint32_t cbatch;          /* id of the batch being built */
+    int32_t cmp_n;            /* jobs of the compression batch in flight (0: none) */
     engine_stats st;
 };
 
@@ -214,7 +217,8 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
         int64_t keep_blocks =
             cf->max_kv_budget_blocks < e->max_blocks ? cf->max_kv_budget_blocks : e->max_blocks;
         d.qcl = e->qcl;
-        d.cmp_jobs = (int32_t)(cf->max_num_seqs < 8 ? cf->max_num_seqs : 8);
+        d.cmp_jobs = (int32_t)(cf->max_num_seqs < cf->compression_batch ? cf->max_num_seqs
+                                                                        : cf->compression_batch);
         d.cmp_max_pos = e->max_blocks * e->bs;
         d.cmp_max_keep = (int32_t)keep_blocks * e->bs;
     }
@@ -449,6 +453,7 @@ static void emit_final(engine *e, req *r, engine_finish f, int code, const char 
 /* Ends a request: terminal event, blocks and slot released. */
 static void finish(engine *e, int32_t i, engine_finish f, int code, const char *msg) {
     req *r = &e->reqs[i];
+    assert(!r->compressing); /* its blocks are the compression batch's until it ends */
     if (r->state == RQ_RUNNING)
         list_remove(e, &e->running, i);
     else if (r->state == RQ_WAITING)
@@ -545,7 +550,7 @@ int engine_cancel(engine *e, uint64_t req_id) {
     if (i < 0)
         return err_set(ZP_ENOTFOUND, "cancel: no request %llu in flight",
                        (unsigned long long)req_id);
-    if (e->in_step) {
+    if (e->in_step || e->reqs[i].compressing) { /* finished at the end of a step */
         if (!e->reqs[i].cancel_pending) e->n_cancel_pending++;
         e->reqs[i].cancel_pending = true;
     } else
@@ -575,14 +580,14 @@ static int32_t pick_victim(const engine *e) {
     for (int pass = 0; pass < 2; pass++)
         for (int32_t i = e->running.tail; i >= 0; i = e->reqs[i].prev) {
             const req *r = &e->reqs[i];
-            if (!r->compressed && (pass == 1 || r->qslot < 0)) return i;
+            if (!r->compressed && !r->compressing && (pass == 1 || r->qslot < 0)) return i;
         }
     return -1;
 }
 
 static void preempt(engine *e, int32_t i) {
     req *r = &e->reqs[i];
-    assert(!r->compressed);
+    assert(!r->compressed && !r->compressing);
     list_remove(e, &e->running, i);
     release_blocks(e, r);
     release_slot(e, r);
@@ -650,14 +655,17 @@ static int32_t clip_take(engine *e, req *r, int32_t take) {
     return take > 0 ? take : 0;
 }
 
-/* Runs the staged compression batch and commits it: new block tables, released blocks. */
-static int run_compressions(engine *e, int32_t n) {
+/* Commits the compression batch that ended (rc: its result): new block tables, released
+ * blocks (only now: the batch read them until its end), or on failure the loss of the jobs'
+ * caches, which end their requests with an error record. */
+static void commit_compressions(engine *e, int rc) {
     model_cjobs *j = &e->m.cjobs;
-    j->n_jobs = n;
-    int rc = model_compress(&e->m);
+    int32_t n = e->cmp_n;
+    e->cmp_n = 0;
     for (int32_t k = 0; k < n; k++) {
         req *r = &e->reqs[e->cjob_req[k]];
         const int32_t *dst = j->dst + (size_t)k * (size_t)e->max_blocks;
+        r->compressing = false;
         for (int32_t b = 0; b < r->n_blocks; b++)
             if (b >= r->budget || dst[b] != r->blocks[b]) kv_unref(&e->kv, r->blocks[b]);
         if (rc) {
@@ -678,7 +686,35 @@ static int run_compressions(engine *e, int32_t n) {
     }
     e->st.score_seconds = e->m.score_seconds;
     e->st.compact_seconds = e->m.compact_seconds;
-    return rc;
+    if (rc) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "compression failed: %s", err_msg());
+        for (int32_t k = 0; k < n; k++)
+            finish(e, e->cjob_req[k], ENGINE_FINISH_ERROR, ZP_EBACKEND, msg);
+    }
+}
+
+/* Commits the batch in flight once it has ended (wait: block until it has). */
+static void poll_compressions(engine *e, bool wait) {
+    if (!e->cmp_n) return;
+    int done = wait ? 1 : model_compress_done(&e->m);
+    if (done == 0) return;
+    int rc = model_compress_end(&e->m); /* waits for the compression queue, reports its errors */
+    commit_compressions(e, rc ? rc : done < 0 ? done : 0);
+}
+
+/* Starts the staged batch of n jobs on the compression queue; its requests wait for it. With
+ * async_compression off (or on the CPU, where it has ended on return) it commits at once. */
+static void start_compressions(engine *e, int32_t n) {
+    e->m.cjobs.n_jobs = n;
+    e->cmp_n = n;
+    for (int32_t k = 0; k < n; k++)
+        e->reqs[e->cjob_req[k]].compressing = true;
+    int rc = model_compress_begin(&e->m);
+    if (rc)
+        commit_compressions(e, rc);
+    else
+        poll_compressions(e, !e->cf.async_compression);
 }
 
 /* Stages a compression of r into job slot k; false when its copy-on-write targets cannot
@@ -713,14 +749,6 @@ static bool stage_compression(engine *e, int32_t i, int32_t k, int32_t *next) {
     return true;
 }
 
-/* A failed compression batch loses its requests' caches: they end with an error. */
-static void fail_compressed(engine *e, int32_t n) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "compression failed: %s", err_msg());
-    for (int32_t k = 0; k < n; k++)
-        finish(e, e->cjob_req[k], ENGINE_FINISH_ERROR, ZP_EBACKEND, msg);
-}
-
 /* True when r reads a shared (prefix-cached) block that a job of the batch being built
  * reads too. Scoring writes the carried score C := S into the source blocks, so two jobs on
  * one block in one batch would race on it; such jobs go to separate batches (C of a shared
@@ -737,22 +765,29 @@ static void mark_shared(engine *e, const req *r) {
 }
 
 static void flush_compressions(engine *e, int32_t *n) {
-    if (*n > 0 && run_compressions(e, *n)) fail_compressed(e, *n);
+    if (*n > 0) start_compressions(e, *n);
     *n = 0;
     e->cbatch++;
 }
 
-/* Compresses every running request that has reached its compression point and has a
- * token left to compute, in batches of the planned size. */
+/* Commits the batch in flight if it has ended; then, while no batch is in flight, compresses
+ * the running requests that have reached their compression point and have a token left to
+ * compute, in batches of the planned size (one batch in flight at a time: the next is staged
+ * into the same host staging once the last has ended). */
 static void compress_due(engine *e) {
+    poll_compressions(e, false);
     int32_t n = 0;
     e->cbatch++;
-    for (int32_t i = e->running.head; i >= 0;) {
+    for (int32_t i = e->running.head; i >= 0 && !e->cmp_n;) {
         req *r = &e->reqs[i];
         int32_t next = r->next;
-        if (r->cmp && r->kv_len == compress_point(e, r) && r->n_computed < r->n_tok) {
+        if (r->cmp && !r->compressing && r->kv_len == compress_point(e, r) &&
+            r->n_computed < r->n_tok) {
             assert(r->qslot >= 0);
-            if (n == e->m.dims.cmp_jobs || shares_with_batch(e, r)) flush_compressions(e, &n);
+            if (n == e->m.dims.cmp_jobs || shares_with_batch(e, r)) {
+                flush_compressions(e, &n);
+                if (e->cmp_n) break; /* in flight: r waits for the next step */
+            }
             mark_shared(e, r);
             if (stage_compression(e, i, n, &next)) n++;
         }
@@ -932,6 +967,10 @@ int engine_step(engine *e) {
     double t0 = now_s();
     e->in_step = true;
     schedule(e);
+    if (e->n_sched == 0 && e->cmp_n) { /* everything runnable waits on the batch in flight */
+        poll_compressions(e, true);
+        schedule(e);
+    }
     if (kv_used_count(&e->kv) > e->st.blocks_peak) e->st.blocks_peak = kv_used_count(&e->kv);
     if (e->n_sched == 0 && e->running.n == 0 && e->waiting.n > 0) {
         /* Nothing can run although the pool is idle: the head request cannot fit at all. */
@@ -999,7 +1038,7 @@ int engine_step(engine *e) {
     /* Cancellations requested from inside callbacks (requests that finished meanwhile
      * were freed and are skipped). */
     for (int32_t i = 0; e->n_cancel_pending > 0 && i < e->nreqs; i++) {
-        if (!e->reqs[i].cancel_pending) continue;
+        if (!e->reqs[i].cancel_pending || e->reqs[i].compressing) continue;
         e->reqs[i].cancel_pending = false;
         e->n_cancel_pending--;
         if (e->reqs[i].state != RQ_FREE) finish(e, i, ENGINE_FINISH_CANCELLED, 0, NULL);

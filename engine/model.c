@@ -7,7 +7,6 @@
 #include <math.h>
 #include <string.h>
 
-_Static_assert(MODEL_EV_MARK + MODEL_MARKS <= BE_EVENTS, "the backend's event pool is too small");
 
 static size_t al(size_t v) {
     return (v + 255) & ~(size_t)255;
@@ -267,6 +266,11 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     if (c->head_dim > 512 || c->head_dim % 2)
         return err_set(ZP_EUNSUP, "model: head_dim %d unsupported (even, at most 512)",
                        c->head_dim);
+    if (d->cmp_jobs && MODEL_EV_MARK + 2 * c->layers + 1 > BE_EVENTS)
+        return err_set(ZP_EUNSUP,
+                       "model: %d layers need %d timer events to compress, the backend has %d; "
+                       "set compress=false",
+                       c->layers, MODEL_EV_MARK + 2 * c->layers + 1, BE_EVENTS);
     m->layers = arena_alloc(a, sizeof(model_layer) * (size_t)c->layers, 64, "model layers");
     if (!m->layers) return ZP_ENOMEM;
     carver cv = {.be = be, .carve = true}, hv = {.be = be, .carve = true};
@@ -494,72 +498,77 @@ int model_forward(model *m) {
         }
         if (rc) return rc;
     }
-    return be->sync(be);
+    return be->sync_queue(be, BE_Q_COMPUTE); /* a compression batch may still be running */
 }
 
 void model_set_cparams(model *m, const be_cparams *p) {
     m->cp = *p;
 }
 
-/* Phase timing of model_compress. Mark 0 is recorded on the compression queue before the first
- * layer, then one mark after each phase: odd marks end a layer's scoring (score, redundancy,
- * selection), even marks its compaction. Mark k lives in event MODEL_EV_MARK + k % MODEL_MARKS;
- * the phase ending at mark k is timed by phase_time(k). */
+/* Phase timing of a compression batch. Mark 0 is recorded on the compression queue before the
+ * first layer, then one mark after each phase: odd marks end a layer's scoring (score,
+ * redundancy, selection), even marks its compaction. Mark k is event MODEL_EV_MARK + k (the
+ * pool holds 2 * layers + 1 marks, checked at init); the phase ending at mark k is timed by
+ * phase_time(k) once the batch is done. */
 static int phase_time(model *m, int k) {
-    backend *be = m->be;
     float ms = 0;
-    int a = MODEL_EV_MARK + (k - 1) % MODEL_MARKS, b = MODEL_EV_MARK + k % MODEL_MARKS;
-    int rc = be->event_sync(be, b);
-    if (!rc) rc = be->event_elapsed(be, a, b, &ms);
+    int rc = m->be->event_elapsed(m->be, MODEL_EV_MARK + k - 1, MODEL_EV_MARK + k, &ms);
     if (!rc) *(k % 2 ? &m->score_seconds : &m->compact_seconds) += 1e-3 * ms;
     return rc;
 }
 
-/* Records mark k. Its event last held mark k - MODEL_MARKS, which the phase after it still
- * needs: that phase is timed first. So the host waits inside model_compress only when one call
- * records more than MODEL_MARKS marks (16 layers or more), and then for a mark MODEL_MARKS - 1
- * phases behind the newest: the device still has those phases queued. */
-static int mark(model *m, int k) {
-    int rc = k >= MODEL_MARKS ? phase_time(m, k - MODEL_MARKS + 1) : 0;
-    return rc ? rc : m->be->event_record(m->be, MODEL_EV_MARK + k % MODEL_MARKS, BE_Q_COMPRESS);
-}
-
-/* Queues every layer's compression on the compression queue after the compute work queued so
- * far (the forward passes that stored the K/V and queries it reads), and makes later compute
- * work wait for it (the next forward reads the compacted caches and reuses the freed blocks).
- * One host wait at the end, for the host's own bookkeeping: the engine stages the next job batch
- * into the same pinned staging right after this returns (the upload must have read it), frees the
- * jobs' caches when this fails (errors of the queued ops must be known here), and the phase times
- * are read from marks that must have passed. */
-int model_compress(model *m) {
+int model_compress_begin(model *m) {
     backend *be = m->be;
     const model_cjobs *j = &m->cjobs;
+    if (m->cmp_marks)
+        return err_set(ZP_ESTATE, "model: a compression batch is already in flight");
     if (j->n_jobs < 1 || j->n_jobs > m->dims.cmp_jobs)
         return err_set(ZP_EINVAL, "model: %d compression jobs (plan: %d)", j->n_jobs,
                        m->dims.cmp_jobs);
     m->bcj.n_jobs = j->n_jobs;
+    /* after the forward passes queued so far (they stored the K/V and queries it reads) */
     int rc = be->event_record(be, MODEL_EV_COMPUTED, BE_Q_COMPUTE);
     if (!rc) rc = be->event_wait(be, BE_Q_COMPRESS, MODEL_EV_COMPUTED);
     if (!rc) rc = be->use_queue(be, BE_Q_COMPRESS);
     if (rc) return rc;
     int k = 0; /* marks recorded */
     rc = be->upload(be, m->cmeta, m->host_cmeta, m->cmeta_words * 4);
-    if (!rc) rc = mark(m, k++);
+    if (!rc) rc = be->event_record(be, MODEL_EV_MARK + k++, BE_Q_COMPRESS);
     for (int l = 0; !rc && l < m->cfg.layers; l++) {
         const model_layer *L = &m->layers[l];
         be->cmp_score(be, m->scores, m->qc, L->kc, L->cc, m->dims.kv_dtype, &m->bcj, l, &m->cp);
         be->cmp_redundancy(be, m->scores, L->kc, m->dims.kv_dtype, m->work, &m->bcj, &m->cp);
         be->cmp_select(be, m->keep, m->scores, m->work, &m->bcj, &m->cp);
-        if ((rc = mark(m, k++))) break;
+        if ((rc = be->event_record(be, MODEL_EV_MARK + k++, BE_Q_COMPRESS))) break;
         be->cmp_compact(be, L->kc, L->vc, L->cc, m->dims.kv_dtype, m->keep, &m->bcj, &m->cp);
-        rc = mark(m, k++);
+        rc = be->event_record(be, MODEL_EV_MARK + k++, BE_Q_COMPRESS);
     }
     int back = be->use_queue(be, BE_Q_COMPUTE);
     if (!rc) rc = back;
-    if (!rc) rc = be->event_wait(be, BE_Q_COMPUTE, MODEL_EV_MARK + (k - 1) % MODEL_MARKS);
-    int synced = be->sync(be);
-    if (!rc) rc = synced;
-    for (int p = k > MODEL_MARKS ? k - MODEL_MARKS + 1 : 1; !rc && p < k; p++)
+    if (rc) { /* what was queued must finish before the staging or the jobs' blocks are reused */
+        be->sync(be);
+        return rc;
+    }
+    m->cmp_marks = k;
+    return 0;
+}
+
+int model_compress_done(model *m) {
+    if (!m->cmp_marks) return err_set(ZP_ESTATE, "model: no compression batch in flight");
+    return m->be->event_done(m->be, MODEL_EV_MARK + m->cmp_marks - 1);
+}
+
+int model_compress_end(model *m) {
+    backend *be = m->be;
+    if (!m->cmp_marks) return err_set(ZP_ESTATE, "model: no compression batch in flight");
+    int k = m->cmp_marks, rc = be->sync_queue(be, BE_Q_COMPRESS);
+    m->cmp_marks = 0;
+    for (int p = 1; !rc && p < k; p++)
         rc = phase_time(m, p);
     return rc;
+}
+
+int model_compress(model *m) {
+    int rc = model_compress_begin(m);
+    return rc ? rc : model_compress_end(m);
 }

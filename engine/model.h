@@ -14,9 +14,11 @@
  * blocks, metadata), from the backend's host staging (alloc_host: the per-step metadata,
  * sampling and compression staging, the ids / logprobs / logits that come back) and from the
  * host arena (the layer table). No allocation later.
- * Queues: forward passes run on the backend's compute queue; model_compress runs its ops on the
- * compression queue, ordered after the compute work before it and before the compute work after
- * it by events, and times its phases with timer events (the event ids below).
+ * Queues: forward passes run on the backend's compute queue and wait for it alone; a compression
+ * batch (model_compress_begin) runs its ops on the compression queue after the compute work
+ * queued before it, and overlaps the forward passes after it: the caller keeps those away from
+ * the batch's requests and blocks until model_compress_done says it finished. Its phases are
+ * timed by timer events (the event ids below).
  * Single-threaded: called from the engine thread.
  */
 #ifndef ZP_MODEL_H
@@ -28,9 +30,9 @@
 #include "engine/loader.h"
 
 /* The backend events the model uses (ids of the backend's pool; other users take others): one
- * marks the compute work that compression reads, and a ring of MODEL_MARKS timer marks separates
- * model_compress's phases. */
-enum { MODEL_EV_COMPUTED = 0, MODEL_EV_MARK = 1, MODEL_MARKS = 32 };
+ * marks the compute work that compression reads, and 2 * layers + 1 timer marks from
+ * MODEL_EV_MARK separate a compression batch's phases (the last one is the batch's end). */
+enum { MODEL_EV_COMPUTED = 0, MODEL_EV_MARK = 1 };
 
 typedef struct model_dims {
     int32_t max_tokens; /* rows per step */
@@ -113,6 +115,7 @@ typedef struct model {
     model_cjobs cjobs;
     be_cjobs bcj;
     double score_seconds, compact_seconds; /* model_compress's phases, timed by events */
+    int cmp_marks;                         /* marks of the batch in flight (0: none) */
     /* decode-step graphs: slot = batch bucket * n_len_buckets + length bucket */
     int32_t n_batch_buckets, n_len_buckets;
     int32_t batch_bucket[32], len_bucket[32];
@@ -143,6 +146,13 @@ void model_set_cparams(model *m, const be_cparams *p);
  * queue; adds the device time of the scoring and compaction phases to score_seconds and
  * compact_seconds. On return the work is done and later compute work is ordered after it. */
 int model_compress(model *m);
+/* The same in two halves. begin queues the batch (one at a time) on the compression queue and
+ * returns; done is 1 once it has run (0 while it runs, < 0 on error); end (after done, or to
+ * wait for it) reports the batch's errors and adds its phase times. model_compress = begin +
+ * end. Until end, the batch's K/V blocks, query-cache slots and host staging are its own. */
+int model_compress_begin(model *m);
+int model_compress_done(model *m);
+int model_compress_end(model *m);
 /* Bytes of one query-cache slot (all layers). */
 size_t model_slot_bytes(const model_config *c, int32_t qcl);
 /* Bytes of compression scratch for the dims' job batch. */
