@@ -3,7 +3,8 @@
 #   1. the kernels: `zipage kernels` compiles every kernel with NVRTC for the GPU and loads it;
 #   2. every GPU test program (tests/test_cuda_*.c against their CPU twins, test_nvrtc);
 #   3. the engine on the GPU: bf16 logits against transformers on random models and against
-#      the CPU backend (tools/gpu_parity.py); greedy accuracy of zipage-reasoner (gpu-greedy.sh);
+#      the CPU backend (tools/gpu_parity.py); greedy accuracy of zipage-reasoner (gpu-greedy.sh)
+#      and with compression at several KV budgets against the CPU's (gpu-accuracy.sh);
 #   4. benchmarks: `zipage bench decode` on a Qwen3-8B shape beside the PyTorch CUDA-graph
 #      decode step (tools/peer_decode.py); the prefill attention kernels (`zipage bench
 #      attention --prefill`); with --attention `zipage bench attention` beside torch SDPA
@@ -56,6 +57,8 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
   step gpu-parity env PYTHONUNBUFFERED=1 python3 tools/gpu_parity.py "$ZP" "$OUT/gpu-parity.json" \
       --cpu-twin models/zipage-reasoner || fail=1
   step engine-greedy bash tools/gpu-greedy.sh "$ZP" "$OUT" "${ZP_GREEDY_EXPECT:-200/200}" || fail=1
+  # compression on the GPU: accuracy at the budgets of docs/ACCURACY.md against the CPU's
+  step gpu-accuracy bash tools/gpu-accuracy.sh "$ZP" "$OUT" || fail=1
   # make run's script with the carried binaries (its last part runs on the GPU)
   [ -x "$C/zipage-cli" ] && { step make-run env ZP_BUILD="$C" bash tools/run-demo.sh || fail=1; }
   if [ $bench = 1 ]; then
