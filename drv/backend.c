@@ -37,11 +37,7 @@ int backend_create(backend **out, const be_config *c, const be_shape *s, char *w
     *out = NULL;
     if (c->kind != BE_CPU) {
         int rc;
-        if (c->compress)
-            rc = err_set(ZP_EUNSUP, "cuda backend: compression does not run on the GPU yet; set "
-                                    "compress=false to use the GPU");
-        else
-            rc = cuda_backend_create(out, c, s);
+        rc = cuda_backend_create(out, c, s);
         if (!rc) {
             snprintf(why, why_len, "cuda: %s", cuda_backend_describe(*out));
             return 0;

@@ -101,6 +101,7 @@ typedef struct be_cjobs {
     be_ptr flags;       /* int32 [n_jobs] BE_CJ_* */
     be_ptr src;         /* int32 [n_jobs][max_blocks] block table before compaction */
     be_ptr dst;         /* int32 [n_jobs][max_blocks] target blocks, first n_keep/bs used */
+    be_ptr count;       /* int32: n_jobs, for kernels (a padded grid serves any batch) */
 } be_cjobs;
 
 typedef struct be_cparams {

@@ -27,6 +27,7 @@
 #include "arena/err.h"
 #include "drv/cublaslt.h"
 #include "drv/cuda.h"
+#include "drv/compress_abi.h"
 #include "drv/gemmtune.h"
 #include "drv/nvrtc.h"
 #include "drv/sample_abi.h"
@@ -57,14 +58,20 @@ typedef struct cuda_be {
     CUdeviceptr ws, part_o, part_ml;
     size_t part_cap; /* (token row, split) pairs the partials hold */
     void *staging;
-    CUmodule layer_mod, attn_mod, prefill_mod, sample_mod;
+    CUmodule layer_mod, attn_mod, prefill_mod, sample_mod, cscore_mod, cselect_mod;
     CUfunction embed, add_rmsnorm, qkv, swiglu, gather, argmax, attn_partial, attn_merge;
-    CUfunction attn_prefill;
+    CUfunction attn_prefill, qcache_store, cmp_score, cmp_redundancy, cmp_select, cmp_compact;
     CUfunction sample, seat_init;
     CUdeviceptr seen, seat_counts; /* penalty state of the sample_seats seats */
     cublaslt_gemm *plans;
     int n_plans, cap_plans;
     gemmtune_ctx tune; /* batch-invariant plans: x and y in the partials, the staging buffer */
+    /* Cache bases the compression kernels read through per-layer tables: each distinct base an
+     * op is given gets a slot of ptr_dev (device) mirrored in ptr_host (pinned, written once per
+     * slot, so its copy may stay queued), and the op passes that slot as a one-layer table. */
+    CUdeviceptr ptr_dev;
+    uint64_t *ptr_host;
+    int n_ptrs, cap_ptrs;
     size_t tune_x;     /* bytes of the partials region the tuner's random rows take */
     CUgraphExec graphs[CB_MAX_GRAPHS];
     void *host; /* pinned host staging, carved by alloc_host */
@@ -176,6 +183,8 @@ static int cb_reserve(backend *be, size_t bytes, size_t host_bytes) {
     cb->seen = p;
     if ((rc = cb_alloc(be, al(seats * words * 64 * 2), CB_ALIGN, &p, "sampling seats"))) return rc;
     cb->seat_counts = p;
+    if ((rc = cb_alloc(be, al((size_t)cb->cap_ptrs * 8), CB_ALIGN, &p, "layer tables"))) return rc;
+    cb->ptr_dev = p;
     if (!host_bytes) return 0;
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->host, host_bytes), "cuMemAllocHost")))
         return err_prefix(rc, "cuda backend: cannot pin %.1f MiB of host staging",
@@ -436,11 +445,14 @@ static void cb_destroy(backend *be) {
     if (cb->layer_mod) cb->drv.ModuleUnload(cb->layer_mod);
     if (cb->attn_mod) cb->drv.ModuleUnload(cb->attn_mod);
     if (cb->prefill_mod) cb->drv.ModuleUnload(cb->prefill_mod);
+    if (cb->cscore_mod) cb->drv.ModuleUnload(cb->cscore_mod);
+    if (cb->cselect_mod) cb->drv.ModuleUnload(cb->cselect_mod);
     if (cb->sample_mod) cb->drv.ModuleUnload(cb->sample_mod);
     if (cb->mem) cb->drv.MemFree(cb->mem);
     for (int i = 0; i < 2; i++)
         if (cb->tune.ev[i]) cb->drv.EventDestroy(cb->tune.ev[i]);
     if (cb->staging) cb->drv.MemFreeHost(cb->staging);
+    if (cb->ptr_host) cb->drv.MemFreeHost(cb->ptr_host);
     if (cb->host) cb->drv.MemFreeHost(cb->host);
     cuda_dev_close(&cb->dev);
     if (cb->drv.so) cuda_drv_unload(&cb->drv);
@@ -555,10 +567,104 @@ static void cb_sample(backend *be, be_ptr ids, be_ptr logprobs, be_ptr logits, b
     launch(cb, cb->sample, U(n), 1, 1, ZP_SAMPLE_THREADS, a, "zp_sample");
 }
 
+/* The device address of a one-entry layer table holding base (see cuda_be.ptr_dev). */
+static CUdeviceptr ptr_slot(cuda_be *cb, be_ptr base) {
+    for (int i = 0; i < cb->n_ptrs; i++)
+        if (cb->ptr_host[i] == base) return cb->ptr_dev + 8 * (CUdeviceptr)i;
+    if (cb->n_ptrs == cb->cap_ptrs) {
+        keep(cb, err_set(ZP_ELIMIT, "cuda backend: more than %d cache bases in compression ops",
+                         cb->cap_ptrs));
+        return 0;
+    }
+    int i = cb->n_ptrs++;
+    cb->ptr_host[i] = base;
+    CUdeviceptr d = cb->ptr_dev + 8 * (CUdeviceptr)i;
+    keep(cb, cuda_err(&cb->drv, cb->drv.MemcpyHtoDAsync(d, &cb->ptr_host[i], 8, cur(cb)),
+                      "cuMemcpyHtoDAsync (layer table)"));
+    return d;
+}
+
+/* ---- compression (rtc_kernels/compress_score.cu, compress_select.cu) ----
+ * One launch per op and layer (the kernels take a layer dimension; the ops give one layer).
+ * The kernels index per-layer tables by layer number; a one-entry table made by ptr_slot is
+ * passed shifted back by `layer` entries where the kernel reads entry `layer`. */
+
+static void cb_qcache_store(backend *be, be_ptr qc, be_ptr q, const be_batch *b, be_ptr tok_qslot,
+                            int layer, const be_cparams *p) {
+    CB(be);
+    be_ptr cnt = be->counts, idx = b->tok_kv_idx, seq = b->tok_seq;
+    int layers = p->layers, qcl = p->qcl, hq = p->hq;
+    void *a[] = {&qc, &q, &tok_qslot, &idx, &seq, &cnt, &layers, &layer, &qcl, &hq};
+    launch(cb, cb->qcache_store, U(b->n_tokens), 1, 1, ZP_QC_THREADS, a, "zp_qcache_store");
+}
+
+static void cb_cmp_score(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_ptr cc, zp_dtype kvt,
+                         const be_cjobs *j, int layer, const be_cparams *p) {
+    CB(be);
+    CUdeviceptr kcl = ptr_slot(cb, kc) - 8 * (CUdeviceptr)layer,
+                ccl = ptr_slot(cb, cc) - 8 * (CUdeviceptr)layer;
+    long long stride = 0;
+    int layers = p->layers, hkv = p->hkv, qcl = p->qcl, mn = p->max_norm, pool = p->pool;
+    int mb = j->max_blocks, mp = j->max_pos;
+    float scale = p->scale, gamma = p->gamma;
+    be_ptr nb = j->n_blocks, kl = j->kv_len, qs = j->qslot, fl = j->flags, src = j->src;
+    void *a[] = {&scores, &stride, &qc,   &kcl, &ccl, &layer, &layers, &hkv, &qcl, &scale,
+                 &mn,     &gamma,  &pool, &nb,  &kl,  &qs,    &fl,     &src, &mb,  &mp};
+    keep(cb, cuda_err(&cb->drv,
+                      cb->drv.LaunchKernel(cb->cmp_score, U(hkv), U(j->n_jobs), 1, ZP_CS_THREADS,
+                                           1, 1, (unsigned)zp_cs_smem_bytes(cb->s.head_dim),
+                                           cur(cb), a, NULL),
+                      "zp_cmp_score"));
+}
+
+static void cb_cmp_redundancy(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
+                              const be_cjobs *j, const be_cparams *p) {
+    CB(be);
+    CUdeviceptr kcl = ptr_slot(cb, kc);
+    long long stride = 0;
+    int layer0 = 0, mb = j->max_blocks, mp = j->max_pos, hkv = p->hkv, mode = p->redundancy;
+    float lambda = p->lambda, temp = p->temperature, thr = p->threshold;
+    be_ptr n = j->count, kl = j->kv_len, src = j->src;
+    void *a[] = {&scores, &stride, &work, &stride, &kcl,  &layer0, &n,    &kl,
+                 &src,    &mb,     &mp,   &hkv,    &mode, &lambda, &temp, &thr};
+    launch(cb, cb->cmp_redundancy, U(hkv), U(j->n_jobs), 1, ZP_CS_THREADS, a,
+           "zp_cmp_redundancy");
+}
+
+static void cb_cmp_select(backend *be, be_ptr keep_rows, be_ptr scores, be_ptr work,
+                          const be_cjobs *j, const be_cparams *p) {
+    CB(be);
+    long long stride = 0;
+    int mp = j->max_pos, mk = j->max_keep, hkv = p->hkv, qcl = p->qcl, sink = p->sink_len;
+    be_ptr n = j->count, nb = j->n_blocks, kl = j->kv_len, nk = j->n_keep;
+    void *a[] = {&keep_rows, &stride, &scores, &stride, &n,   &nb,  &kl,
+                 &nk,        &mp,     &mk,     &hkv,    &qcl, &sink};
+    launch(cb, cb->cmp_select, U(hkv), U(j->n_jobs), 1, ZP_CS_THREADS, a, "zp_cmp_select");
+}
+
+static void cb_cmp_compact(backend *be, be_ptr kc, be_ptr vc, be_ptr cc, zp_dtype kvt,
+                           be_ptr keep_rows, const be_cjobs *j, const be_cparams *p) {
+    CB(be);
+    CUdeviceptr kcl = ptr_slot(cb, kc), vcl = ptr_slot(cb, vc), ccl = ptr_slot(cb, cc);
+    long long stride = 0;
+    int layer0 = 0, mb = j->max_blocks, mk = j->max_keep, hkv = p->hkv;
+    be_ptr n = j->count, nk = j->n_keep, src = j->src, dst = j->dst;
+    void *a[] = {&kcl, &vcl, &ccl, &layer0, &keep_rows, &stride, &n,
+                 &nk,  &src, &dst, &mb,     &mk,        &hkv};
+    launch(cb, cb->cmp_compact, U(hkv), U(j->n_jobs), 1, ZP_CS_THREADS, a, "zp_cmp_compact");
+}
+
+/* What the kernels support (the model's shape was checked at creation: head dim 64 / 128,
+ * GQA 1-8, block size 16-256, bf16 KV). */
 static int cb_check(backend *be, const be_cparams *p) {
-    if (p->qcl > 0)
-        return err_set(ZP_EUNSUP, "cuda backend: compression does not run on the GPU yet; set "
-                                  "compress=false");
+    cuda_be *cb = be->impl;
+    if (p->qcl <= 0) return 0;
+    if (p->dim != cb->s.head_dim || p->bs != cb->s.block_size || p->hq != cb->s.heads ||
+        p->hkv != cb->s.kv_heads)
+        return err_set(ZP_EINVAL, "cuda backend: compression parameters do not match the model");
+    if (p->pool > 1 && p->pool % 2 == 0)
+        return err_set(ZP_EUNSUP, "key 'pooling_size': %d is even; the GPU pools odd widths",
+                       p->pool);
     return 0;
 }
 
@@ -646,7 +752,20 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         (rc = get_fn(cb, cb->prefill_mod, "zp_attn_prefill_partial", &cb->attn_prefill)) ||
         (rc = load_module(cb, "sample.cu", 1, cb->cache_dir, &cb->sample_mod)) ||
         (rc = get_fn(cb, cb->sample_mod, "zp_sample", &cb->sample)) ||
-        (rc = get_fn(cb, cb->sample_mod, "zp_sample_seat_init", &cb->seat_init)))
+        (rc = get_fn(cb, cb->sample_mod, "zp_sample_seat_init", &cb->seat_init)) ||
+        (rc = load_module(cb, "compress_score.cu", gqa, cb->cache_dir, &cb->cscore_mod)) ||
+        (rc = get_fn(cb, cb->cscore_mod, "zp_qcache_store", &cb->qcache_store)) ||
+        (rc = get_fn(cb, cb->cscore_mod, "zp_cmp_score", &cb->cmp_score)) ||
+        (rc = load_module(cb, "compress_select.cu", 1, cb->cache_dir, &cb->cselect_mod)) ||
+        (rc = get_fn(cb, cb->cselect_mod, "zp_cmp_redundancy", &cb->cmp_redundancy)) ||
+        (rc = get_fn(cb, cb->cselect_mod, "zp_cmp_select", &cb->cmp_select)) ||
+        (rc = get_fn(cb, cb->cselect_mod, "zp_cmp_compact", &cb->cmp_compact)))
+        return rc;
+    if ((rc = cuda_err(&cb->drv,
+                       cb->drv.FuncSetAttribute(cb->cmp_score,
+                                                CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                (int)zp_cs_smem_bytes(s->head_dim)),
+                       "cuFuncSetAttribute (zp_cmp_score shared memory)")))
         return rc;
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->staging, CB_STAGING), "cuMemAllocHost")))
         return rc;
@@ -655,6 +774,11 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                            "cuEventCreate")))
             return rc;
     if (cb->invariant && (rc = tune_setup(cb, s, cb->cache_dir))) return rc;
+    cb->cap_ptrs = 3 * s->layers + 8; /* K, V and score cache of every layer */
+    if ((rc = cuda_err(&cb->drv,
+                       cb->drv.MemAllocHost((void **)&cb->ptr_host, (size_t)cb->cap_ptrs * 8),
+                       "cuMemAllocHost (layer tables)")))
+        return rc;
     cb->cap_plans = 4 * s->layers + 1;
     cb->plans = arena_alloc(&cb->a, sizeof *cb->plans * (size_t)cb->cap_plans, 64, "GEMM plans");
     if (!cb->plans) return ZP_ENOMEM;
@@ -667,7 +791,7 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     cb->be.scratch_bytes =
         cb->ws_bytes + part +
         al(cb->part_cap * (size_t)s->heads * 8) + al((size_t)s->max_logits * words * 8) +
-        al((size_t)s->max_logits * words * 64 * 2) + 4 * CB_ALIGN;
+        al((size_t)s->max_logits * words * 64 * 2) + al((size_t)cb->cap_ptrs * 8) + 5 * CB_ALIGN;
     snprintf(cb->desc, sizeof cb->desc,
              "%s (sm_%d, %d SMs), driver CUDA %d.%d, NVRTC %d.%d, "
              "cuBLASLt %zu",
@@ -734,6 +858,11 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .seat_init = cb_seat_init,
         .sample = cb_sample,
         .check = cb_check,
+        .qcache_store = cb_qcache_store,
+        .cmp_score = cb_cmp_score,
+        .cmp_redundancy = cb_cmp_redundancy,
+        .cmp_select = cb_cmp_select,
+        .cmp_compact = cb_cmp_compact,
         .max_graphs = CB_MAX_GRAPHS,
         .capture_begin = cb_capture_begin,
         .capture_end = cb_capture_end,

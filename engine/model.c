@@ -29,7 +29,7 @@ static size_t meta_words(const model_dims *d) {
 }
 
 static size_t cmeta_words(const model_dims *d) {
-    return 5 * (size_t)d->cmp_jobs + 2 * (size_t)d->cmp_jobs * (size_t)d->max_blocks;
+    return 4 + 5 * (size_t)d->cmp_jobs + 2 * (size_t)d->cmp_jobs * (size_t)d->max_blocks;
 }
 
 size_t model_cmp_scratch_bytes(const model_config *c, const model_dims *d) {
@@ -288,6 +288,7 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
         be_ptr p = m->cmeta;
         model_cjobs *j = &m->cjobs;
         be_cjobs *bj = &m->bcj;
+        bj->count = p, h += 4, p += 16; /* n_jobs for kernels (padded grids) */
 #define CARVE(field, count) j->field = h, bj->field = p, h += (count), p += (be_ptr)(count)*4
         CARVE(n_blocks, (size_t)d->cmp_jobs);
         CARVE(kv_len, (size_t)d->cmp_jobs);
@@ -525,7 +526,7 @@ int model_compress_begin(model *m) {
     if (j->n_jobs < 1 || j->n_jobs > m->dims.cmp_jobs)
         return err_set(ZP_EINVAL, "model: %d compression jobs (plan: %d)", j->n_jobs,
                        m->dims.cmp_jobs);
-    m->bcj.n_jobs = j->n_jobs;
+    m->bcj.n_jobs = m->host_cmeta[0] = j->n_jobs;
     /* after the forward passes queued so far (they stored the K/V and queries it reads) */
     int rc = be->event_record(be, MODEL_EV_COMPUTED, BE_Q_COMPUTE);
     if (!rc) rc = be->event_wait(be, BE_Q_COMPRESS, MODEL_EV_COMPUTED);
