@@ -21,7 +21,7 @@
  *       scores[p] = S[p] for p < kv_len, -inf for kv_len <= p < max_pos.
  *
  * COMPILE-TIME CONSTANTS (-D from the driver; the #ifndef defaults are for standalone builds):
- *   ZP_HEAD_DIM D (64 or 128; any multiple of 8 works), ZP_BLOCK_SIZE BS (tokens per KV page),
+ *   ZP_HEAD_DIM D (64 or 128; any multiple of 32 works), ZP_BLOCK_SIZE BS (tokens per KV page),
  *   ZP_GQA G (query heads per kv head, 1..8). zp_qcache_store uses only D.
  *
  * LAYOUT (row-major; device pointers; bf16 stored as unsigned short; every base 16-byte aligned):
@@ -53,13 +53,14 @@
  *                int max_pos)
  *     grid (hkv, n_jobs, n_layers): CTA (h, b, z) scores kv head h of job b at layer
  *     layer0 + z (layers: the query cache's layer count; layer0 + n_layers <= layers).
- *     n_jobs, n_layers <= 65535. Block ZP_CS_THREADS (256). Dynamic shared memory exactly
- *     ZP_CS_SMEM_BYTES = 4 * ((NQ + TP) * RL + NQ * (TP + 1) + 2 * NQ) with NQ 128, TP 64,
- *     RL = 9*D/8 + 32: 169,472 bytes at D 128, 114,176 at D 64 (drv/compress_abi.h:
+ *     n_jobs, n_layers <= 65535. Block ZP_CS_THREADS (256). Dynamic shared memory (at least)
+ *     4 * ZP_CS_SMEM_FLOATS = 4 * ((NQ + TP) * RL + NQ * (TP + 1) + 2 * NQ) bytes with NQ 128,
+ *     TP 64, RL = 9*D/8 + 32: 169,472 bytes at D 128, 114,176 at D 64 (drv/compress_abi.h:
  *     zp_cs_smem_bytes); above 48 KiB, so the host sets
  *     CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES once per module. A launch with less
- *     traps (an error at the next sync) instead of overrunning shared memory. Plus 128 bytes
- *     of static shared memory (the block max). No global scratch.
+ *     traps (an error at the next sync) instead of overrunning shared memory. Plus 32 bytes
+ *     of static shared memory (the block max). No global scratch. ptxas (sm_90): 254
+ *     registers, no spills, so one CTA per SM.
  *     Writes: every scores element of the CTA's row (p < max_pos), C of the job's positions
  *     p < kv_len at this layer, nothing else. Caller rules (as on the CPU): no two jobs of one
  *     launch share a source block (C is written back into the source blocks), and launches
@@ -106,7 +107,8 @@
  * online max and sum per query in position order, the division, the max over g, the sum over
  * queries in order, the division by nq, max_norm, gamma*C. The only difference is expf (CUDA's
  * is within 2 ulp, glibc's within 0.502 ulp), which then moves the softmax sums by a few ulp:
- * scores agree to about 1e-6 relative (tests/test_cuda_cmp_score.c measures it).
+ * scores agree to about 1e-6 relative (replaying this arithmetic with every exponential moved by
+ * up to 2 ulp gave at most 9.6e-7; tests/test_cuda_cmp_score.c measures it on the GPU).
  *
  * THREADING. No atomics; every output element has one writer; a CTA's shared memory phases
  * are separated by __syncthreads. Rows of different CTAs are disjoint (the caller rules above).
@@ -145,12 +147,15 @@ static_assert(ZP_CS_TP % 32 == 0, "position blocks of a warp must share their qu
 #define ZP_CS_NEG_INF __int_as_float(0xff800000)
 
 static __device__ __forceinline__ float zp_cs_lo(unsigned w) { return __uint_as_float(w << 16); }
-static __device__ __forceinline__ float zp_cs_hi(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+static __device__ __forceinline__ float zp_cs_hi(unsigned w) {
+    return __uint_as_float(w & 0xffff0000u);
+}
 
 extern "C" __global__ void __launch_bounds__(ZP_QC_THREADS)
-zp_qcache_store(float *__restrict__ qc, const bf16 *__restrict__ q, const int *__restrict__ tok_qslot,
-                const int *__restrict__ tok_kv_idx, const int *__restrict__ tok_seq,
-                const int *__restrict__ n_tokens, int layers, int layer, int qcl, int hq) {
+zp_qcache_store(float *__restrict__ qc, const bf16 *__restrict__ q,
+                const int *__restrict__ tok_qslot, const int *__restrict__ tok_kv_idx,
+                const int *__restrict__ tok_seq, const int *__restrict__ n_tokens, int layers,
+                int layer, int qcl, int hq) {
     const int t = blockIdx.x, n = *n_tokens;
     if (t >= n) return;
     const int s = tok_qslot[t];
@@ -179,7 +184,8 @@ zp_qcache_store(float *__restrict__ qc, const bf16 *__restrict__ q, const int *_
 
 /* Loads this thread's vectors of K tile `tile` (positions tile*TP ..) into registers; positions
  * at or past kv_len are zeros (never read). */
-static __device__ __forceinline__ void zp_cs_load_k(uint4 (&r)[ZP_CS_KV], const bf16 *__restrict__ kc,
+static __device__ __forceinline__ void zp_cs_load_k(uint4 (&r)[ZP_CS_KV],
+                                                    const bf16 *__restrict__ kc,
                                                     const int *__restrict__ bt, int hkv, int h,
                                                     int tile, int kvl) {
 #pragma unroll
@@ -306,7 +312,8 @@ static __device__ __forceinline__ float zp_cs_block_max(float v) {
 }
 
 /* Index of (position p, kv head h) in a [blocks][hkv][BS] array through block table bt. */
-static __device__ __forceinline__ size_t zp_cs_slot(const int *__restrict__ bt, int p, int hkv, int h) {
+static __device__ __forceinline__ size_t zp_cs_slot(const int *__restrict__ bt, int p, int hkv,
+                                                    int h) {
     return ((size_t)bt[p / ZP_BLOCK_SIZE] * (size_t)hkv + (size_t)h) * ZP_BLOCK_SIZE +
            (size_t)(p % ZP_BLOCK_SIZE);
 }
@@ -369,7 +376,8 @@ zp_cmp_score(float *__restrict__ scores, long long layer_stride, const float *__
                 __syncthreads(); /* Zs complete; every read of Ks done */
                 if (n_tiles > 1 && step + 1 < total) {
                     zp_cs_store_k(Ks, kr);
-                    if (step + 2 < total) zp_cs_load_k(kr, kc, bt, hkv, h, (step + 2) % n_tiles, kvl);
+                    if (step + 2 < total)
+                        zp_cs_load_k(kr, kc, bt, hkv, h, (step + 2) % n_tiles, kvl);
                 }
                 if (pass == 0) {
                     /* visible positions of this row in the tile: p <= my_qi (< kv_len) */

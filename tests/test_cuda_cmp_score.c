@@ -53,9 +53,13 @@ static float nan_f32(void) {
     return f;
 }
 
-static void dfree(CUdeviceptr p) { CU(g->drv.MemFree(p)); }
+static void dfree(CUdeviceptr p) {
+    CU(g->drv.MemFree(p));
+}
 
-static double unit(void) { return (double)(test_rand_u64(&seed) >> 11) / 9007199254740992.0; }
+static double unit(void) {
+    return (double)(test_rand_u64(&seed) >> 11) / 9007199254740992.0;
+}
 
 /* ---- zp_qcache_store ---- */
 
@@ -64,14 +68,18 @@ static void qstore_case(int D, int hq, int layers, int qcl) {
     static const int spec[][3] = {{2, 40, 1}, {0, 100, 300}, {-1, 7, 1}, {3, 0, 9}, {1, 61, 1}};
     const int n_seq = 5, n_pad = 3, n_past = 5, slots = 4;
     int n_real = 0;
-    for (int s = 0; s < n_seq; s++) n_real += spec[s][2];
+    for (int s = 0; s < n_seq; s++)
+        n_real += spec[s][2];
     const int n = n_real + n_pad, cap = n + n_past, w = hq * D;
-    int32_t *seq = malloc(4 * (size_t)cap), *idx = malloc(4 * (size_t)cap), *qs = malloc(4 * (size_t)cap);
+    int32_t *seq = malloc(4 * (size_t)cap), *idx = malloc(4 * (size_t)cap),
+            *qs = malloc(4 * (size_t)cap);
     int t = 0;
     for (int s = 0; s < n_seq; s++) {
         if (s == 3) /* padding rows (inside the count), between two sequences */
-            for (int r = 0; r < n_pad; r++, t++) seq[t] = -1, idx[t] = 0, qs[t] = -1;
-        for (int r = 0; r < spec[s][2]; r++, t++) seq[t] = s, idx[t] = spec[s][1] + r, qs[t] = spec[s][0];
+            for (int r = 0; r < n_pad; r++, t++)
+                seq[t] = -1, idx[t] = 0, qs[t] = -1;
+        for (int r = 0; r < spec[s][2]; r++, t++)
+            seq[t] = s, idx[t] = spec[s][1] + r, qs[t] = spec[s][0];
     }
     for (int r = 0; t < cap; t++, r++) /* newer rows of the last sequence, past the count */
         seq[t] = n_seq - 1, idx[t] = spec[n_seq - 1][1] + (r + 1) * qcl, qs[t] = spec[n_seq - 1][0];
@@ -100,11 +108,14 @@ static void qstore_case(int D, int hq, int layers, int qcl) {
     }
     gpu_down(g, got, d_qc, 4 * qc_n);
     size_t written = 0, differ = 0;
-    for (size_t e = 0; e < qc_n; e += (size_t)w) written += bits(ref[e]) != 0xFFFFFFFFu;
-    for (size_t e = 0; e < qc_n; e++) differ += bits(got[e]) != bits(ref[e]);
+    for (size_t e = 0; e < qc_n; e += (size_t)w)
+        written += bits(ref[e]) != 0xFFFFFFFFu;
+    for (size_t e = 0; e < qc_n; e++)
+        differ += bits(got[e]) != bits(ref[e]);
     printf("  qcache_store D %3d hq %2d qcl %3d: %zu entries written, %zu values differ\n", D, hq,
            qcl, written, differ);
-    CHECKF(written > 0 && differ == 0, "qcache_store D %d qcl %d: %zu values differ", D, qcl, differ);
+    CHECKF(written > 0 && differ == 0, "qcache_store D %d qcl %d: %zu values differ", D, qcl,
+           differ);
     dfree(d_qc), dfree(d_seq), dfree(d_idx), dfree(d_qs), dfree(d_n);
     CU(g->drv.ModuleUnload(m));
     free(seq), free(idx), free(qs), free(q), free(qf), free(ref), free(got);
@@ -138,7 +149,8 @@ static size_t score_violations(const float *got, const float *ref, const int32_t
     size_t bad = 0;
     for (int b = 0; b < n_jobs; b++)
         for (int h = 0; h < hkv; h++) {
-            const float *gr = got + ((size_t)b * hkv + h) * max_pos, *rr = ref + ((size_t)b * hkv + h) * max_pos;
+            const float *gr = got + ((size_t)b * hkv + h) * max_pos,
+                        *rr = ref + ((size_t)b * hkv + h) * max_pos;
             for (int p = 0; p < max_pos; p++) {
                 if (p >= kvl[b]) {
                     bad += bits(gr[p]) != 0xff800000u;
@@ -154,13 +166,12 @@ static size_t score_violations(const float *got, const float *ref, const int32_t
 
 static void launch_score(CUfunction f, unsigned smem, CUdeviceptr scores, long long stride,
                          CUdeviceptr qc, CUdeviceptr kcl, CUdeviceptr ccl, int layer0, int n_layers,
-                         const score_case *sc, float scale, const djobs *dj, int max_blocks,
-                         int max_pos) {
+                         const score_case *sc, float scale, djobs dj, int max_blocks, int max_pos) {
     int layers = LAYERS, hkv = sc->hkv, qcl = sc->qcl, mn = sc->max_norm, pool = sc->pool;
     float gamma = sc->gamma;
-    void *args[] = {&scores, &stride, &qc, &kcl, &ccl, &layer0, &layers, &hkv, &qcl, &scale, &mn, &gamma,
-                    &pool, (void *)&dj->nb, (void *)&dj->kvl, (void *)&dj->qslot, (void *)&dj->flags,
-                    (void *)&dj->src, &max_blocks, &max_pos};
+    void *args[] = {&scores, &stride,   &qc,       &kcl,    &ccl,        &layer0, &layers,
+                    &hkv,    &qcl,      &scale,    &mn,     &gamma,      &pool,   &dj.nb,
+                    &dj.kvl, &dj.qslot, &dj.flags, &dj.src, &max_blocks, &max_pos};
     gpu_launch(g, f, (unsigned)sc->hkv, N_JOBS, (unsigned)n_layers, ZP_CS_THREADS, smem, args);
 }
 
@@ -169,8 +180,13 @@ static void score_run(const score_case *sc) {
     const float scale = 1.0f / sqrtf((float)D);
     /* the jobs: kv_len, n_blocks, flags */
     int32_t kvl[N_JOBS] = {sc->long_len, 2 * bs + bs / 2 + 1, 3, 1, 0, 3 * bs, qcl + 5};
-    int32_t nb[N_JOBS], flags[N_JOBS] = {BE_CJ_GLOBAL | BE_CJ_POOL, BE_CJ_GLOBAL, BE_CJ_POOL,
-                                         BE_CJ_GLOBAL | BE_CJ_POOL, 0, BE_CJ_GLOBAL | BE_CJ_POOL, 0};
+    int32_t nb[N_JOBS], flags[N_JOBS] = {BE_CJ_GLOBAL | BE_CJ_POOL,
+                                         BE_CJ_GLOBAL,
+                                         BE_CJ_POOL,
+                                         BE_CJ_GLOBAL | BE_CJ_POOL,
+                                         0,
+                                         BE_CJ_GLOBAL | BE_CJ_POOL,
+                                         0};
     int max_blocks = 0, num_blocks = 3; /* block 0 and two spares belong to no job */
     for (int b = 0; b < N_JOBS; b++) {
         nb[b] = kvl[b] ? (kvl[b] + bs - 1) / bs : 1;
@@ -180,22 +196,30 @@ static void score_run(const score_case *sc) {
     }
     const int max_pos = max_blocks * bs + 3;
     int32_t *perm = malloc(4 * (size_t)num_blocks), *src = calloc((size_t)N_JOBS * max_blocks, 4);
-    for (int i = 0; i < num_blocks; i++) perm[i] = i;
+    for (int i = 0; i < num_blocks; i++)
+        perm[i] = i;
     for (int i = num_blocks - 1; i > 1; i--) {
         int j = 1 + (int)(test_rand_u64(&seed) % (unsigned)i);
-        int32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
     }
     int used = 1;
     for (int b = 0; b < N_JOBS; b++)
-        for (int i = 0; i < nb[b]; i++) src[b * max_blocks + i] = perm[used++];
+        for (int i = 0; i < nb[b]; i++)
+            src[b * max_blocks + i] = perm[used++];
     const int slots = N_JOBS + 2;
     int32_t qslot[N_JOBS], n_keep[N_JOBS] = {0};
-    for (int b = 0; b < N_JOBS; b++) qslot[b] = b;
+    for (int b = 0; b < N_JOBS; b++)
+        qslot[b] = b;
     for (int b = N_JOBS - 1; b > 0; b--) {
         int j = (int)(test_rand_u64(&seed) % (unsigned)(b + 1));
-        int32_t t = qslot[b]; qslot[b] = qslot[j]; qslot[j] = t;
+        int32_t t = qslot[b];
+        qslot[b] = qslot[j];
+        qslot[j] = t;
     }
-    for (int b = 0; b < N_JOBS; b++) qslot[b] += 1; /* slot 0 and the last one stay unused */
+    for (int b = 0; b < N_JOBS; b++)
+        qslot[b] += 1; /* slot 0 and the last one stay unused */
 
     /* K: random where a job reads it, NaN elsewhere; C: random there, 1e30 elsewhere */
     const size_t kv_n = (size_t)num_blocks * hkv * bs * D, c_n = (size_t)num_blocks * hkv * bs;
@@ -203,9 +227,12 @@ static void score_run(const score_case *sc) {
     float *c0[LAYERS], *cref[LAYERS], *cgot[LAYERS];
     unsigned char *written = calloc(c_n, 1); /* C slots the contract writes (p < kv_len) */
     for (int l = 0; l < LAYERS; l++) {
-        kc[l] = malloc(2 * kv_n), c0[l] = malloc(4 * c_n), cref[l] = malloc(4 * c_n), cgot[l] = malloc(4 * c_n);
-        for (size_t i = 0; i < kv_n; i++) kc[l][i] = 0x7fc0;
-        for (size_t i = 0; i < c_n; i++) c0[l][i] = 1e30f;
+        kc[l] = malloc(2 * kv_n), c0[l] = malloc(4 * c_n), cref[l] = malloc(4 * c_n),
+        cgot[l] = malloc(4 * c_n);
+        for (size_t i = 0; i < kv_n; i++)
+            kc[l][i] = 0x7fc0;
+        for (size_t i = 0; i < c_n; i++)
+            c0[l][i] = 1e30f;
         for (int b = 0; b < N_JOBS; b++) {
             const double cmag = sc->max_norm ? 1.0 : 3.0 / (kvl[b] ? kvl[b] : 1);
             for (int h = 0; h < hkv; h++)
@@ -220,7 +247,8 @@ static void score_run(const score_case *sc) {
     /* query cache: bf16 values (what zp_qcache_store stores); entries no job reads are NaN */
     const size_t ent = (size_t)hq * D, qc_n = (size_t)slots * LAYERS * qcl * ent;
     float *qc = malloc(4 * qc_n);
-    for (size_t i = 0; i < qc_n; i++) qc[i] = nan_f32();
+    for (size_t i = 0; i < qc_n; i++)
+        qc[i] = nan_f32();
     for (int b = 0; b < N_JOBS; b++)
         for (int l = 0; l < LAYERS; l++)
             for (int e = 0; e < (kvl[b] < qcl ? kvl[b] : qcl); e++) {
@@ -231,15 +259,29 @@ static void score_run(const score_case *sc) {
 
     /* CPU reference, layer by layer */
     const size_t per_layer = (size_t)N_JOBS * hkv * max_pos;
-    const long long stride = (long long)per_layer + 37; /* rows of consecutive layers, a gap between */
+    const long long stride =
+        (long long)per_layer + 37; /* rows of consecutive layers, a gap between */
     float *sref = malloc(4 * per_layer * LAYERS);
-    be_cjobs hj = {N_JOBS, max_blocks, max_pos, 0, P(nb), P(kvl), P(n_keep), P(qslot), P(flags), P(src), P(src), 0};
-    be_cparams cp = {.layers = LAYERS, .hq = hq, .hkv = hkv, .dim = D, .bs = bs, .qcl = qcl,
-                     .scale = scale, .max_norm = sc->max_norm, .gamma = sc->gamma, .pool = sc->pool,
-                     .redundancy = 2, .lambda = 0.2f, .temperature = 0.4f, .threshold = 0.5f};
+    be_cjobs hj = {N_JOBS,    max_blocks, max_pos,  0,      P(nb), P(kvl),
+                   P(n_keep), P(qslot),   P(flags), P(src), P(src), 0};
+    be_cparams cp = {.layers = LAYERS,
+                     .hq = hq,
+                     .hkv = hkv,
+                     .dim = D,
+                     .bs = bs,
+                     .qcl = qcl,
+                     .scale = scale,
+                     .max_norm = sc->max_norm,
+                     .gamma = sc->gamma,
+                     .pool = sc->pool,
+                     .redundancy = 2,
+                     .lambda = 0.2f,
+                     .temperature = 0.4f,
+                     .threshold = 0.5f};
     for (int l = 0; l < LAYERS; l++) {
         memcpy(cref[l], c0[l], 4 * c_n);
-        cpu->cmp_score(cpu, P(sref + per_layer * l), P(qc), P(kc[l]), P(cref[l]), ZP_BF16, &hj, l, &cp);
+        cpu->cmp_score(cpu, P(sref + per_layer * l), P(qc), P(kc[l]), P(cref[l]), ZP_BF16, &hj, l,
+                       &cp);
     }
 
     /* GPU */
@@ -248,24 +290,28 @@ static void score_run(const score_case *sc) {
     const unsigned smem = (unsigned)zp_cs_smem_bytes(D);
     CU(g->drv.FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem));
     CUdeviceptr d_k[LAYERS], d_c[LAYERS];
-    for (int l = 0; l < LAYERS; l++) d_k[l] = gpu_up(g, kc[l], 2 * kv_n), d_c[l] = gpu_up(g, c0[l], 4 * c_n);
+    for (int l = 0; l < LAYERS; l++)
+        d_k[l] = gpu_up(g, kc[l], 2 * kv_n), d_c[l] = gpu_up(g, c0[l], 4 * c_n);
     CUdeviceptr d_kcl = gpu_up(g, d_k, sizeof d_k), d_ccl = gpu_up(g, d_c, sizeof d_c);
     CUdeviceptr d_qc = gpu_up(g, qc, 4 * qc_n);
-    djobs dj = {gpu_up(g, nb, sizeof nb), gpu_up(g, kvl, sizeof kvl), gpu_up(g, qslot, sizeof qslot),
-                gpu_up(g, flags, sizeof flags), gpu_up(g, src, 4 * (size_t)N_JOBS * max_blocks)};
+    djobs dj = {gpu_up(g, nb, sizeof nb), gpu_up(g, kvl, sizeof kvl),
+                gpu_up(g, qslot, sizeof qslot), gpu_up(g, flags, sizeof flags),
+                gpu_up(g, src, 4 * (size_t)N_JOBS * max_blocks)};
 
     /* 1: every layer in one launch, against the CPU */
     const size_t s_n = (size_t)stride * LAYERS;
     float *s1 = malloc(4 * s_n), *s2 = malloc(4 * s_n);
     CUdeviceptr d_s = gpu_poisoned(g, 4 * s_n);
-    launch_score(f, smem, d_s, stride, d_qc, d_kcl, d_ccl, 0, LAYERS, sc, scale, &dj, max_blocks, max_pos);
+    launch_score(f, smem, d_s, stride, d_qc, d_kcl, d_ccl, 0, LAYERS, sc, scale, dj, max_blocks,
+                 max_pos);
     gpu_down(g, s1, d_s, 4 * s_n);
     double ws = 0, wc = 0;
     size_t bad_s = 0, bad_c = 0, bad_gap = 0, n_cmp = 0;
     for (int l = 0; l < LAYERS; l++) {
         const float *gl = s1 + (size_t)stride * l;
         bad_s += score_violations(gl, sref + per_layer * l, kvl, N_JOBS, hkv, max_pos, &ws);
-        for (size_t i = per_layer; i < (size_t)stride; i++) bad_gap += bits(gl[i]) != 0xFFFFFFFFu;
+        for (size_t i = per_layer; i < (size_t)stride; i++)
+            bad_gap += bits(gl[i]) != 0xFFFFFFFFu;
         gpu_down(g, cgot[l], d_c[l], 4 * c_n);
         for (size_t i = 0; i < c_n; i++) {
             if (!written[i]) {
@@ -303,16 +349,18 @@ static void score_run(const score_case *sc) {
             CU(g->drv.MemcpyHtoDAsync(d_c[l], c0[l], 4 * c_n, g->dev.compute));
         const size_t n_s = (size_t)stride * n_layers;
         d_s = gpu_poisoned(g, 4 * n_s);
-        launch_score(f, smem, d_s, stride, d_qc, d_kcl, d_ccl, layer0, n_layers, sc, scale, &dj,
+        launch_score(f, smem, d_s, stride, d_qc, d_kcl, d_ccl, layer0, n_layers, sc, scale, dj,
                      max_blocks, max_pos);
         gpu_down(g, s2, d_s, 4 * n_s);
         size_t diff_s = 0, diff_c = 0;
-        for (size_t i = 0; i < n_s; i++) diff_s += bits(s2[i]) != bits(s1[(size_t)stride * layer0 + i]);
+        for (size_t i = 0; i < n_s; i++)
+            diff_s += bits(s2[i]) != bits(s1[(size_t)stride * layer0 + i]);
         for (int l = 0; l < LAYERS; l++) {
             const float *want = l >= layer0 && l < layer0 + n_layers ? cgot[l] : c0[l];
             float *c = cref[l]; /* scratch: the reference is no longer needed */
             gpu_down(g, c, d_c[l], 4 * c_n);
-            for (size_t i = 0; i < c_n; i++) diff_c += bits(c[i]) != bits(want[i]);
+            for (size_t i = 0; i < c_n; i++)
+                diff_c += bits(c[i]) != bits(want[i]);
         }
         CHECKF(diff_s == 0 && diff_c == 0,
                "layer0 %d n_layers %d differs from the all-layer launch: %zu scores, %zu C values",
@@ -320,11 +368,13 @@ static void score_run(const score_case *sc) {
         dfree(d_s);
     }
 
-    for (int l = 0; l < LAYERS; l++) dfree(d_k[l]), dfree(d_c[l]);
+    for (int l = 0; l < LAYERS; l++)
+        dfree(d_k[l]), dfree(d_c[l]);
     dfree(d_kcl), dfree(d_ccl), dfree(d_qc);
     dfree(dj.nb), dfree(dj.kvl), dfree(dj.qslot), dfree(dj.flags), dfree(dj.src);
     CU(g->drv.ModuleUnload(m));
-    for (int l = 0; l < LAYERS; l++) free(kc[l]), free(c0[l]), free(cref[l]), free(cgot[l]);
+    for (int l = 0; l < LAYERS; l++)
+        free(kc[l]), free(c0[l]), free(cref[l]), free(cgot[l]);
     free(perm), free(src), free(written), free(qc), free(sref), free(s1), free(s2);
 }
 
@@ -342,14 +392,15 @@ int main(void) {
         {128, 32, 8, 1, 16, 1, 3, 640, 0.8f, 4.0f},
         {128, 64, 1, 3, 4, 0, 7, 576, 0.5f, 2.5f},
         {128, 128, 2, 2, 1, 1, 1, 896, 1.0f, 2.5f},
-        {128, 16, 8, 2, 17, 1, 7, 333, 0.8f, 2.0f},   /* 136 query rows: 2 chunks */
+        {128, 16, 8, 2, 17, 1, 7, 333, 0.8f, 2.0f}, /* 136 query rows: 2 chunks */
         {64, 16, 8, 2, 17, 0, 5, 401, 0.8f, 2.5f},
         {64, 256, 2, 2, 130, 1, 3, 1024, 0.8f, 2.5f}, /* 260 query rows: 3 chunks */
         {64, 32, 4, 3, 40, 1, 5, 480, 0.9f, 3.0f},    /* 160 query rows: 2 chunks */
         {64, 64, 1, 2, 16, 0, 3, 500, 0.8f, 2.5f},
         {64, 128, 4, 1, 16, 1, 1, 2304, 0.8f, 4.0f},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) score_run(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        score_run(&cases[i]);
     printf("max relative error: scores %.3g, C %.3g (bound %.0e)\n", worst_score, worst_c, TOL);
     cpu->destroy(cpu);
     return test_done("cuda_cmp_score");
