@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU kernel compiles with NVRTC for sm_90 at every head dim, block size and GQA group
-# (`zipage kernels --compile-only`), with no GPU. NVRTC comes from a CUDA install when there is
-# one, else from the nvidia-cuda-nvrtc wheel that the Makefile installs into build/nvrtc-venv,
-# where the binary looks beside itself (drv/culib.c). SKIP only where neither can be had. A second run must
-# take every CUBIN from the cache.
+# (`zipage kernels --compile-only`), with no GPU; every source of rtc_kernels/ is among them.
+# NVRTC comes from a CUDA install when there is one, else from the nvidia-cuda-nvrtc wheel that
+# the Makefile installs into build/nvrtc-venv, where the binary looks beside itself
+# (drv/culib.c). SKIP only where neither can be had. A second run must take every CUBIN from
+# the cache.
 set -u
 B=${ZP_BUILD:-build}
 ZP=$B/zipage
@@ -20,6 +21,10 @@ out=$("$ZP" kernels --compile-only --arch sm_90 --set kernel_cache_dir="$cache" 
 echo "$out" | tail -n 3
 echo "$out" | grep -qE '^[1-9][0-9]* kernels compiled, 0 from the cache' || { echo "FAIL: nothing compiled"; exit 1; }
 n=$(echo "$out" | sed -n 's/^\([0-9]*\) kernels compiled.*/\1/p')
+# every kernel source of rtc_kernels/ (compress_select.cu included) is among them
+for f in rtc_kernels/*.cu; do
+    echo "$out" | grep -q "^$(basename "$f") " || { echo "FAIL: $(basename "$f") was not compiled"; exit 1; }
+done
 
 again=$("$ZP" kernels --compile-only --arch sm_90 --set kernel_cache_dir="$cache" 2>&1) || {
     echo "$again"; echo "FAIL: second run"; exit 1; }
