@@ -267,7 +267,25 @@ struct backend {
      * Unused positions get -inf. */
     void (*cmp_score)(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_ptr cc, zp_dtype kvt,
                       const be_cjobs *j, int layer, const be_cparams *p);
-    /* Spec 5.5: S := lambda*S - (1-lambda)*R, in place (nothing when redundancy is off). */
+    /* Spec 5.5: S := lambda*S - (1-lambda)*R, in place (nothing when redundancy is off).
+     * R, in closed form (a function of the keys only, no scan order), over the positions
+     * p < kv_len of one (job, kv head); a pair (m, c) is allowed when m != c and, for
+     * lightning, both lie in one block:
+     *   inv[p]    = 1 / max(|K[p]|, 1e-6)
+     *   Sim[m][c] = (K[m] . K[c]) * inv[max(m, c)] * inv[min(m, c)]   (symmetric)
+     *   m*(c)     = the largest m with (m, c) allowed and Sim[m][c] > threshold, if any
+     *   r[m]      = sum of Sim[m][c] over allowed (m, c) with m*(c) != m
+     *   R[p]      = softmax over p < kv_len of r[p] / (temperature * den),
+     *               den = bs (lightning) or kv_len (raw)
+     * i.e. in every column the entry of the most recent similar row is left out. Rounding,
+     * shared by every backend so that the threshold decisions agree bit for bit: f32
+     * throughout, never a fused multiply-add; a dot product is 8 interleaved partial sums
+     * (element i into sum i % 8, i ascending) combined as ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)),
+     * then any elements past the last multiple of 8 in order; sqrt and division correctly
+     * rounded; the products in the order written above; r[m] summed sequentially over c
+     * descending. Afterwards work holds, per (job, head) row, r[max_pos] then inv[max_pos]
+     * (entries p < kv_len; the rest untouched), inv[c] negated where m*(c) exists; backends
+     * agree on it byte for byte. Only the softmax's exp and sum may round differently. */
     void (*cmp_redundancy)(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
                            const be_cjobs *j, const be_cparams *p);
     /* Spec 5.6-5.7: protection (+inf for the qcl newest and the sinks, -inf unused) and
@@ -276,7 +294,10 @@ struct backend {
     void (*cmp_select)(backend *be, be_ptr keep, be_ptr scores, be_ptr work, const be_cjobs *j,
                        const be_cparams *p);
     /* Spec 6: moves K, V and C of the kept positions, in order, to target slots 0.. of the
-     * dst blocks (dst may alias src: the write cursor never passes the read cursor). */
+     * dst blocks. dst may share blocks with src, each shared block at the SAME index of both
+     * tables (in place, or fresh blocks for shared leading ones): then target j overwrites
+     * only source position j, which keep rows (ascending, keep[i] >= i) read at an index
+     * <= j. A block at a lower dst index than its src index is not safe. */
     void (*cmp_compact)(backend *be, be_ptr kc, be_ptr vc, be_ptr cc, zp_dtype kvt, be_ptr keep,
                         const be_cjobs *j, const be_cparams *p);
 };

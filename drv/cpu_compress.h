@@ -12,8 +12,10 @@
  *
  * Caller rules beyond backend.h: within one cmp_score call, no two jobs may share a source
  * block (C := S is written back into the source blocks); in cmp_compact, a dst block that is
- * also a source block of the job must sit at a dst index <= its src index (dst == src, or
- * fresh blocks followed by the job's own blocks in place), so no unread source is overwritten.
+ * also a source block of the job must sit at the same index in both tables (dst == src, or
+ * fresh blocks followed by the job's own blocks in place), so no unread source is overwritten
+ * (at a lower dst index, target j would overwrite source position j + bs * shift, which may
+ * be read later).
  */
 #ifndef ZP_CPU_COMPRESS_H
 #define ZP_CPU_COMPRESS_H

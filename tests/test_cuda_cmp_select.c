@@ -14,10 +14,11 @@
  * built from a few directions plus noise, exact copies and zero rows, so similarities cross
  * every threshold: the work rows (r and 1/|K| with the "column resolved" sign) must equal the
  * CPU's byte for byte (so every similarity decision is the CPU's); scores within
- *   |S_gpu - S_cpu| <= (2 kv_len + 16) 2^-24 (1 - lambda) R + 2^-23 |S_cpu|  (+1e-37),
- * the error of expf (<= 3 ulp between CUDA and glibc) and of a sum of kv_len positive terms
- * in two orders, R the CPU's softmax recomputed in double; unused positions and "off"
- * bit-identical. The largest error seen, as a fraction of this bound, is printed.
+ *   |S_gpu - S_cpu| <= (2 kv_len + 16) 2^-24 (1 - lambda) R + 2^-22 |S_cpu|  (+1e-37),
+ * for expf (<= 3 ulp apart between CUDA and glibc), a sum of kv_len positive terms in two
+ * orders and the last roundings (an ulp of S either way), R the CPU's softmax recomputed in
+ * double; unused positions and "off" bit-identical. The largest error seen, as a fraction of
+ * this bound, is printed.
  * Selection then runs on each side's own scores: kept positions that differ are counted and
  * each must lie within 2 * delta of the CPU's selection threshold (delta: the row's largest
  * score difference; the k-th largest value moves by at most delta). On the CPU's scores the
@@ -282,7 +283,7 @@ static void check_redundancy(cfg *c, be_cparams *p) {
                     }
                     double R = exp(r[q] / den - mx) / sum;
                     double tol = ldexp((2.0 * kvl + 16) * (1 - p->lambda) * R, -24) +
-                                 ldexp(fabs(sc[o + (size_t)q]), -23) + 1e-37;
+                                 ldexp(fabs(sc[o + (size_t)q]), -22) + 1e-37;
                     double d = fabs((double)sg[o + (size_t)q] - sc[o + (size_t)q]);
                     nan += isnan(sg[o + (size_t)q]);
                     if (!(d <= tol)) bad++;
@@ -356,8 +357,8 @@ static void check_select(cfg *c, int round) {
     free(s), free(wk), free(kg), free(k1), free(kc);
 }
 
-/* Compaction with random keep rows (or the selection's) in the given target mode per job:
- * 0 in place, 1 fresh blocks, 2 fresh leading blocks then the job's own. */
+/* Compaction with random keep rows (odd rounds: the GPU selection's), each job in target mode
+ * (round + job) % 3: 0 in place, 1 fresh blocks, 2 fresh leading blocks then the job's own. */
 static void check_compact(cfg *c, int round) {
     int fresh_used = 0, modes[3] = {0};
     be_cparams p = params(c, 4, 0);
@@ -548,9 +549,9 @@ int main(void) {
         run_config(s[0], s[1], s[2], s[3], s[4]);
         CU(g->drv.ModuleUnload(mods[i]));
     }
-    printf("%ld redundancy rows, score error <= %.3g of the tolerance; %ld selection rows, %ld kept "
-           "positions differ after GPU vs CPU redundancy (all within 2 delta of the threshold)\n",
-           n_red_rows, worst_ratio, n_sel_rows, n_sel_diff);
+    printf("%ld redundancy rows, score error <= %.3g of the bound; %ld selection rows, %ld kept "
+           "positions differ after GPU vs CPU redundancy\n", n_red_rows, worst_ratio, n_sel_rows,
+           n_sel_diff);
     cpu->destroy(cpu);
     return test_done("cuda_cmp_select");
 }
