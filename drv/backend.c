@@ -37,7 +37,12 @@ int backend_create(backend **out, const be_config *c, const be_shape *s, char *w
     *out = NULL;
     if (c->kind != BE_CPU) {
         int rc;
-        rc = cuda_backend_create(out, c, s);
+        if (c->compress && !c->gpu_compression)
+            rc = err_set(ZP_EUNSUP, "cuda backend: compression on the GPU is off (key "
+                                    "'gpu_compression'); set gpu_compression=true, or "
+                                    "compress=false for full KV");
+        else
+            rc = cuda_backend_create(out, c, s);
         if (!rc) {
             snprintf(why, why_len, "cuda: %s", cuda_backend_describe(*out));
             return 0;
