@@ -11,9 +11,7 @@
  * - No allocation after start-up while compressing: the driver's allocation and event-creation
  *   entry points of the backend's own table are counted while the together run serves.
  * SKIP without a GPU (or its driver, NVRTC, cuBLASLt). */
-#include "drv/cuda.h"
-#include "drv/cuda_be.h"
-#include "tests/harness.h"
+#include "tests/cuda_engine_util.h"
 
 #define N 24
 
@@ -26,33 +24,6 @@ static void make_model(void) {
              "--seed 12 --out %s >/dev/null",
              th_dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", th_dir);
     REQUIRE(system(cmd) == 0);
-}
-
-/* 1 when the CUDA backend starts here with compression, 0 (after SKIP) when it cannot. */
-static int cuda_usable(void) {
-    conf cf;
-    conf_defaults(&cf);
-    snprintf(cf.model, sizeof cf.model, "%s", th_dir);
-    cf.backend = CONF_BACKEND_CUDA;
-    cf.gpu_compression = true;
-    cf.max_model_len = 256;
-    cf.block_size = 16;
-    cf.kv_memory_mb = 16;
-    cf.max_cache_blocks_per_seq = 4;
-    cf.query_cache_len = 4;
-    arena a;
-    REQUIRE(arena_init(&a, "probe", 512u << 20) == 0);
-    engine *e = NULL;
-    int rc = engine_open(&e, &a, &cf, 0, NULL, 0, th_event, NULL);
-    if (!rc) engine_close(e);
-    arena_release(&a);
-    if (rc) {
-        char why[512];
-        snprintf(why, sizeof why, "no CUDA backend with compression: %s", err_msg());
-        test_skip(why);
-        return 0;
-    }
-    return 1;
 }
 
 static void constant_memory(void) {
@@ -93,23 +64,6 @@ static int compare(th *a, th *b, int n, const char *what) {
     return same;
 }
 
-static PFN_cuMemAlloc real_alloc;
-static PFN_cuMemAllocHost real_alloc_host;
-static PFN_cuEventCreate real_event_create;
-static long n_allocs;
-static CUresult count_alloc(CUdeviceptr *p, size_t bytes) {
-    n_allocs++;
-    return real_alloc(p, bytes);
-}
-static CUresult count_alloc_host(void **p, size_t bytes) {
-    n_allocs++;
-    return real_alloc_host(p, bytes);
-}
-static CUresult count_event_create(CUevent *ev, unsigned flags) {
-    n_allocs++;
-    return real_event_create(ev, flags);
-}
-
 static th_req reqs[N];
 static int arrival[N];
 
@@ -127,15 +81,9 @@ static void invariance(void) {
     th_open(&alone, N, CMP, "max_num_batched_tokens=64", NULL);
     th_run_alone(&alone, reqs, N);
     th_open(&together, N, CMP, "max_num_batched_tokens=64", "max_num_seqs=16", NULL);
-    cuda_drv *d = cuda_backend_drv(engine_backend(together.e));
-    REQUIRE(d);
-    real_alloc = d->MemAlloc, real_alloc_host = d->MemAllocHost;
-    real_event_create = d->EventCreate;
-    d->MemAlloc = count_alloc, d->MemAllocHost = count_alloc_host;
-    d->EventCreate = count_event_create;
+    cuda_alloc_count_begin(together.e);
     th_run_arrivals(&together, reqs, N, arrival);
-    d->MemAlloc = real_alloc, d->MemAllocHost = real_alloc_host;
-    d->EventCreate = real_event_create;
+    long n_allocs = cuda_alloc_count_end();
     th_open(&sync, N, CMP, "max_num_batched_tokens=64", "max_num_seqs=16",
             "async_compression=false", NULL);
     th_run_arrivals(&sync, reqs, N, arrival);
@@ -158,7 +106,7 @@ static void invariance(void) {
 int main(void) {
     make_model();
     th_n_valid = 290;
-    if (!cuda_usable()) {
+    if (!cuda_engine_usable(1)) {
         th_model_remove();
         return 77;
     }

@@ -9,9 +9,7 @@
  *   the backend's own function table are wrapped to count calls while the engine serves 1,000
  *   requests; the count must stay 0.
  * SKIP without a GPU (or its driver, NVRTC, cuBLASLt). */
-#include "drv/cuda.h"
-#include "drv/cuda_be.h"
-#include "tests/harness.h"
+#include "tests/cuda_engine_util.h"
 
 #define N 64
 
@@ -24,31 +22,6 @@ static void make_model(void) {
         "--kv-heads 2 --head-dim 64 --intermediate 512 --vocab 300 --seed 11 --out %s >/dev/null",
         th_dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", th_dir);
     REQUIRE(system(cmd) == 0);
-}
-
-/* 1 when the CUDA backend starts here, 0 (after SKIP) when there is no GPU stack. */
-static int cuda_usable(void) {
-    conf cf;
-    conf_defaults(&cf);
-    snprintf(cf.model, sizeof cf.model, "%s", th_dir);
-    cf.backend = CONF_BACKEND_CUDA;
-    cf.compress = false;
-    cf.max_model_len = 256;
-    cf.block_size = 16;
-    cf.kv_memory_mb = 16;
-    arena a;
-    REQUIRE(arena_init(&a, "probe", 512u << 20) == 0);
-    engine *e = NULL;
-    int rc = engine_open(&e, &a, &cf, 0, NULL, 0, th_event, NULL);
-    if (!rc) engine_close(e);
-    arena_release(&a);
-    if (rc) {
-        char why[512];
-        snprintf(why, sizeof why, "no CUDA backend: %s", err_msg());
-        test_skip(why);
-        return 0;
-    }
-    return 1;
 }
 
 static void gen_reqs(th_req *reqs, int n, unsigned long long seed, int mixed, int *arrival) {
@@ -119,38 +92,15 @@ static void invariance(int mixed) {
     th_close(&eager);
 }
 
-static PFN_cuMemAlloc real_alloc;
-static PFN_cuMemAllocHost real_alloc_host;
-static PFN_cuEventCreate real_event_create;
-static long n_allocs;
-static CUresult count_alloc(CUdeviceptr *p, size_t bytes) {
-    n_allocs++;
-    return real_alloc(p, bytes);
-}
-static CUresult count_alloc_host(void **p, size_t bytes) {
-    n_allocs++;
-    return real_alloc_host(p, bytes);
-}
-static CUresult count_event_create(CUevent *ev, unsigned flags) {
-    n_allocs++;
-    return real_event_create(ev, flags);
-}
-
 static void no_alloc(void) {
     gen_reqs(reqs, 1000, 2024, 1, NULL);
     for (int i = 0; i < 1000; i++)
         reqs[i].rq.logprobs = i % 3 == 0;
     th t;
     th_open(&t, 1000, "backend=cuda", "max_num_seqs=64", "max_waiting=1000", NULL);
-    cuda_drv *d = cuda_backend_drv(engine_backend(t.e));
-    REQUIRE(d);
-    real_alloc = d->MemAlloc, real_alloc_host = d->MemAllocHost;
-    real_event_create = d->EventCreate;
-    d->MemAlloc = count_alloc, d->MemAllocHost = count_alloc_host;
-    d->EventCreate = count_event_create;
+    cuda_alloc_count_begin(t.e);
     th_run_all(&t, reqs, 1000, 0);
-    d->MemAlloc = real_alloc, d->MemAllocHost = real_alloc_host;
-    d->EventCreate = real_event_create;
+    long n_allocs = cuda_alloc_count_end();
     engine_stats st;
     engine_get_stats(t.e, &st);
     int done = 0;
@@ -168,7 +118,7 @@ static void no_alloc(void) {
 int main(void) {
     make_model();
     th_n_valid = 290; /* ids 290..299 are never produced: padded vocabulary, as real models have */
-    if (!cuda_usable()) {
+    if (!cuda_engine_usable(0)) {
         th_model_remove();
         return 77;
     }
