@@ -33,6 +33,7 @@ typedef struct conf {
 
 /* Enum values: index into the key's '|'-separated choices, in the order written there. */
 enum { CONF_BACKEND_AUTO, CONF_BACKEND_CPU, CONF_BACKEND_CUDA };
+enum { CONF_LOAD_FORMAT_AUTO, CONF_LOAD_FORMAT_DUMMY };
 enum { CONF_REDUNDANCY_LIGHTNING, CONF_REDUNDANCY_RAW, CONF_REDUNDANCY_OFF };
 enum { CONF_KV_DTYPE_AUTO, CONF_KV_DTYPE_F32, CONF_KV_DTYPE_BF16, CONF_KV_DTYPE_F16 };
 enum { CONF_SIGTERM_FINISH, CONF_SIGTERM_CANCEL };

@@ -371,7 +371,9 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
     e->bs = (int32_t)cf->block_size;
     e->max_blocks = (e->max_model_len + e->bs - 1) / e->bs;
 
-    if ((rc = loader_weights(&e->mw, &e->mc, a, cf->model))) return rc;
+    rc = cf->load_format == CONF_LOAD_FORMAT_DUMMY ? loader_dummy_weights(&e->mw, mc, a)
+                                                   : loader_weights(&e->mw, mc, a, cf->model);
+    if (rc) return rc;
     be_shape shape;
     engine_be_shape(mc, e->bs, (int32_t)cf->max_num_batched_tokens, (int32_t)cf->max_num_seqs,
                     e->max_blocks * e->bs, &shape); /* graph context buckets reach whole blocks */

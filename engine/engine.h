@@ -67,7 +67,9 @@ typedef struct engine_stats {
     int64_t compressions, evicted_tokens;
     int64_t graph_steps; /* decode steps replayed from a CUDA graph */
     double score_seconds, compact_seconds, forward_seconds, busy_seconds;
-    double tokens_per_s; /* completion tokens per busy second */
+    double cmp_device_seconds;  /* device time of compression batches, event-timed */
+    double cmp_exposed_seconds; /* the part of it while the compute queue ran no forward step */
+    double tokens_per_s;        /* completion tokens per busy second */
 } engine_stats;
 
 /* Loads the model named by cf->model on the configured backend, plans memory (activations,

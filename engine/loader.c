@@ -13,6 +13,10 @@
  * architecture needs is looked up and its shape, dtype and alignment checked. Names are kept
  * in the permanent side only for the tensors handed out. The temporary side is released
  * before returning; on error every mapping made so far is undone.
+ *
+ * Dummy weights (load_format = dummy): one arena buffer of bf16 values from a fixed xorshift
+ * seed, as long as the largest tensor; every tensor points at its start. Nothing is mapped,
+ * so loader_close has nothing to undo.
  */
 #include "engine/loader.h"
 
@@ -700,4 +704,56 @@ void loader_close(model_weights *w) {
     for (int i = 0; i < w->nfiles; i++)
         arena_unmap_file(w->maps[i], w->map_len[i]);
     memset(w, 0, sizeof *w);
+}
+
+static void dummy_tensor(tensor *t, const uint16_t *data, int64_t rows, int64_t cols,
+                         const char *name) {
+    *t = (tensor){
+        .data = data, .dtype = ZP_BF16, .ndim = cols ? 2 : 1, .shape = {rows, cols}, .name = name};
+}
+
+int loader_dummy_weights(model_weights *w, const model_config *c, arena *a) {
+    memset(w, 0, sizeof *w);
+    size_t H = (size_t)c->hidden, D = (size_t)c->head_dim, V = (size_t)c->vocab;
+    size_t I = (size_t)c->intermediate, qd = (size_t)c->heads * D, kd = (size_t)c->kv_heads * D;
+    size_t most = V * H; /* the largest tensor: every other one is a prefix of the buffer */
+    if (I * H > most) most = I * H;
+    if (qd * H > most) most = qd * H;
+    uint16_t *buf = arena_alloc_uninit(a, most * 2, 64, "dummy weights");
+    w->layers = arena_alloc(a, sizeof *w->layers * (size_t)c->layers, 64, "dummy weights");
+    if (!buf || !w->layers) return ZP_ENOMEM;
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < most; i++) { /* xorshift64, uniform in about +-0.03 */
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        buf[i] = zp_f32_to_bf16(((float)(x >> 40) / 16777216.0f - 0.5f) * 0.06f);
+    }
+    dummy_tensor(&w->embed, buf, (int64_t)V, (int64_t)H, "embed");
+    dummy_tensor(&w->final_norm, buf, (int64_t)H, 0, "norm");
+    if (c->tie_embeddings)
+        w->lm_head = w->embed;
+    else
+        dummy_tensor(&w->lm_head, buf, (int64_t)V, (int64_t)H, "lm_head");
+    for (int l = 0; l < c->layers; l++) {
+        layer_weights *L = &w->layers[l];
+        memset(L, 0, sizeof *L);
+        dummy_tensor(&L->in_norm, buf, (int64_t)H, 0, "in_norm");
+        dummy_tensor(&L->post_norm, buf, (int64_t)H, 0, "post_norm");
+        dummy_tensor(&L->q, buf, (int64_t)qd, (int64_t)H, "q");
+        dummy_tensor(&L->k, buf, (int64_t)kd, (int64_t)H, "k");
+        dummy_tensor(&L->v, buf, (int64_t)kd, (int64_t)H, "v");
+        dummy_tensor(&L->o, buf, (int64_t)H, (int64_t)qd, "o");
+        dummy_tensor(&L->gate, buf, (int64_t)I, (int64_t)H, "gate");
+        dummy_tensor(&L->up, buf, (int64_t)I, (int64_t)H, "up");
+        dummy_tensor(&L->down, buf, (int64_t)H, (int64_t)I, "down");
+        if (c->attn_bias) {
+            dummy_tensor(&L->q_bias, buf, (int64_t)qd, 0, "q_bias");
+            dummy_tensor(&L->k_bias, buf, (int64_t)kd, 0, "k_bias");
+            dummy_tensor(&L->v_bias, buf, (int64_t)kd, 0, "v_bias");
+        }
+        if (c->qk_norm) {
+            dummy_tensor(&L->q_norm, buf, (int64_t)D, 0, "q_norm");
+            dummy_tensor(&L->k_norm, buf, (int64_t)D, 0, "k_norm");
+        }
+    }
+    return 0;
 }

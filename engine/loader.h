@@ -3,10 +3,12 @@
  * generation_config.json, and the weights (model.safetensors or shards listed in
  * model.safetensors.index.json), mapped read-only and checked tensor by tensor for presence,
  * shape and dtype against the config, and for tensors sharing bytes. Errors name the file and
- * the key or tensor.
+ * the key or tensor. loader_dummy_weights() stands in for the weights when only the shape
+ * matters (benchmarks: key load_format = dummy).
  *
  * Memory: tensor tables live in the arena; weight bytes stay in the file mappings until
- * loader_close(). Start-up only; the result is read-only and may be shared by threads.
+ * loader_close(), or, for dummy weights, in the arena. Start-up only; the result is read-only
+ * and may be shared by threads.
  */
 #ifndef ZP_LOADER_H
 #define ZP_LOADER_H
@@ -70,6 +72,12 @@ typedef struct model_weights {
 
 int loader_config(model_config *c, arena *a, const char *dir);
 int loader_weights(model_weights *w, const model_config *c, arena *a, const char *dir);
+/* Random weights of the config's shapes, deterministic: every tensor (bf16) points into one
+ * arena buffer of small values (uniform in about +-0.03), so tensors share bytes and any
+ * config.json runs without its checkpoint. No file is read or mapped. */
+int loader_dummy_weights(model_weights *w, const model_config *c, arena *a);
+/* Unmaps the files of loader_weights (none for dummy weights) and clears w; safe on a
+ * cleared w. */
 void loader_close(model_weights *w);
 const char *loader_arch_name(model_arch a);
 

@@ -36,11 +36,14 @@ int main(void) {
     CHECK(c.compress && c.use_global_score && c.global_score_decay == 0.8);
     CHECK(c.redundancy == CONF_REDUNDANCY_LIGHTNING && c.pooling_size == 5 && c.sink_len == 0);
     CHECK(c.ipc_mode == 0600 && !strcmp(c.ipc_name, "zipage"));
+    CHECK(c.load_format == CONF_LOAD_FORMAT_AUTO);
 
     CHECK(load(&c, "# comment\n[scheduler]\nblock_size = 16 # trailing\n\nmax_num_seqs=3\n"
                    "[engine]\nmodel = \"/x y\"\nbackend = cpu\n[ipc]\nipc_mode = 0640\n") == 0);
     CHECK(c.block_size == 16 && c.max_num_seqs == 3 && !strcmp(c.model, "/x y"));
     CHECK(c.backend == CONF_BACKEND_CPU && c.ipc_mode == 0640);
+    CHECK(conf_set(&c, "load_format=dummy", "--set") == 0 &&
+          c.load_format == CONF_LOAD_FORMAT_DUMMY);
     CHECK(conf_set(&c, "scheduler.block_size=32", "--set") == 0 && c.block_size == 32);
     CHECK(conf_set(&c, "compress=off", "--set") == 0 && !c.compress);
 
@@ -51,6 +54,7 @@ int main(void) {
     expect_err("[nosuch]\n", "unknown section");
     expect_err("compress = maybe\n", "not a boolean");
     expect_err("backend = tpu\n", "not one of auto|cpu|cuda");
+    expect_err("load_format = bogus\n", ":1: key 'load_format': 'bogus' is not one of auto|dummy");
     expect_err("global_score_decay = 1.5\n", "out of range");
     expect_err("just words\n", "expected 'key = value'");
     CHECK(conf_set(&c, "block_size", "--set") == ZP_EINVAL);

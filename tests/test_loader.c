@@ -1,7 +1,8 @@
 /* test_loader: models written by `zipage mkmodel` (qwen3, qwen2, llama; bf16 and f32; tied
  * and not; one file and sharded) load with the right config fields and every tensor's
  * shape, dtype and data; a sharded copy loads byte-identically; config.json in the
- * transformers-5 spelling parses like the Hub spelling; generation_config.json's eos wins. */
+ * transformers-5 spelling parses like the Hub spelling; generation_config.json's eos wins;
+ * dummy weights (load_format = dummy) take the config's shapes. */
 #include "arena/err.h"
 #include "engine/loader.h"
 #include "tests/testlib.h"
@@ -252,6 +253,53 @@ static void check_tf5(arena *a, const char *src, const char *dst, const char *ro
     CHECKF(same_config(&c1, &c2), "%s parses differently from %s", dst, src);
 }
 
+static void check_dummy_tensor(const tensor *t, const void *buf, int64_t d0, int64_t d1) {
+    CHECKF(t->data == buf && t->dtype == ZP_BF16 && t->ndim == (d1 ? 2 : 1) && t->shape[0] == d0 &&
+               t->shape[1] == d1,
+           "dummy %s: [%lld,%lld]", t->name, (long long)t->shape[0], (long long)t->shape[1]);
+}
+
+/* Dummy weights of a directory's config: every tensor in the config's shape, bf16, in one
+ * shared buffer of small values that is the same at every call; nothing mapped, so
+ * loader_close only clears. */
+static void check_dummy(arena *a, const char *d) {
+    char p[512];
+    dir_of(p, d);
+    model_config c;
+    model_weights w, w2;
+    REQUIRE(loader_config(&c, a, p) == 0);
+    REQUIRE(loader_dummy_weights(&w, &c, a) == 0 && loader_dummy_weights(&w2, &c, a) == 0);
+    const void *buf = w.embed.data;
+    int64_t H = c.hidden, D = c.head_dim, qd = (int64_t)c.heads * D, kd = (int64_t)c.kv_heads * D;
+    CHECK(w.nfiles == 0 && (c.tie_embeddings ? w.lm_head.data == buf : !!w.lm_head.data));
+    check_dummy_tensor(&w.embed, buf, c.vocab, H);
+    check_dummy_tensor(&w.lm_head, buf, c.vocab, H);
+    check_dummy_tensor(&w.final_norm, buf, H, 0);
+    for (int l = 0; l < c.layers; l++) {
+        const layer_weights *L = &w.layers[l];
+        check_dummy_tensor(&L->in_norm, buf, H, 0);
+        check_dummy_tensor(&L->post_norm, buf, H, 0);
+        check_dummy_tensor(&L->q, buf, qd, H);
+        check_dummy_tensor(&L->k, buf, kd, H);
+        check_dummy_tensor(&L->v, buf, kd, H);
+        check_dummy_tensor(&L->o, buf, H, qd);
+        check_dummy_tensor(&L->gate, buf, c.intermediate, H);
+        check_dummy_tensor(&L->up, buf, c.intermediate, H);
+        check_dummy_tensor(&L->down, buf, H, c.intermediate);
+        CHECK(!L->q_bias.data == !c.attn_bias && !L->q_norm.data == !c.qk_norm);
+        if (c.attn_bias) check_dummy_tensor(&L->v_bias, buf, kd, 0);
+        if (c.qk_norm) check_dummy_tensor(&L->k_norm, buf, D, 0);
+    }
+    double most = 0;
+    size_t n = (size_t)c.vocab * (size_t)H;
+    for (size_t i = 0; i < n; i++)
+        most = fmax(most, fabs(zp_load(buf, ZP_BF16, i)));
+    CHECKF(most > 0.02 && most < 0.031, "dummy values up to %g", most);
+    CHECK(!memcmp(buf, w2.embed.data, n * 2));
+    loader_close(&w);
+    CHECK(w.nfiles == 0 && !w.layers && !w.embed.data);
+}
+
 int main(void) {
     const char *b = getenv("ZP_BUILD");
     static char zp[512];
@@ -277,6 +325,9 @@ int main(void) {
         check_model(&a, &cases[i]);
     CHECK(arena_temp_mark(&a) == mark); /* scratch released */
     check_same_bytes(&a, "q3", "q3s");
+
+    check_dummy(&a, "q3");
+    check_dummy(&a, "q2");
 
     /* Determinism: same arguments, same bytes; another seed, other bytes. */
     char cmd[1200];

@@ -352,6 +352,7 @@ out:
 
 int bench_attention(int argc, char **argv);
 int bench_decode(int argc, char **argv);
+int bench_compress(int argc, char **argv);
 
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "attention")) {
@@ -362,6 +363,10 @@ int cmd_bench(int argc, char **argv) {
         int rc = bench_decode(argc - 1, argv + 1);
         return rc ? cli_fail("bench decode", rc) : 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "compress")) {
+        int rc = bench_compress(argc - 1, argv + 1);
+        return rc ? cli_fail("bench compress", rc) : 0;
+    }
     if (argc < 2 || strcmp(argv[1], "accuracy"))
         return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
                                                     "--data FILE.jsonl [--n N] [--budgets LIST] | "
@@ -369,7 +374,10 @@ int cmd_bench(int argc, char **argv) {
                                                     "[--contexts L] [--gqa L] [--batch B] "
                                                     "[--prefill N [--prefix P]] | "
                                                     "zipage bench decode --model DIR [--points "
-                                                    "BxL,...] [--steps N]"));
+                                                    "BxL,...] [--steps N] | "
+                                                    "zipage bench compress --model DIR "
+                                                    "[--requests N] [--prompt N] [--spread N] "
+                                                    "[--gen N] [--budget M]"));
     int rc = bench_accuracy(argc - 1, argv + 1);
     if (rc == 1) return 1;
     return rc ? cli_fail("bench", rc) : 0;

@@ -6,14 +6,14 @@
  *                       [--bw GBPS] [--prefill N] [--json FILE] [--backend cuda|cpu]
  *                       [--set block_size=N]
  *
- * Only DIR/config.json is read: the weights are random (one buffer of small bf16 values that
- * every tensor shares), so any Hugging Face config benchmarks without its checkpoint. One model
- * is planned for the largest point; each point places B requests at context L (their KV cache
- * holds whatever the arena held: the cost of attention does not depend on the values) and times
- * `steps` decode steps after 3 of warm-up, each a full engine step of the model: metadata upload,
- * forward, greedy argmax on the backend, ids back. Reported: the median step, output tokens per
- * second (B / step), the roofline's and the fraction of it reached. --prefill N also times one
- * step prefilling an N-token prompt (median of 5).
+ * Only DIR/config.json is read: the weights are random (loader_dummy_weights: one buffer of small
+ * bf16 values that every tensor shares), so any Hugging Face config benchmarks without its
+ * checkpoint. One model is planned for the largest point; each point places B requests at context L
+ * (their KV cache holds whatever the arena held: the cost of attention does not depend on the
+ * values) and times `steps` decode steps after 3 of warm-up, each a full engine step of the model:
+ * metadata upload, forward, greedy argmax on the backend, ids back. Reported: the median step,
+ * output tokens per second (B / step), the roofline's and the fraction of it reached. --prefill N
+ * also times one step prefilling an N-token prompt (median of 5).
  */
 #include "arena/err.h"
 #include "engine/engine.h"
@@ -37,57 +37,6 @@ static double now_s(void) {
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
-}
-
-static void set_t(tensor *t, const void *data, int64_t rows, int64_t cols, const char *name) {
-    *t = (tensor){
-        .data = data, .dtype = ZP_BF16, .ndim = cols ? 2 : 1, .shape = {rows, cols}, .name = name};
-}
-
-/* Random weights for the config: every tensor points into one buffer of small bf16 values. */
-static int random_weights(model_weights *w, const model_config *c, arena *a) {
-    size_t H = (size_t)c->hidden, D = (size_t)c->head_dim, V = (size_t)c->vocab;
-    size_t I = (size_t)c->intermediate, qd = (size_t)c->heads * D, kd = (size_t)c->kv_heads * D;
-    size_t most = V * H;
-    if (I * H > most) most = I * H;
-    if (qd * H > most) most = qd * H;
-    uint16_t *buf = arena_alloc_uninit(a, most * 2, 64, "random weights");
-    w->layers = arena_alloc(a, sizeof(layer_weights) * (size_t)c->layers, 64, "random weights");
-    if (!buf || !w->layers) return ZP_ENOMEM;
-    uint64_t x = 0x9E3779B97F4A7C15ull;
-    for (size_t i = 0; i < most; i++) { /* uniform in about +-0.03 */
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        buf[i] = zp_f32_to_bf16(((float)(x >> 40) / 16777216.0f - 0.5f) * 0.06f);
-    }
-    set_t(&w->embed, buf, (int64_t)V, (int64_t)H, "embed");
-    set_t(&w->final_norm, buf, (int64_t)H, 0, "norm");
-    if (c->tie_embeddings)
-        w->lm_head = w->embed;
-    else
-        set_t(&w->lm_head, buf, (int64_t)V, (int64_t)H, "lm_head");
-    for (int l = 0; l < c->layers; l++) {
-        layer_weights *L = &w->layers[l];
-        memset(L, 0, sizeof *L);
-        set_t(&L->in_norm, buf, (int64_t)H, 0, "in_norm");
-        set_t(&L->post_norm, buf, (int64_t)H, 0, "post_norm");
-        set_t(&L->q, buf, (int64_t)qd, (int64_t)H, "q");
-        set_t(&L->k, buf, (int64_t)kd, (int64_t)H, "k");
-        set_t(&L->v, buf, (int64_t)kd, (int64_t)H, "v");
-        set_t(&L->o, buf, (int64_t)H, (int64_t)qd, "o");
-        set_t(&L->gate, buf, (int64_t)I, (int64_t)H, "gate");
-        set_t(&L->up, buf, (int64_t)I, (int64_t)H, "up");
-        set_t(&L->down, buf, (int64_t)H, (int64_t)I, "down");
-        if (c->attn_bias) {
-            set_t(&L->q_bias, buf, (int64_t)qd, 0, "q_bias");
-            set_t(&L->k_bias, buf, (int64_t)kd, 0, "k_bias");
-            set_t(&L->v_bias, buf, (int64_t)kd, 0, "v_bias");
-        }
-        if (c->qk_norm) {
-            set_t(&L->q_norm, buf, (int64_t)D, 0, "q_norm");
-            set_t(&L->k_norm, buf, (int64_t)D, 0, "k_norm");
-        }
-    }
-    return 0;
 }
 
 /* Greedy, no penalty, no logprob for every row (backends that sample read these). */
@@ -152,9 +101,8 @@ int bench_decode(int argc, char **argv) {
     arena a;
     model_config mc;
     model_weights mw;
-    memset(&mw, 0, sizeof mw);
     if ((rc = arena_init(&a, "bench", (size_t)cf.host_arena_mb << 20)) ||
-        (rc = loader_config(&mc, &a, cf.model)) || (rc = random_weights(&mw, &mc, &a)))
+        (rc = loader_config(&mc, &a, cf.model)) || (rc = loader_dummy_weights(&mw, &mc, &a)))
         return rc;
     int32_t bs = (int32_t)cf.block_size, max_b = 0, max_blocks = 0, max_tok_blocks = 0;
     for (int i = 0; i < np; i++) {
