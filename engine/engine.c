@@ -222,6 +222,24 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
         d.cmp_max_pos = e->max_blocks * e->bs;
         d.cmp_max_keep = (int32_t)keep_blocks * e->bs;
     }
+    d.cp = (be_cparams){
+        .layers = mc->layers,
+        .hq = mc->heads,
+        .hkv = mc->kv_heads,
+        .dim = mc->head_dim,
+        .bs = e->bs,
+        .qcl = cmp ? e->qcl : 0,
+        .scale = 1.0f / sqrtf((float)mc->head_dim),
+        .max_norm = cf->max_norm,
+        .gamma = cf->use_global_score ? (float)cf->global_score_decay : 0,
+        .pool = (int32_t)cf->pooling_size,
+        .redundancy = cf->redundancy,
+        .lambda = (float)cf->redundancy_lambda,
+        .temperature = (float)cf->redundancy_temperature,
+        .threshold = (float)cf->redundancy_threshold,
+        .sink_len = (int32_t)cf->sink_len,
+    };
+    if ((rc = e->be->check(e->be, &d.cp))) return rc;
     size_t kv_bytes = (size_t)(cf->kv_memory_mb ? cf->kv_memory_mb : 1024) << 20;
     if (!cf->kv_memory_mb && e->be->device_memory && (rc = device_kv_bytes(e, cf, &d, &kv_bytes)))
         return rc;
@@ -249,26 +267,7 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
                              model_host_bytes(mc, &d, e->be))))
         return rc;
     if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
-    be_cparams cp = {
-        .layers = mc->layers,
-        .hq = mc->heads,
-        .hkv = mc->kv_heads,
-        .dim = mc->head_dim,
-        .bs = e->bs,
-        .qcl = cmp ? e->qcl : 0,
-        .scale = 1.0f / sqrtf((float)mc->head_dim),
-        .max_norm = cf->max_norm,
-        .gamma = cf->use_global_score ? (float)cf->global_score_decay : 0,
-        .pool = (int32_t)cf->pooling_size,
-        .redundancy = cf->redundancy,
-        .lambda = (float)cf->redundancy_lambda,
-        .temperature = (float)cf->redundancy_temperature,
-        .threshold = (float)cf->redundancy_threshold,
-        .sink_len = (int32_t)cf->sink_len,
-    };
-    if ((rc = e->be->check(e->be, &cp))) return rc;
     if (cmp) {
-        model_set_cparams(&e->m, &cp);
         e->qslots = arena_alloc(a, sizeof(int32_t) * (size_t)d.qcache_slots, 8, "query slots");
         e->cjob_req = arena_alloc(a, sizeof(int32_t) * (size_t)d.cmp_jobs, 8, "compression jobs");
         e->blk_batch =

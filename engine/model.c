@@ -356,7 +356,7 @@ static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
         be->qkv_rope_store(be, m->q, m->qkv, L->qn.p, L->kn.p, L->qn.t, eps, bb->positions,
                            m->inv_freq, bb->slots, L->kc, L->vc, m->dims.kv_dtype, n, Hq, Hkv, D,
                            bs);
-        if (m->qc) be->qcache_store(be, m->qc, m->q, bb, m->tok_qslot, l, &m->cp);
+        if (m->qc) be->qcache_store(be, m->qc, m->q, bb, m->tok_qslot, l, &m->dims.cp);
         be->attention(be, m->att, m->q, L->kc, L->vc, m->dims.kv_dtype, bb, Hq, Hkv, D, bs,
                       1.0f / sqrtf((float)D));
         /* xn <- o_proj(att); then resid x += xn and xn <- post_norm(x) */
@@ -502,10 +502,6 @@ int model_forward(model *m) {
     return be->sync_queue(be, BE_Q_COMPUTE); /* a compression batch may still be running */
 }
 
-void model_set_cparams(model *m, const be_cparams *p) {
-    m->cp = *p;
-}
-
 /* Phase timing of a compression batch. Mark 0 is recorded on the compression queue before the
  * first layer, then one mark after each phase: odd marks end a layer's scoring (score,
  * redundancy, selection), even marks its compaction. Mark k is event MODEL_EV_MARK + k (the
@@ -537,11 +533,11 @@ int model_compress_begin(model *m) {
     if (!rc) rc = be->event_record(be, MODEL_EV_MARK + k++, BE_Q_COMPRESS);
     for (int l = 0; !rc && l < m->cfg.layers; l++) {
         const model_layer *L = &m->layers[l];
-        be->cmp_score(be, m->scores, m->qc, L->kc, L->cc, m->dims.kv_dtype, &m->bcj, l, &m->cp);
-        be->cmp_redundancy(be, m->scores, L->kc, m->dims.kv_dtype, m->work, &m->bcj, &m->cp);
-        be->cmp_select(be, m->keep, m->scores, m->work, &m->bcj, &m->cp);
+        be->cmp_score(be, m->scores, m->qc, L->kc, L->cc, m->dims.kv_dtype, &m->bcj, l, &m->dims.cp);
+        be->cmp_redundancy(be, m->scores, L->kc, m->dims.kv_dtype, m->work, &m->bcj, &m->dims.cp);
+        be->cmp_select(be, m->keep, m->scores, m->work, &m->bcj, &m->dims.cp);
         if ((rc = be->event_record(be, MODEL_EV_MARK + k++, BE_Q_COMPRESS))) break;
-        be->cmp_compact(be, L->kc, L->vc, L->cc, m->dims.kv_dtype, m->keep, &m->bcj, &m->cp);
+        be->cmp_compact(be, L->kc, L->vc, L->cc, m->dims.kv_dtype, m->keep, &m->bcj, &m->dims.cp);
         rc = be->event_record(be, MODEL_EV_MARK + k++, BE_Q_COMPRESS);
     }
     int back = be->use_queue(be, BE_Q_COMPUTE);

@@ -50,6 +50,7 @@ typedef struct model_dims {
     int32_t cmp_jobs;     /* compression jobs per batch */
     int32_t cmp_max_pos;  /* longest job, positions (multiple of block_size) */
     int32_t cmp_max_keep; /* largest n_keep */
+    be_cparams cp;        /* the compression ops' parameters: decode graphs capture them */
 } model_dims;
 
 /* Host staging of one step's metadata (filled by the scheduler, see be_batch). */
@@ -108,7 +109,6 @@ typedef struct model {
     be_batch bb;
     be_ptr tok_qslot;
     /* compression */
-    be_cparams cp;
     be_ptr qc, scores, work, keep, cmeta;
     size_t cmeta_words;
     int32_t *host_cmeta;
@@ -140,8 +140,6 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
  * buckets when the model captured graphs; every other step runs op by op. Both give the same bits.
  */
 int model_forward(model *m);
-/* Sets the compression parameters (before the first model_compress). */
-void model_set_cparams(model *m, const be_cparams *p);
 /* Compresses the staged jobs: scores, selects and compacts every layer on the compression
  * queue; adds the device time of the scoring and compaction phases to score_seconds and
  * compact_seconds. On return the work is done and later compute work is ordered after it. */

@@ -1,6 +1,7 @@
 /* cuda_engine_util: shared parts of the engine-level GPU tests (test_cuda_engine,
  * test_cuda_compress): whether the CUDA backend starts here, and counting the driver's
- * allocation and event-creation calls made through the backend's own function table.
+ * allocation and event-creation calls made through the backend's own function table, and
+ * comparing two runs' outputs request by request.
  * Header-only, single-threaded; the counters are the test's. */
 #ifndef ZP_CUDA_ENGINE_UTIL_H
 #define ZP_CUDA_ENGINE_UTIL_H
@@ -72,6 +73,19 @@ static inline long cuda_alloc_count_end(void) {
     cet_drv->MemAlloc = cet_alloc, cet_drv->MemAllocHost = cet_alloc_host;
     cet_drv->EventCreate = cet_event_create;
     return cet_calls;
+}
+
+/* Counts requests whose whole output (tokens, logprobs, finish) is identical in a and b,
+ * failing the test for each that differs; prints one line. */
+static inline int cuda_compare(th *a, th *b, int n, const char *what) {
+    int same = 0;
+    for (int i = 0; i < n; i++) {
+        int s = a->out[i].finals == 1 && b->out[i].finals == 1 && th_same(&a->out[i], &b->out[i]);
+        CHECKF(s, "%s: request %d differs", what, i);
+        same += s;
+    }
+    printf("  %-58s %d/%d identical\n", what, same, n);
+    return same;
 }
 
 #endif

@@ -6,8 +6,8 @@
  * - Batch invariance with compression (small budgets, so every request compresses many times):
  *   24 requests, greedy and seeded, give bit-identical tokens alone, all together with random
  *   arrivals and chunked prefill, and together with synchronous compression
- *   (async_compression=false), so neither the batch nor the overlap of a compression with other
- *   work changes a token.
+ *   (async_compression=false) and op by op (cuda_graphs=false), so neither the batch, nor the
+ *   overlap of a compression with other work, nor a graph replay changes a token.
  * - No allocation after start-up while compressing: the driver's allocation and event-creation
  *   entry points of the backend's own table are counted while the together run serves.
  * SKIP without a GPU (or its driver, NVRTC, cuBLASLt). */
@@ -53,17 +53,6 @@ static void constant_memory(void) {
     th_close(&t);
 }
 
-static int compare(th *a, th *b, int n, const char *what) {
-    int same = 0;
-    for (int i = 0; i < n; i++) {
-        int s = a->out[i].finals == 1 && b->out[i].finals == 1 && th_same(&a->out[i], &b->out[i]);
-        CHECKF(s, "%s: request %d differs", what, i);
-        same += s;
-    }
-    printf("  %-58s %d/%d identical\n", what, same, n);
-    return same;
-}
-
 static th_req reqs[N];
 static int arrival[N];
 
@@ -77,7 +66,7 @@ static void invariance(void) {
 #define CMP                                                                                        \
     "backend=cuda", "compress=true", "gpu_compression=true", "max_cache_blocks_per_seq=4",         \
         "query_cache_len=4"
-    th alone, together, sync;
+    th alone, together, sync, eager;
     th_open(&alone, N, CMP, "max_num_batched_tokens=64", NULL);
     th_run_alone(&alone, reqs, N);
     th_open(&together, N, CMP, "max_num_batched_tokens=64", "max_num_seqs=16", NULL);
@@ -87,6 +76,10 @@ static void invariance(void) {
     th_open(&sync, N, CMP, "max_num_batched_tokens=64", "max_num_seqs=16",
             "async_compression=false", NULL);
     th_run_arrivals(&sync, reqs, N, arrival);
+    /* decode graphs are captured at start-up with the compression parameters (qcache_store) */
+    th_open(&eager, N, CMP, "max_num_batched_tokens=64", "max_num_seqs=16", "cuda_graphs=false",
+            NULL);
+    th_run_arrivals(&eager, reqs, N, arrival);
 #undef CMP
     engine_stats sa, st;
     engine_get_stats(alone.e, &sa);
@@ -96,11 +89,13 @@ static void invariance(void) {
            (long long)sa.compressions, (long long)st.compressions, (long long)st.steps, n_allocs);
     CHECK(st.compressions >= N && sa.compressions == st.compressions);
     CHECKF(n_allocs == 0, "%ld allocations after start-up", n_allocs);
-    compare(&alone, &together, N, "alone vs together (chunked prefill, async compression)");
-    compare(&together, &sync, N, "together: async vs synchronous compression");
+    cuda_compare(&alone, &together, N, "alone vs together (chunked prefill, async compression)");
+    cuda_compare(&together, &sync, N, "together: async vs synchronous compression");
+    cuda_compare(&together, &eager, N, "together: CUDA graphs vs op by op");
     th_close(&alone);
     th_close(&together);
     th_close(&sync);
+    th_close(&eager);
 }
 
 int main(void) {

@@ -39,17 +39,6 @@ static void gen_reqs(th_req *reqs, int n, unsigned long long seed, int mixed, in
     }
 }
 
-static int compare(th *a, th *b, int n, const char *what) {
-    int same = 0;
-    for (int i = 0; i < n; i++) {
-        int s = a->out[i].finals == 1 && b->out[i].finals == 1 && th_same(&a->out[i], &b->out[i]);
-        CHECKF(s, "%s: request %d differs", what, i);
-        same += s;
-    }
-    printf("  %-52s %d/%d identical\n", what, same, n);
-    return same;
-}
-
 /* Every token must be one the tokenizer can produce (ids < th_n_valid), in graph steps too. */
 static void check_valid(th *t, int n, const char *what) {
     int bad = 0;
@@ -83,8 +72,8 @@ static void invariance(int mixed) {
         (long long)st.graph_steps, (long long)st.steps, (long long)se.graph_steps);
     check_valid(&alone, N, "alone");
     check_valid(&together, N, "together");
-    compare(&alone, &together, N, "alone vs together (chunked prefill, graphs)");
-    compare(&together, &eager, N, "together: graphs vs no graphs");
+    cuda_compare(&alone, &together, N, "alone vs together (chunked prefill, graphs)");
+    cuda_compare(&together, &eager, N, "together: graphs vs no graphs");
     if (!mixed) CHECKF(st.graph_steps > 0 && sa.graph_steps > 0, "no decode step used a graph");
     CHECK(se.graph_steps == 0);
     th_close(&alone);
