@@ -69,16 +69,6 @@
 
 #include "common.cuh"
 
-#ifndef ZP_HEAD_DIM
-#define ZP_HEAD_DIM 128
-#endif
-#ifndef ZP_BLOCK_SIZE
-#define ZP_BLOCK_SIZE 16
-#endif
-#ifndef ZP_GQA
-#define ZP_GQA 4
-#endif
-
 #define ZP_ATTN_THREADS 128
 #define ZP_ATTN_VEC 8                                  /* bf16 per 16-byte vector */
 #define ZP_ATTN_TPR (ZP_HEAD_DIM / ZP_ATTN_VEC)        /* lanes per K/V row: 8 or 16 */

@@ -9,11 +9,21 @@
  * - cp.async (sm_80+): 16-byte copies global -> shared that bypass registers (and L1: .cg);
  *   a thread's own cp.async.wait_group orders only its own copies, so data another thread
  *   copied needs a __syncthreads after the wait.
- * Compile-time constants come as -D options from drv/nvrtc.c; kernels are extern "C" so the
- * host finds them by name.
+ * Compile-time constants come as -D options from drv/nvrtc.c (the defaults below serve only a
+ * file compiled by hand); kernels are extern "C" so the host finds them by name.
  */
 #ifndef ZP_COMMON_CUH
 #define ZP_COMMON_CUH
+
+#ifndef ZP_HEAD_DIM
+#define ZP_HEAD_DIM 128
+#endif
+#ifndef ZP_BLOCK_SIZE
+#define ZP_BLOCK_SIZE 16
+#endif
+#ifndef ZP_GQA
+#define ZP_GQA 4
+#endif
 
 typedef unsigned short bf16;
 

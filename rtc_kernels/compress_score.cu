@@ -115,16 +115,6 @@
  */
 #include "common.cuh"
 
-#ifndef ZP_HEAD_DIM
-#define ZP_HEAD_DIM 128
-#endif
-#ifndef ZP_BLOCK_SIZE
-#define ZP_BLOCK_SIZE 16
-#endif
-#ifndef ZP_GQA
-#define ZP_GQA 4
-#endif
-
 #define ZP_QC_THREADS 128
 #define ZP_CS_THREADS 256
 #define ZP_CS_NQ 128                            /* query rows (window query x head) per chunk */

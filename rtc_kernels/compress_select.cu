@@ -100,13 +100,6 @@
  */
 #include "common.cuh"
 
-#ifndef ZP_HEAD_DIM
-#define ZP_HEAD_DIM 128
-#endif
-#ifndef ZP_BLOCK_SIZE
-#define ZP_BLOCK_SIZE 16
-#endif
-
 #define ZP_CS_THREADS 256
 #define ZP_CS_NEG_INF __int_as_float(0xff800000)
 

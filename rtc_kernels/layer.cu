@@ -13,13 +13,6 @@
  */
 #include "common.cuh"
 
-#ifndef ZP_HEAD_DIM
-#define ZP_HEAD_DIM 128
-#endif
-#ifndef ZP_BLOCK_SIZE
-#define ZP_BLOCK_SIZE 16
-#endif
-
 /* resid[t][:] = table[ids[t]][:]. grid (rows_cap), block 256. */
 extern "C" __global__ void zp_embed(float *resid, const bf16 *table, const int *ids,
                                     const int *n_rows, int dim) {

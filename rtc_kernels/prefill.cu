@@ -76,16 +76,6 @@
  */
 #include "common.cuh"
 
-#ifndef ZP_HEAD_DIM
-#define ZP_HEAD_DIM 128
-#endif
-#ifndef ZP_BLOCK_SIZE
-#define ZP_BLOCK_SIZE 16
-#endif
-#ifndef ZP_GQA
-#define ZP_GQA 4
-#endif
-
 #define ZP_PF_THREADS 128                                      /* 4 warps */
 #define ZP_PF_M 64                                             /* query rows (row, head) per CTA */
 #define ZP_PF_QT (ZP_PF_M / ZP_GQA)                            /* token rows per q-tile */
