@@ -80,7 +80,7 @@ typedef struct be_batch {
     int32_t n_qtiles;
 } be_batch;
 
-/* Compression of a batch of requests ("jobs"), one layer at a time (see
+/* Compression of a batch of requests ("jobs"), every layer at once (see
  * ../shared/spec/compressed-paged-attention.md, sections 4-6). Device metadata. A job's
  * cached positions p = 0 .. n_blocks*bs-1 run over its source block table in order;
  * positions >= kv_len are unused. */
@@ -91,6 +91,7 @@ enum {
 
 typedef struct be_cjobs {
     int32_t n_jobs;
+    int32_t max_jobs;   /* job rows per layer slab of scores, work and keep (>= n_jobs) */
     int32_t max_blocks; /* row stride of src / dst */
     int32_t max_pos;    /* row stride of score rows, >= every job's n_blocks * bs */
     int32_t max_keep;   /* row stride of keep rows, >= every job's n_keep */
@@ -255,18 +256,20 @@ struct backend {
      * these parameters. Called once at start-up. */
     int (*check)(backend *be, const be_cparams *p);
     /* Compression ops. Query cache qc: f32 [slots][layers][qcl][hq][dim]; the query of a
-     * token with cache index i goes to ring entry i % qcl. Score cache cc (one per layer):
-     * f32 [num_blocks][hkv][bs], laid out like K. Scores: f32 [n_jobs][hkv][max_pos].
-     * work: scratch of n_jobs * hkv * max_pos * 8 bytes. keep: int32 [n_jobs][hkv][max_keep]. */
-    /* For each token t with tok_qslot[t] >= 0, stores q[t] (post-norm, post-RoPE) in its
-     * slot's ring entry tok_kv_idx[t] % qcl of this layer. */
+     * token with cache index i goes to ring entry i % qcl. Score cache C (one per layer):
+     * f32 [num_blocks][hkv][bs], laid out like K. The cmp_* ops cover layers layer0 ..
+     * layer0 + n_layers - 1 in one call (on CUDA one launch each): kc, vc and cc are layer
+     * tables, u64 [layers] in backend memory holding each layer's K, V and C base, and the
+     * scratch holds one slab per covered layer (layer z of the call at slab z): scores f32
+     * [max_jobs][hkv][max_pos], work max_jobs * hkv * max_pos * 8 bytes, keep int32
+     * [max_jobs][hkv][max_keep]. */
     void (*qcache_store)(backend *be, be_ptr qc, be_ptr q, const be_batch *b, be_ptr tok_qslot,
                          int layer, const be_cparams *p);
     /* Spec 5.1-5.4: attention score of the qcl cached queries (causal by cache index),
      * optional max-norm, carried score (writes C := S back for p < kv_len), pooling.
      * Unused positions get -inf. */
     void (*cmp_score)(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_ptr cc, zp_dtype kvt,
-                      const be_cjobs *j, int layer, const be_cparams *p);
+                      const be_cjobs *j, int layer0, int n_layers, const be_cparams *p);
     /* Spec 5.5: S := lambda*S - (1-lambda)*R, in place (nothing when redundancy is off).
      * R, in closed form (a function of the keys only, no scan order), over the positions
      * p < kv_len of one (job, kv head); a pair (m, c) is allowed when m != c and, for
@@ -287,19 +290,19 @@ struct backend {
      * (entries p < kv_len; the rest untouched), inv[c] negated where m*(c) exists; backends
      * agree on it byte for byte. Only the softmax's exp and sum may round differently. */
     void (*cmp_redundancy)(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
-                           const be_cjobs *j, const be_cparams *p);
+                           const be_cjobs *j, int layer0, int n_layers, const be_cparams *p);
     /* Spec 5.6-5.7: protection (+inf for the qcl newest and the sinks, -inf unused) and
      * selection of exactly n_keep positions per (job, head) on f32 scores, ties to the
      * later position; keep rows list the kept positions in ascending order. */
     void (*cmp_select)(backend *be, be_ptr keep, be_ptr scores, be_ptr work, const be_cjobs *j,
-                       const be_cparams *p);
+                       int n_layers, const be_cparams *p);
     /* Spec 6: moves K, V and C of the kept positions, in order, to target slots 0.. of the
      * dst blocks. dst may share blocks with src, each shared block at the SAME index of both
      * tables (in place, or fresh blocks for shared leading ones): then target j overwrites
      * only source position j, which keep rows (ascending, keep[i] >= i) read at an index
      * <= j. A block at a lower dst index than its src index is not safe. */
     void (*cmp_compact)(backend *be, be_ptr kc, be_ptr vc, be_ptr cc, zp_dtype kvt, be_ptr keep,
-                        const be_cjobs *j, const be_cparams *p);
+                        const be_cjobs *j, int layer0, int n_layers, const be_cparams *p);
 };
 
 /* The CPU reference backend. threads = 0: one per online core. max_k bounds the inner
@@ -320,11 +323,11 @@ typedef struct be_config {
     int threads; /* CPU workers, 0 = one per core */
     const char *cuda_driver_path, *nvrtc_path, *cublaslt_path, *kernel_cache_dir;
     int cuda_device;
-    int batch_invariant; /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */
-    int attention_chunk; /* KV positions per split of attention (CUDA) */
+    int batch_invariant;   /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */
+    int attention_chunk;   /* KV positions per split of attention (CUDA) */
     int gemm_workspace_mb; /* cuBLASLt's workspace (CUDA) */
-    int compress;        /* the engine will run the compression ops */
-    int gpu_compression; /* ... and may run them on the GPU */
+    int compress;          /* the engine will run the compression ops */
+    int gpu_compression;   /* ... and may run them on the GPU */
 } be_config;
 
 enum { BE_AUTO, BE_CPU, BE_CUDA };

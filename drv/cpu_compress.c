@@ -19,18 +19,42 @@
 #include <math.h>
 #include <string.h>
 
-static inline void *ptr(be_ptr p) { return (void *)(uintptr_t)p; }
+static inline void *ptr(be_ptr p) {
+    return (void *)(uintptr_t)p;
+}
 
-/* Host views of a be_cjobs (CPU be_ptrs are host addresses). */
+/* Host views of a be_cjobs (CPU be_ptrs are host addresses) and of the call's layers. */
 typedef struct {
     const int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *src, *dst;
-    int max_blocks, max_pos, max_keep;
+    int n_jobs, max_jobs, max_blocks, max_pos, max_keep, hkv, layer0;
 } jobs_view;
 
-static jobs_view view(const be_cjobs *j) {
+static jobs_view view(const be_cjobs *j, int layer0, int n_layers, const be_cparams *p) {
+    assert(j->n_jobs >= 0 && j->n_jobs <= j->max_jobs);
+    assert(layer0 >= 0 && n_layers >= 0 && layer0 + n_layers <= p->layers);
     return (jobs_view){ptr(j->n_blocks), ptr(j->kv_len), ptr(j->n_keep), ptr(j->qslot),
-                       ptr(j->flags),    ptr(j->src),    ptr(j->dst),    j->max_blocks,
-                       j->max_pos,       j->max_keep};
+                       ptr(j->flags),    ptr(j->src),    ptr(j->dst),    j->n_jobs,
+                       j->max_jobs,      j->max_blocks,  j->max_pos,     j->max_keep,
+                       p->hkv,           layer0};
+}
+
+/* The parallel items of a call: (layer z of the call, job b, kv head h) for item i, in that
+ * order; slab is the row's index in the per-layer scratch (layer z's slab first). */
+typedef struct {
+    int z, b, h;
+    size_t slab;
+} row_at;
+
+static row_at row_of(const jobs_view *v, size_t i) {
+    size_t per_layer = (size_t)v->n_jobs * (size_t)v->hkv, r = i % per_layer;
+    row_at a = {(int)(i / per_layer), (int)(r / (size_t)v->hkv), (int)(r % (size_t)v->hkv), 0};
+    a.slab = (size_t)a.z * (size_t)v->max_jobs * (size_t)v->hkv + r;
+    return a;
+}
+
+/* Layer l's cache base from a layer table. */
+static inline void *layer_base(be_ptr table, int l) {
+    return ptr(((const uint64_t *)ptr(table))[l]);
 }
 
 /* Index of (position pos, kv head h) in a [blocks][hkv][bs] array through block table bt:
@@ -52,9 +76,11 @@ static float dot_f32(const float *a, const float *b, int n) {
     float s[8] = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) s[k] += a[i + k] * b[i + k];
+        for (int k = 0; k < 8; k++)
+            s[k] += a[i + k] * b[i + k];
     float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; i < n; i++) t += a[i] * b[i];
+    for (; i < n; i++)
+        t += a[i] * b[i];
     return t;
 }
 
@@ -64,16 +90,19 @@ static float dot_kv(const float *a, const void *k, zp_dtype t, size_t off, int n
     if (t == ZP_F32) return dot_f32(a, (const float *)k + off, n);
     if (t == ZP_F16) {
         const uint16_t *h = (const uint16_t *)k + off;
-        for (int i = 0; i < n; i++) tmp[i] = zp_f16_to_f32(h[i]);
+        for (int i = 0; i < n; i++)
+            tmp[i] = zp_f16_to_f32(h[i]);
         return dot_f32(a, tmp, n);
     }
     const uint16_t *h = (const uint16_t *)k + off;
     float s[8] = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * zp_bf16_to_f32(h[i + j]);
+        for (int j = 0; j < 8; j++)
+            s[j] += a[i + j] * zp_bf16_to_f32(h[i + j]);
     float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; i < n; i++) r += a[i] * zp_bf16_to_f32(h[i]);
+    for (; i < n; i++)
+        r += a[i] * zp_bf16_to_f32(h[i]);
     return r;
 }
 
@@ -84,9 +113,11 @@ static void load_row(float *dst, const void *src, zp_dtype t, size_t off, int n)
     } else {
         const uint16_t *h = (const uint16_t *)src + off;
         if (t == ZP_BF16)
-            for (int i = 0; i < n; i++) dst[i] = zp_bf16_to_f32(h[i]);
+            for (int i = 0; i < n; i++)
+                dst[i] = zp_bf16_to_f32(h[i]);
         else
-            for (int i = 0; i < n; i++) dst[i] = zp_f16_to_f32(h[i]);
+            for (int i = 0; i < n; i++)
+                dst[i] = zp_f16_to_f32(h[i]);
     }
 }
 
@@ -124,8 +155,10 @@ int cpu_cmp_check(backend *be, const be_cparams *p) {
         return err_set(ZP_EUNSUP, "cpu backend: compression needs head_dim <= %d (model has %d)",
                        CPU_CMP_MAX_DIM, p->dim);
     if (p->hq / p->hkv * p->qcl > CPU_CMP_MAX_GQ)
-        return err_set(ZP_EUNSUP, "key 'query_cache_len': %d x %d query heads per kv head exceeds "
-                       "the cpu backend's %d", p->qcl, p->hq / p->hkv, CPU_CMP_MAX_GQ);
+        return err_set(ZP_EUNSUP,
+                       "key 'query_cache_len': %d x %d query heads per kv head exceeds "
+                       "the cpu backend's %d",
+                       p->qcl, p->hq / p->hkv, CPU_CMP_MAX_GQ);
     if (p->pool > CPU_CMP_MAX_POOL)
         return err_set(ZP_EUNSUP, "key 'pooling_size': %d exceeds the cpu backend's %d", p->pool,
                        CPU_CMP_MAX_POOL);
@@ -135,21 +168,21 @@ int cpu_cmp_check(backend *be, const be_cparams *p) {
 void cpu_qcache_store(backend *be, be_ptr qc, be_ptr q, const be_batch *b, be_ptr tok_qslot,
                       int layer, const be_cparams *p) {
     assert(p->qcl >= 1 && layer >= 0 && layer < p->layers);
-    qstore_args a = {ptr(qc),  ptr(q),  ptr(tok_qslot), ptr(b->tok_kv_idx), ptr(b->tok_seq),
-                     b->n_tokens, layer, p->layers, p->qcl, p->hq * p->dim};
+    qstore_args a = {ptr(qc),         ptr(q),        ptr(tok_qslot), ptr(b->tok_kv_idx),
+                     ptr(b->tok_seq), b->n_tokens,   layer,          p->layers,
+                     p->qcl,          p->hq * p->dim};
     cpu_parallel(be->impl, (size_t)b->n_tokens, 1, qstore_rows, &a);
 }
 
 /* ---- cmp_score ---- */
 
 typedef struct {
-    float *scores, *cc;
+    float *scores;
     const float *qc;
-    const void *kc;
+    be_ptr kc, cc; /* layer tables */
     zp_dtype kvt;
     jobs_view v;
     const be_cparams *p;
-    int layer;
 } score_args;
 
 /* In-place max-pool of s[0..n) with window [i - left, i - left + width - 1] clipped to the
@@ -176,37 +209,45 @@ static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
     const be_cparams *p = a->p;
     int hkv = p->hkv, D = p->dim, bs = p->bs, qcl = p->qcl, G = p->hq / p->hkv;
     float kf[CPU_CMP_MAX_DIM], mx[CPU_CMP_MAX_GQ], sm[CPU_CMP_MAX_GQ];
-    for (size_t row = begin; row < end; row++) {
-        int b = (int)(row / (size_t)hkv), h = (int)(row % (size_t)hkv);
+    for (size_t i = begin; i < end; i++) {
+        row_at r = row_of(&a->v, i);
+        int b = r.b, h = r.h, layer = a->v.layer0 + r.z;
+        const void *kc = layer_base(a->kc, layer);
+        float *cc = layer_base(a->cc, layer);
         job_positions(&a->v, b, bs);
         int kvl = a->v.kv_len[b], fl = a->v.flags[b];
         const int32_t *bt = a->v.src + (size_t)b * (size_t)a->v.max_blocks;
-        float *S = a->scores + row * (size_t)a->v.max_pos;
-        for (int pos = kvl; pos < a->v.max_pos; pos++) S[pos] = -INFINITY;
+        float *S = a->scores + r.slab * (size_t)a->v.max_pos;
+        for (int pos = kvl; pos < a->v.max_pos; pos++)
+            S[pos] = -INFINITY;
         if (kvl == 0) continue;
         /* Window query i (cache index kvl-qcl+i) sees positions <= its index; queries before
          * the first token do not exist. Query (i, g) is head h*G+g of ring entry qi % qcl. */
-        const float *qbase = a->qc + ((size_t)a->v.qslot[b] * (size_t)p->layers + (size_t)a->layer) *
+        const float *qbase = a->qc + ((size_t)a->v.qslot[b] * (size_t)p->layers + (size_t)layer) *
                                          (size_t)qcl * (size_t)p->hq * (size_t)D;
         int i_first = qcl > kvl ? qcl - kvl : 0, nq = qcl - i_first;
 #define QVEC(i, g)                                                                                 \
-    (qbase + (((size_t)((kvl - qcl + (i)) % qcl) * (size_t)p->hq) + (size_t)(h * G + (g))) * (size_t)D)
-        for (int k = 0; k < G * qcl; k++) mx[k] = -INFINITY, sm[k] = 0;
+    (qbase +                                                                                       \
+     (((size_t)((kvl - qcl + (i)) % qcl) * (size_t)p->hq) + (size_t)(h * G + (g))) * (size_t)D)
+        for (int k = 0; k < G * qcl; k++)
+            mx[k] = -INFINITY, sm[k] = 0;
         /* Pass 1: online softmax max and sum per (query, head). */
         for (int pos = 0; pos < kvl; pos++) {
-            load_row(kf, a->kc, a->kvt, slot_row(bt, pos, hkv, h, bs) * (size_t)D, D);
+            load_row(kf, kc, a->kvt, slot_row(bt, pos, hkv, h, bs) * (size_t)D, D);
             int i0 = pos - kvl + qcl > i_first ? pos - kvl + qcl : i_first;
             for (int i = i0; i < qcl; i++)
                 for (int g = 0; g < G; g++) {
                     float z = dot_f32(QVEC(i, g), kf, D) * p->scale;
                     int k = i * G + g;
-                    if (z > mx[k]) sm[k] = sm[k] * expf(mx[k] - z) + 1.0f, mx[k] = z;
-                    else sm[k] += expf(z - mx[k]);
+                    if (z > mx[k])
+                        sm[k] = sm[k] * expf(mx[k] - z) + 1.0f, mx[k] = z;
+                    else
+                        sm[k] += expf(z - mx[k]);
                 }
         }
         /* Pass 2: A[pos] = mean over queries of the max over the group's heads. */
         for (int pos = 0; pos < kvl; pos++) {
-            load_row(kf, a->kc, a->kvt, slot_row(bt, pos, hkv, h, bs) * (size_t)D, D);
+            load_row(kf, kc, a->kvt, slot_row(bt, pos, hkv, h, bs) * (size_t)D, D);
             int i0 = pos - kvl + qcl > i_first ? pos - kvl + qcl : i_first;
             float acc = 0;
             for (int i = i0; i < qcl; i++) {
@@ -226,12 +267,13 @@ static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
             for (int pos = 0; pos < kvl; pos++)
                 if (S[pos] > m) m = S[pos];
             if (m > 0)
-                for (int pos = 0; pos < kvl; pos++) S[pos] /= m;
+                for (int pos = 0; pos < kvl; pos++)
+                    S[pos] /= m;
         }
         /* Carried score: non-last blocks of an already compressed job; then C := S. */
         int carried = fl & BE_CJ_GLOBAL ? (a->v.n_blocks[b] - 1) * bs : 0;
         for (int pos = 0; pos < kvl; pos++) {
-            float *c = a->cc + slot_row(bt, pos, hkv, h, bs);
+            float *c = cc + slot_row(bt, pos, hkv, h, bs);
             if (pos < carried) {
                 float g = p->gamma * *c;
                 if (g > S[pos]) S[pos] = g;
@@ -242,20 +284,24 @@ static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
     }
 }
 
+/* Items of a call: n_layers * n_jobs * hkv rows. */
+static size_t n_rows(const be_cjobs *j, int n_layers, const be_cparams *p) {
+    return (size_t)n_layers * (size_t)j->n_jobs * (size_t)p->hkv;
+}
+
 void cpu_cmp_score(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_ptr cc, zp_dtype kvt,
-                   const be_cjobs *j, int layer, const be_cparams *p) {
+                   const be_cjobs *j, int layer0, int n_layers, const be_cparams *p) {
     assert(p->dim <= CPU_CMP_MAX_DIM && p->hq % p->hkv == 0 && p->qcl >= 1);
     assert(p->hq / p->hkv * p->qcl <= CPU_CMP_MAX_GQ && p->pool <= CPU_CMP_MAX_POOL);
-    assert(layer >= 0 && layer < p->layers);
-    score_args a = {ptr(scores), ptr(cc), ptr(qc), ptr(kc), kvt, view(j), p, layer};
-    cpu_parallel(be->impl, (size_t)j->n_jobs * (size_t)p->hkv, 1, score_rows, &a);
+    score_args a = {ptr(scores), ptr(qc), kc, cc, kvt, view(j, layer0, n_layers, p), p};
+    cpu_parallel(be->impl, n_rows(j, n_layers, p), 1, score_rows, &a);
 }
 
 /* ---- cmp_redundancy ---- */
 
 typedef struct {
     float *scores, *work;
-    const void *kc;
+    be_ptr kc; /* layer table */
     zp_dtype kvt;
     jobs_view v;
     const be_cparams *p;
@@ -272,48 +318,55 @@ static void red_rows(void *ctx, size_t begin, size_t end, int tid) {
     const be_cparams *p = a->p;
     int hkv = p->hkv, D = p->dim, bs = p->bs, lightning = p->redundancy == 0;
     float km[CPU_CMP_MAX_DIM], kn[CPU_CMP_MAX_DIM];
-    for (size_t row = begin; row < end; row++) {
-        int b = (int)(row / (size_t)hkv), h = (int)(row % (size_t)hkv);
+    for (size_t i = begin; i < end; i++) {
+        row_at ra = row_of(&a->v, i);
+        int b = ra.b, h = ra.h;
+        const void *kc = layer_base(a->kc, a->v.layer0 + ra.z);
         job_positions(&a->v, b, bs);
         int kvl = a->v.kv_len[b];
         if (kvl == 0) continue;
         const int32_t *bt = a->v.src + (size_t)b * (size_t)a->v.max_blocks;
-        float *S = a->scores + row * (size_t)a->v.max_pos;
-        float *r = a->work + row * 2 * (size_t)a->v.max_pos, *inv = r + a->v.max_pos;
+        float *S = a->scores + ra.slab * (size_t)a->v.max_pos;
+        float *r = a->work + ra.slab * 2 * (size_t)a->v.max_pos, *inv = r + a->v.max_pos;
         for (int m = 0; m < kvl; m++) {
-            load_row(km, a->kc, a->kvt, slot_row(bt, m, hkv, h, bs) * (size_t)D, D);
+            load_row(km, kc, a->kvt, slot_row(bt, m, hkv, h, bs) * (size_t)D, D);
             float nrm = sqrtf(dot_f32(km, km, D));
             inv[m] = 1.0f / (nrm > 1e-6f ? nrm : 1e-6f);
             r[m] = 0;
         }
         for (int m = kvl - 1; m > 0; m--) {
-            load_row(km, a->kc, a->kvt, slot_row(bt, m, hkv, h, bs) * (size_t)D, D);
+            load_row(km, kc, a->kvt, slot_row(bt, m, hkv, h, bs) * (size_t)D, D);
             float im = fabsf(inv[m]);
             int lo = lightning ? m / bs * bs : 0;
             for (int n = m - 1; n >= lo; n--) {
-                float s = dot_kv(km, a->kc, a->kvt, slot_row(bt, n, hkv, h, bs) * (size_t)D, D, kn) *
+                float s = dot_kv(km, kc, a->kvt, slot_row(bt, n, hkv, h, bs) * (size_t)D, D, kn) *
                           im * fabsf(inv[n]);
-                if (s > p->threshold && !signbit(inv[n])) inv[n] = -inv[n]; /* (m, n): m = m*(n) */
-                else r[m] += s;
-                if (s > p->threshold && !signbit(inv[m])) inv[m] = -inv[m]; /* (n, m): n = m*(m) */
-                else r[n] += s;
+                if (s > p->threshold && !signbit(inv[n]))
+                    inv[n] = -inv[n]; /* (m, n): m = m*(n) */
+                else
+                    r[m] += s;
+                if (s > p->threshold && !signbit(inv[m]))
+                    inv[m] = -inv[m]; /* (n, m): n = m*(m) */
+                else
+                    r[n] += s;
             }
         }
         float den = p->temperature * (float)(lightning ? bs : kvl), mxv = -INFINITY, sum = 0;
         for (int m = 0; m < kvl; m++)
             if (r[m] / den > mxv) mxv = r[m] / den;
-        for (int m = 0; m < kvl; m++) sum += expf(r[m] / den - mxv);
+        for (int m = 0; m < kvl; m++)
+            sum += expf(r[m] / den - mxv);
         for (int m = 0; m < kvl; m++)
             S[m] = p->lambda * S[m] - (1.0f - p->lambda) * (expf(r[m] / den - mxv) / sum);
     }
 }
 
 void cpu_cmp_redundancy(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
-                        const be_cjobs *j, const be_cparams *p) {
+                        const be_cjobs *j, int layer0, int n_layers, const be_cparams *p) {
     if (p->redundancy == 2) return;
     assert(p->dim <= CPU_CMP_MAX_DIM && (p->redundancy == 0 || p->redundancy == 1));
-    red_args a = {ptr(scores), ptr(work), ptr(kc), kvt, view(j), p};
-    cpu_parallel(be->impl, (size_t)j->n_jobs * (size_t)p->hkv, 1, red_rows, &a);
+    red_args a = {ptr(scores), ptr(work), kc, kvt, view(j, layer0, n_layers, p), p};
+    cpu_parallel(be->impl, n_rows(j, n_layers, p), 1, red_rows, &a);
 }
 
 /* ---- cmp_select ---- */
@@ -341,18 +394,18 @@ static uint32_t score_key(float f) {
 static void sel_rows(void *ctx, size_t begin, size_t end, int tid) {
     sel_args *a = ctx;
     const be_cparams *p = a->p;
-    int hkv = p->hkv;
     uint32_t hist[256];
-    for (size_t row = begin; row < end; row++) {
-        int b = (int)(row / (size_t)hkv);
+    for (size_t i = begin; i < end; i++) {
+        row_at r = row_of(&a->v, i);
+        int b = r.b;
         int N = job_positions(&a->v, b, p->bs), kvl = a->v.kv_len[b], nk = a->v.n_keep[b];
         assert(nk >= 0 && nk <= N && nk <= a->v.max_keep);
         if (nk == 0) continue;
-        const float *S = a->scores + row * (size_t)a->v.max_pos;
-        uint32_t *key = a->work + row * 2 * (size_t)a->v.max_pos;
+        const float *S = a->scores + r.slab * (size_t)a->v.max_pos;
+        uint32_t *key = a->work + r.slab * 2 * (size_t)a->v.max_pos;
         int newest = kvl - p->qcl;
         for (int pos = 0; pos < N; pos++)
-            key[pos] = pos >= kvl ? score_key(-INFINITY)
+            key[pos] = pos >= kvl                           ? score_key(-INFINITY)
                        : pos >= newest || pos < p->sink_len ? score_key(INFINITY)
                                                             : score_key(S[pos]);
         uint32_t prefix = 0, mask = 0, need = (uint32_t)nk;
@@ -361,13 +414,15 @@ static void sel_rows(void *ctx, size_t begin, size_t end, int tid) {
             for (int pos = 0; pos < N; pos++)
                 if ((key[pos] & mask) == prefix) hist[(key[pos] >> shift) & 255u]++;
             uint32_t d = 255;
-            while (hist[d] < need) need -= hist[d--];
+            while (hist[d] < need)
+                need -= hist[d--];
             prefix |= d << shift;
             mask |= 255u << shift;
         }
         int tpos = N;
-        while (need) need -= key[--tpos] == prefix;
-        int32_t *out = a->keep + row * (size_t)a->v.max_keep;
+        while (need)
+            need -= key[--tpos] == prefix;
+        int32_t *out = a->keep + r.slab * (size_t)a->v.max_keep;
         int n = 0;
         for (int pos = 0; pos < N; pos++)
             if (key[pos] > prefix || (key[pos] == prefix && pos >= tpos)) out[n++] = pos;
@@ -376,16 +431,15 @@ static void sel_rows(void *ctx, size_t begin, size_t end, int tid) {
 }
 
 void cpu_cmp_select(backend *be, be_ptr keep, be_ptr scores, be_ptr work, const be_cjobs *j,
-                    const be_cparams *p) {
-    sel_args a = {ptr(keep), ptr(scores), ptr(work), view(j), p};
-    cpu_parallel(be->impl, (size_t)j->n_jobs * (size_t)p->hkv, 1, sel_rows, &a);
+                    int n_layers, const be_cparams *p) {
+    sel_args a = {ptr(keep), ptr(scores), ptr(work), view(j, 0, n_layers, p), p};
+    cpu_parallel(be->impl, n_rows(j, n_layers, p), 1, sel_rows, &a);
 }
 
 /* ---- cmp_compact ---- */
 
 typedef struct {
-    uint8_t *kc, *vc;
-    float *cc;
+    be_ptr kc, vc, cc; /* layer tables */
     const int32_t *keep;
     size_t esz;
     jobs_view v;
@@ -399,26 +453,29 @@ static void compact_rows(void *ctx, size_t begin, size_t end, int tid) {
     const be_cparams *p = a->p;
     int hkv = p->hkv, bs = p->bs;
     size_t rb = a->esz * (size_t)p->dim;
-    for (size_t row = begin; row < end; row++) {
-        int b = (int)(row / (size_t)hkv), h = (int)(row % (size_t)hkv);
+    for (size_t i = begin; i < end; i++) {
+        row_at r = row_of(&a->v, i);
+        int b = r.b, h = r.h, layer = a->v.layer0 + r.z;
+        uint8_t *kc = layer_base(a->kc, layer), *vc = layer_base(a->vc, layer);
+        float *cc = layer_base(a->cc, layer);
         int N = job_positions(&a->v, b, bs), nk = a->v.n_keep[b];
         assert(nk >= 0 && nk <= N && (nk + bs - 1) / bs <= a->v.max_blocks);
         const int32_t *src = a->v.src + (size_t)b * (size_t)a->v.max_blocks;
         const int32_t *dst = a->v.dst + (size_t)b * (size_t)a->v.max_blocks;
-        const int32_t *kp = a->keep + row * (size_t)a->v.max_keep;
+        const int32_t *kp = a->keep + r.slab * (size_t)a->v.max_keep;
         for (int t = 0; t < nk; t++) {
             assert(kp[t] >= t && kp[t] < N && (t == 0 || kp[t] > kp[t - 1]));
             size_t s = slot_row(src, kp[t], hkv, h, bs), d = slot_row(dst, t, hkv, h, bs);
             if (s == d) continue;
-            memcpy(a->kc + d * rb, a->kc + s * rb, rb);
-            memcpy(a->vc + d * rb, a->vc + s * rb, rb);
-            a->cc[d] = a->cc[s];
+            memcpy(kc + d * rb, kc + s * rb, rb);
+            memcpy(vc + d * rb, vc + s * rb, rb);
+            cc[d] = cc[s];
         }
     }
 }
 
 void cpu_cmp_compact(backend *be, be_ptr kc, be_ptr vc, be_ptr cc, zp_dtype kvt, be_ptr keep,
-                     const be_cjobs *j, const be_cparams *p) {
-    compact_args a = {ptr(kc), ptr(vc), ptr(cc), ptr(keep), zp_dtype_size(kvt), view(j), p};
-    cpu_parallel(be->impl, (size_t)j->n_jobs * (size_t)p->hkv, 1, compact_rows, &a);
+                     const be_cjobs *j, int layer0, int n_layers, const be_cparams *p) {
+    compact_args a = {kc, vc, cc, ptr(keep), zp_dtype_size(kvt), view(j, layer0, n_layers, p), p};
+    cpu_parallel(be->impl, n_rows(j, n_layers, p), 1, compact_rows, &a);
 }

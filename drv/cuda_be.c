@@ -38,7 +38,7 @@
 #include <sys/mman.h>
 
 enum {
-    CB_STAGING = 64 << 20,   /* pinned staging for weight uploads */
+    CB_STAGING = 64 << 20, /* pinned staging for weight uploads */
     CB_ALIGN = 256,
     CB_MAX_GRAPHS = 256,
 };
@@ -66,12 +66,6 @@ typedef struct cuda_be {
     cublaslt_gemm *plans;
     int n_plans, cap_plans;
     gemmtune_ctx tune; /* batch-invariant plans: x and y in the partials, the staging buffer */
-    /* Cache bases the compression kernels read through per-layer tables: each distinct base an
-     * op is given gets a slot of ptr_dev (device) mirrored in ptr_host (pinned, written once per
-     * slot, so its copy may stay queued), and the op passes that slot as a one-layer table. */
-    CUdeviceptr ptr_dev;
-    uint64_t *ptr_host;
-    int n_ptrs, cap_ptrs;
     size_t tune_x;     /* bytes of the partials region the tuner's random rows take */
     CUgraphExec graphs[CB_MAX_GRAPHS];
     void *host; /* pinned host staging, carved by alloc_host */
@@ -171,7 +165,8 @@ static int cb_reserve(backend *be, size_t bytes, size_t host_bytes) {
     if ((rc = cb_alloc(be, cb->ws_bytes, CB_ALIGN, &p, "cuBLASLt workspace"))) return rc;
     cb->ws = p;
     size_t part = al(rows * D * 4);
-    if ((rc = cb_alloc(be, part > cb->tune_x + cb->tune.y_bytes ? part : cb->tune_x + cb->tune.y_bytes,
+    if ((rc = cb_alloc(be,
+                       part > cb->tune_x + cb->tune.y_bytes ? part : cb->tune_x + cb->tune.y_bytes,
                        CB_ALIGN, &p, "attention partials")))
         return rc;
     cb->part_o = p;
@@ -183,8 +178,6 @@ static int cb_reserve(backend *be, size_t bytes, size_t host_bytes) {
     cb->seen = p;
     if ((rc = cb_alloc(be, al(seats * words * 64 * 2), CB_ALIGN, &p, "sampling seats"))) return rc;
     cb->seat_counts = p;
-    if ((rc = cb_alloc(be, al((size_t)cb->cap_ptrs * 8), CB_ALIGN, &p, "layer tables"))) return rc;
-    cb->ptr_dev = p;
     if (!host_bytes) return 0;
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->host, host_bytes), "cuMemAllocHost")))
         return err_prefix(rc, "cuda backend: cannot pin %.1f MiB of host staging",
@@ -452,7 +445,6 @@ static void cb_destroy(backend *be) {
     for (int i = 0; i < 2; i++)
         if (cb->tune.ev[i]) cb->drv.EventDestroy(cb->tune.ev[i]);
     if (cb->staging) cb->drv.MemFreeHost(cb->staging);
-    if (cb->ptr_host) cb->drv.MemFreeHost(cb->ptr_host);
     if (cb->host) cb->drv.MemFreeHost(cb->host);
     cuda_dev_close(&cb->dev);
     if (cb->drv.so) cuda_drv_unload(&cb->drv);
@@ -567,27 +559,14 @@ static void cb_sample(backend *be, be_ptr ids, be_ptr logprobs, be_ptr logits, b
     launch(cb, cb->sample, U(n), 1, 1, ZP_SAMPLE_THREADS, a, "zp_sample");
 }
 
-/* The device address of a one-entry layer table holding base (see cuda_be.ptr_dev). */
-static CUdeviceptr ptr_slot(cuda_be *cb, be_ptr base) {
-    for (int i = 0; i < cb->n_ptrs; i++)
-        if (cb->ptr_host[i] == base) return cb->ptr_dev + 8 * (CUdeviceptr)i;
-    if (cb->n_ptrs == cb->cap_ptrs) {
-        keep(cb, err_set(ZP_ELIMIT, "cuda backend: more than %d cache bases in compression ops",
-                         cb->cap_ptrs));
-        return 0;
-    }
-    int i = cb->n_ptrs++;
-    cb->ptr_host[i] = base;
-    CUdeviceptr d = cb->ptr_dev + 8 * (CUdeviceptr)i;
-    keep(cb, cuda_err(&cb->drv, cb->drv.MemcpyHtoDAsync(d, &cb->ptr_host[i], 8, cur(cb)),
-                      "cuMemcpyHtoDAsync (layer table)"));
-    return d;
-}
-
 /* ---- compression (rtc_kernels/compress_score.cu, compress_select.cu) ----
- * One launch per op and layer (the kernels take a layer dimension; the ops give one layer).
- * The kernels index per-layer tables by layer number; a one-entry table made by ptr_slot is
- * passed shifted back by `layer` entries where the kernel reads entry `layer`. */
+ * One launch per op covers the call's layers (grid z); the kernels read each layer's cache
+ * base from the caller's layer tables and its scratch slab at layer_stride per z. */
+
+/* Elements between the per-layer slabs of a scratch buffer whose rows are `row` long. */
+static long long slab(const be_cjobs *j, const be_cparams *p, int row) {
+    return (long long)j->max_jobs * p->hkv * row;
+}
 
 static void cb_qcache_store(backend *be, be_ptr qc, be_ptr q, const be_batch *b, be_ptr tok_qslot,
                             int layer, const be_cparams *p) {
@@ -599,59 +578,57 @@ static void cb_qcache_store(backend *be, be_ptr qc, be_ptr q, const be_batch *b,
 }
 
 static void cb_cmp_score(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_ptr cc, zp_dtype kvt,
-                         const be_cjobs *j, int layer, const be_cparams *p) {
+                         const be_cjobs *j, int layer0, int n_layers, const be_cparams *p) {
     CB(be);
-    CUdeviceptr kcl = ptr_slot(cb, kc) - 8 * (CUdeviceptr)layer,
-                ccl = ptr_slot(cb, cc) - 8 * (CUdeviceptr)layer;
-    long long stride = 0;
+    long long stride = slab(j, p, j->max_pos);
     int layers = p->layers, hkv = p->hkv, qcl = p->qcl, mn = p->max_norm, pool = p->pool;
     int mb = j->max_blocks, mp = j->max_pos;
     float scale = p->scale, gamma = p->gamma;
     be_ptr nb = j->n_blocks, kl = j->kv_len, qs = j->qslot, fl = j->flags, src = j->src;
-    void *a[] = {&scores, &stride, &qc,   &kcl, &ccl, &layer, &layers, &hkv, &qcl, &scale,
-                 &mn,     &gamma,  &pool, &nb,  &kl,  &qs,    &fl,     &src, &mb,  &mp};
+    void *a[] = {&scores, &stride, &qc,   &kc, &cc, &layer0, &layers, &hkv, &qcl, &scale,
+                 &mn,     &gamma,  &pool, &nb, &kl, &qs,     &fl,     &src, &mb,  &mp};
     keep(cb, cuda_err(&cb->drv,
-                      cb->drv.LaunchKernel(cb->cmp_score, U(hkv), U(j->n_jobs), 1, ZP_CS_THREADS,
-                                           1, 1, (unsigned)zp_cs_smem_bytes(cb->s.head_dim),
-                                           cur(cb), a, NULL),
+                      cb->drv.LaunchKernel(
+                          cb->cmp_score, U(hkv), U(j->n_jobs), U(n_layers), ZP_CS_THREADS, 1, 1,
+                          (unsigned)zp_cs_smem_bytes(cb->s.head_dim), cur(cb), a, NULL),
                       "zp_cmp_score"));
 }
 
 static void cb_cmp_redundancy(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
-                              const be_cjobs *j, const be_cparams *p) {
+                              const be_cjobs *j, int layer0, int n_layers, const be_cparams *p) {
     CB(be);
-    CUdeviceptr kcl = ptr_slot(cb, kc);
-    long long stride = 0;
-    int layer0 = 0, mb = j->max_blocks, mp = j->max_pos, hkv = p->hkv, mode = p->redundancy;
+    long long stride = slab(j, p, j->max_pos), wstride = 2 * stride;
+    int mb = j->max_blocks, mp = j->max_pos, hkv = p->hkv, mode = p->redundancy;
     float lambda = p->lambda, temp = p->temperature, thr = p->threshold;
     be_ptr n = j->count, kl = j->kv_len, src = j->src;
-    void *a[] = {&scores, &stride, &work, &stride, &kcl,  &layer0, &n,    &kl,
-                 &src,    &mb,     &mp,   &hkv,    &mode, &lambda, &temp, &thr};
-    launch(cb, cb->cmp_redundancy, U(hkv), U(j->n_jobs), 1, ZP_CS_THREADS, a,
+    void *a[] = {&scores, &stride, &work, &wstride, &kc,   &layer0, &n,    &kl,
+                 &src,    &mb,     &mp,   &hkv,     &mode, &lambda, &temp, &thr};
+    launch(cb, cb->cmp_redundancy, U(hkv), U(j->n_jobs), U(n_layers), ZP_CS_THREADS, a,
            "zp_cmp_redundancy");
 }
 
 static void cb_cmp_select(backend *be, be_ptr keep_rows, be_ptr scores, be_ptr work,
-                          const be_cjobs *j, const be_cparams *p) {
+                          const be_cjobs *j, int n_layers, const be_cparams *p) {
     CB(be);
-    long long stride = 0;
+    long long kstride = slab(j, p, j->max_keep), stride = slab(j, p, j->max_pos);
     int mp = j->max_pos, mk = j->max_keep, hkv = p->hkv, qcl = p->qcl, sink = p->sink_len;
     be_ptr n = j->count, nb = j->n_blocks, kl = j->kv_len, nk = j->n_keep;
-    void *a[] = {&keep_rows, &stride, &scores, &stride, &n,   &nb,  &kl,
-                 &nk,        &mp,     &mk,     &hkv,    &qcl, &sink};
-    launch(cb, cb->cmp_select, U(hkv), U(j->n_jobs), 1, ZP_CS_THREADS, a, "zp_cmp_select");
+    void *a[] = {&keep_rows, &kstride, &scores, &stride, &n,   &nb,  &kl,
+                 &nk,        &mp,      &mk,     &hkv,    &qcl, &sink};
+    launch(cb, cb->cmp_select, U(hkv), U(j->n_jobs), U(n_layers), ZP_CS_THREADS, a,
+           "zp_cmp_select");
 }
 
 static void cb_cmp_compact(backend *be, be_ptr kc, be_ptr vc, be_ptr cc, zp_dtype kvt,
-                           be_ptr keep_rows, const be_cjobs *j, const be_cparams *p) {
+                           be_ptr keep_rows, const be_cjobs *j, int layer0, int n_layers,
+                           const be_cparams *p) {
     CB(be);
-    CUdeviceptr kcl = ptr_slot(cb, kc), vcl = ptr_slot(cb, vc), ccl = ptr_slot(cb, cc);
-    long long stride = 0;
-    int layer0 = 0, mb = j->max_blocks, mk = j->max_keep, hkv = p->hkv;
+    long long stride = slab(j, p, j->max_keep);
+    int mb = j->max_blocks, mk = j->max_keep, hkv = p->hkv;
     be_ptr n = j->count, nk = j->n_keep, src = j->src, dst = j->dst;
-    void *a[] = {&kcl, &vcl, &ccl, &layer0, &keep_rows, &stride, &n,
-                 &nk,  &src, &dst, &mb,     &mk,        &hkv};
-    launch(cb, cb->cmp_compact, U(hkv), U(j->n_jobs), 1, ZP_CS_THREADS, a, "zp_cmp_compact");
+    void *a[] = {&kc, &vc, &cc, &layer0, &keep_rows, &stride, &n, &nk, &src, &dst, &mb, &mk, &hkv};
+    launch(cb, cb->cmp_compact, U(hkv), U(j->n_jobs), U(n_layers), ZP_CS_THREADS, a,
+           "zp_cmp_compact");
 }
 
 /* What the kernels support (the model's shape was checked at creation: head dim 64 / 128,
@@ -774,11 +751,6 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                            "cuEventCreate")))
             return rc;
     if (cb->invariant && (rc = tune_setup(cb, s, cb->cache_dir))) return rc;
-    cb->cap_ptrs = 3 * s->layers + 8; /* K, V and score cache of every layer */
-    if ((rc = cuda_err(&cb->drv,
-                       cb->drv.MemAllocHost((void **)&cb->ptr_host, (size_t)cb->cap_ptrs * 8),
-                       "cuMemAllocHost (layer tables)")))
-        return rc;
     cb->cap_plans = 4 * s->layers + 1;
     cb->plans = arena_alloc(&cb->a, sizeof *cb->plans * (size_t)cb->cap_plans, 64, "GEMM plans");
     if (!cb->plans) return ZP_ENOMEM;
@@ -788,10 +760,9 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     size_t words = zp_sample_seat_words(s->vocab);
     size_t part = al(cb->part_cap * (size_t)s->heads * (size_t)s->head_dim * 4);
     if (cb->tune_x + cb->tune.y_bytes > part) part = cb->tune_x + cb->tune.y_bytes;
-    cb->be.scratch_bytes =
-        cb->ws_bytes + part +
-        al(cb->part_cap * (size_t)s->heads * 8) + al((size_t)s->max_logits * words * 8) +
-        al((size_t)s->max_logits * words * 64 * 2) + al((size_t)cb->cap_ptrs * 8) + 5 * CB_ALIGN;
+    cb->be.scratch_bytes = cb->ws_bytes + part + al(cb->part_cap * (size_t)s->heads * 8) +
+                           al((size_t)s->max_logits * words * 8) +
+                           al((size_t)s->max_logits * words * 64 * 2) + 5 * CB_ALIGN;
     snprintf(cb->desc, sizeof cb->desc,
              "%s (sm_%d, %d SMs), driver CUDA %d.%d, NVRTC %d.%d, "
              "cuBLASLt %zu",
@@ -804,7 +775,8 @@ static void cb_describe_plans(backend *be, char *buf, size_t cap) {
     cuda_be *cb = be->impl;
     const gemmtune_ctx *t = &cb->tune;
     if (!cb->invariant)
-        snprintf(buf, cap, "GEMMs: cuBLASLt's heuristic per batch-size bucket (not batch invariant)");
+        snprintf(buf, cap,
+                 "GEMMs: cuBLASLt's heuristic per batch-size bucket (not batch invariant)");
     else
         snprintf(buf, cap,
                  "GEMMs: batch invariant, %d shapes measured and %d from the cache (%s); "

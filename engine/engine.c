@@ -688,6 +688,8 @@ static void commit_compressions(engine *e, int rc) {
     }
     e->st.score_seconds = e->m.score_seconds;
     e->st.compact_seconds = e->m.compact_seconds;
+    e->st.cmp_device_seconds = e->m.cmp_seconds;
+    e->st.cmp_exposed_seconds = e->m.cmp_exposed_seconds;
     if (rc) {
         char msg[256];
         snprintf(msg, sizeof msg, "compression failed: %s", err_msg());

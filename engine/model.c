@@ -7,7 +7,6 @@
 #include <math.h>
 #include <string.h>
 
-
 static size_t al(size_t v) {
     return (v + 255) & ~(size_t)255;
 }
@@ -32,11 +31,17 @@ static size_t cmeta_words(const model_dims *d) {
     return 4 + 5 * (size_t)d->cmp_jobs + 2 * (size_t)d->cmp_jobs * (size_t)d->max_blocks;
 }
 
+/* Rows of the compression scratch: every layer's slab of (job, kv head) rows. */
+static size_t cmp_rows(const model_config *c, const model_dims *d) {
+    return (size_t)c->layers * (size_t)d->cmp_jobs * (size_t)c->kv_heads;
+}
+
 size_t model_cmp_scratch_bytes(const model_config *c, const model_dims *d) {
     if (!d->cmp_jobs) return 0;
-    size_t rows = (size_t)d->cmp_jobs * (size_t)c->kv_heads;
+    size_t rows = cmp_rows(c, d);
     return al(rows * (size_t)d->cmp_max_pos * 4) + al(rows * (size_t)d->cmp_max_pos * 8) +
-           al(rows * (size_t)d->cmp_max_keep * 4) + al(cmeta_words(d) * 4);
+           al(rows * (size_t)d->cmp_max_keep * 4) + al(cmeta_words(d) * 4) +
+           al(3 * (size_t)c->layers * 8);
 }
 
 static size_t tensor_bytes(const tensor *t) {
@@ -200,14 +205,15 @@ static int place_buffers(carver *cv, model *m, const model_config *c, const mode
             return rc;
     }
     if (d->cmp_jobs) {
-        size_t rows = (size_t)d->cmp_jobs * (size_t)c->kv_heads;
+        size_t rows = cmp_rows(c, d);
         if ((rc = place(cv, &m->qc, (size_t)d->qcache_slots * model_slot_bytes(c, d->qcl),
                         "query cache")) ||
             (rc =
                  place(cv, &m->scores, rows * (size_t)d->cmp_max_pos * 4, "compression scratch")) ||
             (rc = place(cv, &m->work, rows * (size_t)d->cmp_max_pos * 8, "compression scratch")) ||
             (rc = place(cv, &m->keep, rows * (size_t)d->cmp_max_keep * 4, "compression scratch")) ||
-            (rc = place(cv, &m->cmeta, cmeta_words(d) * 4, "compression metadata")))
+            (rc = place(cv, &m->cmeta, cmeta_words(d) * 4, "compression metadata")) ||
+            (rc = place(cv, &m->ctab, 3 * (size_t)c->layers * 8, "compression layer tables")))
             return rc;
     }
     return place(cv, &m->meta, meta_words(d) * 4, "batch metadata");
@@ -266,11 +272,10 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     if (c->head_dim > 512 || c->head_dim % 2)
         return err_set(ZP_EUNSUP, "model: head_dim %d unsupported (even, at most 512)",
                        c->head_dim);
-    if (d->cmp_jobs && MODEL_EV_MARK + 2 * c->layers + 1 > BE_EVENTS)
-        return err_set(ZP_EUNSUP,
-                       "model: %d layers need %d timer events to compress, the backend has %d; "
-                       "set compress=false",
-                       c->layers, MODEL_EV_MARK + 2 * c->layers + 1, BE_EVENTS);
+    _Static_assert(MODEL_EV_MARK + 3 <= MODEL_EV_STEP, "model events overlap");
+    if (d->cmp_jobs && MODEL_EV_STEP + 2 * MODEL_STEP_RING > BE_EVENTS)
+        return err_set(ZP_EUNSUP, "model: compression needs %d events, the backend has %d",
+                       MODEL_EV_STEP + 2 * MODEL_STEP_RING, BE_EVENTS);
     m->layers = arena_alloc(a, sizeof(model_layer) * (size_t)c->layers, 64, "model layers");
     if (!m->layers) return ZP_ENOMEM;
     carver cv = {.be = be, .carve = true}, hv = {.be = be, .carve = true};
@@ -298,9 +303,18 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
         CARVE(src, (size_t)d->cmp_jobs * (size_t)d->max_blocks);
         CARVE(dst, (size_t)d->cmp_jobs * (size_t)d->max_blocks);
 #undef CARVE
+        bj->max_jobs = d->cmp_jobs;
         bj->max_blocks = d->max_blocks;
         bj->max_pos = d->cmp_max_pos;
         bj->max_keep = d->cmp_max_keep;
+        /* the layer tables the compression ops read every layer's caches through */
+        size_t L = (size_t)c->layers;
+        uint64_t *tab = arena_alloc(a, 3 * L * 8, 64, "compression layer tables");
+        if (!tab) return ZP_ENOMEM;
+        for (size_t l = 0; l < L; l++)
+            tab[l] = m->layers[l].kc, tab[L + l] = m->layers[l].vc,
+            tab[2 * L + l] = m->layers[l].cc;
+        if ((rc = be->upload(be, m->ctab, tab, 3 * L * 8))) return rc;
     }
     m->meta_words = meta_words(d);
     memset(m->host_meta, 0, m->meta_words * 4);
@@ -434,6 +448,21 @@ static int capture_graphs(model *m) {
     return rc;
 }
 
+/* The device time between mark `from` and event `ev`, in seconds (negative when ev came
+ * first). */
+static int since_mark(model *m, int from, int ev, double *sec) {
+    float ms = 0;
+    int rc = m->be->event_elapsed(m->be, MODEL_EV_MARK + from, ev, &ms);
+    *sec = 1e-3 * ms;
+    return rc;
+}
+
+/* Step ring: forward pass s records MODEL_EV_STEP + 2 * (s % MODEL_STEP_RING) at its start
+ * and that + 1 at its end, on the compute queue. */
+static int step_event(int64_t s, int end) {
+    return MODEL_EV_STEP + 2 * (int)(s % MODEL_STEP_RING) + end;
+}
+
 int model_forward(model *m) {
     const model_config *c = &m->cfg;
     backend *be = m->be;
@@ -460,7 +489,9 @@ int model_forward(model *m) {
     m->host_meta[4] = bb->n_qtiles;
     m->host_meta[0] = n, m->host_meta[1] = b->n_logits, m->host_meta[2] = b->n_seqs;
     m->host_meta[3] = dev_sample ? b->n_seat_jobs : 0;
-    int rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
+    bool timed = m->dims.cmp_jobs > 0; /* the step ring, for compression overlap */
+    int rc = timed ? be->event_record(be, step_event(m->fwd_steps, 0), BE_Q_COMPUTE) : 0;
+    if (!rc) rc = be->upload(be, m->meta, m->host_meta, m->meta_words * 4);
     if (rc) return rc;
     if (dev_sample) {
         size_t L = (size_t)m->dims.max_logits;
@@ -499,26 +530,17 @@ int model_forward(model *m) {
         }
         if (rc) return rc;
     }
-    return be->sync_queue(be, BE_Q_COMPUTE); /* a compression batch may still be running */
-}
-
-/* Phase timing of a compression batch. Mark 0 is recorded on the compression queue before the
- * first layer, then one mark after each phase: odd marks end a layer's scoring (score,
- * redundancy, selection), even marks its compaction. Mark k is event MODEL_EV_MARK + k (the
- * pool holds 2 * layers + 1 marks, checked at init); the phase ending at mark k is timed by
- * phase_time(k) once the batch is done. */
-static int phase_time(model *m, int k) {
-    float ms = 0;
-    int rc = m->be->event_elapsed(m->be, MODEL_EV_MARK + k - 1, MODEL_EV_MARK + k, &ms);
-    if (!rc) *(k % 2 ? &m->score_seconds : &m->compact_seconds) += 1e-3 * ms;
+    if (timed && (rc = be->event_record(be, step_event(m->fwd_steps, 1), BE_Q_COMPUTE))) return rc;
+    rc = be->sync_queue(be, BE_Q_COMPUTE); /* a compression batch may still be running */
+    if (!rc && timed) m->fwd_steps++;
     return rc;
 }
 
 int model_compress_begin(model *m) {
     backend *be = m->be;
     const model_cjobs *j = &m->cjobs;
-    if (m->cmp_marks)
-        return err_set(ZP_ESTATE, "model: a compression batch is already in flight");
+    const be_cparams *cp = &m->dims.cp;
+    if (m->cmp_marks) return err_set(ZP_ESTATE, "model: a compression batch is already in flight");
     if (j->n_jobs < 1 || j->n_jobs > m->dims.cmp_jobs)
         return err_set(ZP_EINVAL, "model: %d compression jobs (plan: %d)", j->n_jobs,
                        m->dims.cmp_jobs);
@@ -528,17 +550,21 @@ int model_compress_begin(model *m) {
     if (!rc) rc = be->event_wait(be, BE_Q_COMPRESS, MODEL_EV_COMPUTED);
     if (!rc) rc = be->use_queue(be, BE_Q_COMPRESS);
     if (rc) return rc;
-    int k = 0; /* marks recorded */
+    /* every layer in one call per op; marks bound the two phases */
+    int L = m->cfg.layers;
+    zp_dtype kvt = m->dims.kv_dtype;
+    be_ptr kc = m->ctab, vc = kc + 8 * (be_ptr)L, cc = vc + 8 * (be_ptr)L;
     rc = be->upload(be, m->cmeta, m->host_cmeta, m->cmeta_words * 4);
-    if (!rc) rc = be->event_record(be, MODEL_EV_MARK + k++, BE_Q_COMPRESS);
-    for (int l = 0; !rc && l < m->cfg.layers; l++) {
-        const model_layer *L = &m->layers[l];
-        be->cmp_score(be, m->scores, m->qc, L->kc, L->cc, m->dims.kv_dtype, &m->bcj, l, &m->dims.cp);
-        be->cmp_redundancy(be, m->scores, L->kc, m->dims.kv_dtype, m->work, &m->bcj, &m->dims.cp);
-        be->cmp_select(be, m->keep, m->scores, m->work, &m->bcj, &m->dims.cp);
-        if ((rc = be->event_record(be, MODEL_EV_MARK + k++, BE_Q_COMPRESS))) break;
-        be->cmp_compact(be, L->kc, L->vc, L->cc, m->dims.kv_dtype, m->keep, &m->bcj, &m->dims.cp);
-        rc = be->event_record(be, MODEL_EV_MARK + k++, BE_Q_COMPRESS);
+    if (!rc) rc = be->event_record(be, MODEL_EV_MARK + 0, BE_Q_COMPRESS);
+    if (!rc) {
+        be->cmp_score(be, m->scores, m->qc, kc, cc, kvt, &m->bcj, 0, L, cp);
+        be->cmp_redundancy(be, m->scores, kc, kvt, m->work, &m->bcj, 0, L, cp);
+        be->cmp_select(be, m->keep, m->scores, m->work, &m->bcj, L, cp);
+        rc = be->event_record(be, MODEL_EV_MARK + 1, BE_Q_COMPRESS);
+    }
+    if (!rc) {
+        be->cmp_compact(be, kc, vc, cc, kvt, m->keep, &m->bcj, 0, L, cp);
+        rc = be->event_record(be, MODEL_EV_MARK + 2, BE_Q_COMPRESS);
     }
     int back = be->use_queue(be, BE_Q_COMPUTE);
     if (!rc) rc = back;
@@ -546,7 +572,8 @@ int model_compress_begin(model *m) {
         be->sync(be);
         return rc;
     }
-    m->cmp_marks = k;
+    m->cmp_marks = 3;
+    m->cmp_step0 = m->fwd_steps;
     return 0;
 }
 
@@ -555,14 +582,34 @@ int model_compress_done(model *m) {
     return m->be->event_done(m->be, MODEL_EV_MARK + m->cmp_marks - 1);
 }
 
+/* Adds the finished batch's phase times, its device time and the part of it that no forward
+ * pass of the ring overlapped (the forward passes are serial on the compute queue, so their
+ * overlaps with the batch add up). */
+static int compress_times(model *m) {
+    double score, end;
+    int rc = since_mark(m, 0, MODEL_EV_MARK + 1, &score);
+    if (!rc) rc = since_mark(m, 0, MODEL_EV_MARK + 2, &end);
+    if (rc) return rc;
+    m->score_seconds += score, m->compact_seconds += end - score, m->cmp_seconds += end;
+    double covered = 0;
+    int64_t first = m->fwd_steps - MODEL_STEP_RING;
+    for (int64_t s = m->cmp_step0 > first ? m->cmp_step0 : first; s < m->fwd_steps; s++) {
+        double a, b;
+        if ((rc = since_mark(m, 0, step_event(s, 0), &a)) ||
+            (rc = since_mark(m, 0, step_event(s, 1), &b)))
+            return rc;
+        a = a > 0 ? a : 0, b = b < end ? b : end;
+        if (b > a) covered += b - a;
+    }
+    m->cmp_exposed_seconds += end - covered;
+    return 0;
+}
+
 int model_compress_end(model *m) {
-    backend *be = m->be;
     if (!m->cmp_marks) return err_set(ZP_ESTATE, "model: no compression batch in flight");
-    int k = m->cmp_marks, rc = be->sync_queue(be, BE_Q_COMPRESS);
+    int rc = m->be->sync_queue(m->be, BE_Q_COMPRESS);
     m->cmp_marks = 0;
-    for (int p = 1; !rc && p < k; p++)
-        rc = phase_time(m, p);
-    return rc;
+    return rc ? rc : compress_times(m);
 }
 
 int model_compress(model *m) {

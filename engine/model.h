@@ -17,8 +17,10 @@
  * Queues: forward passes run on the backend's compute queue and wait for it alone; a compression
  * batch (model_compress_begin) runs its ops on the compression queue after the compute work
  * queued before it, and overlaps the forward passes after it: the caller keeps those away from
- * the batch's requests and blocks until model_compress_done says it finished. Its phases are
- * timed by timer events (the event ids below).
+ * the batch's requests and blocks until model_compress_done says it finished. One launch per
+ * op covers every layer (layer tables of the K, V and score caches, scratch slabs per layer).
+ * Its phases, and the forward passes it overlapped, are timed by timer events (the event ids
+ * below): what part of the batch's device time the compute queue spent idle is counted.
  * Single-threaded: called from the engine thread.
  */
 #ifndef ZP_MODEL_H
@@ -30,9 +32,11 @@
 #include "engine/loader.h"
 
 /* The backend events the model uses (ids of the backend's pool; other users take others): one
- * marks the compute work that compression reads, and 2 * layers + 1 timer marks from
- * MODEL_EV_MARK separate a compression batch's phases (the last one is the batch's end). */
-enum { MODEL_EV_COMPUTED = 0, MODEL_EV_MARK = 1 };
+ * marks the compute work that compression reads; 3 timer marks from MODEL_EV_MARK bound a
+ * compression batch's phases (start, scoring + selection done, compaction done); and, when
+ * compressing, each forward pass records a start and an end event in a ring of
+ * MODEL_STEP_RING pairs from MODEL_EV_STEP (the compute intervals a batch may overlap). */
+enum { MODEL_EV_COMPUTED = 0, MODEL_EV_MARK = 1, MODEL_EV_STEP = 4, MODEL_STEP_RING = 32 };
 
 typedef struct model_dims {
     int32_t max_tokens; /* rows per step */
@@ -110,12 +114,17 @@ typedef struct model {
     be_ptr tok_qslot;
     /* compression */
     be_ptr qc, scores, work, keep, cmeta;
+    be_ptr ctab; /* layer tables: K bases [layers], then V, then score caches */
     size_t cmeta_words;
     int32_t *host_cmeta;
     model_cjobs cjobs;
     be_cjobs bcj;
     double score_seconds, compact_seconds; /* model_compress's phases, timed by events */
-    int cmp_marks;                         /* marks of the batch in flight (0: none) */
+    double cmp_seconds;         /* device time of compression batches (first mark to last) */
+    double cmp_exposed_seconds; /* the part of it outside the forward passes of the ring */
+    int cmp_marks;              /* marks of the batch in flight (0: none) */
+    int64_t fwd_steps;          /* forward passes timed in the step ring */
+    int64_t cmp_step0;          /* the first forward pass after the batch in flight began */
     /* decode-step graphs: slot = batch bucket * n_len_buckets + length bucket */
     int32_t n_batch_buckets, n_len_buckets;
     int32_t batch_bucket[32], len_bucket[32];
@@ -142,7 +151,10 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
 int model_forward(model *m);
 /* Compresses the staged jobs: scores, selects and compacts every layer on the compression
  * queue; adds the device time of the scoring and compaction phases to score_seconds and
- * compact_seconds. On return the work is done and later compute work is ordered after it. */
+ * compact_seconds, the batch's to cmp_seconds, and the part of it that no forward pass
+ * overlapped to cmp_exposed_seconds (forward passes that began after the batch and fell out of
+ * the step ring count as not overlapping). On return the work is done and later compute work
+ * is ordered after it. */
 int model_compress(model *m);
 /* The same in two halves. begin queues the batch (one at a time) on the compression queue and
  * returns; done is 1 once it has run (0 while it runs, < 0 on error); end (after done, or to

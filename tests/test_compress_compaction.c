@@ -24,6 +24,7 @@
 typedef struct {
     backend *be;
     be_ptr kc, vc, cc, keep, scores, work, nb, kvl, nkeep, qslot, flags, src, dst;
+    be_ptr tab; /* layer tables of the one layer: K, V, C bases */
 } dev;
 
 static void dev_open(dev *d, int threads) {
@@ -41,6 +42,9 @@ static void dev_open(dev *d, int threads) {
     for (int i = 0; i < 5; i++) REQUIRE(be->alloc(be, MAXJ * 4, 64, arr[i], "jobs") == 0);
     REQUIRE(be->alloc(be, sizeof(int32_t) * MAXJ * MAXB, 64, &d->src, "src") == 0);
     REQUIRE(be->alloc(be, sizeof(int32_t) * MAXJ * MAXB, 64, &d->dst, "dst") == 0);
+    REQUIRE(be->alloc(be, 3 * 8, 64, &d->tab, "layer tables") == 0);
+    uint64_t tab[3] = {d->kc, d->vc, d->cc};
+    REQUIRE(be->upload(be, d->tab, tab, sizeof tab) == 0);
 }
 
 static unsigned long long rng = 99;
@@ -97,7 +101,7 @@ static int run_case(dev *d, int id) {
     be->upload(be, d->flags, zero, sizeof zero);
     be->upload(be, d->src, src, sizeof src);
     be->upload(be, d->dst, dst, sizeof dst);
-    be_cjobs j = {n_jobs, MAXB, max_pos, max_keep, d->nb, d->kvl, d->nkeep, d->qslot, d->flags, d->src, d->dst, 0};
+    be_cjobs j = {n_jobs, n_jobs, MAXB, max_pos, max_keep, d->nb, d->kvl, d->nkeep, d->qslot, d->flags, d->src, d->dst, 0};
     be_cparams p = {.layers = 1, .hq = hkv, .hkv = hkv, .dim = dim, .bs = bs, .qcl = qcl,
                     .sink_len = rnd(2) ? 2 : 0, .redundancy = 2};
     int fails = 0;
@@ -106,7 +110,7 @@ static int run_case(dev *d, int id) {
         from_select++;
         for (int i = 0; i < n_jobs * hkv * max_pos; i++) sc[i] = (float)rnd(5);
         be->upload(be, d->scores, sc, sizeof sc);
-        be->cmp_select(be, d->keep, d->scores, d->work, &j, &p);
+        be->cmp_select(be, d->keep, d->scores, d->work, &j, 1, &p);
         be->download(be, keep, d->keep, sizeof keep);
         for (int b = 0; b < n_jobs; b++)
             for (int h = 0; h < hkv; h++) {
@@ -134,7 +138,7 @@ static int run_case(dev *d, int id) {
             }
         be->upload(be, d->keep, keep, sizeof keep);
     }
-    be->cmp_compact(be, d->kc, d->vc, d->cc, kvt, d->keep, &j, &p);
+    be->cmp_compact(be, d->tab, d->tab + 8, d->tab + 16, kvt, d->keep, &j, 0, 1, &p);
     be->download(be, kg, d->kc, kvb);
     be->download(be, vg, d->vc, kvb);
     be->download(be, cg, d->cc, nc * 4);

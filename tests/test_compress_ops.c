@@ -42,6 +42,7 @@ static float qch[SLOTS * LAYERS * MAXQCL * MAXHQ * MAXD];
 typedef struct {
     backend *be;
     be_ptr kc, cc, qc, scores, work, keep, nb, kvl, nkeep, qslot, flags, src, dst;
+    be_ptr ktab, ctab; /* layer tables: every layer's entry is kc (cc) */
     be_ptr bq, bslot, bkv, bseq, bz; /* be_batch arrays of the qcache test */
 } dev;
 
@@ -63,6 +64,11 @@ static void dev_open(dev *d, int threads) {
     REQUIRE(be->alloc(be, sizeof(int32_t) * MAXJ * MAXB, 64, &d->src, "src") == 0);
     REQUIRE(be->alloc(be, sizeof(int32_t) * MAXJ * MAXB, 64, &d->dst, "dst") == 0);
     REQUIRE(be->alloc(be, sizeof(float) * NT * W, 64, &d->bq, "q") == 0);
+    uint64_t kt[LAYERS], ct[LAYERS];
+    for (int l = 0; l < LAYERS; l++) kt[l] = d->kc, ct[l] = d->cc;
+    REQUIRE(be->alloc(be, sizeof kt, 64, &d->ktab, "tables") == 0);
+    REQUIRE(be->alloc(be, sizeof ct, 64, &d->ctab, "tables") == 0);
+    REQUIRE(be->upload(be, d->ktab, kt, sizeof kt) == 0 && be->upload(be, d->ctab, ct, sizeof ct) == 0);
     be_ptr *tok[] = {&d->bslot, &d->bkv, &d->bseq, &d->bz};
     for (int i = 0; i < 4; i++) REQUIRE(be->alloc(be, sizeof(int32_t) * NT, 64, tok[i], "batch") == 0);
 }
@@ -76,7 +82,7 @@ static be_cjobs dev_jobs(dev *d, const tcase *c) {
     be->upload(be, d->flags, c->flags, sizeof c->flags);
     be->upload(be, d->src, c->src, sizeof c->src);
     be->upload(be, d->dst, c->dst, sizeof c->dst);
-    return (be_cjobs){c->n_jobs, c->max_blocks, c->max_pos, c->max_keep, d->nb, d->kvl,
+    return (be_cjobs){c->n_jobs, c->n_jobs, c->max_blocks, c->max_pos, c->max_keep, d->nb, d->kvl,
                       d->nkeep, d->qslot, d->flags, d->src, d->dst, 0};
 }
 
@@ -350,7 +356,8 @@ static void run_case(dev *ds[2], const tcase *c, int id) {
         backend *be = ds[k]->be;
         dev_inputs(ds[k], c);
         j[k] = dev_jobs(ds[k], c);
-        be->cmp_score(be, ds[k]->scores, ds[k]->qc, ds[k]->kc, ds[k]->cc, c->kvt, &j[k], c->layer, &c->p);
+        be->cmp_score(be, ds[k]->scores, ds[k]->qc, ds[k]->ktab, ds[k]->ctab, c->kvt, &j[k], c->layer, 1,
+                      &c->p);
         be->download(be, sc[k], ds[k]->scores, npos * 4);
         be->download(be, cout[k], ds[k]->cc, ncs * 4);
     }
@@ -370,7 +377,8 @@ static void run_case(dev *ds[2], const tcase *c, int id) {
     memcpy(sin_, sc[0], npos * 4);
     for (int k = 0; k < 2; k++) {
         backend *be = ds[k]->be;
-        be->cmp_redundancy(be, ds[k]->scores, ds[k]->kc, c->kvt, ds[k]->work, &j[k], &c->p);
+        be->cmp_redundancy(be, ds[k]->scores, ds[k]->ktab, c->kvt, ds[k]->work, &j[k], c->layer, 1,
+                           &c->p);
         be->download(be, sc[k], ds[k]->scores, npos * 4);
     }
     CHECKF(memcmp(sc[0], sc[1], npos * 4) == 0, "case %d: redundancy differs between 1 and 2 threads", id);
@@ -414,7 +422,7 @@ static void run_case(dev *ds[2], const tcase *c, int id) {
     for (int k = 0; k < 2; k++) {
         backend *be = ds[k]->be;
         be->upload(be, ds[k]->scores, sc[0], npos * 4);
-        be->cmp_select(be, ds[k]->keep, ds[k]->scores, ds[k]->work, &j[k], &c->p);
+        be->cmp_select(be, ds[k]->keep, ds[k]->scores, ds[k]->work, &j[k], 1, &c->p);
         be->download(be, kp[k], ds[k]->keep, (size_t)c->n_jobs * (size_t)c->hkv * (size_t)c->max_keep * 4);
     }
     for (int b = 0; b < c->n_jobs; b++)

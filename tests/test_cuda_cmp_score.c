@@ -262,7 +262,7 @@ static void score_run(const score_case *sc) {
     const long long stride =
         (long long)per_layer + 37; /* rows of consecutive layers, a gap between */
     float *sref = malloc(4 * per_layer * LAYERS);
-    be_cjobs hj = {N_JOBS,    max_blocks, max_pos,  0,      P(nb), P(kvl),
+    be_cjobs hj = {N_JOBS,    N_JOBS, max_blocks, max_pos,  0,      P(nb), P(kvl),
                    P(n_keep), P(qslot),   P(flags), P(src), P(src), 0};
     be_cparams cp = {.layers = LAYERS,
                      .hq = hq,
@@ -278,11 +278,12 @@ static void score_run(const score_case *sc) {
                      .lambda = 0.2f,
                      .temperature = 0.4f,
                      .threshold = 0.5f};
+    uint64_t ktab[LAYERS], ctab[LAYERS]; /* one CPU call covers every layer */
     for (int l = 0; l < LAYERS; l++) {
         memcpy(cref[l], c0[l], 4 * c_n);
-        cpu->cmp_score(cpu, P(sref + per_layer * l), P(qc), P(kc[l]), P(cref[l]), ZP_BF16, &hj, l,
-                       &cp);
+        ktab[l] = P(kc[l]), ctab[l] = P(cref[l]);
     }
+    cpu->cmp_score(cpu, P(sref), P(qc), P(ktab), P(ctab), ZP_BF16, &hj, 0, LAYERS, &cp);
 
     /* GPU */
     CUmodule m = gpu_module(g, "compress_score.cu", D, bs, sc->gqa);

@@ -74,9 +74,16 @@ static void poison(CUdeviceptr d, size_t bytes) {
     CU(g->drv.StreamSynchronize(g->dev.compute));
 }
 
+/* A host layer table of the LAYERS + 1 caches in per_layer (the CPU ops read bases from it). */
+static uint64_t *layer_table(void **per_layer) {
+    static uint64_t t[LAYERS + 1];
+    for (int l = 0; l <= LAYERS; l++) t[l] = P(per_layer[l]);
+    return t;
+}
+
 static be_cjobs host_jobs(cfg *c) {
     static int32_t zero[CAP]; /* qslot and flags: not read by these ops */
-    return (be_cjobs){c->n_jobs, c->max_blocks, c->max_pos, c->max_keep, P(c->nb), P(c->kvl),
+    return (be_cjobs){c->n_jobs, CAP, c->max_blocks, c->max_pos, c->max_keep, P(c->nb), P(c->kvl),
                       P(c->nkeep), P(zero), P(zero), P(c->src), P(c->dst), 0};
 }
 
@@ -173,9 +180,8 @@ static void select_after(cfg *c, const be_cparams *p, const float *scg, const fl
     gpu_down(g, kg, c->dkeep, kb);
     memset(kc, 0xFF, kb);
     be_cjobs j = host_jobs(c);
-    float *wk = malloc(8 * c->sc_n);
-    for (int l = 0; l < LAYERS; l++)
-        cpu->cmp_select(cpu, P(kc + (size_t)l * c->kp_n), P(scc + (size_t)l * c->sc_n), P(wk), &j, p);
+    float *wk = malloc(8 * c->sc_n * LAYERS);
+    cpu->cmp_select(cpu, P(kc), P(scc), P(wk), &j, LAYERS, p); /* layer l's slab at l * kp_n */
     char *in_g = malloc((size_t)c->max_pos), *in_c = malloc((size_t)c->max_pos);
     long diff = 0, bad = 0;
     for (int l = 0; l < LAYERS; l++)
@@ -259,9 +265,8 @@ static void check_redundancy(cfg *c, be_cparams *p) {
     memcpy(sc, s0, 4 * sn);
     memset(wc, 0xFF, 4 * wn);
     be_cjobs j = host_jobs(c);
-    for (int l = 0; l < LAYERS; l++)
-        cpu->cmp_redundancy(cpu, P(sc + (size_t)l * c->sc_n), P(c->k[l + 1]), ZP_BF16,
-                            P(wc + 2 * c->sc_n * (size_t)l), &j, p);
+    cpu->cmp_redundancy(cpu, P(sc), P(layer_table((void **)c->k)), ZP_BF16, P(wc), &j, 1, LAYERS,
+                        p);
     CHECKF(!memcmp(wg, wc, 4 * wn), "redundancy %d lambda %g T %g threshold %g: work (r, 1/|K|) "
            "differs from the CPU's", p->redundancy, p->lambda, p->temperature, p->threshold);
     long bad = 0, nan = 0;
@@ -330,7 +335,7 @@ static void check_select(cfg *c, int round) {
     c->kp_n = (size_t)CAP * (size_t)c->hkv * (size_t)c->max_keep;
     upload_jobs(c);
     const size_t sn = c->sc_n * LAYERS, kb = 4 * c->kp_n * LAYERS;
-    float *s = malloc(4 * sn), *wk = malloc(8 * c->sc_n);
+    float *s = malloc(4 * sn), *wk = malloc(8 * c->sc_n * LAYERS);
     int32_t *kg = malloc(kb), *k1 = malloc(kb), *kc = malloc(kb);
     static const float special[] = {-1.f, 0.f, -0.f, 0.25f, 0.5f, 1.f, INFINITY, -INFINITY, NAN};
     int ties = rnd(2); /* few distinct values (long runs of ties) or mostly distinct ones */
@@ -348,8 +353,7 @@ static void check_select(cfg *c, int round) {
     gpu_down(g, k1, c->dkeep, kb);
     memset(kc, 0xFF, kb);
     be_cjobs j = host_jobs(c);
-    for (int l = 0; l < LAYERS; l++)
-        cpu->cmp_select(cpu, P(kc + (size_t)l * c->kp_n), P(s + (size_t)l * c->sc_n), P(wk), &j, &p);
+    cpu->cmp_select(cpu, P(kc), P(s), P(wk), &j, LAYERS, &p);
     n_sel_rows += (long)LAYERS * c->n_jobs * c->hkv;
     CHECKF(!memcmp(kg, kc, kb), "selection round %d (qcl %d, sinks %d, %s): keep rows differ from "
            "the CPU's", round, p.qcl, p.sink_len, ties ? "ties" : "distinct");
@@ -421,9 +425,10 @@ static void check_compact(cfg *c, int round) {
     upload_caches(c);
     for (int l = 0; l < LAYERS; l++) launch_cmp(c, c->dkeep + 4 * c->kp_n * (size_t)l, 0, l + 1, 1);
     be_cjobs j = host_jobs(c);
-    for (int l = 0; l < LAYERS; l++)
-        cpu->cmp_compact(cpu, P(c->k[l + 1]), P(c->v[l + 1]), P(c->c[l + 1]), ZP_BF16,
-                         P(keep + (size_t)l * c->kp_n), &j, &p);
+    static uint64_t tabs[3][LAYERS + 1];
+    for (int l = 0; l <= LAYERS; l++)
+        tabs[0][l] = P(c->k[l]), tabs[1][l] = P(c->v[l]), tabs[2][l] = P(c->c[l]);
+    cpu->cmp_compact(cpu, P(tabs[0]), P(tabs[1]), P(tabs[2]), ZP_BF16, P(keep), &j, 1, LAYERS, &p);
     int same = 1, same1 = 1;
     uint16_t *t16 = malloc(2 * c->kv_n);
     float *t32 = malloc(4 * c->c_n);
