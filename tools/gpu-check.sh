@@ -6,7 +6,8 @@
 #      the CPU backend (tools/gpu_parity.py); greedy accuracy of zipage-reasoner (gpu-greedy.sh)
 #      and with compression at several KV budgets against the CPU's (gpu-accuracy.sh);
 #   4. benchmarks: `zipage bench decode` on a Qwen3-8B shape beside the PyTorch CUDA-graph
-#      decode step (tools/peer_decode.py); the prefill attention kernels (`zipage bench
+#      decode step (tools/peer_decode.py); `zipage bench compress` (asynchronous against
+#      synchronous compression at 256 requests); the prefill attention kernels (`zipage bench
 #      attention --prefill`); with --attention `zipage bench attention` beside torch SDPA
 #      (tools/peer_sdpa.py);
 #   5. with --parity: the CPU reference against transformers (tools/hf_parity.py).
@@ -75,6 +76,10 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     step bench-decode-eager "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_graphs=false --json "$OUT/bench-decode-eager.jsonl" || fail=1
     step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
+    # the cost of compression on the GPU: 256 requests at block size 256, M 8, asynchronous
+    # against synchronous compression (exposed compression time, throughput)
+    step bench-compress "$ZP" bench compress --model tools/shapes/qwen3-8b --backend cuda \
+        --json "$OUT/bench-compress.jsonl" || fail=1
     # a 2,048-row prompt's attention: the tensor-core prefill kernel beside every row through
     # zp_attn_partial (8 kv heads, head dim 128)
     step bench-attention-prefill "$ZP" bench attention --prefill 2048 --block-sizes 16,256 --gqa 4,8 \
