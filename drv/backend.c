@@ -36,13 +36,7 @@ int backend_create(backend **out, const be_config *c, const be_shape *s, char *w
                    size_t why_len) {
     *out = NULL;
     if (c->kind != BE_CPU) {
-        int rc;
-        if (c->compress && !c->gpu_compression)
-            rc = err_set(ZP_EUNSUP, "cuda backend: compression on the GPU is off (key "
-                                    "'gpu_compression'); set gpu_compression=true, or "
-                                    "compress=false for full KV");
-        else
-            rc = cuda_backend_create(out, c, s);
+        int rc = cuda_backend_create(out, c, s);
         if (!rc) {
             snprintf(why, why_len, "cuda: %s", cuda_backend_describe(*out));
             return 0;

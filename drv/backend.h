@@ -326,8 +326,6 @@ typedef struct be_config {
     int batch_invariant;   /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */
     int attention_chunk;   /* KV positions per split of attention (CUDA) */
     int gemm_workspace_mb; /* cuBLASLt's workspace (CUDA) */
-    int compress;          /* the engine will run the compression ops */
-    int gpu_compression;   /* ... and may run them on the GPU */
 } be_config;
 
 enum { BE_AUTO, BE_CPU, BE_CUDA };

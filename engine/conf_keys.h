@@ -18,7 +18,6 @@ CONF_INT(gpu, cuda_device, 0, 0, 63, "ordinal of the GPU to use")
 CONF_INT(gpu, attention_chunk, 512, 64, 1048576, "KV positions per split of GPU attention (fixed for every row: results do not depend on the batch)")
 CONF_BOOL(gpu, cuda_graphs, true, "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
 CONF_INT(gpu, gemm_workspace_mb, 256, 1, 4096, "cuBLASLt workspace in MiB, from the device arena (larger lets split-K algorithms serve large batches)")
-CONF_BOOL(gpu, gpu_compression, false, "run Compressed PagedAttention on the GPU (new kernels: compress=true otherwise keeps auto on the CPU)")
 CONF_BOOL(gpu, batch_invariant, true, "GEMMs whose rows do not depend on the batch: tokens are the same alone and together (CUDA: algorithms chosen at start-up by measurement and kept in kernel_cache_dir)")
 
 /* [memory] */

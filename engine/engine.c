@@ -337,8 +337,6 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .batch_invariant = cf->batch_invariant,
         .attention_chunk = (int)cf->attention_chunk,
         .gemm_workspace_mb = (int)cf->gemm_workspace_mb,
-        .compress = cf->compress,
-        .gpu_compression = cf->gpu_compression,
     };
 }
 

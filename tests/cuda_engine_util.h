@@ -10,15 +10,14 @@
 #include "drv/cuda_be.h"
 #include "tests/harness.h"
 
-/* 1 when the CUDA backend starts on th_dir's model (with compression on the GPU when
- * compress), 0 after printing SKIP with the reason. */
+/* 1 when the CUDA backend starts on th_dir's model (with compression when compress), 0 after
+ * printing SKIP with the reason. */
 static inline int cuda_engine_usable(int compress) {
     conf cf;
     conf_defaults(&cf);
     snprintf(cf.model, sizeof cf.model, "%s", th_dir);
     cf.backend = CONF_BACKEND_CUDA;
     cf.compress = compress;
-    cf.gpu_compression = compress;
     cf.max_model_len = 256;
     cf.block_size = 16;
     cf.kv_memory_mb = 16;

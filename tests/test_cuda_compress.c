@@ -32,9 +32,8 @@ static void constant_memory(void) {
     unsigned long long rng = 5;
     th_random_req(&r, &rng, plen, total - plen, 0);
     th t;
-    th_open(&t, 1, "backend=cuda", "compress=true", "gpu_compression=true", "block_size=256",
-            "max_model_len=16640", "max_cache_blocks_per_seq=8", "query_cache_len=16",
-            "kv_memory_mb=64", NULL);
+    th_open(&t, 1, "backend=cuda", "compress=true", "block_size=256", "max_model_len=16640",
+            "max_cache_blocks_per_seq=8", "query_cache_len=16", "kv_memory_mb=64", NULL);
     th_run_all(&t, &r, 1, 1); /* engine_check after every step: at most budget + 1 blocks */
     const th_out *o = &t.out[0];
     int expect = 0;
@@ -63,9 +62,7 @@ static void invariance(void) {
                       200 + (int)(test_rand_u64(&rng) % 200), i % 2);
         arrival[i] = (int)(test_rand_u64(&rng) % 80);
     }
-#define CMP                                                                                        \
-    "backend=cuda", "compress=true", "gpu_compression=true", "max_cache_blocks_per_seq=4",         \
-        "query_cache_len=4"
+#define CMP "backend=cuda", "compress=true", "max_cache_blocks_per_seq=4", "query_cache_len=4"
     th alone, together, sync, eager;
     th_open(&alone, N, CMP, "max_num_batched_tokens=64", NULL);
     th_run_alone(&alone, reqs, N);

@@ -6,7 +6,7 @@
  *                         [--set key=value ...]
  *
  * Settings, under -c and --set: load_format = dummy (only DIR/config.json is read; the weights
- * are loader_dummy_weights), compress = gpu_compression = true, block_size = 256,
+ * are loader_dummy_weights), compress = true, block_size = 256,
  * max_num_seqs = --requests and max_model_len = the longest request (when not set). Always:
  * max_cache_blocks_per_seq = --budget and, per run, async_compression = true then false.
  *
@@ -230,7 +230,7 @@ static void write_json(FILE *f, const bc_run *r, const bc_params *p, const conf 
 static int bench_conf(conf *cf, int *argc, char **argv) {
     conf_defaults(cf);
     cf->load_format = CONF_LOAD_FORMAT_DUMMY;
-    cf->compress = cf->gpu_compression = true;
+    cf->compress = true;
     cf->block_size = 256;
     cf->max_num_seqs = 0;   /* still 0 after parsing: one per request */
     cf->max_model_len = -1; /* still -1 after parsing: the longest request */

@@ -119,7 +119,6 @@ int bench_decode(int argc, char **argv) {
     engine_be_shape(&mc, bs, max_rows, max_b, max_blocks * bs, &shape);
     be_config bc;
     engine_be_config(&cf, &bc);
-    bc.compress = false;
     backend *be;
     char why[320];
     if ((rc = backend_create(&be, &bc, &shape, why, sizeof why))) return rc;

@@ -95,7 +95,6 @@ int cmd_logits(int argc, char **argv) {
     engine_be_shape(&mc, bs, n, n, n, &shape);
     be_config bc;
     engine_be_config(&cf, &bc);
-    bc.compress = false; /* one prefill: no compression */
     char why[320];
     if ((rc = backend_create(&be, &bc, &shape, why, sizeof why))) return cli_fail("logits", rc);
     fprintf(stderr, "zipage logits: backend %s\n", why);

@@ -10,7 +10,7 @@ ZP=$1 OUT=$2 M=models/zipage-reasoner
 B=full,46b,44b,42b,40b,38b,36b
 run() { # backend
     "$ZP" bench accuracy --model $M --data $M/test.jsonl --n 50 --budgets $B \
-        --set block_size=32 --set gpu_compression=true --backend "$1" >"$OUT/accuracy-budgets-$1.txt" 2>&1
+        --set block_size=32 --backend "$1" >"$OUT/accuracy-budgets-$1.txt" 2>&1
 }
 run cpu & cpu=$!
 run cuda || { cat "$OUT/accuracy-budgets-cuda.txt"; exit 1; }

@@ -2,9 +2,7 @@
 # make run: starts the engine on the shipped reasoning model (models/zipage-reasoner),
 # streams one problem's reasoning through zipage-cli, then runs three problems at once at
 # different KV budgets and prints their answers, whether they are right, and the KV numbers.
-# `--backend auto` picks the GPU when there is one; compression runs on the GPU only with
-# gpu_compression=true (its kernels are new), so the compressed part runs on the CPU, and with a
-# GPU the first problem runs again on it at full KV.
+# `--backend auto` picks the GPU when there is one (compression included), else the CPU.
 set -u
 cd "$(dirname "$0")/.."
 B=${ZP_BUILD:-build}
@@ -61,17 +59,3 @@ echo
 "$B/zipage-cli" --name "$NAME" stats | sed -n '1p;/compressions/p;/evicted/p;/tokens_per_s/p'
 echo
 echo "Accuracy of the whole test set by budget: docs/ACCURACY.md (zipage bench accuracy)."
-
-if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-    echo
-    echo "== Problem 1 again on the GPU (full KV):"
-    kill -TERM $srv 2>/dev/null; wait $srv 2>/dev/null
-    "$B/zipage" serve --model "$M" --set ipc_name="$NAME" --backend cuda --set compress=false \
-        >"$log" 2>&1 &
-    srv=$!
-    for _ in $(seq 300); do grep -q ready "$log" && break; sleep 0.1; done
-    grep -q ready "$log" || { cat "$log"; exit 1; }
-    grep 'backend' "$log" | head -1
-    "$B/zipage-cli" --name "$NAME" generate --chat-text "$(field 0 prompt)" --max-tokens 3000 \
-        --no-compress --usage | tail -3
-fi
