@@ -934,6 +934,7 @@ static void build_batch(engine *e) {
         }
         memcpy(b->block_tables + (size_t)s * (size_t)e->max_blocks, r->blocks,
                sizeof(int32_t) * (size_t)r->n_blocks);
+        e->st.kv_tokens_read += r->kv_len + take; /* the row's last token reads all of it */
         if (r->n_computed + take == r->n_tok) {
             if (dev_sample) stage_sampling(e, r, nl);
             b->logit_rows[nl++] = t - 1;

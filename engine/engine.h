@@ -65,7 +65,9 @@ typedef struct engine_stats {
     int64_t steps, prompt_tokens, completion_tokens, preemptions;
     int64_t prefix_hit_tokens, prefix_query_tokens;
     int64_t compressions, evicted_tokens;
-    int64_t graph_steps; /* decode steps replayed from a CUDA graph */
+    int64_t graph_steps;    /* decode steps replayed from a CUDA graph */
+    int64_t kv_tokens_read; /* KV positions attention read: per scheduled row, its cache
+                             * length after the step (kv_len + tokens taken), summed over steps */
     double score_seconds, compact_seconds, forward_seconds, busy_seconds;
     double cmp_device_seconds;  /* device time of compression batches, event-timed */
     double cmp_exposed_seconds; /* the part of it while the compute queue ran no forward step */
