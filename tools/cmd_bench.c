@@ -353,6 +353,7 @@ out:
 int bench_attention(int argc, char **argv);
 int bench_decode(int argc, char **argv);
 int bench_compress(int argc, char **argv);
+int bench_prefill(int argc, char **argv);
 
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "attention")) {
@@ -367,6 +368,10 @@ int cmd_bench(int argc, char **argv) {
         int rc = bench_compress(argc - 1, argv + 1);
         return rc ? cli_fail("bench compress", rc) : 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "prefill")) {
+        int rc = bench_prefill(argc - 1, argv + 1);
+        return rc ? cli_fail("bench prefill", rc) : 0;
+    }
     if (argc < 2 || strcmp(argv[1], "accuracy"))
         return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
                                                     "--data FILE.jsonl [--n N] [--budgets LIST] | "
@@ -377,7 +382,9 @@ int cmd_bench(int argc, char **argv) {
                                                     "BxL,...] [--steps N] | "
                                                     "zipage bench compress --model DIR "
                                                     "[--requests N] [--prompt N] [--spread N] "
-                                                    "[--gen N] [--budget M]"));
+                                                    "[--gen N] [--budget M] | "
+                                                    "zipage bench prefill --model DIR "
+                                                    "[--prompts N,...] [--peak-tflops X]"));
     int rc = bench_accuracy(argc - 1, argv + 1);
     if (rc == 1) return 1;
     return rc ? cli_fail("bench", rc) : 0;
