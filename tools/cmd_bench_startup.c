@@ -4,6 +4,8 @@
  *   zipage bench startup --model DIR [--runs 3] [--load dummy|auto] [--json FILE]
  *                        [--backend cuda|cpu] [--set key=value ...]
  *
+ * --runs: warm starts after the cold one, 1..20.
+ *
  * Settings: load_format = --load (dummy, the default: random weights, only DIR/config.json read;
  * auto: the checkpoint), and kernel_cache_dir = a fresh directory made by mkdtemp under $TMPDIR
  * or /tmp, whatever -c or --set say; that directory and everything the engine wrote into it are
@@ -284,22 +286,23 @@ int bench_startup(int argc, char **argv) {
     if (load)
         cf.load_format = strcmp(load, "auto") ? CONF_LOAD_FORMAT_DUMMY : CONF_LOAD_FORMAT_AUTO;
     if (!cf.model[0]) return err_set(ZP_EINVAL, "--model DIR (with a config.json) is required");
+    FILE *jf = json ? fopen(json, "a") : NULL;
+    if (json && !jf) return err_set(ZP_EIO, "--json %s: cannot open for appending", json);
     const char *tmp = getenv("TMPDIR");
     int len = snprintf(cf.kernel_cache_dir, sizeof cf.kernel_cache_dir, "%s/zipage-startup-XXXXXX",
                        tmp && *tmp ? tmp : "/tmp");
     if (len < 0 || (size_t)len >= sizeof cf.kernel_cache_dir)
-        return err_set(ZP_ELIMIT, "bench startup: TMPDIR '%s' is too long for kernel_cache_dir",
-                       tmp);
-    if (!mkdtemp(cf.kernel_cache_dir))
-        return err_set(ZP_EIO, "bench startup: cannot make %s: %s", cf.kernel_cache_dir,
-                       strerror(errno));
+        rc = err_set(ZP_ELIMIT, "bench startup: TMPDIR '%s' is too long for kernel_cache_dir", tmp);
+    else if (!mkdtemp(cf.kernel_cache_dir))
+        rc = err_set(ZP_EIO, "bench startup: cannot make %s: %s", cf.kernel_cache_dir,
+                     strerror(errno));
+    if (rc) {
+        if (jf) fclose(jf);
+        return rc;
+    }
     fprintf(stderr, "bench startup: kernel cache %s (removed at the end), load_format %s\n",
             cf.kernel_cache_dir, conf_enum_name("load_format", (int)cf.load_format));
-    FILE *jf = json ? fopen(json, "a") : NULL;
-    if (json && !jf)
-        rc = err_set(ZP_EIO, "--json %s: cannot open for appending", json);
-    else
-        rc = run_all(&cf, warm, jf);
+    rc = run_all(&cf, warm, jf);
     if (jf) fclose(jf);
     if (nftw(cf.kernel_cache_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) && !rc)
         rc = err_set(ZP_EIO, "bench startup: cannot remove %s: %s", cf.kernel_cache_dir,
