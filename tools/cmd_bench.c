@@ -354,6 +354,8 @@ int bench_attention(int argc, char **argv);
 int bench_decode(int argc, char **argv);
 int bench_compress(int argc, char **argv);
 int bench_throughput(int argc, char **argv);
+int bench_prefill(int argc, char **argv);
+int bench_startup(int argc, char **argv);
 
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "attention")) {
@@ -372,6 +374,14 @@ int cmd_bench(int argc, char **argv) {
         int rc = bench_throughput(argc - 1, argv + 1);
         return rc ? cli_fail("bench throughput", rc) : 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "prefill")) {
+        int rc = bench_prefill(argc - 1, argv + 1);
+        return rc ? cli_fail("bench prefill", rc) : 0;
+    }
+    if (argc >= 2 && !strcmp(argv[1], "startup")) {
+        int rc = bench_startup(argc - 1, argv + 1);
+        return rc ? cli_fail("bench startup", rc) : 0;
+    }
     if (argc < 2 || strcmp(argv[1], "accuracy"))
         return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
                                                     "--data FILE.jsonl [--n N] [--budgets LIST] | "
@@ -386,7 +396,11 @@ int cmd_bench(int argc, char **argv) {
                                                     "zipage bench throughput --model DIR "
                                                     "[--requests N] [--prompt N] [--gen N] "
                                                     "[--budget M] [--modes full,compressed] "
-                                                    "[--bw GBPS]"));
+                                                    "[--bw GBPS] | "
+                                                    "zipage bench prefill --model DIR "
+                                                    "[--prompts N,...] [--peak-tflops X] | "
+                                                    "zipage bench startup --model DIR [--runs N] "
+                                                    "[--load dummy|auto]"));
     int rc = bench_accuracy(argc - 1, argv + 1);
     if (rc == 1) return 1;
     return rc ? cli_fail("bench", rc) : 0;

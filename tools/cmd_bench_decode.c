@@ -8,51 +8,23 @@
  *
  * Only DIR/config.json is read: the weights are random (loader_dummy_weights: one buffer of small
  * bf16 values that every tensor shares), so any Hugging Face config benchmarks without its
- * checkpoint. One model is planned for the largest point; each point places B requests at context L
- * (their KV cache holds whatever the arena held: the cost of attention does not depend on the
- * values) and times `steps` decode steps after 3 of warm-up, each a full engine step of the model:
- * metadata upload, forward, greedy argmax on the backend, ids back. Reported: the median step,
- * output tokens per second (B / step), the roofline's and the fraction of it reached. --prefill N
- * also times one step prefilling an N-token prompt (median of 5).
+ * checkpoint. One model is planned for the largest point (tools/bench_model.h, the harness bench
+ * prefill shares); each point places B requests at context L (their KV cache holds whatever the
+ * arena held: the cost of attention does not depend on the values) and times `steps` decode steps
+ * after 3 of warm-up, each a full engine step of the model: metadata upload, forward, greedy
+ * argmax on the backend, ids back. Reported: the median step, output tokens per second (B /
+ * step), the roofline's and the fraction of it reached. --prefill N also times one
+ * step prefilling an N-token prompt (median of 5).
  */
 #include "arena/err.h"
-#include "engine/engine.h"
-#include "engine/loader.h"
-#include "engine/model.h"
+#include "tools/bench_model.h"
 #include "tools/cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define DEC_MAX_POINTS 16
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Greedy, no penalty, no logprob for every row (backends that sample read these). */
-static void stage_greedy(model_batch *b, int32_t rows) {
-    b->n_seat_jobs = b->n_hist = 0;
-    if (!b->sparams) return;
-    for (int32_t r = 0; r < rows; r++)
-        b->sparams[r] = (zp_sample_params){.top_p = 1.0f, .repetition_penalty = 1.0f, .seat = -1};
-}
-
-/* The ids of a step: a negative one is the sampler's error. */
-static int check_ids(const model *m, int32_t rows) {
-    for (int32_t r = 0; r < rows; r++)
-        if (m->host_ids[r] < 0) return zp_sample_error(m->host_ids[r], r);
-    return 0;
-}
 
 static int parse_points(const char *s, int32_t *b, int32_t *l, int *n) {
     *n = 0;
@@ -98,12 +70,6 @@ int bench_decode(int argc, char **argv) {
     int np = 0;
     if (rc || (rc = parse_points(points, pb, pl, &np))) return rc;
     if (!cf.model[0]) return err_set(ZP_EINVAL, "--model DIR (with a config.json) is required");
-    arena a;
-    model_config mc;
-    model_weights mw;
-    if ((rc = arena_init(&a, "bench", (size_t)cf.host_arena_mb << 20)) ||
-        (rc = loader_config(&mc, &a, cf.model)) || (rc = loader_dummy_weights(&mw, &mc, &a)))
-        return rc;
     int32_t bs = (int32_t)cf.block_size, max_b = 0, max_blocks = 0, max_tok_blocks = 0;
     for (int i = 0; i < np; i++) {
         int32_t per = (pl[i] + (int32_t)steps + 3 + bs - 1) / bs;
@@ -115,57 +81,26 @@ int bench_decode(int argc, char **argv) {
     if (pre_blocks > max_blocks) max_blocks = pre_blocks;
     if (pre_blocks > max_tok_blocks) max_tok_blocks = pre_blocks;
     if (prefill > max_rows) max_rows = (int32_t)prefill;
-    be_shape shape;
-    engine_be_shape(&mc, bs, max_rows, max_b, max_blocks * bs, &shape);
-    be_config bc;
-    engine_be_config(&cf, &bc);
-    backend *be;
-    char why[320];
-    if ((rc = backend_create(&be, &bc, &shape, why, sizeof why))) return rc;
-    fprintf(stderr, "bench decode: backend %s\n", why);
-    model_dims d = {.max_tokens = max_rows,
-                    .max_logits = max_b,
-                    .max_seqs = max_b,
-                    .max_blocks = max_blocks,
-                    .block_size = bs,
-                    .num_blocks = max_tok_blocks,
-                    .kv_dtype = be->act_dtype,
-                    .graphs = cf.cuda_graphs};
-    model *m = arena_alloc(&a, sizeof *m, 64, "model");
-    double t0 = now_s();
-    if (!m) rc = ZP_ENOMEM;
-    if (!rc)
-        rc = be->reserve(be, model_device_bytes(&mc, &mw, &d, be), model_host_bytes(&mc, &d, be));
-    if (!rc) rc = model_init(m, &a, be, &mc, &mw, &d);
-    if (rc) {
-        be->destroy(be);
-        return rc;
-    }
-    fprintf(stderr,
-            "bench decode: model of %d layers placed in %.1f s (%.2f GiB), %d CUDA graphs\n",
-            mc.layers, now_s() - t0, model_device_bytes(&mc, &mw, &d, be) / 1073741824.0,
-            m->n_batch_buckets * m->n_len_buckets);
-    if (be->describe_plans) {
-        char plans[256];
-        be->describe_plans(be, plans, sizeof plans);
-        fprintf(stderr, "bench decode: %s\n", plans);
-    }
-    size_t weight_bytes = 0, kv_token = model_block_bytes(&mc, 1, be->act_dtype, false);
-    {
-        /* bytes every step reads: the weights as stored (the tied head counts once) */
-        size_t H = (size_t)mc.hidden, D = (size_t)mc.head_dim, I = (size_t)mc.intermediate;
-        size_t qd = (size_t)mc.heads * D, kd = (size_t)mc.kv_heads * D;
-        size_t per_layer = (qd + 2 * kd) * H + qd * H + 3 * I * H;
-        weight_bytes = 2 * ((size_t)mc.layers * per_layer + (size_t)mc.vocab * H);
-    }
+    bench_model bm;
+    bench_bounds bounds = {.max_tokens = max_rows,
+                           .max_seqs = max_b,
+                           .max_blocks = max_blocks,
+                           .num_blocks = max_tok_blocks};
+    if ((rc = bench_model_open(&bm, &cf, "bench decode", &bounds))) return rc;
+    const model_config *mc = &bm.mc;
+    model *m = bm.m;
+    /* bytes every step reads: the weights as stored (the tied head counts once) */
+    size_t weight_bytes = 2 * ((size_t)mc->layers * bench_layer_linear_params(mc) +
+                               (size_t)mc->vocab * (size_t)mc->hidden);
+    size_t kv_token = model_block_bytes(mc, 1, bm.be->act_dtype, false);
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (json && !jf) {
-        be->destroy(be);
+        bench_model_close(&bm);
         return err_set(ZP_EIO, "%s: cannot create", json);
     }
     printf("%6s %7s %10s %10s %14s %8s\n", "batch", "context", "step (ms)", "tok/s",
            "roofline tok/s", "of roof");
-    double *times = arena_alloc(&a, sizeof(double) * (size_t)steps, 8, "times");
+    double *times = arena_alloc(&bm.a, sizeof(double) * (size_t)steps, 8, "times");
     if (!times) rc = ZP_ENOMEM;
     model_batch *b = &m->batch;
     for (int p = 0; p < np && !rc; p++) {
@@ -176,7 +111,7 @@ int bench_decode(int argc, char **argv) {
         for (int64_t it = -3; it < steps && !rc; it++) {
             int32_t ci = L - 1 + (int32_t)(it + 3);
             for (int32_t s = 0; s < B; s++) {
-                b->token_ids[s] = (s * 7919 + ci) % mc.vocab;
+                b->token_ids[s] = (s * 7919 + ci) % mc->vocab;
                 b->positions[s] = b->tok_kv_idx[s] = ci;
                 b->tok_seq[s] = s;
                 b->tok_qslot[s] = -1;
@@ -186,15 +121,14 @@ int bench_decode(int argc, char **argv) {
             }
             b->n_tokens = b->n_seqs = b->n_logits = B;
             b->want_ids = true;
-            stage_greedy(b, B);
-            double s0 = now_s();
+            bench_stage_greedy(b, B);
+            double s0 = bench_now_s();
             rc = model_forward(m);
-            if (it >= 0) times[it] = now_s() - s0;
-            if (!rc) rc = check_ids(m, B);
+            if (it >= 0) times[it] = bench_now_s() - s0;
+            if (!rc) rc = bench_check_ids(m, B);
         }
         if (rc) break;
-        qsort(times, (size_t)steps, sizeof(double), cmp_d);
-        double med = times[steps / 2], tps = B / med;
+        double med = bench_median(times, (int)steps), tps = B / med;
         double roof_s = (double)(weight_bytes + (size_t)B * (size_t)L * kv_token) / (bw * 1e9);
         double roof = B / roof_s;
         printf("%6d %7d %10.3f %10.0f %14.0f %7.1f%%\n", B, L, med * 1e3, tps, roof,
@@ -203,42 +137,19 @@ int bench_decode(int argc, char **argv) {
             fprintf(jf,
                     "{\"batch\": %d, \"context\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, "
                     "\"roofline_tok_s\": %.1f, \"backend\": \"%s\", \"steps\": %lld}\n",
-                    B, L, med * 1e3, tps, roof, be->name, (long long)steps);
+                    B, L, med * 1e3, tps, roof, bm.be->name, (long long)steps);
     }
-    if (!rc && prefill > 0) { /* one sequence's prompt in one step: the GEMMs at M = prefill */
-        int32_t P = (int32_t)prefill;
-        for (int32_t j = 0; j < pre_blocks; j++)
-            b->block_tables[j] = j;
-        double t[5];
-        for (int it = -1; it < 5 && !rc; it++) {
-            for (int32_t i = 0; i < P; i++) {
-                b->token_ids[i] = (i * 7919) % mc.vocab;
-                b->positions[i] = b->tok_kv_idx[i] = b->slots[i] = i;
-                b->tok_seq[i] = 0;
-                b->tok_qslot[i] = -1;
-                b->tok_prompt[i] = 1;
-            }
-            b->logit_rows[0] = P - 1;
-            b->n_tokens = P, b->n_seqs = b->n_logits = 1;
-            b->want_ids = true;
-            stage_greedy(b, 1);
-            double s0 = now_s();
-            rc = model_forward(m);
-            if (it >= 0) t[it] = now_s() - s0;
-            if (!rc) rc = check_ids(m, 1);
-        }
-        if (!rc) {
-            qsort(t, 5, sizeof(double), cmp_d);
-            printf("prefill of %d tokens: %.3f ms, %.0f tok/s\n", P, t[2] * 1e3, P / t[2]);
-            if (jf)
-                fprintf(
-                    jf,
+    double pre_s;
+    if (!rc && prefill > 0 && /* one sequence's prompt in one step: the GEMMs at M = prefill */
+        !(rc = bench_prefill_step(&bm, (int32_t)prefill, &pre_s))) {
+        printf("prefill of %d tokens: %.3f ms, %.0f tok/s\n", (int32_t)prefill, pre_s * 1e3,
+               prefill / pre_s);
+        if (jf)
+            fprintf(jf,
                     "{\"prefill\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, \"backend\": \"%s\"}\n",
-                    P, t[2] * 1e3, P / t[2], be->name);
-        }
+                    (int32_t)prefill, pre_s * 1e3, prefill / pre_s, bm.be->name);
     }
     if (jf) fclose(jf);
-    be->destroy(be);
-    arena_release(&a);
+    bench_model_close(&bm);
     return rc;
 }

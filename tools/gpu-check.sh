@@ -8,7 +8,8 @@
 #   4. benchmarks: `zipage bench decode` on a Qwen3-8B shape beside the PyTorch CUDA-graph
 #      decode step (tools/peer_decode.py); `zipage bench compress` (asynchronous against
 #      synchronous compression at 256 requests); the prefill attention kernels (`zipage bench
-#      attention --prefill`); with --attention `zipage bench attention` beside torch SDPA
+#      attention --prefill`); `zipage bench prefill` beside cuBLAS (tools/peer_gemm.py);
+#      `zipage bench startup`; with --attention `zipage bench attention` beside torch SDPA
 #      (tools/peer_sdpa.py);
 #   5. with --parity: the CPU reference against transformers (tools/hf_parity.py).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
@@ -80,6 +81,15 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     # against synchronous compression (exposed compression time, throughput)
     step bench-compress "$ZP" bench compress --model tools/shapes/qwen3-8b --backend cuda \
         --json "$OUT/bench-compress.jsonl" || fail=1
+    # prefill TFLOP/s beside cuBLAS's on the same layer's GEMMs at M = 4,096 (target: a 4,096-token
+    # prompt at >= 70% of it), and start-up time with an empty and a filled kernel cache
+    step peer-gemm env PYTHONUNBUFFERED=1 python3 tools/peer_gemm.py --json "$OUT/peer-gemm.json" || fail=1
+    peak=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["total_tflops"])' \
+        "$OUT/peer-gemm.json" 2>/dev/null)
+    step bench-prefill "$ZP" bench prefill --model tools/shapes/qwen3-8b --backend cuda \
+        ${peak:+--peak-tflops "$peak"} --json "$OUT/bench-prefill.jsonl" || fail=1
+    step bench-startup "$ZP" bench startup --model tools/shapes/qwen3-8b --backend cuda \
+        --json "$OUT/bench-startup.jsonl" || fail=1
     # a 2,048-row prompt's attention: the tensor-core prefill kernel beside every row through
     # zp_attn_partial (8 kv heads, head dim 128)
     step bench-attention-prefill "$ZP" bench attention --prefill 2048 --block-sizes 16,256 --gqa 4,8 \

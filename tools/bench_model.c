@@ -1,0 +1,129 @@
+/* bench_model: the model-level harness of the decode and prefill benchmarks (bench_model.h). */
+#include "tools/bench_model.h"
+
+#include "arena/err.h"
+#include "engine/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double bench_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double bench_median(double *t, int n) {
+    qsort(t, (size_t)n, sizeof(double), cmp_d);
+    return t[n / 2];
+}
+
+void bench_stage_greedy(model_batch *b, int32_t rows) {
+    b->n_seat_jobs = b->n_hist = 0;
+    if (!b->sparams) return;
+    for (int32_t r = 0; r < rows; r++)
+        b->sparams[r] = (zp_sample_params){.top_p = 1.0f, .repetition_penalty = 1.0f, .seat = -1};
+}
+
+int bench_check_ids(const model *m, int32_t rows) {
+    for (int32_t r = 0; r < rows; r++)
+        if (m->host_ids[r] < 0) return zp_sample_error(m->host_ids[r], r);
+    return 0;
+}
+
+size_t bench_layer_linear_params(const model_config *mc) {
+    size_t H = (size_t)mc->hidden, D = (size_t)mc->head_dim, I = (size_t)mc->intermediate;
+    size_t qd = (size_t)mc->heads * D, kd = (size_t)mc->kv_heads * D;
+    return (qd + 2 * kd) * H + qd * H + 3 * I * H;
+}
+
+/* The backend for the bounds, then the model on it; the caller destroys the backend on failure. */
+static int place_model(bench_model *bm, const conf *cf, const char *tool, const bench_bounds *b) {
+    int32_t bs = (int32_t)cf->block_size;
+    be_shape shape;
+    engine_be_shape(&bm->mc, bs, b->max_tokens, b->max_seqs, b->max_blocks * bs, &shape);
+    be_config bc;
+    engine_be_config(cf, &bc);
+    char why[320];
+    int rc = backend_create(&bm->be, &bc, &shape, why, sizeof why);
+    if (rc) return rc;
+    backend *be = bm->be;
+    fprintf(stderr, "%s: backend %s\n", tool, why);
+    model_dims d = {.max_tokens = b->max_tokens,
+                    .max_logits = b->max_seqs,
+                    .max_seqs = b->max_seqs,
+                    .max_blocks = b->max_blocks,
+                    .block_size = bs,
+                    .num_blocks = b->num_blocks,
+                    .kv_dtype = be->act_dtype,
+                    .graphs = cf->cuda_graphs};
+    double t0 = bench_now_s();
+    size_t device_bytes = model_device_bytes(&bm->mc, &bm->mw, &d, be);
+    if (!(bm->m = arena_alloc(&bm->a, sizeof *bm->m, 64, "model"))) return ZP_ENOMEM;
+    if ((rc = be->reserve(be, device_bytes, model_host_bytes(&bm->mc, &d, be))) ||
+        (rc = model_init(bm->m, &bm->a, be, &bm->mc, &bm->mw, &d)))
+        return rc;
+    fprintf(stderr, "%s: model of %d layers placed in %.1f s (%.2f GiB), %d CUDA graphs\n", tool,
+            bm->mc.layers, bench_now_s() - t0, device_bytes / 1073741824.0,
+            bm->m->n_batch_buckets * bm->m->n_len_buckets);
+    if (be->describe_plans) {
+        char plans[256];
+        be->describe_plans(be, plans, sizeof plans);
+        fprintf(stderr, "%s: %s\n", tool, plans);
+    }
+    return 0;
+}
+
+int bench_model_open(bench_model *bm, const conf *cf, const char *tool, const bench_bounds *b) {
+    memset(bm, 0, sizeof *bm);
+    int rc = arena_init(&bm->a, "bench", (size_t)cf->host_arena_mb << 20);
+    if (rc) return rc;
+    if ((rc = loader_config(&bm->mc, &bm->a, cf->model)) ||
+        (rc = loader_dummy_weights(&bm->mw, &bm->mc, &bm->a)) ||
+        (rc = place_model(bm, cf, tool, b)))
+        bench_model_close(bm);
+    return rc;
+}
+
+void bench_model_close(bench_model *bm) {
+    if (bm->be) bm->be->destroy(bm->be);
+    bm->be = NULL;
+    loader_close(&bm->mw);
+    arena_release(&bm->a);
+}
+
+int bench_prefill_step(bench_model *bm, int32_t P, double *median_s) {
+    model *m = bm->m;
+    model_batch *b = &m->batch;
+    int32_t bs = m->dims.block_size, blocks = (P + bs - 1) / bs;
+    for (int32_t j = 0; j < blocks; j++)
+        b->block_tables[j] = j;
+    double t[5];
+    int rc = 0;
+    for (int it = -1; it < 5 && !rc; it++) {
+        for (int32_t i = 0; i < P; i++) {
+            b->token_ids[i] = (i * 7919) % bm->mc.vocab;
+            b->positions[i] = b->tok_kv_idx[i] = b->slots[i] = i;
+            b->tok_seq[i] = 0;
+            b->tok_qslot[i] = -1;
+            b->tok_prompt[i] = 1;
+        }
+        b->logit_rows[0] = P - 1;
+        b->n_tokens = P, b->n_seqs = b->n_logits = 1;
+        b->want_ids = true;
+        bench_stage_greedy(b, 1);
+        double s0 = bench_now_s();
+        rc = model_forward(m);
+        if (it >= 0) t[it] = bench_now_s() - s0;
+        if (!rc) rc = bench_check_ids(m, 1);
+    }
+    if (!rc) *median_s = bench_median(t, 5);
+    return rc;
+}

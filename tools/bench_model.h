@@ -1,0 +1,67 @@
+/* bench_model: the model-level harness of `zipage bench decode` and `zipage bench prefill`: a
+ * model of DIR/config.json's shape on random weights (loader_dummy_weights: one buffer of small
+ * bf16 values that every tensor shares, so no checkpoint is read), a backend made for the
+ * largest step the benchmark runs (engine_be_shape, engine_be_config, backend_create) and the
+ * model placed for that step (model_init), without the engine's scheduler or KV memory plan.
+ * The benchmark stages each step in m->batch (block tables included) and runs model_forward.
+ *
+ * Invariants: every step stays within the bounds given at open (rows, sequences, block-table
+ * width, blocks); the cache holds whatever the memory held (attention costs the same whatever
+ * the values).
+ * Memory: the arena bm->a (host_arena_mb) holds the config, the weights and the model table;
+ * the backend's reservation the model's buffers. bench_model_close releases both.
+ * Threading: one thread.
+ */
+#ifndef ZP_BENCH_MODEL_H
+#define ZP_BENCH_MODEL_H
+
+#include "arena/arena.h"
+#include "drv/backend.h"
+#include "engine/conf.h"
+#include "engine/loader.h"
+#include "engine/model.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bench_model {
+    arena a;
+    model_config mc;
+    model_weights mw;
+    backend *be;
+    model *m;
+} bench_model;
+
+/* The largest step: token rows, sequences (each with logits), the block-table width and the
+ * blocks in the cache. */
+typedef struct bench_bounds {
+    int32_t max_tokens, max_seqs, max_blocks, num_blocks;
+} bench_bounds;
+
+/* Opens the arena, reads DIR/config.json (cf->model), makes the weights, creates the backend of
+ * cf (block_size, cuda_graphs and the backend keys) and places the model; prints on stderr,
+ * each line starting "TOOL: ", the backend, the placement (seconds, GiB, CUDA graphs) and the
+ * GEMM plans. On failure nothing is left to release. */
+int bench_model_open(bench_model *bm, const conf *cf, const char *tool, const bench_bounds *b);
+void bench_model_close(bench_model *bm);
+
+/* Parameters of one layer's linear layers (fused QKV, O, fused gate/up, down), biases left out:
+ * H ((Hq + 2 Hkv) D + Hq D + 3 I). */
+size_t bench_layer_linear_params(const model_config *mc);
+
+/* Times one step that prefills a P-token prompt of one sequence (ids i * 7919 mod vocab at
+ * positions 0..P-1 in blocks 0, 1, ...; logits of the last row only; greedy id back): one
+ * warm-up, then the median of 5 into *median_s. Needs P <= max_tokens and ceil(P / block_size)
+ * blocks within the bounds. */
+int bench_prefill_step(bench_model *bm, int32_t P, double *median_s);
+
+/* Greedy, no penalty, no logprob for rows 0..rows-1 (backends that sample read these). */
+void bench_stage_greedy(model_batch *b, int32_t rows);
+/* The ids of a step: a negative one is the sampler's error. */
+int bench_check_ids(const model *m, int32_t rows);
+
+double bench_now_s(void);
+/* Sorts t[0..n-1] and returns its median (the upper one for even n). */
+double bench_median(double *t, int n);
+
+#endif
