@@ -81,6 +81,17 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     # against synchronous compression (exposed compression time, throughput)
     step bench-compress "$ZP" bench compress --model tools/shapes/qwen3-8b --backend cuda \
         --json "$OUT/bench-compress.jsonl" || fail=1
+    # full KV against compressed in a 16 GB KV pool on the Qwen3-1.7B shape (the issue's workload:
+    # 256 x 512 prompt x 8,192 output; ZP_THROUGHPUT_GEN shortens the output for a short run)
+    step bench-throughput "$ZP" bench throughput --model tools/shapes/qwen3-1.7b --backend cuda \
+        --requests 256 --prompt 512 --gen "${ZP_THROUGHPUT_GEN:-8192}" --budget 4 \
+        --set kv_memory_mb=16384 --json "$OUT/bench-throughput.jsonl" || fail=1
+    # zipage beside transformers' generate_batch (continuous batching, CUDA graphs): 64 requests x
+    # 128 prompt x 1,024 new tokens on the Qwen3-1.7B shape
+    step bench-throughput-64 "$ZP" bench throughput --model tools/shapes/qwen3-1.7b --backend cuda \
+        --requests 64 --prompt 128 --gen 1024 --modes full --json "$OUT/bench-throughput-64.jsonl" || fail=1
+    step peer-generate-batch env PYTHONUNBUFFERED=1 python3 tools/peer_generate_batch.py \
+        --json "$OUT/peer-generate-batch.jsonl" || fail=1
     # prefill TFLOP/s beside cuBLAS's on the same layer's GEMMs at M = 4,096 (target: a 4,096-token
     # prompt at >= 70% of it), and start-up time with an empty and a filled kernel cache
     step peer-gemm env PYTHONUNBUFFERED=1 python3 tools/peer_gemm.py --json "$OUT/peer-gemm.json" || fail=1
