@@ -73,6 +73,7 @@ struct engine {
     model m;
     backend *be;
     char backend_why[320];
+    double open_weights_s, open_backend_s, open_total_s; /* engine_open's phases (engine_info) */
     char backend_plans[256]; /* what the backend's start-up chose for the GEMMs, or "" */
     kv_pool kv;
     sampler smp;
@@ -343,6 +344,7 @@ void engine_be_config(const conf *cf, be_config *bc) {
 int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
                 int n_extra_eos, engine_output_fn out_fn, void *user) {
     int rc;
+    double t0 = now_s();
     engine *e = arena_alloc(a, sizeof *e, 64, "engine");
     if (!e) return ZP_ENOMEM;
     e->cf = *cf;
@@ -368,24 +370,29 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
     e->bs = (int32_t)cf->block_size;
     e->max_blocks = (e->max_model_len + e->bs - 1) / e->bs;
 
+    double t1 = now_s();
     rc = cf->load_format == CONF_LOAD_FORMAT_DUMMY ? loader_dummy_weights(&e->mw, mc, a)
                                                    : loader_weights(&e->mw, mc, a, cf->model);
     if (rc) return rc;
+    e->open_weights_s = now_s() - t1;
     be_shape shape;
     engine_be_shape(mc, e->bs, (int32_t)cf->max_num_batched_tokens, (int32_t)cf->max_num_seqs,
                     e->max_blocks * e->bs, &shape); /* graph context buckets reach whole blocks */
     be_config bc;
     engine_be_config(cf, &bc);
+    t1 = now_s();
     if ((rc = backend_create(&e->be, &bc, &shape, e->backend_why, sizeof e->backend_why))) {
         loader_close(&e->mw);
         return rc;
     }
+    e->open_backend_s = now_s() - t1;
     if ((rc = open_on_backend(e, a, cf))) {
         engine_close(e);
         return rc;
     }
     if (e->be->describe_plans)
         e->be->describe_plans(e->be, e->backend_plans, sizeof e->backend_plans);
+    e->open_total_s = now_s() - t0;
     *out = e;
     return 0;
 }
@@ -414,6 +421,8 @@ void engine_get_info(const engine *e, engine_info *info) {
         .kv_bytes = (size_t)e->kv.num_blocks *
                     model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype, e->cf.compress),
         .device_bytes = model_device_bytes(&e->mc, &e->mw, &e->m.dims, e->be),
+        .open_s = {e->open_weights_s, e->open_backend_s, e->m.upload_seconds,
+                   e->m.capture_seconds, e->open_total_s},
     };
 }
 

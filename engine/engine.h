@@ -89,6 +89,12 @@ typedef struct engine_info {
     int32_t vocab, n_valid, layers, hidden, max_model_len, block_size, num_blocks;
     int32_t max_num_seqs, max_concurrency;
     size_t kv_bytes, device_bytes;
+    /* engine_open's wall time in seconds: the weights read or made (loader), the backend
+     * created (driver, NVRTC kernels), the weights uploaded, the decode graphs captured, and
+     * the whole call (the rest: memory plan, reservation, GEMM plans, buffers) */
+    struct {
+        double weights, backend, upload, graphs, total;
+    } open_s;
 } engine_info;
 void engine_get_info(const engine *e, engine_info *info);
 /* What the backend factory needs, for tools that run the model alone: the model's shape and

@@ -6,6 +6,13 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
+
+static double wall_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static size_t al(size_t v) {
     return (v + 255) & ~(size_t)255;
@@ -280,9 +287,10 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     if (!m->layers) return ZP_ENOMEM;
     carver cv = {.be = be, .carve = true}, hv = {.be = be, .carve = true};
     int rc;
-    if ((rc = place_weights(&cv, m, c, w, d)) || (rc = place_buffers(&cv, m, c, d)) ||
-        (rc = place_staging(&hv, m, c, d)))
-        return rc;
+    double t0 = wall_seconds();
+    if ((rc = place_weights(&cv, m, c, w, d)) || (rc = be->sync(be))) return rc;
+    m->upload_seconds = wall_seconds() - t0;
+    if ((rc = place_buffers(&cv, m, c, d)) || (rc = place_staging(&hv, m, c, d))) return rc;
     m->n_valid =
         d->n_valid > 0 && d->n_valid <= c->vocab ? d->n_valid : c->vocab; /* before capture */
     size_t T = (size_t)d->max_tokens, D = (size_t)c->head_dim, f = sizeof(float);
@@ -349,7 +357,11 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     CARVE(block_tables, (size_t)d->max_seqs * (size_t)d->max_blocks);
 #undef CARVE
     bb->max_blocks = d->max_blocks;
-    return d->graphs && be->capture_begin ? capture_graphs(m) : 0;
+    if (!d->graphs || !be->capture_begin) return 0;
+    t0 = wall_seconds();
+    rc = capture_graphs(m);
+    m->capture_seconds = wall_seconds() - t0;
+    return rc;
 }
 
 /* The ops of one step after its metadata is on the backend: n token rows, n_logits of them

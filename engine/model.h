@@ -129,6 +129,9 @@ typedef struct model {
     int32_t n_batch_buckets, n_len_buckets;
     int32_t batch_bucket[32], len_bucket[32];
     int64_t graph_steps; /* decode steps replayed from a graph */
+    /* model_init's wall time: the weights' upload (to the end of the copies) and the capture
+     * of the decode graphs */
+    double upload_seconds, capture_seconds;
 } model;
 
 /* Bytes of backend memory model_init will carve, exactly (plan the reservation with it): the
