@@ -100,6 +100,7 @@ typedef struct be_cjobs {
     be_ptr n_keep;      /* int32 [n_jobs] tokens kept per (layer, kv head): M * bs */
     be_ptr qslot;       /* int32 [n_jobs] query-cache slot */
     be_ptr flags;       /* int32 [n_jobs] BE_CJ_* */
+    be_ptr protect;     /* int32 [n_jobs]: positions p < protect[b] are never evicted */
     be_ptr src;         /* int32 [n_jobs][max_blocks] block table before compaction */
     be_ptr dst;         /* int32 [n_jobs][max_blocks] target blocks, first n_keep/bs used */
     be_ptr count;       /* int32: n_jobs, for kernels (a padded grid serves any batch) */
@@ -113,7 +114,7 @@ typedef struct be_cparams {
     int32_t pool;       /* max-pool width (odd; <= 1 = none) */
     int32_t redundancy; /* 0 lightning, 1 raw, 2 off */
     float lambda, temperature, threshold;
-    int32_t sink_len;
+    int32_t sink_len; /* positions p < max(sink_len, protect[b]) are never evicted */
 } be_cparams;
 
 /* What a backend must know about the model and the step bounds when it is created (CUDA
@@ -291,9 +292,10 @@ struct backend {
      * agree on it byte for byte. Only the softmax's exp and sum may round differently. */
     void (*cmp_redundancy)(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
                            const be_cjobs *j, int layer0, int n_layers, const be_cparams *p);
-    /* Spec 5.6-5.7: protection (+inf for the qcl newest and the sinks, -inf unused) and
-     * selection of exactly n_keep positions per (job, head) on f32 scores, ties to the
-     * later position; keep rows list the kept positions in ascending order. */
+    /* Spec 5.6-5.7: protection (+inf for the qcl newest and for p < max(sink_len,
+     * protect[b]), -inf unused) and selection of exactly n_keep positions per (job, head) on
+     * f32 scores, ties to the later position; keep rows list the kept positions in ascending
+     * order. */
     void (*cmp_select)(backend *be, be_ptr keep, be_ptr scores, be_ptr work, const be_cjobs *j,
                        int n_layers, const be_cparams *p);
     /* Spec 6: moves K, V and C of the kept positions, in order, to target slots 0.. of the

@@ -25,17 +25,17 @@ static inline void *ptr(be_ptr p) {
 
 /* Host views of a be_cjobs (CPU be_ptrs are host addresses) and of the call's layers. */
 typedef struct {
-    const int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *src, *dst;
+    const int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *protect, *src, *dst;
     int n_jobs, max_jobs, max_blocks, max_pos, max_keep, hkv, layer0;
 } jobs_view;
 
 static jobs_view view(const be_cjobs *j, int layer0, int n_layers, const be_cparams *p) {
     assert(j->n_jobs >= 0 && j->n_jobs <= j->max_jobs);
     assert(layer0 >= 0 && n_layers >= 0 && layer0 + n_layers <= p->layers);
-    return (jobs_view){ptr(j->n_blocks), ptr(j->kv_len), ptr(j->n_keep), ptr(j->qslot),
-                       ptr(j->flags),    ptr(j->src),    ptr(j->dst),    j->n_jobs,
-                       j->max_jobs,      j->max_blocks,  j->max_pos,     j->max_keep,
-                       p->hkv,           layer0};
+    return (jobs_view){ptr(j->n_blocks), ptr(j->kv_len),  ptr(j->n_keep), ptr(j->qslot),
+                       ptr(j->flags),    ptr(j->protect), ptr(j->src),    ptr(j->dst),
+                       j->n_jobs,        j->max_jobs,     j->max_blocks,  j->max_pos,
+                       j->max_keep,      p->hkv,          layer0};
 }
 
 /* The parallel items of a call: (layer z of the call, job b, kv head h) for item i, in that
@@ -404,10 +404,11 @@ static void sel_rows(void *ctx, size_t begin, size_t end, int tid) {
         const float *S = a->scores + r.slab * (size_t)a->v.max_pos;
         uint32_t *key = a->work + r.slab * 2 * (size_t)a->v.max_pos;
         int newest = kvl - p->qcl;
+        int sink = a->v.protect[b] > p->sink_len ? a->v.protect[b] : p->sink_len;
         for (int pos = 0; pos < N; pos++)
-            key[pos] = pos >= kvl                           ? score_key(-INFINITY)
-                       : pos >= newest || pos < p->sink_len ? score_key(INFINITY)
-                                                            : score_key(S[pos]);
+            key[pos] = pos >= kvl                    ? score_key(-INFINITY)
+                       : pos >= newest || pos < sink ? score_key(INFINITY)
+                                                     : score_key(S[pos]);
         uint32_t prefix = 0, mask = 0, need = (uint32_t)nk;
         for (int shift = 24; shift >= 0; shift -= 8) {
             memset(hist, 0, sizeof hist);

@@ -50,6 +50,8 @@ CONF_FLOAT(compress, redundancy_lambda, 0.2, 0.0, 1.0, "weight of attention vs r
 CONF_FLOAT(compress, redundancy_temperature, 0.4, 0.001, 100.0, "softmax temperature of the redundancy score")
 CONF_FLOAT(compress, redundancy_threshold, 0.5, -1.0, 1.0, "cosine similarity above which the newest similar key is spared")
 CONF_INT(compress, sink_len, 0, 0, 65536, "first cached positions never evicted (attention sinks)")
+CONF_INT(compress, protect_prompt, 0, 0, 16777216, "leading prompt tokens never evicted, for requests that do not set protect_prompt")
+CONF_INT(compress, protect_prompt_max, 0, 0, 16777216, "largest protect_prompt a request may set (+ query_cache_len < M * block_size)")
 CONF_INT(compress, compression_batch, 8, 1, 1024, "requests compressed together in one batch (the memory plan counts its scratch)")
 CONF_BOOL(compress, async_compression, true, "run compression batches on the compression queue while the other requests keep decoding (GPU; the CPU runs them at once)")
 

@@ -52,6 +52,7 @@ typedef struct req {
     bool compressing; /* in the compression batch in flight: not scheduled, preempted or
                        * finished until the batch ends (it owns the request's blocks) */
     int32_t budget;  /* M for this request, in blocks */
+    int32_t protect; /* leading cache positions never evicted: its first prompt tokens */
     int32_t qslot;   /* query-cache slot, -1 = none */
     int32_t seat;    /* the backend sampler's penalty-state seat, -1 = none */
     engine_usage usage;
@@ -198,12 +199,20 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
                            "%d tokens leaves nothing to evict after query_cache_len %d and "
                            "sink_len %lld",
                            e->M, e->bs, e->qcl, (long long)cf->sink_len);
+        if ((int64_t)e->M * e->bs < e->qcl + cf->protect_prompt_max + 1)
+            return err_set(ZP_EINVAL,
+                           "key 'protect_prompt_max': %lld protected tokens leave nothing to "
+                           "evict in a budget of %d blocks of %d tokens after query_cache_len %d",
+                           (long long)cf->protect_prompt_max, e->M, e->bs, e->qcl);
         if (cf->max_kv_budget_blocks < e->M)
             return err_set(ZP_EINVAL,
                            "key 'max_kv_budget_blocks': %lld is below "
                            "max_cache_blocks_per_seq %d",
                            (long long)cf->max_kv_budget_blocks, e->M);
     }
+    if (cf->protect_prompt > cf->protect_prompt_max)
+        return err_set(ZP_EINVAL, "key 'protect_prompt': %lld exceeds protect_prompt_max %lld",
+                       (long long)cf->protect_prompt, (long long)cf->protect_prompt_max);
     model_dims d = {
         .max_tokens = (int32_t)cf->max_num_batched_tokens,
         .max_logits = (int32_t)cf->max_num_seqs,
@@ -507,6 +516,18 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
                        "request: kv_budget_blocks %d is too small for "
                        "query_cache_len %d",
                        budget, e->qcl);
+    if (rq->protect_prompt < -1 || rq->protect_prompt > e->cf.protect_prompt_max)
+        return err_set(ZP_EINVAL,
+                       "request: protect_prompt %d out of range [0, %lld] (key "
+                       "'protect_prompt_max')",
+                       rq->protect_prompt, (long long)e->cf.protect_prompt_max);
+    int32_t protect = rq->protect_prompt < 0 ? (int32_t)e->cf.protect_prompt : rq->protect_prompt;
+    if (protect > rq->n_prompt) protect = rq->n_prompt;
+    if (cmp && (int64_t)budget * e->bs < e->qcl + protect + 1)
+        return err_set(ZP_EINVAL,
+                       "request: protect_prompt %d leaves nothing to evict in kv_budget_blocks "
+                       "%d of %d tokens after query_cache_len %d",
+                       protect, budget, e->bs, e->qcl);
     if (cmp && (int64_t)budget + 1 > e->kv.num_blocks && (int64_t)budget * e->bs < e->max_model_len)
         return err_set(ZP_ELIMIT,
                        "request: kv_budget_blocks %d needs %d blocks but the pool has "
@@ -540,6 +561,7 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     r->user_tag = rq->user_tag;
     r->cmp = cmp;
     r->budget = budget;
+    r->protect = protect;
     r->qslot = -1;
     r->seat = -1;
     r->id = ++e->id_counter * (uint64_t)e->nreqs + (uint64_t)i;
@@ -753,6 +775,7 @@ static bool stage_compression(engine *e, int32_t i, int32_t k, int32_t *next) {
     j->kv_len[k] = r->kv_len;
     j->n_keep[k] = r->budget * e->bs;
     j->qslot[k] = r->qslot;
+    j->protect[k] = r->protect;
     j->flags[k] =
         (r->compressed ? BE_CJ_GLOBAL : 0) |
         ((!r->compressed || e->cf.continuous_pooling) && e->cf.pooling_size > 1 ? BE_CJ_POOL : 0);

@@ -27,6 +27,8 @@ typedef struct engine_request {
     sampling_params sp;
     int8_t compress;          /* -1 = engine default, 0 = never compress, 1 = compress */
     int32_t kv_budget_blocks; /* 0 = engine default (max_cache_blocks_per_seq) */
+    int32_t protect_prompt;   /* -1 = engine default (key protect_prompt), else the number of
+                               * leading prompt tokens never evicted (0 = none) */
     bool logprobs;
 } engine_request;
 

@@ -145,6 +145,7 @@ void zipage_params_default(zipage_params *p) {
     p->repetition_penalty = 1.0f;
     p->max_tokens = 256;
     p->compress = -1;
+    p->protect_prompt = -1;
 }
 
 void zipage_request_default(zipage_request *r) {
@@ -593,6 +594,7 @@ int zipage_submit(zipage_client *c, const zipage_request *r, uint64_t *req_id) {
     memcpy(q->stop_ids, p->stop_ids, sizeof q->stop_ids);
     q->kv_budget_blocks = p->kv_budget_blocks;
     q->compress = p->compress;
+    q->protect_prompt = p->protect_prompt;
     memset(e, 0, sizeof *e);
     e->id = id;
     e->user_tag = r->user_tag;

@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #define ZPIPC_MAGIC   0x4350494547415049ull /* "IPAGEIPC" little-endian */
-#define ZPIPC_VERSION 1u
+#define ZPIPC_VERSION 2u
 #define ZPIPC_LINE    64
 
 /* Engine lifecycle (header.state and slot.engine_state). */
@@ -238,7 +238,8 @@ typedef struct zpipc_sub {
     int32_t kv_budget_blocks;          /* 76 */
     int32_t compress;                  /* 80: -1 / 0 / 1 */
     uint32_t target_slot;              /* 84: CANCEL_CLIENT */
-    uint64_t pad0;                     /* 88 */
+    int32_t protect_prompt;            /* 88: -1 = engine default, else tokens */
+    uint32_t pad0;                     /* 92 */
     int32_t stop_ids[ZIPAGE_MAX_STOP]; /* 96 */
     uint8_t pad1[32];                  /* 160 */
 } zpipc_sub;
@@ -263,6 +264,7 @@ _Static_assert(offsetof(zpipc_sub, n_stop) == 72, "zpipc_sub.n_stop");
 _Static_assert(offsetof(zpipc_sub, kv_budget_blocks) == 76, "zpipc_sub.kv_budget_blocks");
 _Static_assert(offsetof(zpipc_sub, compress) == 80, "zpipc_sub.compress");
 _Static_assert(offsetof(zpipc_sub, target_slot) == 84, "zpipc_sub.target_slot");
+_Static_assert(offsetof(zpipc_sub, protect_prompt) == 88, "zpipc_sub.protect_prompt");
 _Static_assert(offsetof(zpipc_sub, stop_ids) == 96, "zpipc_sub.stop_ids");
 
 /* Completion record types: ZIPAGE_EV_TOKEN, ZIPAGE_EV_FINAL; flags: ZIPAGE_EVF_CONT. */

@@ -582,6 +582,8 @@ static bool params_ok(const zpipc_sub *q, char *msg, size_t cap) {
         return snprintf(msg, cap, "compress %d is not -1, 0 or 1", q->compress), false;
     if (q->kv_budget_blocks < 0)
         return snprintf(msg, cap, "kv_budget_blocks %d < 0", q->kv_budget_blocks), false;
+    if (q->protect_prompt < -1)
+        return snprintf(msg, cap, "protect_prompt %d < -1", q->protect_prompt), false;
     if (q->max_tokens < 1) return snprintf(msg, cap, "max_tokens %d < 1", q->max_tokens), false;
     return true;
 }
@@ -671,6 +673,7 @@ int ipc_server_validate_sub(ipc_server *s, const zpipc_sub *q, const uint8_t *pa
     memcpy(er->sp.stop_ids, q->stop_ids, sizeof er->sp.stop_ids);
     er->compress = (int8_t)q->compress;
     er->kv_budget_blocks = q->kv_budget_blocks;
+    er->protect_prompt = q->protect_prompt;
     er->logprobs = q->flags & ZPIPC_SF_LOGPROBS;
     return 0;
 }

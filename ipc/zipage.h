@@ -88,6 +88,7 @@ typedef struct zipage_params {
     int32_t stop_ids[ZIPAGE_MAX_STOP];
     int8_t compress;          /* -1 = engine default, 0 = never, 1 = compress */
     int32_t kv_budget_blocks; /* 0 = engine default */
+    int32_t protect_prompt;   /* leading prompt tokens never evicted; -1 = engine default */
 } zipage_params;
 
 typedef struct zipage_request {

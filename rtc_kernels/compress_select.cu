@@ -34,7 +34,8 @@
  *     mode: be_cparams.redundancy (0 lightning, 1 raw, 2 off: returns at once, so a graph can
  *     launch it unconditionally). Static shared memory 25-34 KiB.
  *   zp_cmp_select(keep, keep_lstride, scores, score_lstride, n_jobs, n_blocks, kv_len, n_keep,
- *     max_pos, max_keep, hkv, qcl, sink_len)   1.1 KiB static shared memory, no scratch.
+ *     protect, max_pos, max_keep, hkv, qcl, sink_len)   1.1 KiB static shared memory, no
+ *     scratch.
  *   zp_cmp_compact(kc_layers, vc_layers, cc_layers, layer0, keep, keep_lstride, n_jobs,
  *     n_keep, src, dst, max_blocks, max_keep, hkv)   no shared memory.
  * Caller rules (the CPU op's): kv_len <= n_blocks * BS <= max_pos, 0 <= n_keep <= n_blocks *
@@ -75,13 +76,13 @@
  * like the CPU. Finally the row's softmax: max and sum by block reductions (fixed tree).
  *
  * ZP_CMP_SELECT. Protected keys (+inf for positions kv_len - qcl .. kv_len - 1 and 0 ..
- * sink_len - 1, -inf for p >= kv_len) map to 32-bit order-preserving keys (sel_rows'
- * score_key: -0 == +0, NaN below -inf); a radix select, 4 passes of 8 bits MSB first, finds the
- * threshold key T and how many of the keys equal to T are kept (the latest ones). Histograms
- * are shared-memory atomics aggregated per warp with __match_any_sync (integer counts: the
- * result does not depend on timing); the digit is found by one warp's scan. One ascending pass
- * writes the kept positions: a position's output index is (keys > T before it) + max(0, (keys
- * == T before it) - dropped), counted with ballots and a scan over the 8 warps per tile of 256
+ * max(sink_len, protect[b]) - 1, -inf for p >= kv_len) map to 32-bit order-preserving keys
+ * (sel_rows' score_key: -0 == +0, NaN below -inf); a radix select, 4 passes of 8 bits MSB first,
+ * finds the threshold key T and how many of the keys equal to T are kept (the latest ones).
+ * Histograms are shared-memory atomics aggregated per warp with __match_any_sync (integer counts:
+ * the result does not depend on timing); the digit is found by one warp's scan. One ascending pass
+ * writes the kept positions: a position's output index is (keys > T before it) + max(0, (keys == T
+ * before it) - dropped), counted with ballots and a scan over the 8 warps per tile of 256
  * positions. Exactly the CPU's keep rows on the same scores.
  *
  * ZP_CMP_COMPACT. A CTA walks its keep row in chunks of CH = 4 * floor(1024 / D) kept
@@ -352,8 +353,8 @@ extern "C" __global__ void __launch_bounds__(ZP_CS_THREADS)
 zp_cmp_select(int *__restrict__ keep, long long keep_lstride, const float *__restrict__ scores,
               long long score_lstride, const int *__restrict__ n_jobs,
               const int *__restrict__ n_blocks, const int *__restrict__ kv_len,
-              const int *__restrict__ n_keep, int max_pos, int max_keep, int hkv, int qcl,
-              int sink_len) {
+              const int *__restrict__ n_keep, const int *__restrict__ protect, int max_pos,
+              int max_keep, int hkv, int qcl, int sink_len) {
     constexpr int NW = ZP_CS_THREADS / 32;
     __shared__ unsigned hist[256];
     __shared__ unsigned sel[3]; /* digit, keys of it still to keep, keys with it */
@@ -367,11 +368,11 @@ zp_cmp_select(int *__restrict__ keep, long long keep_lstride, const float *__res
     const size_t row = (size_t)b * (size_t)hkv + (size_t)h;
     const float *S = scores + (size_t)l * (size_t)score_lstride + row * (size_t)max_pos;
     int *out = keep + (size_t)l * (size_t)keep_lstride + row * (size_t)max_keep;
-    const int newest = kvl - qcl;
+    const int newest = kvl - qcl, sink = max(sink_len, protect[b]);
 #define ZP_SEL_KEY(p)                                                                              \
     ((p) >= kvl ? ZP_KEY_NEG_INF                                                                   \
-     : (p) >= newest || (p) < sink_len ? ZP_KEY_POS_INF                                            \
-                                       : zp_score_key(S[p]))
+     : (p) >= newest || (p) < sink ? ZP_KEY_POS_INF                                                \
+                                   : zp_score_key(S[p]))
 
     /* Radix select: after the pass at `shift`, prefix holds the threshold's digits down to it
      * and need the number of keys equal to that prefix still to keep (>= 1). */

@@ -121,6 +121,7 @@ static inline void th_random_req(th_req *r, unsigned long long *rng, int plen, i
     r->rq.prompt_ids = r->prompt;
     r->rq.n_prompt = plen;
     r->rq.compress = -1;
+    r->rq.protect_prompt = -1;
     r->rq.logprobs = true;
     sampler_defaults(&r->rq.sp);
     r->rq.sp.max_tokens = max_tokens;

@@ -1,4 +1,5 @@
-/* test_compress_compaction: cmp_compact (with keep rows from cmp_select or random masks)
+/* test_compress_compaction: cmp_compact (with keep rows from cmp_select, sinks and per-job
+ * protected lengths included, or random masks)
  * against a gather from a snapshot of the caches. Fuzzed over thousands of random block
  * tables, kept sets and head counts, kv dtypes f32/bf16/f16, in three target modes: in place
  * (dst == src), fresh blocks, and copy-on-write (fresh leading blocks, then the job's own
@@ -23,7 +24,7 @@
 
 typedef struct {
     backend *be;
-    be_ptr kc, vc, cc, keep, scores, work, nb, kvl, nkeep, qslot, flags, src, dst;
+    be_ptr kc, vc, cc, keep, scores, work, nb, kvl, nkeep, qslot, flags, protect, src, dst;
     be_ptr tab; /* layer tables of the one layer: K, V, C bases */
 } dev;
 
@@ -38,8 +39,8 @@ static void dev_open(dev *d, int threads) {
     REQUIRE(be->alloc(be, pos * 4, 64, &d->keep, "keep") == 0);
     REQUIRE(be->alloc(be, pos * 4, 64, &d->scores, "scores") == 0);
     REQUIRE(be->alloc(be, pos * 8, 64, &d->work, "work") == 0);
-    be_ptr *arr[] = {&d->nb, &d->kvl, &d->nkeep, &d->qslot, &d->flags};
-    for (int i = 0; i < 5; i++) REQUIRE(be->alloc(be, MAXJ * 4, 64, arr[i], "jobs") == 0);
+    be_ptr *arr[] = {&d->nb, &d->kvl, &d->nkeep, &d->qslot, &d->flags, &d->protect};
+    for (int i = 0; i < 6; i++) REQUIRE(be->alloc(be, MAXJ * 4, 64, arr[i], "jobs") == 0);
     REQUIRE(be->alloc(be, sizeof(int32_t) * MAXJ * MAXB, 64, &d->src, "src") == 0);
     REQUIRE(be->alloc(be, sizeof(int32_t) * MAXJ * MAXB, 64, &d->dst, "dst") == 0);
     REQUIRE(be->alloc(be, 3 * 8, 64, &d->tab, "layer tables") == 0);
@@ -63,7 +64,7 @@ static int run_case(dev *d, int id) {
     int bs = rnd(2) ? 4 : MAXBS, qcl = rnd(2) ? 1 : 4;
     zp_dtype kvt = (zp_dtype)rnd(3);
     size_t esz = zp_dtype_size(kvt);
-    int32_t nb[MAXJ], kvl[MAXJ], nkeep[MAXJ], zero[MAXJ] = {0}, src[MAXJ * MAXB], dst[MAXJ * MAXB];
+    int32_t nb[MAXJ], kvl[MAXJ], nkeep[MAXJ], protect[MAXJ], zero[MAXJ] = {0}, src[MAXJ * MAXB], dst[MAXJ * MAXB];
     int perm[NBLK], nblk = NBLK, used = 0, max_pos = 0, max_keep = 0;
     for (int i = 0; i < nblk; i++) perm[i] = i;
     for (int i = nblk - 1; i > 0; i--) {
@@ -76,6 +77,7 @@ static int run_case(dev *d, int id) {
         kvl[b] = rnd(2) ? N : (nb[b] - 1) * bs + 1 + rnd(bs);
         /* the engine keeps whole blocks (M * bs); any count up to N must work */
         nkeep[b] = rnd(2) ? rnd(nb[b]) * bs : rnd(N + 1);
+        protect[b] = rnd(2) ? rnd(N + 1) : 0;
         for (int i = 0; i < MAXB; i++) src[b * MAXB + i] = dst[b * MAXB + i] = -1;
         for (int i = 0; i < nb[b]; i++) src[b * MAXB + i] = perm[used++];
         if (N > max_pos) max_pos = N;
@@ -99,9 +101,10 @@ static int run_case(dev *d, int id) {
     be->upload(be, d->nkeep, nkeep, sizeof nkeep);
     be->upload(be, d->qslot, zero, sizeof zero);
     be->upload(be, d->flags, zero, sizeof zero);
+    be->upload(be, d->protect, protect, sizeof protect);
     be->upload(be, d->src, src, sizeof src);
     be->upload(be, d->dst, dst, sizeof dst);
-    be_cjobs j = {n_jobs, n_jobs, MAXB, max_pos, max_keep, d->nb, d->kvl, d->nkeep, d->qslot, d->flags, d->src, d->dst, 0};
+    be_cjobs j = {n_jobs, n_jobs, MAXB, max_pos, max_keep, d->nb, d->kvl, d->nkeep, d->qslot, d->flags, d->protect, d->src, d->dst, 0};
     be_cparams p = {.layers = 1, .hq = hkv, .hkv = hkv, .dim = dim, .bs = bs, .qcl = qcl,
                     .sink_len = rnd(2) ? 2 : 0, .redundancy = 2};
     int fails = 0;
@@ -119,7 +122,7 @@ static int run_case(dev *d, int id) {
                 float key[MAXPOS];
                 int N = nb[b] * bs, n = 0;
                 for (int q = 0; q < N; q++)
-                    key[q] = q >= kvl[b] ? -INFINITY : q >= kvl[b] - qcl || q < p.sink_len ? INFINITY : sc[o + (size_t)q];
+                    key[q] = q >= kvl[b] ? -INFINITY : q >= kvl[b] - qcl || q < p.sink_len || q < protect[b] ? INFINITY : sc[o + (size_t)q];
                 for (int q = 0; q < N; q++) {
                     int better = 0;
                     for (int r = 0; r < N; r++) better += key[r] > key[q] || (key[r] == key[q] && r > q);

@@ -2,7 +2,8 @@
  * cmp_select) against a naive double-precision reference written here straight from the
  * formulas (docs/COMPRESSION.md), on random caches behind random permuted block tables:
  * 1-6 blocks, bs 4/16, qcl 1/4, GQA groups 1/2/4, f32/bf16/f16 keys, full and partial last
- * blocks, GLOBAL/POOL flags, max_norm, pool 1/3/5, lightning/raw/off redundancy, 0/2 sinks;
+ * blocks, GLOBAL/POOL flags, max_norm, pool 1/3/5, lightning/raw/off redundancy, 0/2 sinks,
+ * per-job protected lengths (none, or 0 .. all positions);
  * one case in 20 at realistic sizes (bs 64, 5-9 blocks, qcl 16, D 48/64).
  * Every case runs on a 1-thread and a 2-thread backend, whose outputs must be bit-identical.
  * Selection is checked exactly, including deliberate ties and +-0, on the op's own input. */
@@ -29,7 +30,7 @@ typedef struct {
     int n_jobs, hkv, G, hq, dim, bs, qcl, layer, num_blocks, max_pos, max_blocks, max_keep;
     zp_dtype kvt;
     be_cparams p;
-    int32_t nb[MAXJ], kvl[MAXJ], nkeep[MAXJ], qslot[MAXJ], flags[MAXJ];
+    int32_t nb[MAXJ], kvl[MAXJ], nkeep[MAXJ], qslot[MAXJ], flags[MAXJ], protect[MAXJ];
     int32_t src[MAXJ * MAXB], dst[MAXJ * MAXB];
 } tcase;
 
@@ -41,7 +42,7 @@ static float qch[SLOTS * LAYERS * MAXQCL * MAXHQ * MAXD];
 
 typedef struct {
     backend *be;
-    be_ptr kc, cc, qc, scores, work, keep, nb, kvl, nkeep, qslot, flags, src, dst;
+    be_ptr kc, cc, qc, scores, work, keep, nb, kvl, nkeep, qslot, flags, protect, src, dst;
     be_ptr ktab, ctab; /* layer tables: every layer's entry is kc (cc) */
     be_ptr bq, bslot, bkv, bseq, bz; /* be_batch arrays of the qcache test */
 } dev;
@@ -59,8 +60,8 @@ static void dev_open(dev *d, int threads) {
     REQUIRE(be->alloc(be, pos * 4, 64, &d->scores, "scores") == 0);
     REQUIRE(be->alloc(be, pos * 8, 64, &d->work, "work") == 0);
     REQUIRE(be->alloc(be, pos * 4, 64, &d->keep, "keep") == 0);
-    be_ptr *arr[] = {&d->nb, &d->kvl, &d->nkeep, &d->qslot, &d->flags};
-    for (int i = 0; i < 5; i++) REQUIRE(be->alloc(be, MAXJ * 4, 64, arr[i], "jobs") == 0);
+    be_ptr *arr[] = {&d->nb, &d->kvl, &d->nkeep, &d->qslot, &d->flags, &d->protect};
+    for (int i = 0; i < 6; i++) REQUIRE(be->alloc(be, MAXJ * 4, 64, arr[i], "jobs") == 0);
     REQUIRE(be->alloc(be, sizeof(int32_t) * MAXJ * MAXB, 64, &d->src, "src") == 0);
     REQUIRE(be->alloc(be, sizeof(int32_t) * MAXJ * MAXB, 64, &d->dst, "dst") == 0);
     REQUIRE(be->alloc(be, sizeof(float) * NT * W, 64, &d->bq, "q") == 0);
@@ -80,10 +81,11 @@ static be_cjobs dev_jobs(dev *d, const tcase *c) {
     be->upload(be, d->nkeep, c->nkeep, sizeof c->nkeep);
     be->upload(be, d->qslot, c->qslot, sizeof c->qslot);
     be->upload(be, d->flags, c->flags, sizeof c->flags);
+    be->upload(be, d->protect, c->protect, sizeof c->protect);
     be->upload(be, d->src, c->src, sizeof c->src);
     be->upload(be, d->dst, c->dst, sizeof c->dst);
     return (be_cjobs){c->n_jobs, c->n_jobs, c->max_blocks, c->max_pos, c->max_keep, d->nb, d->kvl,
-                      d->nkeep, d->qslot, d->flags, d->src, d->dst, 0};
+                      d->nkeep, d->qslot, d->flags, d->protect, d->src, d->dst, 0};
 }
 
 static unsigned long long rng = 12345;
@@ -136,6 +138,7 @@ static void gen_case(tcase *c, int big) {
         c->qslot[b] = rnd(SLOTS);
         c->flags[b] = (rnd(2) ? BE_CJ_GLOBAL : 0) | (rnd(2) ? BE_CJ_POOL : 0);
         c->nkeep[b] = rnd(N + 1);
+        c->protect[b] = rnd(3) ? rnd(N + 1) : 0;
         if (c->nkeep[b] > c->max_keep) c->max_keep = c->nkeep[b];
     }
     c->max_keep += rnd(3); /* a row stride of its own, not max_pos */
@@ -274,7 +277,7 @@ static void ref_select(const tcase *c, int b, const float *S, int32_t *keep) {
     int N = c->nb[b] * c->bs, kvl = c->kvl[b], n = 0;
     float key[MAXPOS];
     for (int p = 0; p < N; p++)
-        key[p] = p >= kvl ? -INFINITY : p >= kvl - c->qcl || p < c->p.sink_len ? INFINITY : S[p];
+        key[p] = p >= kvl ? -INFINITY : p >= kvl - c->qcl || p < c->p.sink_len || p < c->protect[b] ? INFINITY : S[p];
     for (int p = 0; p < N; p++) {
         int better = 0;
         for (int q = 0; q < N; q++) better += key[q] > key[p] || (key[q] == key[p] && q > p);

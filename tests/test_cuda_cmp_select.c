@@ -24,6 +24,7 @@
  * score difference; the k-th largest value moves by at most delta). On the CPU's scores the
  * GPU's keep rows must be the CPU's exactly.
  * Selection edge cases: ties, -0 / +0, +-inf and NaN scores, qcl 1 / 4 / 16 / bs, 0-5 sinks,
+ * per-job protected lengths (0 .. n_blocks * bs),
  * jobs shorter than qcl, n_keep 0, 1, kv_len, n_blocks * bs, past kv_len (unused positions
  * fill up), multiples of bs and random: keep buffers equal byte for byte.
  * Compaction in place, into fresh blocks and mixed (fresh leading blocks, then the job's own
@@ -56,12 +57,12 @@ static float unif(void) { return (float)((test_rand_u64(&seed) >> 40) * (1.0 / (
 /* One configuration: the jobs (host copies) and every buffer on both sides. */
 typedef struct {
     int D, bs, hkv, hq, n_jobs, max_blocks, max_pos, max_keep, nblk, pool0;
-    int32_t nb[CAP], kvl[CAP], nkeep[CAP], src[CAP * MAXB], dst[CAP * MAXB];
+    int32_t nb[CAP], kvl[CAP], nkeep[CAP], prot[CAP], src[CAP * MAXB], dst[CAP * MAXB];
     size_t kv_n, c_n, sc_n, kp_n; /* elements per layer: K (or V), C, scores, keep */
     uint16_t *k[LAYERS + 1], *v[LAYERS + 1];
     float *c[LAYERS + 1];
     CUdeviceptr dk[LAYERS + 1], dv[LAYERS + 1], dc[LAYERS + 1], kcl, vcl, ccl;
-    CUdeviceptr njobs, dnb, dkvl, dnkeep, dsrc, ddst, dsc, dwork, dkeep;
+    CUdeviceptr njobs, dnb, dkvl, dnkeep, dprot, dsrc, ddst, dsc, dwork, dkeep;
 } cfg;
 
 static void up(CUdeviceptr d, const void *h, size_t bytes) {
@@ -83,14 +84,16 @@ static uint64_t *layer_table(void **per_layer) {
 
 static be_cjobs host_jobs(cfg *c) {
     static int32_t zero[CAP]; /* qslot and flags: not read by these ops */
-    return (be_cjobs){c->n_jobs, CAP, c->max_blocks, c->max_pos, c->max_keep, P(c->nb), P(c->kvl),
-                      P(c->nkeep), P(zero), P(zero), P(c->src), P(c->dst), 0};
+    return (be_cjobs){c->n_jobs,  CAP,       c->max_blocks, c->max_pos, c->max_keep,
+                      P(c->nb),   P(c->kvl), P(c->nkeep),   P(zero),    P(zero),
+                      P(c->prot), P(c->src), P(c->dst),     0};
 }
 
 /* Padding rows repeat job 0, so a CTA past the device-side count would write real data. */
 static void upload_jobs(cfg *c) {
     for (int b = c->n_jobs; b < CAP; b++) {
         c->nb[b] = c->nb[0], c->kvl[b] = c->kvl[0], c->nkeep[b] = c->nkeep[0];
+        c->prot[b] = c->prot[0];
         memcpy(c->src + b * MAXB, c->src, sizeof(int32_t) * MAXB);
         memcpy(c->dst + b * MAXB, c->dst, sizeof(int32_t) * MAXB);
     }
@@ -98,6 +101,7 @@ static void upload_jobs(cfg *c) {
     up(c->dnb, c->nb, sizeof c->nb);
     up(c->dkvl, c->kvl, sizeof c->kvl);
     up(c->dnkeep, c->nkeep, sizeof c->nkeep);
+    up(c->dprot, c->prot, sizeof c->prot);
     up(c->dsrc, c->src, sizeof c->src);
     up(c->ddst, c->dst, sizeof c->dst);
 }
@@ -143,7 +147,8 @@ static void launch_red(cfg *c, CUdeviceptr sc, int64_t sl, CUdeviceptr w, int64_
 static void launch_sel(cfg *c, CUdeviceptr kp, int64_t kl, CUdeviceptr sc, int64_t sl,
                        int n_layers, const be_cparams *p) {
     int mp = c->max_pos, mk = c->max_keep, hk = c->hkv, qcl = p->qcl, sink = p->sink_len;
-    void *a[] = {&kp, &kl, &sc, &sl, &c->njobs, &c->dnb, &c->dkvl, &c->dnkeep, &mp, &mk, &hk, &qcl, &sink};
+    void *a[] = {&kp,        &kl,       &sc, &sl, &c->njobs, &c->dnb, &c->dkvl,
+                 &c->dnkeep, &c->dprot, &mp, &mk, &hk,       &qcl,    &sink};
     gpu_launch(g, f_sel, (unsigned)c->hkv, CAP, (unsigned)n_layers, THREADS, 0, a);
 }
 
@@ -163,7 +168,7 @@ static be_cparams params(const cfg *c, int qcl, int sink) {
 /* Protected score of position p as cmp_select ranks it. */
 static float protect(const cfg *c, const be_cparams *p, int b, int pos, float s) {
     if (pos >= c->kvl[b]) return -INFINITY;
-    return pos >= c->kvl[b] - p->qcl || pos < p->sink_len ? INFINITY : s;
+    return pos >= c->kvl[b] - p->qcl || pos < p->sink_len || pos < c->prot[b] ? INFINITY : s;
 }
 
 static long n_red_rows, n_sel_diff, n_sel_rows;
@@ -308,6 +313,7 @@ static void check_redundancy(cfg *c, be_cparams *p) {
     int max_keep = 0;
     for (int b = 0; b < c->n_jobs; b++) {
         c->nkeep[b] = c->nb[b] > 1 ? (c->nb[b] - 1) * c->bs : c->bs / 2;
+        c->prot[b] = rnd(2) ? rnd(c->nkeep[b] + 1) : 0; /* the engine's: below n_keep */
         max_keep = c->nkeep[b] > max_keep ? c->nkeep[b] : max_keep;
     }
     c->max_keep = max_keep;
@@ -329,6 +335,7 @@ static void check_select(cfg *c, int round) {
         int e = rnd(9), kvl = c->kvl[b], past = kvl + 1 + rnd(c->bs);
         c->nkeep[b] = e == 0 ? 0 : e == 1 ? 1 : e == 2 ? kvl : e == 3 ? N
                     : e == 4 ? (past < N ? past : N) : e == 5 ? (c->nb[b] - 1) * c->bs : 1 + rnd(N);
+        c->prot[b] = rnd(3) ? 0 : rnd(N + 1); /* also past n_keep: the latest protected win */
         max_keep = c->nkeep[b] > max_keep ? c->nkeep[b] : max_keep;
     }
     c->max_keep = max_keep + rnd(3);
@@ -355,8 +362,10 @@ static void check_select(cfg *c, int round) {
     be_cjobs j = host_jobs(c);
     cpu->cmp_select(cpu, P(kc), P(s), P(wk), &j, LAYERS, &p);
     n_sel_rows += (long)LAYERS * c->n_jobs * c->hkv;
-    CHECKF(!memcmp(kg, kc, kb), "selection round %d (qcl %d, sinks %d, %s): keep rows differ from "
-           "the CPU's", round, p.qcl, p.sink_len, ties ? "ties" : "distinct");
+    CHECKF(!memcmp(kg, kc, kb),
+           "selection round %d (qcl %d, sinks %d, protect %d.., %s): keep rows "
+           "differ from the CPU's",
+           round, p.qcl, p.sink_len, c->prot[0], ties ? "ties" : "distinct");
     CHECKF(!memcmp(k1, kg, kb), "selection round %d: per-layer launches differ", round);
     free(s), free(wk), free(kg), free(k1), free(kc);
 }
@@ -497,6 +506,7 @@ static void run_config(int D, int bs, int hkv, int G, int max_nb) {
     c->dnb = gpu_poisoned(g, sizeof c->nb);
     c->dkvl = gpu_poisoned(g, sizeof c->kvl);
     c->dnkeep = gpu_poisoned(g, sizeof c->nkeep);
+    c->dprot = gpu_poisoned(g, sizeof c->prot);
     c->dsrc = gpu_poisoned(g, sizeof c->src);
     c->ddst = gpu_poisoned(g, sizeof c->dst);
     c->dsc = gpu_poisoned(g, 4 * c->sc_n * LAYERS);
@@ -528,8 +538,8 @@ static void run_config(int D, int bs, int hkv, int G, int max_nb) {
         CU(g->drv.MemFree(c->dc[l]));
         free(c->k[l]), free(c->v[l]), free(c->c[l]);
     }
-    CUdeviceptr bufs[] = {c->kcl, c->vcl, c->ccl, c->njobs, c->dnb, c->dkvl, c->dnkeep,
-                          c->dsrc, c->ddst, c->dsc, c->dwork, c->dkeep};
+    CUdeviceptr bufs[] = {c->kcl,   c->vcl,  c->ccl,  c->njobs, c->dnb,   c->dkvl, c->dnkeep,
+                          c->dprot, c->dsrc, c->ddst, c->dsc,   c->dwork, c->dkeep};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) CU(g->drv.MemFree(bufs[i]));
     free(c);
 }

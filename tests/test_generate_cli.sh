@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_generate_cli: `zipage generate` end to end: --json fields, seed determinism, errors
-# (missing model dir, prompt longer than max_model_len, bad option, bad JSONL) exit with 2
+# (missing model dir, prompt longer than max_model_len, bad option, bad JSONL, protect_prompt
+# over its bound or a bound over the budget) exit with 2
 # and a message, and --requests prints one line per request plus a summary on stderr.
 set -u
 ZP=${ZP_BUILD:-build}/asan/zipage
@@ -33,6 +34,12 @@ pat="max_model_len 64" expect_2 $ZP generate --model "$d/m" $S --prompt-ids "$(s
 pat="unknown option '--bogus'" expect_2 $ZP generate --model "$d/m" $S --prompt-ids "1" --bogus
 pat="outside the vocabulary" expect_2 $ZP generate --model "$d/m" $S --prompt-ids "1 999"
 pat="top_p" expect_2 $ZP generate --model "$d/m" $S --prompt-ids "1" --top-p 0
+# protected prompts: compression with M 2, qcl 4 (32 kept tokens), at most 8 protected
+P="--set compress=true --set max_cache_blocks_per_seq=2 --set query_cache_len=4 --set protect_prompt_max=8"
+pat="protect_prompt 9 out of range \[0, 8\]" expect_2 $ZP generate --model "$d/m" $S $P --prompt-ids "1 2 3 4 5 6 7 8 9 10" --protect-prompt 9
+pat="key 'protect_prompt_max'" expect_2 $ZP generate --model "$d/m" $S $P --set protect_prompt_max=28 --prompt-ids "1"
+out=$($ZP generate --model "$d/m" $S $P --prompt-ids "1 2 3 4 5 6 7 8 9 10" --protect-prompt 8 --max-tokens 50 --ignore-eos --json)
+check 'echo "$out" | grep -q "\"compressions\":[1-9]"'
 printf '{"id":"a","prompt_ids":[1,2],"max_tokens":3}\n{"id":"b","prompt_ids":[1,2,\n' > "$d/bad.jsonl"
 pat="bad.jsonl:2" expect_2 $ZP generate --model "$d/m" $S --requests "$d/bad.jsonl"
 

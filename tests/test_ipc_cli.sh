@@ -2,7 +2,7 @@
 # zipage serve --echo (ASan build) + zipage-cli + the Python client, end to end:
 # static binary, generate --json (text and ids), chat through the engine's template, stats
 # (--json, --prometheus), --engine-uid, cancel refused without ipc_admin_cancel, bench-ipc, Python
-# generate/stream/errors, SIGTERM drain (object removed), SIGINT twice stops a busy engine,
+# generate/stream/errors, protect_prompt through zipage-cli and Python, SIGTERM drain (object removed), SIGINT twice stops a busy engine,
 # SIGTERM with sigterm = cancel.
 set -u
 B=${ZP_BUILD:-build}
@@ -60,6 +60,8 @@ check "generate --prompt-ids streams text (capped by --max-tokens)" [ "$out" = "
 $CLI --name $NAME generate --prompt-ids "1 999" --json >"$tmp/bad.json"; rc=$?
 check "engine-refused request: exit 2 and finish_reason error" \
     bash -c "[ $rc = 2 ] && grep -q '\"finish_reason\": \"error\"' '$tmp/bad.json'"
+out=$($CLI --name $NAME generate --prompt-ids "72 105" --protect-prompt 2 --max-tokens 5)
+check "generate --protect-prompt goes through the record" [ "$out" = "Hi" ]
 $CLI --name $NAME generate --max-tokens 3 2>/dev/null; rc=$?
 check "missing --prompt: exit 2" [ $rc = 2 ]
 
@@ -99,6 +101,12 @@ with Client(sys.argv[1]) as c:
     it.close()  # cancels the request
     r = c.generate("after")
     assert r["text"] == "after", r
+    assert c.generate("kept", protect_prompt=3)["text"] == "kept"
+    try:
+        c.generate("x", protect_prompt=-2)
+        raise AssertionError("no error")
+    except ZipageError as e:
+        assert "protect_prompt -2" in str(e), e
     assert c.stats()["model"] == "echo"
 with Client(sys.argv[1], engine_uid=12345) as c:  # another uid named: ours still accepted
     assert c.generate("uid", max_tokens=5)["text"] == "uid"

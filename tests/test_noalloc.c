@@ -45,7 +45,11 @@ static void on_event(void *u, const engine_event *ev) {
 static long run(engine *e, int max_tokens) {
     int32_t prompt[40];
     for (int i = 0; i < 40; i++) prompt[i] = (i * 7 + 3) % 250;
-    engine_request rq = {.prompt_ids = prompt, .n_prompt = 40, .compress = -1, .logprobs = true};
+    engine_request rq = {.prompt_ids = prompt,
+                         .n_prompt = 40,
+                         .compress = -1,
+                         .protect_prompt = -1,
+                         .logprobs = true};
     sampler_defaults(&rq.sp);
     rq.sp.max_tokens = max_tokens;
     rq.sp.ignore_eos = true;

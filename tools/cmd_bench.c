@@ -166,8 +166,11 @@ static int run_budget(const conf *base, tokenizer *tk, bench_ctx *c, bench_run *
         prob *p = &c->p[i];
         p->n_out = 0;
         p->done = p->correct = false;
-        engine_request rq = {.user_tag = (uint64_t)i, .prompt_ids = p->ids, .n_prompt = p->n_ids,
-                             .compress = -1};
+        engine_request rq = {.user_tag = (uint64_t)i,
+                             .prompt_ids = p->ids,
+                             .n_prompt = p->n_ids,
+                             .compress = -1,
+                             .protect_prompt = -1};
         sampler_defaults(&rq.sp);
         rq.sp.max_tokens = c->max_tokens;
         uint64_t id;

@@ -121,8 +121,11 @@ static int run_workload(engine *e, const bc_params *p, bc_ctx *c, int32_t *ids, 
     for (int64_t i = 0; i < p->requests; i++) {
         int64_t n = prompt_len(p, i);
         prompt_ids(ids, n, i, vocab);
-        engine_request rq = {
-            .user_tag = (uint64_t)i, .prompt_ids = ids, .n_prompt = (int32_t)n, .compress = -1};
+        engine_request rq = {.user_tag = (uint64_t)i,
+                             .prompt_ids = ids,
+                             .n_prompt = (int32_t)n,
+                             .compress = -1,
+                             .protect_prompt = -1};
         sampler_defaults(&rq.sp);
         rq.sp.temperature = 0;
         rq.sp.ignore_eos = true;

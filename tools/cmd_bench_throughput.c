@@ -148,7 +148,8 @@ static int run_workload(engine *e, const tp_params *p, tp_ctx *c, int32_t *ids, 
         engine_request rq = {.user_tag = (uint64_t)i,
                              .prompt_ids = ids,
                              .n_prompt = (int32_t)p->prompt,
-                             .compress = -1};
+                             .compress = -1,
+                             .protect_prompt = -1};
         sampler_defaults(&rq.sp);
         rq.sp.temperature = 0;
         rq.sp.ignore_eos = true;

@@ -2,7 +2,9 @@
  *
  * One request from the command line (--prompt TEXT, --chat MESSAGES.json or --prompt-ids),
  * or many from a JSONL file (--requests FILE: one object per line with "id", "prompt" |
- * "messages" | "prompt_ids", sampling fields and an optional "arrival_step"). Text needs the
+ * "messages" | "prompt_ids", sampling fields, "compress", "kv_budget_blocks",
+ * "protect_prompt" and an optional "arrival_step"; --protect-prompt N is the default of lines
+ * that give no "protect_prompt"). Text needs the
  * model's tokenizer.json. Results: the completion text streamed through the detokenizer
  * (ids when the model has no tokenizer), or with --json one JSON object per request; with
  * --requests a summary JSON line goes to stderr at the end.
@@ -177,6 +179,7 @@ static int read_field(const json_doc *d, int k, int v, gen_req *g, int32_t *ids,
     INT("top_k", p->top_k);
     INT("max_tokens", p->max_tokens);
     INT("kv_budget_blocks", g->rq.kv_budget_blocks);
+    INT("protect_prompt", g->rq.protect_prompt);
 #undef NUM
 #undef INT
     if (json_str_eq(d, k, "seed")) {
@@ -265,6 +268,7 @@ static int load_requests(gen_ctx *c, arena *a, const char *path, const sampling_
             gen_req *r = &g[count];
             r->rq.sp = *defaults;
             r->rq.compress = -1;
+            r->rq.protect_prompt = -1;
             snprintf(r->id, sizeof r->id, "%d", count);
             int32_t *ids = arena_temp(a, sizeof(int32_t) * (size_t)max_prompt, 4, "prompt");
             if (!ids) return ZP_ENOMEM;
@@ -363,6 +367,7 @@ int cmd_generate(int argc, char **argv) {
     sampler_defaults(&sp);
     const char *prompt_ids = NULL, *requests = NULL, *prompt = NULL, *chat = NULL;
     bool json = false, logprobs = false, show_progress = false, no_thinking = false;
+    int32_t protect = -1; /* --protect-prompt: -1 = the engine's default */
     cli c;
     cli_init(&c, "generate", argc, argv);
     for (const char *o; (o = cli_next(&c)) && !rc;) {
@@ -389,6 +394,8 @@ int cmd_generate(int argc, char **argv) {
             sp.ignore_eos = true;
         else if (!strcmp(o, "--max-tokens"))
             rc = cli_int(&c, &iv, 1, INT32_MAX), sp.max_tokens = (int32_t)iv;
+        else if (!strcmp(o, "--protect-prompt"))
+            rc = cli_int(&c, &iv, 0, INT32_MAX), protect = (int32_t)iv;
         else if (!strcmp(o, "--top-k"))
             rc = cli_int(&c, &iv, 0, INT32_MAX), sp.top_k = (int32_t)iv;
         else if (!strcmp(o, "--seed"))
@@ -468,6 +475,7 @@ int cmd_generate(int argc, char **argv) {
         ctx.reqs[0].rq.prompt_ids = ids;
         ctx.reqs[0].rq.sp = sp;
         ctx.reqs[0].rq.compress = -1;
+        ctx.reqs[0].rq.protect_prompt = -1;
     } else {
         ctx.n = 1;
         ctx.reqs = arena_alloc(&a, sizeof *ctx.reqs, 64, "request");
@@ -482,10 +490,12 @@ int cmd_generate(int argc, char **argv) {
         ctx.reqs[0].rq.prompt_ids = ids;
         ctx.reqs[0].rq.sp = sp;
         ctx.reqs[0].rq.compress = -1;
+        ctx.reqs[0].rq.protect_prompt = -1;
     }
     for (int32_t i = 0; i < ctx.n; i++) {
         gen_req *g = &ctx.reqs[i];
         g->rq.logprobs |= logprobs;
+        if (g->rq.protect_prompt < 0) g->rq.protect_prompt = protect;
         g->rq.user_tag = (uint64_t)i;
         /* a request never generates past max_model_len */
         int32_t mt = g->rq.sp.max_tokens > 0 ? g->rq.sp.max_tokens : 1;

@@ -28,17 +28,16 @@ static const char *g_name = "zipage";
 static zipage_options g_opts; /* --engine-uid */
 
 static int usage(void) {
-    fprintf(
-        stderr,
-        "usage: zipage-cli [--name NAME] [--engine-uid UID] COMMAND [options]\n"
-        "  generate  --prompt TEXT | --chat-text USER_MESSAGE | --prompt-ids \"1 2 3\"\n"
-        "            [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
-        "            [--seed S] [--ignore-eos] [--no-thinking] [--no-compress]\n"
-        "            [--kv-budget-blocks N] [--json] [--usage]\n"
-        "  chat      [--system TEXT] [--max-tokens N] [--temperature T] [--thinking]\n"
-        "  stats     [--json | --prometheus]\n"
-        "  cancel    --slot N [--id ID]   (engine must run with ipc_admin_cancel = true)\n"
-        "  bench-ipc [--requests N] [--window W] [--mode busy|futex|both]\n");
+    fprintf(stderr,
+            "usage: zipage-cli [--name NAME] [--engine-uid UID] COMMAND [options]\n"
+            "  generate  --prompt TEXT | --chat-text USER_MESSAGE | --prompt-ids \"1 2 3\"\n"
+            "            [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
+            "            [--seed S] [--ignore-eos] [--no-thinking] [--no-compress]\n"
+            "            [--kv-budget-blocks N] [--protect-prompt N] [--json] [--usage]\n"
+            "  chat      [--system TEXT] [--max-tokens N] [--temperature T] [--thinking]\n"
+            "  stats     [--json | --prometheus]\n"
+            "  cancel    --slot N [--id ID]   (engine must run with ipc_admin_cancel = true)\n"
+            "  bench-ipc [--requests N] [--window W] [--mode busy|futex|both]\n");
     return 2;
 }
 
@@ -197,6 +196,8 @@ static int cmd_generate(int argc, char **argv) {
             chat = val;
         else if (!strcmp(o, "--kv-budget-blocks") && !(rc = num(o, val, 1, 1 << 20, &v)))
             r.params.kv_budget_blocks = (int32_t)v;
+        else if (!strcmp(o, "--protect-prompt") && !(rc = num(o, val, 0, 1 << 24, &v)))
+            r.params.protect_prompt = (int32_t)v;
         else if (!strcmp(o, "--max-tokens") && !(rc = num(o, val, 1, 1 << 30, &v)))
             r.params.max_tokens = (int32_t)v;
         else if (!strcmp(o, "--temperature") && !(rc = num(o, val, 0, 100, &v)))

@@ -32,7 +32,7 @@ class _Params(ctypes.Structure):
                 ("max_tokens", ctypes.c_int32), ("ignore_eos", ctypes.c_bool),
                 ("logprobs", ctypes.c_bool), ("n_stop", ctypes.c_int32),
                 ("stop_ids", ctypes.c_int32 * _MAX_STOP), ("compress", ctypes.c_int8),
-                ("kv_budget_blocks", ctypes.c_int32)]
+                ("kv_budget_blocks", ctypes.c_int32), ("protect_prompt", ctypes.c_int32)]
 
 
 class _Request(ctypes.Structure):
