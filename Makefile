@@ -3,7 +3,7 @@
 #
 # Sources are found by directory, so a new module is one .c + .h dropped into its folder:
 #   arena/ drv/ engine/ ipc/server*.c ipc/ring*.c  -> the engine library (libzpengine)
-#   tools/zipage.c tools/cmd_*.c tools/bench_model.c -> build/zipage
+#   tools/zipage.c tools/cmd_*.c tools/bench_model.c tools/bench_workload.c -> build/zipage
 #   ipc/client*.c ipc/ring*.c tools/zipage-cli.c    -> musl static client (libzipage.a, zipage-cli)
 #   tests/test_*.c                                  -> one ASan+UBSan program per behaviour
 
@@ -17,7 +17,7 @@ SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 LIBS     := -l:libutf8proc.a -lm -ldl -pthread
 
 LIB_SRCS := $(wildcard arena/*.c drv/*.c engine/*.c ipc/server*.c ipc/ring*.c)
-TOOL_SRCS := tools/zipage.c tools/cli.c tools/bench_model.c $(wildcard tools/cmd_*.c)
+TOOL_SRCS := tools/zipage.c tools/cli.c tools/bench_model.c tools/bench_workload.c $(wildcard tools/cmd_*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/obj/%.o)

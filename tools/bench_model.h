@@ -20,6 +20,7 @@
 #include "engine/conf.h"
 #include "engine/loader.h"
 #include "engine/model.h"
+#include "tools/bench_workload.h" /* bench_now_s */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -60,7 +61,6 @@ void bench_stage_greedy(model_batch *b, int32_t rows);
 /* The ids of a step: a negative one is the sampler's error. */
 int bench_check_ids(const model *m, int32_t rows);
 
-double bench_now_s(void);
 /* Sorts t[0..n-1] and returns its median (the upper one for even n). */
 double bench_median(double *t, int n);
 

@@ -28,6 +28,7 @@
  */
 #include "arena/err.h"
 #include "engine/engine.h"
+#include "tools/bench_workload.h"
 #include "tools/cli.h"
 
 #include <stdio.h>
@@ -58,12 +59,6 @@ typedef struct bc_run {
     char backend[16];
 } bc_run;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void on_event(void *user, const engine_event *ev) {
     bc_ctx *c = user;
     size_t i = (size_t)ev->user_tag;
@@ -77,15 +72,6 @@ static void on_event(void *user, const engine_event *ev) {
         c->err_code = ev->err_code ? ev->err_code : ZP_EBACKEND;
         snprintf(c->err, sizeof c->err, "request %llu: %s", (unsigned long long)ev->user_tag,
                  ev->err_msg ? ev->err_msg : "failed");
-    }
-}
-
-/* Request i's prompt: n ids from a xorshift64 seeded by i, each in [0, vocab). */
-static void prompt_ids(int32_t *ids, int64_t n, int64_t i, int32_t vocab) {
-    uint64_t x = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
-    for (int64_t k = 0; k < n; k++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        ids[k] = (int32_t)(x % (uint64_t)vocab);
     }
 }
 
@@ -116,11 +102,11 @@ static void stats_window(engine_stats *w, const engine_stats *end, const engine_
 static int run_workload(engine *e, const bc_params *p, bc_ctx *c, int32_t *ids, int32_t vocab,
                         bc_run *run) {
     int rc;
-    double t0 = now_s(), tw = -1;
+    double t0 = bench_now_s(), tw = -1;
     engine_stats start = {0}, end;
     for (int64_t i = 0; i < p->requests; i++) {
         int64_t n = prompt_len(p, i);
-        prompt_ids(ids, n, i, vocab);
+        bench_prompt_ids(ids, n, i, vocab);
         engine_request rq = {.user_tag = (uint64_t)i,
                              .prompt_ids = ids,
                              .n_prompt = (int32_t)n,
@@ -138,11 +124,11 @@ static int run_workload(engine *e, const bc_params *p, bc_ctx *c, int32_t *ids, 
         if (left < 0) return left;
         if (c->err_code) return err_set(c->err_code, "%s", c->err);
         if (tw < 0 && c->started == p->requests) { /* every prompt is prefilled */
-            tw = now_s();
+            tw = bench_now_s();
             engine_get_stats(e, &start);
         }
     }
-    double t1 = now_s();
+    double t1 = bench_now_s();
     engine_get_stats(e, &end);
     run->all = end;
     stats_window(&run->win, &end, &start);
@@ -178,10 +164,10 @@ static int run_mode(const conf *base, const bc_params *p, bc_run *run) {
     }
     for (size_t i = 0; i < n; i++)
         c.hash[i] = 0xCBF29CE484222325ull;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if ((rc = engine_open(&e, &a, &cf, 0, NULL, 0, on_event, &c))) goto out;
     arena_freeze(&a);
-    run->open_s = now_s() - t0;
+    run->open_s = bench_now_s() - t0;
     engine_info info;
     engine_get_info(e, &info);
     run->max_concurrency = info.max_concurrency;
@@ -230,14 +216,11 @@ static void write_json(FILE *f, const bc_run *r, const bc_params *p, const conf 
 }
 
 /* The configuration: the benchmark's settings under -c and --set. */
+/* The workload's configuration, compression always on. */
 static int bench_conf(conf *cf, int *argc, char **argv) {
-    conf_defaults(cf);
-    cf->load_format = CONF_LOAD_FORMAT_DUMMY;
+    int rc = bench_workload_conf(cf, argc, argv);
     cf->compress = true;
-    cf->block_size = 256;
-    cf->max_num_seqs = 0;   /* still 0 after parsing: one per request */
-    cf->max_model_len = -1; /* still -1 after parsing: the longest request */
-    return conf_from_args(cf, argc, argv);
+    return rc;
 }
 
 int bench_compress(int argc, char **argv) {
@@ -266,11 +249,7 @@ int bench_compress(int argc, char **argv) {
     }
     if (rc) return rc;
     if (!cf.model[0]) return err_set(ZP_EINVAL, "--model DIR (with a config.json) is required");
-    if (cf.max_num_seqs == 0) cf.max_num_seqs = p.requests;
-    if (cf.max_model_len < 0) cf.max_model_len = prompt_len(&p, p.requests - 1) + p.gen;
-    if (cf.max_waiting < p.requests) cf.max_waiting = p.requests; /* all are queued at once */
-    cf.max_cache_blocks_per_seq = p.budget;
-    if (cf.max_kv_budget_blocks < p.budget) cf.max_kv_budget_blocks = p.budget;
+    bench_workload_fit(&cf, p.requests, prompt_len(&p, p.requests - 1) + p.gen, p.budget);
     FILE *jf = json ? fopen(json, "a") : NULL;
     if (json && !jf) return err_set(ZP_EIO, "--json %s: cannot open for appending", json);
     fprintf(stderr,

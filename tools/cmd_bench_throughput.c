@@ -47,6 +47,7 @@
 #include "arena/err.h"
 #include "engine/engine.h"
 #include "engine/loader.h"
+#include "tools/bench_workload.h"
 #include "tools/cli.h"
 
 #include <stdio.h>
@@ -88,12 +89,6 @@ typedef struct tp_run {
     double decode_s, roof_s;
 } tp_run;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void on_event(void *user, const engine_event *ev) {
     tp_ctx *c = user;
     if (ev->finish == ENGINE_RUNNING) return;
@@ -102,15 +97,6 @@ static void on_event(void *user, const engine_event *ev) {
         c->err_code = ev->err_code ? ev->err_code : ZP_EBACKEND;
         snprintf(c->err, sizeof c->err, "request %llu: %s", (unsigned long long)ev->user_tag,
                  ev->err_msg ? ev->err_msg : "failed");
-    }
-}
-
-/* Request i's prompt: n ids from a xorshift64 seeded by i, each in [0, vocab). */
-static void prompt_ids(int32_t *ids, int64_t n, int64_t i, int32_t vocab) {
-    uint64_t x = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
-    for (int64_t k = 0; k < n; k++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        ids[k] = (int32_t)(x % (uint64_t)vocab);
     }
 }
 
@@ -142,9 +128,9 @@ static void track_step(tp_run *run, const engine_stats *prev, const engine_stats
 static int run_workload(engine *e, const tp_params *p, tp_ctx *c, int32_t *ids, int32_t vocab,
                         tp_run *run) {
     int rc;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (int64_t i = 0; i < p->requests; i++) {
-        prompt_ids(ids, p->prompt, i, vocab);
+        bench_prompt_ids(ids, p->prompt, i, vocab);
         engine_request rq = {.user_tag = (uint64_t)i,
                              .prompt_ids = ids,
                              .n_prompt = (int32_t)p->prompt,
@@ -169,7 +155,7 @@ static int run_workload(engine *e, const tp_params *p, tp_ctx *c, int32_t *ids, 
         track_step(run, &prev, &cur, c->done - done);
         prev = cur;
     }
-    run->wall_s = now_s() - t0;
+    run->wall_s = bench_now_s() - t0;
     run->all = cur;
     const engine_stats *s = &run->all;
     run->out_tok_s = (double)s->completion_tokens / run->wall_s;
@@ -202,10 +188,10 @@ static int run_mode(const conf *base, const tp_params *p, tp_run *run) {
         goto out;
     }
     if ((rc = loader_config(&mc, &a, cf.model))) goto out;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if ((rc = engine_open(&e, &a, &cf, 0, NULL, 0, on_event, &c))) goto out;
     arena_freeze(&a);
-    run->open_s = now_s() - t0;
+    run->open_s = bench_now_s() - t0;
     engine_info info;
     engine_get_info(e, &info);
     snprintf(run->backend, sizeof run->backend, "%s", info.backend);
@@ -285,18 +271,9 @@ static int parse_modes(const char *s, tp_run *runs, int *n) {
 }
 
 /* The configuration: the benchmark's settings under -c and --set. */
-static int bench_conf(conf *cf, int *argc, char **argv) {
-    conf_defaults(cf);
-    cf->load_format = CONF_LOAD_FORMAT_DUMMY;
-    cf->block_size = 256;
-    cf->max_num_seqs = 0;   /* still 0 after parsing: one per request */
-    cf->max_model_len = -1; /* still -1 after parsing: prompt + gen */
-    return conf_from_args(cf, argc, argv);
-}
-
 int bench_throughput(int argc, char **argv) {
     conf cf;
-    int rc = bench_conf(&cf, &argc, argv);
+    int rc = bench_workload_conf(&cf, &argc, argv);
     if (rc) return rc;
     tp_params p = {.requests = 256, .prompt = 512, .gen = 8192, .budget = 4, .bw = 4280};
     const char *json = NULL, *modes = "full,compressed";
@@ -324,11 +301,7 @@ int bench_throughput(int argc, char **argv) {
     int nr = 0;
     if (rc || (rc = parse_modes(modes, runs, &nr))) return rc;
     if (!cf.model[0]) return err_set(ZP_EINVAL, "--model DIR (with a config.json) is required");
-    if (cf.max_num_seqs == 0) cf.max_num_seqs = p.requests;
-    if (cf.max_model_len < 0) cf.max_model_len = p.prompt + p.gen;
-    if (cf.max_waiting < p.requests) cf.max_waiting = p.requests; /* all are queued at once */
-    cf.max_cache_blocks_per_seq = p.budget;
-    if (cf.max_kv_budget_blocks < p.budget) cf.max_kv_budget_blocks = p.budget;
+    bench_workload_fit(&cf, p.requests, p.prompt + p.gen, p.budget);
     FILE *jf = json ? fopen(json, "a") : NULL;
     if (json && !jf) return err_set(ZP_EIO, "--json %s: cannot open for appending", json);
     fprintf(stderr,
