@@ -239,8 +239,8 @@ static void write_json(FILE *f, const tp_run *r, const tp_params *p, const conf 
             "\"steps\": %lld, \"busy_s\": %.4f, \"forward_s\": %.4f, \"cmp_exposed_s\": %.4f, "
             "\"host_us_per_step\": %.2f, \"kv_tokens_read\": %lld, \"decode_steps\": %lld, "
             "\"decode_s\": %.4f, \"decode_kv_tokens_read\": %lld, \"weight_bytes\": %zu, "
-            "\"kv_read_bytes_per_token\": %zu, \"bw_gbps\": %.1f, \"roofline_s\": %.4f, "
-            "\"roofline_fraction\": %.4f}\n",
+            "\"kv_read_bytes_per_token\": %zu, \"bw_gbps\": %.1f, \"roofline_s\": %.6g, "
+            "\"roofline_fraction\": %.6g}\n",
             r->mode, r->backend, r->compress ? "true" : "false", (long long)p->requests,
             (long long)p->prompt, (long long)p->gen, (long long)p->budget,
             (long long)cf->block_size, r->kv_pool_bytes, r->num_blocks, r->max_concurrency,
