@@ -298,7 +298,8 @@ static int plot(const char *png, const bench_run *runs, int nr, int32_t bs) {
              "gnuplot -e \"set terminal pngcairo size 800,500; set output '%s'; "
              "set title 'zipage-reasoner: accuracy vs KV budget (greedy, 95%% intervals)'; "
              "set xlabel 'KV cache tokens per request'; set ylabel 'accuracy (%%)'; "
-             "set yrange [0:105]; set grid; set key bottom right; plot %s\" 2>&1",
+             "set yrange [0:105]; set offsets graph 0.05, graph 0.05, 0, 0; set grid; "
+             "set key bottom right; plot %s\" 2>&1",
              png, lines);
     int rc = system(cmd);
     remove(dat);
