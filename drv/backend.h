@@ -104,7 +104,15 @@ typedef struct be_cjobs {
     be_ptr src;         /* int32 [n_jobs][max_blocks] block table before compaction */
     be_ptr dst;         /* int32 [n_jobs][max_blocks] target blocks, first n_keep/bs used */
     be_ptr count;       /* int32: n_jobs, for kernels (a padded grid serves any batch) */
+    be_ptr seed;        /* int32 [n_jobs]: the job's random-eviction seed (BE_EVICT_RANDOM) */
 } be_cjobs;
+
+/* Which positions a compression keeps (be_cparams.policy). SCORE: spec 5.1-5.5 (attention,
+ * carried score, pooling, redundancy). The baselines replace the score and keep everything
+ * else (protection, selection of n_keep, compaction): STREAMING scores position p as p (the
+ * protected first max(sink_len, protect[b]) plus the newest); RANDOM as a uniform value in
+ * [0, 1) hashed from the job's seed, the layer, the kv head and p (a seeded uniform subset). */
+typedef enum { BE_EVICT_SCORE, BE_EVICT_STREAMING, BE_EVICT_RANDOM } be_evict;
 
 typedef struct be_cparams {
     int32_t layers, hq, hkv, dim, bs, qcl;
@@ -115,6 +123,7 @@ typedef struct be_cparams {
     int32_t redundancy; /* 0 lightning, 1 raw, 2 off */
     float lambda, temperature, threshold;
     int32_t sink_len; /* positions p < max(sink_len, protect[b]) are never evicted */
+    int32_t policy;   /* be_evict */
 } be_cparams;
 
 /* What a backend must know about the model and the step bounds when it is created (CUDA
@@ -268,10 +277,12 @@ struct backend {
                          int layer, const be_cparams *p);
     /* Spec 5.1-5.4: attention score of the qcl cached queries (causal by cache index),
      * optional max-norm, carried score (writes C := S back for p < kv_len), pooling.
-     * Unused positions get -inf. */
+     * Unused positions get -inf. Under a baseline policy (be_evict) S is the policy's score
+     * alone (no attention, max-norm, carried score or pooling) and C := S all the same. */
     void (*cmp_score)(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_ptr cc, zp_dtype kvt,
                       const be_cjobs *j, int layer0, int n_layers, const be_cparams *p);
-    /* Spec 5.5: S := lambda*S - (1-lambda)*R, in place (nothing when redundancy is off).
+    /* Spec 5.5: S := lambda*S - (1-lambda)*R, in place (nothing when redundancy is off or
+     * the policy is a baseline).
      * R, in closed form (a function of the keys only, no scan order), over the positions
      * p < kv_len of one (job, kv head); a pair (m, c) is allowed when m != c and, for
      * lightning, both lie in one block:

@@ -4,7 +4,8 @@
  * All math is f32. Every (job, kv head) row is one parallel item computed by one thread in a
  * fixed loop order; sums use fixed-shape partial sums (dot_f32), so the bits do not depend on
  * the thread count. Cost per row, N = kv_len:
- *   cmp_score:      2 reads of K (pass 1 softmax statistics, pass 2 probabilities), 2*G*qcl*N dots
+ *   cmp_score:      2 reads of K (pass 1 softmax statistics, pass 2 probabilities), 2*G*qcl*N dots;
+ *                   under a baseline policy (be_evict) one hash or copy per position, K unread
  *   cmp_redundancy: lightning bs*N/2 dots, raw N^2/2 dots; O(N) state (2 floats per position)
  *   cmp_select:     5 linear passes (radix select on 32-bit score keys; no sort, no allocation)
  *   cmp_compact:    one copy per kept token (skipped when it does not move)
@@ -25,7 +26,7 @@ static inline void *ptr(be_ptr p) {
 
 /* Host views of a be_cjobs (CPU be_ptrs are host addresses) and of the call's layers. */
 typedef struct {
-    const int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *protect, *src, *dst;
+    const int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *protect, *src, *dst, *seed;
     int n_jobs, max_jobs, max_blocks, max_pos, max_keep, hkv, layer0;
 } jobs_view;
 
@@ -34,8 +35,8 @@ static jobs_view view(const be_cjobs *j, int layer0, int n_layers, const be_cpar
     assert(layer0 >= 0 && n_layers >= 0 && layer0 + n_layers <= p->layers);
     return (jobs_view){ptr(j->n_blocks), ptr(j->kv_len),  ptr(j->n_keep), ptr(j->qslot),
                        ptr(j->flags),    ptr(j->protect), ptr(j->src),    ptr(j->dst),
-                       j->n_jobs,        j->max_jobs,     j->max_blocks,  j->max_pos,
-                       j->max_keep,      p->hkv,          layer0};
+                       ptr(j->seed),     j->n_jobs,       j->max_jobs,    j->max_blocks,
+                       j->max_pos,       j->max_keep,     p->hkv,         layer0};
 }
 
 /* The parallel items of a call: (layer z of the call, job b, kv head h) for item i, in that
@@ -151,6 +152,9 @@ static void qstore_rows(void *ctx, size_t b, size_t e, int tid) {
 }
 
 int cpu_cmp_check(backend *be, const be_cparams *p) {
+    if (p->policy < BE_EVICT_SCORE || p->policy > BE_EVICT_RANDOM)
+        return err_set(ZP_EINVAL, "key 'eviction': policy %d unknown to the cpu backend",
+                       p->policy);
     if (p->dim > CPU_CMP_MAX_DIM)
         return err_set(ZP_EUNSUP, "cpu backend: compression needs head_dim <= %d (model has %d)",
                        CPU_CMP_MAX_DIM, p->dim);
@@ -204,6 +208,24 @@ static void maxpool_row(float *s, int n, int width) {
     }
 }
 
+/* splitmix64's finaliser: a bijection of 64-bit values whose outputs look uniform. */
+static uint64_t mix64(uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* A baseline policy's score of positions 0 .. kvl-1 of one (job, layer, kv head): the
+ * position itself (STREAMING: the newest rank highest), or a uniform value in [0, 1) on a
+ * 2^-24 grid from the job's seed, the layer, the head and the position (RANDOM). */
+static void baseline_row(float *S, int kvl, int policy, uint32_t seed, int layer, int h) {
+    uint64_t row = mix64(mix64(mix64(seed) ^ (uint64_t)layer) ^ (uint64_t)h);
+    for (int pos = 0; pos < kvl; pos++)
+        S[pos] = policy == BE_EVICT_STREAMING
+                     ? (float)pos
+                     : (float)(mix64(row ^ (uint64_t)pos) >> 40) * 0x1p-24f;
+}
+
 static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
     score_args *a = ctx;
     const be_cparams *p = a->p;
@@ -221,6 +243,13 @@ static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
         for (int pos = kvl; pos < a->v.max_pos; pos++)
             S[pos] = -INFINITY;
         if (kvl == 0) continue;
+        if (p->policy != BE_EVICT_SCORE) {
+            uint32_t seed = p->policy == BE_EVICT_RANDOM ? (uint32_t)a->v.seed[b] : 0;
+            baseline_row(S, kvl, p->policy, seed, layer, h);
+            for (int pos = 0; pos < kvl; pos++)
+                cc[slot_row(bt, pos, hkv, h, bs)] = S[pos];
+            continue;
+        }
         /* Window query i (cache index kvl-qcl+i) sees positions <= its index; queries before
          * the first token do not exist. Query (i, g) is head h*G+g of ring entry qi % qcl. */
         const float *qbase = a->qc + ((size_t)a->v.qslot[b] * (size_t)p->layers + (size_t)layer) *
@@ -363,7 +392,7 @@ static void red_rows(void *ctx, size_t begin, size_t end, int tid) {
 
 void cpu_cmp_redundancy(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
                         const be_cjobs *j, int layer0, int n_layers, const be_cparams *p) {
-    if (p->redundancy == 2) return;
+    if (p->redundancy == 2 || p->policy != BE_EVICT_SCORE) return;
     assert(p->dim <= CPU_CMP_MAX_DIM && (p->redundancy == 0 || p->redundancy == 1));
     red_args a = {ptr(scores), ptr(work), kc, kvt, view(j, layer0, n_layers, p), p};
     cpu_parallel(be->impl, n_rows(j, n_layers, p), 1, red_rows, &a);

@@ -639,6 +639,11 @@ static int cb_check(backend *be, const be_cparams *p) {
     if (p->dim != cb->s.head_dim || p->bs != cb->s.block_size || p->hq != cb->s.heads ||
         p->hkv != cb->s.kv_heads)
         return err_set(ZP_EINVAL, "cuda backend: compression parameters do not match the model");
+    if (p->policy != BE_EVICT_SCORE)
+        return err_set(ZP_EUNSUP,
+                       "key 'eviction': the GPU compresses by score only; the streaming and "
+                       "random baselines run on the cpu backend (set eviction=score or "
+                       "backend=cpu)");
     if (p->pool > 1 && p->pool % 2 == 0)
         return err_set(ZP_EUNSUP, "key 'pooling_size': %d is even; the GPU pools odd widths",
                        p->pool);

@@ -53,6 +53,7 @@ typedef struct req {
                        * finished until the batch ends (it owns the request's blocks) */
     int32_t budget;  /* M for this request, in blocks */
     int32_t protect; /* leading cache positions never evicted: its first prompt tokens */
+    uint64_t evict_key; /* eviction=random: hash of eviction_seed and the prompt tokens */
     int32_t qslot;   /* query-cache slot, -1 = none */
     int32_t seat;    /* the backend sampler's penalty-state seat, -1 = none */
     engine_usage usage;
@@ -248,6 +249,9 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
         .temperature = (float)cf->redundancy_temperature,
         .threshold = (float)cf->redundancy_threshold,
         .sink_len = (int32_t)cf->sink_len,
+        .policy = cf->eviction == CONF_EVICTION_STREAMING ? BE_EVICT_STREAMING
+                  : cf->eviction == CONF_EVICTION_RANDOM  ? BE_EVICT_RANDOM
+                                                          : BE_EVICT_SCORE,
     };
     if ((rc = e->be->check(e->be, &d.cp))) return rc;
     size_t kv_bytes = (size_t)(cf->kv_memory_mb ? cf->kv_memory_mb : 1024) << 20;
@@ -562,6 +566,8 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     r->cmp = cmp;
     r->budget = budget;
     r->protect = protect;
+    r->evict_key =
+        XXH64(r->tok, sizeof(int32_t) * (size_t)r->n_prompt, (uint64_t)e->cf.eviction_seed);
     r->qslot = -1;
     r->seat = -1;
     r->id = ++e->id_counter * (uint64_t)e->nreqs + (uint64_t)i;
@@ -776,6 +782,9 @@ static bool stage_compression(engine *e, int32_t i, int32_t k, int32_t *next) {
     j->n_keep[k] = r->budget * e->bs;
     j->qslot[k] = r->qslot;
     j->protect[k] = r->protect;
+    /* a function of the request's own prompt and history: reproducible, whatever the batch */
+    j->seed[k] = (int32_t)(uint32_t)XXH64(&r->usage.compressions, sizeof r->usage.compressions,
+                                          r->evict_key);
     j->flags[k] =
         (r->compressed ? BE_CJ_GLOBAL : 0) |
         ((!r->compressed || e->cf.continuous_pooling) && e->cf.pooling_size > 1 ? BE_CJ_POOL : 0);

@@ -35,7 +35,7 @@ static size_t meta_words(const model_dims *d) {
 }
 
 static size_t cmeta_words(const model_dims *d) {
-    return 4 + 6 * (size_t)d->cmp_jobs + 2 * (size_t)d->cmp_jobs * (size_t)d->max_blocks;
+    return 4 + 7 * (size_t)d->cmp_jobs + 2 * (size_t)d->cmp_jobs * (size_t)d->max_blocks;
 }
 
 /* Rows of the compression scratch: every layer's slab of (job, kv head) rows. */
@@ -309,6 +309,7 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
         CARVE(qslot, (size_t)d->cmp_jobs);
         CARVE(flags, (size_t)d->cmp_jobs);
         CARVE(protect, (size_t)d->cmp_jobs);
+        CARVE(seed, (size_t)d->cmp_jobs);
         CARVE(src, (size_t)d->cmp_jobs * (size_t)d->max_blocks);
         CARVE(dst, (size_t)d->cmp_jobs * (size_t)d->max_blocks);
 #undef CARVE

@@ -78,7 +78,7 @@ typedef struct model_batch {
 /* Host staging of one compression batch (see be_cjobs). */
 typedef struct model_cjobs {
     int32_t n_jobs;
-    int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *protect;
+    int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *protect, *seed;
     int32_t *src, *dst; /* [cmp_jobs][max_blocks] */
 } model_cjobs;
 

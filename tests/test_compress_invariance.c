@@ -2,7 +2,9 @@
  * requests compress several times), a request's completion (ids and logprobs, bit for bit)
  * is the same alone or among 40 others with random arrivals, prompt lengths (1 to 150,
  * some longer than the budget, compressed right after prefill) and token budgets; invariants
- * hold after every step. Run for both compress_after_prefill settings. */
+ * hold after every step. Run for both compress_after_prefill settings, and for the eviction
+ * baselines (random: its seed comes from the request, not the batch), which must change some
+ * completions against score eviction. */
 #include "tests/harness.h"
 
 #define N 40
@@ -17,14 +19,19 @@ int main(void) {
                       1 + (int)(test_rand_u64(&rng) % 90), i % 2);
         arrival[i] = (int)(test_rand_u64(&rng) % 50);
     }
-    for (int cap = 0; cap < 2; cap++) {
-        const char *capset = cap ? "compress_after_prefill=true" : "compress_after_prefill=false";
+    static const char *runs[][2] = {{"compress_after_prefill=false", "eviction=score"},
+                                    {"compress_after_prefill=true", "eviction=score"},
+                                    {"compress_after_prefill=true", "eviction=streaming"},
+                                    {"compress_after_prefill=true", "eviction=random"}};
+    static th_out score[N];
+    for (int v = 0; v < 4; v++) {
+        const char *capset = runs[v][0], *evict = runs[v][1];
         th alone, mixed;
         th_open(&alone, N, "compress=true", "max_cache_blocks_per_seq=2", "query_cache_len=4",
-                capset, NULL);
+                capset, evict, NULL);
         th_run_alone(&alone, reqs, N);
         th_open(&mixed, N, "compress=true", "max_cache_blocks_per_seq=2", "query_cache_len=4",
-                "max_num_batched_tokens=50", "max_num_seqs=16", capset, NULL);
+                "max_num_batched_tokens=50", "max_num_seqs=16", capset, evict, NULL);
         th_run_arrivals(&mixed, reqs, N, arrival);
         int same = 0, compressed = 0;
         for (int i = 0; i < N; i++) {
@@ -38,8 +45,15 @@ int main(void) {
         }
         engine_stats st;
         engine_get_stats(mixed.e, &st);
-        printf("%s: %d/%d identical, %d requests compressed, %lld compressions, %lld preemptions\n",
-               capset, same, N, compressed, (long long)st.compressions, (long long)st.preemptions);
+        int changed = 0;
+        for (int i = 0; i < N && v >= 2; i++)
+            changed += !th_same(&alone.out[i], &score[i]);
+        printf("%s %s: %d/%d identical, %d requests compressed, %lld compressions, %lld "
+               "preemptions, %d differ from score eviction\n",
+               capset, evict, same, N, compressed, (long long)st.compressions,
+               (long long)st.preemptions, changed);
+        if (v == 1) memcpy(score, alone.out, sizeof score);
+        CHECK(v < 2 || changed > 0);
         CHECK(compressed >= N / 2);
         CHECK(st.blocks_used == 0);
         th_close(&alone);

@@ -7,10 +7,15 @@
  * --budgets LIST: comma-separated: "full" (compression off), "P%" (a budget of P percent of
  * the full-KV run's mean completion length, rounded to whole blocks, at least 1), or "Nb"
  * (N blocks). Percentages need "full" first in the list. Every budget runs in a fresh
- * engine (its own arena, frozen after start-up) on the same problems.
- * Output: a table on stdout; --md FILE writes it as markdown, --plot FILE.png draws accuracy
- * against the KV budget with gnuplot; --min-accuracy X exits 1 when any budget scores
- * below X (CI's regression check).
+ * engine (its own arena, frozen after start-up) on the same problems, with the configured
+ * eviction policy (key `eviction`, default score).
+ * --baselines LIST: comma-separated eviction policies ("streaming", "random"; key `eviction`)
+ * run at every compressed budget too, each as a row right after the budget's own, everything
+ * else in the configuration unchanged (e.g. sink_len, protect_prompt, eviction_seed).
+ * Output: a table on stdout, accuracy with its 95% Wilson interval (tools/wilson.h); --md FILE
+ * writes it as markdown, --plot FILE.png draws accuracy (with the intervals) against the KV
+ * budget with gnuplot, a line per eviction policy; --min-accuracy X exits 1 when any row
+ * but the baselines scores below X (CI's regression check).
  */
 #include "arena/err.h"
 #include "engine/chat.h"
@@ -18,6 +23,7 @@
 #include "engine/json.h"
 #include "engine/tokenizer.h"
 #include "tools/cli.h"
+#include "tools/wilson.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -26,6 +32,7 @@
 #include <time.h>
 
 #define BENCH_MAX_BUDGETS 16
+#define BENCH_MAX_ROWS    (3 * BENCH_MAX_BUDGETS) /* a budget and two baselines */
 
 typedef struct prob {
     int32_t *ids;
@@ -41,6 +48,8 @@ typedef struct bench_run {
     char label[32];
     int64_t blocks;    /* 0 = full KV */
     double percent;    /* > 0: budget relative to the full-KV mean completion length */
+    int eviction;      /* CONF_EVICTION_* of the row's engine */
+    bool baseline;     /* a --baselines row (not held to --min-accuracy) */
     int32_t n_correct, n_done;
     double mean_len, tok_s, peak_mean, peak_max, compressions, wall;
 } bench_run;
@@ -149,6 +158,7 @@ static int run_budget(const conf *base, tokenizer *tk, bench_ctx *c, bench_run *
                       size_t text_cap) {
     conf cf = *base;
     cf.compress = run->blocks > 0;
+    cf.eviction = run->eviction;
     if (cf.max_waiting < c->n) cf.max_waiting = c->n; /* every problem is queued at once */
     if (run->blocks > 0) {
         cf.max_cache_blocks_per_seq = run->blocks;
@@ -207,33 +217,45 @@ out:
     return rc;
 }
 
+/* The row's eviction policy as the table names it ("-" at full KV). */
+static const char *policy_name(const bench_run *r) {
+    return r->blocks ? conf_enum_name("eviction", r->eviction) : "-";
+}
+
 static void print_table(FILE *f, const bench_run *runs, int nr, int32_t bs, bool md) {
     const char *sep = md ? " | " : "  ";
     if (md)
-        fprintf(f, "| budget | KV tokens per request | accuracy | mean completion tokens | "
-                   "tokens/s | KV peak blocks (mean / max) | compressions per request |\n"
-                   "|---|---|---|---|---|---|---|\n");
+        fprintf(f, "| budget | eviction | KV tokens per request | accuracy [95%% interval] | "
+                   "mean completion tokens | tokens/s | KV peak blocks (mean / max) | "
+                   "compressions per request |\n"
+                   "|---|---|---|---|---|---|---|---|\n");
     else
-        fprintf(f, "%-10s%s%10s%s%14s%s%10s%s%9s%s%16s%s%12s\n", "budget", sep, "KV tokens", sep,
-                "accuracy", sep, "mean len", sep, "tok/s", sep, "peak mean/max", sep, "compress/req");
+        fprintf(f, "%-10s%s%-9s%s%10s%s%28s%s%10s%s%9s%s%16s%s%12s\n", "budget", sep, "eviction",
+                sep, "KV tokens", sep, "accuracy [95% interval]", sep, "mean len", sep, "tok/s",
+                sep, "peak mean/max", sep, "compress/req");
     for (int i = 0; i < nr; i++) {
         const bench_run *r = &runs[i];
-        char kv[32], acc[48];
+        char kv[32], acc[64];
+        double lo, hi;
+        wilson_interval(r->n_correct, r->n_done, WILSON_Z95, &lo, &hi);
         if (r->blocks) snprintf(kv, sizeof kv, "%lld", (long long)(r->blocks * bs));
         else snprintf(kv, sizeof kv, "all");
-        snprintf(acc, sizeof acc, "%d/%d = %.1f%%", r->n_correct, r->n_done, 100.0 * r->n_correct / r->n_done);
+        snprintf(acc, sizeof acc, "%d/%d = %.1f%% [%.1f, %.1f]", r->n_correct, r->n_done,
+                 100.0 * r->n_correct / r->n_done, 100 * lo, 100 * hi);
         if (md)
-            fprintf(f, "| %s | %s | %s | %.0f | %.0f | %.1f / %.0f | %.1f |\n", r->label, kv, acc,
-                    r->mean_len, r->tok_s, r->peak_mean, r->peak_max, r->compressions);
-        else
-            fprintf(f, "%-10s%s%10s%s%14s%s%10.0f%s%9.0f%s%10.1f / %3.0f%s%12.1f\n", r->label, sep, kv,
-                    sep, acc, sep, r->mean_len, sep, r->tok_s, sep, r->peak_mean, r->peak_max, sep,
+            fprintf(f, "| %s | %s | %s | %s | %.0f | %.0f | %.1f / %.0f | %.1f |\n", r->label,
+                    policy_name(r), kv, acc, r->mean_len, r->tok_s, r->peak_mean, r->peak_max,
                     r->compressions);
+        else
+            fprintf(f, "%-10s%s%-9s%s%10s%s%28s%s%10.0f%s%9.0f%s%10.1f / %3.0f%s%12.1f\n", r->label,
+                    sep, policy_name(r), sep, kv, sep, acc, sep, r->mean_len, sep, r->tok_s, sep,
+                    r->peak_mean, r->peak_max, sep, r->compressions);
     }
 }
 
-/* Accuracy against KV tokens per request, one point per compressed budget and a line for
- * full KV, drawn by gnuplot into a PNG. */
+/* Accuracy against KV tokens per request with 95% Wilson error bars, a line per eviction
+ * policy (one gnuplot data block each, in CONF_EVICTION_* order) and one for full KV, drawn
+ * by gnuplot into a PNG. */
 static int plot(const char *png, const bench_run *runs, int nr, int32_t bs) {
     if (strpbrk(png, "'\"\\$`"))
         return err_set(ZP_EINVAL, "--plot: file name '%s' has quotes or shell characters", png);
@@ -243,22 +265,42 @@ static int plot(const char *png, const bench_run *runs, int nr, int32_t bs) {
     FILE *f = fdopen(fd, "w");
     if (!f) return err_set(ZP_EIO, "plot: cannot write %s", dat);
     double full = -1;
-    for (int i = 0; i < nr; i++) {
-        double acc = 100.0 * runs[i].n_correct / runs[i].n_done;
-        if (runs[i].blocks) fprintf(f, "%lld %.2f\n", (long long)(runs[i].blocks * bs), acc);
-        else full = acc;
+    char lines[512] = "";
+    size_t ll = 0;
+    int blocks = 0;
+    for (int pol = CONF_EVICTION_SCORE; pol <= CONF_EVICTION_RANDOM; pol++) {
+        int rows = 0;
+        for (int i = 0; i < nr; i++) {
+            const bench_run *r = &runs[i];
+            if (!r->blocks || r->eviction != pol) continue;
+            double lo, hi;
+            wilson_interval(r->n_correct, r->n_done, WILSON_Z95, &lo, &hi);
+            fprintf(f, "%lld %.2f %.2f %.2f\n", (long long)(r->blocks * bs),
+                    100.0 * r->n_correct / r->n_done, 100 * lo, 100 * hi);
+            rows++;
+        }
+        if (!rows) continue;
+        fprintf(f, "\n\n");
+        ll += (size_t)snprintf(lines + ll, sizeof lines - ll,
+                               "%s'%s' index %d using 1:2:3:4 with yerrorlines lw 2 pt 7 "
+                               "title 'compressed, eviction=%s'",
+                               blocks ? ", " : "", dat, blocks, conf_enum_name("eviction", pol));
+        blocks++;
     }
+    for (int i = 0; i < nr; i++)
+        if (!runs[i].blocks) full = 100.0 * runs[i].n_correct / runs[i].n_done;
     fclose(f);
-    char full_line[96] = "";
-    if (full >= 0) snprintf(full_line, sizeof full_line, ", %.2f with lines dt 2 lw 2 title 'full KV'", full);
+    if (full >= 0)
+        snprintf(lines + ll, sizeof lines - ll, "%s%.2f with lines dt 2 lw 2 title 'full KV'",
+                 blocks ? ", " : "", full);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
              "gnuplot -e \"set terminal pngcairo size 800,500; set output '%s'; "
-             "set title 'zipage-reasoner: accuracy vs KV budget (greedy)'; "
+             "set title 'zipage-reasoner: accuracy vs KV budget (greedy, 95%% intervals)'; "
              "set xlabel 'KV cache tokens per request'; set ylabel 'accuracy (%%)'; "
-             "set yrange [0:105]; set grid; set key bottom right; "
-             "plot '%s' using 1:2 with linespoints lw 2 pt 7 title 'compressed'%s\" 2>&1",
-             png, dat, full_line);
+             "set yrange [0:105]; set offsets graph 0.05, graph 0.05, 0, 0; set grid; "
+             "set key bottom right; plot %s\" 2>&1",
+             png, lines);
     int rc = system(cmd);
     remove(dat);
     if (rc) return err_set(ZP_EIO, "plot: gnuplot failed (is gnuplot installed?)");
@@ -269,7 +311,7 @@ static int bench_accuracy(int argc, char **argv) {
     conf cf;
     int rc = cli_conf(&cf, &argc, argv);
     if (rc) return rc;
-    const char *data = NULL, *budgets = "full", *md = NULL, *png = NULL;
+    const char *data = NULL, *budgets = "full", *baselines = "", *md = NULL, *png = NULL;
     int64_t n = 50, max_tokens = 0;
     double min_acc = -1;
     cli c;
@@ -278,6 +320,7 @@ static int bench_accuracy(int argc, char **argv) {
         if (!strcmp(o, "--data")) rc = cli_str(&c, &data);
         else if (!strcmp(o, "--n")) rc = cli_int(&c, &n, 1, 1000000);
         else if (!strcmp(o, "--budgets")) rc = cli_str(&c, &budgets);
+        else if (!strcmp(o, "--baselines")) rc = cli_str(&c, &baselines);
         else if (!strcmp(o, "--max-tokens")) rc = cli_int(&c, &max_tokens, 1, 1 << 24);
         else if (!strcmp(o, "--md")) rc = cli_str(&c, &md);
         else if (!strcmp(o, "--plot")) rc = cli_str(&c, &png);
@@ -287,13 +330,29 @@ static int bench_accuracy(int argc, char **argv) {
     if (rc) return rc;
     if (!data) return err_set(ZP_EINVAL, "--data FILE.jsonl is required");
 
-    bench_run runs[BENCH_MAX_BUDGETS];
-    int nr = 0;
+    int base_pol[2], nbase = 0;
+    for (const char *s = baselines; *s;) {
+        size_t l = strcspn(s, ",");
+        int pol = !strncmp(s, "streaming", l) && l == 9 ? CONF_EVICTION_STREAMING
+                  : !strncmp(s, "random", l) && l == 6  ? CONF_EVICTION_RANDOM
+                                                        : -1;
+        if (pol < 0)
+            return err_set(ZP_EINVAL, "--baselines: '%.*s' is not streaming or random", (int)l, s);
+        for (int k = 0; k < nbase; k++)
+            if (base_pol[k] == pol)
+                return err_set(ZP_EINVAL, "--baselines: '%.*s' twice", (int)l, s);
+        base_pol[nbase++] = pol;
+        s += l + (s[l] == ',');
+    }
+    bench_run runs[BENCH_MAX_ROWS];
+    int nr = 0, nbudgets = 0;
     for (const char *s = budgets; *s;) {
         size_t l = strcspn(s, ",");
-        if (nr == BENCH_MAX_BUDGETS) return err_set(ZP_ELIMIT, "--budgets: at most %d", BENCH_MAX_BUDGETS);
+        if (nbudgets++ == BENCH_MAX_BUDGETS)
+            return err_set(ZP_ELIMIT, "--budgets: at most %d", BENCH_MAX_BUDGETS);
         bench_run *r = &runs[nr++];
         memset(r, 0, sizeof *r);
+        r->eviction = cf.eviction;
         snprintf(r->label, sizeof r->label, "%.*s", (int)l, s);
         char *end;
         double v = strtod(r->label, &end);
@@ -303,6 +362,11 @@ static int bench_accuracy(int argc, char **argv) {
         else return err_set(ZP_EINVAL, "--budgets: '%s' is not full, P%% or Nb", r->label);
         if (r->percent > 0 && (nr == 1 || runs[0].blocks != 0 || runs[0].percent > 0))
             return err_set(ZP_EINVAL, "--budgets: percentages need 'full' first");
+        for (int k = 0; k < nbase && (r->blocks || r->percent > 0); k++) {
+            runs[nr] = *r;
+            runs[nr].baseline = true;
+            runs[nr++].eviction = base_pol[k];
+        }
         s += l + (s[l] == ',');
     }
 
@@ -331,8 +395,8 @@ static int bench_accuracy(int argc, char **argv) {
             r->blocks = (int64_t)(want + 0.5) < 1 ? 1 : (int64_t)(want + 0.5);
         }
         if ((rc = run_budget(&cf, tk, &ctx, r, text, text_cap))) goto out;
-        fprintf(stderr, "  %-8s %d/%d correct, %.0f tokens/s, %.1f s\n", r->label, r->n_correct,
-                r->n_done, r->tok_s, r->wall);
+        fprintf(stderr, "  %-8s %-9s %d/%d correct, %.0f tokens/s, %.1f s\n", r->label,
+                policy_name(r), r->n_correct, r->n_done, r->tok_s, r->wall);
     }
     print_table(stdout, runs, nr, (int32_t)cf.block_size, false);
     if (md) {
@@ -343,9 +407,12 @@ static int bench_accuracy(int argc, char **argv) {
     }
     if (png && (rc = plot(png, runs, nr, (int32_t)cf.block_size))) goto out;
     for (int i = 0; i < nr && min_acc >= 0; i++)
-        if ((double)runs[i].n_correct / runs[i].n_done < min_acc) {
-            fprintf(stderr, "bench accuracy: budget %s scored %.3f, below --min-accuracy %.3f\n",
-                    runs[i].label, (double)runs[i].n_correct / runs[i].n_done, min_acc);
+        if (!runs[i].baseline && (double)runs[i].n_correct / runs[i].n_done < min_acc) {
+            fprintf(stderr,
+                    "bench accuracy: budget %s (eviction %s) scored %.3f, below --min-accuracy "
+                    "%.3f\n",
+                    runs[i].label, policy_name(&runs[i]),
+                    (double)runs[i].n_correct / runs[i].n_done, min_acc);
             rc = 1;
         }
 out:
@@ -387,7 +454,8 @@ int cmd_bench(int argc, char **argv) {
     }
     if (argc < 2 || strcmp(argv[1], "accuracy"))
         return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
-                                                    "--data FILE.jsonl [--n N] [--budgets LIST] | "
+                                                    "--data FILE.jsonl [--n N] [--budgets LIST] "
+                                                    "[--baselines streaming,random] | "
                                                     "zipage bench attention [--block-sizes L] "
                                                     "[--contexts L] [--gqa L] [--batch B] "
                                                     "[--prefill N [--prefix P]] | "
