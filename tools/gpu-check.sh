@@ -57,7 +57,8 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
   # the engine on the GPU: bf16 logits against transformers on random models and against the
   # CPU backend on the shipped model; greedy generation on both backends
   step gpu-parity env PYTHONUNBUFFERED=1 python3 tools/gpu_parity.py "$ZP" "$OUT/gpu-parity.json" \
-      --cpu-twin models/zipage-reasoner || fail=1
+      --cpu-twin models/zipage-reasoner --trained models/zipage-reasoner \
+      --sets models/zipage-reasoner/test.jsonl,tools/task/data/task2-test.jsonl || fail=1
   step engine-greedy bash tools/gpu-greedy.sh "$ZP" "$OUT" "${ZP_GREEDY_EXPECT:-200/200}" || fail=1
   # compression on the GPU: accuracy at the budgets of docs/ACCURACY.md against the CPU's
   step gpu-accuracy bash tools/gpu-accuracy.sh "$ZP" "$OUT" || fail=1

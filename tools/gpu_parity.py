@@ -10,11 +10,21 @@ zipage's bf16 logits and transformers' bf16 logits are both compared with transf
 logits (TF32 off) on the same bf16 weights: relative L2 error per row, averaged over rows, and
 argmax agreement of zipage with transformers' bf16 run (also over the rows whose fp32 top-2
 margin exceeds TIE_MARGIN, a diagnostic of near-ties).
-Pass: zipage's error <= 1.5x transformers' bf16 error, and agreement >= 99%.
+Random models: zipage's error <= 1.5x transformers' bf16 error, and argmax agreement with
+transformers' bf16 run >= 99% over the rows without an fp32 near-tie (also reported over all
+rows).
+
+With --trained DIR (a trained model, e.g. models/zipage-reasoner): the same comparison on real
+sequences: problems 0-2 of each JSONL set named by --sets (ChatML prompt + reference trace), the
+first 512 tokens prefilled, the next up to 256 teacher-forced decode steps. A trained model's
+logits are peaked, so two bf16 runs should pick the same token: agreement >= 99% is checked
+here. On the random models it is not: their logits are nearly flat over the whole vocabulary
+(the top two of 151,936 logits lie within bf16 rounding of each other on a few percent of rows),
+so transformers' own bf16 run agrees with its fp32 run on only 96-97% of rows (docs/PARITY.md).
 
 With --cpu-twin DIR: the same sequence through `zipage logits` on the CPU (f32) and on the GPU.
 
-usage: gpu_parity.py ZIPAGE OUT_JSON [--cpu-twin MODEL_DIR]
+usage: gpu_parity.py ZIPAGE OUT_JSON [--cpu-twin MODEL_DIR] [--trained MODEL_DIR --sets A,B]
 """
 import json
 import os
@@ -32,6 +42,7 @@ torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 
 N_PROMPT, N_DECODE = 512, 256
+TRAINED_PROBLEMS = 3  # --trained: the first problems of each set
 TIE_MARGIN = 0.05  # logits closer than this at the top are near-ties for bf16 (diagnostic)
 COMMON = dict(hidden_size=1024, num_hidden_layers=8, num_attention_heads=16,
               num_key_value_heads=8, intermediate_size=3072, max_position_embeddings=4096)
@@ -84,7 +95,17 @@ def check_arch(zp, name, seed):
     torch.cuda.empty_cache()
     got, line, secs = zp_logits(zp, d, ids, "cuda", N_PROMPT)
     res = {"model": name, "backend": line, "zipage_seconds": round(secs, 2)}
-    for part, sl in (("all", slice(0, None)), ("decode", slice(N_PROMPT, None))):
+    compare(res, got, bf, ref, N_PROMPT)
+    a = res["all"]
+    res["ok"] = bool(a["nan"] == 0 and a["zipage_rel"] <= 1.5 * a["hf_bf16_rel"] and
+                     (a["argmax_agree_hf_bf16_clear"] or 0) >= 0.99)
+    return res
+
+
+def compare(res, got, bf, ref, n_prompt):
+    """Fills res["all"] and res["decode"]: zipage (got) and transformers' bf16 (bf) logits
+    against transformers' fp32 (ref), rows = positions."""
+    for part, sl in (("all", slice(0, None)), ("decode", slice(n_prompt, None))):
         g, b, r = got[sl], bf[sl], ref[sl]
         # rows whose fp32 top-2 margin exceeds TIE_MARGIN: there two bf16 runs should agree
         top2 = np.sort(r, axis=1)[:, -2:]
@@ -101,6 +122,31 @@ def check_arch(zp, name, seed):
             "argmax_agree_hf_bf16_clear": float(np.mean(g.argmax(1)[clear] == b.argmax(1)[clear]))
             if clear.any() else None,
         }
+
+
+def check_trained(zp, model_dir, set_path, k):
+    """A trained model on problem k of set_path: prompt + reference trace, teacher-forced."""
+    from transformers import AutoTokenizer
+    with open(set_path) as f:
+        prob = json.loads(f.readlines()[k])
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    text = (f"<|im_start|>user\n{prob['prompt']}<|im_end|>\n<|im_start|>assistant\n"
+            f"{prob['trace']}<|im_end|>")
+    ids = tok(text)["input_ids"][:N_PROMPT + N_DECODE]
+    if len(ids) <= N_PROMPT:
+        raise RuntimeError(f"{set_path}: problem {k} has {len(ids)} tokens, need > {N_PROMPT}")
+    x = torch.tensor([ids], device="cuda")
+    with torch.no_grad():
+        m = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16)
+        mb = m.to("cuda").eval()
+        bf = mb(x).logits[0].float().cpu().numpy()
+        ref = mb.float()(x).logits[0].float().cpu().numpy()
+    del m, mb
+    torch.cuda.empty_cache()
+    got, line, secs = zp_logits(zp, model_dir, ids, "cuda", N_PROMPT)
+    name = f"{os.path.basename(model_dir.rstrip('/'))}:{prob['id']}"
+    res = {"model": name, "backend": line, "zipage_seconds": round(secs, 2), "trained": True}
+    compare(res, got, bf, ref, N_PROMPT)
     a = res["all"]
     res["ok"] = bool(a["nan"] == 0 and a["zipage_rel"] <= 1.5 * a["hf_bf16_rel"] and
                      a["argmax_agree_hf_bf16"] >= 0.99)
@@ -121,7 +167,12 @@ def cpu_twin(zp, model_dir):
 
 def main():
     zp, out_json = sys.argv[1], sys.argv[2]
-    twin_dir = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--cpu-twin" else None
+    opts = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+    if len(sys.argv) % 2 or not set(opts) <= {"--cpu-twin", "--trained", "--sets"}:
+        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
+        return 2
+    twin_dir, trained = opts.get("--cpu-twin"), opts.get("--trained")
+    sets = [p for p in opts.get("--sets", "").split(",") if p]
     report = {"transformers": transformers.__version__, "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name(0), "results": []}
     ok = True
@@ -132,9 +183,14 @@ def main():
               f"NaN {t['nan']}")
     print(f"{'model':<10} {'rows':>5} {'zipage rel':>11} {'hf bf16 rel':>12} {'ratio':>6} "
           f"{'agree bf16':>10} {'agree fp32':>10} {'hf bf16~fp32':>12} {'clear rows agree':>17}  ok")
-    for i, name in enumerate(ARCHS):
+    jobs = [(name, lambda n=name, i=i: check_arch(zp, n, 1000 + i))
+            for i, name in enumerate(ARCHS)]
+    if trained:
+        jobs += [(os.path.basename(p), lambda p=p, k=k: check_trained(zp, trained, p, k))
+                 for p in sets for k in range(TRAINED_PROBLEMS)]
+    for name, job in jobs:
         try:
-            r = check_arch(zp, name, 1000 + i)
+            r = job()
         except Exception as e:  # a failure is reported, and the other models still run
             r = {"model": name, "error": str(e), "ok": False}
             print(f"{name:<10} ERROR {e}")
@@ -144,7 +200,7 @@ def main():
             if part not in r:
                 continue
             a = r[part]
-            print(f"{name + ' ' + part:<10} {a['rows']:>5} {a['zipage_rel']:>11.3e} "
+            print(f"{r['model'] + ' ' + part:<10} {a['rows']:>5} {a['zipage_rel']:>11.3e} "
                   f"{a['hf_bf16_rel']:>12.3e} {a['zipage_rel'] / a['hf_bf16_rel']:>6.2f} "
                   f"{a['argmax_agree_hf_bf16']:>10.4f} {a['argmax_agree_fp32']:>10.4f} "
                   f"{a['hf_bf16_agree_fp32']:>12.4f} "
