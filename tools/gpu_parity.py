@@ -168,7 +168,7 @@ def cpu_twin(zp, model_dir):
 def main():
     zp, out_json = sys.argv[1], sys.argv[2]
     opts = dict(zip(sys.argv[3::2], sys.argv[4::2]))
-    if len(sys.argv) % 2 or not set(opts) <= {"--cpu-twin", "--trained", "--sets"}:
+    if len(sys.argv) % 2 == 0 or not set(opts) <= {"--cpu-twin", "--trained", "--sets"}:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
     twin_dir, trained = opts.get("--cpu-twin"), opts.get("--trained")
