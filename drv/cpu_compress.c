@@ -432,7 +432,7 @@ static void sel_rows(void *ctx, size_t begin, size_t end, int tid) {
         if (nk == 0) continue;
         const float *S = a->scores + r.slab * (size_t)a->v.max_pos;
         uint32_t *key = a->work + r.slab * 2 * (size_t)a->v.max_pos;
-        int newest = kvl - p->qcl;
+        int newest = kvl - (p->recent > p->qcl ? p->recent : p->qcl);
         int sink = a->v.protect[b] > p->sink_len ? a->v.protect[b] : p->sink_len;
         for (int pos = 0; pos < N; pos++)
             key[pos] = pos >= kvl                    ? score_key(-INFINITY)

@@ -6,7 +6,10 @@
  *   random keeps exactly n_keep positions, among them the protected first k and the qcl
  *   newest; it is the same on a 1- and a 2-thread backend, the same for a job whatever the
  *   other jobs of the batch and its place in it, differs between seeds, layers and heads,
- *   and keeps each unprotected position about equally often over many seeds. */
+ *   and keeps each unprotected position about equally often over many seeds;
+ *   a recent window (be_cparams.recent > qcl, key protect_recent) keeps the newest `recent`
+ *   positions in every row under random and score eviction, which drop some of them without
+ *   it. */
 #include "arena/err.h"
 #include "drv/backend.h"
 #include "tests/testlib.h"
@@ -228,12 +231,48 @@ static void test_random(dev *d1, dev *d2) {
                expect);
 }
 
+/* Rows of keep[L][NJ][HKV][NKEEP] summed: how many of each job's newest R positions are
+ * missing (kept positions are ascending, so they are the row's last entries when kept). */
+static int missing_newest(const int32_t *keep, const jobs *J, int R) {
+    int miss = 0;
+    for (int l = 0; l < L; l++)
+        for (int b = 0; b < NJ; b++)
+            for (int h = 0; h < HKV; h++) {
+                const int32_t *k = row(keep, l, b, h);
+                int n = 0;
+                for (int t = 0; t < NKEEP; t++)
+                    n += k[t] >= J->kvl[b] - R && k[t] < J->kvl[b];
+                miss += R - n;
+            }
+    return miss;
+}
+
+static void test_recent(dev *d) {
+    enum { R = 12 }; /* > QCL; the protected first k + R < NKEEP for every job */
+    jobs J = base_jobs();
+    static int32_t keep[L * NJ * HKV * NKEEP];
+    const int policies[] = {BE_EVICT_RANDOM, BE_EVICT_SCORE};
+    for (int i = 0; i < 2; i++) {
+        be_cparams p = params(policies[i]);
+        run(d, &J, &p, keep, NULL);
+        int without = missing_newest(keep, &J, R);
+        CHECKF(without > 0, "policy %d without a recent window keeps all %d newest", policies[i], R);
+        CHECK(missing_newest(keep, &J, QCL) == 0);
+        p.recent = R;
+        run(d, &J, &p, keep, NULL);
+        CHECKF(missing_newest(keep, &J, R) == 0,
+               "policy %d, recent %d: %d of the newest positions evicted", policies[i], R,
+               missing_newest(keep, &J, R));
+    }
+}
+
 int main(void) {
     dev d1, d2;
     dev_open(&d1, 1);
     dev_open(&d2, 2);
     test_streaming(&d1);
     test_random(&d1, &d2);
+    test_recent(&d1);
     /* the score policy is what it was: a different selection from both baselines */
     static int32_t s[L * NJ * HKV * NKEEP], r[L * NJ * HKV * NKEEP];
     jobs J = base_jobs();
