@@ -124,7 +124,7 @@ typedef struct be_cparams {
     float lambda, temperature, threshold;
     int32_t sink_len; /* positions p < max(sink_len, protect[b]) are never evicted */
     int32_t policy;   /* be_evict */
-    int32_t recent;   /* the newest max(qcl, recent) positions are never evicted */
+    int32_t recent;   /* newest max(qcl, min(recent, (n_keep - k) / 2)) stay, k: sink/protect */
 } be_cparams;
 
 /* What a backend must know about the model and the step bounds when it is created (CUDA

@@ -432,8 +432,10 @@ static void sel_rows(void *ctx, size_t begin, size_t end, int tid) {
         if (nk == 0) continue;
         const float *S = a->scores + r.slab * (size_t)a->v.max_pos;
         uint32_t *key = a->work + r.slab * 2 * (size_t)a->v.max_pos;
-        int newest = kvl - (p->recent > p->qcl ? p->recent : p->qcl);
         int sink = a->v.protect[b] > p->sink_len ? a->v.protect[b] : p->sink_len;
+        /* the recent window: at most half of what the protected prefix leaves of n_keep */
+        int rec = p->recent < (nk - sink) / 2 ? p->recent : (nk - sink) / 2;
+        int newest = kvl - (rec > p->qcl ? rec : p->qcl);
         for (int pos = 0; pos < N; pos++)
             key[pos] = pos >= kvl                    ? score_key(-INFINITY)
                        : pos >= newest || pos < sink ? score_key(INFINITY)

@@ -611,11 +611,11 @@ static void cb_cmp_select(backend *be, be_ptr keep_rows, be_ptr scores, be_ptr w
                           const be_cjobs *j, int n_layers, const be_cparams *p) {
     CB(be);
     long long kstride = slab(j, p, j->max_keep), stride = slab(j, p, j->max_pos);
-    int mp = j->max_pos, mk = j->max_keep, hkv = p->hkv, sink = p->sink_len;
-    int qcl = p->recent > p->qcl ? p->recent : p->qcl; /* the kernel's protected newest window */
+    int mp = j->max_pos, mk = j->max_keep, hkv = p->hkv, qcl = p->qcl, sink = p->sink_len;
+    int recent = p->recent;
     be_ptr n = j->count, nb = j->n_blocks, kl = j->kv_len, nk = j->n_keep, pr = j->protect;
-    void *a[] = {&keep_rows, &kstride, &scores, &stride, &n,   &nb,  &kl,
-                 &nk,        &pr,      &mp,     &mk,     &hkv, &qcl, &sink};
+    void *a[] = {&keep_rows, &kstride, &scores, &stride, &n,   &nb,  &kl,    &nk,
+                 &pr,        &mp,      &mk,     &hkv,    &qcl, &sink, &recent};
     launch(cb, cb->cmp_select, U(hkv), U(j->n_jobs), U(n_layers), ZP_CS_THREADS, a,
            "zp_cmp_select");
 }

@@ -94,7 +94,6 @@ struct engine {
     bool in_step;
     int32_t n_cancel_pending;
     int32_t M, qcl;           /* default budget (blocks) and query cache length */
-    int32_t recent;           /* newest positions never evicted: max(qcl, protect_recent) */
     int32_t *qslots, nqslots; /* free query-cache slots */
     int32_t *seats, nseats;   /* free seats of the backend's sampler */
     int32_t *cjob_req;        /* requests of the compression batch being built */
@@ -191,23 +190,21 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
     bool cmp = cf->compress;
     e->M = (int32_t)cf->max_cache_blocks_per_seq;
     e->qcl = (int32_t)cf->query_cache_len;
-    e->recent = cf->protect_recent > e->qcl ? (int32_t)cf->protect_recent : e->qcl;
     if (cmp) {
         if (e->qcl > e->bs)
             return err_set(ZP_EINVAL, "key 'query_cache_len': %d exceeds block_size %d", e->qcl,
                            e->bs);
-        if ((int64_t)e->M * e->bs < e->recent + cf->sink_len + 1)
+        if ((int64_t)e->M * e->bs < e->qcl + cf->sink_len + 1)
             return err_set(ZP_EINVAL,
                            "key 'max_cache_blocks_per_seq': a budget of %d blocks of "
-                           "%d tokens leaves nothing to evict after the %d newest "
-                           "(query_cache_len, protect_recent) and sink_len %lld",
-                           e->M, e->bs, e->recent, (long long)cf->sink_len);
-        if ((int64_t)e->M * e->bs < e->recent + cf->protect_prompt_max + 1)
+                           "%d tokens leaves nothing to evict after query_cache_len %d and "
+                           "sink_len %lld",
+                           e->M, e->bs, e->qcl, (long long)cf->sink_len);
+        if ((int64_t)e->M * e->bs < e->qcl + cf->protect_prompt_max + 1)
             return err_set(ZP_EINVAL,
                            "key 'protect_prompt_max': %lld protected tokens leave nothing to "
-                           "evict in a budget of %d blocks of %d tokens after the %d newest "
-                           "(query_cache_len, protect_recent)",
-                           (long long)cf->protect_prompt_max, e->M, e->bs, e->recent);
+                           "evict in a budget of %d blocks of %d tokens after query_cache_len %d",
+                           (long long)cf->protect_prompt_max, e->M, e->bs, e->qcl);
         if (cf->max_kv_budget_blocks < e->M)
             return err_set(ZP_EINVAL,
                            "key 'max_kv_budget_blocks': %lld is below "
@@ -252,7 +249,7 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
         .temperature = (float)cf->redundancy_temperature,
         .threshold = (float)cf->redundancy_threshold,
         .sink_len = (int32_t)cf->sink_len,
-        .recent = cmp ? e->recent : 0,
+        .recent = cmp ? (int32_t)cf->protect_recent : 0,
         .policy = cf->eviction == CONF_EVICTION_STREAMING ? BE_EVICT_STREAMING
                   : cf->eviction == CONF_EVICTION_RANDOM  ? BE_EVICT_RANDOM
                                                           : BE_EVICT_SCORE,
@@ -519,11 +516,11 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
         return err_set(ZP_EINVAL, "request: compress requested but compression is off in this "
                                   "engine (key 'compress')");
     int32_t budget = rq->kv_budget_blocks ? rq->kv_budget_blocks : e->M;
-    if (cmp && (int64_t)budget * e->bs < e->recent + e->cf.sink_len + 1)
+    if (cmp && (int64_t)budget * e->bs < e->qcl + e->cf.sink_len + 1)
         return err_set(ZP_EINVAL,
-                       "request: kv_budget_blocks %d is too small for the %d newest tokens "
-                       "kept (query_cache_len, protect_recent)",
-                       budget, e->recent);
+                       "request: kv_budget_blocks %d is too small for "
+                       "query_cache_len %d",
+                       budget, e->qcl);
     if (rq->protect_prompt < -1 || rq->protect_prompt > e->cf.protect_prompt_max)
         return err_set(ZP_EINVAL,
                        "request: protect_prompt %d out of range [0, %lld] (key "
@@ -531,11 +528,11 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
                        rq->protect_prompt, (long long)e->cf.protect_prompt_max);
     int32_t protect = rq->protect_prompt < 0 ? (int32_t)e->cf.protect_prompt : rq->protect_prompt;
     if (protect > rq->n_prompt) protect = rq->n_prompt;
-    if (cmp && (int64_t)budget * e->bs < e->recent + protect + 1)
+    if (cmp && (int64_t)budget * e->bs < e->qcl + protect + 1)
         return err_set(ZP_EINVAL,
                        "request: protect_prompt %d leaves nothing to evict in kv_budget_blocks "
-                       "%d of %d tokens after the %d newest (query_cache_len, protect_recent)",
-                       protect, budget, e->bs, e->recent);
+                       "%d of %d tokens after query_cache_len %d",
+                       protect, budget, e->bs, e->qcl);
     if (cmp && (int64_t)budget + 1 > e->kv.num_blocks && (int64_t)budget * e->bs < e->max_model_len)
         return err_set(ZP_ELIMIT,
                        "request: kv_budget_blocks %d needs %d blocks but the pool has "

@@ -34,7 +34,7 @@
  *     mode: be_cparams.redundancy (0 lightning, 1 raw, 2 off: returns at once, so a graph can
  *     launch it unconditionally). Static shared memory 25-34 KiB.
  *   zp_cmp_select(keep, keep_lstride, scores, score_lstride, n_jobs, n_blocks, kv_len, n_keep,
- *     protect, max_pos, max_keep, hkv, qcl, sink_len)   1.1 KiB static shared memory, no
+ *     protect, max_pos, max_keep, hkv, qcl, sink_len, recent)   1.1 KiB static shared memory, no
  *     scratch.
  *   zp_cmp_compact(kc_layers, vc_layers, cc_layers, layer0, keep, keep_lstride, n_jobs,
  *     n_keep, src, dst, max_blocks, max_keep, hkv)   no shared memory.
@@ -75,8 +75,9 @@
  * serve both directions, so the CTA computes about N^2/2 (raw) or N*BS/2 (lightning) dots,
  * like the CPU. Finally the row's softmax: max and sum by block reductions (fixed tree).
  *
- * ZP_CMP_SELECT. Protected keys (+inf for positions kv_len - qcl .. kv_len - 1 and 0 ..
- * max(sink_len, protect[b]) - 1, -inf for p >= kv_len) map to 32-bit order-preserving keys
+ * ZP_CMP_SELECT. Protected keys (+inf for positions 0 .. k - 1, k = max(sink_len, protect[b]),
+ * and kv_len - R .. kv_len - 1, R = max(qcl, min(recent, (n_keep - k) / 2)); -inf for
+ * p >= kv_len) map to 32-bit order-preserving keys
  * (sel_rows' score_key: -0 == +0, NaN below -inf); a radix select, 4 passes of 8 bits MSB first,
  * finds the threshold key T and how many of the keys equal to T are kept (the latest ones).
  * Histograms are shared-memory atomics aggregated per warp with __match_any_sync (integer counts:
@@ -354,7 +355,7 @@ zp_cmp_select(int *__restrict__ keep, long long keep_lstride, const float *__res
               long long score_lstride, const int *__restrict__ n_jobs,
               const int *__restrict__ n_blocks, const int *__restrict__ kv_len,
               const int *__restrict__ n_keep, const int *__restrict__ protect, int max_pos,
-              int max_keep, int hkv, int qcl, int sink_len) {
+              int max_keep, int hkv, int qcl, int sink_len, int recent) {
     constexpr int NW = ZP_CS_THREADS / 32;
     __shared__ unsigned hist[256];
     __shared__ unsigned sel[3]; /* digit, keys of it still to keep, keys with it */
@@ -368,7 +369,7 @@ zp_cmp_select(int *__restrict__ keep, long long keep_lstride, const float *__res
     const size_t row = (size_t)b * (size_t)hkv + (size_t)h;
     const float *S = scores + (size_t)l * (size_t)score_lstride + row * (size_t)max_pos;
     int *out = keep + (size_t)l * (size_t)keep_lstride + row * (size_t)max_keep;
-    const int newest = kvl - qcl, sink = max(sink_len, protect[b]);
+    const int sink = max(sink_len, protect[b]), newest = kvl - max(qcl, min(recent, (nk - sink) / 2));
 #define ZP_SEL_KEY(p)                                                                              \
     ((p) >= kvl ? ZP_KEY_NEG_INF                                                                   \
      : (p) >= newest || (p) < sink ? ZP_KEY_POS_INF                                                \

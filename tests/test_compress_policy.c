@@ -9,7 +9,7 @@
  *   and keeps each unprotected position about equally often over many seeds;
  *   a recent window (be_cparams.recent > qcl, key protect_recent) keeps the newest `recent`
  *   positions in every row under random and score eviction, which drop some of them without
- *   it. */
+ *   it; a window above n_keep / 2 is capped there (the rest is still chosen). */
 #include "arena/err.h"
 #include "drv/backend.h"
 #include "tests/testlib.h"
@@ -242,13 +242,13 @@ static int missing_newest(const int32_t *keep, const jobs *J, int R) {
                 int n = 0;
                 for (int t = 0; t < NKEEP; t++)
                     n += k[t] >= J->kvl[b] - R && k[t] < J->kvl[b];
-                miss += R - n;
+                miss += J->nkeep[b] ? R - n : 0;
             }
     return miss;
 }
 
 static void test_recent(dev *d) {
-    enum { R = 12 }; /* > QCL; the protected first k + R < NKEEP for every job */
+    enum { R = 6 }; /* > QCL, below every job's cap (NKEEP - k) / 2 */
     jobs J = base_jobs();
     static int32_t keep[L * NJ * HKV * NKEEP];
     const int policies[] = {BE_EVICT_RANDOM, BE_EVICT_SCORE};
@@ -263,6 +263,26 @@ static void test_recent(dev *d) {
         CHECKF(missing_newest(keep, &J, R) == 0,
                "policy %d, recent %d: %d of the newest positions evicted", policies[i], R,
                missing_newest(keep, &J, R));
+    }
+    /* a window larger than the cap, half of what the protected prefix leaves of n_keep: the
+     * newest (NKEEP - k) / 2 are kept (random: the rest still varies), the prefix too */
+    be_cparams p = params(BE_EVICT_RANDOM);
+    p.recent = 1000;
+    run(d, &J, &p, keep, NULL);
+    for (int b = 0; b < NJ; b++) {
+        jobs one = J;
+        for (int o = 0; o < NJ; o++)
+            one.nkeep[o] = o == b ? NKEEP : 0; /* this job's rows only */
+        one.protect[2] = 20; /* k + NKEEP / 2 > NKEEP: a window capped at n_keep / 2 would win */
+        int k = first_k(&one, b), cap = (NKEEP - k) / 2;
+        run(d, &one, &p, keep, NULL);
+        CHECKF(missing_newest(keep, &one, cap) == 0, "job %d: the capped window %d lost", b, cap);
+        if (NKEEP - k > 2 * QCL) /* room beyond the qcl newest: random leaves some of it */
+            CHECKF(missing_newest(keep, &one, NKEEP - k) > 0, "job %d: window not capped", b);
+        for (int l = 0; l < L; l++)
+            for (int h = 0; h < HKV; h++)
+                for (int t = 0; t < k; t++)
+                    CHECKF(row(keep, l, b, h)[t] == t, "job %d: protected %d lost", b, t);
     }
 }
 

@@ -33,7 +33,8 @@ int main(void) {
     conf c;
     conf_defaults(&c);
     CHECK(c.block_size == 256 && c.max_cache_blocks_per_seq == 8 && c.query_cache_len == 16);
-    CHECK(c.compress && c.use_global_score && c.global_score_decay == 0.8);
+    CHECK(c.compress && !c.use_global_score && c.global_score_decay == 0.8);
+    CHECK(c.protect_recent == 128 && c.protect_prompt == 0); /* docs/ACCURACY.md: the default */
     CHECK(c.redundancy == CONF_REDUNDANCY_LIGHTNING && c.pooling_size == 5 && c.sink_len == 0);
     CHECK(c.ipc_mode == 0600 && !strcmp(c.ipc_name, "zipage"));
     CHECK(c.load_format == CONF_LOAD_FORMAT_AUTO);

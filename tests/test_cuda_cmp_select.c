@@ -24,7 +24,8 @@
  * score difference; the k-th largest value moves by at most delta). On the CPU's scores the
  * GPU's keep rows must be the CPU's exactly.
  * Selection edge cases: ties, -0 / +0, +-inf and NaN scores, qcl 1 / 4 / 16 / bs, 0-5 sinks,
- * per-job protected lengths (0 .. n_blocks * bs),
+ * per-job protected lengths (0 .. n_blocks * bs), recent windows (protect_recent 0, 40, 128 and
+ * one larger than every cap, half of what the protected prefix leaves of n_keep),
  * jobs shorter than qcl, n_keep 0, 1, kv_len, n_blocks * bs, past kv_len (unused positions
  * fill up), multiples of bs and random: keep buffers equal byte for byte.
  * Compaction in place, into fresh blocks and mixed (fresh leading blocks, then the job's own
@@ -147,8 +148,9 @@ static void launch_red(cfg *c, CUdeviceptr sc, int64_t sl, CUdeviceptr w, int64_
 static void launch_sel(cfg *c, CUdeviceptr kp, int64_t kl, CUdeviceptr sc, int64_t sl,
                        int n_layers, const be_cparams *p) {
     int mp = c->max_pos, mk = c->max_keep, hk = c->hkv, qcl = p->qcl, sink = p->sink_len;
+    int recent = p->recent;
     void *a[] = {&kp,        &kl,       &sc, &sl, &c->njobs, &c->dnb, &c->dkvl,
-                 &c->dnkeep, &c->dprot, &mp, &mk, &hk,       &qcl,    &sink};
+                 &c->dnkeep, &c->dprot, &mp, &mk, &hk,       &qcl,    &sink, &recent};
     gpu_launch(g, f_sel, (unsigned)c->hkv, CAP, (unsigned)n_layers, THREADS, 0, a);
 }
 
@@ -168,7 +170,10 @@ static be_cparams params(const cfg *c, int qcl, int sink) {
 /* Protected score of position p as cmp_select ranks it. */
 static float protect(const cfg *c, const be_cparams *p, int b, int pos, float s) {
     if (pos >= c->kvl[b]) return -INFINITY;
-    return pos >= c->kvl[b] - p->qcl || pos < p->sink_len || pos < c->prot[b] ? INFINITY : s;
+    int k = p->sink_len > c->prot[b] ? p->sink_len : c->prot[b];
+    int rec = p->recent < (c->nkeep[b] - k) / 2 ? p->recent : (c->nkeep[b] - k) / 2;
+    rec = rec > p->qcl ? rec : p->qcl;
+    return pos >= c->kvl[b] - rec || pos < p->sink_len || pos < c->prot[b] ? INFINITY : s;
 }
 
 static long n_red_rows, n_sel_diff, n_sel_rows;
@@ -309,7 +314,7 @@ static void check_redundancy(cfg *c, be_cparams *p) {
 
     /* selection on each side's scores: the engine's qcl 16 and n_keep (n_blocks - 1) * bs */
     be_cparams ps = *p;
-    ps.qcl = 16, ps.sink_len = rnd(2) ? 4 : 0;
+    ps.qcl = 16, ps.sink_len = rnd(2) ? 4 : 0, ps.recent = rnd(2) ? 128 : 0;
     int max_keep = 0;
     for (int b = 0; b < c->n_jobs; b++) {
         c->nkeep[b] = c->nb[b] > 1 ? (c->nb[b] - 1) * c->bs : c->bs / 2;
@@ -328,6 +333,7 @@ static void check_redundancy(cfg *c, be_cparams *p) {
 static void check_select(cfg *c, int round) {
     static const int qcls[] = {1, 4, 16, 0};
     be_cparams p = params(c, qcls[round % 4] ? qcls[round % 4] : c->bs, (int[]){0, 2, 5}[round % 3]);
+    p.recent = (int[]){0, 0, 40, 128, 100000}[round % 5]; /* protect_recent: off, or capped */
     int max_keep = 1;
     for (int b = 0; b < c->n_jobs; b++) {
         int N = c->nb[b] * c->bs;
@@ -363,9 +369,9 @@ static void check_select(cfg *c, int round) {
     cpu->cmp_select(cpu, P(kc), P(s), P(wk), &j, LAYERS, &p);
     n_sel_rows += (long)LAYERS * c->n_jobs * c->hkv;
     CHECKF(!memcmp(kg, kc, kb),
-           "selection round %d (qcl %d, sinks %d, protect %d.., %s): keep rows "
+           "selection round %d (qcl %d, recent %d, sinks %d, protect %d.., %s): keep rows "
            "differ from the CPU's",
-           round, p.qcl, p.sink_len, c->prot[0], ties ? "ties" : "distinct");
+           round, p.qcl, p.recent, p.sink_len, c->prot[0], ties ? "ties" : "distinct");
     CHECKF(!memcmp(k1, kg, kb), "selection round %d: per-layer launches differ", round);
     free(s), free(wk), free(kg), free(k1), free(kc);
 }
