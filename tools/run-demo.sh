@@ -17,9 +17,10 @@ command -v python3 >/dev/null || { echo "make run needs python3 to read $T2"; ex
 field() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[int(sys.argv[2])])[sys.argv[3]], end="")' "$1" "$2" "$3"; }
 
 log=$(mktemp /tmp/zipage-demo.XXXXXX)
-# block_size 32; requests protect up to 400 prompt tokens (--protect-prompt); budgets per request
+# block_size 32, a default budget of 13 blocks; requests may protect up to 384 prompt tokens
+# (--protect-prompt; the bound leaves the 16 newest and something to evict in 13 blocks)
 "$B/zipage" serve --model "$M" --set ipc_name="$NAME" --set block_size=32 \
-    --set protect_prompt_max=400 >"$log" 2>&1 &
+    --set max_cache_blocks_per_seq=13 --set protect_prompt_max=384 >"$log" 2>&1 &
 srv=$!
 trap 'kill -TERM $srv 2>/dev/null; wait $srv 2>/dev/null; rm -f "$log" "$log.out"' EXIT
 for _ in $(seq 100); do grep -q ready "$log" && break; sleep 0.1; done
@@ -57,9 +58,9 @@ print("  %-44s answer %5s (%s); %d+%d tokens, KV peak %d blocks of 32 = %d%% of 
       len(r["token_ids"]), s["kv_blocks_peak"], 100 * s["kv_blocks_peak"] * 32 // n,
       s["compressions"], s["evicted_tokens"]))' "$want" "$label"
 }
-run $T2 0 "problem A again, 13 blocks (416 tokens)" --kv-budget-blocks 13 --protect-prompt 400 & a=$!
-run $T2 1 "family 2, problem B, 17 blocks (544 tokens)" --kv-budget-blocks 17 --protect-prompt 400 & b=$!
-run $T1 0 "family 1, problem C, 20 blocks (640 tokens)" --kv-budget-blocks 20 --protect-prompt 400 & c=$!
+run $T2 0 "problem A again, 13 blocks (416 tokens)" --kv-budget-blocks 13 --protect-prompt 384 & a=$!
+run $T2 1 "family 2, problem B, 17 blocks (544 tokens)" --kv-budget-blocks 17 --protect-prompt 384 & b=$!
+run $T1 0 "family 1, problem C, 20 blocks (640 tokens)" --kv-budget-blocks 20 --protect-prompt 384 & c=$!
 wait $a $b $c
 echo
 "$B/zipage-cli" --name "$NAME" stats | sed -n '1p;/compressions/p;/evicted/p;/tokens_per_s/p'
