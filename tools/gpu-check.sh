@@ -11,7 +11,10 @@
 #      attention --prefill`); `zipage bench prefill` beside cuBLAS (tools/peer_gemm.py);
 #      `zipage bench startup`; with --attention `zipage bench attention` beside torch SDPA
 #      (tools/peer_sdpa.py);
-#   5. with --parity: the CPU reference against transformers (tools/hf_parity.py).
+#   5. with --parity: the CPU reference against transformers (tools/hf_parity.py);
+#   6. with --accuracy: docs/ACCURACY.md's dev-split configuration sweep and test-split table on
+#      the GPU (tools/accuracy-sweep.sh, tools/accuracy-table.sh; a few minutes), packed into
+#      $OUT/accuracy.tgz with their summary tables beside it (the device tool returns few files).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
 #   mkdir -p .carry && cp -r build/zipage build/zipage-cli build/gpu .carry/
 # Results: $OUT/gpu-check.log and $OUT/gpu-check.json (one entry per step: name, exit, seconds).
@@ -22,13 +25,14 @@ C=${CARRY:-.carry}
 ZP=$C/zipage
 log="$OUT/gpu-check.log"
 json="$OUT/gpu-check.json"
-parity=0 bench=1 attn=0
+parity=0 bench=1 attn=0 acc=0
 for a in "$@"; do
   case $a in
     --parity) parity=1 ;;      # also the CPU reference against transformers (hf_parity.py)
     --no-bench) bench=0 ;;     # skip the benchmarks (correctness only)
     --attention) attn=1 ;;     # also the attention kernel beside torch SDPA
-    *) echo "usage: gpu-check.sh [--parity] [--no-bench] [--attention]"; exit 2 ;;
+    --accuracy) acc=1 ;;       # also the accuracy sweep and table of docs/ACCURACY.md
+    *) echo "usage: gpu-check.sh [--parity] [--no-bench] [--attention] [--accuracy]"; exit 2 ;;
   esac
 done
 export ZP_BUILD=$C  # tests make their models with $C/zipage
@@ -114,6 +118,12 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     # paged decode attention beside torch SDPA on the same shapes
     step bench-attention "$ZP" bench attention --json "$OUT/bench-attention.jsonl" || fail=1
     step peer-sdpa env PYTHONUNBUFFERED=1 python3 tools/peer_sdpa.py --json "$OUT/peer-sdpa.jsonl" || fail=1
+  fi
+  if [ $acc = 1 ]; then
+    step accuracy-sweep bash tools/accuracy-sweep.sh "$ZP" "$OUT/accuracy/sweep" cuda 8 || fail=1
+    step accuracy-table bash tools/accuracy-table.sh "$ZP" "$OUT/accuracy/table" cuda 8 || fail=1
+    cp "$OUT/accuracy/sweep/sweep.md" "$OUT/accuracy-sweep.md" 2>/dev/null
+    tar czf "$OUT/accuracy.tgz" -C "$OUT" accuracy && rm -rf "$OUT/accuracy"
   fi
   if [ $parity = 1 ]; then
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
