@@ -52,7 +52,7 @@ CONF_FLOAT(compress, redundancy_threshold, 0.5, -1.0, 1.0, "cosine similarity ab
 CONF_ENUM(compress, eviction, "score", "score|streaming|random", "which tokens a compression keeps: by score; baselines: first max(sink_len, protect) + newest, or seeded random")
 CONF_INT(compress, eviction_seed, 0, 0, 2147483647, "seed of eviction=random (with the prompt, layer, head and compression count)")
 CONF_INT(compress, sink_len, 0, 0, 65536, "first cached positions never evicted (attention sinks)")
-CONF_INT(compress, protect_recent, 128, 0, 65536, "recent window never evicted: the newest min(this, budget / 2) positions (qcl always)")
+CONF_INT(compress, protect_recent, 128, 0, 65536, "recent window never evicted: newest min(this, (budget - protected prefix) / 2) (qcl always)")
 CONF_INT(compress, protect_prompt, 0, 0, 16777216, "leading prompt tokens never evicted, for requests that do not set protect_prompt")
 CONF_INT(compress, protect_prompt_max, 0, 0, 16777216, "largest protect_prompt a request may set (+ query_cache_len < M * block_size)")
 CONF_INT(compress, compression_batch, 8, 1, 1024, "requests compressed together in one batch (the memory plan counts its scratch)")

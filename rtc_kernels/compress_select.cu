@@ -369,7 +369,8 @@ zp_cmp_select(int *__restrict__ keep, long long keep_lstride, const float *__res
     const size_t row = (size_t)b * (size_t)hkv + (size_t)h;
     const float *S = scores + (size_t)l * (size_t)score_lstride + row * (size_t)max_pos;
     int *out = keep + (size_t)l * (size_t)keep_lstride + row * (size_t)max_keep;
-    const int sink = max(sink_len, protect[b]), newest = kvl - max(qcl, min(recent, (nk - sink) / 2));
+    const int sink = max(sink_len, protect[b]);
+    const int newest = kvl - max(qcl, min(recent, (nk - sink) / 2));
 #define ZP_SEL_KEY(p)                                                                              \
     ((p) >= kvl ? ZP_KEY_NEG_INF                                                                   \
      : (p) >= newest || (p) < sink ? ZP_KEY_POS_INF                                                \

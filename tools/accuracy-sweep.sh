@@ -11,8 +11,8 @@
 # request's protect = min(prompt length, 400 or 256)); "noglobal" turns the carried score off;
 # "rN" sets protect_recent=N; the other keys keep their defaults. One bench run per family,
 # configuration and budget, JOBS at once (default 4; on the GPU each takes 0.5/JOBS of the free
-# memory). A combination the engine refuses (protection and recent window leaving nothing to
-# evict) is shown as "refused".
+# memory). A combination the engine refuses (protection leaving nothing to evict) is shown as
+# "refused"; docs/ACCURACY.md's run predates the window's cap, when large windows were refused too.
 #   usage: accuracy-sweep.sh ZIPAGE OUT_DIR BACKEND [JOBS]
 # Writes OUT_DIR/sweep-FAMILY-CONFIG-BUDGET.{md,log} (bench accuracy's table and log) and
 # OUT_DIR/sweep.md (a row per family and configuration: accuracy at each budget).

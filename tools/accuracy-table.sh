@@ -7,8 +7,9 @@
 #   reference+protect the reference's scoring (carried score on, protect_recent 0), protected
 #   reference         the reference's scoring, nothing protected
 # at family 1's budgets 32, 24, 20 and 16 blocks (20 = 25% of the trace + the prompt) and
-# family 2's 35, 17, 13, 9 and 8 blocks (50%, 25%, 19%, 13.5% and 12% of the mean trace; 8 blocks
-# only unprotected: 256 protected tokens leave nothing to evict there), and at full KV. JOBS runs at once (default 8; on the GPU each takes 0.5/JOBS of the free memory).
+# family 2's 35, 17, 13, 9 and 8 blocks (50%, 25%, 19%, 13.5% and 12% of the mean trace; 8
+# blocks only unprotected: 256 protected tokens leave nothing to evict there), and at full KV.
+# JOBS runs at once (default 8; on the GPU each takes 0.5/JOBS of the free memory).
 #   usage: accuracy-table.sh ZIPAGE OUT_DIR BACKEND [JOBS]
 # Writes OUT_DIR/table-fF-CONFIG.{md,log}.
 set -u
