@@ -105,14 +105,34 @@ typedef struct be_cjobs {
     be_ptr dst;         /* int32 [n_jobs][max_blocks] target blocks, first n_keep/bs used */
     be_ptr count;       /* int32: n_jobs, for kernels (a padded grid serves any batch) */
     be_ptr seed;        /* int32 [n_jobs]: the job's random-eviction seed (BE_EVICT_RANDOM) */
+    /* BE_EVICT_ORACLE only (the CPU backend, whose ops run to completion when called): host
+     * arrays [n_jobs], each job's recorded table and its sequence length (tokens whose K/V
+     * were computed: position seq_len - 1 is the newest cached token). NULL otherwise. */
+    const struct be_oracle *const *oracle;
+    const int32_t *seq_len;
 } be_cjobs;
 
 /* Which positions a compression keeps (be_cparams.policy). SCORE: spec 5.1-5.5 (attention,
  * carried score, pooling, redundancy). The baselines replace the score and keep everything
  * else (protection, selection of n_keep, compaction): STREAMING scores position p as p (the
  * protected first max(sink_len, protect[b]) plus the newest); RANDOM as a uniform value in
- * [0, 1) hashed from the job's seed, the layer, the kv head and p (a seeded uniform subset). */
-typedef enum { BE_EVICT_SCORE, BE_EVICT_STREAMING, BE_EVICT_RANDOM } be_evict;
+ * [0, 1) hashed from the job's seed, the layer, the kv head and p (a seeded uniform subset);
+ * ORACLE as the most attention the token at p gets from the queries still to come, read from
+ * the job's be_oracle recorded in a full-KV run of the same request (an upper bound for
+ * attention-based eviction; the CPU backend only). */
+typedef enum { BE_EVICT_SCORE, BE_EVICT_STREAMING, BE_EVICT_RANDOM, BE_EVICT_ORACLE } be_evict;
+
+/* One request's attention record (the oracle baseline, docs/ACCURACY.md), host memory owned
+ * by the caller: a[((l * hkv + h) * n_pos + p) * n_chunks + c] for layer l, kv head h, token
+ * position p < n_pos and query chunk c < n_chunks (query positions [c * chunk, (c + 1) *
+ * chunk)). attn_record leaves there the largest attention probability p got from a query of
+ * chunk c, over the heads of h's group; the caller then turns every row into suffix maxima
+ * (column c: the most from chunk c on), which ORACLE scoring reads at the chunk of the next
+ * query. Positions are the request's absolute token positions, whatever was evicted. */
+typedef struct be_oracle {
+    int32_t n_pos, chunk, n_chunks;
+    float *a;
+} be_oracle;
 
 typedef struct be_cparams {
     int32_t layers, hq, hkv, dim, bs, qcl;
@@ -244,6 +264,15 @@ struct backend {
     /* out[t][hq*dim] = softmax(q k^T * scale) v over the token's cache indices [0, i] (act) */
     void (*attention)(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
                       const be_batch *b, int hq, int hkv, int dim, int bs, float scale);
+    /* The oracle baseline's recording (NULL where the backend has none; CPU: it runs when
+     * called, on host memory): for every token row t with rec[t] != NULL (a host array
+     * [n_tokens]; rows of distinct requests, at most one row per request, whose cache index
+     * equals its position: full KV), the attention probabilities of its query heads over
+     * cache indices [0, i] (the same softmax as attention), max over each kv head's group,
+     * are max-folded into rec[t]->a at (layer, kv head, index, positions[t] / chunk). */
+    void (*attn_record)(backend *be, const be_oracle *const *rec, int layer, be_ptr q, be_ptr kc,
+                        zp_dtype kvt, const be_batch *b, int hq, int hkv, int dim, int bs,
+                        float scale);
     /* out[t][i] = silu(gu[t][i]) * gu[t][inter + i] on the fused gate/up rows (act) */
     void (*swiglu)(backend *be, be_ptr out, be_ptr gu, int n, int inter);
     /* out[i][:] = x[rows[i]][:] (act) */

@@ -668,6 +668,99 @@ static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr v
 }
 
 typedef struct {
+    const be_oracle *const *rec;
+    const float *q;
+    const void *kc;
+    zp_dtype kvt;
+    const int32_t *tok_seq, *tok_kv_idx, *positions, *bt;
+    int layer, max_blocks, hq, hkv, dim, bs;
+    float scale;
+} record_args;
+
+/* q . k * scale, in attn_items' arithmetic (8 lanes, then the tail). */
+static inline float attn_logit(const float *q, const float *k, int D, float scale) {
+    v8f d8 = {0};
+    int j = 0;
+    for (; j + 8 <= D; j += 8)
+        d8 += ld8(q + j) * ld8(k + j);
+    float dot = lanes_sum(d8);
+    for (; j < D; j++)
+        dot += q[j] * k[j];
+    return dot * scale;
+}
+
+/* One (token, kv head) of a recorded row: pass 1 finds each query head's softmax maximum and
+ * sum over the cache indices [0, i], pass 2 folds max over the group of exp(s - max) / sum
+ * into the row's column of the record. Items of one request never meet (one row each). */
+static void record_items(void *c, size_t b, size_t e, int tid) {
+    record_args *a = c;
+    int group = a->hq / a->hkv, D = a->dim;
+    float mx[64], sum[64], kbuf[512];
+    assert(group <= 64 && D <= 512);
+    for (size_t it = b; it < e; it++) {
+        size_t t = it / (size_t)a->hkv;
+        int kh = (int)(it % (size_t)a->hkv);
+        const be_oracle *o = a->rec[t];
+        if (!o) continue;
+        const float *q = a->q + (t * (size_t)a->hq + (size_t)kh * (size_t)group) * (size_t)D;
+        const int32_t *bt = a->bt + (size_t)a->tok_seq[t] * (size_t)a->max_blocks;
+        int len = a->tok_kv_idx[t] + 1, col = a->positions[t] / o->chunk;
+        assert(len <= o->n_pos && col < o->n_chunks && a->tok_kv_idx[t] == a->positions[t]);
+        for (int g = 0; g < group; g++)
+            mx[g] = -INFINITY, sum[g] = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (int p = 0; p < len; p++) {
+                size_t base =
+                    (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
+                     (size_t)(p % a->bs)) *
+                    (size_t)D;
+                const float *k = cache_row(a->kc, a->kvt, base, D, kbuf);
+                float best = 0;
+                for (int g = 0; g < group; g++) {
+                    float z = attn_logit(q + (size_t)g * (size_t)D, k, D, a->scale);
+                    if (pass == 0) {
+                        if (z > mx[g])
+                            sum[g] = sum[g] * expf(mx[g] - z) + 1.0f, mx[g] = z;
+                        else
+                            sum[g] += expf(z - mx[g]);
+                    } else {
+                        float pr = expf(z - mx[g]) / sum[g];
+                        best = pr > best ? pr : best;
+                    }
+                }
+                if (pass == 0) continue;
+                float *cell = o->a +
+                              (((size_t)a->layer * (size_t)a->hkv + (size_t)kh) * (size_t)o->n_pos +
+                               (size_t)p) *
+                                  (size_t)o->n_chunks +
+                              (size_t)col;
+                if (best > *cell) *cell = best;
+            }
+    }
+}
+
+static void cpu_attn_record(backend *be, const be_oracle *const *rec, int layer, be_ptr q,
+                            be_ptr kc, zp_dtype kvt, const be_batch *bb, int hq, int hkv, int dim,
+                            int bs, float scale) {
+    record_args a = {rec,
+                     P(q),
+                     P(kc),
+                     kvt,
+                     P(bb->tok_seq),
+                     P(bb->tok_kv_idx),
+                     P(bb->positions),
+                     P(bb->block_tables),
+                     layer,
+                     bb->max_blocks,
+                     hq,
+                     hkv,
+                     dim,
+                     bs,
+                     scale};
+    cpu_parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, record_items, &a);
+}
+
+typedef struct {
     float *out;
     const float *gu;
     int inter;
@@ -786,6 +879,7 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
         .linear = cpu_linear,
         .qkv_rope_store = cpu_qkv_rope_store,
         .attention = cpu_attention,
+        .attn_record = cpu_attn_record,
         .swiglu = cpu_swiglu,
         .gather_rows = cpu_gather_rows,
         .argmax = cpu_argmax,

@@ -27,6 +27,8 @@ static inline void *ptr(be_ptr p) {
 /* Host views of a be_cjobs (CPU be_ptrs are host addresses) and of the call's layers. */
 typedef struct {
     const int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *protect, *src, *dst, *seed;
+    const be_oracle *const *oracle; /* BE_EVICT_ORACLE: host arrays (be_cjobs) */
+    const int32_t *seq_len;
     int n_jobs, max_jobs, max_blocks, max_pos, max_keep, hkv, layer0;
 } jobs_view;
 
@@ -35,8 +37,9 @@ static jobs_view view(const be_cjobs *j, int layer0, int n_layers, const be_cpar
     assert(layer0 >= 0 && n_layers >= 0 && layer0 + n_layers <= p->layers);
     return (jobs_view){ptr(j->n_blocks), ptr(j->kv_len),  ptr(j->n_keep), ptr(j->qslot),
                        ptr(j->flags),    ptr(j->protect), ptr(j->src),    ptr(j->dst),
-                       ptr(j->seed),     j->n_jobs,       j->max_jobs,    j->max_blocks,
-                       j->max_pos,       j->max_keep,     p->hkv,         layer0};
+                       ptr(j->seed),     j->oracle,       j->seq_len,     j->n_jobs,
+                       j->max_jobs,      j->max_blocks,   j->max_pos,     j->max_keep,
+                       p->hkv,           layer0};
 }
 
 /* The parallel items of a call: (layer z of the call, job b, kv head h) for item i, in that
@@ -152,7 +155,7 @@ static void qstore_rows(void *ctx, size_t b, size_t e, int tid) {
 }
 
 int cpu_cmp_check(backend *be, const be_cparams *p) {
-    if (p->policy < BE_EVICT_SCORE || p->policy > BE_EVICT_RANDOM)
+    if (p->policy < BE_EVICT_SCORE || p->policy > BE_EVICT_ORACLE)
         return err_set(ZP_EINVAL, "key 'eviction': policy %d unknown to the cpu backend",
                        p->policy);
     if (p->dim > CPU_CMP_MAX_DIM)
@@ -226,6 +229,31 @@ static void baseline_row(float *S, int kvl, int policy, uint32_t seed, int layer
                      : (float)(mix64(row ^ (uint64_t)pos) >> 40) * 0x1p-24f;
 }
 
+/* ORACLE: the token at cache index pos has absolute position orig (kept in its C entry since
+ * the job's last compression: C := orig, moved by compaction as scores are; the newer tokens,
+ * from the last block on, are the newest of the sequence); its score is the record's suffix
+ * maximum at the chunk of the next query, 0 past the record (a rerun that outgrew the
+ * recorded trace). */
+static void oracle_row(float *S, float *cc, const int32_t *bt, const jobs_view *v, int b, int h,
+                       int layer, const be_cparams *p) {
+    const be_oracle *o = v->oracle[b];
+    int kvl = v->kv_len[b], sl = v->seq_len[b], bs = p->bs, hkv = p->hkv;
+    int carried = v->flags[b] & BE_CJ_GLOBAL ? (v->n_blocks[b] - 1) * bs : 0;
+    int col = sl / o->chunk;
+    assert(sl >= kvl && carried <= kvl);
+    const float *row =
+        o->a + ((size_t)layer * (size_t)hkv + (size_t)h) * (size_t)o->n_pos * (size_t)o->n_chunks;
+    for (int pos = 0; pos < kvl; pos++) {
+        float *c = cc + slot_row(bt, pos, hkv, h, bs);
+        int orig = pos < carried ? (int)*c : sl - kvl + pos;
+        assert(orig >= 0 && orig < sl);
+        S[pos] = orig < o->n_pos && col < o->n_chunks
+                     ? row[(size_t)orig * (size_t)o->n_chunks + (size_t)col]
+                     : 0;
+        *c = (float)orig;
+    }
+}
+
 static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
     score_args *a = ctx;
     const be_cparams *p = a->p;
@@ -243,6 +271,10 @@ static void score_rows(void *ctx, size_t begin, size_t end, int tid) {
         for (int pos = kvl; pos < a->v.max_pos; pos++)
             S[pos] = -INFINITY;
         if (kvl == 0) continue;
+        if (p->policy == BE_EVICT_ORACLE) {
+            oracle_row(S, cc, bt, &a->v, b, h, layer, p);
+            continue;
+        }
         if (p->policy != BE_EVICT_SCORE) {
             uint32_t seed = p->policy == BE_EVICT_RANDOM ? (uint32_t)a->v.seed[b] : 0;
             baseline_row(S, kvl, p->policy, seed, layer, h);

@@ -49,7 +49,7 @@ CONF_ENUM(compress, redundancy, "lightning", "lightning|raw|off", "key-redundanc
 CONF_FLOAT(compress, redundancy_lambda, 0.2, 0.0, 1.0, "weight of attention vs redundancy: S = l*S - (1-l)*R")
 CONF_FLOAT(compress, redundancy_temperature, 0.4, 0.001, 100.0, "softmax temperature of the redundancy score")
 CONF_FLOAT(compress, redundancy_threshold, 0.5, -1.0, 1.0, "cosine similarity above which the newest similar key is spared")
-CONF_ENUM(compress, eviction, "score", "score|streaming|random", "which tokens a compression keeps: by score; baselines: first max(sink_len, protect) + newest, or seeded random")
+CONF_ENUM(compress, eviction, "score", "score|streaming|random|oracle", "which tokens a compression keeps: by score; baselines: first max(sink_len, protect) + newest, seeded random, or the attention recorded in a full-KV run (zipage bench accuracy only)")
 CONF_INT(compress, eviction_seed, 0, 0, 2147483647, "seed of eviction=random (with the prompt, layer, head and compression count)")
 CONF_INT(compress, sink_len, 0, 0, 65536, "first cached positions never evicted (attention sinks)")
 CONF_INT(compress, protect_recent, 128, 0, 65536, "recent window never evicted: newest min(this, (budget - protected prefix) / 2) (qcl always)")

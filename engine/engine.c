@@ -54,6 +54,8 @@ typedef struct req {
     int32_t budget;  /* M for this request, in blocks */
     int32_t protect; /* leading cache positions never evicted: its first prompt tokens */
     uint64_t evict_key; /* eviction=random: hash of eviction_seed and the prompt tokens */
+    be_oracle *record;  /* engine_request.record / .oracle (caller-owned) */
+    const be_oracle *oracle;
     int32_t qslot;   /* query-cache slot, -1 = none */
     int32_t seat;    /* the backend sampler's penalty-state seat, -1 = none */
     engine_usage usage;
@@ -252,6 +254,7 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
         .recent = cmp ? (int32_t)cf->protect_recent : 0,
         .policy = cf->eviction == CONF_EVICTION_STREAMING ? BE_EVICT_STREAMING
                   : cf->eviction == CONF_EVICTION_RANDOM  ? BE_EVICT_RANDOM
+                  : cf->eviction == CONF_EVICTION_ORACLE  ? BE_EVICT_ORACLE
                                                           : BE_EVICT_SCORE,
     };
     if ((rc = e->be->check(e->be, &d.cp))) return rc;
@@ -493,6 +496,35 @@ static void finish(engine *e, int32_t i, engine_finish f, int code, const char *
     e->free_slots[e->nfree_slots++] = i;
 }
 
+/* The oracle baseline's tables (engine_request.record / .oracle): shapes and where each may
+ * be used. */
+static int check_oracle(const engine *e, const engine_request *rq, bool cmp) {
+    const be_oracle *t[2] = {rq->record, rq->oracle};
+    for (int i = 0; i < 2; i++)
+        if (t[i] && (t[i]->n_pos < 1 || t[i]->chunk < 1 || !t[i]->a ||
+                     t[i]->n_chunks != (t[i]->n_pos + t[i]->chunk - 1) / t[i]->chunk))
+            return err_set(ZP_EINVAL,
+                           "request: %s table of %d positions, chunk %d, %d chunks is malformed",
+                           i ? "oracle" : "record", t[i]->n_pos, t[i]->chunk, t[i]->n_chunks);
+    if (rq->record) {
+        if (cmp || !e->be->attn_record)
+            return err_set(ZP_EUNSUP,
+                           "request: recording attention needs full KV (compress off) on a "
+                           "backend that records (backend=cpu); here compress is %s on the %s "
+                           "backend",
+                           cmp ? "on" : "off", e->be->name);
+        if ((int64_t)rq->n_prompt + rq->sp.max_tokens > rq->record->n_pos)
+            return err_set(ZP_EINVAL,
+                           "request: the record holds %d positions, the request may reach %lld",
+                           rq->record->n_pos, (long long)rq->n_prompt + rq->sp.max_tokens);
+    }
+    if (cmp && e->cf.eviction == CONF_EVICTION_ORACLE && !rq->oracle)
+        return err_set(ZP_EINVAL, "request: key 'eviction' is oracle but the request has no "
+                                  "oracle table (in-process only: zipage bench accuracy "
+                                  "--baselines oracle makes them)");
+    return 0;
+}
+
 int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     if (rq->n_prompt < 1) return err_set(ZP_EINVAL, "request: empty prompt");
     if (rq->n_prompt >= e->max_model_len)
@@ -538,6 +570,7 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
                        "request: kv_budget_blocks %d needs %d blocks but the pool has "
                        "%d (raise kv_memory_mb)",
                        budget, budget + 1, e->kv.num_blocks);
+    if ((rc = check_oracle(e, rq, cmp))) return rc;
     int64_t need_tokens = rq->n_prompt;
     if (!cmp) {
         need_tokens += rq->sp.max_tokens;
@@ -569,6 +602,8 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
     r->protect = protect;
     r->evict_key =
         XXH64(r->tok, sizeof(int32_t) * (size_t)r->n_prompt, (uint64_t)e->cf.eviction_seed);
+    r->record = rq->record;
+    r->oracle = rq->oracle;
     r->qslot = -1;
     r->seat = -1;
     r->id = ++e->id_counter * (uint64_t)e->nreqs + (uint64_t)i;
@@ -786,6 +821,7 @@ static bool stage_compression(engine *e, int32_t i, int32_t k, int32_t *next) {
     /* a function of the request's own prompt and history: reproducible, whatever the batch */
     j->seed[k] = (int32_t)(uint32_t)XXH64(&r->usage.compressions, sizeof r->usage.compressions,
                                           r->evict_key);
+    if (e->m.cjobs.oracle) e->m.cjobs.oracle[k] = r->oracle, e->m.cjobs.seq_len[k] = r->n_computed;
     j->flags[k] =
         (r->compressed ? BE_CJ_GLOBAL : 0) |
         ((!r->compressed || e->cf.continuous_pooling) && e->cf.pooling_size > 1 ? BE_CJ_POOL : 0);
@@ -957,7 +993,7 @@ static void build_batch(engine *e) {
     model_batch *b = &e->m.batch;
     int32_t t = 0, nl = 0;
     bool dev_sample = e->be->sample != NULL, want_ids = true;
-    b->n_seat_jobs = b->n_hist = 0;
+    b->n_seat_jobs = b->n_hist = b->n_rec = 0;
     for (int32_t s = 0; s < e->n_sched; s++) {
         req *r = &e->reqs[e->sched[s].r];
         int32_t take = e->sched[s].take;
@@ -971,6 +1007,8 @@ static void build_batch(engine *e) {
             b->tok_qslot[t] = r->qslot;
             b->tok_prompt[t] = pos < r->n_prompt; /* the kernel follows the token, not the batch */
             b->slots[t] = r->blocks[ci / e->bs] * e->bs + ci % e->bs;
+            /* generated tokens only: a prompt row shares its query chunk with its neighbours */
+            if (b->rec) b->n_rec += !!(b->rec[t] = pos >= r->n_prompt ? r->record : NULL);
             /* A block shared through the prefix cache is never written. */
             assert(e->kv.ref[r->blocks[ci / e->bs]] == 1);
         }

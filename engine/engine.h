@@ -30,6 +30,14 @@ typedef struct engine_request {
     int32_t protect_prompt;   /* -1 = engine default (key protect_prompt), else the number of
                                * leading prompt tokens never evicted (0 = none) */
     bool logprobs;
+    /* The oracle baseline of `zipage bench accuracy` (docs/ACCURACY.md); in-process only, NULL
+     * otherwise. Tables are the caller's and must outlive the request. record: with full KV
+     * (compress off for the request) on a backend with attn_record (CPU), every generated
+     * token's query attention is max-folded into it; n_pos >= prompt + max_tokens. oracle:
+     * what eviction=oracle ranks this request's tokens by (the record of a full-KV run of the
+     * same request, rows turned into suffix maxima). */
+    be_oracle *record;
+    const be_oracle *oracle;
 } engine_request;
 
 typedef enum {

@@ -245,6 +245,14 @@ static int place_staging(carver *cv, model *m, const model_config *c, const mode
         return rc;
     if (d->cmp_jobs && (rc = place_host(cv, &cmeta, cmeta_words(d) * 4, "compression staging")))
         return rc;
+    void *rec = NULL, *orc = NULL, *sl = NULL; /* the oracle baseline's host arrays */
+    if (cv->be->attn_record &&
+        ((rc = place_host(cv, &rec, (size_t)d->max_tokens * sizeof(void *), "attention records")) ||
+         (d->cmp_jobs &&
+          ((rc = place_host(cv, &orc, (size_t)d->cmp_jobs * sizeof(void *), "oracle tables")) ||
+           (rc = place_host(cv, &sl, (size_t)d->cmp_jobs * 4, "oracle lengths"))))))
+        return rc;
+    m->batch.rec = rec, m->cjobs.oracle = orc, m->cjobs.seq_len = sl;
     m->host_meta = meta, m->host_logits = logits, m->host_ids = ids, m->host_logprobs = lp;
     m->batch.sparams = sp, m->batch.hist = hi, m->host_cmeta = cmeta;
     return 0;
@@ -313,6 +321,7 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
         CARVE(src, (size_t)d->cmp_jobs * (size_t)d->max_blocks);
         CARVE(dst, (size_t)d->cmp_jobs * (size_t)d->max_blocks);
 #undef CARVE
+        bj->oracle = j->oracle, bj->seq_len = j->seq_len;
         bj->max_jobs = d->cmp_jobs;
         bj->max_blocks = d->max_blocks;
         bj->max_pos = d->cmp_max_pos;
@@ -387,6 +396,9 @@ static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
         if (m->qc) be->qcache_store(be, m->qc, m->q, bb, m->tok_qslot, l, &m->dims.cp);
         be->attention(be, m->att, m->q, L->kc, L->vc, m->dims.kv_dtype, bb, Hq, Hkv, D, bs,
                       1.0f / sqrtf((float)D));
+        if (m->batch.n_rec)
+            be->attn_record(be, m->batch.rec, l, m->q, L->kc, m->dims.kv_dtype, bb, Hq, Hkv, D, bs,
+                            1.0f / sqrtf((float)D));
         /* xn <- o_proj(att); then resid x += xn and xn <- post_norm(x) */
         be->linear(be, m->xn, m->att, &L->o, n);
         be->add_rmsnorm(be, m->x, m->xn, m->xn, L->post_norm.p, L->post_norm.t, n, H, eps);

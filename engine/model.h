@@ -73,6 +73,9 @@ typedef struct model_batch {
     int32_t n_seat_jobs;
     int32_t *hist; /* [hist_cap]: the ids the seat jobs read */
     int32_t n_hist, hist_cap;
+    const be_oracle **rec; /* [max_tokens] the row's attention record or NULL (backends with
+                            * attn_record; NULL otherwise), n_rec of them set this step */
+    int32_t n_rec;
 } model_batch;
 
 /* Host staging of one compression batch (see be_cjobs). */
@@ -80,6 +83,9 @@ typedef struct model_cjobs {
     int32_t n_jobs;
     int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *protect, *seed;
     int32_t *src, *dst; /* [cmp_jobs][max_blocks] */
+    const be_oracle **oracle; /* [cmp_jobs] with seq_len: eviction=oracle (backends with
+                               * attn_record; NULL otherwise) */
+    int32_t *seq_len;
 } model_cjobs;
 
 typedef struct be_w {

@@ -104,7 +104,7 @@ static int run_case(dev *d, int id) {
     be->upload(be, d->protect, protect, sizeof protect);
     be->upload(be, d->src, src, sizeof src);
     be->upload(be, d->dst, dst, sizeof dst);
-    be_cjobs j = {n_jobs, n_jobs, MAXB, max_pos, max_keep, d->nb, d->kvl, d->nkeep, d->qslot, d->flags, d->protect, d->src, d->dst, 0, 0};
+    be_cjobs j = {n_jobs, n_jobs, MAXB, max_pos, max_keep, d->nb, d->kvl, d->nkeep, d->qslot, d->flags, d->protect, d->src, d->dst, 0, 0, NULL, NULL};
     be_cparams p = {.layers = 1, .hq = hkv, .hkv = hkv, .dim = dim, .bs = bs, .qcl = qcl,
                     .sink_len = rnd(2) ? 2 : 0, .redundancy = 2};
     int fails = 0;

@@ -84,9 +84,9 @@ static be_cjobs dev_jobs(dev *d, const tcase *c) {
     be->upload(be, d->protect, c->protect, sizeof c->protect);
     be->upload(be, d->src, c->src, sizeof c->src);
     be->upload(be, d->dst, c->dst, sizeof c->dst);
-    return (be_cjobs){c->n_jobs,  c->n_jobs, c->max_blocks, c->max_pos, c->max_keep,
-                      d->nb,      d->kvl,    d->nkeep,      d->qslot,   d->flags,
-                      d->protect, d->src,    d->dst,        0,          0};
+    return (be_cjobs){c->n_jobs, c->n_jobs, c->max_blocks, c->max_pos, c->max_keep, d->nb,  d->kvl,
+                      d->nkeep,  d->qslot,  d->flags,      d->protect, d->src,      d->dst, 0,
+                      0,         NULL,      NULL};
 }
 
 static unsigned long long rng = 12345;

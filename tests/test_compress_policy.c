@@ -10,12 +10,18 @@
  *   a recent window (be_cparams.recent > qcl, key protect_recent) keeps the newest `recent`
  *   positions in every row under random and score eviction, which drop some of them without
  *   it; a larger window is capped at half of what the protected prefix leaves of n_keep (the
- *   rest is still chosen, the prefix kept). */
+ *   rest is still chosen, the prefix kept);
+ *   oracle scores each position by its record (be_oracle) at the token's original position
+ *   and the chunk of the next query: original positions come from C below the last block of
+ *   a compressed job and from the sequence length above it, C := the original position, 0
+ *   past the record; the kept positions are the highest scored (besides the protected and the
+ *   qcl newest); the same on 1 and 2 threads. */
 #include "arena/err.h"
 #include "drv/backend.h"
 #include "tests/testlib.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 enum { L = 2, HKV = 2, HQ = 4, D = 8, BS = 8, QCL = 4, NJ = 3, NB = 5, POS = NB * BS };
@@ -76,7 +82,9 @@ static void dev_open(dev *d, int threads) {
                       m + offsetof(jobs, src),
                       m + offsetof(jobs, dst),
                       0,
-                      m + offsetof(jobs, seed)};
+                      m + offsetof(jobs, seed),
+                      NULL,
+                      NULL};
 }
 
 /* Three jobs on their own blocks (block tables reversed, so positions and slots differ):
@@ -286,6 +294,85 @@ static void test_recent(dev *d) {
     }
 }
 
+/* Oracle: job b has sequence length SL[b] (> kv_len: tokens were evicted before), its C
+ * below the last block holds original positions 3 p + b (ascending, as compaction keeps
+ * them); the record of job 2 is shorter than its sequence, so its newest positions score 0. */
+static void test_oracle(dev *d1, dev *d2) {
+    enum { CHUNK = 8 };
+    static const int32_t SL[NJ] = {150, 140, 130}, NPOS[NJ] = {150, 140, 129};
+    static float tab[NJ][L * HKV * 150 * 19];
+    be_oracle o[NJ];
+    const be_oracle *op[NJ];
+    unsigned long long seed = 11;
+    for (int b = 0; b < NJ; b++) {
+        o[b] = (be_oracle){NPOS[b], CHUNK, (NPOS[b] + CHUNK - 1) / CHUNK, tab[b]};
+        for (size_t i = 0; i < (size_t)L * HKV * (size_t)NPOS[b] * (size_t)o[b].n_chunks; i++)
+            tab[b][i] = 0.5f + 0.5f * test_randf(&seed);
+        op[b] = &o[b];
+    }
+    jobs J = base_jobs();
+    int carried = (NB - 1) * BS;
+    for (int l = 0; l < L; l++) {
+        static float c[NBLK * HKV * BS];
+        REQUIRE(d1->be->download(d1->be, c, d1->cc[l], sizeof c) == 0);
+        for (int b = 0; b < NJ; b++)
+            for (int h = 0; h < HKV; h++)
+                for (int pos = 0; pos < carried; pos++)
+                    c[(J.src[b * NB + pos / BS] * HKV + h) * BS + pos % BS] = (float)(3 * pos + b);
+        REQUIRE(d1->be->upload(d1->be, d1->cc[l], c, sizeof c) == 0);
+        REQUIRE(d2->be->upload(d2->be, d2->cc[l], c, sizeof c) == 0);
+    }
+    d1->j.oracle = d2->j.oracle = op;
+    d1->j.seq_len = d2->j.seq_len = SL;
+    be_cparams p = params(BE_EVICT_ORACLE);
+    static int32_t keep[L * NJ * HKV * NKEEP], keep2[L * NJ * HKV * NKEEP];
+    static float sc[L * NJ * HKV * POS];
+    run(d1, &J, &p, keep, sc);
+    run(d2, &J, &p, keep2, NULL);
+    CHECK(!memcmp(keep, keep2, sizeof keep));
+    int past = 0;
+    for (int l = 0; l < L; l++) {
+        static float c[NBLK * HKV * BS];
+        REQUIRE(d1->be->download(d1->be, c, d1->cc[l], sizeof c) == 0);
+        for (int b = 0; b < NJ; b++)
+            for (int h = 0; h < HKV; h++) {
+                const float *s = sc + (((size_t)l * NJ + (size_t)b) * HKV + (size_t)h) * POS;
+                int kvl = J.kvl[b], col = SL[b] / CHUNK;
+                float lo_kept = INFINITY, hi_evicted = -INFINITY;
+                const int32_t *k = row(keep, l, b, h);
+                for (int pos = 0; pos < kvl; pos++) {
+                    int orig = pos < carried ? 3 * pos + b : SL[b] - kvl + pos;
+                    float want =
+                        orig < NPOS[b]
+                            ? tab[b]
+                                 [(((size_t)l * HKV + (size_t)h) * (size_t)NPOS[b] + (size_t)orig) *
+                                      (size_t)o[b].n_chunks +
+                                  (size_t)col]
+                            : 0.0f;
+                    past += orig >= NPOS[b];
+                    CHECKF(s[pos] == want, "oracle l%d b%d h%d p%d: score %g, want %g", l, b, h,
+                           pos, s[pos], want);
+                    int slot = (J.src[b * NB + pos / BS] * HKV + h) * BS + pos % BS;
+                    CHECKF(c[slot] == (float)orig, "oracle: C of l%d b%d h%d p%d is %g, want %d", l,
+                           b, h, pos, c[slot], orig);
+                    if (pos < first_k(&J, b) || pos >= kvl - QCL) continue;
+                    bool kept = false;
+                    for (int t = 0; t < NKEEP; t++)
+                        kept |= k[t] == pos;
+                    if (kept)
+                        lo_kept = fminf(lo_kept, s[pos]);
+                    else
+                        hi_evicted = fmaxf(hi_evicted, s[pos]);
+                }
+                CHECKF(lo_kept >= hi_evicted, "oracle l%d b%d h%d: kept %g below evicted %g", l, b,
+                       h, lo_kept, hi_evicted);
+            }
+    }
+    CHECK(past > 0); /* job 2's record ends before its sequence */
+    d1->j.oracle = d2->j.oracle = NULL;
+    d1->j.seq_len = d2->j.seq_len = NULL;
+}
+
 int main(void) {
     dev d1, d2;
     dev_open(&d1, 1);
@@ -293,6 +380,7 @@ int main(void) {
     test_streaming(&d1);
     test_random(&d1, &d2);
     test_recent(&d1);
+    test_oracle(&d1, &d2);
     /* the score policy is what it was: a different selection from both baselines */
     static int32_t s[L * NJ * HKV * NKEEP], r[L * NJ * HKV * NKEEP];
     jobs J = base_jobs();
@@ -301,7 +389,7 @@ int main(void) {
     p.policy = BE_EVICT_STREAMING;
     run(&d1, &J, &p, r, NULL);
     CHECK(memcmp(s, r, sizeof s));
-    p.policy = 7;
+    p.policy = 9;
     CHECK(d1.be->check(d1.be, &p) == ZP_EINVAL);
     d1.be->destroy(d1.be);
     d2.be->destroy(d2.be);

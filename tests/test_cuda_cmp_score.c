@@ -263,8 +263,8 @@ static void score_run(const score_case *sc) {
         (long long)per_layer + 37; /* rows of consecutive layers, a gap between */
     float *sref = malloc(4 * per_layer * LAYERS);
     be_cjobs hj = {
-        N_JOBS,   N_JOBS,   max_blocks, max_pos, 0,      P(nb), P(kvl), P(n_keep),
-        P(qslot), P(flags), 0,          P(src),  P(src), 0,     0}; /* protect, seed: unread */
+        N_JOBS,   N_JOBS, max_blocks, max_pos, 0, P(nb), P(kvl), P(n_keep), P(qslot),
+        P(flags), 0,      P(src),     P(src),  0, 0,     NULL,   NULL}; /* protect, seed: unread */
     be_cparams cp = {.layers = LAYERS,
                      .hq = hq,
                      .hkv = hkv,

@@ -87,7 +87,8 @@ static be_cjobs host_jobs(cfg *c) {
     static int32_t zero[CAP]; /* qslot and flags: not read by these ops */
     return (be_cjobs){c->n_jobs,  CAP,       c->max_blocks, c->max_pos, c->max_keep,
                       P(c->nb),   P(c->kvl), P(c->nkeep),   P(zero),    P(zero),
-                      P(c->prot), P(c->src), P(c->dst),     0,          0};
+                      P(c->prot), P(c->src), P(c->dst),     0,          0,
+                      NULL,       NULL};
 }
 
 /* Padding rows repeat job 0, so a CTA past the device-side count would write real data. */

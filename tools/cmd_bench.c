@@ -9,9 +9,14 @@
  * (N blocks). Percentages need "full" first in the list. Every budget runs in a fresh
  * engine (its own arena, frozen after start-up) on the same problems, with the configured
  * eviction policy (key `eviction`, default score).
- * --baselines LIST: comma-separated eviction policies ("streaming", "random"; key `eviction`)
- * run at every compressed budget too, each as a row right after the budget's own, everything
- * else in the configuration unchanged (e.g. sink_len, protect_prompt, eviction_seed).
+ * --baselines LIST: comma-separated eviction policies ("streaming", "random", "oracle"; key
+ * `eviction`) run at every compressed budget too, each as a row right after the budget's own,
+ * everything else in the configuration unchanged (e.g. sink_len, protect_prompt,
+ * eviction_seed). "oracle" needs "full" first in --budgets and the CPU backend: after the
+ * full-KV row, every problem runs once more at full KV, limited to its full-KV length, with
+ * its attention recorded (be_oracle: per layer, kv head and position, the most attention from
+ * each chunk of block_size later queries; its tokens must equal the full-KV row's), and the
+ * oracle rows rank tokens by the most attention the queries still to come gave them there.
  * Output: a table on stdout, accuracy with its 95% Wilson interval (tools/wilson.h); --md FILE
  * writes it as markdown, --plot FILE.png draws accuracy (with the intervals) against the KV
  * budget with gnuplot, a line per eviction policy; --min-accuracy X exits 1 when any row
@@ -32,7 +37,7 @@
 #include <time.h>
 
 #define BENCH_MAX_BUDGETS 16
-#define BENCH_MAX_ROWS    (3 * BENCH_MAX_BUDGETS) /* a budget and two baselines */
+#define BENCH_MAX_ROWS    (4 * BENCH_MAX_BUDGETS) /* a budget and three baselines */
 
 typedef struct prob {
     int32_t *ids;
@@ -42,6 +47,9 @@ typedef struct prob {
     int32_t n_out;
     bool done, correct;
     engine_usage usage;
+    int32_t full_len;   /* tokens of the full-KV row (the oracle's record covers them) */
+    uint64_t full_hash; /* and their hash */
+    be_oracle tab;      /* the oracle's record (--baselines oracle) */
 } prob;
 
 typedef struct bench_run {
@@ -59,7 +67,15 @@ typedef struct bench_ctx {
     int32_t n;
     int32_t max_tokens;
     int32_t done;
+    bool recording; /* the oracle's recording run: full KV, each problem to its full length */
 } bench_ctx;
+
+static uint64_t hash_ids(const int32_t *ids, int32_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int32_t i = 0; i < n; i++)
+        h = (h ^ (uint32_t)ids[i]) * 0x100000001B3ull; /* FNV-1a */
+    return h;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -180,9 +196,11 @@ static int run_budget(const conf *base, tokenizer *tk, bench_ctx *c, bench_run *
                              .prompt_ids = p->ids,
                              .n_prompt = p->n_ids,
                              .compress = -1,
-                             .protect_prompt = -1};
+                             .protect_prompt = -1,
+                             .record = c->recording ? &p->tab : NULL,
+                             .oracle = run->eviction == CONF_EVICTION_ORACLE ? &p->tab : NULL};
         sampler_defaults(&rq.sp);
-        rq.sp.max_tokens = c->max_tokens;
+        rq.sp.max_tokens = c->recording ? p->full_len : c->max_tokens;
         uint64_t id;
         if ((rc = engine_submit(e, &rq, &id))) goto out;
     }
@@ -268,7 +286,7 @@ static int plot(const char *png, const bench_run *runs, int nr, int32_t bs) {
     char lines[512] = "";
     size_t ll = 0;
     int blocks = 0;
-    for (int pol = CONF_EVICTION_SCORE; pol <= CONF_EVICTION_RANDOM; pol++) {
+    for (int pol = CONF_EVICTION_SCORE; pol <= CONF_EVICTION_ORACLE; pol++) {
         int rows = 0;
         for (int i = 0; i < nr; i++) {
             const bench_run *r = &runs[i];
@@ -307,6 +325,62 @@ static int plot(const char *png, const bench_run *runs, int nr, int32_t bs) {
     return 0;
 }
 
+/* The oracle's records: one table per problem sized to its full-KV trace (prompt + the full
+ * row's tokens, chunks of block_size queries) in arena ta, filled by a second full-KV run
+ * (its tokens must be the full row's: the record is of that trace), then each row turned
+ * into suffix maxima over the chunks. */
+static int record_oracle(const conf *cf, tokenizer *tk, bench_ctx *c, arena *ta, char *text,
+                         size_t text_cap) {
+    model_config mc;
+    arena ca;
+    int rc = arena_init(&ca, "config", (size_t)1 << 20);
+    if (rc) return rc;
+    rc = loader_config(&mc, &ca, cf->model);
+    arena_release(&ca);
+    if (rc) return rc;
+    size_t rows = (size_t)mc.layers * (size_t)mc.kv_heads, bytes = 0;
+    int32_t chunk = (int32_t)cf->block_size;
+    for (int32_t i = 0; i < c->n; i++) {
+        prob *p = &c->p[i];
+        p->full_len = p->n_out;
+        p->full_hash = hash_ids(p->out, p->n_out);
+        p->tab.n_pos = p->n_ids + p->n_out;
+        p->tab.chunk = chunk;
+        p->tab.n_chunks = (p->tab.n_pos + chunk - 1) / chunk;
+        bytes += rows * (size_t)p->tab.n_pos * (size_t)p->tab.n_chunks * sizeof(float) + 64;
+    }
+    fprintf(stderr, "  oracle: recording %.1f MiB of attention (%zu layer x kv head rows)\n",
+            (double)bytes / (1 << 20), rows);
+    if ((rc = arena_init(ta, "oracle records", bytes + 4096))) return rc;
+    for (int32_t i = 0; i < c->n; i++) {
+        be_oracle *o = &c->p[i].tab;
+        size_t n = rows * (size_t)o->n_pos * (size_t)o->n_chunks;
+        if (!(o->a = arena_alloc(ta, n * sizeof(float), 64, "oracle record"))) return ZP_ENOMEM;
+        memset(o->a, 0, n * sizeof(float));
+    }
+    bench_run rec = {.label = "record", .eviction = CONF_EVICTION_SCORE};
+    c->recording = true;
+    rc = run_budget(cf, tk, c, &rec, text, text_cap);
+    c->recording = false;
+    if (rc) return rc;
+    for (int32_t i = 0; i < c->n; i++) {
+        prob *p = &c->p[i];
+        if (p->n_out != p->full_len || hash_ids(p->out, p->n_out) != p->full_hash)
+            return err_set(ZP_ESTATE,
+                           "--baselines oracle: problem %d decoded differently when recorded "
+                           "(%d tokens against %d at full KV)",
+                           i, p->n_out, p->full_len);
+        be_oracle *o = &p->tab;
+        for (size_t r = 0; r < rows * (size_t)o->n_pos; r++) {
+            float *v = o->a + r * (size_t)o->n_chunks;
+            for (int32_t k = o->n_chunks - 2; k >= 0; k--)
+                if (v[k + 1] > v[k]) v[k] = v[k + 1];
+        }
+    }
+    fprintf(stderr, "  oracle: recorded in %.1f s, tokens equal to the full-KV row\n", rec.wall);
+    return 0;
+}
+
 static int bench_accuracy(int argc, char **argv) {
     conf cf;
     int rc = cli_conf(&cf, &argc, argv);
@@ -330,18 +404,22 @@ static int bench_accuracy(int argc, char **argv) {
     if (rc) return rc;
     if (!data) return err_set(ZP_EINVAL, "--data FILE.jsonl is required");
 
-    int base_pol[2], nbase = 0;
+    int base_pol[3], nbase = 0;
+    bool oracle = false;
     for (const char *s = baselines; *s;) {
         size_t l = strcspn(s, ",");
         int pol = !strncmp(s, "streaming", l) && l == 9 ? CONF_EVICTION_STREAMING
                   : !strncmp(s, "random", l) && l == 6  ? CONF_EVICTION_RANDOM
+                  : !strncmp(s, "oracle", l) && l == 6  ? CONF_EVICTION_ORACLE
                                                         : -1;
         if (pol < 0)
-            return err_set(ZP_EINVAL, "--baselines: '%.*s' is not streaming or random", (int)l, s);
+            return err_set(ZP_EINVAL, "--baselines: '%.*s' is not streaming, random or oracle",
+                           (int)l, s);
         for (int k = 0; k < nbase; k++)
             if (base_pol[k] == pol)
                 return err_set(ZP_EINVAL, "--baselines: '%.*s' twice", (int)l, s);
         base_pol[nbase++] = pol;
+        oracle |= pol == CONF_EVICTION_ORACLE;
         s += l + (s[l] == ',');
     }
     bench_run runs[BENCH_MAX_ROWS];
@@ -369,8 +447,11 @@ static int bench_accuracy(int argc, char **argv) {
         }
         s += l + (s[l] == ',');
     }
+    if (oracle && (nr < 1 || runs[0].blocks != 0 || runs[0].percent > 0))
+        return err_set(ZP_EINVAL, "--baselines oracle: needs 'full' first in --budgets (the "
+                                  "full-KV run it records)");
 
-    arena a;
+    arena a, ta = {0};
     if ((rc = arena_init(&a, "bench", (size_t)1 << 30))) return rc;
     tokenizer *tk;
     bench_ctx ctx = {0};
@@ -397,6 +478,7 @@ static int bench_accuracy(int argc, char **argv) {
         if ((rc = run_budget(&cf, tk, &ctx, r, text, text_cap))) goto out;
         fprintf(stderr, "  %-8s %-9s %d/%d correct, %.0f tokens/s, %.1f s\n", r->label,
                 policy_name(r), r->n_correct, r->n_done, r->tok_s, r->wall);
+        if (i == 0 && oracle && (rc = record_oracle(&cf, tk, &ctx, &ta, text, text_cap))) goto out;
     }
     print_table(stdout, runs, nr, (int32_t)cf.block_size, false);
     if (md) {
@@ -416,6 +498,7 @@ static int bench_accuracy(int argc, char **argv) {
             rc = 1;
         }
 out:
+    arena_release(&ta);
     arena_release(&a);
     return rc;
 }
@@ -455,7 +538,7 @@ int cmd_bench(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "accuracy"))
         return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
                                                     "--data FILE.jsonl [--n N] [--budgets LIST] "
-                                                    "[--baselines streaming,random] | "
+                                                    "[--baselines streaming,random,oracle] | "
                                                     "zipage bench attention [--block-sizes L] "
                                                     "[--contexts L] [--gqa L] [--batch B] "
                                                     "[--prefill N [--prefix P]] | "
