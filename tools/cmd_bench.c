@@ -17,6 +17,7 @@
  * its attention recorded (be_oracle: per layer, kv head and position, the most attention from
  * each chunk of block_size later queries; its tokens must equal the full-KV row's), and the
  * oracle rows rank tokens by the most attention the queries still to come gave them there.
+ * --only-baselines: the compressed budgets run the baselines alone (not the configured policy).
  * Output: a table on stdout, accuracy with its 95% Wilson interval (tools/wilson.h); --md FILE
  * writes it as markdown, --plot FILE.png draws accuracy (with the intervals) against the KV
  * budget with gnuplot, a line per eviction policy; --min-accuracy X exits 1 when any row
@@ -58,6 +59,7 @@ typedef struct bench_run {
     double percent;    /* > 0: budget relative to the full-KV mean completion length */
     int eviction;      /* CONF_EVICTION_* of the row's engine */
     bool baseline;     /* a --baselines row (not held to --min-accuracy) */
+    bool skip;         /* --only-baselines: the configured policy's row of a budget */
     int32_t n_correct, n_done;
     double mean_len, tok_s, peak_mean, peak_max, compressions, wall;
 } bench_run;
@@ -387,6 +389,7 @@ static int bench_accuracy(int argc, char **argv) {
     if (rc) return rc;
     const char *data = NULL, *budgets = "full", *baselines = "", *md = NULL, *png = NULL;
     int64_t n = 50, max_tokens = 0;
+    bool only_baselines = false;
     double min_acc = -1;
     cli c;
     cli_init(&c, "bench accuracy", argc, argv);
@@ -395,6 +398,7 @@ static int bench_accuracy(int argc, char **argv) {
         else if (!strcmp(o, "--n")) rc = cli_int(&c, &n, 1, 1000000);
         else if (!strcmp(o, "--budgets")) rc = cli_str(&c, &budgets);
         else if (!strcmp(o, "--baselines")) rc = cli_str(&c, &baselines);
+        else if (!strcmp(o, "--only-baselines")) only_baselines = true;
         else if (!strcmp(o, "--max-tokens")) rc = cli_int(&c, &max_tokens, 1, 1 << 24);
         else if (!strcmp(o, "--md")) rc = cli_str(&c, &md);
         else if (!strcmp(o, "--plot")) rc = cli_str(&c, &png);
@@ -440,13 +444,21 @@ static int bench_accuracy(int argc, char **argv) {
         else return err_set(ZP_EINVAL, "--budgets: '%s' is not full, P%% or Nb", r->label);
         if (r->percent > 0 && (nr == 1 || runs[0].blocks != 0 || runs[0].percent > 0))
             return err_set(ZP_EINVAL, "--budgets: percentages need 'full' first");
+        r->skip = only_baselines && (r->blocks || r->percent > 0);
         for (int k = 0; k < nbase && (r->blocks || r->percent > 0); k++) {
             runs[nr] = *r;
             runs[nr].baseline = true;
+            runs[nr].skip = false;
             runs[nr++].eviction = base_pol[k];
         }
         s += l + (s[l] == ',');
     }
+    if (only_baselines && !nbase)
+        return err_set(ZP_EINVAL, "--only-baselines: no --baselines given");
+    int kept = 0;
+    for (int i = 0; i < nr; i++)
+        if (!runs[i].skip) runs[kept++] = runs[i];
+    nr = kept;
     if (oracle && (nr < 1 || runs[0].blocks != 0 || runs[0].percent > 0))
         return err_set(ZP_EINVAL, "--baselines oracle: needs 'full' first in --budgets (the "
                                   "full-KV run it records)");
@@ -538,7 +550,7 @@ int cmd_bench(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "accuracy"))
         return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
                                                     "--data FILE.jsonl [--n N] [--budgets LIST] "
-                                                    "[--baselines streaming,random,oracle] | "
+                                                    "[--baselines streaming,random,oracle [--only-baselines]] | "
                                                     "zipage bench attention [--block-sizes L] "
                                                     "[--contexts L] [--gqa L] [--batch B] "
                                                     "[--prefill N [--prefix P]] | "
