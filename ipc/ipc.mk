@@ -1,7 +1,7 @@
 # ipc.mk: the IPC module's build (included by the Makefile).
-# - ipc/echo.c joins the engine library (it is an engine, used by `zipage serve --echo`);
-#   the asan engine library also carries the client (ipc/client.c), so IPC tests link both
-#   sides from one archive.
+# - ipc/echo.c joins the engine library (it is an engine, used by `zipage serve --echo`), and
+#   so does the client (ipc/client.c): `zipage bench throughput --ipc` and the IPC tests link
+#   both sides from one archive.
 # - build/libzipage.a: the client library, static, compiled with musl-gcc;
 #   build/libzipage.so: the same sources for glibc, -fPIC (Python's ctypes, other languages);
 #   build/zipage-cli: static musl binary.
@@ -12,7 +12,7 @@ IPC_CLIENT_SRCS := ipc/client.c ipc/ring.c
 IPC_MUSL_OBJS   := $(IPC_CLIENT_SRCS:%.c=$(O)/musl/obj/%.o)
 IPC_PIC_OBJS    := $(IPC_CLIENT_SRCS:%.c=$(O)/pic/obj/%.o)
 
-LIB_OBJS   += $(O)/obj/ipc/echo.o
+LIB_OBJS   += $(O)/obj/ipc/echo.o $(O)/obj/ipc/client.o
 ALIB_OBJS  += $(O)/asan/obj/ipc/echo.o $(O)/asan/obj/ipc/client.o
 
 $(O)/musl/obj/%.o: %.c | deps

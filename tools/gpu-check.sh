@@ -94,6 +94,17 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     step bench-throughput "$ZP" bench throughput --model tools/shapes/qwen3-1.7b --backend cuda \
         --requests 256 --prompt 512 --gen "${ZP_THROUGHPUT_GEN:-8192}" --budget 4 \
         --set kv_memory_mb=16384 --json "$OUT/bench-throughput.jsonl" || fail=1
+    # serving over the IPC against in-process on the same workload (2,048 output tokens): needs
+    # Qwen3's tokenizer files beside the shape's config.json (ZP_QWEN3_TOKENIZER: a directory
+    # holding tokenizer.json and tokenizer_config.json, carried to the machine)
+    if [ -n "${ZP_QWEN3_TOKENIZER:-}" ]; then
+      tq=$(mktemp -d) && cp tools/shapes/qwen3-1.7b/config.json \
+        "$ZP_QWEN3_TOKENIZER"/tokenizer.json "$ZP_QWEN3_TOKENIZER"/tokenizer_config.json "$tq"/ &&
+        step bench-throughput-ipc "$ZP" bench throughput --model "$tq" --backend cuda \
+          --requests 256 --prompt 512 --gen 2048 --budget 4 --set kv_memory_mb=16384 --ipc \
+          --json "$OUT/bench-throughput-ipc.jsonl" || fail=1
+      rm -rf "$tq"
+    fi
     # zipage beside transformers' generate_batch (continuous batching, CUDA graphs): 64 requests x
     # 128 prompt x 1,024 new tokens on the Qwen3-1.7B shape
     step bench-throughput-64 "$ZP" bench throughput --model tools/shapes/qwen3-1.7b --backend cuda \
