@@ -578,6 +578,18 @@ static inline void axpy_row(float *y, float a, const float *x, int n) {
         y[j] += a * x[j];
 }
 
+/* q . k * scale, in attention's fixed order: the recording reproduces its logits (8 lanes, then the tail). */
+static inline float attn_logit(const float *q, const float *k, int D, float scale) {
+    v8f d8 = {0};
+    int j = 0;
+    for (; j + 8 <= D; j += 8)
+        d8 += ld8(q + j) * ld8(k + j);
+    float dot = lanes_sum(d8);
+    for (; j < D; j++)
+        dot += q[j] * k[j];
+    return dot * scale;
+}
+
 /* One (token, kv head): every query head of the group attends over the token's cache
  * indices [0, idx], in chunks of positions with an online softmax; K and V rows are read
  * once per group. The order of operations is fixed, so results do not depend on the
@@ -606,17 +618,8 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
                      (size_t)(p % a->bs)) *
                     (size_t)D;
                 const float *k = cache_row(a->kc, a->kvt, base, D, kbuf);
-                for (int g = 0; g < group; g++) {
-                    const float *qg = q + (size_t)g * (size_t)D;
-                    v8f d8 = {0};
-                    int j = 0;
-                    for (; j + 8 <= D; j += 8)
-                        d8 += ld8(qg + j) * ld8(k + j);
-                    float dot = lanes_sum(d8);
-                    for (; j < D; j++)
-                        dot += qg[j] * k[j];
-                    s[g][i] = dot * a->scale;
-                }
+                for (int g = 0; g < group; g++)
+                    s[g][i] = attn_logit(q + (size_t)g * (size_t)D, k, D, a->scale);
             }
             for (int g = 0; g < group; g++) {
                 float m = mx[g];
@@ -676,18 +679,6 @@ typedef struct {
     int layer, max_blocks, hq, hkv, dim, bs;
     float scale;
 } record_args;
-
-/* q . k * scale, in attn_items' arithmetic (8 lanes, then the tail). */
-static inline float attn_logit(const float *q, const float *k, int D, float scale) {
-    v8f d8 = {0};
-    int j = 0;
-    for (; j + 8 <= D; j += 8)
-        d8 += ld8(q + j) * ld8(k + j);
-    float dot = lanes_sum(d8);
-    for (; j < D; j++)
-        dot += q[j] * k[j];
-    return dot * scale;
-}
 
 /* One (token, kv head) of a recorded row: pass 1 finds each query head's softmax maximum and
  * sum over the cache indices [0, i], pass 2 folds max over the group of exp(s - max) / sum
