@@ -26,6 +26,10 @@ grep -q -- "--baselines oracle: needs 'full' first" <<<"$out" || { echo "$out"; 
 out=$("$ZP" bench accuracy --model "$M" --data "$M/dev.jsonl" --n 1 --budgets full \
     --baselines lru 2>&1) && exit 1
 grep -q -- "--baselines: 'lru' is not streaming, random or oracle" <<<"$out" || { echo "$out"; exit 1; }
+out=$("$ZP" bench accuracy --model "$M" --data "$M/dev.jsonl" --n 1 --budgets full,40b \
+    --baselines oracle --backend cuda 2>&1) && exit 1
+grep -q -- "--baselines oracle: the attention is recorded on the cpu backend only" <<<"$out" ||
+    { echo "$out"; exit 1; }
 # eviction=oracle outside the benchmark: a request without a record is refused
 out=$("$ZP" generate --model "$M" --prompt "x" --max-tokens 4 --set compress=true \
     --set eviction=oracle 2>&1) && exit 1

@@ -453,6 +453,9 @@ static int bench_accuracy(int argc, char **argv) {
         }
         s += l + (s[l] == ',');
     }
+    if (oracle && cf.backend == CONF_BACKEND_CUDA)
+        return err_set(ZP_EUNSUP, "--baselines oracle: the attention is recorded on the cpu "
+                                  "backend only (set backend=cpu or auto without a GPU)");
     if (only_baselines && !nbase)
         return err_set(ZP_EINVAL, "--only-baselines: no --baselines given");
     int kept = 0;
