@@ -404,11 +404,16 @@ __attribute__((target_clones("avx2", "default"))) static void mm_cols(void *c, s
                 continue;
             }
             size_t row = (col + (size_t)cc) * k;
-            if (a->wt == ZP_F32)
+            if (a->wt == ZP_F32) {
                 memcpy(dst, (const float *)a->w + row, k * sizeof(float));
-            else
+            } else if (a->wt == ZP_BF16) { /* the dtype decided once per row: a vector loop */
+                const uint16_t *src = (const uint16_t *)a->w + row;
+                for (size_t j = 0; j < k; j++)
+                    dst[j] = zp_bf16_to_f32(src[j]);
+            } else {
                 for (size_t j = 0; j < k; j++)
                     dst[j] = zp_load(a->w, a->wt, row + j);
+            }
         }
         float bias[4] = {0, 0, 0, 0};
         if (a->bias)
