@@ -56,6 +56,7 @@ typedef struct req {
     uint64_t evict_key; /* eviction=random: hash of eviction_seed and the prompt tokens */
     be_oracle *record;  /* engine_request.record / .oracle (caller-owned) */
     const be_oracle *oracle;
+    const int32_t *forced; /* engine_request.forced (caller-owned), NULL when not forced */
     int32_t qslot;   /* query-cache slot, -1 = none */
     int32_t seat;    /* the backend sampler's penalty-state seat, -1 = none */
     engine_usage usage;
@@ -466,6 +467,7 @@ static void emit_final(engine *e, req *r, engine_finish f, int code, const char 
         .req_id = r->id,
         .user_tag = r->user_tag,
         .token = r->n_tok > r->n_prompt ? r->tok[r->n_tok - 1] : -1,
+        .top1 = -1,
         .finish = f,
         .err_code = code,
         .err_msg = msg,
@@ -571,6 +573,14 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
                        "%d (raise kv_memory_mb)",
                        budget, budget + 1, e->kv.num_blocks);
     if ((rc = check_oracle(e, rq, cmp))) return rc;
+    if (rq->forced && rq->n_forced != rq->sp.max_tokens)
+        return err_set(ZP_EINVAL,
+                       "request: %d forced tokens for max_tokens %d (they must be equal)",
+                       rq->n_forced, rq->sp.max_tokens);
+    for (int32_t k = 0; rq->forced && k < rq->n_forced; k++)
+        if (rq->forced[k] < 0 || rq->forced[k] >= e->n_valid)
+            return err_set(ZP_EINVAL, "request: forced token %d at index %d is outside [0, %d)",
+                           rq->forced[k], k, e->n_valid);
     int64_t need_tokens = rq->n_prompt;
     if (!cmp) {
         need_tokens += rq->sp.max_tokens;
@@ -604,6 +614,7 @@ int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
         XXH64(r->tok, sizeof(int32_t) * (size_t)r->n_prompt, (uint64_t)e->cf.eviction_seed);
     r->record = rq->record;
     r->oracle = rq->oracle;
+    r->forced = rq->forced;
     r->qslot = -1;
     r->seat = -1;
     r->id = ++e->id_counter * (uint64_t)e->nreqs + (uint64_t)i;
@@ -1018,7 +1029,7 @@ static void build_batch(engine *e) {
         if (r->n_computed + take == r->n_tok) {
             if (dev_sample) stage_sampling(e, r, nl);
             b->logit_rows[nl++] = t - 1;
-            want_ids &= dev_sample || plain_greedy(r);
+            want_ids &= !r->forced && (dev_sample || plain_greedy(r));
         }
     }
     b->want_ids = want_ids;
@@ -1034,6 +1045,19 @@ static bool is_stop(const engine *e, const req *r, int32_t tok) {
     for (int i = 0; i < e->n_eos; i++)
         if (e->eos[i] == tok) return true;
     return false;
+}
+
+/* log softmax(logits)[tok] over the first n ids, in double, and the argmax (lowest id of a
+ * tie) into *top1: what teacher forcing reports for each forced token. */
+static float forced_logprob(const float *logits, int32_t n, int32_t tok, int32_t *top1) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (logits[i] > logits[best]) best = i;
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        sum += exp((double)logits[i] - (double)logits[best]);
+    *top1 = best;
+    return (float)((double)logits[tok] - (double)logits[best] - log(sum));
 }
 
 /* Registers r's newly completed full blocks in the prefix cache. */
@@ -1087,8 +1111,12 @@ int engine_step(engine *e) {
         }
         e->st.prompt_tokens += e->sched[s].take - 1;
         float lp = 0;
-        int32_t tok;
-        if (e->m.batch.want_ids) { /* argmax or the backend's sampler chose it */
+        int32_t tok, top1 = -1;
+        if (r->forced) {
+            const float *logits = e->m.host_logits + (size_t)row++ * (size_t)e->mc.vocab;
+            tok = r->forced[r->n_tok - r->n_prompt];
+            lp = forced_logprob(logits, e->n_valid, tok, &top1);
+        } else if (e->m.batch.want_ids) { /* argmax or the backend's sampler chose it */
             tok = e->m.host_ids[row];
             if (tok < 0)
                 tok = zp_sample_error(tok, row);
@@ -1110,10 +1138,11 @@ int engine_step(engine *e) {
                            .user_tag = r->user_tag,
                            .token = tok,
                            .logprob = lp,
+                           .top1 = top1,
                            .finish = ENGINE_RUNNING};
         e->out(e->user, &ev);
         int32_t gen = r->n_tok - r->n_prompt;
-        if (is_stop(e, r, tok))
+        if (!r->forced && is_stop(e, r, tok))
             finish(e, i, ENGINE_FINISH_STOP, 0, NULL);
         else if (gen >= r->sp.max_tokens || r->n_tok >= e->max_model_len)
             finish(e, i, ENGINE_FINISH_LENGTH, 0, NULL);

@@ -38,6 +38,13 @@ typedef struct engine_request {
      * same request, rows turned into suffix maxima). */
     be_oracle *record;
     const be_oracle *oracle;
+    /* Teacher forcing (zipage bench ppl; in-process only, NULL otherwise): the k-th generated
+     * token is forced[k] instead of a sample, for k < n_forced = sp.max_tokens; its event's
+     * logprob is forced[k]'s log-probability under the step's logits (over the ids the
+     * tokenizer can produce) and top1 those logits' argmax; end-of-sequence ids do not stop
+     * the request. The array is the caller's and must outlive the request. */
+    const int32_t *forced;
+    int32_t n_forced;
 } engine_request;
 
 typedef enum {
@@ -61,6 +68,7 @@ typedef struct engine_event {
     uint64_t req_id, user_tag;
     int32_t token;
     float logprob;
+    int32_t top1; /* forced requests: the argmax of the step's logits; else -1 */
     engine_finish finish;
     int32_t err_code;    /* ZP_E* when finish == ENGINE_FINISH_ERROR */
     const char *err_msg; /* valid during the callback */

@@ -524,6 +524,7 @@ int bench_compress(int argc, char **argv);
 int bench_throughput(int argc, char **argv);
 int bench_prefill(int argc, char **argv);
 int bench_startup(int argc, char **argv);
+int bench_ppl(int argc, char **argv);
 
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "attention")) {
@@ -550,26 +551,35 @@ int cmd_bench(int argc, char **argv) {
         int rc = bench_startup(argc - 1, argv + 1);
         return rc ? cli_fail("bench startup", rc) : 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "ppl")) {
+        int rc = bench_ppl(argc - 1, argv + 1);
+        return rc ? cli_fail("bench ppl", rc) : 0;
+    }
     if (argc < 2 || strcmp(argv[1], "accuracy"))
-        return cli_fail("bench", err_set(ZP_EINVAL, "usage: zipage bench accuracy --model DIR "
-                                                    "--data FILE.jsonl [--n N] [--budgets LIST] "
-                                                    "[--baselines streaming,random,oracle [--only-baselines]] | "
-                                                    "zipage bench attention [--block-sizes L] "
-                                                    "[--contexts L] [--gqa L] [--batch B] "
-                                                    "[--prefill N [--prefix P]] | "
-                                                    "zipage bench decode --model DIR [--points "
-                                                    "BxL,...] [--steps N] | "
-                                                    "zipage bench compress --model DIR "
-                                                    "[--requests N] [--prompt N] [--spread N] "
-                                                    "[--gen N] [--budget M] | "
-                                                    "zipage bench throughput --model DIR "
-                                                    "[--requests N] [--prompt N] [--gen N] "
-                                                    "[--budget M] [--modes full,compressed] "
-                                                    "[--bw GBPS] | "
-                                                    "zipage bench prefill --model DIR "
-                                                    "[--prompts N,...] [--peak-tflops X] | "
-                                                    "zipage bench startup --model DIR [--runs N] "
-                                                    "[--load dummy|auto]"));
+        return cli_fail("bench",
+                        err_set(ZP_EINVAL,
+                                "usage: zipage bench accuracy --model DIR "
+                                "--data FILE.jsonl [--n N] [--budgets LIST] "
+                                "[--baselines streaming,random,oracle [--only-baselines]] | "
+                                "zipage bench attention [--block-sizes L] "
+                                "[--contexts L] [--gqa L] [--batch B] "
+                                "[--prefill N [--prefix P]] | "
+                                "zipage bench decode --model DIR [--points "
+                                "BxL,...] [--steps N] | "
+                                "zipage bench compress --model DIR "
+                                "[--requests N] [--prompt N] [--spread N] "
+                                "[--gen N] [--budget M] | "
+                                "zipage bench throughput --model DIR "
+                                "[--requests N] [--prompt N] [--gen N] "
+                                "[--budget M] [--modes full,compressed] "
+                                "[--bw GBPS] | "
+                                "zipage bench prefill --model DIR "
+                                "[--prompts N,...] [--peak-tflops X] | "
+                                "zipage bench startup --model DIR [--runs N] "
+                                "[--load dummy|auto] | "
+                                "zipage bench ppl --model M --text F,... "
+                                "[--n N] [--window W] [--budgets LIST] "
+                                "[--baselines streaming,random] [--probe]"));
     int rc = bench_accuracy(argc - 1, argv + 1);
     if (rc == 1) return 1;
     return rc ? cli_fail("bench", rc) : 0;
