@@ -1,125 +1,222 @@
 #!/usr/bin/env python3
-"""External parity: zipage vs Hugging Face transformers on random models made by
-`zipage mkmodel` (fp32 weights, CPU math on both sides).
+"""External parity: zipage's CPU backend against Hugging Face transformers, fp32 on both sides.
 
-For each architecture: logits of every position of a 64-token prompt (max |diff| <= 1e-4)
-and 64 greedy tokens (identical ids). Writes a JSON report and prints a table.
+A case is a name, the model zipage loads (--model PATH), a function that loads the same model
+in transformers, and the number of ids its tokenizer can produce. Every case goes through the
+same comparison (check):
+  * logits of every position of a random prompt (default 256 ids, seeded by --seed and the
+    case's name), from zipage `logits` twice: the whole prompt in one prefill step, and a
+    prefill of its first --prefill ids followed by one decode step per remaining id; max
+    |diff| against transformers' forward pass must be <= --tol (1e-4) in both;
+  * --gen (128) greedy tokens: zipage `generate --ignore-eos` with compress=false against a
+    hand-written greedy loop over transformers' logits with its KV cache (generate() would
+    stop at or suppress end-of-sequence ids); both mask the ids the tokenizer never produces.
+    The ids must be identical. A teacher-forced pass also reports whether each zipage token
+    is transformers' argmax for zipage's own prefix (within 1e-5: random models have
+    near-ties) and the top-2 gap where the sequences part.
 
-usage: hf_parity.py ZIPAGE_BINARY OUT_JSON [MODEL_DIR ...]
-With MODEL_DIRs given (e.g. a trained model), those are checked instead of random ones.
+Cases: each MODEL_DIR given (e.g. a trained model), and the random ones when no case is
+named or with --random: Qwen3 (q/k norms), Qwen2 (q/k/v biases) and Llama-3 (llama3
+RoPE scaling) directories made by `zipage mkmodel` (seeded, fp32 weights). Another kind of
+model is one more option whose values main() turns into Cases (a zipage model path and a
+transformers loader) appended to the list; check() needs nothing else.
+
+usage: hf_parity.py ZIPAGE OUT_JSON [MODEL_DIR ...] [--random] [--prompt N] [--gen N]
+                    [--prefill N] [--tol X] [--seed S] [--backend cpu]
+Writes a JSON report, prints a table and exits 0 when every case passes, 1 otherwise.
 """
+import argparse
+import collections
+import inspect
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
+import zlib
 
 import numpy as np
 import torch
+import transformers
 from transformers import AutoModelForCausalLM
 
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
+# name: the zipage model path, a function returning the transformers model (fp32, eval mode),
+# and the ids the tokenizer can produce (greedy decoding on both sides masks the rest)
+Case = collections.namedtuple("Case", "name zp_model load_hf n_valid")
 
-ARCHS = {
+# `zipage mkmodel` arguments of the random cases. Llama's head dim 16 with rope_theta 500000
+# puts its rotary frequencies in all three llama3 scaling bands (kept, blended, divided by 8).
+# Untied: mkmodel's embeddings are N(0, 1), so tied logits would be ~12x larger (std ~12) and
+# fp32 rounding alone would take most of the 1e-4 absolute bound.
+RANDOM = {
     "qwen3": "--hidden 128 --layers 3 --heads 4 --kv-heads 2 --head-dim 32 --intermediate 256",
-    "qwen2": "--hidden 128 --layers 3 --heads 4 --kv-heads 2 --head-dim 32 --intermediate 256",
+    "qwen2": "--hidden 128 --layers 3 --heads 4 --kv-heads 2 --intermediate 256",
     "llama": "--hidden 128 --layers 3 --heads 8 --kv-heads 2 --head-dim 16 --intermediate 320",
 }
 
 
 def tokenizer_ids(model_dir):
-    """Number of ids the model's tokenizer.json can produce (0 when there is none)."""
+    """Number of ids the directory's tokenizer.json can produce (None when there is none)."""
     path = os.path.join(model_dir, "tokenizer.json")
     if not os.path.exists(path):
-        return 0
+        return None
     with open(path) as f:
         t = json.load(f)
     ids = list(t["model"]["vocab"].values()) + [a["id"] for a in t.get("added_tokens", [])]
     return max(ids) + 1
 
 
-def check(zp, model_dir, name, n_prompt=64, n_gen=64, seed=0):
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
+def dir_case(name, model_dir):
+    """A Hugging Face model directory, loaded by both sides from the same files."""
+    def load():
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return Case(name, model_dir, load, tokenizer_ids(model_dir))
+
+
+def random_cases(zp, work, seed):
+    cases = []
+    for i, (arch, dims) in enumerate(RANDOM.items()):
+        d = os.path.join(work, f"random-{arch}")
+        subprocess.run([zp, "mkmodel", "--arch", arch, *dims.split(), "--vocab", "512",
+                        "--seed", str(seed + 100 + i), "--dtype", "f32", "--out", d], check=True)
+        cases.append(dir_case(f"random {arch}", d))
+    return cases
+
+
+def zp_logits(zp, opts, model, prompt, prefill, work):
+    """zipage's logits of every position, [len(prompt), vocab]; prefill=None: one prefill."""
+    out = os.path.join(work, "logits.f32")
+    cmd = [zp, "logits", "--backend", opts.backend, "--model", model,
+           "--prompt-ids", " ".join(map(str, prompt)), "--out", out]
+    if prefill:
+        cmd += ["--prefill", str(prefill)]
+    subprocess.run(cmd, check=True)
+    got = np.fromfile(out, dtype=np.float32)
+    os.unlink(out)
+    return got.reshape(len(prompt), -1)
+
+
+def hf_greedy(model, prompt, n_gen, n_valid):
+    """n_gen greedy ids from transformers, one forward step per token on its KV cache."""
+    # the cache argument is `cache` from transformers 5.25 on, `past_key_values` before
+    arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    ids = []
+    with torch.no_grad():
+        out = model(torch.tensor([prompt]), use_cache=True)
+        for step in range(n_gen):
+            row = out.logits[0, -1].float()
+            row[n_valid:] = -float("inf")
+            ids.append(int(torch.argmax(row)))
+            if step + 1 < n_gen:
+                out = model(torch.tensor([[ids[-1]]]), use_cache=True, **{arg: getattr(out, arg)})
+    return ids
+
+
+def check(zp, opts, case, work):
+    t0 = time.monotonic()
+    model = case.load_hf()
     vocab = model.config.vocab_size
-    rng = np.random.default_rng(seed)
-    prompt = [int(x) for x in rng.integers(0, min(vocab, 256), n_prompt)]
+    n_valid = min(case.n_valid or vocab, vocab)
+    rng = np.random.default_rng([opts.seed, zlib.crc32(case.name.encode())])
+    prompt = [int(x) for x in rng.integers(0, n_valid, opts.prompt)]
     with torch.no_grad():
         ref = model(torch.tensor([prompt])).logits[0].float().numpy()
-    with tempfile.NamedTemporaryFile(suffix=".f32") as f:
-        subprocess.run([zp, "logits", "--model", model_dir, "--prompt-ids",
-                        " ".join(map(str, prompt)), "--out", f.name], check=True)
-        got = np.fromfile(f.name, dtype=np.float32).reshape(n_prompt, vocab)
-    dlogit = float(np.abs(got - ref).max())
-    # HF greedy, by hand: generate() would stop at or suppress end-of-sequence ids, while
-    # zipage runs with --ignore-eos; both mask the ids the tokenizer never produces.
-    n_valid = tokenizer_ids(model_dir) or vocab
-    hf_ids = []
-    with torch.no_grad():
-        seq = torch.tensor([prompt])
-        for _ in range(n_gen):
-            row = model(seq).logits[0, -1].float()
-            row[n_valid:] = -float("inf")
-            nxt = int(torch.argmax(row))
-            hf_ids.append(nxt)
-            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
-    res = subprocess.run([zp, "generate", "--model", model_dir, "--prompt-ids",
-                          " ".join(map(str, prompt)), "--max-tokens", str(n_gen),
-                          "--ignore-eos", "--json", "--set", "compress=false"],
+    d_prefill = float(np.abs(zp_logits(zp, opts, case.zp_model, prompt, None, work) - ref).max())
+    d_decode = float(np.abs(zp_logits(zp, opts, case.zp_model, prompt, opts.prefill, work)
+                            - ref).max())
+    hf_ids = hf_greedy(model, prompt, opts.gen, n_valid)
+    res = subprocess.run([zp, "generate", "--backend", opts.backend, "--model", case.zp_model,
+                          "--prompt-ids", " ".join(map(str, prompt)),
+                          "--max-tokens", str(opts.gen), "--ignore-eos", "--json",
+                          "--set", "compress=false"],
                          check=True, capture_output=True, text=True)
     zp_ids = json.loads(res.stdout)["token_ids"]
     first_diff = next((i for i, (a, b) in enumerate(zip(hf_ids, zp_ids)) if a != b), None)
-    # Teacher-forced check of zipage's own sequence: each greedy token must be HF's argmax
-    # for the same prefix, or tie with it within 1e-5 (random models have near-ties).
+    if first_diff is None and len(hf_ids) != len(zp_ids):
+        first_diff = min(len(hf_ids), len(zp_ids))
+    # teacher-forced: transformers' logits for zipage's own sequence
     with torch.no_grad():
-        tf = model(torch.tensor([prompt + zp_ids])).logits[0, n_prompt - 1:-1].float().numpy()
+        tf = model(torch.tensor([prompt + zp_ids])).logits[0, opts.prompt - 1:-1].float().numpy()
     tf[:, n_valid:] = -np.inf
     margins = [float(tf[i].max() - tf[i][t]) for i, t in enumerate(zp_ids)]
     div_gap = None
-    if first_diff is not None:
+    if first_diff is not None and first_diff < len(tf):
         row = np.sort(tf[first_diff])[::-1]
         div_gap = float(row[0] - row[1])
+    dlogit = max(d_prefill, d_decode)
     return {
-        "model": name,
+        "model": case.name,
+        "zipage_model": case.zp_model,
         "max_abs_dlogit": dlogit,
-        "logits_ok": dlogit <= 1e-4,
+        "max_abs_dlogit_prefill": d_prefill,
+        "max_abs_dlogit_prefill_decode": d_decode,
+        "logits_ok": dlogit <= opts.tol,
         "greedy_identical": hf_ids == zp_ids,
+        "distinct_greedy_ids": len(set(zp_ids)),
         "first_divergence": first_diff,
         "top2_gap_at_divergence": div_gap,
-        "greedy_argmax_consistent": max(margins) <= 1e-5,
-        "max_margin_below_argmax": max(margins),
-        "n_prompt": n_prompt,
-        "n_gen": n_gen,
+        "greedy_argmax_consistent": bool(margins) and max(margins) <= 1e-5,
+        "max_margin_below_argmax": max(margins, default=None),
+        "n_prompt": opts.prompt,
+        "prefill": opts.prefill,
+        "n_gen": opts.gen,
+        "seconds": round(time.monotonic() - t0, 2),
     }
 
 
-def main():
-    zp, out_json = sys.argv[1], sys.argv[2]
-    dirs = sys.argv[3:]
-    results = []
-    if dirs:
-        for d in dirs:
-            results.append(check(zp, d, os.path.basename(d.rstrip("/"))))
-    else:
-        for i, (arch, dims) in enumerate(ARCHS.items()):
-            d = tempfile.mkdtemp(prefix=f"zp_{arch}_")
-            subprocess.run([zp, "mkmodel", "--arch", arch, *dims.split(), "--vocab", "512",
-                            "--seed", str(100 + i), "--dtype", "f32", "--out", d], check=True)
-            results.append(check(zp, d, f"random {arch}", seed=i))
-    with open(out_json, "w") as f:
-        json.dump({"transformers": __import__("transformers").__version__,
-                   "torch": torch.__version__, "results": results}, f, indent=1)
-    print(f"{'model':<22} {'max|dlogit|':>12} {'logits<=1e-4':>13} {'greedy identical':>17} "
-          f"{'argmax-consistent':>18} {'gap at divergence':>18}")
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="zipage against transformers (fp32, CPU)")
+    p.add_argument("zipage", help="the zipage binary")
+    p.add_argument("out_json", help="where the JSON report goes")
+    p.add_argument("model_dirs", nargs="*", metavar="MODEL_DIR",
+                   help="Hugging Face model directories to check")
+    p.add_argument("--random", action="store_true",
+                   help="also the random models when cases are named (alone they are the default)")
+    p.add_argument("--prompt", type=int, default=256, help="prompt ids (default 256)")
+    p.add_argument("--gen", type=int, default=128, help="greedy tokens (default 128)")
+    p.add_argument("--prefill", type=int, default=100,
+                   help="ids prefilled before the decode steps of the second logits run "
+                        "(default 100)")
+    p.add_argument("--tol", type=float, default=1e-4, help="max |dlogit| allowed (default 1e-4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompts and random models")
+    p.add_argument("--backend", default="cpu", help="zipage --backend (default cpu)")
+    opts = p.parse_args(argv)
+    if not 0 < opts.prefill < opts.prompt:
+        p.error(f"--prefill must be between 1 and --prompt - 1 ({opts.prompt - 1})")
+    if opts.gen < 1:
+        p.error("--gen must be at least 1")
+    return opts
+
+
+def main(argv):
+    opts = parse_args(argv)
+    zp = opts.zipage
+    with tempfile.TemporaryDirectory(prefix="zp_hf_parity_") as work:
+        cases = [dir_case(os.path.basename(d.rstrip("/")), d) for d in opts.model_dirs]
+        if opts.random or not cases:
+            cases += random_cases(zp, work, opts.seed)
+        results = [check(zp, opts, c, work) for c in cases]
+    with open(opts.out_json, "w") as f:
+        json.dump({"transformers": transformers.__version__, "torch": torch.__version__,
+                   "tol": opts.tol, "results": results}, f, indent=1)
+    print(f"{opts.prompt}-id prompt (prefill, and {opts.prefill} prefilled + "
+          f"{opts.prompt - opts.prefill} decode steps), {opts.gen} greedy tokens, "
+          f"torch {torch.__version__}, transformers {transformers.__version__}")
+    print(f"{'model':<22} {'max|dlogit|':>12} {'prefill':>10} {'+decode':>10} "
+          f"{'<=' + format(opts.tol, 'g'):>8} {'greedy identical':>17} {'argmax-consistent':>18} "
+          f"{'gap at divergence':>18} {'distinct ids':>13} {'s':>6}")
     for r in results:
         gap = "-" if r["top2_gap_at_divergence"] is None else f"{r['top2_gap_at_divergence']:.2e}"
-        print(f"{r['model']:<22} {r['max_abs_dlogit']:>12.3e} {str(r['logits_ok']):>13} "
-              f"{str(r['greedy_identical']):>17} {str(r['greedy_argmax_consistent']):>18} {gap:>18}")
+        print(f"{r['model']:<22} {r['max_abs_dlogit']:>12.3e} "
+              f"{r['max_abs_dlogit_prefill']:>10.3e} {r['max_abs_dlogit_prefill_decode']:>10.3e} "
+              f"{str(r['logits_ok']):>8} {str(r['greedy_identical']):>17} "
+              f"{str(r['greedy_argmax_consistent']):>18} {gap:>18} {r['distinct_greedy_ids']:>13} "
+              f"{r['seconds']:>6.1f}")
     ok = all(r["logits_ok"] and r["greedy_identical"] for r in results)
     print("PARITY", "OK" if ok else "FAILED")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
