@@ -10,11 +10,12 @@
  * returning.
  *
  * Dequantization: one loop per type over ggml's block layouts, with ggml's reference
- * arithmetic (dequantize_row_* in ggml-quants.c) in the same order: every value is one or two
- * f32 products and at most one f32 sum or difference, integers converted to f32 exactly, so
- * the results are bit-identical as long as the compiler contracts nothing into a fused
- * multiply-add: -std=c11 keeps GCC from it, the pragma below keeps clang from it.
- * f16 -> f32 is drv/dtype.h's exact conversion (subnormals included).
+ * arithmetic (dequantize_row_* in ggml-quants.c) in the same order. Each value rounds at most
+ * once, so it is the exact result correctly rounded whatever the order or a fused
+ * multiply-add: an f16 scale (11 significant bits) times the integer sub-block scale and
+ * quant (together at most 12 bits: Q6_K's 7-bit scale and 5-bit quant; its extremes -128 and
+ * -32 have one) is exact in f32's 24, as is the min's product, and only the final sum or
+ * difference rounds. f16 -> f32 is drv/dtype.h's exact conversion (subnormals included).
  */
 #include "engine/gguf.h"
 
@@ -29,10 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#endif
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c reads the little-endian fields of GGUF files with plain loads"
