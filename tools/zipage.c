@@ -10,6 +10,7 @@
 int cmd_config(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_gguf(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
@@ -24,6 +25,7 @@ static const struct {
     {"bench", cmd_bench, "bench accuracy: answers of a reasoning set at full KV and compressed budgets"},
     {"config", cmd_config, "print the configuration (defaults, or after -c/--set) as zipage.conf"},
     {"generate", cmd_generate, "run requests through the engine in this process and print the results"},
+    {"gguf", cmd_gguf, "show a GGUF file's keys and tensors (--dequant NAME OUT: one tensor as raw f32)"},
     {"kernels", cmd_kernels, "compile every GPU kernel with NVRTC (--compile-only [--arch sm_90]: no GPU needed)"},
     {"logits", cmd_logits, "write the logits of every prompt position as raw f32 (parity checks)"},
     {"mkmodel", cmd_mkmodel, "write a small random Hugging Face model directory (tests, demos)"},
