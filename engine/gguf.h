@@ -133,7 +133,8 @@ double gguf_arr_f64(const gguf_kv *kv, uint64_t i);
 
 const gguf_tensor *gguf_tensor_find(const gguf_file *g, const char *name);
 
-/* Block geometry of a tensor type: elements per block and bytes per block (0 when unknown). */
+/* Block geometry of a tensor type: elements and bytes per block (0 for a type zipage does not
+ * read). */
 int64_t gguf_type_block(uint32_t type);
 size_t gguf_type_block_bytes(uint32_t type);
 /* ggml's name of a tensor type ("Q4_K"; also for the types zipage does not read), "?" for a
