@@ -1,15 +1,18 @@
 /* tokenizer: HF-exact byte-level BPE (see tokenizer.h for the pipeline and limits).
  *
  * Tokens are stored as the bytes they stand for (the ByteLevel character mapping is undone
- * at load), so BPE starts from one symbol per input byte and decoding is concatenation.
- * Invariants after load: every byte has a vocabulary id (byte_id), every merge's result is
- * in the vocabulary, the hash tables are never more than half full, and nothing is
+ * at load; a GGUF token outside the alphabet stands for its UTF-8 bytes), so BPE starts from
+ * one symbol per input byte and decoding is concatenation.
+ * Invariants after load: byte_id gives each byte's vocabulary id, or -1 for a byte a GGUF
+ * vocabulary lacks (BPE then drops it, as HF does without an unk_token), every merge's
+ * result is in the vocabulary, the hash tables are never more than half full, and nothing is
  * allocated again: encode scratch (BPE symbols, heap, NFC window) and the piece cache were
  * carved from the arena at load.
  */
 #include "engine/tokenizer.h"
 
 #include "arena/err.h"
+#include "engine/gguf.h"
 #include "engine/json.h"
 #include "engine/unicode_classes.h"
 
@@ -31,6 +34,11 @@
 #define TOKSTR_MAX 4096            /* longest token string accepted in tokenizer.json */
 
 enum { F_PRESENT = 1, F_SPECIAL = 2, F_ADDED = 4 };
+
+/* Pre-tokenizers: the Split regex of Qwen2 or Llama-3 (then ByteLevel without its regex),
+ * GPT-2's ByteLevel regex, or each \p{N} character apart and GPT-2's regex between them
+ * (Digits(individual_digits) + ByteLevel, SmolLM2). */
+typedef enum { PRE_QWEN2, PRE_LLAMA3, PRE_GPT2, PRE_DIGITS_GPT2 } pretok_kind;
 
 typedef struct {
     uint64_t key; /* (left id << 32) | right id; ~0 = empty slot */
@@ -71,7 +79,8 @@ struct tokenizer {
     int nadded;
     uint16_t abucket[257]; /* added[abucket[b] .. abucket[b+1]) start with byte b */
 
-    bool nfc, ignore_merges, digits3;
+    bool nfc, ignore_merges;
+    pretok_kind pre;
     int32_t prefix[MAX_AFFIX], suffix[MAX_AFFIX];
     int nprefix, nsuffix;
     int32_t bos, eos;
@@ -301,6 +310,7 @@ static int nfc_build(tokenizer *t, arena *a) {
 typedef struct {
     tokenizer *t;
     arena *a;
+    const char *name; /* the file, for messages */
     const json_doc *d;
     char sbuf[TOKSTR_MAX];
     uint8_t bbuf[TOKSTR_MAX];
@@ -335,27 +345,30 @@ static bool bool_of(const json_doc *d, int obj, const char *key, bool dflt) {
 /* Reads string token v, undoes the ByteLevel mapping into l->bbuf; returns the length. */
 static int tok_string(loader *l, int v, size_t *n, bool *strict, const char *what) {
     size_t sl;
-    if (!json_is_str(l->d, v)) return err_set(ZP_EFORMAT, "%s: %s is not a string", l->d->name, what);
+    if (!json_is_str(l->d, v)) return err_set(ZP_EFORMAT, "%s: %s is not a string", l->name, what);
     int rc = json_str(l->d, v, l->sbuf, sizeof l->sbuf, &sl);
-    if (rc) return err_prefix(rc, "%s: %s", l->d->name, what);
+    if (rc) return err_prefix(rc, "%s: %s", l->name, what);
     if (utf8_valid_upto((const uint8_t *)l->sbuf, sl) != sl)
-        return err_set(ZP_EFORMAT, "%s: %s is not valid UTF-8", l->d->name, what);
+        return err_set(ZP_EFORMAT, "%s: %s is not valid UTF-8", l->name, what);
     *n = bl_unmap(l->t->inv, (const uint8_t *)l->sbuf, sl, l->bbuf, strict);
     return 0;
 }
 
 static int set_token(loader *l, int64_t id, const uint8_t *b, size_t n, uint8_t flags) {
     tokenizer *t = l->t;
-    if (id < 0 || id >= t->nids) return err_set(ZP_EFORMAT, "%s: token id %lld out of range", l->d->name, (long long)id);
+    if (id < 0 || id >= t->nids)
+        return err_set(ZP_EFORMAT, "%s: token id %lld out of range", l->name, (long long)id);
     if ((t->flags[id] & F_PRESENT) && !(flags & F_ADDED))
-        return err_set(ZP_EFORMAT, "%s: token id %lld appears twice in the vocabulary", l->d->name, (long long)id);
+        return err_set(ZP_EFORMAT, "%s: token id %lld appears twice in the vocabulary", l->name,
+                       (long long)id);
     /* An added token may restate its own vocabulary entry; under an id that names other text
      * (or another added token), encoding would yield one text's id and decoding the other. */
     if ((t->flags[id] & F_PRESENT) &&
         ((t->flags[id] & F_ADDED) || t->len[id] != n || memcmp(t->blob + t->off[id], b, n)))
         return err_set(ZP_EFORMAT, "%s: added token id %lld already belongs to another token",
-                       l->d->name, (long long)id);
-    if (t->blob_used + n > t->blob_cap) return err_set(ZP_EFORMAT, "%s: token text larger than the file", l->d->name);
+                       l->name, (long long)id);
+    if (t->blob_used + n > t->blob_cap)
+        return err_set(ZP_EFORMAT, "%s: token text larger than the file", l->name);
     memcpy(t->blob + t->blob_used, b, n);
     t->off[id] = (uint32_t)t->blob_used;
     t->len[id] = (uint32_t)n;
@@ -388,30 +401,43 @@ static const char QWEN_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}
 static const char LLAMA3_RE[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
                                 "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-static int check_bytelevel(const json_doc *d, int v, const char *what) {
+/* ByteLevel without add_prefix_space, with or without its own (GPT-2) regex. */
+static int check_bytelevel(const json_doc *d, int v, const char *what, bool use_regex) {
     if (!str_is(d, v, "type", "ByteLevel")) return unsup(what, d, v);
     if (bool_of(d, v, "add_prefix_space", false)) return unsup("ByteLevel add_prefix_space", d, v);
-    if (bool_of(d, v, "use_regex", true)) return unsup("ByteLevel use_regex", d, v);
+    if (bool_of(d, v, "use_regex", true) != use_regex) return unsup("ByteLevel use_regex", d, v);
     return 0;
 }
 
-static int check_pretok(const json_doc *d, int root, bool *digits3) {
+/* ByteLevel(use_regex) alone (GPT-2), Sequence[Digits(individual_digits), ByteLevel(use_regex)]
+ * (SmolLM2), or Sequence[Split(Qwen2 or Llama-3 regex), ByteLevel]. */
+static int check_pretok(const json_doc *d, int root, pretok_kind *pre) {
     int v = json_get(d, root, "pre_tokenizer");
+    if (str_is(d, v, "type", "ByteLevel")) {
+        *pre = PRE_GPT2;
+        return check_bytelevel(d, v, "pre_tokenizer", true);
+    }
     if (!str_is(d, v, "type", "Sequence")) return unsup("pre_tokenizer", d, v);
     int arr = json_get(d, v, "pretokenizers");
     if (!json_is_arr(d, arr) || json_len(d, arr) != 2) return unsup("pre_tokenizer", d, v);
     int sp = json_at(d, arr, 0), bl = json_at(d, arr, 1);
+    if (str_is(d, sp, "type", "Digits")) {
+        if (!bool_of(d, sp, "individual_digits", false))
+            return unsup("pre_tokenizer Digits", d, sp);
+        *pre = PRE_DIGITS_GPT2;
+        return check_bytelevel(d, bl, "pre_tokenizer", true);
+    }
     if (!str_is(d, sp, "type", "Split") || !str_is(d, sp, "behavior", "Isolated") ||
         bool_of(d, sp, "invert", false))
         return unsup("pre_tokenizer split", d, sp);
     int re = json_get(d, json_get(d, sp, "pattern"), "Regex");
     if (json_is_str(d, re) && json_str_eq(d, re, QWEN_RE))
-        *digits3 = false;
+        *pre = PRE_QWEN2;
     else if (json_is_str(d, re) && json_str_eq(d, re, LLAMA3_RE))
-        *digits3 = true;
+        *pre = PRE_LLAMA3;
     else
         return unsup("pre_tokenizer regex", d, re >= 0 ? re : sp);
-    return check_bytelevel(d, bl, "pre_tokenizer");
+    return check_bytelevel(d, bl, "pre_tokenizer", false);
 }
 
 static int check_decoder(const json_doc *d, int root) {
@@ -547,7 +573,6 @@ static int load_vocab(loader *l, int vocab, int added) {
     for (int b = 0; b < 256; b++) {
         uint8_t c = (uint8_t)b;
         t->byte_id[b] = vocab_find(t, &c, 1);
-        if (t->byte_id[b] < 0) return unsup("vocabulary without a token for byte", d, -1);
     }
     /* added tokens: content matched in raw text, decoded through the ByteLevel decoder */
     t->added = arena_alloc(l->a, sizeof(added_tok) * (size_t)(na ? na : 1), 8, "added tokens");
@@ -596,55 +621,81 @@ static void sort_added(tokenizer *t) {
     t->abucket[256] = (uint16_t)t->nadded;
 }
 
+static int merges_alloc(loader *l, size_t nm) {
+    tokenizer *t = l->t;
+    t->mmask = pow2_at_least(2 * nm + 2) - 1;
+    t->mhash = arena_alloc(l->a, ((size_t)t->mmask + 1) * sizeof(merge_ent), 8, "tokenizer merges");
+    if (!t->mhash) return ZP_ENOMEM;
+    memset(t->mhash, 0xff, ((size_t)t->mmask + 1) * sizeof(merge_ent));
+    return 0;
+}
+
+/* Enters merge `rank` of the tokens side[0..1] whose bytes, joined, are both[0..nb). */
+static int merge_add(loader *l, int rank, const int32_t side[2], const uint8_t *both, size_t nb,
+                     const char *what) {
+    tokenizer *t = l->t;
+    int32_t res = vocab_find(t, both, nb);
+    if (side[0] < 0 || side[1] < 0 || res < 0)
+        return err_set(ZP_EFORMAT, "%s: %s %d uses a token missing from the vocabulary", l->name,
+                       what, rank);
+    uint64_t key = ((uint64_t)(uint32_t)side[0] << 32) | (uint32_t)side[1];
+    uint32_t h = merge_slot(key, t->mmask);
+    while (t->mhash[h].key != ~0ull && t->mhash[h].key != key)
+        h = (h + 1) & t->mmask;
+    if (t->mhash[h].key == key) return 0; /* HF keeps the first rank of a duplicate */
+    t->mhash[h] = (merge_ent){key, rank, res};
+    return 0;
+}
+
+/* A merge written "a b" (both in the ByteLevel spelling): s[0..sl), sl <= TOKSTR_MAX. */
+static int merge_add_str(loader *l, int rank, const char *s, size_t sl, const char *what) {
+    uint8_t both[TOKSTR_MAX];
+    int32_t side[2];
+    size_t nb = 0;
+    bool strict;
+    const char *sp = memchr(s, ' ', sl);
+    if (!sp || memchr(sp + 1, ' ', sl - (size_t)(sp + 1 - s)))
+        return err_set(ZP_EFORMAT, "%s: %s %d (\"%.*s\") is not two tokens", l->name, what, rank,
+                       (int)sl, s);
+    if (utf8_valid_upto((const uint8_t *)s, sl) != sl)
+        return err_set(ZP_EFORMAT, "%s: %s %d is not valid UTF-8", l->name, what, rank);
+    const char *part[2] = {s, sp + 1};
+    size_t plen[2] = {(size_t)(sp - s), sl - (size_t)(sp + 1 - s)};
+    for (int k = 0; k < 2; k++) {
+        size_t bl = bl_unmap(l->t->inv, (const uint8_t *)part[k], plen[k], both + nb, &strict);
+        side[k] = strict ? vocab_find(l->t, both + nb, bl) : -1;
+        nb += bl;
+    }
+    return merge_add(l, rank, side, both, nb, what);
+}
+
 static int load_merges(loader *l, int merges) {
     const json_doc *d = l->d;
     tokenizer *t = l->t;
     int nm = json_is_arr(d, merges) ? json_len(d, merges) : 0;
     if (merges >= 0 && !json_is_arr(d, merges)) return err_set(ZP_EFORMAT, "%s: model.merges is not an array", d->name);
-    t->mmask = pow2_at_least(2 * (size_t)nm + 2) - 1;
-    t->mhash = arena_alloc(l->a, ((size_t)t->mmask + 1) * sizeof(merge_ent), 8, "tokenizer merges");
-    if (!t->mhash) return ZP_ENOMEM;
-    memset(t->mhash, 0xff, ((size_t)t->mmask + 1) * sizeof(merge_ent));
+    int rc = merges_alloc(l, (size_t)nm);
+    if (rc) return rc;
     for (int i = 0, e = merges + 1; i < nm; i++, e = json_skip(d, e)) {
-        int32_t side[2];
-        size_t bl;
-        bool strict;
-        int rc;
-        uint8_t both[2 * TOKSTR_MAX];
-        size_t nb = 0;
-        if (json_is_arr(d, e) && json_len(d, e) == 2) {
-            for (int s = 0, x = e + 1; s < 2; s++, x = json_skip(d, x)) {
-                if ((rc = tok_string(l, x, &bl, &strict, "merge"))) return rc;
-                side[s] = strict ? vocab_find(t, l->bbuf, bl) : -1;
-                memcpy(both + nb, l->bbuf, bl);
-                nb += bl;
-            }
-        } else if (json_is_str(d, e)) {
+        if (json_is_str(d, e)) {
             size_t sl;
             if ((rc = json_str(d, e, l->sbuf, sizeof l->sbuf, &sl))) return err_prefix(rc, "%s: merge %d", d->name, i);
-            char *sp = memchr(l->sbuf, ' ', sl);
-            if (!sp || memchr(sp + 1, ' ', sl - (size_t)(sp + 1 - l->sbuf)))
-                return err_set(ZP_EFORMAT, "%s: merge %d (\"%s\") is not two tokens", d->name, i, l->sbuf);
-            const char *part[2] = {l->sbuf, sp + 1};
-            size_t plen[2] = {(size_t)(sp - l->sbuf), sl - (size_t)(sp + 1 - l->sbuf)};
-            for (int s = 0; s < 2; s++) {
-                if (utf8_valid_upto((const uint8_t *)part[s], plen[s]) != plen[s])
-                    return err_set(ZP_EFORMAT, "%s: merge %d is not valid UTF-8", d->name, i);
-                bl = bl_unmap(l->t->inv, (const uint8_t *)part[s], plen[s], both + nb, &strict);
-                side[s] = strict ? vocab_find(t, both + nb, bl) : -1;
-                nb += bl;
-            }
-        } else {
-            return err_set(ZP_EFORMAT, "%s: merge %d is neither [\"a\",\"b\"] nor \"a b\"", d->name, i);
+            if ((rc = merge_add_str(l, i, l->sbuf, sl, "merge"))) return rc;
+            continue;
         }
-        int32_t res = vocab_find(t, both, nb);
-        if (side[0] < 0 || side[1] < 0 || res < 0)
-            return err_set(ZP_EFORMAT, "%s: merge %d uses a token missing from the vocabulary", d->name, i);
-        uint64_t key = ((uint64_t)(uint32_t)side[0] << 32) | (uint32_t)side[1];
-        uint32_t h = merge_slot(key, t->mmask);
-        while (t->mhash[h].key != ~0ull && t->mhash[h].key != key) h = (h + 1) & t->mmask;
-        if (t->mhash[h].key == key) continue; /* HF keeps the first rank of a duplicate */
-        t->mhash[h] = (merge_ent){key, i, res};
+        if (!json_is_arr(d, e) || json_len(d, e) != 2)
+            return err_set(ZP_EFORMAT, "%s: merge %d is neither [\"a\",\"b\"] nor \"a b\"", d->name, i);
+        int32_t side[2];
+        uint8_t both[2 * TOKSTR_MAX];
+        size_t nb = 0, bl;
+        bool strict;
+        for (int k = 0, x = e + 1; k < 2; k++, x = json_skip(d, x)) {
+            if ((rc = tok_string(l, x, &bl, &strict, "merge"))) return rc;
+            side[k] = strict ? vocab_find(t, l->bbuf, bl) : -1;
+            memcpy(both + nb, l->bbuf, bl);
+            nb += bl;
+        }
+        if ((rc = merge_add(l, i, side, both, nb, "merge"))) return rc;
     }
     return 0;
 }
@@ -710,21 +761,36 @@ static int load_all(loader *l, const char *dir) {
     int rc = json_load(&d, l->a, path);
     if (rc) return rc;
     l->d = &d;
+    l->name = path;
     if (!json_is_obj(&d, 0)) return err_set(ZP_EFORMAT, "%s: not a JSON object", path);
     int model = json_get(&d, 0, "model");
     if (!json_is_obj(&d, model)) return err_set(ZP_EFORMAT, "%s: no \"model\" object", path);
-    if ((rc = check_normalizer(&d, json_get(&d, 0, "normalizer"), &t->nfc)) || (rc = check_pretok(&d, 0, &t->digits3)) ||
-        (rc = check_decoder(&d, 0)) || (rc = check_model(&d, model, &t->ignore_merges)))
+    if ((rc = check_normalizer(&d, json_get(&d, 0, "normalizer"), &t->nfc)) ||
+        (rc = check_pretok(&d, 0, &t->pre)) || (rc = check_decoder(&d, 0)) ||
+        (rc = check_model(&d, model, &t->ignore_merges)))
         return rc;
     int added = json_get(&d, 0, "added_tokens");
     if (added >= 0 && !json_is_arr(&d, added)) return err_set(ZP_EFORMAT, "%s: added_tokens is not an array", path);
     if ((rc = load_vocab(l, json_get(&d, model, "vocab"), added))) return rc;
+    /* HF drops a byte without a token (see bpe); tokenizer.json files must have them all, so
+     * that decode(encode(text)) == text holds for every tokenizer tok_load accepts */
+    for (int b = 0; b < 256; b++)
+        if (t->byte_id[b] < 0) return unsup("vocabulary without a token for byte", &d, -1);
     sort_added(t);
     if ((rc = load_merges(l, json_get(&d, model, "merges")))) return rc;
     if ((rc = load_postproc(l, json_get(&d, 0, "post_processor")))) return rc;
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     if (access(path, F_OK) == 0 && (rc = load_config(l, path))) return rc;
     return alloc_scratch(t, l->a);
+}
+
+/* What both loaders start from: no bos/eos, the ByteLevel character table. */
+static void tok_init(tokenizer *t) {
+    t->bos = t->eos = -1;
+    for (int c = 0; c < 324; c++)
+        t->inv[c] = -1;
+    for (int b = 0; b < 256; b++)
+        t->inv[bl_char_of_byte(b)] = (int16_t)b;
 }
 
 int tok_load(tokenizer **out, arena *a, const char *dir) {
@@ -738,12 +804,263 @@ int tok_load(tokenizer **out, arena *a, const char *dir) {
     }
     l->t = t;
     l->a = a;
-    t->bos = t->eos = -1;
-    for (int c = 0; c < 324; c++) t->inv[c] = -1;
-    for (int b = 0; b < 256; b++) t->inv[bl_char_of_byte(b)] = (int16_t)b;
+    tok_init(t);
     int rc = load_all(l, dir);
     arena_temp_reset(a, mark);
     if (rc) return err_prefix(rc, "loading tokenizer from %s", dir);
+    *out = t;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- loading from GGUF */
+
+/* tokenizer.ggml.pre -> pre-tokenizer, as transformers maps it (absent: GPT-2's regex), except
+ * smollm: transformers gives it GPT-2's regex, SmolLM2's tokenizer.json (and llama.cpp)
+ * split every number character off first. */
+static const struct {
+    const char *name;
+    pretok_kind pre;
+} GGUF_PRE[] = {
+    {"gpt2", PRE_GPT2},
+    {"default", PRE_GPT2},
+    {"smollm", PRE_DIGITS_GPT2},
+    {"llama-bpe", PRE_LLAMA3},
+    {"llama3", PRE_LLAMA3},
+    {"llama-v3", PRE_LLAMA3},
+    {"smaug-bpe", PRE_LLAMA3},
+    {"dbrx", PRE_LLAMA3},
+    {"falcon3", PRE_LLAMA3},
+    {"qwen2", PRE_QWEN2},
+    {"deepseek-r1-qwen", PRE_QWEN2},
+};
+
+enum { TT_CONTROL = 3, TT_USER_DEFINED = 4 }; /* tokenizer.ggml.token_type values */
+
+static bool bytes_eq(const char *s, size_t n, const char *lit) {
+    return n == strlen(lit) && !memcmp(s, lit, n);
+}
+
+/* tokenizer.ggml.<key>_token_id, or -1 when absent; an id outside the vocabulary is an error. */
+static int gguf_token_id(const gguf_file *g, const char *key, int32_t n, int32_t *id) {
+    uint32_t v;
+    *id = -1;
+    int rc = gguf_get_u32(g, key, &v);
+    if (rc == ZP_ENOTFOUND) return 0;
+    if (rc) return rc;
+    if (v >= (uint32_t)n)
+        return err_set(ZP_EFORMAT, "%s: %s = %u is not a token id (tokenizer.ggml.tokens has %d)",
+                       g->path, key, v, n);
+    *id = (int32_t)v;
+    return 0;
+}
+
+static int gguf_check_model(const gguf_file *g, pretok_kind *pre) {
+    const char *s;
+    size_t n;
+    int rc = gguf_get_str(g, "tokenizer.ggml.model", &s, &n);
+    if (rc == ZP_ENOTFOUND) return err_set(ZP_EFORMAT, "%s: no tokenizer.ggml.model", g->path);
+    if (rc) return rc;
+    if (!bytes_eq(s, n, "gpt2"))
+        return err_set(ZP_EUNSUP,
+                       "%s: unsupported tokenizer.ggml.model '%.*s' (only byte-level BPE, 'gpt2')",
+                       g->path, (int)(n > 80 ? 80 : n), s);
+    rc = gguf_get_str(g, "tokenizer.ggml.pre", &s, &n);
+    *pre = PRE_GPT2;
+    if (rc == ZP_ENOTFOUND) return 0;
+    if (rc) return rc;
+    for (size_t i = 0; i < sizeof GGUF_PRE / sizeof GGUF_PRE[0]; i++) {
+        if (bytes_eq(s, n, GGUF_PRE[i].name)) {
+            *pre = GGUF_PRE[i].pre;
+            return 0;
+        }
+    }
+    return err_set(ZP_EUNSUP, "%s: unsupported tokenizer.ggml.pre '%.*s'", g->path,
+                   (int)(n > 80 ? 80 : n), s);
+}
+
+typedef struct {
+    const gguf_kv *tokens, *types; /* types may be NULL */
+    int32_t n, special[4];         /* bos, eos, unk, pad ids (or -1) */
+} gguf_vocab;
+
+/* Whether id becomes an added token, as transformers builds it: control tokens, the bos, eos,
+ * unk and pad tokens and <|endoftext|> (GPT2Tokenizer's default) are special; user-defined
+ * ones are not. Only tokens spelled in the ByteLevel alphabet can be added tokens. */
+static uint8_t gguf_added_flags(const gguf_vocab *v, int32_t id, const char *s, size_t n,
+                                bool strict) {
+    if (!strict) return 0;
+    int64_t type = v->types ? gguf_arr_int(v->types, (uint64_t)id) : 1;
+    bool named = bytes_eq(s, n, "<|endoftext|>");
+    for (int k = 0; k < 4; k++)
+        named |= v->special[k] == id;
+    if (type == TT_CONTROL || named) return F_ADDED | F_SPECIAL;
+    return type == TT_USER_DEFINED ? F_ADDED : 0;
+}
+
+/* First pass: checks every token and sizes the tables. */
+static int gguf_vocab_size(loader *l, const gguf_vocab *v, size_t *text, int *nadded) {
+    const uint8_t *p = v->tokens->data;
+    *text = 0;
+    *nadded = 0;
+    for (int32_t i = 0; i < v->n; i++) {
+        const char *s;
+        size_t n;
+        bool strict;
+        gguf_str_next(&p, &s, &n);
+        if (n == 0 || n > TOKSTR_MAX)
+            return err_set(ZP_EFORMAT, "%s: tokenizer.ggml.tokens[%d] is %s", l->name, i,
+                           n ? "longer than 4096 bytes" : "empty");
+        if (utf8_valid_upto((const uint8_t *)s, n) != n)
+            return err_set(ZP_EFORMAT, "%s: tokenizer.ggml.tokens[%d] is not valid UTF-8", l->name,
+                           i);
+        bl_unmap(l->t->inv, (const uint8_t *)s, n, l->bbuf, &strict);
+        *text += n;
+        *nadded += gguf_added_flags(v, i, s, n, strict) != 0;
+    }
+    if (*nadded > UINT16_MAX)
+        return err_set(ZP_EUNSUP, "%s: more than 65535 added tokens", l->name);
+    return 0;
+}
+
+/* Second pass: token bytes, the vocabulary hash and the added tokens. A token spelled in the
+ * ByteLevel alphabet stands for the bytes it spells; any other token for its own UTF-8 bytes
+ * (transformers respells it into the alphabet). */
+static int gguf_vocab_load(loader *l, const gguf_vocab *v) {
+    tokenizer *t = l->t;
+    size_t text;
+    int nadded;
+    int rc = gguf_vocab_size(l, v, &text, &nadded);
+    if (rc) return rc;
+    size_t n = (size_t)v->n;
+    t->nids = v->n;
+    t->flags = arena_alloc(l->a, n, 1, "tokenizer flags");
+    t->off = arena_alloc(l->a, n * 4, 4, "tokenizer offsets");
+    t->len = arena_alloc(l->a, n * 4, 4, "tokenizer lengths");
+    t->blob_cap = text;
+    t->blob = arena_alloc(l->a, text + 1, 1, "tokenizer text");
+    t->vmask = pow2_at_least(2 * n + 2) - 1;
+    t->vhash = arena_alloc(l->a, ((size_t)t->vmask + 1) * 4, 4, "tokenizer vocab hash");
+    t->added =
+        arena_alloc(l->a, sizeof(added_tok) * (size_t)(nadded ? nadded : 1), 8, "added tokens");
+    if (!t->flags || !t->off || !t->len || !t->blob || !t->vhash || !t->added) return ZP_ENOMEM;
+    const uint8_t *p = v->tokens->data;
+    for (int32_t i = 0; i < v->n; i++) {
+        const char *s;
+        size_t sl, bl;
+        bool strict;
+        gguf_str_next(&p, &s, &sl);
+        bl = bl_unmap(t->inv, (const uint8_t *)s, sl, l->bbuf, &strict);
+        const uint8_t *b = strict ? l->bbuf : (const uint8_t *)s;
+        if (!strict) bl = sl;
+        int32_t dup = vocab_find(t, b, bl);
+        if (dup >= 0)
+            return err_set(ZP_EFORMAT, "%s: tokenizer.ggml.tokens[%d] ('%.*s') repeats token %d",
+                           l->name, i, (int)(sl > 80 ? 80 : sl), s, dup);
+        uint8_t flags = gguf_added_flags(v, i, s, sl, strict);
+        if ((rc = set_token(l, i, b, bl, 0))) return rc;
+        t->flags[i] |= flags;
+        vocab_insert(t, i);
+        if (!flags) continue;
+        char *content = arena_strdup(l->a, s, sl, "added token");
+        if (!content) return ZP_ENOMEM;
+        t->added[t->nadded++] = (added_tok){(const uint8_t *)content, (uint32_t)sl, i};
+    }
+    for (int b = 0; b < 256; b++) { /* may be missing (see bpe) */
+        uint8_t c = (uint8_t)b;
+        t->byte_id[b] = vocab_find(t, &c, 1);
+    }
+    return 0;
+}
+
+static int gguf_merges_load(loader *l, const gguf_file *g) {
+    const gguf_kv *kv;
+    int rc = gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_V_STRING, &kv);
+    if (rc == ZP_ENOTFOUND)
+        return err_set(
+            ZP_EUNSUP,
+            "%s: no tokenizer.ggml.merges (merges derived from scores are not supported)", l->name);
+    if (rc) return rc;
+    if (kv->n > INT32_MAX / 4)
+        return err_set(ZP_EFORMAT, "%s: too many tokenizer.ggml.merges", l->name);
+    if ((rc = merges_alloc(l, (size_t)kv->n))) return rc;
+    const uint8_t *p = kv->data;
+    for (int i = 0; i < (int)kv->n; i++) {
+        const char *s;
+        size_t n;
+        gguf_str_next(&p, &s, &n);
+        if (n > TOKSTR_MAX)
+            return err_set(ZP_EFORMAT, "%s: tokenizer.ggml.merges[%d] is longer than 4096 bytes",
+                           l->name, i);
+        if ((rc = merge_add_str(l, i, s, n, "tokenizer.ggml.merges entry"))) return rc;
+    }
+    return 0;
+}
+
+static int gguf_load_all(loader *l, const gguf_file *g) {
+    tokenizer *t = l->t;
+    gguf_vocab v = {.types = NULL};
+    int rc = gguf_check_model(g, &t->pre);
+    if (rc) return rc;
+    rc = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_V_STRING, &v.tokens);
+    if (rc == ZP_ENOTFOUND) return err_set(ZP_EFORMAT, "%s: no tokenizer.ggml.tokens", g->path);
+    if (rc) return rc;
+    if (v.tokens->n == 0 || v.tokens->n > INT32_MAX / 4)
+        return err_set(ZP_EFORMAT, "%s: tokenizer.ggml.tokens has %llu entries", g->path,
+                       (unsigned long long)v.tokens->n);
+    v.n = (int32_t)v.tokens->n;
+    rc = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_V_I32, &v.types);
+    if (rc == ZP_ENOTFOUND)
+        v.types = NULL;
+    else if (rc)
+        return rc;
+    if (v.types && v.types->n != v.tokens->n)
+        return err_set(ZP_EFORMAT,
+                       "%s: tokenizer.ggml.token_type has %llu entries, tokenizer.ggml.tokens %d",
+                       g->path, (unsigned long long)v.types->n, v.n);
+    static const char *const keys[4] = {
+        "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
+    for (int k = 0; k < 4; k++)
+        if ((rc = gguf_token_id(g, keys[k], v.n, &v.special[k]))) return rc;
+    if ((rc = gguf_vocab_load(l, &v))) return rc;
+    sort_added(t);
+    if ((rc = gguf_merges_load(l, g))) return rc;
+    t->bos = v.special[0];
+    t->eos = v.special[1];
+    /* transformers' post-processor: BOS / EOS when the file asks and names the token */
+    bool add_bos = false, add_eos = false;
+    if ((rc = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos)) && rc != ZP_ENOTFOUND)
+        return rc;
+    if ((rc = gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &add_eos)) && rc != ZP_ENOTFOUND)
+        return rc;
+    if (add_bos && t->bos >= 0) t->prefix[t->nprefix++] = t->bos;
+    if (add_eos && t->eos >= 0) t->suffix[t->nsuffix++] = t->eos;
+    const char *s;
+    size_t n;
+    rc = gguf_get_str(g, "tokenizer.chat_template", &s, &n);
+    if (rc && rc != ZP_ENOTFOUND) return rc;
+    if (!rc) {
+        if (memchr(s, 0, n))
+            return err_set(ZP_EFORMAT, "%s: tokenizer.chat_template holds a NUL byte", g->path);
+        if (!(t->chat_template = arena_strdup(l->a, s, n, "chat template"))) return ZP_ENOMEM;
+    }
+    return alloc_scratch(t, l->a);
+}
+
+int tok_load_gguf(tokenizer **out, arena *a, const gguf_file *g) {
+    *out = NULL;
+    size_t mark = arena_temp_mark(a);
+    loader *l = arena_temp(a, sizeof *l, 8, "tokenizer loader");
+    tokenizer *t = arena_alloc(a, sizeof *t, 8, "tokenizer");
+    if (!l || !t) {
+        arena_temp_reset(a, mark);
+        return ZP_ENOMEM;
+    }
+    *l = (loader){.t = t, .a = a, .name = g->path};
+    tok_init(t);
+    int rc = gguf_load_all(l, g);
+    arena_temp_reset(a, mark);
+    if (rc) return err_prefix(rc, "loading tokenizer from %s", g->path);
     *out = t;
     return 0;
 }
@@ -797,20 +1114,27 @@ static void push_pair(tokenizer *t, int *nh, int32_t pos) {
 }
 
 /* BPE over one piece of at most TOK_MAX_PIECE bytes, as HF's word merge: repeatedly apply
- * the lowest-rank pair, leftmost first. */
+ * the lowest-rank pair, leftmost first. A byte the vocabulary has no token for is dropped
+ * (HF's BPE without unk_token), its neighbours becoming adjacent. */
 static int bpe(tokenizer *t, const uint8_t *s, size_t n, sink *o) {
-    if (n == 1) return emit(o, t->byte_id[s[0]]);
+    if (n == 1) return t->byte_id[s[0]] >= 0 ? emit(o, t->byte_id[s[0]]) : 0;
     if (t->ignore_merges) {
         int32_t id = vocab_find(t, s, n);
         if (id >= 0) return emit(o, id);
     }
     int nh = 0;
+    int32_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        t->sym_id[i] = t->byte_id[s[i]];
-        t->sym_prev[i] = (int32_t)i - 1;
-        t->sym_next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
+        if (t->byte_id[s[i]] < 0) continue;
+        t->sym_id[m] = t->byte_id[s[i]];
+        t->sym_prev[m] = m - 1;
+        t->sym_next[m] = m + 1;
+        m++;
     }
-    for (size_t i = 0; i + 1 < n; i++) push_pair(t, &nh, (int32_t)i);
+    if (!m) return 0;
+    t->sym_next[m - 1] = -1;
+    for (int32_t i = 0; i + 1 < m; i++)
+        push_pair(t, &nh, i);
     while (nh) {
         heap_ent top = heap_pop(t->heap, &nh);
         int32_t p = top.pos, q = t->sym_next[p];
@@ -839,7 +1163,7 @@ static void cache_reset(tokenizer *t) {
 
 /* One pre-token: from the piece cache when seen before, else BPE (and cached). */
 static int encode_piece(tokenizer *t, const uint8_t *s, size_t n, sink *o) {
-    if (n == 1) return emit(o, t->byte_id[s[0]]);
+    if (n == 1) return bpe(t, s, n, o);
     if (n > CACHE_MAX_PIECE) {
         for (size_t i = 0; i < n;) { /* slices end on character boundaries */
             size_t e = n - i <= TOK_MAX_PIECE ? n : i + TOK_MAX_PIECE;
@@ -966,13 +1290,102 @@ static size_t scan(const uint8_t *s, size_t n, size_t i, bool digits3, bool *hit
     return last;
 }
 
+/* End of the run of characters starting at i whose class, masked by mask, is want. */
+static size_t run_class(const uint8_t *s, size_t n, size_t i, unsigned mask, unsigned want,
+                        bool *hit_end) {
+    uint32_t c;
+    int l;
+    while (i < n && (cls_at(s, i, &c, &l) & mask) == want)
+        i += (size_t)l;
+    if (i == n) *hit_end = true;
+    return i;
+}
+
+/* GPT-2's ByteLevel regex 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
+ * ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ (Oniguruma, leftmost-first, contractions case-sensitive) as a
+ * scanner; same contract as scan(). */
+static size_t scan_gpt2(const uint8_t *s, size_t n, size_t i, bool *hit_end) {
+    const unsigned CLS = UC_LETTER | UC_NUMBER | UC_SPACE;
+    uint32_t c, c2;
+    int l, l2;
+    unsigned k = cls_at(s, i, &c, &l);
+    size_t j = i + (size_t)l;
+    /* 's|'t|'re|'ve|'m|'ll|'d */
+    if (c == '\'') {
+        if (j >= n) {
+            *hit_end = true;
+        } else {
+            uint8_t a = s[j];
+            if (a == 's' || a == 't' || a == 'm' || a == 'd') return j + 1;
+            if (a == 'r' || a == 'v' || a == 'l') {
+                if (j + 1 >= n) {
+                    *hit_end = true;
+                } else {
+                    uint8_t b = s[j + 1];
+                    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+                        return j + 2;
+                }
+            }
+        }
+    }
+    /* ' ?' takes the space when the next character starts one of the three runs */
+    unsigned want = k & CLS;
+    size_t p = j;
+    if (c == ' ') {
+        if (j >= n) {
+            *hit_end = true;
+            return j;
+        }
+        want = cls_at(s, j, &c2, &l2) & CLS;
+        p = j + (size_t)l2;
+    }
+    /*  ?\p{L}+ |  ?\p{N}+ |  ?[^\s\p{L}\p{N}]+ */
+    if (want == UC_LETTER || want == UC_NUMBER || want == 0)
+        return run_class(s, n, p, CLS, want, hit_end);
+    /* c is whitespace: \s+(?!\S) | \s+ -- the run, less its last character when a
+     * non-space follows and the run is longer than one character */
+    size_t e = i, last = i;
+    while (e < n && (cls_at(s, e, &c2, &l2) & UC_SPACE)) {
+        last = e;
+        e += (size_t)l2;
+    }
+    if (e == n) *hit_end = true;
+    if (e == n || last == i) return e;
+    return last;
+}
+
+/* First \p{N} character at or after i, or n. */
+static size_t next_number(const uint8_t *s, size_t n, size_t i) {
+    uint32_t c;
+    int l;
+    while (i < n && !(cls_at(s, i, &c, &l) & UC_NUMBER))
+        i += (size_t)l;
+    return i;
+}
+
 /* Splits buf[0..n) into pre-tokens and encodes them; returns how many bytes were consumed
  * (all of them when final, else up to the first pre-token that may continue past n). */
 static int pretok(tokenizer *t, const uint8_t *s, size_t n, bool final, sink *o, size_t *used) {
-    size_t i = 0;
+    size_t i = 0; /* PRE_DIGITS_GPT2: num is the first number character at or after i */
+    size_t num = t->pre == PRE_DIGITS_GPT2 ? next_number(s, n, 0) : n;
     while (i < n) {
         bool hit_end = false;
-        size_t j = scan(s, n, i, t->digits3, &hit_end);
+        size_t j;
+        if (t->pre == PRE_GPT2) {
+            j = scan_gpt2(s, n, i, &hit_end);
+        } else if (t->pre == PRE_DIGITS_GPT2) {
+            if (num < i) num = next_number(s, n, i);
+            if (num == i) { /* a number character is a pre-token of its own */
+                int l;
+                utf8_dec(s, i, &l);
+                j = i + (size_t)l;
+            } else {
+                j = scan_gpt2(s, num, i, &hit_end);
+                if (num < n) hit_end = false; /* the match ends at the number whatever follows */
+            }
+        } else {
+            j = scan(s, n, i, t->pre == PRE_LLAMA3, &hit_end);
+        }
         if (hit_end && !final) break;
         int rc = encode_piece(t, s + i, j - i, o);
         if (rc) return rc;

@@ -1,16 +1,20 @@
 /* zipage tokenize: the tokenizer from the command line.
- *   zipage tokenize --model DIR (--text T | --file F) [--special] [--decode] [--skip-special]
- *                   [--chat [--render] [--no-thinking] [--no-gen-prompt]] [--bench SECONDS]
+ *   zipage tokenize --model DIR|FILE.gguf (--text T | --file F) [--special] [--decode]
+ *                   [--skip-special] [--chat [--render] [--no-thinking] [--no-gen-prompt]]
+ *                   [--batch] [--bench SECONDS]
  * Encodes the text and prints a JSON array of ids; with --decode the input is a JSON array
  * of ids and the text is printed. With --chat the input is a JSON array of {role, content}
  * messages, rendered with the model's chat template (engine/chat.h) and encoded; --render
- * prints the prompt text instead. --bench encodes the input repeatedly for about SECONDS
- * and prints MB/s and tokens/s per CPU-second of the encoding thread (one core) and the
- * first, cold-cache pass's MB/s. DIR needs
- * only tokenizer.json (+ optional tokenizer_config.json). Runs before any engine start-up,
- * so it uses libc memory freely (the input file is read into the arena). */
+ * prints the prompt text instead. With --batch the input is a JSON array of strings, each
+ * encoded and printed as a JSON array of ids on a line of its own. --bench encodes the input
+ * repeatedly for about SECONDS and prints MB/s and tokens/s per CPU-second of the encoding
+ * thread (one core) and the first, cold-cache pass's MB/s. DIR needs only tokenizer.json
+ * (+ optional tokenizer_config.json); a GGUF file gives its tokenizer metadata
+ * (tok_load_gguf). Runs before any engine start-up, so it uses libc memory freely (the input
+ * file is read into the arena). */
 #include "arena/err.h"
 #include "engine/chat.h"
+#include "engine/gguf.h"
 #include "engine/json.h"
 #include "engine/tokenizer.h"
 #include "tools/cli.h"
@@ -84,6 +88,38 @@ static int encode(tokenizer *t, const char *in, size_t len, bool special, double
     return rc;
 }
 
+/* --batch: every string of the JSON array in[0..len) encoded, one line of ids each. */
+static int encode_batch(tokenizer *t, arena *a, const char *in, size_t len, bool special) {
+    json_doc d;
+    int rc = json_parse(&d, a, in, len, "--batch input");
+    if (rc) return rc;
+    if (!json_is_arr(&d, 0))
+        return err_set(ZP_EINVAL, "--batch input must be a JSON array of strings");
+    char *text = malloc(len + 1);
+    if (!text) return err_set(ZP_ENOMEM, "out of memory");
+    int n = json_len(&d, 0);
+    for (int i = 0, e = 1; !rc && i < n; i++, e = json_skip(&d, e)) {
+        size_t tl;
+        if (!json_is_str(&d, e))
+            rc = err_set(ZP_EINVAL, "--batch input: entry %d is not a string", i);
+        if (!rc) rc = json_str(&d, e, text, len + 1, &tl);
+        if (!rc) rc = encode(t, text, tl, special, 0);
+    }
+    free(text);
+    return rc;
+}
+
+/* DIR (tokenizer.json) or a GGUF file's tokenizer metadata. */
+static int load(tokenizer **t, arena *a, const char *model) {
+    if (!gguf_is_file(model)) return tok_load(t, a, model);
+    gguf_file g = {0};
+    int rc = gguf_open(&g, a, model);
+    if (rc) return rc;
+    rc = tok_load_gguf(t, a, &g);
+    gguf_close(&g);
+    return rc;
+}
+
 int cmd_tokenize(int argc, char **argv) {
     conf cf;
     int rc = cli_conf(&cf, &argc, argv);
@@ -91,7 +127,8 @@ int cmd_tokenize(int argc, char **argv) {
     cli c;
     cli_init(&c, "tokenize", argc, argv);
     const char *text = NULL, *file = NULL, *o;
-    bool special = false, dec = false, skip = false, chat = false, show = false, think = true, gen = true;
+    bool special = false, dec = false, skip = false, chat = false, show = false, think = true,
+         gen = true, batch = false;
     double bench = 0;
     while (!rc && (o = cli_next(&c))) {
         if (!strcmp(o, "--text")) rc = cli_str(&c, &text);
@@ -103,13 +140,18 @@ int cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(o, "--render")) show = true;
         else if (!strcmp(o, "--no-thinking")) think = false;
         else if (!strcmp(o, "--no-gen-prompt")) gen = false;
+        else if (!strcmp(o, "--batch"))
+            batch = true;
         else if (!strcmp(o, "--bench")) rc = cli_float(&c, &bench, 0.01, 600);
         else rc = cli_unknown(&c, o);
     }
-    if (!rc && !cf.model[0]) rc = err_set(ZP_EINVAL, "--model DIR is required");
+    if (!rc && !cf.model[0])
+        rc = err_set(ZP_EINVAL, "--model DIR or --model FILE.gguf is required");
     if (!rc && !text == !file) rc = err_set(ZP_EINVAL, "give exactly one of --text and --file");
     if (!rc && chat && dec) rc = err_set(ZP_EINVAL, "--chat and --decode exclude each other");
     if (!rc && show && !chat) rc = err_set(ZP_EINVAL, "--render needs --chat");
+    if (!rc && batch && (chat || dec || bench > 0))
+        rc = err_set(ZP_EINVAL, "--batch excludes --chat, --decode and --bench");
     if (rc) return cli_fail("tokenize", rc);
     arena a;
     tokenizer *t = NULL;
@@ -117,7 +159,7 @@ int cmd_tokenize(int argc, char **argv) {
     size_t len = text ? strlen(text) : 0;
     bool have_arena = !(rc = arena_init(&a, "tokenize", (size_t)4 << 30));
     if (have_arena && file) rc = arena_read_file(&a, file, &buf, &len);
-    if (!rc) rc = tok_load(&t, &a, cf.model);
+    if (!rc) rc = load(&t, &a, cf.model);
     const char *in = text ? text : buf;
     char *prompt = NULL;
     if (!rc && chat) { /* the rendered prompt replaces the input */
@@ -130,6 +172,8 @@ int cmd_tokenize(int argc, char **argv) {
     }
     if (!rc && dec)
         rc = decode(t, &a, in, len, skip);
+    else if (!rc && batch)
+        rc = encode_batch(t, &a, in, len, special);
     else if (!rc && show)
         fwrite(in, 1, len, stdout);
     else if (!rc)
