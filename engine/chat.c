@@ -320,7 +320,9 @@ static int deepseek_r1(wr *w, const tokenizer *t, const char *tmpl, const json_d
 
 int chat_detect(const char *tmpl, chat_kind *kind) {
     if (!tmpl)
-        return err_set(ZP_ENOTFOUND, "the tokenizer has no chat_template (tokenizer_config.json); pass a raw prompt instead");
+        return err_set(ZP_ENOTFOUND,
+                       "the tokenizer has no chat_template (tokenizer_config.json, or a GGUF's "
+                       "tokenizer.chat_template); pass a raw prompt instead");
     if (strstr(tmpl, "<｜User｜>") && strstr(tmpl, "<｜Assistant｜>")) {
         *kind = CHAT_DEEPSEEK_R1;
     } else if (strstr(tmpl, "<|start_header_id|>") && strstr(tmpl, "<|eot_id|>") && strstr(tmpl, "Cutting Knowledge Date")) {

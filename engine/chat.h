@@ -1,9 +1,10 @@
 /* chat: chat templates without a Jinja engine.
  *
- * tokenizer_config.json's chat_template is recognised by its markers and rendered by a
- * built-in renderer that produces exactly what transformers' apply_chat_template gives for
- * plain {role, content} messages:
- *   ChatML   Qwen2 / Qwen2.5 (with the default system prompt their template carries)
+ * tokenizer_config.json's (or a GGUF file's tokenizer.chat_template) chat_template is
+ * recognised by its markers and rendered by a built-in renderer that produces exactly what
+ * transformers' apply_chat_template gives for plain {role, content} messages:
+ *   ChatML   Qwen2 / Qwen2.5 / SmolLM2-Instruct (with the default system prompt their
+ *            template carries)
  *   Qwen3    ChatML plus <think> handling: earlier assistant turns lose their reasoning,
  *            enable_thinking=false adds the empty think block, "-Thinking" templates open one
  *   Llama-3  <|start_header_id|> headers, BOS before the first message, trimmed contents
@@ -26,10 +27,10 @@
 #include <stddef.h>
 
 typedef enum {
-    CHAT_CHATML,   /* Qwen2, Qwen2.5 and plain ChatML */
+    CHAT_CHATML, /* Qwen2, Qwen2.5, SmolLM2 and plain ChatML */
     CHAT_QWEN3,
     CHAT_LLAMA3,
-    CHAT_LLAMA31,  /* Llama-3.1/3.2/3.3: dated system block first */
+    CHAT_LLAMA31, /* Llama-3.1/3.2/3.3: dated system block first */
     CHAT_DEEPSEEK_R1,
 } chat_kind;
 

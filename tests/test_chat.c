@@ -1,9 +1,9 @@
 /* test_chat: the built-in chat template renderers. Qwen3 and Llama-3 renders and ids come
  * from transformers' apply_chat_template (tests/golden/tokenizer_golden_small.json, with the
- * npm tokenizers; that part skips without them). tests/golden/chat_renders.json holds 476
+ * npm tokenizers; that part skips without them). tests/golden/chat_renders.json holds 540
  * Jinja2 renders (made by make_chat_goldens.py) of the real Qwen3/Llama-3 templates and of
- * Qwen2, Qwen2.5, DeepSeek-R1-Distill and Llama-3.1 templates over branch-covering and random
- * conversations.
+ * Qwen2, Qwen2.5, SmolLM2-Instruct, DeepSeek-R1-Distill and Llama-3.1 templates over
+ * branch-covering and random conversations.
  * Template detection and errors run on the byte-level test tokenizer. */
 #include "arena/arena.h"
 #include "arena/err.h"
@@ -141,7 +141,7 @@ static void test_jinja_renders(void) {
         }
     }
     printf("%d Jinja2 renders checked\n", checked);
-    CHECK(checked >= 258); /* the inline templates always run */
+    CHECK(checked >= 322); /* the inline templates always run */
 }
 
 static void test_renderers(void) {
@@ -168,6 +168,26 @@ static void test_renderers(void) {
     expect(t, "[{\"role\":\"user\",\"content\":\"a\\\"b\\n\"}]", true, true,
            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\na\"b\n<|im_end|>\n"
            "<|im_start|>assistant\n");
+    /* SmolLM2-Instruct (its GGUF's tokenizer.chat_template): ChatML with its own default system
+     * prompt, written with real newlines inside the Jinja string literals */
+    t = with_template(
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+        "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+        "{{ '<|im_start|>assistant\n' }}{% endif %}",
+        NULL);
+    chat_kind k;
+    CHECK(chat_detect(tok_chat_template(t), &k) == 0 && k == CHAT_CHATML);
+    expect(t,
+           "[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]",
+           true, true,
+           "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+           "Face<|im_end|>\n"
+           "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n<|im_start|>"
+           "assistant\n");
+    expect(t, "[{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\",\"content\":\"hi\"}]",
+           false, true, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n");
     /* Qwen3: reasoning kept after the last user query, dropped before it */
     t = with_template("<|im_start|> <|im_end|> reasoning_content <tool_response> enable_thinking", NULL);
     expect(t, "[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"\\n\\ncall\","

@@ -2,7 +2,7 @@
 """Writes tests/golden/chat_renders.json: reference chat prompts rendered by Jinja2 the way
 transformers' apply_chat_template does (sandboxed environment, trim_blocks, lstrip_blocks,
 tojson, raise_exception), for the real Qwen3 and Llama-3 templates of the npm tokenizers and
-for Qwen2, Qwen2.5, DeepSeek-R1-Distill and Llama-3.1 templates kept in this file, over message lists
+for Qwen2, Qwen2.5, SmolLM2-Instruct, DeepSeek-R1-Distill and Llama-3.1 templates kept in this file, over message lists
 that exercise each renderer's branches. test_chat.c checks chat_render against it.
 
 Run by hand after `npm ci` in tests/golden (needs python3-jinja2); the output is committed
@@ -69,6 +69,13 @@ QWEN2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] 
          "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
          "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+# SmolLM2-135M-Instruct (tokenizer.chat_template of its GGUF): ChatML with its own default
+# system prompt
+SMOLLM2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+           "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+           "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 DEEPSEEK_R1 = ("{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
                "{% set ns = namespace(is_first=false, is_tool=false, is_output_first=true, system_prompt='') %}"
@@ -238,6 +245,7 @@ def main():
         ("llama3_1", "npm:tokenizer-llama3_1", npm_template("tokenizer-llama3_1"), "<|begin_of_text|>", COMMON),
         ("qwen2.5", QWEN25, QWEN25, "", COMMON + TOOLS[1:2] + random_conversations(3, [S, U, A, T])),
         ("qwen2", QWEN2, QWEN2, "", COMMON + random_conversations(4, [S, U, A, T])),
+        ("smollm2", SMOLLM2, SMOLLM2, "", COMMON + random_conversations(7, [S, U, A, T])),
         ("deepseek-r1", DEEPSEEK_R1, DEEPSEEK_R1, "<|endoftext|>", COMMON + random_conversations(5, [S, U, A])),
         ("llama3.1", LLAMA31, LLAMA31, "<|endoftext|>", COMMON + random_conversations(6, [S, U, A])),
     ]
