@@ -21,6 +21,8 @@
 #include "engine/loader.h"
 
 #include "arena/err.h"
+#include "engine/gguf.h"
+#include "engine/ggufmodel.h"
 #include "engine/json.h"
 
 #include <limits.h>
@@ -284,6 +286,7 @@ static int parse_config(model_config *c, const json_doc *d) {
 }
 
 int loader_config(model_config *c, arena *a, const char *dir) {
+    if (gguf_is_file(dir)) return ggufmodel_config(c, a, dir);
     char path[LOADER_PATH_MAX];
     int rc = join(path, dir, "config.json");
     if (rc) return rc;
@@ -690,6 +693,7 @@ static int load_weights(model_weights *w, const model_config *c, arena *a, const
 }
 
 int loader_weights(model_weights *w, const model_config *c, arena *a, const char *dir) {
+    if (gguf_is_file(dir)) return ggufmodel_weights(w, c, a, dir);
     memset(w, 0, sizeof *w);
     size_t mark = arena_temp_mark(a);
     st_set s;

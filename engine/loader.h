@@ -1,4 +1,5 @@
-/* loader: reads a Hugging Face model directory: config.json (Qwen3ForCausalLM,
+/* loader: reads a model: a GGUF file (handed to engine/ggufmodel.h) or a Hugging Face model
+ * directory: config.json (Qwen3ForCausalLM,
  * Qwen2ForCausalLM, LlamaForCausalLM; Hub and transformers-5 spellings), the optional
  * generation_config.json, and the weights (model.safetensors or shards listed in
  * model.safetensors.index.json), mapped read-only and checked tensor by tensor for presence,
@@ -31,6 +32,8 @@ typedef struct model_config {
     rope_kind rope;
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_max_pos;
+    const float *rope_factors; /* NULL, or head_dim/2 divisors of the rotary frequencies
+                                  (GGUF rope_freqs.weight), in the config's arena */
     bool tie_embeddings, attn_bias, qk_norm;
     zp_dtype dtype; /* declared torch dtype */
     int32_t eos_ids[LOADER_MAX_EOS];

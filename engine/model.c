@@ -77,6 +77,7 @@ void model_rope_inv_freq(const model_config *c, float *out) {
             }
             inv = (float)v;
         }
+        if (c->rope_factors) inv /= c->rope_factors[j]; /* as llama.cpp applies rope_freqs */
         out[j] = inv;
     }
 }

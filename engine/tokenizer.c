@@ -793,7 +793,7 @@ static void tok_init(tokenizer *t) {
         t->inv[bl_char_of_byte(b)] = (int16_t)b;
 }
 
-int tok_load(tokenizer **out, arena *a, const char *dir) {
+static int load_dir(tokenizer **out, arena *a, const char *dir) {
     *out = NULL;
     size_t mark = arena_temp_mark(a);
     loader *l = arena_temp(a, sizeof *l, 8, "tokenizer loader");
@@ -1063,6 +1063,36 @@ int tok_load_gguf(tokenizer **out, arena *a, const gguf_file *g) {
     if (rc) return err_prefix(rc, "loading tokenizer from %s", g->path);
     *out = t;
     return 0;
+}
+
+int tok_load(tokenizer **out, arena *a, const char *model) {
+    if (!gguf_is_file(model)) return load_dir(out, a, model);
+    gguf_file g = {0};
+    int rc = gguf_open(&g, a, model);
+    if (!rc) rc = tok_load_gguf(out, a, &g);
+    gguf_close(&g);
+    return rc;
+}
+
+int tok_present(arena *a, const char *model, bool *present) {
+    *present = false;
+    if (!gguf_is_file(model)) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tokenizer.json", model);
+        *present = access(path, F_OK) == 0;
+        return 0;
+    }
+    gguf_file g = {0};
+    int rc = gguf_open(&g, a, model);
+    if (!rc) {
+        const char *s;
+        size_t n;
+        rc = gguf_get_str(&g, "tokenizer.ggml.model", &s, &n);
+        *present = rc == 0;
+        if (rc == ZP_ENOTFOUND) rc = 0;
+    }
+    gguf_close(&g);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- encoding */

@@ -37,9 +37,16 @@
 
 typedef struct tokenizer tokenizer;
 
-/* Loads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json (bos/eos tokens,
+/* Loads the tokenizer of a model path, as --model takes it: a GGUF file's metadata
+ * (tok_load_gguf; the file's directory and tensors cost a few KB of a's permanent side), else
+ * DIR/tokenizer.json and, when present, DIR/tokenizer_config.json (bos/eos tokens,
  * chat_template). */
-int tok_load(tokenizer **out, arena *a, const char *dir);
+int tok_load(tokenizer **out, arena *a, const char *model);
+
+/* Whether the model path carries a tokenizer (DIR/tokenizer.json; a GGUF file's
+ * tokenizer.ggml.model key): what decides if text prompts can be taken. A GGUF file that
+ * cannot be parsed gives 0 with err set. */
+int tok_present(arena *a, const char *model, bool *present);
 
 /* Builds the tokenizer a GGUF file's metadata describes (tokenizer.ggml.*, chat_template) the
  * way transformers does when it loads the file (docs/TOKENIZER.md, "Tokenizers from GGUF"):

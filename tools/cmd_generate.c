@@ -4,9 +4,9 @@
  * or many from a JSONL file (--requests FILE: one object per line with "id", "prompt" |
  * "messages" | "prompt_ids", sampling fields, "compress", "kv_budget_blocks",
  * "protect_prompt" and an optional "arrival_step"; --protect-prompt N is the default of lines
- * that give no "protect_prompt"). Text needs the
- * model's tokenizer.json. Results: the completion text streamed through the detokenizer
- * (ids when the model has no tokenizer), or with --json one JSON object per request; with
+ * that give no "protect_prompt"). Text needs the model's tokenizer (tokenizer.json, or a
+ * GGUF file's metadata). Results: the completion text streamed through the detokenizer (ids
+ * when the model has no tokenizer), or with --json one JSON object per request; with
  * --requests a summary JSON line goes to stderr at the end.
  *
  * Memory: everything (requests, output buffers) is sized and carved before the arena is
@@ -45,7 +45,7 @@ typedef struct gen_ctx {
     gen_req *reqs;
     int32_t n;
     int32_t n_done;
-    tokenizer *tk;   /* NULL when the model has no tokenizer.json */
+    tokenizer *tk;   /* NULL when the model has no tokenizer */
     bool stream_out; /* print text pieces as they arrive */
     char *piece;     /* detokenizer output buffer */
     size_t piece_cap;
@@ -133,7 +133,9 @@ typedef struct text_src {
  * template, into ids[0..*n). */
 static int encode_prompt(gen_ctx *c, arena *a, const char *text, size_t len, const json_doc *d,
                          int m, bool thinking, int32_t *ids, int32_t cap, int32_t *n) {
-    if (!c->tk) return err_set(ZP_EINVAL, "text prompts need the model's tokenizer.json");
+    if (!c->tk)
+        return err_set(ZP_EINVAL, "text prompts need a model with a tokenizer (tokenizer.json or "
+                                  "GGUF tokenizer metadata)");
     size_t mark = arena_temp_mark(a), got = 0;
     int rc;
     if (d) {
@@ -428,10 +430,10 @@ int cmd_generate(int argc, char **argv) {
         return cli_fail("generate", rc);
     gen_ctx ctx = {0};
     engine *e = NULL;
-    char tpath[CONF_STR_MAX + 32];
-    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", cf.model);
     int32_t eos = -1;
-    if (cf.model[0] && access(tpath, F_OK) == 0) {
+    bool has_tok = false;
+    if (cf.model[0] && (rc = tok_present(&a, cf.model, &has_tok))) goto out;
+    if (has_tok) {
         if ((rc = tok_load(&ctx.tk, &a, cf.model))) goto out;
         eos = tok_eos_id(ctx.tk);
         ctx.piece_cap = tok_stream_cap(ctx.tk);

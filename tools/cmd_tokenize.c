@@ -14,7 +14,6 @@
  * file is read into the arena). */
 #include "arena/err.h"
 #include "engine/chat.h"
-#include "engine/gguf.h"
 #include "engine/json.h"
 #include "engine/tokenizer.h"
 #include "tools/cli.h"
@@ -109,17 +108,6 @@ static int encode_batch(tokenizer *t, arena *a, const char *in, size_t len, bool
     return rc;
 }
 
-/* DIR (tokenizer.json) or a GGUF file's tokenizer metadata. */
-static int load(tokenizer **t, arena *a, const char *model) {
-    if (!gguf_is_file(model)) return tok_load(t, a, model);
-    gguf_file g = {0};
-    int rc = gguf_open(&g, a, model);
-    if (rc) return rc;
-    rc = tok_load_gguf(t, a, &g);
-    gguf_close(&g);
-    return rc;
-}
-
 int cmd_tokenize(int argc, char **argv) {
     conf cf;
     int rc = cli_conf(&cf, &argc, argv);
@@ -159,7 +147,7 @@ int cmd_tokenize(int argc, char **argv) {
     size_t len = text ? strlen(text) : 0;
     bool have_arena = !(rc = arena_init(&a, "tokenize", (size_t)4 << 30));
     if (have_arena && file) rc = arena_read_file(&a, file, &buf, &len);
-    if (!rc) rc = load(&t, &a, cf.model);
+    if (!rc) rc = tok_load(&t, &a, cf.model);
     const char *in = text ? text : buf;
     char *prompt = NULL;
     if (!rc && chat) { /* the rendered prompt replaces the input */
