@@ -210,25 +210,21 @@ static int parse_config(model_config *c, arena *a, const gm *m) {
     return 0;
 }
 
-static int open_file(gguf_file *g, gm *m, arena *a, const char *path) {
-    int rc = gguf_open(g, a, path);
-    if (rc) return rc;
+static int gm_init(gm *m, arena *a, const gguf_file *g) {
     const char *s;
     size_t n;
-    *m = (gm){.g = g, .path = path};
-    rc = gguf_get_str(g, "general.architecture", &s, &n);
-    if (rc == ZP_ENOTFOUND) rc = err_set(ZP_EFORMAT, "%s: missing 'general.architecture'", path);
+    *m = (gm){.g = g, .path = g->path};
+    int rc = gguf_get_str(g, "general.architecture", &s, &n);
+    if (rc == ZP_ENOTFOUND)
+        return err_set(ZP_EFORMAT, "%s: missing 'general.architecture'", g->path);
     if (!rc && !(m->arch = arena_strdup(a, s, n, "architecture"))) rc = ZP_ENOMEM;
-    if (rc) gguf_close(g);
     return rc;
 }
 
 int ggufmodel_config(model_config *c, arena *a, const char *path) {
-    gguf_file g;
-    gm m;
-    int rc = open_file(&g, &m, a, path);
-    if (rc) return rc;
-    rc = parse_config(c, a, &m);
+    gguf_file g = {0};
+    int rc = gguf_open(&g, a, path);
+    if (!rc) rc = ggufmodel_parse(c, NULL, a, &g);
     gguf_close(&g);
     return rc;
 }
@@ -355,21 +351,30 @@ static int load_weights(model_weights *w, const model_config *c, arena *a, const
     return 0;
 }
 
+int ggufmodel_parse(model_config *c, model_weights *w, arena *a, const gguf_file *g) {
+    gm m;
+    int rc = gm_init(&m, a, g);
+    if (!rc) rc = parse_config(c, a, &m);
+    if (!rc && w) {
+        memset(w, 0, sizeof *w);
+        if ((rc = load_weights(w, c, a, &m))) memset(w, 0, sizeof *w);
+    }
+    return rc;
+}
+
 int ggufmodel_weights(model_weights *w, const model_config *c, arena *a, const char *path) {
     memset(w, 0, sizeof *w);
-    gguf_file g;
-    gm m;
+    gguf_file g = {0};
     model_config fc;
-    int rc = open_file(&g, &m, a, path);
+    int rc = gguf_open(&g, a, path);
     if (rc) return rc;
     /* The file must still describe the config the caller was given (it may have changed). */
-    if (!(rc = parse_config(&fc, a, &m)) &&
+    if (!(rc = ggufmodel_parse(&fc, w, a, &g)) &&
         (fc.arch != c->arch || fc.hidden != c->hidden || fc.layers != c->layers ||
          fc.heads != c->heads || fc.kv_heads != c->kv_heads || fc.head_dim != c->head_dim ||
          fc.intermediate != c->intermediate || fc.vocab != c->vocab ||
          fc.tie_embeddings != c->tie_embeddings || fc.attn_bias != c->attn_bias))
         rc = err_set(ZP_EFORMAT, "%s: the file changed since its config was read", path);
-    if (!rc) rc = load_weights(w, c, a, &m);
     if (rc) {
         gguf_close(&g);
         memset(w, 0, sizeof *w);

@@ -22,6 +22,15 @@
 #include "arena/arena.h"
 #include "engine/loader.h"
 
+typedef struct gguf_file gguf_file;
+
+/* The config (and, when w is not NULL, the weights, pointing into g's buffer where used in
+ * place: g must outlive them) of an open file: what the two below do, and what the fuzzer
+ * runs on files parsed from memory. */
+int ggufmodel_parse(model_config *c, model_weights *w, arena *a, const gguf_file *g);
+
+/* The loader's entry points for a path: open, parse, close (the weights keep the mapping,
+ * model_weights.maps[0]); ggufmodel_weights checks the file still has config c. */
 int ggufmodel_config(model_config *c, arena *a, const char *path);
 int ggufmodel_weights(model_weights *w, const model_config *c, arena *a, const char *path);
 

@@ -8,10 +8,16 @@
  * whose product is nelem, the first a multiple of its type's block, nbytes from the block
  * geometry, an aligned offset, data inside the data section and no byte shared with another;
  * every getter runs on every key, every string and inner array is walked, and every tensor
- * up to 2^20 elements is dequantized. The arena's temporary side is given back either way.
+ * up to 2^20 elements is dequantized. Then what --model FILE.gguf builds from an accepted
+ * file: the model (ggufmodel_parse: config and weights) and the tokenizer (tok_load_gguf),
+ * each either refused with a negative code and a message or complete (every weight the
+ * config asks for present with its shape; the tokenizer encodes a short text into ids below
+ * its vocabulary and decodes them). The arena's temporary side is given back either way.
  */
 #include "arena/err.h"
 #include "engine/gguf.h"
+#include "engine/ggufmodel.h"
+#include "engine/tokenizer.h"
 #include "tests/fuzz/fuzz_util.h"
 
 #define NAME "fuzz.gguf"
@@ -116,6 +122,71 @@ static void check_tensors(const gguf_file *g, const uint8_t *data, size_t size) 
     }
 }
 
+static void check_refusal(int rc, const char *what) {
+    check(rc < 0 && err_msg()[0], "refusal without a code or message", what);
+}
+
+static void check_tensor(const tensor *t, int64_t rows, int64_t cols, const char *what) {
+    check(t->data && t->name, "weight missing", what);
+    check(rows < 0 ? t->ndim == 1 && t->shape[0] == cols
+                   : t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols,
+          "weight shape", t->name);
+}
+
+static void check_model(arena *a, const gguf_file *g) {
+    model_config c;
+    model_weights w;
+    err_set(0, "%s", "");
+    int rc = ggufmodel_parse(&c, &w, a, g);
+    if (rc) {
+        check_refusal(rc, "ggufmodel_parse");
+        return;
+    }
+    int64_t H = c.hidden, Q = (int64_t)c.heads * c.head_dim, KV = (int64_t)c.kv_heads * c.head_dim;
+    check(c.layers > 0 && H > 0 && c.heads % c.kv_heads == 0 && c.head_dim % 2 == 0, "config",
+          "model");
+    check_tensor(&w.embed, c.vocab, H, "embed");
+    check_tensor(&w.lm_head, c.vocab, H, "lm_head");
+    check_tensor(&w.final_norm, -1, H, "final_norm");
+    for (int i = 0; i < c.layers; i++) {
+        const layer_weights *l = &w.layers[i];
+        check_tensor(&l->q, Q, H, "q");
+        check_tensor(&l->k, KV, H, "k");
+        check_tensor(&l->v, KV, H, "v");
+        check_tensor(&l->o, H, Q, "o");
+        check_tensor(&l->gate, c.intermediate, H, "gate");
+        check_tensor(&l->up, c.intermediate, H, "up");
+        check_tensor(&l->down, H, c.intermediate, "down");
+        if (c.attn_bias) check_tensor(&l->q_bias, -1, Q, "q_bias");
+        if (c.qk_norm) check_tensor(&l->k_norm, -1, c.head_dim, "k_norm");
+    }
+}
+
+static void check_tokenizer(arena *a, const gguf_file *g) {
+    tokenizer *t;
+    err_set(0, "%s", "");
+    int rc = tok_load_gguf(&t, a, g);
+    if (rc) {
+        check_refusal(rc, "tok_load_gguf");
+        return;
+    }
+    static const char text[] = "Hello, world! 123 <|im_end|> caf\xc3\xa9";
+    int32_t ids[256];
+    size_t n;
+    err_set(0, "%s", "");
+    rc = tok_encode(t, text, sizeof text - 1, true, ids, 256, &n);
+    if (rc) {
+        check_refusal(rc, "tok_encode");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        check(ids[i] >= 0 && ids[i] < tok_vocab_size(t), "id outside the vocabulary", "encode");
+    char out[1024];
+    size_t len;
+    rc = tok_decode(t, ids, n, false, out, sizeof out, &len);
+    if (rc) check_refusal(rc, "tok_decode");
+}
+
 /* A fresh arena per input; a MAP_NORESERVE reservation costs only the pages an input touches. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     arena A;
@@ -130,6 +201,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check(g.alignment && !(g.alignment & (g.alignment - 1)), "alignment", "general.alignment");
         check_keys(&g, data, size);
         check_tensors(&g, data, size);
+        check_model(&A, &g);
+        check_tokenizer(&A, &g);
     }
     if (arena_temp_mark(&A) != 0) abort(); /* temporary memory all given back */
     arena_release(&A);
