@@ -18,6 +18,7 @@
  * same against gguf-py. */
 #include "arena/err.h"
 #include "engine/gguf.h"
+#include "tests/gguf_wbuf.h"
 #include "tests/testlib.h"
 
 #include <math.h>
@@ -30,36 +31,6 @@
 static unsigned long long seed = 42;
 
 /* ---- the writer --------------------------------------------------------------------------- */
-
-typedef struct wbuf {
-    uint8_t *b;
-    size_t n, cap;
-} wbuf;
-
-static void put(wbuf *w, const void *p, size_t n) {
-    if (w->n + n > w->cap) {
-        w->cap = (w->n + n) * 2 + 256;
-        REQUIRE((w->b = realloc(w->b, w->cap)));
-    }
-    if (n) memcpy(w->b + w->n, p, n);
-    w->n += n;
-}
-static void put_u8(wbuf *w, uint8_t v) {
-    put(w, &v, 1);
-}
-static void put_u32(wbuf *w, uint32_t v) {
-    put(w, &v, 4);
-}
-static void put_u64(wbuf *w, uint64_t v) {
-    put(w, &v, 8);
-}
-static void put_strn(wbuf *w, const char *s, size_t n) {
-    put_u64(w, n);
-    put(w, s, n);
-}
-static void put_str(wbuf *w, const char *s) {
-    put_strn(w, s, strlen(s));
-}
 
 /* The geometry of the supported tensor types, written down here from the format. */
 static const struct {

@@ -13,13 +13,7 @@ Z=${ZP_BUILD:-build}/zipage
 [ -x "$Z" ] || { echo "SKIP zipage not built"; exit 77; }
 T=$(mktemp -d /tmp/zp_test_gguf_dequant.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-py=$(bash tools/pyenv.sh 2>"$T/pyenv.err")
-rc=$?
-if [ $rc -eq 2 ]; then
-    echo "SKIP no Python environment: $(tail -n 1 "$T/pyenv.err")"
-    exit 77
-fi
-[ $rc -eq 0 ] || { echo "FAIL: tools/pyenv.sh exit $rc"; cat "$T/pyenv.err"; exit 1; }
+. tests/need_pyenv.sh
 "$py" tests/gguf_dequant_ref.py "$T" 2>"$T/err" ||
     { echo "FAIL: gguf_dequant_ref.py"; tail -n 20 "$T/err"; exit 1; }
 "$Z" gguf "$T/ref.gguf" >"$T/dump" 2>"$T/err" || { echo "FAIL: zipage gguf: $(cat "$T/err")"; exit 1; }

