@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_bench_ppl: `zipage bench ppl` on a tiny random model on the CPU over a license text: the
 # perplexity table has the full row and, per budget, the score and streaming rows, with finite
-# perplexities, an agreement in [0, 1] and compressions in every compressed row; the full row's
-# perplexity does not depend on the budgets asked for; --md writes the same rows; --probe prints
+# perplexities, an agreement in [0, 1] and compressions in every compressed row; the full-KV
+# perplexity past the budget is the same for both policies at a budget and differs between
+# budgets; the full row's perplexity does not depend on the budgets asked for; --md writes the same rows; --probe prints
 # recall rows without and with the fact protected; bad options are refused by name.
 set -u
 ZP=${ZP_BUILD:-build}/asan/zipage
@@ -22,8 +23,11 @@ rc=$?
 cat "$d/out"
 check '[ $rc -eq 0 ] || { cat "$d/err"; false; }'
 check '[ "$(grep -c "^full " "$d/out")" = 1 ]'
-check '[ "$(grep -cE "^(50%|4b) .* score +[0-9.]+ +[0-9.]+ +[01]\.[0-9]{4} +[1-9][0-9.]*$" "$d/out")" = 2 ]'
-check '[ "$(grep -cE "^(50%|4b) .* streaming +[0-9.]+ +[0-9.]+ +[01]\.[0-9]{4} +[1-9][0-9.]*$" "$d/out")" = 2 ]'
+check '[ "$(grep -cE "^(50%|4b) .* score +[0-9.]+ +[0-9.]+ +[0-9.]+ +[01]\.[0-9]{4} +[1-9][0-9.]*$" "$d/out")" = 2 ]'
+check '[ "$(grep -cE "^(50%|4b) .* streaming +[0-9.]+ +[0-9.]+ +[0-9.]+ +[01]\.[0-9]{4} +[1-9][0-9.]*$" "$d/out")" = 2 ]'
+# full KV over the same positions: one value per budget, whatever the policy
+check '[ "$(grep "^50% " "$d/out" | awk "{print \$7}" | sort -u | wc -l)" = 1 ]'
+check '[ "$(grep "^50% " "$d/out" | awk "{print \$7}")" != "$(grep "^4b " "$d/out" | awk "{print \$7}" | head -1)" ]'
 check 'grep -q "^| budget | blocks | policy | ppl (all)" "$d/t.md" && [ "$(grep -c "^| 50%" "$d/t.md")" = 2 ]'
 full1=$(grep "^full " "$d/out" | awk "{print \$4}")
 $ZP $B --budgets 25% >"$d/out2" 2>/dev/null

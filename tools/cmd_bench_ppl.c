@@ -8,9 +8,9 @@
  * then each --budgets entry ("P%" of the window, rounded to whole blocks, or "Nb" blocks) with
  * the configured eviction policy and with each --baselines policy (streaming, random). The
  * streaming rows keep max(sink_len, 4) leading tokens, StreamingLLM's attention sinks.
- * Reported per row: perplexity over every forced token, perplexity and top-1 agreement with
- * the full-KV row over the positions past the budget (where the cache has been compressed),
- * and compressions per window.
+ * Reported per row: perplexity over every forced token; over the positions past the budget
+ * (where the cache has been compressed), the row's perplexity, the full-KV row's perplexity on
+ * the same positions, and top-1 agreement with the full-KV row; compressions per window.
  *
  * --probe: a recall probe instead. Each window becomes "The secret number is NNNNN. Remember
  * it." + text + "\n\nWhat is the secret number? The secret number is", answered greedily
@@ -41,6 +41,7 @@ typedef struct win {
     float *lp;      /* forced tokens' log-probabilities */
     int32_t *top1;  /* this row's argmax per forced position */
     int32_t *full1; /* the full-KV row's */
+    float *full_lp; /* the full-KV row's lp */
     int32_t out[PPL_ANSWER];
     int32_t n_out;
     int32_t compressions;
@@ -58,7 +59,7 @@ typedef struct ppl_row {
     int64_t blocks; /* 0 = full KV */
     int eviction;
     bool protect, baseline;
-    double ppl_all, ppl_past, agree, compressions, wall;
+    double ppl_all, ppl_past, ppl_full_past, agree, compressions, wall;
     int64_t n_past;
     int correct;
 } ppl_row;
@@ -141,7 +142,8 @@ static int make_windows(arena *a, tokenizer *tk, const int32_t *ids, size_t n_id
         w->lp = arena_alloc(a, sizeof(float) * (size_t)window, 4, "logprobs");
         w->top1 = arena_alloc(a, sizeof(int32_t) * (size_t)window, 4, "top1");
         w->full1 = arena_alloc(a, sizeof(int32_t) * (size_t)window, 4, "top1");
-        if (!w->ids || !w->lp || !w->top1 || !w->full1) return ZP_ENOMEM;
+        w->full_lp = arena_alloc(a, sizeof(float) * (size_t)window, 4, "logprobs");
+        if (!w->ids || !w->lp || !w->top1 || !w->full1 || !w->full_lp) return ZP_ENOMEM;
         if (!c->probe) {
             memcpy(w->ids, src, sizeof(int32_t) * (size_t)window);
             w->n_ids = window;
@@ -215,7 +217,7 @@ static int run_row(const conf *base, tokenizer *tk, ppl_ctx *c, ppl_row *row) {
         }
     }
     row->wall = now_s() - t0;
-    double nll_all = 0, nll_past = 0;
+    double nll_all = 0, nll_past = 0, nll_full_past = 0;
     int64_t n_all = 0, agree = 0;
     row->n_past = row->correct = 0;
     row->compressions = 0;
@@ -236,8 +238,10 @@ static int run_row(const conf *base, tokenizer *tk, ppl_ctx *c, ppl_row *row) {
             n_all++;
             if (!row->blocks) {
                 w->full1[k] = w->top1[k];
+                w->full_lp[k] = w->lp[k];
             } else if (pos > budget_tok) {
                 nll_past -= w->lp[k];
+                nll_full_past -= w->full_lp[k];
                 row->n_past++;
                 agree += w->top1[k] == w->full1[k];
             }
@@ -246,6 +250,7 @@ static int run_row(const conf *base, tokenizer *tk, ppl_ctx *c, ppl_row *row) {
     if (!c->probe) {
         row->ppl_all = exp(nll_all / (double)(n_all ? n_all : 1));
         row->ppl_past = row->n_past ? exp(nll_past / (double)row->n_past) : 0;
+        row->ppl_full_past = row->n_past ? exp(nll_full_past / (double)row->n_past) : 0;
         row->agree = row->n_past ? (double)agree / (double)row->n_past : 0;
     }
 out:
@@ -264,14 +269,16 @@ static void print_table(FILE *f, const ppl_row *rows, int nr, int32_t window, in
                         bool probe, int32_t n, bool md) {
     const char *sep = md ? " | " : "  ";
     if (md)
-        fprintf(f, probe ? "| budget | blocks | policy | protected | recalled | compressions |\n"
-                           "|---|---|---|---|---|---|\n"
-                         : "| budget | blocks | policy | ppl (all) | ppl (past budget) | top-1 "
-                           "agreement | compressions |\n|---|---|---|---|---|---|---|\n");
+        fprintf(f, probe
+                       ? "| budget | blocks | policy | protected | recalled | compressions |\n"
+                         "|---|---|---|---|---|---|\n"
+                       : "| budget | blocks | policy | ppl (all) | ppl (past budget) | full-KV ppl "
+                         "(past budget) | top-1 agreement | compressions |\n"
+                         "|---|---|---|---|---|---|---|---|\n");
     else
         fprintf(f, probe ? "budget    blocks        policy     protected  recalled  compressions\n"
-                         : "budget    blocks        policy     ppl(all)  ppl(past)  top1-agree  "
-                           "compressions\n");
+                         : "budget    blocks        policy     ppl(all)  ppl(past)  full(past)  "
+                           "top1-agree  compressions\n");
     for (int i = 0; i < nr; i++) {
         const ppl_row *r = &rows[i];
         char blocks[32];
@@ -287,16 +294,16 @@ static void print_table(FILE *f, const ppl_row *rows, int nr, int32_t window, in
                     r->compressions);
         else if (!r->blocks)
             fprintf(f,
-                    md ? "%s%s%s%s%s%s%.3f%s%s%s%s%s%.1f"
-                       : "%-8s%s%-12s%s%-9s%s%8.3f%s%9s%s%10s%s%.1f",
-                    r->label, sep, "all", sep, pol, sep, r->ppl_all, sep, "-", sep, "-", sep,
-                    r->compressions);
+                    md ? "%s%s%s%s%s%s%.3f%s%s%s%s%s%s%s%.1f"
+                       : "%-8s%s%-12s%s%-9s%s%8.3f%s%9s%s%10s%s%10s%s%.1f",
+                    r->label, sep, "all", sep, pol, sep, r->ppl_all, sep, "-", sep, "-", sep, "-",
+                    sep, r->compressions);
         else
             fprintf(f,
-                    md ? "%s%s%s%s%s%s%.3f%s%.3f%s%.4f%s%.1f"
-                       : "%-8s%s%-12s%s%-9s%s%8.3f%s%9.3f%s%10.4f%s%.1f",
+                    md ? "%s%s%s%s%s%s%.3f%s%.3f%s%.3f%s%.4f%s%.1f"
+                       : "%-8s%s%-12s%s%-9s%s%8.3f%s%9.3f%s%10.3f%s%10.4f%s%.1f",
                     r->label, sep, blocks, sep, pol, sep, r->ppl_all, sep, r->ppl_past, sep,
-                    r->agree, sep, r->compressions);
+                    r->ppl_full_past, sep, r->agree, sep, r->compressions);
         fputs(md ? " |\n" : "\n", f);
     }
 }
