@@ -27,6 +27,7 @@
 #include "arena/err.h"
 #include "drv/cublaslt.h"
 #include "drv/cuda.h"
+#include "drv/attn_abi.h"
 #include "drv/compress_abi.h"
 #include "drv/gemmtune.h"
 #include "drv/nvrtc.h"
@@ -60,6 +61,9 @@ typedef struct cuda_be {
     void *staging;
     CUmodule layer_mod, attn_mod, prefill_mod, sample_mod, cscore_mod, cselect_mod;
     CUfunction embed, add_rmsnorm, qkv, swiglu, gather, argmax, attn_partial, attn_merge;
+    CUfunction attn_decode_mma; /* zp_attn_decode_mma when attention_mma, else unused */
+    int attention_mma;          /* decode rows through zp_attn_decode_mma (conf attention_kernel) */
+    unsigned attn_mma_smem;     /* its dynamic shared memory (drv/attn_abi.h) */
     CUfunction attn_prefill, qcache_store, cmp_score, cmp_redundancy, cmp_select, cmp_compact;
     CUfunction sample, seat_init;
     CUdeviceptr seen, seat_counts; /* penalty state of the sample_seats seats */
@@ -99,12 +103,17 @@ static void keep(cuda_be *cb, int rc) {
     snprintf(cb->err[cb->q], sizeof cb->err[cb->q], "%s", err_msg());
 }
 
+static void launch_smem(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                        unsigned block, unsigned smem, void **args, const char *what) {
+    if (!gx || !gy || !gz) return; /* an empty step launches nothing */
+    keep(cb, cuda_err(&cb->drv,
+                      cb->drv.LaunchKernel(f, gx, gy, gz, block, 1, 1, smem, cur(cb), args, NULL),
+                      what));
+}
+
 static void launch(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned block,
                    void **args, const char *what) {
-    if (!gx || !gy || !gz) return; /* an empty step launches nothing */
-    keep(cb,
-         cuda_err(&cb->drv,
-                  cb->drv.LaunchKernel(f, gx, gy, gz, block, 1, 1, 0, cur(cb), args, NULL), what));
+    launch_smem(cb, f, gx, gy, gz, block, 0, args, what);
 }
 
 /* ---- memory ---- */
@@ -513,7 +522,11 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
      * both write the same partials, one merge finishes every row */
     void *pa[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &cnt, &tc,
                   &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
-    launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n), 128, pa, "zp_attn_partial");
+    if (cb->attention_mma)
+        launch_smem(cb, cb->attn_decode_mma, U(n_split), U(hkv), U(n), 128, cb->attn_mma_smem, pa,
+                    "zp_attn_decode_mma");
+    else
+        launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n), 128, pa, "zp_attn_partial");
     void *pp[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &qt, &nqt,
                   &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
     launch(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128, pp,
@@ -731,6 +744,7 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         (rc = get_fn(cb, cb->layer_mod, "zp_argmax", &cb->argmax)) ||
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_partial", &cb->attn_partial)) ||
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_merge", &cb->attn_merge)) ||
+        (rc = get_fn(cb, cb->attn_mod, "zp_attn_decode_mma", &cb->attn_decode_mma)) ||
         (rc = load_module(cb, "prefill.cu", gqa, cb->cache_dir, &cb->prefill_mod)) ||
         (rc = get_fn(cb, cb->prefill_mod, "zp_attn_prefill_partial", &cb->attn_prefill)) ||
         (rc = load_module(cb, "sample.cu", 1, cb->cache_dir, &cb->sample_mod)) ||
@@ -749,6 +763,14 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                                                 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                                 (int)zp_cs_smem_bytes(s->head_dim)),
                        "cuFuncSetAttribute (zp_cmp_score shared memory)")))
+        return rc;
+    cb->attn_mma_smem = (unsigned)attn_mma_smem_bytes(s->head_dim, attn_mma_stages(s->head_dim));
+    if (cb->attention_mma &&
+        (rc = cuda_err(&cb->drv,
+                       cb->drv.FuncSetAttribute(cb->attn_decode_mma,
+                                                CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                (int)cb->attn_mma_smem),
+                       "cuFuncSetAttribute (zp_attn_decode_mma shared memory)")))
         return rc;
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->staging, CB_STAGING), "cuMemAllocHost")))
         return rc;
@@ -800,6 +822,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->s = *s;
     cb->invariant = c->batch_invariant;
     cb->chunk = c->attention_chunk > 0 ? c->attention_chunk : 512;
+    cb->attention_mma = c->attention_mma;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){
         .name = "cuda",

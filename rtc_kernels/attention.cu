@@ -383,3 +383,259 @@ extern "C" __global__ void zp_attn_merge(const float *__restrict__ part_o,
         out[((size_t)t * (size_t)hq + (size_t)h) * D + d] = zp_f2bf(L > 0.0f ? o / L : 0.0f);
     }
 }
+
+/* ---- zp_attn_decode_mma: zp_attn_partial on tensor cores ----
+ *
+ * The same contract as zp_attn_partial (signature, grid (n_split, hkv, n_rows_cap), 128
+ * threads, tok_tc, the partials it writes), for the backend's decode rows when the
+ * configuration selects it (conf key attention_kernel); one engine uses one of the two for
+ * every such row, so a row's bits never depend on the batch. Dynamic shared memory:
+ * ZP_DM_STAGES * 2 * ZP_DM_SK * D * 2 bytes (drv/attn_abi.h: 96 KiB at D 128, 48 KiB at D 64),
+ * above 48 KiB, so the function needs CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
+ *
+ * WHY. zp_attn_partial spends a score FMA and a P·V FMA per head on every K/V element and
+ * reduces each score across lanes: with G = 8 heads per CTA that CUDA-core work, not memory,
+ * bounds it (docs/BENCHMARKS.md: 1.8x GQA 4's time at the same bytes). Here the G query
+ * heads are the M rows of mma.sync m16n8k16 (rows G..15 zero), so both products cost a few
+ * tensor-core instructions per 16 keys whatever G is, and the kernel is left with moving
+ * bytes: a CTA-wide cp.async ring of ZP_DM_STAGES stages of SK = 64 keys keeps
+ * (STAGES - 1) * 64 K and V rows in flight per CTA.
+ *
+ * ALGORITHM. Stage i holds keys [start + 64i, start + 64i + 64) of the CTA's split (K and V
+ * rows swizzled as in prefill.cu); warp w computes keys 16w .. 16w+15 of every stage with its
+ * own online softmax state (FlashAttention-2's loop, base 2, P rounded to bf16 for the mma
+ * and l summed from the same rounded values, as prefill.cu); one __syncthreads per stage
+ * both publishes the stage's copies and frees the slot the next copies overwrite. Keys past
+ * the range end are zero-filled and their scores -inf (p exactly 0). At the end the four warp
+ * states merge through shared memory (exact log-sum-exp) into the partial, m in natural-log
+ * units. Rounding differs from zp_attn_partial's (bf16 P, ex2.approx): the two kernels are
+ * alternatives, never mixed for one row. */
+
+#define ZP_DM_WARPS 4
+#define ZP_DM_KW 16                               /* keys per warp per stage (one mma k-step) */
+#define ZP_DM_SK (ZP_DM_WARPS * ZP_DM_KW)         /* keys per stage */
+#ifndef ZP_DM_STAGES
+#define ZP_DM_STAGES (ZP_HEAD_DIM == 128 ? 3 : 4) /* drv/attn_abi.h: attn_mma_stages */
+#endif
+#define ZP_DM_CH (ZP_HEAD_DIM / 8)                /* 16-byte chunks per K/V row */
+#define ZP_DM_LPT (ZP_DM_SK * ZP_DM_CH / ZP_ATTN_THREADS) /* K (and V) copies per thread */
+
+static_assert(ZP_HEAD_DIM == 64 || ZP_HEAD_DIM == 128, "tensor-core decode: head dim 64 or 128");
+static_assert(ZP_DM_STAGES >= 2, "the ring needs two stages");
+static_assert(ZP_DM_LPT * ZP_ATTN_THREADS == ZP_DM_SK * ZP_DM_CH, "whole copies per thread");
+static_assert(ZP_DM_WARPS * ZP_GQA * ZP_HEAD_DIM * 4 <= ZP_DM_STAGES * 2 * ZP_DM_SK * ZP_HEAD_DIM * 2,
+              "the warp states must fit in the ring");
+
+/* This thread's physical blocks for its copies of the stage at p0 (keys >= end: none). */
+static __device__ __forceinline__ void zp_dm_blocks(int *blk, const int *__restrict__ bt, int p0,
+                                                    int end, int tid) {
+#pragma unroll
+    for (int i = 0; i < ZP_DM_LPT; i++) {
+        const int p = p0 + (tid + i * ZP_ATTN_THREADS) / ZP_DM_CH;
+        blk[i] = p < end ? bt[p / ZP_BLOCK_SIZE] : 0;
+    }
+}
+
+/* Issues this thread's cp.async copies of K and V of the stage at p0 into ks / vs. */
+static __device__ __forceinline__ void zp_dm_load(bf16 *ks, bf16 *vs, const bf16 *__restrict__ kc,
+                                                  const bf16 *__restrict__ vc, const int *blk,
+                                                  int hkv, int g, int p0, int end, int tid) {
+#pragma unroll
+    for (int i = 0; i < ZP_DM_LPT; i++) {
+        const int v = tid + i * ZP_ATTN_THREADS, row = v / ZP_DM_CH, c = v % ZP_DM_CH, p = p0 + row;
+        size_t off = 0;
+        int bytes = 0;
+        if (p < end) {
+            off = (((size_t)blk[i] * (size_t)hkv + (size_t)g) * ZP_BLOCK_SIZE +
+                   (size_t)(p % ZP_BLOCK_SIZE)) * ZP_HEAD_DIM + (size_t)(c * 8);
+            bytes = 16;
+        }
+        const unsigned o = zp_swz_off(row, c) / 2u;
+        zp_cp16(ks + o, kc + off, bytes);
+        zp_cp16(vs + o, vc + off, bytes);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ZP_ATTN_THREADS)
+zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
+                   const bf16 *__restrict__ vc, const int *__restrict__ tok_seq,
+                   const int *__restrict__ tok_kv_idx, const int *__restrict__ block_tables,
+                   const int *__restrict__ n_tokens, const int *__restrict__ tok_tc, int max_blocks,
+                   int hkv, float scale, int chunk, int n_split, float *__restrict__ part_o,
+                   float *__restrict__ part_ml) {
+    constexpr int D = ZP_HEAD_DIM, G = ZP_GQA, SK = ZP_DM_SK, ST = ZP_DM_STAGES;
+    constexpr int KQ = D / 16; /* k16 steps over the head dim */
+    constexpr int ND = D / 8;  /* n8 output tiles over the head dim */
+    extern __shared__ __align__(128) bf16 dm_s[]; /* [stage][K, V][key row, swizzled] */
+    __shared__ float red_m[ZP_DM_WARPS][G], red_l[ZP_DM_WARPS][G], red_f[ZP_DM_WARPS][G];
+
+    const int s = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
+    if (t >= *n_tokens || (tok_tc && tok_tc[t])) return;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int gid = lane >> 2, tq = lane & 3; /* mma fragment row group and column pair */
+    const int hq = hkv * G, seq = tok_seq[t], start = s * chunk;
+    int end = start; /* empty unless a real row with indices in this chunk */
+    if (seq >= 0) {
+        const int len = tok_kv_idx[t] + 1;
+        end = len < start + chunk ? len : start + chunk;
+    }
+    /* (t, h = g*G + j, s) lives at partial index pbase + j*n_split */
+    const size_t pbase = ((size_t)t * (size_t)hq + (size_t)g * G) * (size_t)n_split + (size_t)s;
+    if (start >= end) { /* the merge skips it by its -inf maximum; its part_o is never read */
+        if (tid < G) {
+            part_ml[(pbase + (size_t)tid * (size_t)n_split) * 2 + 0] = ZP_NEG_INF;
+            part_ml[(pbase + (size_t)tid * (size_t)n_split) * 2 + 1] = 0.0f;
+        }
+        return;
+    }
+
+    const int *bt = block_tables + (size_t)seq * (size_t)max_blocks;
+    const int n_st = (end - start + SK - 1) / SK;
+    int blk[ZP_DM_LPT];
+    zp_dm_blocks(blk, bt, start, end, tid);
+    /* prologue: stages 0 .. ST-2 in flight (one commit group each, empty past the end) */
+#pragma unroll
+    for (int k = 0; k < ST - 1; k++) {
+        if (k < n_st) {
+            bf16 *st = dm_s + (size_t)k * 2 * SK * D;
+            zp_dm_load(st, st + SK * D, kc, vc, blk, hkv, g, start + k * SK, end, tid);
+            zp_dm_blocks(blk, bt, start + (k + 1) * SK, end, tid);
+        }
+        zp_cp_commit();
+    }
+
+    /* q fragments (A operand): row gid is head gid of the group (zero for gid >= G), rows
+     * gid+8 are unused (zero) */
+    unsigned qa[KQ][4];
+    const bf16 *qr = gid < G ? q + ((size_t)t * (size_t)hq + (size_t)(g * G + gid)) * D : nullptr;
+#pragma unroll
+    for (int k = 0; k < KQ; k++) {
+        qa[k][0] = qr ? *(const unsigned *)(qr + 16 * k + 2 * tq) : 0u;
+        qa[k][2] = qr ? *(const unsigned *)(qr + 16 * k + 8 + 2 * tq) : 0u;
+        qa[k][1] = qa[k][3] = 0u;
+    }
+
+    float o[ND][4], mr = ZP_NEG_INF, lr = 0.0f;
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) o[n][x] = 0.0f;
+    const float c2 = scale * 1.4426950408889634f; /* scores in base-2 units */
+    const int l7 = lane & 7, mat = lane >> 3;      /* ldmatrix: row in matrix, matrix */
+
+    for (int it = 0; it < n_st; it++) {
+        zp_cp_wait<ST - 2>(); /* this thread's copies of stage it have landed */
+        __syncthreads();      /* everyone's have, and stage it-1's slot is free */
+        const int nx = it + ST - 1;
+        if (nx < n_st) {
+            bf16 *st = dm_s + (size_t)(nx % ST) * 2 * SK * D;
+            zp_dm_load(st, st + SK * D, kc, vc, blk, hkv, g, start + nx * SK, end, tid);
+            if (nx + 1 < n_st) zp_dm_blocks(blk, bt, start + (nx + 1) * SK, end, tid);
+        }
+        zp_cp_commit();
+        const int p0 = start + it * SK + ZP_DM_KW * w; /* this warp's first key */
+        if (p0 >= end) continue;
+
+        const bf16 *st = dm_s + (size_t)(it % ST) * 2 * SK * D;
+        const unsigned ks = (unsigned)__cvta_generic_to_shared(st);
+        const unsigned vs = (unsigned)__cvta_generic_to_shared(st + SK * D);
+        const int r0 = ZP_DM_KW * w; /* this warp's first key row in the stage */
+
+        /* S = Q K^T over the warp's 16 keys: two n8 tiles, each summed over the head dim in
+         * two accumulators (even and odd k-steps) so the dependent mma chains are half as long */
+        float sc[2][4], sc2[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+            for (int x = 0; x < 4; x++) sc[nt][x] = sc2[nt][x] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KQ / 2; kk++) {
+                unsigned b[4];
+                zp_ldm4(b, ks + zp_swz_off(r0 + nt * 8 + l7, 4 * kk + mat));
+                zp_mma_bf16(sc[nt], qa[2 * kk], b[0], b[1]);
+                zp_mma_bf16(sc2[nt], qa[2 * kk + 1], b[2], b[3]);
+            }
+#pragma unroll
+            for (int x = 0; x < 2; x++) sc[nt][x] += sc2[nt][x];
+        }
+        /* mask, scale, online softmax of row gid (registers 0, 1 of each tile) */
+        float mx = ZP_NEG_INF;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float x = p0 + nt * 8 + 2 * tq + e < end ? sc[nt][e] * c2 : ZP_NEG_INF;
+                sc[nt][e] = x;
+                mx = fmaxf(mx, x);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mn = fmaxf(mr, mx);
+        const float corr = mn == mr ? 1.0f : zp_ex2(mr - mn); /* exactly 1 when unchanged */
+        const float msub = mn == ZP_NEG_INF ? 0.0f : mn;
+        mr = mn;
+        /* P in bf16 as the A operand of P V (rows gid+8 zero) */
+        unsigned pa[4] = {0u, 0u, 0u, 0u};
+        float ls = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const unsigned pk = zp_pack_bf16x2(zp_ex2(sc[nt][0] - msub), zp_ex2(sc[nt][1] - msub));
+            pa[2 * nt] = pk;
+            ls += __uint_as_float(pk << 16);
+            ls += __uint_as_float(pk & 0xffff0000u);
+        }
+        lr = lr * corr + ls;
+#pragma unroll
+        for (int n = 0; n < ND; n++) {
+            o[n][0] *= corr;
+            o[n][1] *= corr;
+        }
+        /* O += P V: ldmatrix.trans x4 gives the B fragments of two n8 tiles of D */
+#pragma unroll
+        for (int n2 = 0; n2 < ND / 2; n2++) {
+            unsigned b[4];
+            zp_ldm4t(b, vs + zp_swz_off(r0 + 8 * (mat & 1) + l7, 2 * n2 + (mat >> 1)));
+            zp_mma_bf16(o[2 * n2], pa, b[0], b[1]);
+            zp_mma_bf16(o[2 * n2 + 1], pa, b[2], b[3]);
+        }
+    }
+
+    /* merge the warp states: l over the quad, then through shared memory (the ring) */
+    float l = lr + __shfl_xor_sync(0xffffffffu, lr, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    zp_cp_wait<0>(); /* only empty groups can remain; keep the ring idle before reuse */
+    __syncthreads(); /* every warp's reads of the ring done */
+    float *red_o = (float *)dm_s; /* [WARPS][G][D] */
+    if (gid < G) {
+        float *dst = red_o + (size_t)(w * G + gid) * D + 2 * tq;
+#pragma unroll
+        for (int n = 0; n < ND; n++) *(float2 *)(dst + 8 * n) = make_float2(o[n][0], o[n][1]);
+        if (tq == 0) {
+            red_m[w][gid] = mr;
+            red_l[w][gid] = l;
+        }
+    }
+    __syncthreads();
+    if (tid < G) {
+        const int j = tid;
+        float M = ZP_NEG_INF, L = 0.0f;
+        for (int k = 0; k < ZP_DM_WARPS; k++) M = fmaxf(M, red_m[k][j]);
+        for (int k = 0; k < ZP_DM_WARPS; k++) {
+            const float mk = red_m[k][j];
+            const float f = mk == ZP_NEG_INF ? 0.0f : zp_ex2(mk - M);
+            red_f[k][j] = f;
+            L += red_l[k][j] * f;
+        }
+        part_ml[(pbase + (size_t)j * (size_t)n_split) * 2 + 0] =
+            M == ZP_NEG_INF ? ZP_NEG_INF : M * 0.6931471805599453f;
+        part_ml[(pbase + (size_t)j * (size_t)n_split) * 2 + 1] = L;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < G * D; idx += ZP_ATTN_THREADS) {
+        const int j = idx / D, d = idx % D;
+        float acc = 0.0f;
+#pragma unroll
+        for (int k = 0; k < ZP_DM_WARPS; k++) acc = fmaf(red_o[(k * G + j) * D + d], red_f[k][j], acc);
+        part_o[(pbase + (size_t)j * (size_t)n_split) * D + (size_t)d] = acc;
+    }
+}

@@ -17,12 +17,144 @@
 
 #ifndef ZP_HEAD_DIM
 #define ZP_HEAD_DIM 128
+/* ---- tensor cores (sm_80+): prefill.cu and attention.cu's zp_attn_decode_mma ---- */
+
+/* 2^x; ex2.approx(-inf) = +0 exactly. */
+static __device__ __forceinline__ float zp_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* {lo, hi} rounded to bf16 (nearest even) in one register, lo in the low half. */
+static __device__ __forceinline__ unsigned zp_pack_bf16x2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+/* d += a (16x16, row) * b (16x8, col): bf16 operands, fp32 accumulators. */
+static __device__ __forceinline__ void zp_mma_bf16(float *d, const unsigned *a, unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Four 8x8 bf16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of
+ * matrix i; register i gets matrix i (.trans: transposed). */
+static __device__ __forceinline__ void zp_ldm4(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void zp_ldm4t(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* Byte offset in a shared K or V tile of rows of ZP_HEAD_DIM bf16 of 16-byte chunk c of key
+ * row r, swizzled: chunk c is stored at c ^ (r & 7), so the 8 rows an ldmatrix phase reads hit
+ * 8 different bank groups. */
+static __device__ __forceinline__ unsigned zp_swz_off(int r, int c) {
+    return (unsigned)(r * ZP_HEAD_DIM + ((c ^ (r & 7)) << 3)) * 2u;
+}
+
 #endif
 #ifndef ZP_BLOCK_SIZE
 #define ZP_BLOCK_SIZE 16
+/* ---- tensor cores (sm_80+): prefill.cu and attention.cu's zp_attn_decode_mma ---- */
+
+/* 2^x; ex2.approx(-inf) = +0 exactly. */
+static __device__ __forceinline__ float zp_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* {lo, hi} rounded to bf16 (nearest even) in one register, lo in the low half. */
+static __device__ __forceinline__ unsigned zp_pack_bf16x2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+/* d += a (16x16, row) * b (16x8, col): bf16 operands, fp32 accumulators. */
+static __device__ __forceinline__ void zp_mma_bf16(float *d, const unsigned *a, unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Four 8x8 bf16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of
+ * matrix i; register i gets matrix i (.trans: transposed). */
+static __device__ __forceinline__ void zp_ldm4(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void zp_ldm4t(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* Byte offset in a shared K or V tile of rows of ZP_HEAD_DIM bf16 of 16-byte chunk c of key
+ * row r, swizzled: chunk c is stored at c ^ (r & 7), so the 8 rows an ldmatrix phase reads hit
+ * 8 different bank groups. */
+static __device__ __forceinline__ unsigned zp_swz_off(int r, int c) {
+    return (unsigned)(r * ZP_HEAD_DIM + ((c ^ (r & 7)) << 3)) * 2u;
+}
+
 #endif
 #ifndef ZP_GQA
 #define ZP_GQA 4
+/* ---- tensor cores (sm_80+): prefill.cu and attention.cu's zp_attn_decode_mma ---- */
+
+/* 2^x; ex2.approx(-inf) = +0 exactly. */
+static __device__ __forceinline__ float zp_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* {lo, hi} rounded to bf16 (nearest even) in one register, lo in the low half. */
+static __device__ __forceinline__ unsigned zp_pack_bf16x2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+/* d += a (16x16, row) * b (16x8, col): bf16 operands, fp32 accumulators. */
+static __device__ __forceinline__ void zp_mma_bf16(float *d, const unsigned *a, unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Four 8x8 bf16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of
+ * matrix i; register i gets matrix i (.trans: transposed). */
+static __device__ __forceinline__ void zp_ldm4(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void zp_ldm4t(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* Byte offset in a shared K or V tile of rows of ZP_HEAD_DIM bf16 of 16-byte chunk c of key
+ * row r, swizzled: chunk c is stored at c ^ (r & 7), so the 8 rows an ldmatrix phase reads hit
+ * 8 different bank groups. */
+static __device__ __forceinline__ unsigned zp_swz_off(int r, int c) {
+    return (unsigned)(r * ZP_HEAD_DIM + ((c ^ (r & 7)) << 3)) * 2u;
+}
+
 #endif
 
 typedef unsigned short bf16;
@@ -70,6 +202,50 @@ static __device__ __forceinline__ void zp_cp_commit() {
 /* Waits until at most N of this thread's commit groups are still in flight. */
 template <int N> static __device__ __forceinline__ void zp_cp_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* ---- tensor cores (sm_80+): prefill.cu and attention.cu's zp_attn_decode_mma ---- */
+
+/* 2^x; ex2.approx(-inf) = +0 exactly. */
+static __device__ __forceinline__ float zp_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* {lo, hi} rounded to bf16 (nearest even) in one register, lo in the low half. */
+static __device__ __forceinline__ unsigned zp_pack_bf16x2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+/* d += a (16x16, row) * b (16x8, col): bf16 operands, fp32 accumulators. */
+static __device__ __forceinline__ void zp_mma_bf16(float *d, const unsigned *a, unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Four 8x8 bf16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of
+ * matrix i; register i gets matrix i (.trans: transposed). */
+static __device__ __forceinline__ void zp_ldm4(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void zp_ldm4t(unsigned *r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* Byte offset in a shared K or V tile of rows of ZP_HEAD_DIM bf16 of 16-byte chunk c of key
+ * row r, swizzled: chunk c is stored at c ^ (r & 7), so the 8 rows an ldmatrix phase reads hit
+ * 8 different bank groups. */
+static __device__ __forceinline__ unsigned zp_swz_off(int r, int c) {
+    return (unsigned)(r * ZP_HEAD_DIM + ((c ^ (r & 7)) << 3)) * 2u;
 }
 
 #endif

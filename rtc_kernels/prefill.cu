@@ -93,46 +93,6 @@ static_assert(ZP_PF_M == 16 * (ZP_PF_THREADS / 32), "each warp owns 16 query row
 
 #define ZP_PF_NEG_INF __int_as_float(0xff800000)
 
-/* 2^x; ex2.approx(-inf) = +0 exactly. */
-static __device__ __forceinline__ float zp_pf_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-/* {lo, hi} rounded to bf16 (nearest even) in one register, lo in the low half. */
-static __device__ __forceinline__ unsigned zp_pf_pack(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-/* d += a (16x16, row) * b (16x8, col): bf16 operands, fp32 accumulators. */
-static __device__ __forceinline__ void zp_pf_mma(float *d, const unsigned *a, unsigned b0, unsigned b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Four 8x8 bf16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of
- * matrix i; register i gets matrix i (.trans: transposed). */
-static __device__ __forceinline__ void zp_pf_ldm4(unsigned *r, unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-static __device__ __forceinline__ void zp_pf_ldm4t(unsigned *r, unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-/* Byte offset in a stage's K or V array of 16-byte chunk c of key row r (swizzled). */
-static __device__ __forceinline__ unsigned zp_pf_off(int r, int c) {
-    return (unsigned)(r * ZP_HEAD_DIM + ((c ^ (r & 7)) << 3)) * 2u;
-}
-
 /* This thread's physical blocks for its copies of the sub-tile at p0 (keys >= end: none). */
 static __device__ __forceinline__ void zp_pf_blocks(int *blk, const int *__restrict__ bt, int p0,
                                                     int end, int tid) {
@@ -157,7 +117,7 @@ static __device__ __forceinline__ void zp_pf_load(bf16 *ks, bf16 *vs, const bf16
                    (size_t)(p % ZP_BLOCK_SIZE)) * ZP_HEAD_DIM + (size_t)(c * 8);
             bytes = 16;
         }
-        const unsigned o = zp_pf_off(row, c) / 2u;
+        const unsigned o = zp_swz_off(row, c) / 2u;
         zp_cp16(ks + o, kc + off, bytes);
         zp_cp16(vs + o, vc + off, bytes);
     }
@@ -277,9 +237,9 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
 #pragma unroll
             for (int kk = 0; kk < KQ / 2; kk++) {
                 unsigned b[4];
-                zp_pf_ldm4(b, ks + zp_pf_off(nt * 8 + l7, 4 * kk + mat));
-                zp_pf_mma(sc[nt], qa[2 * kk], b[0], b[1]);
-                zp_pf_mma(sc[nt], qa[2 * kk + 1], b[2], b[3]);
+                zp_ldm4(b, ks + zp_swz_off(nt * 8 + l7, 4 * kk + mat));
+                zp_mma_bf16(sc[nt], qa[2 * kk], b[0], b[1]);
+                zp_mma_bf16(sc[nt], qa[2 * kk + 1], b[2], b[3]);
             }
         }
 
@@ -300,7 +260,7 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             const float mn = fmaxf(mr[h], mx);
-            corr[h] = mn == mr[h] ? 1.0f : zp_pf_ex2(mr[h] - mn); /* exactly 1 when unchanged */
+            corr[h] = mn == mr[h] ? 1.0f : zp_ex2(mr[h] - mn); /* exactly 1 when unchanged */
             msub[h] = mn == ZP_PF_NEG_INF ? 0.0f : mn;
             mr[h] = mn;
         }
@@ -311,8 +271,8 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const unsigned pk = zp_pf_pack(zp_pf_ex2(sc[nt][2 * h] - msub[h]),
-                                               zp_pf_ex2(sc[nt][2 * h + 1] - msub[h]));
+                const unsigned pk = zp_pack_bf16x2(zp_ex2(sc[nt][2 * h] - msub[h]),
+                                               zp_ex2(sc[nt][2 * h + 1] - msub[h]));
                 pa[nt][h] = pk;
                 ls[h] += __uint_as_float(pk << 16);
                 ls[h] += __uint_as_float(pk & 0xffff0000u);
@@ -335,9 +295,9 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
 #pragma unroll
             for (int n2 = 0; n2 < ND / 2; n2++) {
                 unsigned b[4];
-                zp_pf_ldm4t(b, vs + zp_pf_off(16 * kk + 8 * (mat & 1) + l7, 2 * n2 + (mat >> 1)));
-                zp_pf_mma(o[2 * n2], a, b[0], b[1]);
-                zp_pf_mma(o[2 * n2 + 1], a, b[2], b[3]);
+                zp_ldm4t(b, vs + zp_swz_off(16 * kk + 8 * (mat & 1) + l7, 2 * n2 + (mat >> 1)));
+                zp_mma_bf16(o[2 * n2], a, b[0], b[1]);
+                zp_mma_bf16(o[2 * n2 + 1], a, b[2], b[3]);
             }
         }
     }

@@ -1,10 +1,12 @@
-/* Paged attention (rtc_kernels/attention.cu: zp_attn_partial + zp_attn_merge) against the CPU
- * backend's attention on fresh random q, K and V (bf16), outputs poisoned first:
+/* Paged attention (rtc_kernels/attention.cu: zp_attn_partial or zp_attn_decode_mma, then
+ * zp_attn_merge) against the CPU backend's attention on fresh random q, K and V (bf16), outputs
+ * poisoned first, each partial kernel in turn (the mma one with drv/attn_abi.h's shared memory):
  * decode rows at context lengths from 1 to 4,100, a prefill chunk attending causally in cache
  * order, and padded rows (tok_seq -1, zero output, rows past the device-side count untouched);
  * shuffled block tables; head dims 64 and 128, block sizes 16 to 256, GQA groups 1 to 8; the
  * KV length split 1, 3 and 8 ways. ||d||/||ref|| <= 1e-2 (bf16 output), never a NaN.
  * SKIP without a GPU. */
+#include "drv/attn_abi.h"
 #include "drv/backend.h"
 #include "tests/cuda_util.h"
 
@@ -60,49 +62,61 @@ static void run_case(int D, int bs, int gqa, int hkv) {
     cpu->attention(cpu, P(ref), P(qf), P(kc), P(vc), ZP_BF16, &b, hq, hkv, D, bs, scale);
 
     CUmodule m = gpu_module(g, "attention.cu", D, bs, gqa);
-    CUfunction fp = gpu_fn(g, m, "zp_attn_partial"), fm = gpu_fn(g, m, "zp_attn_merge");
+    static const char *const kname[2] = {"zp_attn_partial", "zp_attn_decode_mma"};
+    const unsigned ksmem[2] = {0, (unsigned)attn_mma_smem_bytes(D, attn_mma_stages(D))};
+    CUfunction fps[2] = {gpu_fn(g, m, kname[0]), gpu_fn(g, m, kname[1])};
+    CU(g->drv.FuncSetAttribute(fps[1], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                               (int)ksmem[1]));
+    CUfunction fm = gpu_fn(g, m, "zp_attn_merge");
     int32_t n_rows = n_tok + n_pad; /* padded rows are counted; rows past the count are not */
     CUdeviceptr d_q = gpu_up(g, q, 2 * q_n), d_kc = gpu_up(g, kc, 2 * cache_n), d_vc = gpu_up(g, vc, 2 * cache_n),
                 d_seq = gpu_up(g, tok_seq, 4 * (size_t)cap), d_idx = gpu_up(g, tok_idx, 4 * (size_t)cap),
                 d_bt = gpu_up(g, bt, 4 * (size_t)n_seqs * max_blocks), d_n = gpu_up(g, &n_rows, 4);
     static const int splits[] = {1, 3, 8};
-    for (int si = 0; si < 3; si++) {
-        int n_split = splits[si];
-        int chunk = (max_len + n_split - 1) / n_split;
-        chunk = (chunk + bs - 1) / bs * bs;
-        CUdeviceptr d_po = gpu_poisoned(g, 4 * (size_t)cap * hq * n_split * D),
-                    d_pml = gpu_poisoned(g, 4 * (size_t)cap * hq * n_split * 2),
-                    d_out = gpu_poisoned(g, 2 * q_n);
-        int mb = max_blocks, hk = hkv, hqv = hq;
-        float sc = scale;
-        CUdeviceptr no_tc = 0; /* every row here (tests/test_cuda_prefill.c covers tok_tc) */
-        void *pa[] = {&d_q, &d_kc, &d_vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &mb, &hk, &sc, &chunk, &n_split, &d_po, &d_pml};
-        gpu_launch(g, fp, (unsigned)n_split, (unsigned)hkv, (unsigned)cap, 128, 0, pa);
-        void *ma[] = {&d_po, &d_pml, &d_n, &hqv, &n_split, &d_out};
-        gpu_launch(g, fm, (unsigned)hq, (unsigned)cap, 1, (unsigned)D, 0, ma);
-        uint16_t *oh = malloc(2 * q_n);
-        float *of = malloc(4 * q_n);
-        gpu_down(g, oh, d_out, 2 * q_n);
-        bf16_to_f32(of, oh, q_n);
-        cmp c = cmp_f32(of, ref, (size_t)n_tok * hq * D);
-        size_t pad_nonzero = 0, past_written = 0;
-        for (size_t i = (size_t)n_tok * hq * D; i < (size_t)(n_tok + n_pad) * hq * D; i++) pad_nonzero += oh[i] != 0;
-        for (size_t i = (size_t)(n_tok + n_pad) * hq * D; i < q_n; i++) past_written += oh[i] != 0xFFFF;
-        /* the worst token row, to localise a failure */
-        double worst = 0;
-        int worst_t = -1;
-        for (int t = 0; t < n_tok; t++) {
-            cmp r = cmp_f32(of + (size_t)t * hq * D, ref + (size_t)t * hq * D, (size_t)hq * D);
-            if (r.nan || r.rel > worst) worst = r.nan ? INFINITY : r.rel, worst_t = t;
+    for (int kk = 0; kk < 2; kk++)
+        for (int si = 0; si < 3; si++) {
+            CUfunction fp = fps[kk];
+            int n_split = splits[si];
+            int chunk = (max_len + n_split - 1) / n_split;
+            chunk = (chunk + bs - 1) / bs * bs;
+            CUdeviceptr d_po = gpu_poisoned(g, 4 * (size_t)cap * hq * n_split * D),
+                        d_pml = gpu_poisoned(g, 4 * (size_t)cap * hq * n_split * 2),
+                        d_out = gpu_poisoned(g, 2 * q_n);
+            int mb = max_blocks, hk = hkv, hqv = hq;
+            float sc = scale;
+            CUdeviceptr no_tc = 0; /* every row here (tests/test_cuda_prefill.c covers tok_tc) */
+            void *pa[] = {&d_q, &d_kc, &d_vc, &d_seq, &d_idx,   &d_bt, &d_n,  &no_tc,
+                          &mb,  &hk,   &sc,   &chunk, &n_split, &d_po, &d_pml};
+            gpu_launch(g, fp, (unsigned)n_split, (unsigned)hkv, (unsigned)cap, 128, ksmem[kk], pa);
+            void *ma[] = {&d_po, &d_pml, &d_n, &hqv, &n_split, &d_out};
+            gpu_launch(g, fm, (unsigned)hq, (unsigned)cap, 1, (unsigned)D, 0, ma);
+            uint16_t *oh = malloc(2 * q_n);
+            float *of = malloc(4 * q_n);
+            gpu_down(g, oh, d_out, 2 * q_n);
+            bf16_to_f32(of, oh, q_n);
+            cmp c = cmp_f32(of, ref, (size_t)n_tok * hq * D);
+            size_t pad_nonzero = 0, past_written = 0;
+            for (size_t i = (size_t)n_tok * hq * D; i < (size_t)(n_tok + n_pad) * hq * D; i++)
+                pad_nonzero += oh[i] != 0;
+            for (size_t i = (size_t)(n_tok + n_pad) * hq * D; i < q_n; i++)
+                past_written += oh[i] != 0xFFFF;
+            /* the worst token row, to localise a failure */
+            double worst = 0;
+            int worst_t = -1;
+            for (int t = 0; t < n_tok; t++) {
+                cmp r = cmp_f32(of + (size_t)t * hq * D, ref + (size_t)t * hq * D, (size_t)hq * D);
+                if (r.nan || r.rel > worst) worst = r.nan ? INFINITY : r.rel, worst_t = t;
+            }
+            printf("  %-18s D %3d bs %3d gqa %d hkv %d split %d (chunk %4d): rel %.3g NaN %zu, "
+                   "worst row %d (%.3g); "
+                   "pad rows nonzero %zu, rows past count written %zu\n",
+                   kname[kk], D, bs, gqa, hkv, n_split, chunk, c.rel, c.nan, worst_t, worst,
+                   pad_nonzero, past_written);
+            CHECKF(c.nan == 0 && c.rel <= 1e-2, "%s D %d bs %d gqa %d split %d: rel %.3g, %zu NaN",
+                   kname[kk], D, bs, gqa, n_split, c.rel, c.nan);
+            CHECKF(pad_nonzero == 0 && past_written == 0, "padding contract broken");
+            free(oh), free(of);
         }
-        printf("  D %3d bs %3d gqa %d hkv %d split %d (chunk %4d): rel %.3g NaN %zu, worst row %d (%.3g); "
-               "pad rows nonzero %zu, rows past count written %zu\n",
-               D, bs, gqa, hkv, n_split, chunk, c.rel, c.nan, worst_t, worst, pad_nonzero, past_written);
-        CHECKF(c.nan == 0 && c.rel <= 1e-2, "attention D %d bs %d gqa %d split %d: rel %.3g, %zu NaN",
-               D, bs, gqa, n_split, c.rel, c.nan);
-        CHECKF(pad_nonzero == 0 && past_written == 0, "padding contract broken");
-        free(oh), free(of);
-    }
     CU(g->drv.ModuleUnload(m));
     free(perm), free(bt), free(tok_seq), free(tok_idx), free(kc), free(vc), free(q), free(qf), free(ref);
 }

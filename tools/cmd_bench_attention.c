@@ -2,8 +2,11 @@
  *
  * Decode (default): for each block size x context length x GQA group: B decode rows, each at
  * the given context, over a KV pool of bf16 pages in a shuffled block table (head dim 128
- * unless --head-dim); times zp_attn_partial + zp_attn_merge with CUDA events (median of --iters
- * after warm-up) and reports the KV bytes read per second. The split over the KV length is
+ * unless --head-dim); times zp_attn_partial + zp_attn_merge and zp_attn_decode_mma +
+ * zp_attn_merge (the two decode kernels of conf key attention_kernel, simt and mma) with CUDA
+ * events (median of --iters after warm-up) and reports the KV bytes read per second of each;
+ * --mma-stages N compiles the mma kernel with an N-stage ring instead of drv/attn_abi.h's (for
+ * tuning). The split over the KV length is
  * chosen as the backend will: enough CTAs for two waves of the GPU's SMs, chunks of at least
  * 256 tokens. tools/peer_sdpa.py measures torch SDPA on the same shapes over contiguous KV.
  * Prefill (--prefill N [--prefix P]): for each block size (default: the conf's block_size) x
@@ -16,6 +19,7 @@
  * attended key) and how far the two outputs differ (||d||/||old||, bf16; above 1e-2 fails).
  * Output: a table, and one JSON object per point with --json FILE. */
 #include "arena/err.h"
+#include "drv/attn_abi.h"
 #include "drv/attn_tiles.h"
 #include "drv/cuda.h"
 #include "drv/dtype.h"
@@ -244,6 +248,7 @@ int bench_attention(int argc, char **argv) {
     if (rc) return rc;
     const char *bs_s = "16,32,64,128,256", *ctx_s = "2048,8192,16384", *gqa_s = "4,8", *json = NULL;
     int64_t batch = 64, head_dim = 128, kv_heads = 8, iters = 20, prefill = 0, prefix = 0;
+    int64_t mma_stages = 0; /* 0: drv/attn_abi.h's */
     int bs_given = 0, gqa_given = 0;
     cli c;
     cli_init(&c, "bench attention", argc, argv);
@@ -257,6 +262,8 @@ int bench_attention(int argc, char **argv) {
         else if (!strcmp(o, "--head-dim")) rc = cli_int(&c, &head_dim, 64, 128);
         else if (!strcmp(o, "--kv-heads")) rc = cli_int(&c, &kv_heads, 1, 64);
         else if (!strcmp(o, "--iters")) rc = cli_int(&c, &iters, 1, 10000);
+        else if (!strcmp(o, "--mma-stages"))
+            rc = cli_int(&c, &mma_stages, 2, 8);
         else if (!strcmp(o, "--json")) rc = cli_str(&c, &json);
         else rc = cli_unknown(&c, o);
     }
@@ -291,7 +298,11 @@ int bench_attention(int argc, char **argv) {
     }
     printf("paged decode attention, %s (%d SMs), batch %d, head dim %d, %d kv heads\n", dev.name,
            dev.n_sm, (int)batch, (int)head_dim, (int)kv_heads);
-    printf("%6s %6s %4s %6s %6s %10s %9s\n", "block", "ctx", "gqa", "split", "chunk", "time (us)", "GB/s");
+    if (!mma_stages) mma_stages = attn_mma_stages((int)head_dim);
+    const unsigned mma_smem = (unsigned)attn_mma_smem_bytes((int)head_dim, (int)mma_stages);
+    printf("mma kernel: %d-stage ring, %u bytes of shared memory\n", (int)mma_stages, mma_smem);
+    printf("%6s %6s %4s %6s %6s %10s %9s %10s %9s\n", "block", "ctx", "gqa", "split", "chunk",
+           "simt (us)", "GB/s", "mma (us)", "GB/s");
     CUdeviceptr kc = 0, vc = 0, q = 0, out = 0, po = 0, pml = 0, meta = 0;
     CUevent e0 = NULL, e1 = NULL;
     CK(drv->EventCreate(&e0, CU_EVENT_DEFAULT), "cuEventCreate");
@@ -339,10 +350,12 @@ int bench_attention(int argc, char **argv) {
                 const rtc_source *src = rtc_source_find("attention.cu");
                 if (!src) { rc = err_set(ZP_ENOTFOUND, "attention.cu is not in this build"); goto out; }
                 nvrtc_consts k = {D, bs, G};
-                char store[3][32];
-                const char *defs[3];
+                char store[4][32];
+                const char *defs[4];
                 nvrtc_job job;
                 nvrtc_job_init(&job, store, defs, src, &k, dev.arch);
+                snprintf(store[3], sizeof store[3], "ZP_DM_STAGES=%d", (int)mma_stages);
+                defs[job.n_defines++] = store[3];
                 const void *cubin;
                 size_t len;
                 int cached;
@@ -350,10 +363,14 @@ int bench_attention(int argc, char **argv) {
                 nvrtc_default_cache_dir(cache_dir, sizeof cache_dir);
                 if ((rc = nvrtc_compile(&nv, &a, &job, cache_dir, &cubin, &len, &cached))) goto out;
                 CUmodule mod;
-                CUfunction fp, fm;
+                CUfunction fk[2], fm;
                 CK(drv->ModuleLoadData(&mod, cubin), "cuModuleLoadData");
                 arena_temp_reset(&a, 0);
-                CK(drv->ModuleGetFunction(&fp, mod, "zp_attn_partial"), "zp_attn_partial");
+                CK(drv->ModuleGetFunction(&fk[0], mod, "zp_attn_partial"), "zp_attn_partial");
+                CK(drv->ModuleGetFunction(&fk[1], mod, "zp_attn_decode_mma"), "zp_attn_decode_mma");
+                CK(drv->FuncSetAttribute(fk[1], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                         (int)mma_smem),
+                   "cuFuncSetAttribute (zp_attn_decode_mma shared memory)");
                 CK(drv->ModuleGetFunction(&fm, mod, "zp_attn_merge"), "zp_attn_merge");
                 CUdeviceptr d_seq = meta, d_idx = meta + (size_t)B * 4, d_n = meta + (size_t)2 * B * 4,
                             d_bt = meta + (size_t)(2 * B + 1) * 4;
@@ -362,21 +379,34 @@ int bench_attention(int argc, char **argv) {
                 void *pa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &per_seq, &hkv, &sc, &chunk, &n_split, &po, &pml};
                 void *ma[] = {&po, &pml, &d_n, &hq, &n_split, &out};
                 float ms[10000];
-                for (int it = -3; it < (int)iters; it++) {
-                    CK(drv->EventRecord(e0, dev.compute), "cuEventRecord");
-                    CK(drv->LaunchKernel(fp, (unsigned)n_split, (unsigned)hkv, (unsigned)B, 128, 1, 1, 0, dev.compute, pa, NULL), "zp_attn_partial");
-                    CK(drv->LaunchKernel(fm, (unsigned)hq, (unsigned)B, 1, (unsigned)D, 1, 1, 0, dev.compute, ma, NULL), "zp_attn_merge");
-                    CK(drv->EventRecord(e1, dev.compute), "cuEventRecord");
-                    CK(drv->EventSynchronize(e1), "cuEventSynchronize");
-                    if (it >= 0) CK(drv->EventElapsedTime(&ms[it], e0, e1), "cuEventElapsedTime");
+                double med[2], bytes = (double)B * L * hkv * D * 2 * 2;
+                for (int kk = 0; kk < 2; kk++) {
+                    for (int it = -3; it < (int)iters; it++) {
+                        CK(drv->EventRecord(e0, dev.compute), "cuEventRecord");
+                        CK(drv->LaunchKernel(fk[kk], (unsigned)n_split, (unsigned)hkv, (unsigned)B,
+                                             128, 1, 1, kk ? mma_smem : 0, dev.compute, pa, NULL),
+                           kk ? "zp_attn_decode_mma" : "zp_attn_partial");
+                        CK(drv->LaunchKernel(fm, (unsigned)hq, (unsigned)B, 1, (unsigned)D, 1, 1, 0,
+                                             dev.compute, ma, NULL),
+                           "zp_attn_merge");
+                        CK(drv->EventRecord(e1, dev.compute), "cuEventRecord");
+                        CK(drv->EventSynchronize(e1), "cuEventSynchronize");
+                        if (it >= 0)
+                            CK(drv->EventElapsedTime(&ms[it], e0, e1), "cuEventElapsedTime");
+                    }
+                    qsort(ms, (size_t)iters, sizeof ms[0], cmpf);
+                    med[kk] = ms[iters / 2] * 1e-3;
                 }
-                qsort(ms, (size_t)iters, sizeof ms[0], cmpf);
-                double med = ms[iters / 2] * 1e-3, bytes = (double)B * L * hkv * D * 2 * 2;
-                printf("%6d %6d %4d %6d %6d %10.1f %9.0f\n", bs, L, G, n_split, chunk, med * 1e6, bytes / med / 1e9);
+                printf("%6d %6d %4d %6d %6d %10.1f %9.0f %10.1f %9.0f\n", bs, L, G, n_split, chunk,
+                       med[0] * 1e6, bytes / med[0] / 1e9, med[1] * 1e6, bytes / med[1] / 1e9);
                 if (jf)
-                    fprintf(jf, "{\"block_size\": %d, \"context\": %d, \"gqa\": %d, \"batch\": %d, \"head_dim\": %d, "
-                                "\"kv_heads\": %d, \"split\": %d, \"us\": %.2f, \"gbps\": %.1f}\n",
-                            bs, L, G, B, D, hkv, n_split, med * 1e6, bytes / med / 1e9);
+                    fprintf(jf,
+                            "{\"block_size\": %d, \"context\": %d, \"gqa\": %d, \"batch\": %d, "
+                            "\"head_dim\": %d, "
+                            "\"kv_heads\": %d, \"split\": %d, \"us\": %.2f, \"gbps\": %.1f, "
+                            "\"mma_stages\": %d, \"mma_us\": %.2f, \"mma_gbps\": %.1f}\n",
+                            bs, L, G, B, D, hkv, n_split, med[0] * 1e6, bytes / med[0] / 1e9,
+                            (int)mma_stages, med[1] * 1e6, bytes / med[1] / 1e9);
                 drv->ModuleUnload(mod);
                 drv->MemFree(kc), drv->MemFree(vc), drv->MemFree(q), drv->MemFree(out);
                 drv->MemFree(po), drv->MemFree(pml), drv->MemFree(meta);
