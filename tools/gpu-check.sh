@@ -81,6 +81,9 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
         --prefill 2048 --json "$OUT/bench-decode-cached.jsonl" || fail=1
     step bench-decode-heuristic "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --prefill 2048 --set batch_invariant=false --json "$OUT/bench-decode-heuristic.jsonl" || fail=1
+    # decode rows through zp_attn_partial (CUDA cores) instead of the tensor-core kernel
+    step bench-decode-simt "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+        --set attention_kernel=simt --json "$OUT/bench-decode-simt.jsonl" || fail=1
     # without CUDA graphs
     step bench-decode-eager "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_graphs=false --json "$OUT/bench-decode-eager.jsonl" || fail=1
