@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,26 +49,73 @@ static void share(size_t items, size_t grain, int t, int nt, size_t *b, size_t *
     *e = ue * grain < items ? ue * grain : items;
 }
 
+/* How long a waiting side spins: the gaps between the ops of a step are a few microseconds.
+ * Longer spins lose when another process shares the cores: the scheduler charges the spinning
+ * to this process and preempts its threads in the middle of ops (200 us: 1x128 decode 47 ->
+ * 73 ms beside a 2-thread job, docs/BENCHMARKS.md). */
+#define CPU_SPIN_NS 20000
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Spins until done(c, arg) or spin_ns have passed (the clock read every 256 rounds); true when
+ * done. */
+static bool spin_until(cpu_impl *c, bool (*done)(cpu_impl *, uint64_t), uint64_t arg) {
+    if (c->spin_ns <= 0) return done(c, arg);
+    int64_t end = now_ns() + c->spin_ns;
+    for (unsigned i = 1;; i++) {
+        if (done(c, arg)) return true;
+        cpu_relax();
+        if (!(i & 255) && now_ns() > end) return false;
+    }
+}
+
+static bool new_job(cpu_impl *c, uint64_t seen) {
+    return atomic_load_explicit(&c->gen, memory_order_acquire) != seen;
+}
+
+static bool all_done(cpu_impl *c, uint64_t unused) {
+    return atomic_load_explicit(&c->pending, memory_order_acquire) == 0;
+}
+
+/* The next job's generation (or stop): spin, then sleep announced in sleepers. */
+static uint64_t wait_job(cpu_impl *c, uint64_t seen) {
+    if (!spin_until(c, new_job, seen)) {
+        pthread_mutex_lock(&c->mu);
+        atomic_fetch_add(&c->sleepers, 1);
+        while (atomic_load(&c->gen) == seen && !atomic_load(&c->stop))
+            pthread_cond_wait(&c->go, &c->mu);
+        atomic_fetch_sub(&c->sleepers, 1);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return atomic_load_explicit(&c->gen, memory_order_acquire);
+}
+
 static void *worker(void *arg) {
     cpu_impl *c = ((cpu_worker_arg *)arg)->c;
     int t = ((cpu_worker_arg *)arg)->t;
     uint64_t seen = 0;
-    pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (c->gen == seen && !c->stop)
-            pthread_cond_wait(&c->go, &c->mu);
-        if (c->stop) break;
-        seen = c->gen;
-        cpu_par_fn fn = c->fn;
-        void *ctx = c->ctx;
+        seen = wait_job(c, seen);
+        if (atomic_load(&c->stop)) break;
         size_t b, e;
         share(c->items, c->grain, t, c->nthreads, &b, &e);
-        pthread_mutex_unlock(&c->mu);
-        if (b < e) fn(ctx, b, e, t);
-        pthread_mutex_lock(&c->mu);
-        if (--c->pending == 0) pthread_cond_signal(&c->done);
+        if (b < e) c->fn(c->ctx, b, e, t);
+        if (atomic_fetch_sub(&c->pending, 1) == 1 && atomic_load(&c->waiting)) {
+            pthread_mutex_lock(&c->mu);
+            pthread_cond_signal(&c->done);
+            pthread_mutex_unlock(&c->mu);
+        }
     }
-    pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
@@ -79,22 +127,28 @@ void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *
         fn(ctx, 0, items, 0);
         return;
     }
-    pthread_mutex_lock(&c->mu);
     c->fn = fn;
     c->ctx = ctx;
     c->items = items;
     c->grain = grain;
-    c->pending = c->nthreads - 1;
-    c->gen++;
-    pthread_cond_broadcast(&c->go);
-    pthread_mutex_unlock(&c->mu);
+    atomic_store_explicit(&c->pending, c->nthreads - 1, memory_order_relaxed);
+    atomic_fetch_add(&c->gen, 1); /* publishes the job */
+    if (atomic_load(&c->sleepers)) {
+        pthread_mutex_lock(&c->mu);
+        pthread_cond_broadcast(&c->go);
+        pthread_mutex_unlock(&c->mu);
+    }
     size_t b, e;
     share(items, grain, 0, c->nthreads, &b, &e);
     if (b < e) fn(ctx, b, e, 0);
-    pthread_mutex_lock(&c->mu);
-    while (c->pending)
-        pthread_cond_wait(&c->done, &c->mu);
-    pthread_mutex_unlock(&c->mu);
+    if (!spin_until(c, all_done, 0)) {
+        pthread_mutex_lock(&c->mu);
+        atomic_store(&c->waiting, 1);
+        while (atomic_load(&c->pending))
+            pthread_cond_wait(&c->done, &c->mu);
+        atomic_store(&c->waiting, 0);
+        pthread_mutex_unlock(&c->mu);
+    }
 }
 
 /* ---- memory ---- */
@@ -249,7 +303,8 @@ static int cpu_event_elapsed(backend *be, int start, int end, float *ms) {
 static void cpu_destroy(backend *be) {
     cpu_impl *c = be->impl;
     pthread_mutex_lock(&c->mu);
-    c->stop = 1;
+    atomic_store(&c->stop, 1);
+    atomic_fetch_add(&c->gen, 1); /* spinning workers see it at once */
     pthread_cond_broadcast(&c->go);
     pthread_mutex_unlock(&c->mu);
     for (int t = 1; t < c->nthreads; t++)
@@ -838,6 +893,9 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
     if (c == MAP_FAILED) return err_set(ZP_ENOMEM, "cpu backend: %s", strerror(errno));
     c->nthreads = threads;
     c->max_k = max_k;
+    cpu_set_t online;
+    int cores = sched_getaffinity(0, sizeof online, &online) ? 1 : CPU_COUNT(&online);
+    c->spin_ns = threads <= cores ? CPU_SPIN_NS : 0;
     size_t sb = sizeof(float) * 4 * (size_t)max_k * (size_t)threads;
     void *s = mmap(NULL, sb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) {
