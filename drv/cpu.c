@@ -10,7 +10,9 @@
  * a host address. Host staging (alloc_host) is a second, ordinary mapping. Weights are aliased
  * (mapped checkpoints used in place); a fused linear keeps its parts apart and runs one matmul
  * per part into its column range of the output.
- * Per-thread scratch (f32 copies of 4 weight rows) is sized at creation from max_k.
+ * Per-thread scratch (the matmul's widened weights, qkv's head row) is sized at creation from
+ * max_k. The matmul kernels (cpu_gemm.c) are picked once, at creation, for the CPU's (or the
+ * configured) instruction set.
  * Instances are independent (each with its own workers and reservation).
  * Queues and events: every op has run when it returns, so the two queues are always ordered;
  * use_queue and event_wait only check their arguments, and an event record is a reading of the
@@ -19,6 +21,7 @@
  */
 #include "drv/backend.h"
 #include "drv/cpu_compress.h"
+#include "drv/cpu_gemm.h"
 #include "drv/cpu_impl.h"
 
 #include "arena/err.h"
@@ -29,6 +32,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -311,7 +315,7 @@ static void cpu_destroy(backend *be) {
         pthread_join(c->tid[t], NULL);
     if (c->mem) munmap(c->mem, c->size);
     if (c->host) munmap(c->host, c->host_size);
-    if (c->scratch) munmap(c->scratch, sizeof(float) * 4 * (size_t)c->max_k * (size_t)c->nthreads);
+    if (c->scratch) munmap(c->scratch, sizeof(float) * c->scratch_floats * (size_t)c->nthreads);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->go);
     pthread_cond_destroy(&c->done);
@@ -377,21 +381,7 @@ static void cpu_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_
     cpu_parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
 }
 
-typedef struct {
-    float *out; /* column 0 of this part's range; rows ldo apart */
-    const float *x;
-    const void *w;
-    const void *bias;
-    zp_dtype wt, bt;
-    int n, k, ldo;
-    float *scratch; /* [threads][4 * max_k] */
-    int max_k;
-} mm_args;
-
-/* Dot products of activation rows with 4 weight rows (f32, rows k apart) in 8-lane vectors
- * (GCC vector extension: one AVX register, or two SSE ones), reduced in a fixed order; the
- * 2-row variant computes each row exactly like the 1-row one, so a row's result never
- * depends on its neighbours in the batch. */
+/* 8-lane GCC vectors (one AVX register, or two SSE ones) for attention's dot products. */
 typedef float v8f __attribute__((vector_size(32)));
 
 static inline v8f ld8(const float *p) {
@@ -404,92 +394,16 @@ static inline float lanes_sum(v8f l) {
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
-static inline void dot4x2(const float *x0, const float *x1, const float *w, int k, float r0[4],
-                          float r1[4]) {
-    v8f s0[4] = {{0}}, s1[4] = {{0}};
-    int i = 0;
-    for (; i + 8 <= k; i += 8) {
-        v8f a0 = ld8(x0 + i), a1 = ld8(x1 + i);
-        for (int c = 0; c < 4; c++) {
-            v8f wv = ld8(w + (size_t)c * (size_t)k + (size_t)i);
-            s0[c] += a0 * wv;
-            s1[c] += a1 * wv;
-        }
-    }
-    for (int c = 0; c < 4; c++) {
-        float t0 = lanes_sum(s0[c]), t1 = lanes_sum(s1[c]);
-        for (int j = i; j < k; j++) {
-            t0 += x0[j] * w[(size_t)c * (size_t)k + (size_t)j];
-            t1 += x1[j] * w[(size_t)c * (size_t)k + (size_t)j];
-        }
-        r0[c] = t0;
-        r1[c] = t1;
-    }
-}
+typedef struct {
+    const cpu_gemm_kernel *g;
+    cpu_gemm_args a;
+    float *scratch; /* [threads][scratch_floats] */
+    size_t scratch_floats;
+} mm_args;
 
-static inline void dot4(const float *x, const float *w, int k, float r[4]) {
-    v8f s[4] = {{0}};
-    int i = 0;
-    for (; i + 8 <= k; i += 8) {
-        v8f a = ld8(x + i);
-        for (int c = 0; c < 4; c++)
-            s[c] += a * ld8(w + (size_t)c * (size_t)k + (size_t)i);
-    }
-    for (int c = 0; c < 4; c++) {
-        float t = lanes_sum(s[c]);
-        for (int j = i; j < k; j++)
-            t += x[j] * w[(size_t)c * (size_t)k + (size_t)j];
-        r[c] = t;
-    }
-}
-
-/* The AVX2 clone computes the same lanes in the same order as the default one (ISO C mode
- * forbids contracting into FMA), so results match bit for bit on any x86-64. */
-__attribute__((target_clones("avx2", "default"))) static void mm_cols(void *c, size_t b, size_t e,
-                                                                      int tid) {
-    mm_args *a = c;
-    size_t k = (size_t)a->k;
-    float *wbuf = a->scratch + (size_t)tid * 4 * (size_t)a->max_k;
-    for (size_t col = b; col < e; col += 4) {
-        int nc = e - col < 4 ? (int)(e - col) : 4;
-        for (int cc = 0; cc < 4; cc++) {
-            float *dst = wbuf + (size_t)cc * k;
-            if (cc >= nc) {
-                memset(dst, 0, k * sizeof(float));
-                continue;
-            }
-            size_t row = (col + (size_t)cc) * k;
-            if (a->wt == ZP_F32) {
-                memcpy(dst, (const float *)a->w + row, k * sizeof(float));
-            } else if (a->wt == ZP_BF16) { /* the dtype decided once per row: a vector loop */
-                const uint16_t *src = (const uint16_t *)a->w + row;
-                for (size_t j = 0; j < k; j++)
-                    dst[j] = zp_bf16_to_f32(src[j]);
-            } else {
-                for (size_t j = 0; j < k; j++)
-                    dst[j] = zp_load(a->w, a->wt, row + j);
-            }
-        }
-        float bias[4] = {0, 0, 0, 0};
-        if (a->bias)
-            for (int cc = 0; cc < nc; cc++)
-                bias[cc] = zp_load(a->bias, a->bt, col + (size_t)cc);
-        int i = 0;
-        for (; i + 2 <= a->n; i += 2) {
-            float r0[4], r1[4];
-            dot4x2(a->x + (size_t)i * k, a->x + (size_t)(i + 1) * k, wbuf, a->k, r0, r1);
-            for (int cc = 0; cc < nc; cc++) {
-                a->out[(size_t)i * (size_t)a->ldo + col + (size_t)cc] = r0[cc] + bias[cc];
-                a->out[(size_t)(i + 1) * (size_t)a->ldo + col + (size_t)cc] = r1[cc] + bias[cc];
-            }
-        }
-        for (; i < a->n; i++) {
-            float r[4];
-            dot4(a->x + (size_t)i * k, wbuf, a->k, r);
-            for (int cc = 0; cc < nc; cc++)
-                a->out[(size_t)i * (size_t)a->ldo + col + (size_t)cc] = r[cc] + bias[cc];
-        }
-    }
+static void mm_cols(void *c, size_t b, size_t e, int tid) {
+    mm_args *m = c;
+    cpu_gemm_cols(m->g, &m->a, b, e, m->scratch + (size_t)tid * m->scratch_floats);
 }
 
 static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
@@ -497,10 +411,12 @@ static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, in
     assert(l->k <= c->max_k);
     float *o = P(out);
     for (int p = 0; p < l->n_parts; p++) {
-        mm_args a = {o,        P(x),       P(l->w[p]), l->bias[p] ? P(l->bias[p]) : NULL,
-                     l->wt[p], l->bt[p],   n,          l->k,
-                     l->n_out, c->scratch, c->max_k};
-        cpu_parallel(be->impl, (size_t)l->rows[p], 4, mm_cols, &a);
+        mm_args a = {c->gemm,
+                     {o, P(x), P(l->w[p]), l->bias[p] ? P(l->bias[p]) : NULL, l->wt[p], l->bt[p], n,
+                      l->k, l->n_out},
+                     c->scratch,
+                     c->scratch_floats};
+        cpu_parallel(c, (size_t)l->rows[p], 16, mm_cols, &a);
         o += l->rows[p];
     }
 }
@@ -534,14 +450,14 @@ typedef struct {
     void *kc, *vc;
     zp_dtype kvt;
     int hq, hkv, dim, bs;
-    float *scratch; /* [threads][4 * max_k]: one k head row */
-    int max_k;
+    float *scratch; /* [threads][scratch_floats]: one k head row */
+    size_t scratch_floats;
 } qkv_args;
 
 static void qkv_rows(void *c, size_t b, size_t e, int tid) {
     qkv_args *a = c;
     size_t D = (size_t)a->dim, width = (size_t)(a->hq + 2 * a->hkv) * D;
-    float *k = a->scratch + (size_t)tid * 4 * (size_t)a->max_k;
+    float *k = a->scratch + (size_t)tid * a->scratch_floats;
     for (size_t i = b; i < e; i++) {
         const float *row = a->qkv + i * width;
         float p = (float)a->pos[i];
@@ -590,7 +506,7 @@ static void cpu_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn,
                   dim,
                   bs,
                   c->scratch,
-                  c->max_k};
+                  c->scratch_floats};
     cpu_parallel(c, (size_t)n, 1, qkv_rows, &a);
 }
 
@@ -881,7 +797,15 @@ static int cpu_check(backend *be, const be_cparams *p) {
     return p->qcl > 0 ? cpu_cmp_check(be, p) : 0;
 }
 
-int cpu_backend_create(backend **out, int threads, int max_k) {
+const char *cpu_backend_describe(const backend *be) {
+    const cpu_impl *c = be->impl;
+    return c->describe;
+}
+
+int cpu_backend_create(backend **out, int threads, int max_k, int isa) {
+    const cpu_gemm_kernel *gemm;
+    int rc = cpu_gemm_pick(isa, &gemm);
+    if (rc) return rc;
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (int)n : 1;
@@ -896,7 +820,11 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
     cpu_set_t online;
     int cores = sched_getaffinity(0, sizeof online, &online) ? 1 : CPU_COUNT(&online);
     c->spin_ns = threads <= cores ? CPU_SPIN_NS : 0;
-    size_t sb = sizeof(float) * 4 * (size_t)max_k * (size_t)threads;
+    c->gemm = gemm;
+    snprintf(c->describe, sizeof c->describe, "%d threads, %s kernels", threads,
+             cpu_gemm_name(gemm));
+    c->scratch_floats = (cpu_gemm_scratch_floats(max_k) + 15) & ~(size_t)15; /* 64-byte rows */
+    size_t sb = sizeof(float) * c->scratch_floats * (size_t)threads;
     void *s = mmap(NULL, sb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) {
         munmap(c, sizeof *c);
@@ -946,7 +874,7 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
     };
     for (int t = 1; t < threads; t++) {
         c->warg[t] = (cpu_worker_arg){c, t};
-        int rc = pthread_create(&c->tid[t], NULL, worker, &c->warg[t]);
+        rc = pthread_create(&c->tid[t], NULL, worker, &c->warg[t]);
         if (rc) {
             c->nthreads = t;
             cpu_destroy(&c->be);

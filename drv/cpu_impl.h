@@ -20,6 +20,7 @@
 #define ZP_CPU_IMPL_H
 
 #include "drv/backend.h"
+#include "drv/cpu_gemm.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -45,7 +46,10 @@ struct cpu_impl {
     double ev_ms[BE_EVENTS]; /* monotonic clock at each event's latest record */
     uint8_t ev_set[BE_EVENTS];
     int nthreads, max_k;
-    float *scratch; /* [nthreads][4 * max_k] */
+    const cpu_gemm_kernel *gemm;
+    char describe[64];     /* cpu_backend_describe */
+    float *scratch;        /* [nthreads][scratch_floats] */
+    size_t scratch_floats; /* >= 4 * max_k and cpu_gemm_scratch_floats(max_k) */
     pthread_t tid[CPU_MAX_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t go, done;
