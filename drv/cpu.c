@@ -394,6 +394,33 @@ static inline float lanes_sum(v8f l) {
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8f sel8(v8i m, v8f a, v8f b) { /* m ? a : b per lane (m all ones or zero) */
+    return (v8f)((m & (v8i)a) | (~m & (v8i)b));
+}
+
+/* e^x per lane: Cephes' expf (x = n ln 2 + r, ln 2 in two parts, a degree-6 polynomial in r,
+ * then the exponent bits), within 2 ulp of expf; 0 below -87.3, +inf above 88.7. Plain
+ * multiplies and adds (no contraction in ISO C), so every build and clone gives the same bits. */
+static inline v8f exp8(v8f x) {
+    v8i under = x<-87.3365f, over = x> 88.7228f;
+    x = sel8(under | over, (v8f){0}, x);
+    v8f y = x * 1.44269504088896341f + 0.5f;
+    v8i t = __builtin_convertvector(y, v8i); /* toward zero, then floor */
+    t += __builtin_convertvector(t, v8f) > y;
+    v8f n = __builtin_convertvector(t, v8f);
+    v8f r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    v8f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    v8f e = (p * (r * r) + r + 1.0f) * (v8f)((t + 127) << 23);
+    return sel8(under, (v8f){0}, sel8(over, (v8f){0} + INFINITY, e));
+}
+
 typedef struct {
     const cpu_gemm_kernel *g;
     cpu_gemm_args a;
@@ -518,17 +545,18 @@ typedef struct {
     const int32_t *tok_seq, *tok_kv_idx, *bt;
     int max_blocks, hq, hkv, dim, bs;
     float scale;
+    const cpu_gemm_kernel *g; /* widens bf16/f16 cache rows */
 } attn_args;
 
 #define ATTN_MAX_GROUP_DIM 8192 /* query heads per kv head x head dim */
 #define ATTN_CHUNK         64   /* positions scored per online-softmax update */
 
-/* Row p of a K or V cache as f32: the row itself for f32 caches, else converted into buf. */
-static inline const float *cache_row(const void *cache, zp_dtype t, size_t off, int dim,
-                                     float *buf) {
+/* Row p of a K or V cache as f32: the row itself for f32 caches, else widened into buf by the
+ * matmul's vector conversion (exact: the same values as zp_load). */
+static inline const float *cache_row(const cpu_gemm_kernel *g, const void *cache, zp_dtype t,
+                                     size_t off, int dim, float *buf) {
     if (t == ZP_F32) return (const float *)cache + off;
-    for (int j = 0; j < dim; j++)
-        buf[j] = zp_load(cache, t, off + (size_t)j);
+    cpu_gemm_widen(g, buf, (const uint16_t *)cache + off, t, (size_t)dim);
     return buf;
 }
 
@@ -593,7 +621,7 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
                     (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
                      (size_t)(p % a->bs)) *
                     (size_t)D;
-                const float *k = cache_row(a->kc, a->kvt, base, D, kbuf);
+                const float *k = cache_row(a->g, a->kc, a->kvt, base, D, kbuf);
                 for (int g = 0; g < group; g++)
                     s[g][i] = attn_logit(q + (size_t)g * (size_t)D, k, D, a->scale);
             }
@@ -604,8 +632,14 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
                 float corr = expf(mx[g] - m), *ag = acc + (size_t)g * (size_t)D;
                 sum[g] *= corr;
                 if (corr != 1.0f) scale_row(ag, corr, D);
+                for (int i = n; i % 8; i++) /* the last vector's padding: e^-inf = 0 */
+                    s[g][i] = -INFINITY;
+                for (int i = 0; i < n; i += 8) {
+                    v8f ev = exp8(ld8(s[g] + i) - m);
+                    memcpy(s[g] + i, &ev, sizeof ev);
+                }
                 for (int i = 0; i < n; i++)
-                    sum[g] += (s[g][i] = expf(s[g][i] - m));
+                    sum[g] += s[g][i];
                 mx[g] = m;
             }
             for (int i = 0; i < n; i++) {
@@ -614,7 +648,7 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
                     (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
                      (size_t)(p % a->bs)) *
                     (size_t)D;
-                const float *v = cache_row(a->vc, a->kvt, base, D, vbuf);
+                const float *v = cache_row(a->g, a->vc, a->kvt, base, D, vbuf);
                 for (int g = 0; g < group; g++)
                     axpy_row(acc + (size_t)g * (size_t)D, s[g][i], v, D);
             }
@@ -642,7 +676,8 @@ static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr v
                    hkv,
                    dim,
                    bs,
-                   scale};
+                   scale,
+                   ((cpu_impl *)be->impl)->gemm};
     cpu_parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, attn_items, &a);
 }
 
@@ -654,6 +689,7 @@ typedef struct {
     const int32_t *tok_seq, *tok_kv_idx, *positions, *bt;
     int layer, max_blocks, hq, hkv, dim, bs;
     float scale;
+    const cpu_gemm_kernel *g; /* widens bf16/f16 cache rows */
 } record_args;
 
 /* One (token, kv head) of a recorded row: pass 1 finds each query head's softmax maximum and
@@ -681,7 +717,7 @@ static void record_items(void *c, size_t b, size_t e, int tid) {
                     (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
                      (size_t)(p % a->bs)) *
                     (size_t)D;
-                const float *k = cache_row(a->kc, a->kvt, base, D, kbuf);
+                const float *k = cache_row(a->g, a->kc, a->kvt, base, D, kbuf);
                 float best = 0;
                 for (int g = 0; g < group; g++) {
                     float z = attn_logit(q + (size_t)g * (size_t)D, k, D, a->scale);
@@ -723,7 +759,8 @@ static void cpu_attn_record(backend *be, const be_oracle *const *rec, int layer,
                      hkv,
                      dim,
                      bs,
-                     scale};
+                     scale,
+                     ((cpu_impl *)be->impl)->gemm};
     cpu_parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, record_items, &a);
 }
 
@@ -733,14 +770,32 @@ typedef struct {
     int inter;
 } swiglu_args;
 
-static void swiglu_rows(void *c, size_t b, size_t e, int tid) {
+/* silu(g) * u over 8 lanes (a tail of the row zero-padded: the same arithmetic per element). */
+static inline v8f swiglu8(v8f g, v8f u) {
+    return g / (1.0f + exp8(-g)) * u;
+}
+
+__attribute__((target_clones("avx2", "default"))) static void swiglu_rows(void *c, size_t b,
+                                                                          size_t e, int tid) {
     swiglu_args *a = c;
     size_t I = (size_t)a->inter;
-    for (size_t t = b; t < e; t++)
-        for (size_t i = 0; i < I; i++) {
-            float g = a->gu[t * 2 * I + i];
-            a->out[t * I + i] = g / (1.0f + expf(-g)) * a->gu[t * 2 * I + I + i];
+    for (size_t t = b; t < e; t++) {
+        const float *g = a->gu + t * 2 * I, *u = g + I;
+        float *o = a->out + t * I;
+        size_t i = 0;
+        for (; i + 8 <= I; i += 8) {
+            v8f r = swiglu8(ld8(g + i), ld8(u + i));
+            memcpy(o + i, &r, sizeof r);
         }
+        if (i < I) {
+            float gb[8] = {0}, ub[8] = {0}, ob[8];
+            memcpy(gb, g + i, (I - i) * sizeof(float));
+            memcpy(ub, u + i, (I - i) * sizeof(float));
+            v8f r = swiglu8(ld8(gb), ld8(ub));
+            memcpy(ob, &r, sizeof r);
+            memcpy(o + i, ob, (I - i) * sizeof(float));
+        }
+    }
 }
 
 static void cpu_swiglu(backend *be, be_ptr out, be_ptr gu, int n, int inter) {

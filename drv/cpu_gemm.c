@@ -345,6 +345,10 @@ const char *cpu_gemm_name(const cpu_gemm_kernel *g) {
     return g->name;
 }
 
+void cpu_gemm_widen(const cpu_gemm_kernel *g, float *dst, const void *src, zp_dtype t, size_t n) {
+    g->widen(dst, src, t, n);
+}
+
 size_t cpu_gemm_scratch_floats(int max_k) {
     size_t one = (size_t)GEMM_NR * (size_t)max_k;
     return one > GEMM_PACK ? one : GEMM_PACK;

@@ -46,6 +46,9 @@ const char *cpu_gemm_name(const cpu_gemm_kernel *g);
 /* Floats of scratch one thread needs for an inner dimension up to max_k. */
 size_t cpu_gemm_scratch_floats(int max_k);
 
+/* dst[0..n) = the bf16 or f16 src[0..n) as f32 (exact), in the kernel's vector instructions. */
+void cpu_gemm_widen(const cpu_gemm_kernel *g, float *dst, const void *src, zp_dtype t, size_t n);
+
 /* Columns [c0, c1) of every row of a; scratch holds cpu_gemm_scratch_floats(max_k >= k). */
 void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *a, size_t c0, size_t c1,
                    float *scratch);
