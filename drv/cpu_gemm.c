@@ -183,9 +183,12 @@ AVX2 INLINE void a2_tile(const float *x, size_t k, const void *w, int nr, float 
                *p3 = wcol(w, 3, nr, k, t);
     TILE_ACC(__m256, _mm256_setzero_ps());
     __m256 w0, w1, w2, w3, xv;
+    size_t es = zp_dtype_size(t);
     size_t i = 0;
     for (; i + 8 <= k; i += 8) {
         w0 = a2_ld(p0, t, i), w1 = a2_ld(p1, t, i), w2 = a2_ld(p2, t, i), w3 = a2_ld(p3, t, i);
+        for (int j = 0; j < GEMM_NR; j++) /* the next tile's rows (a prefetch never faults) */
+            _mm_prefetch((const char *)w + (size_t)(GEMM_NR + j) * k * es + i * es, _MM_HINT_T0);
         TILE_ROW(_mm256_fmadd_ps, 0, _mm256_loadu_ps(x + i))
         TILE_ROW(_mm256_fmadd_ps, 1, _mm256_loadu_ps(x + k + i))
     }
@@ -261,10 +264,13 @@ AVX512 INLINE void a5_tile(const float *x, size_t k, const void *w, int nr, floa
                *p3 = wcol(w, 3, nr, k, t);
     TILE_ACC(__m512, _mm512_setzero_ps());
     __m512 w0, w1, w2, w3, xv;
+    size_t es = zp_dtype_size(t);
     for (size_t i = 0; i < k; i += 16) { /* the last step masked */
         __mmask16 m = k - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - i)) - 1);
         w0 = a5_ld(p0, t, i, m), w1 = a5_ld(p1, t, i, m), w2 = a5_ld(p2, t, i, m);
         w3 = a5_ld(p3, t, i, m);
+        for (int j = 0; j < GEMM_NR; j++) /* the next tile's rows (a prefetch never faults) */
+            _mm_prefetch((const char *)w + (size_t)(GEMM_NR + j) * k * es + i * es, _MM_HINT_T0);
         TILE_ROW(_mm512_fmadd_ps, 0, _mm512_maskz_loadu_ps(m, x + i))
         TILE_ROW(_mm512_fmadd_ps, 1, _mm512_maskz_loadu_ps(m, x + k + i))
         TILE_ROW(_mm512_fmadd_ps, 2, _mm512_maskz_loadu_ps(m, x + 2 * k + i))
