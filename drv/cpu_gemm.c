@@ -29,6 +29,9 @@ struct cpu_gemm_kernel {
     const char *name;
     int mr;
     tile_fn tile[3][GEMM_MR_MAX]; /* [weight dtype][rows - 1] */
+    /* [weight dtype][rows - 5]: 5 to 8 rows x 2 columns read in place (batched decode: the
+     * weights stream once, no widening pass), or none ({NULL}) */
+    tile_fn wide[3][4];
     widen_fn widen;
 };
 
@@ -125,10 +128,7 @@ TILE_FN(g, g_tile, ZP_F16, f16, 1)
 TILE_FN(g, g_tile, ZP_F16, f16, 2)
 
 static const cpu_gemm_kernel k_generic = {
-    "generic",
-    2,
-    {{g_f32_1, g_f32_2}, {g_bf16_1, g_bf16_2}, {g_f16_1, g_f16_2}},
-    g_widen,
+    "generic", 2, {{g_f32_1, g_f32_2}, {g_bf16_1, g_bf16_2}, {g_f16_1, g_f16_2}}, {{NULL}}, g_widen,
 };
 
 #if defined(__x86_64__)
@@ -231,13 +231,11 @@ A2_TILE(f16, ZP_F16, 1)
 A2_TILE(f16, ZP_F16, 2)
 
 static const cpu_gemm_kernel k_avx2 = {
-    "avx2",
-    2,
-    {{a2_f32_1, a2_f32_2}, {a2_bf16_1, a2_bf16_2}, {a2_f16_1, a2_f16_2}},
-    a2_widen,
+    "avx2",   2,        {{a2_f32_1, a2_f32_2}, {a2_bf16_1, a2_bf16_2}, {a2_f16_1, a2_f16_2}},
+    {{NULL}}, a2_widen,
 };
 
-/* ---- AVX-512 (f, bw, vl): 16 lanes, 4 rows x 4 columns, masked tails ---- */
+/* ---- AVX-512 (f, bw, vl): 16 lanes, 4 rows x 4 columns (or 8 x 2), masked tails ---- */
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
@@ -306,12 +304,56 @@ A5_TILES(f32, ZP_F32)
 A5_TILES(bf16, ZP_BF16)
 A5_TILES(f16, ZP_F16)
 
+/* The wide tile: up to 8 rows x 2 columns, the same chain per element as a5_tile. */
+#define WIDE_ROW(r)                                                                                \
+    if (mr > r) {                                                                                  \
+        xv = _mm512_maskz_loadu_ps(m, x + (size_t)(r)*k + i);                                      \
+        c##r##0 = _mm512_fmadd_ps(xv, w0, c##r##0), c##r##1 = _mm512_fmadd_ps(xv, w1, c##r##1);    \
+    }
+#define WIDE_RES(r)                                                                                \
+    if (mr > r) res[r][0] = a5_sum(c##r##0) + bias[0], res[r][1] = a5_sum(c##r##1) + bias[1];
+
+AVX512 INLINE void a5_wide(const float *x, size_t k, const void *w, int nr, float *out, size_t ldo,
+                           const float *bias, zp_dtype t, int mr) {
+    size_t es = zp_dtype_size(t);
+    const void *p0 = wcol(w, 0, nr, k, t), *p1 = wcol(w, 1, nr, k, t);
+    __m512 z = _mm512_setzero_ps(), c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z,
+           c31 = z, c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z, w0, w1,
+           xv;
+    for (size_t i = 0; i < k; i += 16) { /* the last step masked */
+        __mmask16 m = k - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - i)) - 1);
+        w0 = a5_ld(p0, t, i, m), w1 = a5_ld(p1, t, i, m);
+        for (int j = 0; j < 2; j++) /* the next tile's rows */
+            _mm_prefetch((const char *)w + (size_t)(2 + j) * k * es + i * es, _MM_HINT_T0);
+        WIDE_ROW(0)
+        WIDE_ROW(1) WIDE_ROW(2) WIDE_ROW(3) WIDE_ROW(4) WIDE_ROW(5) WIDE_ROW(6) WIDE_ROW(7)
+    }
+    float res[8][2];
+    WIDE_RES(0)
+    WIDE_RES(1) WIDE_RES(2) WIDE_RES(3) WIDE_RES(4) WIDE_RES(5) WIDE_RES(6)
+        WIDE_RES(7) for (int r = 0; r < mr; r++) for (int j = 0; j < nr; j++)
+            out[(size_t)r * ldo + (size_t)j] = res[r][j];
+}
+
+#define A5_WIDE(tn, t, mr)                                                                         \
+    AVX512 static void a5w_##tn##_##mr(const float *x, size_t k, const void *w, int nr,            \
+                                       float *out, size_t ldo, const float *bias) {                \
+        a5_wide(x, k, w, nr, out, ldo, bias, t, mr);                                               \
+    }
+#define A5_WIDES(tn, t) A5_WIDE(tn, t, 5) A5_WIDE(tn, t, 6) A5_WIDE(tn, t, 7) A5_WIDE(tn, t, 8)
+A5_WIDES(f32, ZP_F32)
+A5_WIDES(bf16, ZP_BF16)
+A5_WIDES(f16, ZP_F16)
+
 static const cpu_gemm_kernel k_avx512 = {
     "avx512",
     4,
     {{a5_f32_1, a5_f32_2, a5_f32_3, a5_f32_4},
      {a5_bf16_1, a5_bf16_2, a5_bf16_3, a5_bf16_4},
      {a5_f16_1, a5_f16_2, a5_f16_3, a5_f16_4}},
+    {{a5w_f32_5, a5w_f32_6, a5w_f32_7, a5w_f32_8},
+     {a5w_bf16_5, a5w_bf16_6, a5w_bf16_7, a5w_bf16_8},
+     {a5w_f16_5, a5w_f16_6, a5w_f16_7, a5w_f16_8}},
     a5_widen,
 };
 
@@ -387,6 +429,18 @@ void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *a, size_t c0, 
     /* rows enough for one tile: the weights are read in place, once */
     if (a->n <= g->mr) {
         run_tiles(g, a, w + c0 * k * es, a->wt, c0, c1);
+        return;
+    }
+    if (a->n <= 8 && g->wide[a->wt][0]) {
+        tile_fn f = g->wide[a->wt][a->n - 5];
+        for (size_t col = c0; col < c1; col += 2) {
+            int nr = c1 - col < 2 ? (int)(c1 - col) : 2;
+            float bias[2] = {0};
+            if (a->bias)
+                for (int j = 0; j < nr; j++)
+                    bias[j] = zp_load(a->bias, a->bt, col + (size_t)j);
+            f(a->x, k, w + col * k * es, nr, a->out + col, (size_t)a->ldo, bias);
+        }
         return;
     }
     /* else blocks of columns of L2's size (f32: in place; else widened once into scratch),

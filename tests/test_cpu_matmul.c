@@ -129,7 +129,7 @@ int main(void) {
         const char *name;
     } isas[] = {{CPU_ISA_GENERIC, "generic"}, {CPU_ISA_AVX2, "avx2"}, {CPU_ISA_AVX512, "avx512"}};
     static const int ks[] = {1, 7, 16, 37, 130, 300}, ns[] = {1, 5, 16, 67},
-                     rs[] = {1, 2, 5, 9, 40};
+                     rs[] = {1, 2, 5, 8, 9, 40};
     static const int threads[] = {1, 2, 3, 5};
     int ran = 0;
     for (size_t s = 0; s < sizeof isas / sizeof isas[0]; s++) {
