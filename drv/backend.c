@@ -10,6 +10,7 @@
 #include "arena/err.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int be_shape_max_k(const be_shape *s) {
     int k = s->hidden;
@@ -46,5 +47,10 @@ int backend_create(backend **out, const be_config *c, const be_shape *s, char *w
     } else {
         snprintf(why, why_len, "cpu (backend=cpu)");
     }
-    return cpu_backend_create(out, c->threads, be_shape_max_k(s));
+    int rc = cpu_backend_create(out, c->threads, be_shape_max_k(s), c->cpu_isa);
+    if (!rc) {
+        size_t n = strlen(why);
+        snprintf(why + n, why_len - n, ", %s", cpu_backend_describe(*out));
+    }
+    return rc;
 }

@@ -349,8 +349,21 @@ struct backend {
 };
 
 /* The CPU reference backend. threads = 0: one per online core. max_k bounds the inner
- * dimension of linear layers (per-thread scratch is sized from it at creation). */
-int cpu_backend_create(backend **out, int threads, int max_k);
+ * dimension of linear layers (per-thread scratch is sized from it at creation). isa: the
+ * matmul kernels' instruction set (CPU_ISA_* of drv/cpu_gemm.h; CPU_ISA_AUTO = the best this
+ * CPU runs); one this CPU lacks is ZP_EUNSUP.
+ *
+ * What the instruction set changes: the matmul's lane count (AVX-512 16, AVX2 and generic 8)
+ * and whether a lane multiply-adds in one rounding (FMA: AVX-512, AVX2) or two (generic), so
+ * the last bits of every linear layer's output, hence of the logits, differ between kernels;
+ * the same kernel gives the same bits for any thread count and batch (attention's arithmetic
+ * is the same in every build). Reference tolerances (1e-4 on logits) hold for each kernel.
+ * AUTO picks by the CPU, so two machines with different instruction sets may disagree in the
+ * last bits; set cpu_isa to compare them. */
+enum { CPU_ISA_AUTO, CPU_ISA_GENERIC, CPU_ISA_AVX2, CPU_ISA_AVX512 };
+int cpu_backend_create(backend **out, int threads, int max_k, int isa);
+/* "N threads, ISA kernels" of a CPU backend (static storage per backend). */
+const char *cpu_backend_describe(const backend *be);
 
 /* The CPU backend's max_k for a model shape. */
 int be_shape_max_k(const be_shape *s);
@@ -364,6 +377,7 @@ int be_check_event(const backend *be, int ev);
 typedef struct be_config {
     int kind;    /* BE_AUTO, BE_CPU, BE_CUDA */
     int threads; /* CPU workers, 0 = one per core */
+    int cpu_isa; /* CPU matmul kernels: CPU_ISA_* */
     const char *cuda_driver_path, *nvrtc_path, *cublaslt_path, *kernel_cache_dir;
     int cuda_device;
     int batch_invariant;   /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */

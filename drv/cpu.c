@@ -10,7 +10,9 @@
  * a host address. Host staging (alloc_host) is a second, ordinary mapping. Weights are aliased
  * (mapped checkpoints used in place); a fused linear keeps its parts apart and runs one matmul
  * per part into its column range of the output.
- * Per-thread scratch (f32 copies of 4 weight rows) is sized at creation from max_k.
+ * Per-thread scratch (the matmul's widened weights, qkv's head row) is sized at creation from
+ * max_k. The matmul kernels (cpu_gemm.c) are picked once, at creation, for the CPU's (or the
+ * configured) instruction set.
  * Instances are independent (each with its own workers and reservation).
  * Queues and events: every op has run when it returns, so the two queues are always ordered;
  * use_queue and event_wait only check their arguments, and an event record is a reading of the
@@ -19,6 +21,7 @@
  */
 #include "drv/backend.h"
 #include "drv/cpu_compress.h"
+#include "drv/cpu_gemm.h"
 #include "drv/cpu_impl.h"
 
 #include "arena/err.h"
@@ -28,6 +31,8 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,26 +53,73 @@ static void share(size_t items, size_t grain, int t, int nt, size_t *b, size_t *
     *e = ue * grain < items ? ue * grain : items;
 }
 
+/* How long a waiting side spins: the gaps between the ops of a step are a few microseconds.
+ * Longer spins lose when another process shares the cores: the scheduler charges the spinning
+ * to this process and preempts its threads in the middle of ops (200 us: 1x128 decode 47 ->
+ * 73 ms beside a 2-thread job, docs/BENCHMARKS.md). */
+#define CPU_SPIN_NS 20000
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Spins until done(c, arg) or spin_ns have passed (the clock read every 256 rounds); true when
+ * done. */
+static bool spin_until(cpu_impl *c, bool (*done)(cpu_impl *, uint64_t), uint64_t arg) {
+    if (c->spin_ns <= 0) return done(c, arg);
+    int64_t end = now_ns() + c->spin_ns;
+    for (unsigned i = 1;; i++) {
+        if (done(c, arg)) return true;
+        cpu_relax();
+        if (!(i & 255) && now_ns() > end) return false;
+    }
+}
+
+static bool new_job(cpu_impl *c, uint64_t seen) {
+    return atomic_load_explicit(&c->gen, memory_order_acquire) != seen;
+}
+
+static bool all_done(cpu_impl *c, uint64_t unused) {
+    return atomic_load_explicit(&c->pending, memory_order_acquire) == 0;
+}
+
+/* The next job's generation (or stop): spin, then sleep announced in sleepers. */
+static uint64_t wait_job(cpu_impl *c, uint64_t seen) {
+    if (!spin_until(c, new_job, seen)) {
+        pthread_mutex_lock(&c->mu);
+        atomic_fetch_add(&c->sleepers, 1);
+        while (atomic_load(&c->gen) == seen && !atomic_load(&c->stop))
+            pthread_cond_wait(&c->go, &c->mu);
+        atomic_fetch_sub(&c->sleepers, 1);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return atomic_load_explicit(&c->gen, memory_order_acquire);
+}
+
 static void *worker(void *arg) {
     cpu_impl *c = ((cpu_worker_arg *)arg)->c;
     int t = ((cpu_worker_arg *)arg)->t;
     uint64_t seen = 0;
-    pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (c->gen == seen && !c->stop)
-            pthread_cond_wait(&c->go, &c->mu);
-        if (c->stop) break;
-        seen = c->gen;
-        cpu_par_fn fn = c->fn;
-        void *ctx = c->ctx;
+        seen = wait_job(c, seen);
+        if (atomic_load(&c->stop)) break;
         size_t b, e;
         share(c->items, c->grain, t, c->nthreads, &b, &e);
-        pthread_mutex_unlock(&c->mu);
-        if (b < e) fn(ctx, b, e, t);
-        pthread_mutex_lock(&c->mu);
-        if (--c->pending == 0) pthread_cond_signal(&c->done);
+        if (b < e) c->fn(c->ctx, b, e, t);
+        if (atomic_fetch_sub(&c->pending, 1) == 1 && atomic_load(&c->waiting)) {
+            pthread_mutex_lock(&c->mu);
+            pthread_cond_signal(&c->done);
+            pthread_mutex_unlock(&c->mu);
+        }
     }
-    pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
@@ -79,22 +131,28 @@ void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *
         fn(ctx, 0, items, 0);
         return;
     }
-    pthread_mutex_lock(&c->mu);
     c->fn = fn;
     c->ctx = ctx;
     c->items = items;
     c->grain = grain;
-    c->pending = c->nthreads - 1;
-    c->gen++;
-    pthread_cond_broadcast(&c->go);
-    pthread_mutex_unlock(&c->mu);
+    atomic_store_explicit(&c->pending, c->nthreads - 1, memory_order_relaxed);
+    atomic_fetch_add(&c->gen, 1); /* publishes the job */
+    if (atomic_load(&c->sleepers)) {
+        pthread_mutex_lock(&c->mu);
+        pthread_cond_broadcast(&c->go);
+        pthread_mutex_unlock(&c->mu);
+    }
     size_t b, e;
     share(items, grain, 0, c->nthreads, &b, &e);
     if (b < e) fn(ctx, b, e, 0);
-    pthread_mutex_lock(&c->mu);
-    while (c->pending)
-        pthread_cond_wait(&c->done, &c->mu);
-    pthread_mutex_unlock(&c->mu);
+    if (!spin_until(c, all_done, 0)) {
+        pthread_mutex_lock(&c->mu);
+        atomic_store(&c->waiting, 1);
+        while (atomic_load(&c->pending))
+            pthread_cond_wait(&c->done, &c->mu);
+        atomic_store(&c->waiting, 0);
+        pthread_mutex_unlock(&c->mu);
+    }
 }
 
 /* ---- memory ---- */
@@ -249,14 +307,15 @@ static int cpu_event_elapsed(backend *be, int start, int end, float *ms) {
 static void cpu_destroy(backend *be) {
     cpu_impl *c = be->impl;
     pthread_mutex_lock(&c->mu);
-    c->stop = 1;
+    atomic_store(&c->stop, 1);
+    atomic_fetch_add(&c->gen, 1); /* spinning workers see it at once */
     pthread_cond_broadcast(&c->go);
     pthread_mutex_unlock(&c->mu);
     for (int t = 1; t < c->nthreads; t++)
         pthread_join(c->tid[t], NULL);
     if (c->mem) munmap(c->mem, c->size);
     if (c->host) munmap(c->host, c->host_size);
-    if (c->scratch) munmap(c->scratch, sizeof(float) * 4 * (size_t)c->max_k * (size_t)c->nthreads);
+    if (c->scratch) munmap(c->scratch, sizeof(float) * c->scratch_floats * (size_t)c->nthreads);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->go);
     pthread_cond_destroy(&c->done);
@@ -322,21 +381,7 @@ static void cpu_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_
     cpu_parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
 }
 
-typedef struct {
-    float *out; /* column 0 of this part's range; rows ldo apart */
-    const float *x;
-    const void *w;
-    const void *bias;
-    zp_dtype wt, bt;
-    int n, k, ldo;
-    float *scratch; /* [threads][4 * max_k] */
-    int max_k;
-} mm_args;
-
-/* Dot products of activation rows with 4 weight rows (f32, rows k apart) in 8-lane vectors
- * (GCC vector extension: one AVX register, or two SSE ones), reduced in a fixed order; the
- * 2-row variant computes each row exactly like the 1-row one, so a row's result never
- * depends on its neighbours in the batch. */
+/* 8-lane GCC vectors (one AVX register, or two SSE ones) for attention's dot products. */
 typedef float v8f __attribute__((vector_size(32)));
 
 static inline v8f ld8(const float *p) {
@@ -349,92 +394,43 @@ static inline float lanes_sum(v8f l) {
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
-static inline void dot4x2(const float *x0, const float *x1, const float *w, int k, float r0[4],
-                          float r1[4]) {
-    v8f s0[4] = {{0}}, s1[4] = {{0}};
-    int i = 0;
-    for (; i + 8 <= k; i += 8) {
-        v8f a0 = ld8(x0 + i), a1 = ld8(x1 + i);
-        for (int c = 0; c < 4; c++) {
-            v8f wv = ld8(w + (size_t)c * (size_t)k + (size_t)i);
-            s0[c] += a0 * wv;
-            s1[c] += a1 * wv;
-        }
-    }
-    for (int c = 0; c < 4; c++) {
-        float t0 = lanes_sum(s0[c]), t1 = lanes_sum(s1[c]);
-        for (int j = i; j < k; j++) {
-            t0 += x0[j] * w[(size_t)c * (size_t)k + (size_t)j];
-            t1 += x1[j] * w[(size_t)c * (size_t)k + (size_t)j];
-        }
-        r0[c] = t0;
-        r1[c] = t1;
-    }
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8f sel8(v8i m, v8f a, v8f b) { /* m ? a : b per lane (m all ones or zero) */
+    return (v8f)((m & (v8i)a) | (~m & (v8i)b));
 }
 
-static inline void dot4(const float *x, const float *w, int k, float r[4]) {
-    v8f s[4] = {{0}};
-    int i = 0;
-    for (; i + 8 <= k; i += 8) {
-        v8f a = ld8(x + i);
-        for (int c = 0; c < 4; c++)
-            s[c] += a * ld8(w + (size_t)c * (size_t)k + (size_t)i);
-    }
-    for (int c = 0; c < 4; c++) {
-        float t = lanes_sum(s[c]);
-        for (int j = i; j < k; j++)
-            t += x[j] * w[(size_t)c * (size_t)k + (size_t)j];
-        r[c] = t;
-    }
+/* e^x per lane: Cephes' expf (x = n ln 2 + r, ln 2 in two parts, a degree-6 polynomial in r,
+ * then the exponent bits), within 2 ulp of expf; 0 below -87.3, +inf above 88.7. Plain
+ * multiplies and adds (no contraction in ISO C), so every build and clone gives the same bits. */
+static inline v8f exp8(v8f x) {
+    v8i under = x<-87.3365f, over = x> 88.7228f;
+    x = sel8(under | over, (v8f){0}, x);
+    v8f y = x * 1.44269504088896341f + 0.5f;
+    v8i t = __builtin_convertvector(y, v8i); /* toward zero, then floor */
+    t += __builtin_convertvector(t, v8f) > y;
+    v8f n = __builtin_convertvector(t, v8f);
+    v8f r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    v8f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    v8f e = (p * (r * r) + r + 1.0f) * (v8f)((t + 127) << 23);
+    return sel8(under, (v8f){0}, sel8(over, (v8f){0} + INFINITY, e));
 }
 
-/* The AVX2 clone computes the same lanes in the same order as the default one (ISO C mode
- * forbids contracting into FMA), so results match bit for bit on any x86-64. */
-__attribute__((target_clones("avx2", "default"))) static void mm_cols(void *c, size_t b, size_t e,
-                                                                      int tid) {
-    mm_args *a = c;
-    size_t k = (size_t)a->k;
-    float *wbuf = a->scratch + (size_t)tid * 4 * (size_t)a->max_k;
-    for (size_t col = b; col < e; col += 4) {
-        int nc = e - col < 4 ? (int)(e - col) : 4;
-        for (int cc = 0; cc < 4; cc++) {
-            float *dst = wbuf + (size_t)cc * k;
-            if (cc >= nc) {
-                memset(dst, 0, k * sizeof(float));
-                continue;
-            }
-            size_t row = (col + (size_t)cc) * k;
-            if (a->wt == ZP_F32) {
-                memcpy(dst, (const float *)a->w + row, k * sizeof(float));
-            } else if (a->wt == ZP_BF16) { /* the dtype decided once per row: a vector loop */
-                const uint16_t *src = (const uint16_t *)a->w + row;
-                for (size_t j = 0; j < k; j++)
-                    dst[j] = zp_bf16_to_f32(src[j]);
-            } else {
-                for (size_t j = 0; j < k; j++)
-                    dst[j] = zp_load(a->w, a->wt, row + j);
-            }
-        }
-        float bias[4] = {0, 0, 0, 0};
-        if (a->bias)
-            for (int cc = 0; cc < nc; cc++)
-                bias[cc] = zp_load(a->bias, a->bt, col + (size_t)cc);
-        int i = 0;
-        for (; i + 2 <= a->n; i += 2) {
-            float r0[4], r1[4];
-            dot4x2(a->x + (size_t)i * k, a->x + (size_t)(i + 1) * k, wbuf, a->k, r0, r1);
-            for (int cc = 0; cc < nc; cc++) {
-                a->out[(size_t)i * (size_t)a->ldo + col + (size_t)cc] = r0[cc] + bias[cc];
-                a->out[(size_t)(i + 1) * (size_t)a->ldo + col + (size_t)cc] = r1[cc] + bias[cc];
-            }
-        }
-        for (; i < a->n; i++) {
-            float r[4];
-            dot4(a->x + (size_t)i * k, wbuf, a->k, r);
-            for (int cc = 0; cc < nc; cc++)
-                a->out[(size_t)i * (size_t)a->ldo + col + (size_t)cc] = r[cc] + bias[cc];
-        }
-    }
+typedef struct {
+    const cpu_gemm_kernel *g;
+    cpu_gemm_args a;
+    float *scratch; /* [threads][scratch_floats] */
+    size_t scratch_floats;
+} mm_args;
+
+static void mm_cols(void *c, size_t b, size_t e, int tid) {
+    mm_args *m = c;
+    cpu_gemm_cols(m->g, &m->a, b, e, m->scratch + (size_t)tid * m->scratch_floats);
 }
 
 static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
@@ -442,10 +438,12 @@ static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, in
     assert(l->k <= c->max_k);
     float *o = P(out);
     for (int p = 0; p < l->n_parts; p++) {
-        mm_args a = {o,        P(x),       P(l->w[p]), l->bias[p] ? P(l->bias[p]) : NULL,
-                     l->wt[p], l->bt[p],   n,          l->k,
-                     l->n_out, c->scratch, c->max_k};
-        cpu_parallel(be->impl, (size_t)l->rows[p], 4, mm_cols, &a);
+        mm_args a = {c->gemm,
+                     {o, P(x), P(l->w[p]), l->bias[p] ? P(l->bias[p]) : NULL, l->wt[p], l->bt[p], n,
+                      l->k, l->n_out},
+                     c->scratch,
+                     c->scratch_floats};
+        cpu_parallel(c, (size_t)l->rows[p], 16, mm_cols, &a);
         o += l->rows[p];
     }
 }
@@ -479,14 +477,14 @@ typedef struct {
     void *kc, *vc;
     zp_dtype kvt;
     int hq, hkv, dim, bs;
-    float *scratch; /* [threads][4 * max_k]: one k head row */
-    int max_k;
+    float *scratch; /* [threads][scratch_floats]: one k head row */
+    size_t scratch_floats;
 } qkv_args;
 
 static void qkv_rows(void *c, size_t b, size_t e, int tid) {
     qkv_args *a = c;
     size_t D = (size_t)a->dim, width = (size_t)(a->hq + 2 * a->hkv) * D;
-    float *k = a->scratch + (size_t)tid * 4 * (size_t)a->max_k;
+    float *k = a->scratch + (size_t)tid * a->scratch_floats;
     for (size_t i = b; i < e; i++) {
         const float *row = a->qkv + i * width;
         float p = (float)a->pos[i];
@@ -535,7 +533,7 @@ static void cpu_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn,
                   dim,
                   bs,
                   c->scratch,
-                  c->max_k};
+                  c->scratch_floats};
     cpu_parallel(c, (size_t)n, 1, qkv_rows, &a);
 }
 
@@ -547,17 +545,18 @@ typedef struct {
     const int32_t *tok_seq, *tok_kv_idx, *bt;
     int max_blocks, hq, hkv, dim, bs;
     float scale;
+    const cpu_gemm_kernel *g; /* widens bf16/f16 cache rows */
 } attn_args;
 
 #define ATTN_MAX_GROUP_DIM 8192 /* query heads per kv head x head dim */
 #define ATTN_CHUNK         64   /* positions scored per online-softmax update */
 
-/* Row p of a K or V cache as f32: the row itself for f32 caches, else converted into buf. */
-static inline const float *cache_row(const void *cache, zp_dtype t, size_t off, int dim,
-                                     float *buf) {
+/* Row p of a K or V cache as f32: the row itself for f32 caches, else widened into buf by the
+ * matmul's vector conversion (exact: the same values as zp_load). */
+static inline const float *cache_row(const cpu_gemm_kernel *g, const void *cache, zp_dtype t,
+                                     size_t off, int dim, float *buf) {
     if (t == ZP_F32) return (const float *)cache + off;
-    for (int j = 0; j < dim; j++)
-        buf[j] = zp_load(cache, t, off + (size_t)j);
+    cpu_gemm_widen(g, buf, (const uint16_t *)cache + off, t, (size_t)dim);
     return buf;
 }
 
@@ -622,7 +621,7 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
                     (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
                      (size_t)(p % a->bs)) *
                     (size_t)D;
-                const float *k = cache_row(a->kc, a->kvt, base, D, kbuf);
+                const float *k = cache_row(a->g, a->kc, a->kvt, base, D, kbuf);
                 for (int g = 0; g < group; g++)
                     s[g][i] = attn_logit(q + (size_t)g * (size_t)D, k, D, a->scale);
             }
@@ -633,8 +632,14 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
                 float corr = expf(mx[g] - m), *ag = acc + (size_t)g * (size_t)D;
                 sum[g] *= corr;
                 if (corr != 1.0f) scale_row(ag, corr, D);
+                for (int i = n; i % 8; i++) /* the last vector's padding: e^-inf = 0 */
+                    s[g][i] = -INFINITY;
+                for (int i = 0; i < n; i += 8) {
+                    v8f ev = exp8(ld8(s[g] + i) - m);
+                    memcpy(s[g] + i, &ev, sizeof ev);
+                }
                 for (int i = 0; i < n; i++)
-                    sum[g] += (s[g][i] = expf(s[g][i] - m));
+                    sum[g] += s[g][i];
                 mx[g] = m;
             }
             for (int i = 0; i < n; i++) {
@@ -643,7 +648,7 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
                     (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
                      (size_t)(p % a->bs)) *
                     (size_t)D;
-                const float *v = cache_row(a->vc, a->kvt, base, D, vbuf);
+                const float *v = cache_row(a->g, a->vc, a->kvt, base, D, vbuf);
                 for (int g = 0; g < group; g++)
                     axpy_row(acc + (size_t)g * (size_t)D, s[g][i], v, D);
             }
@@ -671,7 +676,8 @@ static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr v
                    hkv,
                    dim,
                    bs,
-                   scale};
+                   scale,
+                   ((cpu_impl *)be->impl)->gemm};
     cpu_parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, attn_items, &a);
 }
 
@@ -683,6 +689,7 @@ typedef struct {
     const int32_t *tok_seq, *tok_kv_idx, *positions, *bt;
     int layer, max_blocks, hq, hkv, dim, bs;
     float scale;
+    const cpu_gemm_kernel *g; /* widens bf16/f16 cache rows */
 } record_args;
 
 /* One (token, kv head) of a recorded row: pass 1 finds each query head's softmax maximum and
@@ -710,7 +717,7 @@ static void record_items(void *c, size_t b, size_t e, int tid) {
                     (((size_t)bt[p / a->bs] * (size_t)a->hkv + (size_t)kh) * (size_t)a->bs +
                      (size_t)(p % a->bs)) *
                     (size_t)D;
-                const float *k = cache_row(a->kc, a->kvt, base, D, kbuf);
+                const float *k = cache_row(a->g, a->kc, a->kvt, base, D, kbuf);
                 float best = 0;
                 for (int g = 0; g < group; g++) {
                     float z = attn_logit(q + (size_t)g * (size_t)D, k, D, a->scale);
@@ -752,7 +759,8 @@ static void cpu_attn_record(backend *be, const be_oracle *const *rec, int layer,
                      hkv,
                      dim,
                      bs,
-                     scale};
+                     scale,
+                     ((cpu_impl *)be->impl)->gemm};
     cpu_parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, record_items, &a);
 }
 
@@ -762,14 +770,32 @@ typedef struct {
     int inter;
 } swiglu_args;
 
-static void swiglu_rows(void *c, size_t b, size_t e, int tid) {
+/* silu(g) * u over 8 lanes (a tail of the row zero-padded: the same arithmetic per element). */
+static inline v8f swiglu8(v8f g, v8f u) {
+    return g / (1.0f + exp8(-g)) * u;
+}
+
+__attribute__((target_clones("avx2", "default"))) static void swiglu_rows(void *c, size_t b,
+                                                                          size_t e, int tid) {
     swiglu_args *a = c;
     size_t I = (size_t)a->inter;
-    for (size_t t = b; t < e; t++)
-        for (size_t i = 0; i < I; i++) {
-            float g = a->gu[t * 2 * I + i];
-            a->out[t * I + i] = g / (1.0f + expf(-g)) * a->gu[t * 2 * I + I + i];
+    for (size_t t = b; t < e; t++) {
+        const float *g = a->gu + t * 2 * I, *u = g + I;
+        float *o = a->out + t * I;
+        size_t i = 0;
+        for (; i + 8 <= I; i += 8) {
+            v8f r = swiglu8(ld8(g + i), ld8(u + i));
+            memcpy(o + i, &r, sizeof r);
         }
+        if (i < I) {
+            float gb[8] = {0}, ub[8] = {0}, ob[8];
+            memcpy(gb, g + i, (I - i) * sizeof(float));
+            memcpy(ub, u + i, (I - i) * sizeof(float));
+            v8f r = swiglu8(ld8(gb), ld8(ub));
+            memcpy(ob, &r, sizeof r);
+            memcpy(o + i, ob, (I - i) * sizeof(float));
+        }
+    }
 }
 
 static void cpu_swiglu(backend *be, be_ptr out, be_ptr gu, int n, int inter) {
@@ -826,7 +852,15 @@ static int cpu_check(backend *be, const be_cparams *p) {
     return p->qcl > 0 ? cpu_cmp_check(be, p) : 0;
 }
 
-int cpu_backend_create(backend **out, int threads, int max_k) {
+const char *cpu_backend_describe(const backend *be) {
+    const cpu_impl *c = be->impl;
+    return c->describe;
+}
+
+int cpu_backend_create(backend **out, int threads, int max_k, int isa) {
+    const cpu_gemm_kernel *gemm;
+    int rc = cpu_gemm_pick(isa, &gemm);
+    if (rc) return rc;
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (int)n : 1;
@@ -838,7 +872,14 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
     if (c == MAP_FAILED) return err_set(ZP_ENOMEM, "cpu backend: %s", strerror(errno));
     c->nthreads = threads;
     c->max_k = max_k;
-    size_t sb = sizeof(float) * 4 * (size_t)max_k * (size_t)threads;
+    cpu_set_t online;
+    int cores = sched_getaffinity(0, sizeof online, &online) ? 1 : CPU_COUNT(&online);
+    c->spin_ns = threads <= cores ? CPU_SPIN_NS : 0;
+    c->gemm = gemm;
+    snprintf(c->describe, sizeof c->describe, "%d threads, %s kernels", threads,
+             cpu_gemm_name(gemm));
+    c->scratch_floats = (cpu_gemm_scratch_floats(max_k) + 15) & ~(size_t)15; /* 64-byte rows */
+    size_t sb = sizeof(float) * c->scratch_floats * (size_t)threads;
     void *s = mmap(NULL, sb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (s == MAP_FAILED) {
         munmap(c, sizeof *c);
@@ -888,7 +929,7 @@ int cpu_backend_create(backend **out, int threads, int max_k) {
     };
     for (int t = 1; t < threads; t++) {
         c->warg[t] = (cpu_worker_arg){c, t};
-        int rc = pthread_create(&c->tid[t], NULL, worker, &c->warg[t]);
+        rc = pthread_create(&c->tid[t], NULL, worker, &c->warg[t]);
         if (rc) {
             c->nthreads = t;
             cpu_destroy(&c->be);

@@ -5,13 +5,25 @@
  * the calling thread runs range 0 and waits for the others. An op stays independent of the
  * thread count as long as every output element is written by the item that owns it, in a
  * fixed order. Ops are called from one thread only; workers run only inside cpu_parallel.
+ *
+ * Hand-off: a step runs ~130 ops a few microseconds apart, so a worker that finished one
+ * spins on `gen` (bounded: spin_ns) before it sleeps on the condition variable, and the caller
+ * spins on `pending` the same way; waking a sleeper costs a futex call per op, which used to
+ * be most of a small op. A side that goes to sleep first announces it (sleepers, waiting) and
+ * re-checks, and the other side reads that announcement after its own store; all four are
+ * sequentially consistent atomics, so one of the two always sees the other (no lost wake-up).
+ * With more threads than online cores spinning would steal the cores of the threads it waits
+ * for: spin_ns is then 0.
  */
+
 #ifndef ZP_CPU_IMPL_H
 #define ZP_CPU_IMPL_H
 
 #include "drv/backend.h"
+#include "drv/cpu_gemm.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,14 +46,20 @@ struct cpu_impl {
     double ev_ms[BE_EVENTS]; /* monotonic clock at each event's latest record */
     uint8_t ev_set[BE_EVENTS];
     int nthreads, max_k;
-    float *scratch; /* [nthreads][4 * max_k] */
+    const cpu_gemm_kernel *gemm;
+    char describe[64];     /* cpu_backend_describe */
+    float *scratch;        /* [nthreads][scratch_floats] */
+    size_t scratch_floats; /* >= 4 * max_k and cpu_gemm_scratch_floats(max_k) */
     pthread_t tid[CPU_MAX_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    uint64_t gen;    /* bumped per parallel job; workers wait for a new value */
-    int pending;     /* workers still running the current job */
-    int stop;
-    cpu_par_fn fn;
+    _Atomic uint64_t gen; /* bumped per parallel job (release); workers wait for a new value */
+    atomic_int pending;   /* workers still running the current job */
+    atomic_int sleepers;  /* workers asleep on go: a new job must broadcast */
+    atomic_int waiting;   /* 1 while the caller sleeps on done */
+    atomic_int stop;
+    int64_t spin_ns; /* how long a waiting side spins before it sleeps */
+    cpu_par_fn fn;   /* the job: written before gen is bumped, read after */
     void *ctx;
     size_t items, grain;
     cpu_worker_arg warg[CPU_MAX_THREADS];

@@ -348,6 +348,10 @@ void engine_be_config(const conf *cf, be_config *bc) {
                 : cf->backend == CONF_BACKEND_CUDA ? BE_CUDA
                                                    : BE_AUTO,
         .threads = (int)cf->threads,
+        .cpu_isa = cf->cpu_isa == CONF_CPU_ISA_GENERIC  ? CPU_ISA_GENERIC
+                   : cf->cpu_isa == CONF_CPU_ISA_AVX2   ? CPU_ISA_AVX2
+                   : cf->cpu_isa == CONF_CPU_ISA_AVX512 ? CPU_ISA_AVX512
+                                                        : CPU_ISA_AUTO,
         .cuda_driver_path = cf->cuda_driver_path,
         .nvrtc_path = cf->nvrtc_path,
         .cublaslt_path = cf->cublaslt_path,

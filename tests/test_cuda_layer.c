@@ -212,7 +212,7 @@ static void test_shape(int D, int bs) {
 int main(void) {
     int rc = gpu_open(g);
     if (rc) return rc;
-    REQUIRE(!cpu_backend_create(&cpu, 1, 4096));
+    REQUIRE(!cpu_backend_create(&cpu, 1, 4096, CPU_ISA_AUTO));
     test_shape(128, 16);
     test_shape(64, 256);
     cpu->destroy(cpu);

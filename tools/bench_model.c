@@ -4,6 +4,7 @@
 #include "arena/err.h"
 #include "engine/engine.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,72 @@ void bench_stage_greedy(model_batch *b, int32_t rows) {
 int bench_check_ids(const model *m, int32_t rows) {
     for (int32_t r = 0; r < rows; r++)
         if (m->host_ids[r] < 0) return zp_sample_error(m->host_ids[r], r);
+    return 0;
+}
+
+size_t bench_step_weight_bytes(const bench_model *bm) {
+    size_t bytes = loader_tensor_bytes(&bm->mw.lm_head);
+    for (int l = 0; l < bm->mc.layers; l++) {
+        const layer_weights *L = &bm->mw.layers[l];
+        const tensor *t[] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+            bytes += loader_tensor_bytes(t[i]);
+    }
+    return bytes;
+}
+
+typedef struct bw_job {
+    const uint64_t *p;
+    size_t n;
+    uint64_t sum;
+} bw_job;
+
+/* Sums n words in 8 independent chains (one chain would bound the loop by the add latency). */
+static void *bw_read(void *arg) {
+    bw_job *j = arg;
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i + 8 <= j->n; i += 8)
+        for (int c = 0; c < 8; c++)
+            s[c] += j->p[i + (size_t)c];
+    for (int c = 0; c < 8; c++)
+        j->sum += s[c];
+    return NULL;
+}
+
+#define BW_BYTES   ((size_t)256 << 20)
+#define BW_THREADS 64
+
+int bench_mem_bw(bench_model *bm, int threads, double *gbps) {
+    uint64_t *buf = arena_alloc_uninit(&bm->a, BW_BYTES, 4096, "bandwidth buffer");
+    if (!buf) return ZP_ENOMEM;
+    size_t words = BW_BYTES / 8;
+    for (size_t i = 0; i < words; i++) /* committed and not a shared zero page */
+        buf[i] = i;
+    if (threads < 1) threads = 1;
+    if (threads > BW_THREADS) threads = BW_THREADS;
+    bw_job jobs[BW_THREADS];
+    pthread_t tid[BW_THREADS];
+    size_t per = words / (size_t)threads / 8 * 8;
+    double best = 0;
+    for (int pass = 0; pass < 5; pass++) {
+        for (int t = 0; t < threads; t++)
+            jobs[t] = (bw_job){buf + (size_t)t * per, per, 0};
+        int created = 0, rc = 0;
+        double t0 = bench_now_s();
+        for (int t = 1; t < threads && !rc; t++) {
+            if (pthread_create(&tid[t], NULL, bw_read, &jobs[t]))
+                rc = err_set(ZP_EIO, "bandwidth: cannot start thread %d", t);
+            else
+                created = t;
+        }
+        bw_read(&jobs[0]);
+        for (int t = 1; t <= created; t++)
+            pthread_join(tid[t], NULL);
+        double s = bench_now_s() - t0, g = (double)(per * 8) * threads / s / 1e9;
+        if (rc) return rc;
+        best = g > best ? g : best;
+    }
+    *gbps = best;
     return 0;
 }
 
@@ -74,12 +141,14 @@ static int place_model(bench_model *bm, const conf *cf, const char *tool, const 
     return 0;
 }
 
-int bench_model_open(bench_model *bm, const conf *cf, const char *tool, const bench_bounds *b) {
+int bench_model_open(bench_model *bm, const conf *cf, const char *tool, const bench_bounds *b,
+                     bool real_weights) {
     memset(bm, 0, sizeof *bm);
     int rc = arena_init(&bm->a, "bench", (size_t)cf->host_arena_mb << 20);
     if (rc) return rc;
     if ((rc = loader_config(&bm->mc, &bm->a, cf->model)) ||
-        (rc = loader_dummy_weights(&bm->mw, &bm->mc, &bm->a)) ||
+        (rc = real_weights ? loader_weights(&bm->mw, &bm->mc, &bm->a, cf->model)
+                           : loader_dummy_weights(&bm->mw, &bm->mc, &bm->a)) ||
         (rc = place_model(bm, cf, tool, b)))
         bench_model_close(bm);
     return rc;

@@ -1,6 +1,8 @@
 /* bench_model: the model-level harness of `zipage bench decode` and `zipage bench prefill`: a
  * model of DIR/config.json's shape on random weights (loader_dummy_weights: one buffer of small
- * bf16 values that every tensor shares, so no checkpoint is read), a backend made for the
+ * bf16 values that every tensor shares, so no checkpoint is read) or, with real weights, the
+ * directory's checkpoint (each tensor its own memory: on the CPU, where the shared buffer's
+ * layers stay in cache, the only way to time the weights' traffic), a backend made for the
  * largest step the benchmark runs (engine_be_shape, engine_be_config, backend_create) and the
  * model placed for that step (model_init), without the engine's scheduler or KV memory plan.
  * The benchmark stages each step in m->batch (block tables included) and runs model_forward.
@@ -22,6 +24,7 @@
 #include "engine/model.h"
 #include "tools/bench_workload.h" /* bench_now_s */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,11 +42,13 @@ typedef struct bench_bounds {
     int32_t max_tokens, max_seqs, max_blocks, num_blocks;
 } bench_bounds;
 
-/* Opens the arena, reads DIR/config.json (cf->model), makes the weights, creates the backend of
+/* Opens the arena, reads DIR/config.json (cf->model), makes the weights (real_weights: reads the
+ * checkpoint; else random), creates the backend of
  * cf (block_size, cuda_graphs and the backend keys) and places the model; prints on stderr,
  * each line starting "TOOL: ", the backend, the placement (seconds, GiB, CUDA graphs) and the
  * GEMM plans. On failure nothing is left to release. */
-int bench_model_open(bench_model *bm, const conf *cf, const char *tool, const bench_bounds *b);
+int bench_model_open(bench_model *bm, const conf *cf, const char *tool, const bench_bounds *b,
+                     bool real_weights);
 void bench_model_close(bench_model *bm);
 
 /* Parameters of one layer's linear layers (fused QKV, O, fused gate/up, down), biases left out:
@@ -55,6 +60,15 @@ size_t bench_layer_linear_params(const model_config *mc);
  * warm-up, then the median of 5 into *median_s. Needs P <= max_tokens and ceil(P / block_size)
  * blocks within the bounds. */
 int bench_prefill_step(bench_model *bm, int32_t P, double *median_s);
+
+/* Bytes of weights one decode step reads: every layer's linear weights and the LM head, as
+ * stored (a tied head counts once; norms and biases are left out). */
+size_t bench_step_weight_bytes(const bench_model *bm);
+
+/* Host memory read bandwidth in GB/s: `threads` threads each summing its share of a 256 MiB
+ * buffer from bm's arena (far beyond any cache), the best of 5 passes. ZP_ENOMEM when the arena
+ * cannot hold the buffer. */
+int bench_mem_bw(bench_model *bm, int threads, double *gbps);
 
 /* Greedy, no penalty, no logprob for rows 0..rows-1 (backends that sample read these). */
 void bench_stage_greedy(model_batch *b, int32_t rows);

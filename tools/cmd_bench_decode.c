@@ -3,17 +3,22 @@
  * weights once and every request's KV once, at the measured copy bandwidth).
  *
  *   zipage bench decode --model DIR [--points 1x2048,64x2048,64x8192,256x2048] [--steps N]
- *                       [--bw GBPS] [--prefill N] [--json FILE] [--backend cuda|cpu]
+ *                       [--bw GBPS] [--weights] [--prefill N] [--json FILE] [--backend cuda|cpu]
  *                       [--set block_size=N]
  *
  * Only DIR/config.json is read: the weights are random (loader_dummy_weights: one buffer of small
  * bf16 values that every tensor shares), so any Hugging Face config benchmarks without its
- * checkpoint. One model is planned for the largest point (tools/bench_model.h, the harness bench
- * prefill shares); each point places B requests at context L (their KV cache holds whatever the
- * arena held: the cost of attention does not depend on the values) and times `steps` decode steps
- * after 3 of warm-up, each a full engine step of the model: metadata upload, forward, greedy
+ * checkpoint. --weights reads DIR's checkpoint instead, each tensor in its own memory: on the CPU
+ * the shared buffer keeps every layer's weights in cache, so only --weights times their traffic.
+ * The roofline's bandwidth: --bw GBPS, else on the CPU backend the host's read bandwidth measured
+ * at the start of the run with the backend's thread count (bench_mem_bw; printed), else the
+ * GPU's 4,280 GB/s. One model is planned for the largest point (tools/bench_model.h, the harness
+ * bench prefill shares); each point places B requests at context L (their KV cache holds whatever
+ * the arena held: the cost of attention does not depend on the values) and times `steps` decode
+ * steps after 3 of warm-up, each a full engine step of the model: metadata upload, forward, greedy
  * argmax on the backend, ids back. Reported: the median step, output tokens per second (B /
- * step), the roofline's and the fraction of it reached. --prefill N also times one
+ * step), the roofline's and the fraction of it reached (on the CPU with the measured bandwidth:
+ * the fraction of the machine's memory bandwidth the step reaches). --prefill N also times one
  * step prefilling an N-token prompt (median of 5).
  */
 #include "arena/err.h"
@@ -23,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEC_MAX_POINTS 16
 
@@ -49,7 +55,8 @@ int bench_decode(int argc, char **argv) {
     if (rc) return rc;
     const char *points = "1x2048,64x2048,64x8192,256x2048", *json = NULL;
     int64_t steps = 20, prefill = 0;
-    double bw = 4280;
+    double bw = 0;
+    bool weights = false;
     cli c;
     cli_init(&c, "bench decode", argc, argv);
     for (const char *o; (o = cli_next(&c)) && !rc;) {
@@ -61,6 +68,8 @@ int bench_decode(int argc, char **argv) {
             rc = cli_float(&c, &bw, 1, 1e6);
         else if (!strcmp(o, "--json"))
             rc = cli_str(&c, &json);
+        else if (!strcmp(o, "--weights"))
+            weights = true;
         else if (!strcmp(o, "--prefill"))
             rc = cli_int(&c, &prefill, 0, 1 << 20);
         else
@@ -86,12 +95,21 @@ int bench_decode(int argc, char **argv) {
                            .max_seqs = max_b,
                            .max_blocks = max_blocks,
                            .num_blocks = max_tok_blocks};
-    if ((rc = bench_model_open(&bm, &cf, "bench decode", &bounds))) return rc;
+    if ((rc = bench_model_open(&bm, &cf, "bench decode", &bounds, weights))) return rc;
     const model_config *mc = &bm.mc;
     model *m = bm.m;
-    /* bytes every step reads: the weights as stored (the tied head counts once) */
-    size_t weight_bytes = 2 * ((size_t)mc->layers * bench_layer_linear_params(mc) +
-                               (size_t)mc->vocab * (size_t)mc->hidden);
+    size_t weight_bytes = bench_step_weight_bytes(&bm);
+    if (bw == 0 && !strcmp(bm.be->name, "cpu")) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        int threads = cf.threads ? (int)cf.threads : cores > 0 ? (int)cores : 1;
+        if ((rc = bench_mem_bw(&bm, threads, &bw))) {
+            bench_model_close(&bm);
+            return rc;
+        }
+        printf("memory bandwidth: %.1f GB/s (read, %d threads, measured now)\n", bw, threads);
+    } else if (bw == 0) {
+        bw = 4280;
+    }
     size_t kv_token = model_block_bytes(mc, 1, bm.be->act_dtype, false);
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (json && !jf) {
@@ -136,8 +154,9 @@ int bench_decode(int argc, char **argv) {
         if (jf)
             fprintf(jf,
                     "{\"batch\": %d, \"context\": %d, \"step_ms\": %.4f, \"tok_s\": %.1f, "
-                    "\"roofline_tok_s\": %.1f, \"backend\": \"%s\", \"steps\": %lld}\n",
-                    B, L, med * 1e3, tps, roof, bm.be->name, (long long)steps);
+                    "\"roofline_tok_s\": %.1f, \"bw_gbps\": %.1f, \"backend\": \"%s\", "
+                    "\"steps\": %lld}\n",
+                    B, L, med * 1e3, tps, roof, bw, bm.be->name, (long long)steps);
     }
     double pre_s;
     if (!rc && prefill > 0 && /* one sequence's prompt in one step: the GEMMs at M = prefill */

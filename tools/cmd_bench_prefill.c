@@ -2,10 +2,11 @@
  * prefilled in one step, in tokens/s and TFLOP/s, beside a peak figure.
  *
  *   zipage bench prefill --model DIR [--prompts 512,1024,2048,4096,8192] [--peak-tflops X]
- *                        [--json FILE] [--backend cuda|cpu] [--set key=value ...]
+ *                        [--weights] [--json FILE] [--backend cuda|cpu] [--set key=value ...]
  *
  * The harness of bench decode (tools/bench_model.h): random weights of DIR/config.json's shape
- * (no checkpoint read), the model placed for one sequence whose prompt is the longest of
+ * (no checkpoint read; --weights reads DIR's checkpoint, as in bench decode), the model placed for
+ * one sequence whose prompt is the longest of
  * --prompts. Rows per step = max_num_batched_tokens: the longest prompt unless set, and a value
  * set must hold it (one step prefills a whole prompt). A prompt of n tokens (ids i * 7919 mod
  * vocab at positions 0..n-1, blocks 0, 1, ...) runs as one step: metadata upload, the forward
@@ -76,6 +77,7 @@ int bench_prefill(int argc, char **argv) {
     if (rc) return rc;
     const char *prompts = "512,1024,2048,4096,8192", *json = NULL;
     double peak = 0;
+    bool weights = false;
     cli c;
     cli_init(&c, "bench prefill", argc, argv);
     for (const char *o; (o = cli_next(&c)) && !rc;) {
@@ -85,6 +87,8 @@ int bench_prefill(int argc, char **argv) {
             rc = cli_float(&c, &peak, 1e-9, 1e6);
         else if (!strcmp(o, "--json"))
             rc = cli_str(&c, &json);
+        else if (!strcmp(o, "--weights"))
+            weights = true;
         else
             rc = cli_unknown(&c, o);
     }
@@ -109,7 +113,7 @@ int bench_prefill(int argc, char **argv) {
     FILE *jf = json ? fopen(json, "a") : NULL;
     if (json && !jf) return err_set(ZP_EIO, "--json %s: cannot open for appending", json);
     bench_model bm;
-    if ((rc = bench_model_open(&bm, &cf, "bench prefill", &bounds))) {
+    if ((rc = bench_model_open(&bm, &cf, "bench prefill", &bounds, weights))) {
         if (jf) fclose(jf);
         return rc;
     }
