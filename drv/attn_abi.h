@@ -1,5 +1,6 @@
 /* attn_abi.h: what the host must know to launch rtc_kernels/attention.cu's zp_attn_decode_mma
- * (the tensor-core decode attention): its ring depth and dynamic shared memory. The kernel
+ * (the tensor-core decode attention: its ring depth and dynamic shared memory) and zp_attn_merge
+ * (its block shape). The kernel
  * writes the same numbers (ZP_DM_STAGES, ZP_DM_SK); tests/test_cuda_attention.c launches it
  * with exactly these bytes, so a mismatch that matters shows there as wrong output. Header
  * only, no state. */
@@ -20,6 +21,14 @@ static inline int attn_mma_stages(int head_dim) {
  * Above 48 KiB, so the function needs CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES. */
 static inline size_t attn_mma_smem_bytes(int head_dim, int stages) {
     return (size_t)stages * 2 * ZP_DM_STAGE_KEYS * (size_t)head_dim * 2;
+}
+
+/* zp_attn_merge: a warp per (row, query head), ZP_MERGE_HEADS heads per block; grid
+ * (attn_merge_blocks(hq), rows), block 32 * ZP_MERGE_HEADS. */
+#define ZP_MERGE_HEADS 4
+
+static inline unsigned attn_merge_blocks(int hq) {
+    return (unsigned)((hq + ZP_MERGE_HEADS - 1) / ZP_MERGE_HEADS);
 }
 
 #endif

@@ -28,6 +28,7 @@
 #include "drv/cublaslt.h"
 #include "drv/cuda.h"
 #include "drv/attn_abi.h"
+#include "drv/layer_abi.h"
 #include "drv/compress_abi.h"
 #include "drv/gemmtune.h"
 #include "drv/nvrtc.h"
@@ -479,7 +480,7 @@ static void cb_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_p
     CB(be);
     be_ptr cnt = be->counts;
     void *a[] = {&resid, &x, &out, &w, &cnt, &dim, &eps};
-    launch(cb, cb->add_rmsnorm, U(rows), 1, 1, 256, a, "zp_add_rmsnorm");
+    launch(cb, cb->add_rmsnorm, U(rows), 1, 1, ZP_NORM_THREADS, a, "zp_add_rmsnorm");
 }
 
 static void cb_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
@@ -496,7 +497,8 @@ static void cb_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, 
     be_ptr cnt = be->counts;
     void *a[] = {&qkv, &qn,  &kn,  &positions, &inv_freq, &slots, &cnt,
                  &hq,  &hkv, &eps, &q_out,     &kc,       &vc};
-    launch(cb, cb->qkv, U(n), U(hq + hkv), 1, U(dim / 2), a, "zp_qkv_rope_store");
+    launch(cb, cb->qkv, U(n), layer_rope_blocks(hq + hkv), 1, 32 * ZP_ROPE_HEADS, a,
+           "zp_qkv_rope_store");
 }
 
 /* Every row's KV range is split into chunks of attention_chunk positions, whatever the batch,
@@ -532,14 +534,15 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     launch(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128, pp,
            "zp_attn_prefill_partial");
     void *ma[] = {&po, &pml, &cnt, &hq, &n_split, &out};
-    launch(cb, cb->attn_merge, U(hq), U(n), 1, U(dim), ma, "zp_attn_merge");
+    launch(cb, cb->attn_merge, attn_merge_blocks(hq), U(n), 1, 32 * ZP_MERGE_HEADS, ma,
+           "zp_attn_merge");
 }
 
 static void cb_swiglu(backend *be, be_ptr out, be_ptr gu, int n, int inter) {
     CB(be);
     be_ptr cnt = be->counts;
     void *a[] = {&out, &gu, &cnt, &inter};
-    launch(cb, cb->swiglu, U(n), U((inter + 255) / 256), 1, 256, a, "zp_silu_mul");
+    launch(cb, cb->swiglu, U(n), layer_silu_blocks(inter), 1, ZP_SILU_THREADS, a, "zp_silu_mul");
 }
 
 static void cb_gather_rows(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim) {
@@ -714,6 +717,12 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                        "cuda backend: %d query heads per kv head is not supported (1, "
                        "2, 4 or 8)",
                        gqa);
+    if (!layer_widths_ok(s->hidden, s->intermediate))
+        return err_set(
+            ZP_EUNSUP,
+            "cuda backend: hidden size %d / intermediate size %d not supported (hidden a "
+            "multiple of 4 up to %d, intermediate a multiple of 8)",
+            s->hidden, s->intermediate, ZP_NORM_MAX_DIM);
     if (s->block_size < 16 || s->block_size > 256 || (s->block_size & (s->block_size - 1)))
         return err_set(ZP_EUNSUP,
                        "key 'block_size': %d is not supported on the GPU (16, 32, 64, "

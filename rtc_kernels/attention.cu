@@ -34,8 +34,8 @@
  *     48 KiB default for every D/BS/G; no opt-in). CTA (s, g, t) covers cache indices [s*chunk, min((s+1)*chunk, kv_idx+1)).
  *     chunk: multiple of BS (any positive value is in fact correct); n_split*chunk must cover
  *     the longest kv_idx+1 of the step. n_rows_cap <= 65535 (gridDim.z limit).
- *   zp_attn_merge: grid (hq, n_rows_cap), block ZP_HEAD_DIM threads (any count >= 1 works:
- *     threads loop over D). Reads only partials written by the same step's zp_attn_partial
+ *   zp_attn_merge: grid (ceil(hq / ZP_MERGE_HEADS), n_rows_cap), block 32 * ZP_MERGE_HEADS
+ *     (drv/attn_abi.h: attn_merge_blocks). Reads only partials written by the same step's zp_attn_partial
  *     and zp_attn_prefill_partial (for the rows flagged in tok_tc).
  *   Scratch: part_o n_rows_cap*hq*n_split*D*4 bytes, part_ml n_rows_cap*hq*n_split*8 bytes.
  *
@@ -359,29 +359,51 @@ zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__re
     }
 }
 
-extern "C" __global__ void zp_attn_merge(const float *__restrict__ part_o,
-                                         const float *__restrict__ part_ml,
-                                         const int *__restrict__ n_tokens, int hq, int n_split,
-                                         unsigned short *__restrict__ out) {
-    constexpr int D = ZP_HEAD_DIM;
-    const int h = blockIdx.x, t = blockIdx.y;
-    if (t >= *n_tokens) return;
+/* zp_attn_merge: a warp per (row, query head), ZP_MERGE_HEADS heads per block. Lane s holds
+ * split s's (m, l) (splits in groups of 32); the maximum, the weights exp(m_s - M) and
+ * L = sum l_s * w_s come from warp reductions (fixed trees: an empty split adds 0 and changes no
+ * bit), then each lane accumulates D/32 columns of o over the splits in order, skipping empty
+ * ones (their o was never written). A thread per column looping over the splits left the
+ * kernel waiting on one dependent load after another. */
+#define ZP_MERGE_HEADS 4 /* drv/attn_abi.h */
+
+extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
+    zp_attn_merge(const float *__restrict__ part_o, const float *__restrict__ part_ml,
+                  const int *__restrict__ n_tokens, int hq, int n_split,
+                  unsigned short *__restrict__ out) {
+    constexpr int D = ZP_HEAD_DIM, C = D / 32;
+    const int h = blockIdx.x * ZP_MERGE_HEADS + (threadIdx.x >> 5), t = blockIdx.y,
+              lane = threadIdx.x & 31;
+    if (t >= *n_tokens || h >= hq) return; /* the whole warp */
     const size_t base = ((size_t)t * (size_t)hq + (size_t)h) * (size_t)n_split;
     float M = ZP_NEG_INF;
-    for (int s = 0; s < n_split; s++) M = fmaxf(M, part_ml[(base + s) * 2]);
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float L = 0.0f, o = 0.0f;
-        if (M != ZP_NEG_INF) {
-            for (int s = 0; s < n_split; s++) {
-                const float ms = part_ml[(base + s) * 2];
-                if (ms == ZP_NEG_INF) continue; /* empty partial: contributes nothing */
-                const float f = __expf(ms - M);
-                L = fmaf(part_ml[(base + s) * 2 + 1], f, L);
-                o = fmaf(part_o[(base + s) * D + d], f, o);
+    for (int s0 = 0; s0 < n_split; s0 += 32)
+        if (s0 + lane < n_split) M = fmaxf(M, part_ml[(base + s0 + lane) * 2]);
+    M = warp_max(M);
+    float o[C];
+#pragma unroll
+    for (int c = 0; c < C; c++) o[c] = 0.0f;
+    float L = 0.0f;
+    if (M != ZP_NEG_INF) {
+        for (int s0 = 0; s0 < n_split; s0 += 32) {
+            const int s = s0 + lane;
+            const float ms = s < n_split ? part_ml[(base + s) * 2] : ZP_NEG_INF;
+            const float w = ms == ZP_NEG_INF ? 0.0f : __expf(ms - M);
+            L += warp_sum(w == 0.0f ? 0.0f : part_ml[(base + s) * 2 + 1] * w);
+            const int n = min(32, n_split - s0);
+#pragma unroll 4
+            for (int k = 0; k < n; k++) {
+                const float wk = __shfl_sync(0xffffffffu, w, k);
+                if (wk == 0.0f) continue; /* empty split (or no weight): o never written */
+                const float *po = part_o + (base + s0 + k) * D + lane;
+#pragma unroll
+                for (int c = 0; c < C; c++) o[c] = fmaf(po[32 * c], wk, o[c]);
             }
         }
-        out[((size_t)t * (size_t)hq + (size_t)h) * D + d] = zp_f2bf(L > 0.0f ? o / L : 0.0f);
     }
+    unsigned short *dst = out + ((size_t)t * (size_t)hq + (size_t)h) * D + lane;
+#pragma unroll
+    for (int c = 0; c < C; c++) dst[32 * c] = zp_f2bf(L > 0.0f ? o[c] / L : 0.0f);
 }
 
 /* ---- zp_attn_decode_mma: zp_attn_partial on tensor cores ----

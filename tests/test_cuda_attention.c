@@ -89,7 +89,7 @@ static void run_case(int D, int bs, int gqa, int hkv) {
                           &mb,  &hk,   &sc,   &chunk, &n_split, &d_po, &d_pml};
             gpu_launch(g, fp, (unsigned)n_split, (unsigned)hkv, (unsigned)cap, 128, ksmem[kk], pa);
             void *ma[] = {&d_po, &d_pml, &d_n, &hqv, &n_split, &d_out};
-            gpu_launch(g, fm, (unsigned)hq, (unsigned)cap, 1, (unsigned)D, 0, ma);
+            gpu_launch(g, fm, attn_merge_blocks(hq), (unsigned)cap, 1, 32 * ZP_MERGE_HEADS, 0, ma);
             uint16_t *oh = malloc(2 * q_n);
             float *of = malloc(4 * q_n);
             gpu_down(g, oh, d_out, 2 * q_n);

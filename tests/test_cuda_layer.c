@@ -2,10 +2,12 @@
  * random inputs, outputs poisoned with NaN first: embedding (exact), residual add + RMSNorm,
  * q/k RMSNorm + RoPE + KV store, SwiGLU, logit-row gather (exact) and greedy argmax (exact,
  * ties to the lowest id). Tolerances: ||d||/||ref|| <= 1e-5 on fp32 outputs, <= 1e-2 on bf16
- * ones; never a NaN; rows past the device-side row count and slots < 0 are never written; argmax
- * also on NaN, +inf and all -inf rows and past n_valid, against the CPU twin.
- * Head dims 64 and 128, block sizes 16 and 256. SKIP without a GPU. */
+ * ones; never a NaN; the norm also at widths of several register chunks and without a branch; rows
+ * past the device-side row count and slots < 0 are never written; argmax also on NaN, +inf and all
+ * -inf rows and past n_valid, against the CPU twin. Head dims 64 and 128, block sizes 16 and 256.
+ * SKIP without a GPU. */
 #include "drv/backend.h"
+#include "drv/layer_abi.h"
 #include "tests/cuda_util.h"
 
 #include <stdlib.h>
@@ -70,7 +72,7 @@ static void test_shape(int D, int bs) {
     CUdeviceptr d_out = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * H);
     float epsv = eps;
     void *na[] = {&d_resid, &d_x, &d_out, &d_w, &d_n, &dim, &epsv};
-    gpu_launch(g, gpu_fn(g, m, "zp_add_rmsnorm"), cap, 1, 1, 256, 0, na);
+    gpu_launch(g, gpu_fn(g, m, "zp_add_rmsnorm"), cap, 1, 1, ZP_NORM_THREADS, 0, na);
     float *normed = malloc(sizeof(float) * (size_t)n * H);
     cpu->add_rmsnorm(cpu, P(ref), P(xf), P(normed), P(w), ZP_BF16, n, H, eps);
     uint16_t *outh = malloc(sizeof(uint16_t) * (size_t)cap * H);
@@ -109,7 +111,8 @@ static void test_shape(int D, int bs) {
     int hqv = hq, hkvv = hkv;
     void *ra[] = {&d_qkv, &d_qn, &d_kn, &d_pos, &d_if, &d_slots, &d_n,
                   &hqv,   &hkvv, &epsv, &d_q,   &d_kc, &d_vc};
-    gpu_launch(g, gpu_fn(g, m, "zp_qkv_rope_store"), cap, hq + hkv, 1, (unsigned)D / 2, 0, ra);
+    gpu_launch(g, gpu_fn(g, m, "zp_qkv_rope_store"), cap, layer_rope_blocks(hq + hkv), 1,
+               32 * ZP_ROPE_HEADS, 0, ra);
     /* CPU twin: the same op on f32 caches */
     float *q = malloc(sizeof(float) * (size_t)n * hq * D);
     float *kcr = malloc(sizeof(float) * cache_n), *vcr = malloc(sizeof(float) * cache_n);
@@ -147,7 +150,8 @@ static void test_shape(int D, int bs) {
                 d_act = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * inter);
     int interv = inter;
     void *sa[] = {&d_act, &d_gu, &d_n, &interv};
-    gpu_launch(g, gpu_fn(g, m, "zp_silu_mul"), cap, (unsigned)(inter + 255) / 256, 1, 256, 0, sa);
+    gpu_launch(g, gpu_fn(g, m, "zp_silu_mul"), cap, layer_silu_blocks(inter), 1, ZP_SILU_THREADS, 0,
+               sa);
     cpu->swiglu(cpu, P(gate), P(guf), n, inter);
     uint16_t *acth = malloc(sizeof(uint16_t) * (size_t)n * inter);
     float *actf = malloc(sizeof(float) * (size_t)n * inter);
@@ -209,12 +213,49 @@ static void test_shape(int D, int bs) {
     CU(g->drv.ModuleUnload(m));
 }
 
+/* Residual add + RMSNorm at a width of several register chunks per thread (a last one partly
+ * filled, or exactly the largest width the kernel takes), with and without the branch x. */
+static void test_norm(int dim, int with_x) {
+    const int n = 5, cap = 8;
+    const float eps = 1e-6f;
+    printf("add_rmsnorm: dim %d, %s\n", dim, with_x ? "resid += x" : "no x");
+    CUmodule m = gpu_module(g, "layer.cu", 128, 16, 1);
+    int32_t n_dev = n;
+    CUdeviceptr d_n = gpu_up(g, &n_dev, 4);
+    const size_t nd = (size_t)n * dim;
+    uint16_t *x = malloc(2 * nd), *w = malloc(2 * (size_t)dim),
+             *outh = malloc(2 * (size_t)cap * dim);
+    float *xf = malloc(4 * nd), *resid = malloc(4 * nd), *ref = malloc(4 * nd),
+          *normed = malloc(4 * nd), *outf = malloc(4 * nd);
+    for (size_t i = 0; i < nd; i++)
+        ref[i] = (float)((double)(test_rand_u64(&seed) >> 11) / 9007199254740992.0 * 4 - 2);
+    rand_bf16(x, xf, nd, 2.f, &seed);
+    rand_bf16(w, NULL, (size_t)dim, 1.5f, &seed);
+    CUdeviceptr d_resid = gpu_up(g, ref, 4 * nd), d_x = with_x ? gpu_up(g, x, 2 * nd) : 0,
+                d_w = gpu_up(g, w, 2 * (size_t)dim), d_out = gpu_poisoned(g, 2 * (size_t)cap * dim);
+    float epsv = eps;
+    void *na[] = {&d_resid, &d_x, &d_out, &d_w, &d_n, &dim, &epsv};
+    gpu_launch(g, gpu_fn(g, m, "zp_add_rmsnorm"), cap, 1, 1, ZP_NORM_THREADS, 0, na);
+    cpu->add_rmsnorm(cpu, P(ref), with_x ? P(xf) : 0, P(normed), P(w), ZP_BF16, n, dim, eps);
+    gpu_down(g, outh, d_out, 2 * (size_t)cap * dim);
+    gpu_down(g, resid, d_resid, 4 * nd);
+    bf16_to_f32(outf, outh, nd);
+    report("residual (fp32)", cmp_f32(resid, ref, nd), 1e-6);
+    report("normed (bf16)", cmp_f32(outf, normed, nd), 1e-2);
+    CHECKF(poisoned_u16(outh + nd, (size_t)(cap - n) * dim) == (size_t)(cap - n) * dim,
+           "add_rmsnorm wrote padded rows");
+    free(x), free(w), free(outh), free(xf), free(resid), free(ref), free(normed), free(outf);
+    CU(g->drv.ModuleUnload(m));
+}
+
 int main(void) {
     int rc = gpu_open(g);
     if (rc) return rc;
     REQUIRE(!cpu_backend_create(&cpu, 1, 4096, CPU_ISA_AUTO));
     test_shape(128, 16);
     test_shape(64, 256);
+    test_norm(4100, 1);
+    test_norm(ZP_NORM_MAX_DIM, 0);
     cpu->destroy(cpu);
     return test_done("cuda_layer");
 }

@@ -17,6 +17,7 @@
  *   one-step run.
  * SKIP without a GPU. */
 #include "drv/attn_tiles.h"
+#include "drv/attn_abi.h"
 #include "drv/backend.h"
 #include "tests/cuda_util.h"
 
@@ -84,7 +85,7 @@ static void run_step(const cfg *c, const step *s, result *r) {
     gpu_down(g, r->o, d_po, 4 * pn * c->D);
     gpu_down(g, r->ml, d_pml, 8 * pn);
     void *ma[] = {&d_po, &d_pml, &d_n, &hq, &ns, &d_out};
-    gpu_launch(g, c->merge, (unsigned)hq, (unsigned)s->cap, 1, (unsigned)c->D, 0, ma);
+    gpu_launch(g, c->merge, attn_merge_blocks(hq), (unsigned)s->cap, 1, 32 * ZP_MERGE_HEADS, 0, ma);
     gpu_down(g, r->out, d_out, 2 * qn);
     CUdeviceptr bufs[] = {d_q, d_seq, d_idx, d_n, d_tc, d_qt, d_po, d_pml, d_out};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)

@@ -196,11 +196,13 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
             void *fa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_qt, &d_nt, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
             void *ma_old[] = {&po, &pml, &d_n, &hqv, &ns, &out_old};
             void *ma_new[] = {&po, &pml, &d_n, &hqv, &ns, &out_new};
-            const launch_spec old_path[] = {{fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_old},
-                                            {fm, (unsigned)hq, (unsigned)N, 1, (unsigned)D, ma_old}};
-            const launch_spec new_path[] = {{fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_new},
-                                            {ft, (unsigned)ns, (unsigned)hkv, (unsigned)n_tiles, 128, fa},
-                                            {fm, (unsigned)hq, (unsigned)N, 1, (unsigned)D, ma_new}};
+            const launch_spec old_path[] = {
+                {fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_old},
+                {fm, attn_merge_blocks(hq), (unsigned)N, 1, 32 * ZP_MERGE_HEADS, ma_old}};
+            const launch_spec new_path[] = {
+                {fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_new},
+                {ft, (unsigned)ns, (unsigned)hkv, (unsigned)n_tiles, 128, fa},
+                {fm, attn_merge_blocks(hq), (unsigned)N, 1, 32 * ZP_MERGE_HEADS, ma_new}};
             float *ms = arena_temp(a, sizeof(float) * (size_t)iters, 4, "bench times"), t_old, t_new, t_k;
             if (!ms) { rc = ZP_ENOMEM; goto out; }
             double rel = 0;
@@ -386,8 +388,8 @@ int bench_attention(int argc, char **argv) {
                         CK(drv->LaunchKernel(fk[kk], (unsigned)n_split, (unsigned)hkv, (unsigned)B,
                                              128, 1, 1, kk ? mma_smem : 0, dev.compute, pa, NULL),
                            kk ? "zp_attn_decode_mma" : "zp_attn_partial");
-                        CK(drv->LaunchKernel(fm, (unsigned)hq, (unsigned)B, 1, (unsigned)D, 1, 1, 0,
-                                             dev.compute, ma, NULL),
+                        CK(drv->LaunchKernel(fm, attn_merge_blocks(hq), (unsigned)B, 1,
+                                             32 * ZP_MERGE_HEADS, 1, 1, 0, dev.compute, ma, NULL),
                            "zp_attn_merge");
                         CK(drv->EventRecord(e1, dev.compute), "cuEventRecord");
                         CK(drv->EventSynchronize(e1), "cuEventSynchronize");
