@@ -362,8 +362,8 @@ zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__re
 /* zp_attn_merge: a warp per (row, query head), ZP_MERGE_HEADS heads per block. Lane s holds
  * split s's (m, l) (splits in groups of 32); the maximum, the weights exp(m_s - M) and
  * L = sum l_s * w_s come from warp reductions (fixed trees: an empty split adds 0 and changes no
- * bit), then each lane accumulates D/32 columns of o over the splits in order, skipping empty
- * ones (their o was never written). A thread per column looping over the splits left the
+ * bit), then each lane accumulates D/32 columns of o over the splits in order, an empty one
+ * adding 0 * 0. A thread per column looping over the splits left the
  * kernel waiting on one dependent load after another. */
 #define ZP_MERGE_HEADS 4 /* drv/attn_abi.h */
 
@@ -394,10 +394,11 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
 #pragma unroll 4
             for (int k = 0; k < n; k++) {
                 const float wk = __shfl_sync(0xffffffffu, w, k);
-                if (wk == 0.0f) continue; /* empty split (or no weight): o never written */
                 const float *po = part_o + (base + s0 + k) * D + lane;
+                /* an empty split's o was never written: its load is predicated off, not branched
+                 * around, so the loads of consecutive splits are in flight together */
 #pragma unroll
-                for (int c = 0; c < C; c++) o[c] = fmaf(po[32 * c], wk, o[c]);
+                for (int c = 0; c < C; c++) o[c] = fmaf(wk != 0.0f ? po[32 * c] : 0.0f, wk, o[c]);
             }
         }
     }

@@ -43,36 +43,44 @@ __device__ __forceinline__ uint2 f4_to_bf4(float a, float b, float c, float d) {
 }
 
 extern "C" __global__ void __launch_bounds__(ZP_NORM_THREADS)
-    zp_add_rmsnorm(float *resid, const bf16 *x, bf16 *out, const bf16 *w, const int *n_rows,
-                   int dim, float eps) {
+    zp_add_rmsnorm(float *__restrict__ resid, const bf16 *__restrict__ x, bf16 *__restrict__ out,
+                   const bf16 *__restrict__ w, const int *n_rows, int dim, float eps) {
     const int t = blockIdx.x, n4 = dim >> 2;
     if (t >= *n_rows) return;
     float4 *r = (float4 *)(resid + (size_t)t * dim);
-    const uint2 *xs = x ? (const uint2 *)(x + (size_t)t * dim) : 0;
+    const uint2 *xs = x ? (const uint2 *)(x + (size_t)t * dim) : 0, *ws = (const uint2 *)w;
+    /* every load first (restrict: none waits behind a store), then the sums and the stores */
     float4 v[ZP_NORM_CHUNKS];
+    uint2 xb[ZP_NORM_CHUNKS], wb[ZP_NORM_CHUNKS];
+#pragma unroll
+    for (int c = 0; c < ZP_NORM_CHUNKS; c++) {
+        const int i = c * ZP_NORM_THREADS + threadIdx.x;
+        if (i < n4) {
+            v[c] = r[i];
+            xb[c] = xs ? xs[i] : make_uint2(0u, 0u);
+            wb[c] = ws[i];
+        }
+    }
     float ss = 0.f;
 #pragma unroll
     for (int c = 0; c < ZP_NORM_CHUNKS; c++) {
         const int i = c * ZP_NORM_THREADS + threadIdx.x;
         if (i < n4) {
-            float4 a = r[i];
             if (xs) {
-                const float4 b = bf4_to_f4(xs[i]);
-                a.x += b.x, a.y += b.y, a.z += b.z, a.w += b.w;
-                r[i] = a;
+                const float4 b = bf4_to_f4(xb[c]);
+                v[c].x += b.x, v[c].y += b.y, v[c].z += b.z, v[c].w += b.w;
+                r[i] = v[c];
             }
-            v[c] = a;
-            ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+            ss += v[c].x * v[c].x + v[c].y * v[c].y + v[c].z * v[c].z + v[c].w * v[c].w;
         }
     }
     const float inv = rsqrtf(block_sum(ss) / (float)dim + eps);
-    const uint2 *ws = (const uint2 *)w;
     uint2 *o = (uint2 *)(out + (size_t)t * dim);
 #pragma unroll
     for (int c = 0; c < ZP_NORM_CHUNKS; c++) {
         const int i = c * ZP_NORM_THREADS + threadIdx.x;
         if (i < n4) {
-            const float4 g = bf4_to_f4(ws[i]);
+            const float4 g = bf4_to_f4(wb[c]);
             o[i] = f4_to_bf4(v[c].x * inv * g.x, v[c].y * inv * g.y, v[c].z * inv * g.z,
                              v[c].w * inv * g.w);
         }
