@@ -503,7 +503,8 @@ static void cb_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, 
 
 /* Every row's KV range is split into chunks of attention_chunk positions, whatever the batch,
  * so a row's result depends on its own length only (batch invariance); the grid covers the
- * step's longest row, and splits past a shorter row's length are empty. */
+ * step's longest row, and splits past a shorter row's length are empty. Prompt rows (q-tiles)
+ * take one split of the whole range instead. */
 static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
                          const be_batch *b, int hq, int hkv, int dim, int bs, float scale) {
     CB(be);
@@ -529,8 +530,13 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
                     "zp_attn_decode_mma");
     else
         launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n), 128, pa, "zp_attn_partial");
-    void *pp[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &qt, &nqt,
-                  &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
+    /* prompt rows in one split: chunk n_split * chunk covers every row, so CTA 0 walks a row's
+     * whole range and the others only mark their split empty (no f32 partials of several
+     * splits written and merged per prompt row); a row's bits still depend on its own range
+     * only, as sub-tiles start at 0 whatever the chunk */
+    int pchunk = n_split * chunk;
+    void *pp[] = {&q,  &kc,  &vc,     &seq,   &idx,     &bt, &qt, &nqt,
+                  &mb, &hkv, &scale, &pchunk, &n_split, &po, &pml};
     launch(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128, pp,
            "zp_attn_prefill_partial");
     void *ma[] = {&po, &pml, &cnt, &hq, &n_split, &out};

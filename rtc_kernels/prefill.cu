@@ -34,9 +34,15 @@
  *   every D/BS/G; no opt-in attribute). CTA (s, g, i) covers cache indices
  *   [s*chunk, min((s+1)*chunk, max over the tile's rows of tok_kv_idx + 1)) for the tile's
  *   rows and the query heads g*G .. g*G+G-1, and writes the partials of those (row, head, s).
- *   chunk, n_split: the same values as the step's zp_attn_partial launch (n_split*chunk covers
- *   the longest row); n_qtiles_cap <= 65535. Run it on the same stream as zp_attn_partial
- *   (either order) and before zp_attn_merge.
+ *   n_split: the same as the step's zp_attn_partial launch (the partials' stride, which the
+ *   merge reads); chunk: a multiple of KT with n_split*chunk covering the longest row. The
+ *   backend passes n_split times the decode chunk, so CTA 0 walks each row's whole range and
+ *   the others only mark their split empty: split partials of a prompt row cost f32 traffic
+ *   (writes here, reads in the merge) that one split avoids, and with q-tiles x kv heads CTAs
+ *   a prompt fills the GPU without splitting. n_qtiles_cap <= 65535. Run it on the same
+ *   stream as zp_attn_partial (either order) and before zp_attn_merge. Tiles are taken from the
+ *   last one down (blockIdx.z = 0 is tile n_qtiles_cap - 1): the later rows of a prompt attend
+ *   the most keys, so the longest CTAs start first instead of forming the tail.
  *
  * ALGORITHM (FlashAttention-2's forward loop on split-KV ranges). 4 warps; warp w owns the 16
  * query rows m = 16w .. 16w+15 of the tile's 64 (m = r*G + j: tile row r = m / G, head j = m % G;
@@ -137,7 +143,7 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     __shared__ __align__(128) bf16 kv_s[2][2][KT * D]; /* [stage][K, V][key row, swizzled] */
     __shared__ int lim_s[ZP_PF_THREADS / 32];
 
-    const int s = blockIdx.x, g = blockIdx.y, tile = blockIdx.z;
+    const int s = blockIdx.x, g = blockIdx.y, tile = (int)(gridDim.z - 1 - blockIdx.z);
     if (tile >= *n_qtiles) return;
     const int first = qtile[2 * tile], nrows = qtile[2 * tile + 1];
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;

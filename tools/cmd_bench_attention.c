@@ -12,7 +12,8 @@
  * Prefill (--prefill N [--prefix P]): for each block size (default: the conf's block_size) x
  * GQA group (default 4): one prompt of N rows over a cached prefix of P tokens (row i attends
  * cache indices [0, P+i]), random bf16 data, chunks of the conf's attention_chunk as the
- * backend splits them. Times the old path (every row through zp_attn_partial, then
+ * backend splits them (the prompt rows of the tensor-core path in one split, as the backend
+ * launches them). Times the old path (every row through zp_attn_partial, then
  * zp_attn_merge) beside the tensor-core one (zp_attn_partial skipping the flagged rows,
  * zp_attn_prefill_partial over the q-tiles of attn_prefill_tiles, zp_attn_merge) and the
  * prefill kernel alone; reports the prefill kernel's TFLOP/s (4 D flops per query head and
@@ -193,7 +194,8 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
             int ns = n_split, mb = per_seq, hqv = hq;
             void *pa_old[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
             void *pa_new[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &d_tc, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
-            void *fa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_qt, &d_nt, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
+            int pchunk = ns * chunk; /* prompt rows in one split, as the backend launches them */
+            void *fa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_qt, &d_nt, &mb, &hkv, &sc, &pchunk, &ns, &po, &pml};
             void *ma_old[] = {&po, &pml, &d_n, &hqv, &ns, &out_old};
             void *ma_new[] = {&po, &pml, &d_n, &hqv, &ns, &out_new};
             const launch_spec old_path[] = {
