@@ -382,6 +382,7 @@ typedef struct be_config {
     int cuda_device;
     int batch_invariant;   /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */
     int attention_chunk;   /* KV positions per split of attention (CUDA) */
+    int attention_prefill_chunk; /* the same for prompt rows, >= attention_chunk (CUDA) */
     int attention_mma;     /* decode rows on tensor cores (zp_attn_decode_mma) (CUDA) */
     int gemm_workspace_mb; /* cuBLASLt's workspace (CUDA) */
 } be_config;

@@ -53,7 +53,7 @@ typedef struct cuda_be {
     cublaslt lt;
     arena a; /* NVRTC's temporaries at creation */
     be_shape s;
-    int invariant, chunk;
+    int invariant, chunk, pchunk; /* attention splits: decode rows, prompt rows */
     size_t ws_bytes; /* cuBLASLt workspace (key gemm_workspace_mb) */
     CUdeviceptr mem;
     size_t size, used;
@@ -504,7 +504,7 @@ static void cb_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, 
 /* Every row's KV range is split into chunks of attention_chunk positions, whatever the batch,
  * so a row's result depends on its own length only (batch invariance); the grid covers the
  * step's longest row, and splits past a shorter row's length are empty. Prompt rows (q-tiles)
- * take one split of the whole range instead. */
+ * are split the same way in chunks of attention_prefill_chunk. */
 static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
                          const be_batch *b, int hq, int hkv, int dim, int bs, float scale) {
     CB(be);
@@ -530,11 +530,9 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
                     "zp_attn_decode_mma");
     else
         launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n), 128, pa, "zp_attn_partial");
-    /* prompt rows in one split: chunk n_split * chunk covers every row, so CTA 0 walks a row's
-     * whole range and the others only mark their split empty (no f32 partials of several
-     * splits written and merged per prompt row); a row's bits still depend on its own range
-     * only, as sub-tiles start at 0 whatever the chunk */
-    int pchunk = n_split * chunk;
+    /* prompt rows in splits of pchunk >= chunk (fewer f32 partials written and merged per
+     * row; q-tiles x kv heads give the parallelism), so the decode grid's n_split covers them */
+    int pchunk = cb->pchunk;
     void *pp[] = {&q,  &kc,  &vc,     &seq,   &idx,     &bt, &qt, &nqt,
                   &mb, &hkv, &scale, &pchunk, &n_split, &po, &pml};
     launch(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128, pp,
@@ -723,6 +721,11 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                        "cuda backend: %d query heads per kv head is not supported (1, "
                        "2, 4 or 8)",
                        gqa);
+    if (cb->pchunk < cb->chunk)
+        return err_set(ZP_EINVAL,
+                       "key 'attention_prefill_chunk': %d is below attention_chunk %d (the step's "
+                       "splits, sized for decode rows, must cover the prompt rows' splits)",
+                       cb->pchunk, cb->chunk);
     if (!layer_widths_ok(s->hidden, s->intermediate))
         return err_set(
             ZP_EUNSUP,
@@ -837,6 +840,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->s = *s;
     cb->invariant = c->batch_invariant;
     cb->chunk = c->attention_chunk > 0 ? c->attention_chunk : 512;
+    cb->pchunk = c->attention_prefill_chunk > 0 ? c->attention_prefill_chunk : 4096;
     cb->attention_mma = c->attention_mma;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){

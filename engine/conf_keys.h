@@ -17,6 +17,7 @@ CONF_STR(gpu, cublaslt_path, "", "libcublasLt file or directory to use; empty = 
 CONF_STR(gpu, cuda_driver_path, "", "libcuda file to use; empty = libcuda.so.1 on the loader path")
 CONF_INT(gpu, cuda_device, 0, 0, 63, "ordinal of the GPU to use")
 CONF_INT(gpu, attention_chunk, 512, 64, 1048576, "KV positions per split of GPU attention (fixed for every row: results do not depend on the batch)")
+CONF_INT(gpu, attention_prefill_chunk, 4096, 64, 1048576, "KV positions per split of GPU attention for prompt rows (fixed for every row; at least attention_chunk)")
 CONF_ENUM(gpu, attention_kernel, "mma", "simt|mma", "decode attention on the GPU: mma = tensor cores, simt = CUDA-core FMAs (every decode row takes the same one)")
 CONF_BOOL(gpu, cuda_graphs, true, "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
 CONF_INT(gpu, gemm_workspace_mb, 256, 1, 4096, "cuBLASLt workspace in MiB, from the device arena (larger lets split-K algorithms serve large batches)")

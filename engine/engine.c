@@ -359,6 +359,7 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .cuda_device = (int)cf->cuda_device,
         .batch_invariant = cf->batch_invariant,
         .attention_chunk = (int)cf->attention_chunk,
+        .attention_prefill_chunk = (int)cf->attention_prefill_chunk,
         .attention_mma = cf->attention_kernel == CONF_ATTENTION_KERNEL_MMA,
         .gemm_workspace_mb = (int)cf->gemm_workspace_mb,
     };

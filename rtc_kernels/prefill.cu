@@ -36,10 +36,10 @@
  *   rows and the query heads g*G .. g*G+G-1, and writes the partials of those (row, head, s).
  *   n_split: the same as the step's zp_attn_partial launch (the partials' stride, which the
  *   merge reads); chunk: a multiple of KT with n_split*chunk covering the longest row. The
- *   backend passes n_split times the decode chunk, so CTA 0 walks each row's whole range and
- *   the others only mark their split empty: split partials of a prompt row cost f32 traffic
- *   (writes here, reads in the merge) that one split avoids, and with q-tiles x kv heads CTAs
- *   a prompt fills the GPU without splitting. n_qtiles_cap <= 65535. Run it on the same
+ *   backend passes attention_prefill_chunk (>= the decode rows' chunk, default 4,096): split
+ *   partials of a prompt row cost f32 traffic (writes here, reads in the merge) that q-tiles x
+ *   kv heads CTAs do not need for parallelism; CTAs of splits past the tile's range only mark
+ *   their split empty. n_qtiles_cap <= 65535. Run it on the same
  *   stream as zp_attn_partial (either order) and before zp_attn_merge. Tiles are taken from the
  *   last one down (blockIdx.z = 0 is tile n_qtiles_cap - 1): the later rows of a prompt attend
  *   the most keys, so the longest CTAs start first instead of forming the tail.

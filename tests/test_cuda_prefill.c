@@ -6,8 +6,8 @@
  * shuffled block tables, padding rows and rows past the device-side count; q-tiles from
  * attn_prefill_tiles() (drv/attn_tiles.h) in shuffled order, with garbage tile entries past the
  * device-side tile count; every head dim (64, 128), block size (16..256) and GQA group (1..8);
- * the KV length split 1, 3 and 8 ways (decode rows; the prompt rows' kernel gets chunk = splits x
- * chunk, one split walking the whole range, as the backend launches it). Checks:
+ * the KV length split 1, 3 and 8 ways (decode rows; the prompt rows' kernel gets splits twice as
+ * long, as the backend gives it attention_prefill_chunk >= attention_chunk). Checks:
  * - ||d||/||ref|| <= 1e-2 over the decode rows and over the prompt rows (bf16 output), no NaN;
  * - zp_attn_partial leaves the flagged rows' partials untouched and gives every other row the
  *   bits it gives without flags; zp_attn_prefill_partial writes every partial of its rows and
@@ -78,7 +78,9 @@ static void run_step(const cfg *c, const step *s, result *r) {
     gpu_down(g, r->dec_o, d_po, 4 * pn * c->D);
     gpu_down(g, r->dec_ml, d_pml, 8 * pn);
     if (s->tc) {
-        int pchunk = ns * chunk; /* prompt rows in one split, as drv/cuda_be.c launches them */
+        /* prompt rows in longer splits than decode rows, as drv/cuda_be.c launches them
+         * (attention_prefill_chunk >= attention_chunk) */
+        int pchunk = 2 * chunk;
         void *fa[] = {&d_q, (void *)&c->kc, (void *)&c->vc, &d_seq, &d_idx, (void *)&c->bt, &d_qt, &d_nt,
                       &mb,  &hkv, &sc, &pchunk, &ns, &d_po, &d_pml};
         gpu_launch(g, c->pre, (unsigned)ns, (unsigned)hkv, (unsigned)s->tile_cap, 128, 0, fa);

@@ -12,8 +12,8 @@
  * Prefill (--prefill N [--prefix P]): for each block size (default: the conf's block_size) x
  * GQA group (default 4): one prompt of N rows over a cached prefix of P tokens (row i attends
  * cache indices [0, P+i]), random bf16 data, chunks of the conf's attention_chunk as the
- * backend splits them (the prompt rows of the tensor-core path in one split, as the backend
- * launches them). Times the old path (every row through zp_attn_partial, then
+ * backend splits them (the prompt rows of the tensor-core path in splits of the conf's
+ * attention_prefill_chunk). Times the old path (every row through zp_attn_partial, then
  * zp_attn_merge) beside the tensor-core one (zp_attn_partial skipping the flagged rows,
  * zp_attn_prefill_partial over the q-tiles of attn_prefill_tiles, zp_attn_merge) and the
  * prefill kernel alone; reports the prefill kernel's TFLOP/s (4 D flops per query head and
@@ -128,18 +128,21 @@ static int rel_diff(cuda_drv *drv, cuda_dev *dev, arena *a, CUdeviceptr da, CUde
 
 static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, FILE *jf,
                          const int *bss, int nbs, const int *gqas, int ngqa, int N, int P, int D,
-                         int hkv, int chunk, int iters) {
+                         int hkv, int chunk, int pf_chunk, int iters) {
     int rc = 0;
     CUevent e0 = NULL, e1 = NULL;
     CUmodule ma = NULL, mp = NULL;
     CUdeviceptr kc = 0, vc = 0, q = 0, out_old = 0, out_new = 0, po = 0, pml = 0, meta = 0;
     const int L = P + N, n_split = (L + chunk - 1) / chunk;
+    if (pf_chunk < chunk)
+        return err_set(ZP_EINVAL, "key 'attention_prefill_chunk': %d is below attention_chunk %d",
+                       pf_chunk, chunk);
     double keys = (double)N * P + (double)N * (N + 1) / 2; /* attended keys over the rows */
     char cache_dir[512];
     nvrtc_default_cache_dir(cache_dir, sizeof cache_dir);
     printf("paged prefill attention, %s (%d SMs): %d rows over a prefix of %d, head dim %d, %d kv "
-           "heads, chunk %d (%d splits)\n",
-           dev->name, dev->n_sm, N, P, D, hkv, chunk, n_split);
+           "heads, chunk %d (%d splits), prompt rows' chunk %d\n",
+           dev->name, dev->n_sm, N, P, D, hkv, chunk, n_split, pf_chunk);
     printf("%6s %4s %6s %12s %12s %12s %8s %9s %10s\n", "block", "gqa", "tiles", "old (us)",
            "new (us)", "kernel (us)", "speedup", "TFLOP/s", "rel diff");
     CK(drv->EventCreate(&e0, CU_EVENT_DEFAULT), "cuEventCreate");
@@ -194,7 +197,7 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
             int ns = n_split, mb = per_seq, hqv = hq;
             void *pa_old[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
             void *pa_new[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &d_tc, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
-            int pchunk = ns * chunk; /* prompt rows in one split, as the backend launches them */
+            int pchunk = pf_chunk; /* prompt rows' splits: attention_prefill_chunk */
             void *fa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_qt, &d_nt, &mb, &hkv, &sc, &pchunk, &ns, &po, &pml};
             void *ma_old[] = {&po, &pml, &d_n, &hqv, &ns, &out_old};
             void *ma_new[] = {&po, &pml, &d_n, &hqv, &ns, &out_new};
@@ -294,7 +297,8 @@ int bench_attention(int argc, char **argv) {
     if (json && !jf) return err_set(ZP_EIO, "%s: cannot write", json);
     if (prefill) {
         rc = bench_prefill(drv, &dev, &nv, &a, jf, bss, nbs, gqas, ngqa, (int)prefill, (int)prefix,
-                           (int)head_dim, (int)kv_heads, (int)cf.attention_chunk, (int)iters);
+                           (int)head_dim, (int)kv_heads, (int)cf.attention_chunk,
+                           (int)cf.attention_prefill_chunk, (int)iters);
         if (jf) fclose(jf);
         cuda_dev_close(&dev);
         arena_release(&a);
