@@ -58,6 +58,7 @@ CONF_INT(compress, sink_len, 0, 0, 65536, "first cached positions never evicted 
 CONF_INT(compress, protect_recent, 128, 0, 65536, "recent window never evicted: newest min(this, (budget - protected prefix) / 2) (qcl always)")
 CONF_INT(compress, protect_prompt, 0, 0, 16777216, "leading prompt tokens never evicted, for requests that do not set protect_prompt")
 CONF_INT(compress, protect_prompt_max, 0, 0, 16777216, "largest protect_prompt a request may set (+ query_cache_len < M * block_size)")
+CONF_BOOL(compress, hybrid_scheduling, true, "admit requests beyond the query-cache slots to run on idle blocks while short (the first preemption victims); false = a compressing request starts only with a free slot")
 CONF_INT(compress, compression_batch, 8, 1, 1024, "requests compressed together in one batch (the memory plan counts its scratch)")
 CONF_BOOL(compress, async_compression, true, "run compression batches on the compression queue while the other requests keep decoding (GPU; the CPU runs them at once)")
 

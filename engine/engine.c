@@ -940,6 +940,10 @@ static void schedule(engine *e) {
     while (!preempted && budget > 0 && e->waiting.n > 0 && e->running.n < e->cf.max_num_seqs) {
         int32_t i = e->waiting.head;
         req *r = &e->reqs[i];
+        if (r->cmp && !e->cf.hybrid_scheduling && r->qslot < 0) {
+            if (e->nqslots == 0) break; /* starts with a slot only: waits for one */
+            r->qslot = e->qslots[--e->nqslots];
+        }
         if (r->n_blocks == 0) prefix_hits(e, r);
         int32_t take = r->n_tok - r->n_computed;
         if (take > budget) take = budget;
