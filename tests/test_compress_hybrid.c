@@ -37,9 +37,10 @@ int main(void) {
     for (int i = 0; i < N; i++)
         th_random_req(&reqs[i], &rng, 5 + (int)(test_rand_u64(&rng) % 30),
                       20 + (int)(test_rand_u64(&rng) % 100), i % 2);
-    /* 3 slots of (M+1)=3 blocks each; 30 blocks in the pool; 12 may run */
-    const char *cfg[] = {"compress=true",    "max_cache_blocks_per_seq=2", "query_cache_len=4",
-                         "num_kv_blocks=30", "max_num_seqs=12",            "max_num_batched_tokens=64"};
+    /* 30 blocks in the pool, slot holders planned at (M+1)=3 blocks each; 12 may run */
+    const char *cfg[] = {"compress=true",     "max_cache_blocks_per_seq=2",
+                         "query_cache_len=4", "num_kv_blocks=30",
+                         "max_num_seqs=12",   "max_num_batched_tokens=64"};
     th alone, hy, slot;
     th_open(&alone, N, cfg[0], cfg[1], cfg[2], NULL);
     th_run_alone(&alone, reqs, N);
