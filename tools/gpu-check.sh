@@ -97,6 +97,12 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     step bench-throughput "$ZP" bench throughput --model tools/shapes/qwen3-1.7b --backend cuda \
         --requests 256 --prompt 512 --gen "${ZP_THROUGHPUT_GEN:-8192}" --budget 4 \
         --set kv_memory_mb=16384 --json "$OUT/bench-throughput.jsonl" || fail=1
+    # the compressed mode again with slot holders only (hybrid_scheduling=false: no slotless
+    # requests, no preemption), to choose the default by measurement
+    step bench-throughput-slots "$ZP" bench throughput --model tools/shapes/qwen3-1.7b --backend cuda \
+        --requests 256 --prompt 512 --gen "${ZP_THROUGHPUT_GEN:-8192}" --budget 4 --modes compressed \
+        --set kv_memory_mb=16384 --set hybrid_scheduling=false \
+        --json "$OUT/bench-throughput-slots.jsonl" || fail=1
     # serving over the IPC against in-process on the same workload (2,048 output tokens): needs
     # Qwen3's tokenizer files beside the shape's config.json (ZP_QWEN3_TOKENIZER: a directory
     # holding tokenizer.json and tokenizer_config.json, carried to the machine)
