@@ -28,6 +28,9 @@
 #include <stdint.h>
 
 #define CPU_MAX_THREADS 256
+/* Rows rounded per staging pass in bf16 precision: a larger batch runs in chunks of this many
+ * rows, each re-reading the weights (once per 512 rows: ~1% of a chunk's matmul time). */
+#define CPU_STAGE_ROWS 512
 
 typedef void (*cpu_par_fn)(void *ctx, size_t begin, size_t end, int tid);
 
@@ -50,6 +53,8 @@ struct cpu_impl {
     char describe[64];     /* cpu_backend_describe */
     float *scratch;        /* [nthreads][scratch_floats] */
     size_t scratch_floats; /* >= 4 * max_k and cpu_gemm_scratch_floats(max_k) */
+    float *stage;          /* bf16 precision: CPU_STAGE_ROWS x rows rounded (cpu_gemm_round) */
+    size_t stage_floats;   /* cpu_gemm_stage_floats(CPU_STAGE_ROWS, max_k); 0 in f32 */
     pthread_t tid[CPU_MAX_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t go, done;
