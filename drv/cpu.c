@@ -574,7 +574,7 @@ typedef struct {
     const void *kc, *vc;
     zp_dtype kvt;
     const int32_t *tok_seq, *tok_kv_idx, *bt;
-    int max_blocks, hq, hkv, dim, bs;
+    int max_blocks, hq, hkv, dim, bs, n_tokens;
     float scale;
     const cpu_gemm_kernel *g; /* widens bf16/f16 cache rows */
 } attn_args;
@@ -636,8 +636,10 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
     float acc[ATTN_MAX_GROUP_DIM], mx[64], sum[64], s[64][ATTN_CHUNK], kbuf[512], vbuf[512];
     assert(group * D <= ATTN_MAX_GROUP_DIM && group <= 64 && D <= 512);
     for (size_t it = b; it < e; it++) {
-        size_t t = it / (size_t)a->hkv;
-        int kh = (int)(it % (size_t)a->hkv);
+        /* items head-major: a thread's consecutive items reread one head's K and V (from L2,
+         * where token-major order read every head's from L3 for each token) */
+        size_t t = it % (size_t)a->n_tokens;
+        int kh = (int)(it / (size_t)a->n_tokens);
         const float *q = a->q + (t * (size_t)a->hq + (size_t)kh * (size_t)group) * (size_t)D;
         const int32_t *bt = a->bt + (size_t)a->tok_seq[t] * (size_t)a->max_blocks;
         int len = a->tok_kv_idx[t] + 1;
@@ -707,6 +709,7 @@ static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr v
                    hkv,
                    dim,
                    bs,
+                   bb->n_tokens,
                    scale,
                    ((cpu_impl *)be->impl)->gemm};
     cpu_parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, attn_items, &a);
