@@ -365,9 +365,10 @@ struct backend {
  * weights, f32 sums. CPU_PREC_BF16 (faster where the CPU has avx512_bf16): for bf16 weights,
  * each activation row is first rounded to bf16 (nearest even), then multiplied in pairs by
  * vdpbf16ps with f32 sums (drv/cpu_gemm.h); f32 and f16 weights stay f32. Outputs move by the
- * activations' rounding (relative ~2^-9 per product), past the f32 reference tolerance, and
- * remain the same for any thread count and batch. Kernels without avx512_bf16 use the same
- * rounded inputs with their f32 tiles: the same inputs, their own last bits. */
+ * activations' rounding (up to 2^-9 relative per product; the f32 reference tolerances are
+ * not claimed for it), and remain the same for any thread count and batch. Kernels without
+ * avx512_bf16 use the same rounded inputs with their f32 tiles: the same inputs, their own last
+ * bits. */
 enum { CPU_ISA_AUTO, CPU_ISA_GENERIC, CPU_ISA_AVX2, CPU_ISA_AVX512 };
 enum { CPU_PREC_F32, CPU_PREC_BF16 };
 int cpu_backend_create(backend **out, int threads, int max_k, int isa, int prec);

@@ -11,18 +11,22 @@
  * in any batch and for any thread count. Kernels of different instruction sets differ in lane
  * count and FMA, hence in the last bits (drv/backend.h).
  *
- * Weights: the dtype is decided once per call. With at most MR rows (decode) the tile reads
- * the weight rows directly into vector registers (bf16: widen and shift; f16: vcvtph2ps),
- * prefetching the next tile's rows (its 4 rows are 4 short streams that the hardware
- * prefetcher picks up late: ~10% of a decode matmul's time); with more rows a block of columns
+ * Weights: the dtype is decided once per call. One row (AVX-512): the columns one at a time,
+ * a one-column tile with the same chain per element; consecutive columns' weights are
+ * adjacent, so they stream as one sequential read (prefetched one column ahead), faster than
+ * four interleaved rows. With at most MR rows (decode) the tile reads the weight rows
+ * directly into vector registers (bf16: widen and shift; f16: vcvtph2ps), prefetching the
+ * next tile's rows (its 4 rows are 4 short streams that the hardware prefetcher picks up
+ * late: ~10% of a decode matmul's time); with more rows a block of columns
  * is first widened to f32 into the thread's scratch (exact: the same f32 values), sized to stay
  * in L2, and every row tile then reads it from there.
  * bf16 precision (conf cpu_matmul_precision = bf16; bf16 weights only): the caller first
  * rounds each x row to bf16 (round to nearest even, NaN kept) with cpu_gemm_round, once per
  * call, into a staging area, and passes it as xr. With avx512_bf16 ("avx512+bf16" kernels)
  * the tiles multiply those bf16 rows with the bf16 weights by vdpbf16ps: per lane, each step
- * of 32 elements adds two products (x[2l] w[2l] + x[2l+1] w[2l+1], the instruction's rounding,
- * bf16 subnormal inputs read as zero), the same 16-lane reduction tree, + bias; the weights
+ * of 32 elements adds two products, x[2l] w[2l] and x[2l+1] w[2l+1] (in the instruction's
+ * own order and rounding; it reads bf16 subnormals as zero), the same 16-lane reduction tree,
+ * + bias; the weights
  * are read in place (no widening), in L2-sized column blocks when the rows exceed one tile.
  * Every other kernel runs its f32 tiles on the rounded rows (as f32): the same rounded
  * inputs and exact products (a bf16 x bf16 product fits f32), but its own summation, so the
