@@ -13,7 +13,7 @@
 #endif
 
 #define GEMM_NR     4           /* columns per tile */
-#define GEMM_MR_MAX 4           /* rows per tile, at most (AVX-512: 16 accumulators) */
+#define GEMM_MR_MAX 6           /* rows per tile, at most (AVX-512: 24 accumulators) */
 #define GEMM_PACK   (64 * 1024) /* floats of widened weights per column block: 256 KiB, in L2 */
 #define GEMM_XS     32          /* bf16 x rows of the dot tiles: elements a multiple of this */
 
@@ -179,7 +179,8 @@ AVX2 INLINE float a2_sum(__m256 v) {
  * vectors this large in memory, storing every accumulator on every step. */
 #define TILE_ACC(V, z)                                                                             \
     V c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z,    \
-      c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z
+      c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z,    \
+      c50 = z, c51 = z, c52 = z, c53 = z
 /* Row r's four multiply-adds with xv against the columns' w0..w3. */
 #define TILE_ROW(fma, r, xload)                                                                    \
     if (mr > r) {                                                                                  \
@@ -219,6 +220,7 @@ AVX2 INLINE void a2_tile(const float *x, size_t k, const void *w, int nr, float 
     TILE_RES(a2_sum, 0)
     TILE_RES(a2_sum, 1)
     (void)c20, (void)c21, (void)c22, (void)c23, (void)c30, (void)c31, (void)c32, (void)c33;
+    (void)c40, (void)c41, (void)c42, (void)c43, (void)c50, (void)c51, (void)c52, (void)c53;
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++)
             out[(size_t)r * ldo + (size_t)j] = res[r][j];
@@ -253,7 +255,7 @@ static const cpu_gemm_kernel k_avx2 = {
     {NULL},   NULL,
 };
 
-/* ---- AVX-512 (f, bw, vl): 16 lanes, 4 rows x 4 columns (or 8 x 2), masked tails ---- */
+/* ---- AVX-512 (f, bw, vl): 16 lanes, 6 rows x 4 columns (or 8 x 2, or 1 x 1), masked tails ---- */
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
@@ -291,12 +293,16 @@ AVX512 INLINE void a5_tile(const float *x, size_t k, const void *w, int nr, floa
         TILE_ROW(_mm512_fmadd_ps, 1, _mm512_maskz_loadu_ps(m, x + k + i))
         TILE_ROW(_mm512_fmadd_ps, 2, _mm512_maskz_loadu_ps(m, x + 2 * k + i))
         TILE_ROW(_mm512_fmadd_ps, 3, _mm512_maskz_loadu_ps(m, x + 3 * k + i))
+        TILE_ROW(_mm512_fmadd_ps, 4, _mm512_maskz_loadu_ps(m, x + 4 * k + i))
+        TILE_ROW(_mm512_fmadd_ps, 5, _mm512_maskz_loadu_ps(m, x + 5 * k + i))
     }
     float res[GEMM_MR_MAX][GEMM_NR];
     TILE_RES(a5_sum, 0)
     TILE_RES(a5_sum, 1)
     TILE_RES(a5_sum, 2)
     TILE_RES(a5_sum, 3)
+    TILE_RES(a5_sum, 4)
+    TILE_RES(a5_sum, 5)
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++)
             out[(size_t)r * ldo + (size_t)j] = res[r][j];
@@ -317,7 +323,10 @@ AVX512 static void a5_widen(float *dst, const void *src, zp_dtype t, size_t n) {
                                       size_t ldo, const float *bias) {                             \
         a5_tile(x, k, w, nr, out, ldo, bias, t, mr);                                               \
     }
-#define A5_TILES(tn, t) A5_TILE(tn, t, 1) A5_TILE(tn, t, 2) A5_TILE(tn, t, 3) A5_TILE(tn, t, 4)
+#define A5_TILES(tn, t)                                                                            \
+    A5_TILE(tn, t, 1)                                                                              \
+    A5_TILE(tn, t, 2)                                                                              \
+    A5_TILE(tn, t, 3) A5_TILE(tn, t, 4) A5_TILE(tn, t, 5) A5_TILE(tn, t, 6)
 A5_TILES(f32, ZP_F32)
 A5_TILES(bf16, ZP_BF16)
 A5_TILES(f16, ZP_F16)
@@ -389,10 +398,10 @@ A5_WIDES(f16, ZP_F16)
 #define A5_KERNEL(name, ...)                                                                       \
     {                                                                                              \
         name,                                                                                      \
-        4,                                                                                         \
-        {{a5_f32_1, a5_f32_2, a5_f32_3, a5_f32_4},                                                 \
-         {a5_bf16_1, a5_bf16_2, a5_bf16_3, a5_bf16_4},                                             \
-         {a5_f16_1, a5_f16_2, a5_f16_3, a5_f16_4}},                                                \
+        6,                                                                                         \
+        {{a5_f32_1, a5_f32_2, a5_f32_3, a5_f32_4, a5_f32_5, a5_f32_6},                             \
+         {a5_bf16_1, a5_bf16_2, a5_bf16_3, a5_bf16_4, a5_bf16_5, a5_bf16_6},                       \
+         {a5_f16_1, a5_f16_2, a5_f16_3, a5_f16_4, a5_f16_5, a5_f16_6}},                            \
         {{a5w_f32_5, a5w_f32_6, a5w_f32_7, a5w_f32_8},                                             \
          {a5w_bf16_5, a5w_bf16_6, a5w_bf16_7, a5w_bf16_8},                                         \
          {a5w_f16_5, a5w_f16_6, a5w_f16_7, a5w_f16_8}},                                            \
@@ -403,7 +412,7 @@ A5_WIDES(f16, ZP_F16)
 static const cpu_gemm_kernel k_avx512 =
     A5_KERNEL("avx512", {NULL}, {a5r_f32, a5r_bf16, a5r_f16}, NULL);
 
-/* ---- AVX-512 + avx512_bf16 (bf16 precision): vdpbf16ps, 4 rows x 4 columns ---- */
+/* ---- AVX-512 + avx512_bf16 (bf16 precision): vdpbf16ps, 6 rows x 4 columns (or 1 x 1) ---- */
 
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
 
@@ -430,12 +439,16 @@ AVX512BF16 INLINE void b5_tile(const uint16_t *x, size_t xs, size_t k, const uin
         TILE_ROW(B5_DOT, 1, (__m512bh)_mm512_loadu_si512(x + xs + i))
         TILE_ROW(B5_DOT, 2, (__m512bh)_mm512_loadu_si512(x + 2 * xs + i))
         TILE_ROW(B5_DOT, 3, (__m512bh)_mm512_loadu_si512(x + 3 * xs + i))
+        TILE_ROW(B5_DOT, 4, (__m512bh)_mm512_loadu_si512(x + 4 * xs + i))
+        TILE_ROW(B5_DOT, 5, (__m512bh)_mm512_loadu_si512(x + 5 * xs + i))
     }
     float res[GEMM_MR_MAX][GEMM_NR];
     TILE_RES(a5_sum, 0)
     TILE_RES(a5_sum, 1)
     TILE_RES(a5_sum, 2)
     TILE_RES(a5_sum, 3)
+    TILE_RES(a5_sum, 4)
+    TILE_RES(a5_sum, 5)
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++)
             out[(size_t)r * ldo + (size_t)j] = res[r][j];
@@ -465,9 +478,11 @@ B5_TILE(1)
 B5_TILE(2)
 B5_TILE(3)
 B5_TILE(4)
+B5_TILE(5)
+B5_TILE(6)
 
-static const cpu_gemm_kernel k_avx512_bf16 =
-    A5_KERNEL("avx512+bf16", {b5_1, b5_2, b5_3, b5_4}, {a5r_f32, a5r_bf16, a5r_f16}, b5_row);
+static const cpu_gemm_kernel k_avx512_bf16 = A5_KERNEL(
+    "avx512+bf16", {b5_1, b5_2, b5_3, b5_4, b5_5, b5_6}, {a5r_f32, a5r_bf16, a5r_f16}, b5_row);
 
 static bool has_avx512(void) {
     __builtin_cpu_init();
@@ -630,11 +645,9 @@ void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *in, size_t c0,
         run_row(a, g->row[a->wt], NULL, c0, c1);
         return;
     }
-    if (a->n <= g->mr) {
-        run_tiles(g, a, w + c0 * k * es, a->wt, c0, c1);
-        return;
-    }
-    if (a->n <= 8 && g->wide[a->wt][0]) {
+    /* 5 to 8 rows: the wide tiles (also where 5 or 6 rows fit one 6-row tile, whose speed for
+     * them was not measured) */
+    if (a->n >= 5 && a->n <= 8 && g->wide[a->wt][0]) {
         tile_fn f = g->wide[a->wt][a->n - 5];
         for (size_t col = c0; col < c1; col += 2) {
             int nr = c1 - col < 2 ? (int)(c1 - col) : 2;
@@ -644,6 +657,10 @@ void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *in, size_t c0,
                     bias[j] = zp_load(a->bias, a->bt, col + (size_t)j);
             f(a->x, k, w + col * k * es, nr, a->out + col, (size_t)a->ldo, bias);
         }
+        return;
+    }
+    if (a->n <= g->mr) {
+        run_tiles(g, a, w + c0 * k * es, a->wt, c0, c1);
         return;
     }
     /* else blocks of columns of L2's size (f32: in place; else widened once into scratch),
