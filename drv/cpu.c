@@ -11,7 +11,9 @@
  * (mapped checkpoints used in place); a fused linear keeps its parts apart and runs one matmul
  * per part into its column range of the output.
  * Per-thread scratch (the matmul's widened weights, qkv's head row) is sized at creation from
- * max_k. The matmul kernels (cpu_gemm.c) are picked once, at creation, for the CPU's (or the
+ * max_k; in bf16 matmul precision one staging area shared by the threads holds up to
+ * CPU_STAGE_ROWS activation rows rounded to bf16 (by a parallel pass before each matmul).
+ * The matmul kernels (cpu_gemm.c) are picked once, at creation, for the CPU's (or the
  * configured) instruction set.
  * Instances are independent (each with its own workers and reservation).
  * Queues and events: every op has run when it returns, so the two queues are always ordered;
@@ -446,7 +448,7 @@ static void round_rows(void *c, size_t b, size_t e, int tid) {
     cpu_gemm_round(r->g, r->dst, r->x, b, e, r->k);
 }
 
-/* Rows [r0, r0 + n) of x through every part; xr: those rows rounded (bf16 precision) or NULL. */
+/* n rows of x through every part into o; xr: the same rows rounded (bf16 precision) or NULL. */
 static void linear_rows(cpu_impl *c, float *o, const float *x, const be_linear *l, int n,
                         const void *xr) {
     for (int p = 0; p < l->n_parts; p++) {

@@ -538,8 +538,8 @@ size_t cpu_gemm_stage_floats(int rows, int max_k) {
     return (size_t)rows * (((size_t)max_k + GEMM_XS - 1) / GEMM_XS * GEMM_XS);
 }
 
-/* f32 bits to bf16, round to nearest even, a NaN kept quiet (zp_f32_to_bf16 without a branch,
- * which the compiler vectorises). */
+/* f32 bits to bf16, round to nearest even, a NaN kept quiet: zp_f32_to_bf16's result, written
+ * with a select instead of an early return so that the loops below can be vectorised. */
 static inline uint16_t round_bf16(uint32_t u) {
     uint16_t r = (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
     return (u & 0x7FFFFFFFu) > 0x7F800000u ? (uint16_t)((u >> 16) | 0x40u) : r;
