@@ -47,7 +47,7 @@ int backend_create(backend **out, const be_config *c, const be_shape *s, char *w
     } else {
         snprintf(why, why_len, "cpu (backend=cpu)");
     }
-    int rc = cpu_backend_create(out, c->threads, be_shape_max_k(s), c->cpu_isa);
+    int rc = cpu_backend_create(out, c->threads, be_shape_max_k(s), c->cpu_isa, c->cpu_prec);
     if (!rc) {
         size_t n = strlen(why);
         snprintf(why + n, why_len - n, ", %s", cpu_backend_describe(*out));

@@ -359,10 +359,20 @@ struct backend {
  * the same kernel gives the same bits for any thread count and batch (attention's arithmetic
  * is the same in every build). Reference tolerances (1e-4 on logits) hold for each kernel.
  * AUTO picks by the CPU, so two machines with different instruction sets may disagree in the
- * last bits; set cpu_isa to compare them. */
+ * last bits; set cpu_isa to compare them.
+ *
+ * prec: the matmul's precision. CPU_PREC_F32 (the reference): f32 activations times the
+ * weights, f32 sums. CPU_PREC_BF16 (faster where the CPU has avx512_bf16): for bf16 weights,
+ * each activation row is first rounded to bf16 (nearest even), then multiplied in pairs by
+ * vdpbf16ps with f32 sums (drv/cpu_gemm.h); f32 and f16 weights stay f32. Outputs move by the
+ * activations' rounding (up to 2^-9 relative per product; the f32 reference tolerances are
+ * not claimed for it), and remain the same for any thread count and batch. Kernels without
+ * avx512_bf16 use the same rounded inputs with their f32 tiles: the same inputs, their own last
+ * bits. */
 enum { CPU_ISA_AUTO, CPU_ISA_GENERIC, CPU_ISA_AVX2, CPU_ISA_AVX512 };
-int cpu_backend_create(backend **out, int threads, int max_k, int isa);
-/* "N threads, ISA kernels" of a CPU backend (static storage per backend). */
+enum { CPU_PREC_F32, CPU_PREC_BF16 };
+int cpu_backend_create(backend **out, int threads, int max_k, int isa, int prec);
+/* "N threads, ISA kernels, PREC matmul" of a CPU backend (static storage per backend). */
 const char *cpu_backend_describe(const backend *be);
 
 /* The CPU backend's max_k for a model shape. */
@@ -378,6 +388,7 @@ typedef struct be_config {
     int kind;    /* BE_AUTO, BE_CPU, BE_CUDA */
     int threads; /* CPU workers, 0 = one per core */
     int cpu_isa; /* CPU matmul kernels: CPU_ISA_* */
+    int cpu_prec; /* CPU matmul precision: CPU_PREC_* */
     const char *cuda_driver_path, *nvrtc_path, *cublaslt_path, *kernel_cache_dir;
     int cuda_device;
     int batch_invariant;   /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */

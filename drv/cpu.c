@@ -11,7 +11,9 @@
  * (mapped checkpoints used in place); a fused linear keeps its parts apart and runs one matmul
  * per part into its column range of the output.
  * Per-thread scratch (the matmul's widened weights, qkv's head row) is sized at creation from
- * max_k. The matmul kernels (cpu_gemm.c) are picked once, at creation, for the CPU's (or the
+ * max_k; in bf16 matmul precision one staging area shared by the threads holds up to
+ * CPU_STAGE_ROWS activation rows rounded to bf16 (by a parallel pass before each matmul).
+ * The matmul kernels (cpu_gemm.c) are picked once, at creation, for the CPU's (or the
  * configured) instruction set.
  * Instances are independent (each with its own workers and reservation).
  * Queues and events: every op has run when it returns, so the two queues are always ordered;
@@ -316,6 +318,7 @@ static void cpu_destroy(backend *be) {
     if (c->mem) munmap(c->mem, c->size);
     if (c->host) munmap(c->host, c->host_size);
     if (c->scratch) munmap(c->scratch, sizeof(float) * c->scratch_floats * (size_t)c->nthreads);
+    if (c->stage) munmap(c->stage, sizeof(float) * c->stage_floats);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->go);
     pthread_cond_destroy(&c->done);
@@ -433,18 +436,48 @@ static void mm_cols(void *c, size_t b, size_t e, int tid) {
     cpu_gemm_cols(m->g, &m->a, b, e, m->scratch + (size_t)tid * m->scratch_floats);
 }
 
-static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
-    cpu_impl *c = be->impl;
-    assert(l->k <= c->max_k);
-    float *o = P(out);
+typedef struct {
+    const cpu_gemm_kernel *g;
+    void *dst;
+    const float *x;
+    int k;
+} round_args;
+
+static void round_rows(void *c, size_t b, size_t e, int tid) {
+    round_args *r = c;
+    cpu_gemm_round(r->g, r->dst, r->x, b, e, r->k);
+}
+
+/* n rows of x through every part into o; xr: the same rows rounded (bf16 precision) or NULL. */
+static void linear_rows(cpu_impl *c, float *o, const float *x, const be_linear *l, int n,
+                        const void *xr) {
     for (int p = 0; p < l->n_parts; p++) {
         mm_args a = {c->gemm,
-                     {o, P(x), P(l->w[p]), l->bias[p] ? P(l->bias[p]) : NULL, l->wt[p], l->bt[p], n,
-                      l->k, l->n_out},
+                     {o, x, P(l->w[p]), l->bias[p] ? P(l->bias[p]) : NULL, l->wt[p], l->bt[p], n,
+                      l->k, l->n_out, l->wt[p] == ZP_BF16 ? xr : NULL},
                      c->scratch,
                      c->scratch_floats};
         cpu_parallel(c, (size_t)l->rows[p], 16, mm_cols, &a);
         o += l->rows[p];
+    }
+}
+
+static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
+    cpu_impl *c = be->impl;
+    assert(l->k <= c->max_k);
+    bool round = false;
+    for (int p = 0; p < l->n_parts; p++)
+        round |= c->stage && l->wt[p] == ZP_BF16;
+    if (!round) {
+        linear_rows(c, P(out), P(x), l, n, NULL);
+        return;
+    }
+    for (int r = 0; r < n; r += CPU_STAGE_ROWS) { /* the rows rounded once, then every part */
+        int m = n - r < CPU_STAGE_ROWS ? n - r : CPU_STAGE_ROWS;
+        const float *xs = (const float *)P(x) + (size_t)r * (size_t)l->k;
+        round_args ra = {c->gemm, c->stage, xs, l->k};
+        cpu_parallel(c, (size_t)m, 1, round_rows, &ra);
+        linear_rows(c, (float *)P(out) + (size_t)r * (size_t)l->n_out, xs, l, m, c->stage);
     }
 }
 
@@ -543,7 +576,7 @@ typedef struct {
     const void *kc, *vc;
     zp_dtype kvt;
     const int32_t *tok_seq, *tok_kv_idx, *bt;
-    int max_blocks, hq, hkv, dim, bs;
+    int max_blocks, hq, hkv, dim, bs, n_tokens;
     float scale;
     const cpu_gemm_kernel *g; /* widens bf16/f16 cache rows */
 } attn_args;
@@ -605,8 +638,10 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
     float acc[ATTN_MAX_GROUP_DIM], mx[64], sum[64], s[64][ATTN_CHUNK], kbuf[512], vbuf[512];
     assert(group * D <= ATTN_MAX_GROUP_DIM && group <= 64 && D <= 512);
     for (size_t it = b; it < e; it++) {
-        size_t t = it / (size_t)a->hkv;
-        int kh = (int)(it % (size_t)a->hkv);
+        /* items head-major: a thread's consecutive items reread one head's K and V (from L2,
+         * where token-major order read every head's from L3 for each token) */
+        size_t t = it % (size_t)a->n_tokens;
+        int kh = (int)(it / (size_t)a->n_tokens);
         const float *q = a->q + (t * (size_t)a->hq + (size_t)kh * (size_t)group) * (size_t)D;
         const int32_t *bt = a->bt + (size_t)a->tok_seq[t] * (size_t)a->max_blocks;
         int len = a->tok_kv_idx[t] + 1;
@@ -676,6 +711,7 @@ static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr v
                    hkv,
                    dim,
                    bs,
+                   bb->n_tokens,
                    scale,
                    ((cpu_impl *)be->impl)->gemm};
     cpu_parallel(be->impl, (size_t)bb->n_tokens * (size_t)hkv, 1, attn_items, &a);
@@ -857,9 +893,11 @@ const char *cpu_backend_describe(const backend *be) {
     return c->describe;
 }
 
-int cpu_backend_create(backend **out, int threads, int max_k, int isa) {
+int cpu_backend_create(backend **out, int threads, int max_k, int isa, int prec) {
     const cpu_gemm_kernel *gemm;
-    int rc = cpu_gemm_pick(isa, &gemm);
+    if (prec != CPU_PREC_F32 && prec != CPU_PREC_BF16)
+        return err_set(ZP_EINVAL, "cpu backend: matmul precision %d", prec);
+    int rc = cpu_gemm_pick(isa, prec == CPU_PREC_BF16, &gemm);
     if (rc) return rc;
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -876,8 +914,8 @@ int cpu_backend_create(backend **out, int threads, int max_k, int isa) {
     int cores = sched_getaffinity(0, sizeof online, &online) ? 1 : CPU_COUNT(&online);
     c->spin_ns = threads <= cores ? CPU_SPIN_NS : 0;
     c->gemm = gemm;
-    snprintf(c->describe, sizeof c->describe, "%d threads, %s kernels", threads,
-             cpu_gemm_name(gemm));
+    snprintf(c->describe, sizeof c->describe, "%d threads, %s kernels, %s matmul", threads,
+             cpu_gemm_name(gemm), prec == CPU_PREC_BF16 ? "bf16" : "f32");
     c->scratch_floats = (cpu_gemm_scratch_floats(max_k) + 15) & ~(size_t)15; /* 64-byte rows */
     size_t sb = sizeof(float) * c->scratch_floats * (size_t)threads;
     void *s = mmap(NULL, sb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -886,6 +924,17 @@ int cpu_backend_create(backend **out, int threads, int max_k, int isa) {
         return err_set(ZP_ENOMEM, "cpu backend: scratch: %s", strerror(errno));
     }
     c->scratch = s;
+    if (prec == CPU_PREC_BF16) {
+        c->stage_floats = cpu_gemm_stage_floats(CPU_STAGE_ROWS, max_k);
+        s = mmap(NULL, sizeof(float) * c->stage_floats, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (s == MAP_FAILED) {
+            munmap(c->scratch, sb);
+            munmap(c, sizeof *c);
+            return err_set(ZP_ENOMEM, "cpu backend: bf16 staging: %s", strerror(errno));
+        }
+        c->stage = s;
+    }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->go, NULL);
     pthread_cond_init(&c->done, NULL);

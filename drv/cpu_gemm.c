@@ -13,8 +13,9 @@
 #endif
 
 #define GEMM_NR     4           /* columns per tile */
-#define GEMM_MR_MAX 4           /* rows per tile, at most (AVX-512: 16 accumulators) */
+#define GEMM_MR_MAX 6           /* rows per tile, at most (AVX-512: 24 accumulators) */
 #define GEMM_PACK   (64 * 1024) /* floats of widened weights per column block: 256 KiB, in L2 */
+#define GEMM_XS     32          /* bf16 x rows of the dot tiles: elements a multiple of this */
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -24,6 +25,9 @@ typedef void (*tile_fn)(const float *x, size_t k, const void *w, int nr, float *
                         const float *bias);
 /* dst[0..n) = src[0..n) of type t as f32, exactly as the tiles widen it. */
 typedef void (*widen_fn)(float *dst, const void *src, zp_dtype t, size_t n);
+/* A bf16-dot tile: x rows xs elements apart (zero-padded to a multiple of 32), bf16 weights. */
+typedef void (*dtile_fn)(const uint16_t *x, size_t xs, size_t k, const uint16_t *w, int nr,
+                         float *out, size_t ldo, const float *bias);
 
 struct cpu_gemm_kernel {
     const char *name;
@@ -33,6 +37,17 @@ struct cpu_gemm_kernel {
      * weights stream once, no widening pass), or none ({NULL}) */
     tile_fn wide[3][4];
     widen_fn widen;
+    /* bf16 precision, [rows - 1]: tiles of bf16 x rows (cpu_gemm_round, rows GEMM_XS apart in
+     * elements rounded up) against bf16 weights, two products per lane per instruction; or none
+     * ({NULL}): then the rounded rows are f32 and the f32-x tiles run on them */
+    dtile_fn dot[GEMM_MR_MAX];
+    /* one row x one column, read in place, per weight dtype, and its dot tile; or none (NULL).
+     * A single row takes its columns one by one: consecutive columns' weights are adjacent, so
+     * the weights stream as one sequential read that the hardware prefetcher follows (plus a
+     * software prefetch one column ahead); the 4-column tile's four interleaved streams took
+     * 22-26 ms per 1 x 128 decode step against 18-20 ms (8 columns: 21-24 ms). */
+    tile_fn row[3];
+    dtile_fn dot_row;
 };
 
 /* Column j of a tile's weights (the last one repeated past nr). */
@@ -128,7 +143,9 @@ TILE_FN(g, g_tile, ZP_F16, f16, 1)
 TILE_FN(g, g_tile, ZP_F16, f16, 2)
 
 static const cpu_gemm_kernel k_generic = {
-    "generic", 2, {{g_f32_1, g_f32_2}, {g_bf16_1, g_bf16_2}, {g_f16_1, g_f16_2}}, {{NULL}}, g_widen,
+    "generic", 2,       {{g_f32_1, g_f32_2}, {g_bf16_1, g_bf16_2}, {g_f16_1, g_f16_2}},
+    {{NULL}},  g_widen, {NULL},
+    {NULL},    NULL,
 };
 
 #if defined(__x86_64__)
@@ -162,7 +179,8 @@ AVX2 INLINE float a2_sum(__m256 v) {
  * vectors this large in memory, storing every accumulator on every step. */
 #define TILE_ACC(V, z)                                                                             \
     V c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z,    \
-      c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z
+      c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z,    \
+      c50 = z, c51 = z, c52 = z, c53 = z
 /* Row r's four multiply-adds with xv against the columns' w0..w3. */
 #define TILE_ROW(fma, r, xload)                                                                    \
     if (mr > r) {                                                                                  \
@@ -202,6 +220,7 @@ AVX2 INLINE void a2_tile(const float *x, size_t k, const void *w, int nr, float 
     TILE_RES(a2_sum, 0)
     TILE_RES(a2_sum, 1)
     (void)c20, (void)c21, (void)c22, (void)c23, (void)c30, (void)c31, (void)c32, (void)c33;
+    (void)c40, (void)c41, (void)c42, (void)c43, (void)c50, (void)c51, (void)c52, (void)c53;
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++)
             out[(size_t)r * ldo + (size_t)j] = res[r][j];
@@ -232,10 +251,11 @@ A2_TILE(f16, ZP_F16, 2)
 
 static const cpu_gemm_kernel k_avx2 = {
     "avx2",   2,        {{a2_f32_1, a2_f32_2}, {a2_bf16_1, a2_bf16_2}, {a2_f16_1, a2_f16_2}},
-    {{NULL}}, a2_widen,
+    {{NULL}}, a2_widen, {NULL},
+    {NULL},   NULL,
 };
 
-/* ---- AVX-512 (f, bw, vl): 16 lanes, 4 rows x 4 columns (or 8 x 2), masked tails ---- */
+/* ---- AVX-512 (f, bw, vl): 16 lanes, 6 rows x 4 columns (or 8 x 2, or 1 x 1), masked tails ---- */
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
@@ -273,12 +293,16 @@ AVX512 INLINE void a5_tile(const float *x, size_t k, const void *w, int nr, floa
         TILE_ROW(_mm512_fmadd_ps, 1, _mm512_maskz_loadu_ps(m, x + k + i))
         TILE_ROW(_mm512_fmadd_ps, 2, _mm512_maskz_loadu_ps(m, x + 2 * k + i))
         TILE_ROW(_mm512_fmadd_ps, 3, _mm512_maskz_loadu_ps(m, x + 3 * k + i))
+        TILE_ROW(_mm512_fmadd_ps, 4, _mm512_maskz_loadu_ps(m, x + 4 * k + i))
+        TILE_ROW(_mm512_fmadd_ps, 5, _mm512_maskz_loadu_ps(m, x + 5 * k + i))
     }
     float res[GEMM_MR_MAX][GEMM_NR];
     TILE_RES(a5_sum, 0)
     TILE_RES(a5_sum, 1)
     TILE_RES(a5_sum, 2)
     TILE_RES(a5_sum, 3)
+    TILE_RES(a5_sum, 4)
+    TILE_RES(a5_sum, 5)
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++)
             out[(size_t)r * ldo + (size_t)j] = res[r][j];
@@ -299,10 +323,36 @@ AVX512 static void a5_widen(float *dst, const void *src, zp_dtype t, size_t n) {
                                       size_t ldo, const float *bias) {                             \
         a5_tile(x, k, w, nr, out, ldo, bias, t, mr);                                               \
     }
-#define A5_TILES(tn, t) A5_TILE(tn, t, 1) A5_TILE(tn, t, 2) A5_TILE(tn, t, 3) A5_TILE(tn, t, 4)
+#define A5_TILES(tn, t)                                                                            \
+    A5_TILE(tn, t, 1)                                                                              \
+    A5_TILE(tn, t, 2)                                                                              \
+    A5_TILE(tn, t, 3) A5_TILE(tn, t, 4) A5_TILE(tn, t, 5) A5_TILE(tn, t, 6)
 A5_TILES(f32, ZP_F32)
 A5_TILES(bf16, ZP_BF16)
 A5_TILES(f16, ZP_F16)
+
+/* The one-column tile (one row): the same chain as an element of a5_tile. */
+AVX512 INLINE void a5_row(const float *x, size_t k, const void *w, float *out, const float *bias,
+                          zp_dtype t) {
+    size_t es = zp_dtype_size(t);
+    __m512 c = _mm512_setzero_ps();
+    for (size_t i = 0; i < k; i += 16) { /* the last step masked */
+        __mmask16 m = k - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - i)) - 1);
+        _mm_prefetch((const char *)w + (k + i) * es, _MM_HINT_T0); /* the next column */
+        c = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), a5_ld(w, t, i, m), c);
+    }
+    out[0] = a5_sum(c) + bias[0];
+}
+
+#define A5_ROW(tn, t)                                                                              \
+    AVX512 static void a5r_##tn(const float *x, size_t k, const void *w, int nr, float *out,       \
+                                size_t ldo, const float *bias) {                                   \
+        (void)nr, (void)ldo;                                                                       \
+        a5_row(x, k, w, out, bias, t);                                                             \
+    }
+A5_ROW(f32, ZP_F32)
+A5_ROW(bf16, ZP_BF16)
+A5_ROW(f16, ZP_F16)
 
 /* The wide tile: up to 8 rows x 2 columns, the same chain per element as a5_tile. */
 #define WIDE_ROW(r)                                                                                \
@@ -345,22 +395,103 @@ A5_WIDES(f32, ZP_F32)
 A5_WIDES(bf16, ZP_BF16)
 A5_WIDES(f16, ZP_F16)
 
-static const cpu_gemm_kernel k_avx512 = {
-    "avx512",
-    4,
-    {{a5_f32_1, a5_f32_2, a5_f32_3, a5_f32_4},
-     {a5_bf16_1, a5_bf16_2, a5_bf16_3, a5_bf16_4},
-     {a5_f16_1, a5_f16_2, a5_f16_3, a5_f16_4}},
-    {{a5w_f32_5, a5w_f32_6, a5w_f32_7, a5w_f32_8},
-     {a5w_bf16_5, a5w_bf16_6, a5w_bf16_7, a5w_bf16_8},
-     {a5w_f16_5, a5w_f16_6, a5w_f16_7, a5w_f16_8}},
-    a5_widen,
-};
+#define A5_KERNEL(name, ...)                                                                       \
+    {                                                                                              \
+        name,                                                                                      \
+        6,                                                                                         \
+        {{a5_f32_1, a5_f32_2, a5_f32_3, a5_f32_4, a5_f32_5, a5_f32_6},                             \
+         {a5_bf16_1, a5_bf16_2, a5_bf16_3, a5_bf16_4, a5_bf16_5, a5_bf16_6},                       \
+         {a5_f16_1, a5_f16_2, a5_f16_3, a5_f16_4, a5_f16_5, a5_f16_6}},                            \
+        {{a5w_f32_5, a5w_f32_6, a5w_f32_7, a5w_f32_8},                                             \
+         {a5w_bf16_5, a5w_bf16_6, a5w_bf16_7, a5w_bf16_8},                                         \
+         {a5w_f16_5, a5w_f16_6, a5w_f16_7, a5w_f16_8}},                                            \
+        a5_widen,                                                                                  \
+        __VA_ARGS__,                                                                               \
+    }
+
+static const cpu_gemm_kernel k_avx512 =
+    A5_KERNEL("avx512", {NULL}, {a5r_f32, a5r_bf16, a5r_f16}, NULL);
+
+/* ---- AVX-512 + avx512_bf16 (bf16 precision): vdpbf16ps, 6 rows x 4 columns (or 1 x 1) ---- */
+
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
+
+/* Per lane l and step of 32 elements: acc = acc + x[2l] w[2l] + x[2l+1] w[2l+1] (the
+ * instruction's own rounding), then the lanes summed by a5_sum's tree. */
+/* TILE_ROW's fma(x, w, acc) */
+#define B5_DOT(xv, wv, acc) _mm512_dpbf16_ps(acc, xv, wv)
+
+AVX512BF16 INLINE void b5_tile(const uint16_t *x, size_t xs, size_t k, const uint16_t *w, int nr,
+                               float *out, size_t ldo, const float *bias, int mr) {
+    const uint16_t *p0 = wcol(w, 0, nr, k, ZP_BF16), *p1 = wcol(w, 1, nr, k, ZP_BF16),
+                   *p2 = wcol(w, 2, nr, k, ZP_BF16), *p3 = wcol(w, 3, nr, k, ZP_BF16);
+    TILE_ACC(__m512, _mm512_setzero_ps());
+    __m512bh w0, w1, w2, w3, xv;
+    for (size_t i = 0; i < k; i += 32) { /* the weights' last step masked; x is zero-padded */
+        __mmask32 m = k - i >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (k - i)) - 1);
+        w0 = (__m512bh)_mm512_maskz_loadu_epi16(m, p0 + i);
+        w1 = (__m512bh)_mm512_maskz_loadu_epi16(m, p1 + i);
+        w2 = (__m512bh)_mm512_maskz_loadu_epi16(m, p2 + i);
+        w3 = (__m512bh)_mm512_maskz_loadu_epi16(m, p3 + i);
+        for (int j = 0; j < GEMM_NR; j++) /* the next tile's rows (a prefetch never faults) */
+            _mm_prefetch((const char *)(w + (size_t)(GEMM_NR + j) * k + i), _MM_HINT_T0);
+        TILE_ROW(B5_DOT, 0, (__m512bh)_mm512_loadu_si512(x + i))
+        TILE_ROW(B5_DOT, 1, (__m512bh)_mm512_loadu_si512(x + xs + i))
+        TILE_ROW(B5_DOT, 2, (__m512bh)_mm512_loadu_si512(x + 2 * xs + i))
+        TILE_ROW(B5_DOT, 3, (__m512bh)_mm512_loadu_si512(x + 3 * xs + i))
+        TILE_ROW(B5_DOT, 4, (__m512bh)_mm512_loadu_si512(x + 4 * xs + i))
+        TILE_ROW(B5_DOT, 5, (__m512bh)_mm512_loadu_si512(x + 5 * xs + i))
+    }
+    float res[GEMM_MR_MAX][GEMM_NR];
+    TILE_RES(a5_sum, 0)
+    TILE_RES(a5_sum, 1)
+    TILE_RES(a5_sum, 2)
+    TILE_RES(a5_sum, 3)
+    TILE_RES(a5_sum, 4)
+    TILE_RES(a5_sum, 5)
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++)
+            out[(size_t)r * ldo + (size_t)j] = res[r][j];
+}
+
+/* The one-column dot tile (one row; xs, nr and ldo unused): the same chain as an element of
+ * b5_tile. */
+AVX512BF16 static void b5_row(const uint16_t *x, size_t xs, size_t k, const uint16_t *w, int nr,
+                              float *out, size_t ldo, const float *bias) {
+    (void)xs, (void)nr, (void)ldo;
+    __m512 c = _mm512_setzero_ps();
+    for (size_t i = 0; i < k; i += 32) {
+        __mmask32 m = k - i >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (k - i)) - 1);
+        _mm_prefetch((const char *)(w + k + i), _MM_HINT_T0); /* the next column */
+        c = _mm512_dpbf16_ps(c, (__m512bh)_mm512_loadu_si512(x + i),
+                             (__m512bh)_mm512_maskz_loadu_epi16(m, w + i));
+    }
+    out[0] = a5_sum(c) + bias[0];
+}
+
+#define B5_TILE(mr)                                                                                \
+    AVX512BF16 static void b5_##mr(const uint16_t *x, size_t xs, size_t k, const uint16_t *w,      \
+                                   int nr, float *out, size_t ldo, const float *bias) {            \
+        b5_tile(x, xs, k, w, nr, out, ldo, bias, mr);                                              \
+    }
+B5_TILE(1)
+B5_TILE(2)
+B5_TILE(3)
+B5_TILE(4)
+B5_TILE(5)
+B5_TILE(6)
+
+static const cpu_gemm_kernel k_avx512_bf16 = A5_KERNEL(
+    "avx512+bf16", {b5_1, b5_2, b5_3, b5_4, b5_5, b5_6}, {a5r_f32, a5r_bf16, a5r_f16}, b5_row);
 
 static bool has_avx512(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+}
+
+static bool has_avx512_bf16(void) {
+    return has_avx512() && __builtin_cpu_supports("avx512bf16");
 }
 
 static bool has_avx2(void) {
@@ -370,19 +501,20 @@ static bool has_avx2(void) {
 
 #endif
 
-int cpu_gemm_pick(int isa, const cpu_gemm_kernel **out) {
+int cpu_gemm_pick(int isa, bool bf16, const cpu_gemm_kernel **out) {
     *out = &k_generic;
 #if defined(__x86_64__)
     if (isa == CPU_ISA_AVX512 || (isa == CPU_ISA_AUTO && has_avx512())) {
         if (!has_avx512())
             return err_set(ZP_EUNSUP,
                            "cpu backend: this CPU lacks AVX-512 (avx512f, avx512bw, avx512vl)");
-        *out = &k_avx512;
+        *out = bf16 && has_avx512_bf16() ? &k_avx512_bf16 : &k_avx512;
     } else if (isa == CPU_ISA_AVX2 || (isa == CPU_ISA_AUTO && has_avx2())) {
         if (!has_avx2()) return err_set(ZP_EUNSUP, "cpu backend: this CPU lacks AVX2 and FMA");
         *out = &k_avx2;
     }
 #else
+    (void)bf16;
     if (isa == CPU_ISA_AVX512 || isa == CPU_ISA_AVX2)
         return err_set(ZP_EUNSUP, "cpu backend: the AVX kernels exist on x86-64 only");
 #endif
@@ -400,6 +532,74 @@ void cpu_gemm_widen(const cpu_gemm_kernel *g, float *dst, const void *src, zp_dt
 size_t cpu_gemm_scratch_floats(int max_k) {
     size_t one = (size_t)GEMM_NR * (size_t)max_k;
     return one > GEMM_PACK ? one : GEMM_PACK;
+}
+
+size_t cpu_gemm_stage_floats(int rows, int max_k) {
+    return (size_t)rows * (((size_t)max_k + GEMM_XS - 1) / GEMM_XS * GEMM_XS);
+}
+
+/* f32 bits to bf16, round to nearest even, a NaN kept quiet: zp_f32_to_bf16's result, written
+ * with a select instead of an early return so that the loops below can be vectorised. */
+static inline uint16_t round_bf16(uint32_t u) {
+    uint16_t r = (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    return (u & 0x7FFFFFFFu) > 0x7F800000u ? (uint16_t)((u >> 16) | 0x40u) : r;
+}
+
+void cpu_gemm_round(const cpu_gemm_kernel *g, void *dst, const float *x, size_t r0, size_t r1,
+                    int k) {
+    size_t kk = (size_t)k;
+    for (size_t r = r0; r < r1; r++) {
+        const uint32_t *u = (const uint32_t *)(const void *)(x + r * kk);
+        if (g->dot[0]) {
+            size_t xs = (kk + GEMM_XS - 1) / GEMM_XS * GEMM_XS;
+            uint16_t *d = (uint16_t *)dst + r * xs;
+            for (size_t i = 0; i < kk; i++)
+                d[i] = round_bf16(u[i]);
+            memset(d + kk, 0, (xs - kk) * sizeof *d);
+        } else {
+            uint32_t *d = (uint32_t *)dst + r * kk;
+            for (size_t i = 0; i < kk; i++)
+                d[i] = (uint32_t)round_bf16(u[i]) << 16;
+        }
+    }
+}
+
+/* One row, columns [c0, c1) one by one: f, or d on the rounded row when d is given. */
+static void run_row(const cpu_gemm_args *a, tile_fn f, dtile_fn d, size_t c0, size_t c1) {
+    size_t k = (size_t)a->k, es = zp_dtype_size(a->wt);
+    for (size_t col = c0; col < c1; col++) {
+        float bias = a->bias ? zp_load(a->bias, a->bt, col) : 0.0f;
+        const void *w = (const char *)a->w + col * k * es;
+        if (d)
+            d(a->xr, 0, k, w, 1, a->out + col, 0, &bias);
+        else
+            f(a->x, k, w, 1, a->out + col, 0, &bias);
+    }
+}
+
+/* bf16 x rows xs elements apart against bf16 weights: columns [c0, c1) in blocks of L2's size
+ * read in place (one block when the rows fit one tile), each read by every row tile. */
+static void run_dot(const cpu_gemm_kernel *g, const cpu_gemm_args *a, size_t c0, size_t c1) {
+    size_t k = (size_t)a->k, xs = (k + GEMM_XS - 1) / GEMM_XS * GEMM_XS;
+    size_t nc = a->n <= g->mr ? c1 - c0 : 2 * GEMM_PACK / k / GEMM_NR * GEMM_NR;
+    if (nc < GEMM_NR) nc = GEMM_NR;
+    const uint16_t *xr = a->xr, *w = a->w;
+    for (size_t cb = c0; cb < c1; cb += nc) {
+        size_t ce = c1 - cb < nc ? c1 : cb + nc;
+        for (int r = 0; r < a->n; r += g->mr) {
+            int m = a->n - r < g->mr ? a->n - r : g->mr;
+            dtile_fn f = g->dot[m - 1];
+            float *out = a->out + (size_t)r * (size_t)a->ldo;
+            for (size_t col = cb; col < ce; col += GEMM_NR) {
+                int nr = ce - col < GEMM_NR ? (int)(ce - col) : GEMM_NR;
+                float bias[GEMM_NR] = {0};
+                if (a->bias)
+                    for (int j = 0; j < nr; j++)
+                        bias[j] = zp_load(a->bias, a->bt, col + (size_t)j);
+                f(xr + (size_t)r * xs, xs, k, w + col * k, nr, out + col, (size_t)a->ldo, bias);
+            }
+        }
+    }
 }
 
 /* Columns [c0, c1) step NR, rows [0, n) in tiles of mr; w the weights of column c0 in dtype t. */
@@ -422,16 +622,32 @@ static void run_tiles(const cpu_gemm_kernel *g, const cpu_gemm_args *a, const vo
     }
 }
 
-void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *a, size_t c0, size_t c1,
+void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *in, size_t c0, size_t c1,
                    float *scratch) {
+    if (in->xr && g->dot[0]) {
+        if (in->n == 1 && g->dot_row)
+            run_row(in, NULL, g->dot_row, c0, c1);
+        else
+            run_dot(g, in, c0, c1);
+        return;
+    }
+    cpu_gemm_args rounded; /* without dot tiles: the f32 tiles on the rounded rows */
+    const cpu_gemm_args *a = in;
+    if (in->xr) {
+        rounded = *in;
+        rounded.x = in->xr;
+        a = &rounded;
+    }
     size_t k = (size_t)a->k, es = zp_dtype_size(a->wt);
     const char *w = a->w;
     /* rows enough for one tile: the weights are read in place, once */
-    if (a->n <= g->mr) {
-        run_tiles(g, a, w + c0 * k * es, a->wt, c0, c1);
+    if (a->n == 1 && g->row[a->wt]) {
+        run_row(a, g->row[a->wt], NULL, c0, c1);
         return;
     }
-    if (a->n <= 8 && g->wide[a->wt][0]) {
+    /* 5 to 8 rows: the wide tiles (also where 5 or 6 rows fit one 6-row tile, whose speed for
+     * them was not measured) */
+    if (a->n >= 5 && a->n <= 8 && g->wide[a->wt][0]) {
         tile_fn f = g->wide[a->wt][a->n - 5];
         for (size_t col = c0; col < c1; col += 2) {
             int nr = c1 - col < 2 ? (int)(c1 - col) : 2;
@@ -441,6 +657,10 @@ void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *a, size_t c0, 
                     bias[j] = zp_load(a->bias, a->bt, col + (size_t)j);
             f(a->x, k, w + col * k * es, nr, a->out + col, (size_t)a->ldo, bias);
         }
+        return;
+    }
+    if (a->n <= g->mr) {
+        run_tiles(g, a, w + c0 * k * es, a->wt, c0, c1);
         return;
     }
     /* else blocks of columns of L2's size (f32: in place; else widened once into scratch),

@@ -11,13 +11,29 @@
  * in any batch and for any thread count. Kernels of different instruction sets differ in lane
  * count and FMA, hence in the last bits (drv/backend.h).
  *
- * Weights: the dtype is decided once per call. With at most MR rows (decode) the tile reads
- * the weight rows directly into vector registers (bf16: widen and shift; f16: vcvtph2ps),
- * prefetching the next tile's rows (its 4 rows are 4 short streams that the hardware
- * prefetcher picks up late: ~10% of a decode matmul's time); with more rows a block of columns
+ * Weights: the dtype is decided once per call. One row (AVX-512): the columns one at a time,
+ * a one-column tile with the same chain per element; consecutive columns' weights are
+ * adjacent, so they stream as one sequential read (prefetched one column ahead), faster than
+ * four interleaved rows. With at most MR rows (decode) the tile reads the weight rows
+ * directly into vector registers (bf16: widen and shift; f16: vcvtph2ps), prefetching the
+ * next tile's rows (its 4 rows are 4 short streams that the hardware prefetcher picks up
+ * late: ~10% of a decode matmul's time); with more rows a block of columns
  * is first widened to f32 into the thread's scratch (exact: the same f32 values), sized to stay
  * in L2, and every row tile then reads it from there.
- * Memory: no allocation; the caller passes the thread's scratch (cpu_gemm_scratch_floats).
+ * bf16 precision (conf cpu_matmul_precision = bf16; bf16 weights only): the caller first
+ * rounds each x row to bf16 (round to nearest even, NaN kept) with cpu_gemm_round, once per
+ * call, into a staging area, and passes it as xr. With avx512_bf16 ("avx512+bf16" kernels)
+ * the tiles multiply those bf16 rows with the bf16 weights by vdpbf16ps: per lane, each step
+ * of 32 elements adds two products, x[2l] w[2l] and x[2l+1] w[2l+1] (in the instruction's
+ * own order and rounding; it reads bf16 subnormals as zero), the same 16-lane reduction tree,
+ * + bias; the weights
+ * are read in place (no widening), in L2-sized column blocks when the rows exceed one tile.
+ * Every other kernel runs its f32 tiles on the rounded rows (as f32): the same rounded
+ * inputs and exact products (a bf16 x bf16 product fits f32), but its own summation, so the
+ * kernels agree in the rounding of the inputs, not in the last bits of the sums. Either way
+ * an element's chain does not depend on its tile, batch or thread, as in f32.
+ * Memory: no allocation; the caller passes the thread's scratch (cpu_gemm_scratch_floats) and,
+ * in bf16 precision, the staging area (cpu_gemm_stage_floats).
  * Threading: a call computes the columns [c0, c1) of every row; threads take disjoint ranges.
  */
 #ifndef ZP_CPU_GEMM_H
@@ -25,6 +41,7 @@
 
 #include "drv/dtype.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct cpu_gemm_args {
@@ -34,19 +51,30 @@ typedef struct cpu_gemm_args {
     const void *bias; /* NULL or one element per column, of type bt */
     zp_dtype wt, bt;
     int n, k, ldo;
+    const void *xr; /* NULL, or x's rows by cpu_gemm_round (bf16 precision; wt must be bf16) */
 } cpu_gemm_args;
 
 typedef struct cpu_gemm_kernel cpu_gemm_kernel;
 
 /* The kernels of isa (CPU_ISA_* of drv/backend.h) into *out; ZP_EUNSUP when this CPU cannot run
- * them. */
-int cpu_gemm_pick(int isa, const cpu_gemm_kernel **out);
+ * them. bf16: for bf16 precision (the avx512_bf16 dot tiles where isa is AVX-512 and the CPU
+ * has them). */
+int cpu_gemm_pick(int isa, bool bf16, const cpu_gemm_kernel **out);
 
-/* Its name ("avx512", "avx2", "generic"). */
+/* Its name ("avx512+bf16", "avx512", "avx2", "generic"). */
 const char *cpu_gemm_name(const cpu_gemm_kernel *g);
 
 /* Floats of scratch one thread needs for an inner dimension up to max_k. */
 size_t cpu_gemm_scratch_floats(int max_k);
+
+/* Floats of staging for rows rounded rows of up to max_k elements (either layout). */
+size_t cpu_gemm_stage_floats(int rows, int max_k);
+
+/* Rows [r0, r1) of x (rows k floats apart) rounded to bf16 into the same rows of dst, in the
+ * layout g's tiles read (dot tiles: bf16, rows zero-padded to a multiple of 32 elements; else
+ * f32 holding the bf16 values, rows k apart). */
+void cpu_gemm_round(const cpu_gemm_kernel *g, void *dst, const float *x, size_t r0, size_t r1,
+                    int k);
 
 /* dst[0..n) = the bf16 or f16 src[0..n) as f32 (exact), in the kernel's vector instructions. */
 void cpu_gemm_widen(const cpu_gemm_kernel *g, float *dst, const void *src, zp_dtype t, size_t n);

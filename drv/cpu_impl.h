@@ -28,6 +28,10 @@
 #include <stdint.h>
 
 #define CPU_MAX_THREADS 256
+/* Rows rounded per staging pass in bf16 precision: a larger batch runs in chunks of this many
+ * rows, each reading the weights again (estimated, not measured: ~8 ms for the ~250 MB of layer
+ * weights of the docs/BENCHMARKS.md model at 30 GB/s, against ~1.5 s for 1,024 tokens). */
+#define CPU_STAGE_ROWS 512
 
 typedef void (*cpu_par_fn)(void *ctx, size_t begin, size_t end, int tid);
 
@@ -50,6 +54,8 @@ struct cpu_impl {
     char describe[64];     /* cpu_backend_describe */
     float *scratch;        /* [nthreads][scratch_floats] */
     size_t scratch_floats; /* >= 4 * max_k and cpu_gemm_scratch_floats(max_k) */
+    float *stage;          /* bf16 precision: CPU_STAGE_ROWS x rows rounded (cpu_gemm_round) */
+    size_t stage_floats;   /* cpu_gemm_stage_floats(CPU_STAGE_ROWS, max_k); 0 in f32 */
     pthread_t tid[CPU_MAX_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t go, done;

@@ -7,6 +7,7 @@ CONF_STR(engine, model, "", "Hugging Face model directory (config.json, *.safete
 CONF_ENUM(engine, load_format, "auto", "auto|dummy", "weights: auto = the model directory's; dummy = random, only config.json read (benchmarks)")
 CONF_ENUM(engine, backend, "auto", "auto|cpu|cuda", "compute backend; auto = cuda when a GPU is usable, else cpu")
 CONF_INT(engine, threads, 0, 0, 1024, "CPU backend worker threads; 0 = one per online core")
+CONF_ENUM(engine, cpu_matmul_precision, "f32", "f32|bf16", "CPU matmul with bf16 weights: f32 = f32 activations (the reference); bf16 = activations rounded to bf16 (faster, less exact)")
 CONF_ENUM(engine, cpu_isa, "auto", "auto|generic|avx2|avx512", "CPU matmul kernels; auto = the best this CPU runs (the last bits differ between them)")
 CONF_INT(engine, host_arena_mb, 4096, 16, 1048576, "host arena reservation in MiB (pages are committed on first touch)")
 

@@ -352,6 +352,8 @@ void engine_be_config(const conf *cf, be_config *bc) {
                    : cf->cpu_isa == CONF_CPU_ISA_AVX2   ? CPU_ISA_AVX2
                    : cf->cpu_isa == CONF_CPU_ISA_AVX512 ? CPU_ISA_AVX512
                                                         : CPU_ISA_AUTO,
+        .cpu_prec = cf->cpu_matmul_precision == CONF_CPU_MATMUL_PRECISION_BF16 ? CPU_PREC_BF16
+                                                                               : CPU_PREC_F32,
         .cuda_driver_path = cf->cuda_driver_path,
         .nvrtc_path = cf->nvrtc_path,
         .cublaslt_path = cf->cublaslt_path,

@@ -25,7 +25,7 @@ static size_t cell(int l, int h, int p, int c) {
 
 static void record(int threads, float *tab0, float *tab2) {
     backend *be;
-    REQUIRE(cpu_backend_create(&be, threads, 64, CPU_ISA_AUTO) == 0);
+    REQUIRE(cpu_backend_create(&be, threads, 64, CPU_ISA_AUTO, CPU_PREC_F32) == 0);
     REQUIRE(be->reserve(be, 1u << 20, 0) == 0);
     be_ptr kc, q, meta;
     int32_t m[4 * NT + NT * MAXB];

@@ -29,7 +29,7 @@ typedef struct {
 } dev;
 
 static void dev_open(dev *d, int threads) {
-    REQUIRE(cpu_backend_create(&d->be, threads, 64, CPU_ISA_AUTO) == 0);
+    REQUIRE(cpu_backend_create(&d->be, threads, 64, CPU_ISA_AUTO, CPU_PREC_F32) == 0);
     backend *be = d->be;
     REQUIRE(be->reserve(be, 4u << 20, 0) == 0);
     size_t pos = (size_t)MAXJ * MAXHKV * MAXPOS;

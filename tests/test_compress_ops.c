@@ -50,7 +50,7 @@ typedef struct {
 enum { NT = 40, W = MAXHQ * MAXD }; /* qcache test: tokens per batch, widest query row */
 
 static void dev_open(dev *d, int threads) {
-    REQUIRE(cpu_backend_create(&d->be, threads, 64, CPU_ISA_AUTO) == 0);
+    REQUIRE(cpu_backend_create(&d->be, threads, 64, CPU_ISA_AUTO, CPU_PREC_F32) == 0);
     backend *be = d->be;
     REQUIRE(be->reserve(be, 8u << 20, 0) == 0);
     size_t kv = sizeof k32, pos = (size_t)MAXJ * MAXHKV * MAXPOS;

@@ -27,7 +27,7 @@ static size_t row(int t, int h, int p) {
 /* out[rows][HQ][D] for tokens [t0, t0 + rows). */
 static void attend(int threads, zp_dtype kvt, int t0, int rows, float *out) {
     backend *be;
-    REQUIRE(cpu_backend_create(&be, threads, 64, CPU_ISA_AUTO) == 0);
+    REQUIRE(cpu_backend_create(&be, threads, 64, CPU_ISA_AUTO, CPU_PREC_F32) == 0);
     REQUIRE(be->reserve(be, 4u << 20, 0) == 0);
     size_t es = zp_dtype_size(kvt), cache = sizeof Kf / sizeof *Kf * es;
     be_ptr kc, vc, q, o, meta;

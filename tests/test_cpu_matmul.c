@@ -8,6 +8,10 @@
  * the weights in place against the prefill path that widens them into scratch); a two-part
  * fused layer equals its parts run one by one. Kernels skipped here (the CPU lacks them) are
  * named in the output.
+ * Each in both matmul precisions: in bf16 precision the bf16-weight reference takes x rounded
+ * to bf16 (nearest even), the same 1e-5 (the products of bf16 values are exact, only the f32
+ * sums round; an unrounded x would be ~1e-3 off), f32 and f16 weights the f32 reference; and
+ * once a batch of 515 rows, past the backend's 512-row staging chunk.
  */
 #include "arena/err.h"
 #include "drv/backend.h"
@@ -20,8 +24,9 @@
 #define MAXK 300
 #define MAXN 70
 #define MAXR 40
+#define BIGR 515 /* > CPU_STAGE_ROWS */
 
-static float X[MAXR * MAXK];
+static float X[BIGR * MAXK];
 static uint16_t W16[MAXN * MAXK], B16[MAXN];
 static float W32[MAXN * MAXK], B32[MAXN];
 
@@ -38,18 +43,18 @@ typedef struct run {
     be_ptr x, y;
 } run;
 
-static void run_open(run *r, int threads, int isa) {
-    REQUIRE(cpu_backend_create(&r->be, threads, MAXK, isa) == 0);
+static void run_open(run *r, int threads, int isa, int prec) {
+    REQUIRE(cpu_backend_create(&r->be, threads, MAXK, isa, prec) == 0);
     REQUIRE(r->be->reserve(r->be, 4u << 20, 0) == 0);
     REQUIRE(!r->be->alloc(r->be, sizeof X, 64, &r->x, "x"));
-    REQUIRE(!r->be->alloc(r->be, sizeof(float) * MAXR * MAXN, 64, &r->y, "y"));
+    REQUIRE(!r->be->alloc(r->be, sizeof(float) * BIGR * MAXN, 64, &r->y, "y"));
 }
 
 /* y[0..rows) of rows x[r0..r0+rows) through a layer of the given parts. */
 static void run_linear(run *r, const be_part *parts, int n_parts, int k, int r0, int rows,
                        float *y) {
     be_linear l;
-    REQUIRE(!r->be->linear_init(r->be, &l, parts, n_parts, k, MAXR, ZP_F32, "test"));
+    REQUIRE(!r->be->linear_init(r->be, &l, parts, n_parts, k, BIGR, ZP_F32, "test"));
     REQUIRE(!r->be->upload(r->be, r->x, X + (size_t)r0 * (size_t)k,
                            sizeof(float) * (size_t)rows * (size_t)k));
     r->be->linear(r->be, r->y, r->x, &l, rows);
@@ -57,7 +62,8 @@ static void run_linear(run *r, const be_part *parts, int n_parts, int k, int r0,
 }
 
 static int one_case(run *runs, int nruns, zp_dtype wt, int bias, int k, int n, int rows,
-                    const char *isa) {
+                    const char *isa, int prec) {
+    int round = prec == CPU_PREC_BF16 && wt == ZP_BF16; /* x rounded to bf16 */
     int fails = test_failures;
     be_part p = {.w = wdata(wt),
                  .wt = wt,
@@ -66,14 +72,15 @@ static int one_case(run *runs, int nruns, zp_dtype wt, int bias, int k, int n, i
                                      : NULL,
                  .bt = bias == 1 ? ZP_F32 : ZP_BF16,
                  .rows = n};
-    static float y[MAXR * MAXN], yt[MAXR * MAXN], yr[MAXR * MAXN];
+    static float y[BIGR * MAXN], yt[BIGR * MAXN], yr[BIGR * MAXN];
     run_linear(&runs[0], &p, 1, k, 0, rows, y);
     double worst = 0;
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < n; j++) {
             double ref = 0, mag = 0;
             for (int q = 0; q < k; q++) {
-                double xv = X[(size_t)i * (size_t)k + (size_t)q];
+                float xf = X[(size_t)i * (size_t)k + (size_t)q];
+                double xv = round ? zp_bf16_to_f32(zp_f32_to_bf16(xf)) : xf;
                 double wv = wval(wt, (size_t)j * (size_t)k + (size_t)q);
                 ref += xv * wv, mag += fabs(xv * wv);
             }
@@ -83,8 +90,9 @@ static int one_case(run *runs, int nruns, zp_dtype wt, int bias, int k, int n, i
             double e = fabs(y[(size_t)i * (size_t)n + (size_t)j] - ref) / (mag + 1e-30);
             worst = e > worst ? e : worst;
         }
-    CHECKF(worst <= 1e-5, "%s %s bias %d k %d n %d rows %d: relative error %.3g", isa,
-           zp_dtype_name(wt), bias, k, n, rows, worst);
+    CHECKF(worst <= 1e-5, "%s %s %s bias %d k %d n %d rows %d: relative error %.3g", isa,
+           prec == CPU_PREC_BF16 ? "bf16-precision" : "f32-precision", zp_dtype_name(wt), bias, k,
+           n, rows, worst);
     for (int t = 1; t < nruns; t++) {
         run_linear(&runs[t], &p, 1, k, 0, rows, yt);
         CHECKF(!memcmp(y, yt, sizeof(float) * (size_t)rows * (size_t)n),
@@ -118,7 +126,7 @@ static int one_case(run *runs, int nruns, zp_dtype wt, int bias, int k, int n, i
 
 int main(void) {
     unsigned long long seed = 17;
-    for (size_t i = 0; i < MAXR * MAXK; i++)
+    for (size_t i = 0; i < BIGR * MAXK; i++)
         X[i] = test_randf(&seed);
     for (size_t i = 0; i < MAXN * MAXK; i++)
         W32[i] = 0.1f * test_randf(&seed);
@@ -133,32 +141,39 @@ int main(void) {
     static const int threads[] = {1, 2, 3, 5};
     int ran = 0;
     for (size_t s = 0; s < sizeof isas / sizeof isas[0]; s++) {
-        run runs[4];
         backend *probe;
-        if (cpu_backend_create(&probe, 1, 1, isas[s].isa)) {
+        if (cpu_backend_create(&probe, 1, 1, isas[s].isa, CPU_PREC_F32)) {
             printf("kernel %s: not on this CPU (%s)\n", isas[s].name, err_msg());
             continue;
         }
         probe->destroy(probe);
-        for (int t = 0; t < 4; t++)
-            run_open(&runs[t], threads[t], isas[s].isa);
-        int cases = 0, ok = 0;
-        for (int wt = 0; wt < 3; wt++) {
-            for (size_t i = 0; i < MAXN * MAXK; i++) /* f16 weights span subnormals to ~0.1 */
-                W16[i] = wt == ZP_BF16 ? zp_f32_to_bf16(W32[i])
-                                       : zp_f32_to_f16(W32[i] * (i % 7 ? 1.0f : 1e-4f));
-            for (size_t i = 0; i < MAXN; i++)
-                B16[i] = zp_f32_to_bf16(B32[i]);
-            for (size_t a = 0; a < sizeof ks / sizeof ks[0]; a++)
-                for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
-                    for (size_t c = 0; c < sizeof rs / sizeof rs[0]; c++)
-                        for (int bias = 0; bias < 3; bias++, cases++)
-                            ok += one_case(runs, 4, (zp_dtype)wt, bias, ks[a], ns[b], rs[c],
-                                           isas[s].name);
+        for (int prec = CPU_PREC_F32; prec <= CPU_PREC_BF16; prec++) {
+            run runs[4];
+            for (int t = 0; t < 4; t++)
+                run_open(&runs[t], threads[t], isas[s].isa, prec);
+            int cases = 0, ok = 0;
+            for (int wt = 0; wt < 3; wt++) {
+                for (size_t i = 0; i < MAXN * MAXK; i++) /* f16 weights span subnormals to ~0.1 */
+                    W16[i] = wt == ZP_BF16 ? zp_f32_to_bf16(W32[i])
+                                           : zp_f32_to_f16(W32[i] * (i % 7 ? 1.0f : 1e-4f));
+                for (size_t i = 0; i < MAXN; i++)
+                    B16[i] = zp_f32_to_bf16(B32[i]);
+                for (size_t a = 0; a < sizeof ks / sizeof ks[0]; a++)
+                    for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
+                        for (size_t c = 0; c < sizeof rs / sizeof rs[0]; c++)
+                            for (int bias = 0; bias < 3; bias++, cases++)
+                                ok += one_case(runs, 4, (zp_dtype)wt, bias, ks[a], ns[b], rs[c],
+                                               isas[s].name, prec);
+                if (prec == CPU_PREC_BF16) /* several staging chunks */
+                    cases++,
+                        ok += one_case(runs, 4, (zp_dtype)wt, 1, 130, 16, BIGR, isas[s].name, prec);
+            }
+            printf("kernel %s (%s), %s precision: %d/%d cases\n", isas[s].name,
+                   cpu_backend_describe(runs[0].be), prec == CPU_PREC_BF16 ? "bf16" : "f32", ok,
+                   cases);
+            for (int t = 0; t < 4; t++)
+                runs[t].be->destroy(runs[t].be);
         }
-        printf("kernel %s: %d/%d cases\n", isas[s].name, ok, cases);
-        for (int t = 0; t < 4; t++)
-            runs[t].be->destroy(runs[t].be);
         ran++;
     }
     CHECK(ran > 0);

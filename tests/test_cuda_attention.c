@@ -124,7 +124,7 @@ static void run_case(int D, int bs, int gqa, int hkv) {
 int main(void) {
     int rc = gpu_open(g);
     if (rc) return rc;
-    REQUIRE(!cpu_backend_create(&cpu, 8, 4096, CPU_ISA_AUTO));
+    REQUIRE(!cpu_backend_create(&cpu, 8, 4096, CPU_ISA_AUTO, CPU_PREC_F32));
     run_case(128, 16, 4, 8);
     run_case(128, 16, 1, 4);
     run_case(128, 32, 2, 4);

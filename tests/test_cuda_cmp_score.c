@@ -383,7 +383,7 @@ static void score_run(const score_case *sc) {
 int main(void) {
     int rc = gpu_open(g);
     if (rc) return rc;
-    REQUIRE(!cpu_backend_create(&cpu, 8, 4096, CPU_ISA_AUTO));
+    REQUIRE(!cpu_backend_create(&cpu, 8, 4096, CPU_ISA_AUTO, CPU_PREC_F32));
     qstore_case(128, 8, 3, 4);
     qstore_case(64, 12, 2, 16);
     qstore_case(128, 4, 2, 160);

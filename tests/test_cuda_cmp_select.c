@@ -554,7 +554,7 @@ static void run_config(int D, int bs, int hkv, int G, int max_nb) {
 int main(void) {
     int rc = gpu_open(g);
     if (rc) return rc;
-    REQUIRE(!cpu_backend_create(&cpu, 0, 4096, CPU_ISA_AUTO));
+    REQUIRE(!cpu_backend_create(&cpu, 0, 4096, CPU_ISA_AUTO, CPU_PREC_F32));
     static const int shapes[][5] = {
         /* D, bs, hkv, G, blocks of the longest job */
         {128, 16, 8, 1, 40}, {128, 32, 4, 2, 20}, {128, 64, 2, 4, 12}, {128, 128, 1, 8, 9},

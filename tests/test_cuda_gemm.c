@@ -128,7 +128,7 @@ int main(void) {
         return 1;
     }
     printf("cuBLASLt %zu (%s)\n", lt.version, lt.lib.path);
-    REQUIRE(!cpu_backend_create(&cpu, 4, 12288, CPU_ISA_AUTO));
+    REQUIRE(!cpu_backend_create(&cpu, 4, 12288, CPU_ISA_AUTO, CPU_PREC_F32));
     CU(g->drv.MemAlloc(&ws, ws_bytes));
     tune = (gemmtune_ctx){.drv = &g->drv, .lt = &lt, .stream = g->dev.compute, .ws = ws,
                           .ws_bytes = ws_bytes, .x_bytes = gemmtune_x_bytes(4096, 256),

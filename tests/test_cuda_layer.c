@@ -251,7 +251,7 @@ static void test_norm(int dim, int with_x) {
 int main(void) {
     int rc = gpu_open(g);
     if (rc) return rc;
-    REQUIRE(!cpu_backend_create(&cpu, 1, 4096, CPU_ISA_AUTO));
+    REQUIRE(!cpu_backend_create(&cpu, 1, 4096, CPU_ISA_AUTO, CPU_PREC_F32));
     test_shape(128, 16);
     test_shape(64, 256);
     test_norm(4100, 1);

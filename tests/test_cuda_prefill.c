@@ -338,7 +338,7 @@ static void run_case(int D, int bs, int gqa, int hkv) {
 int main(void) {
     int rc = gpu_open(g);
     if (rc) return rc;
-    REQUIRE(!cpu_backend_create(&cpu, 0, 4096, CPU_ISA_AUTO));
+    REQUIRE(!cpu_backend_create(&cpu, 0, 4096, CPU_ISA_AUTO, CPU_PREC_F32));
     static const int dims[] = {64, 128}, bss[] = {16, 32, 64, 128, 256}, gqas[] = {1, 2, 4, 8};
     for (int d = 0; d < 2; d++)
         for (int b = 0; b < 5; b++)

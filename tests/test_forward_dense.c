@@ -207,7 +207,7 @@ int main(void) {
     arena a;
     REQUIRE(arena_init(&a, "test", (size_t)1 << 30) == 0);
     backend *be;
-    REQUIRE(cpu_backend_create(&be, 2, 256, CPU_ISA_AUTO) == 0);
+    REQUIRE(cpu_backend_create(&be, 2, 256, CPU_ISA_AUTO, CPU_PREC_F32) == 0);
     /* every model_init below carves from these: 18 models, ~0.1 MiB of host staging each */
     REQUIRE(be->reserve(be, (size_t)1 << 30, 8u << 20) == 0);
     unsigned long long rng = 42;
