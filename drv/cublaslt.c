@@ -16,6 +16,7 @@ static const culib_spec spec = {
     .companion = NULL,
     .key = "cublaslt_path",
     .env = "ZIPAGE_CUBLASLT",
+    .build_venv = "nvrtc-venv",
     .install_hint = "install CUDA 12/13 or `pip install nvidia-cublas`",
 };
 

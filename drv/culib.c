@@ -87,13 +87,14 @@ int culib_open(culib *lib, const culib_spec *s, const char *override) {
     for (size_t i = 0; i < sizeof roots / sizeof roots[0]; i++)
         if (try_glob(lib, s, roots[i])) return 0;
     /* pip's wheels: nvidia/cu13/lib (CUDA 13) or nvidia/<wheel_dir>/lib (CUDA 12), in the
-     * active venv, the venv the Makefile installs beside the binary (build/nvrtc-venv, for
-     * compile-only use without CUDA), system site-packages and the usual venv places. */
+     * active venv, the venv the Makefile installs beside the binary (build/nvrtc-venv for
+     * compile-only use without CUDA, build/nccl-venv for the NCCL loader's tests), system
+     * site-packages and the usual venv places. */
     const char *venv = getenv("VIRTUAL_ENV");
     char own[600] = "";
     ssize_t n = readlink("/proc/self/exe", own, sizeof own - 32);
     char *slash = n > 0 ? (own[n] = 0, strrchr(own, '/')) : NULL;
-    if (slash) strcpy(slash, "/nvrtc-venv");
+    if (slash) snprintf(slash, sizeof own - (size_t)(slash - own), "/%s", s->build_venv);
     const char *const sites[] = {venv && *venv ? venv : NULL, slash ? own : NULL, "/usr/local",
                                  "/usr", "/opt/*/.venv", "/root/.pyenv/versions/*"};
     const char *subs[] = {"cu13", "cu12", s->wheel_dir};

@@ -22,6 +22,7 @@ static const culib_spec spec = {
     .companion = "libnvrtc-builtins.so.*",
     .key = "nvrtc_path",
     .env = "ZIPAGE_NVRTC",
+    .build_venv = "nvrtc-venv",
     .install_hint = "install CUDA 12/13 or `pip install nvidia-cuda-nvrtc`",
 };
 
