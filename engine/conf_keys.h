@@ -15,6 +15,7 @@ CONF_INT(engine, host_arena_mb, 4096, 16, 1048576, "host arena reservation in Mi
 CONF_STR(gpu, kernel_cache_dir, "", "compiled-kernel cache; empty = $XDG_CACHE_HOME or ~/.cache, then zipage/kernels; 'off' = none")
 CONF_STR(gpu, nvrtc_path, "", "libnvrtc file or directory to use; empty = search (ZIPAGE_NVRTC, sonames, CUDA and pip dirs)")
 CONF_STR(gpu, cublaslt_path, "", "libcublasLt file or directory to use; empty = search (ZIPAGE_CUBLASLT, sonames, CUDA and pip dirs)")
+CONF_STR(gpu, nccl_path, "", "libnccl file or directory to use (tensor parallelism); empty = search (ZIPAGE_NCCL, soname, CUDA and pip dirs)")
 CONF_STR(gpu, cuda_driver_path, "", "libcuda file to use; empty = libcuda.so.1 on the loader path")
 CONF_INT(gpu, cuda_device, 0, 0, 63, "ordinal of the GPU to use")
 CONF_INT(gpu, attention_chunk, 512, 64, 1048576, "KV positions per split of GPU attention (fixed for every row: results do not depend on the batch)")
