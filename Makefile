@@ -33,7 +33,7 @@ DEP_FILES := /usr/include/jsmn.h /usr/include/xxhash.h /usr/include/utf8proc.h /
 # npm goldens) and ALL_EXTRA (more default targets, e.g. the musl client).
 TEST_DEPS :=
 ALL_EXTRA :=
--include ipc/ipc.mk tests/golden/golden.mk rtc_kernels/rtc.mk tests/fuzz/fuzz.mk
+-include ipc/ipc.mk tests/golden/golden.mk rtc_kernels/rtc.mk tests/fuzz/fuzz.mk drv/nccl.mk
 
 .PHONY: all test run chat deps clean format tests-build
 all: deps $(O)/zipage $(ALL_EXTRA)
