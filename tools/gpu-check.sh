@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything zipage checks on the GPU machine, in one call (docs/GPU.md):
 #   1. the kernels: `zipage kernels` compiles every kernel with NVRTC for the GPU and loads it;
-#   2. every GPU test program (tests/test_cuda_*.c against their CPU twins, test_nvrtc);
+#   2. every GPU test program (tests/test_cuda_*.c against their CPU twins, test_nvrtc;
+#      test_cuda_nccl: NCCL collectives over every GPU of the machine);
 #   3. the engine on the GPU: bf16 logits against transformers on random models and against
 #      the CPU backend (tools/gpu_parity.py); greedy accuracy of zipage-reasoner (gpu-greedy.sh)
 #      and with compression at several KV budgets against the CPU's (gpu-accuracy.sh);
@@ -19,6 +20,11 @@
 #   mkdir -p .carry && cp -r build/zipage build/zipage-cli build/gpu .carry/
 # Results: $OUT/gpu-check.log and $OUT/gpu-check.json (one entry per step: name, exit, seconds).
 set -u
+# NVLink multicast stays off in everything started from here (NCCL, PyTorch, NVSHMEM): on the
+# shared multi-GPU hosts a program that uses it can put every GPU of the host out of service for
+# a day or more (the device machines' KINDS.md). drv/nccl.c forces NCCL's too; never call
+# cuMulticastCreate.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-/tmp/zp-out}
 mkdir -p "$OUT"
 C=${CARRY:-.carry}
