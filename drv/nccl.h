@@ -23,7 +23,9 @@
  * Memory: no allocation of ours; setenv, dlopen and NCCL allocate inside their libraries.
  * Threading: nccl_load runs at start-up, before other threads exist (setenv is not thread-safe).
  *   The library then stays loaded for the life of the process: NCCL keeps global state and
- *   threads that outlive any one communicator, so there is no unload.
+ *   threads that outlive any one communicator, so there is no unload (a file refused for a
+ *   missing symbol or its version stays mapped too, as NVRTC's and cuBLASLt's do: a start-up
+ *   error ends the process).
  */
 #ifndef ZP_NCCL_H
 #define ZP_NCCL_H
@@ -117,7 +119,8 @@ int nccl_load(nccl_lib *out, const char *path);
 int nccl_check_version(int version, const char *path);
 
 /* Turns a failed NCCL call into ZP_EBACKEND: "<what>: NCCL error <r> (<error string>): <last
- * error>"; 0 for ncclSuccess. */
+ * error>"; 0 for ncclSuccess. The last error is NCCL's latest warning text, process-wide: the
+ * failing call's own reason when it gave one, else possibly an earlier failure's. */
 int nccl_err(const nccl_lib *l, ncclResult_t r, const char *what);
 
 /* A communicator's asynchronous error (a failure inside a collective that already returned) as
