@@ -263,6 +263,12 @@ struct backend {
     /* Forward-pass ops ("act": act_dtype). */
     /* resid[i][:] = table[ids[i]][:] (f32 out) */
     void (*embed)(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n, int dim);
+    /* The vocabulary-parallel embedding of a tensor-parallel rank holding rows [v0, v1) (NULL
+     * where the backend has none): resid[i][:] = table[ids[i] - v0][:] for v0 <= ids[i] < v1,
+     * else -0.0f, IEEE's additive identity (x + -0.0f == x for every x, -0.0f included), so the
+     * sum over the ranks is the owner's row bit for bit (f32 out). */
+    void (*embed_shard)(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n,
+                        int dim, int v0, int v1);
     /* resid[r] += x[r] when x != 0; out[r] = rmsnorm(resid[r]) * w (act); out may equal x */
     void (*add_rmsnorm)(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
                         int rows, int dim, float eps);

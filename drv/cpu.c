@@ -341,21 +341,34 @@ typedef struct {
     const void *table;
     zp_dtype wt;
     const int32_t *ids;
-    int dim;
+    int dim, v0, v1; /* the table's rows are ids [v0, v1) */
 } embed_args;
 
 static void embed_rows(void *c, size_t b, size_t e, int tid) {
     embed_args *a = c;
     for (size_t i = b; i < e; i++) {
-        size_t base = (size_t)a->ids[i] * (size_t)a->dim;
+        float *o = a->out + i * (size_t)a->dim;
+        int id = a->ids[i];
+        if (id < a->v0 || id >= a->v1) {
+            for (int j = 0; j < a->dim; j++)
+                o[j] = -0.0f;
+            continue;
+        }
+        size_t base = (size_t)(id - a->v0) * (size_t)a->dim;
         for (int j = 0; j < a->dim; j++)
-            a->out[i * (size_t)a->dim + (size_t)j] = zp_load(a->table, a->wt, base + (size_t)j);
+            o[j] = zp_load(a->table, a->wt, base + (size_t)j);
     }
 }
 
 static void cpu_embed(backend *be, be_ptr out, be_ptr table, zp_dtype wt, be_ptr ids, int n,
                       int dim) {
-    embed_args a = {P(out), P(table), wt, P(ids), dim};
+    embed_args a = {P(out), P(table), wt, P(ids), dim, 0, INT32_MAX};
+    cpu_parallel(be->impl, (size_t)n, 1, embed_rows, &a);
+}
+
+static void cpu_embed_shard(backend *be, be_ptr out, be_ptr table, zp_dtype wt, be_ptr ids, int n,
+                            int dim, int v0, int v1) {
+    embed_args a = {P(out), P(table), wt, P(ids), dim, v0, v1};
     cpu_parallel(be->impl, (size_t)n, 1, embed_rows, &a);
 }
 
@@ -1068,6 +1081,7 @@ int cpu_backend_create(backend **out, int threads, int max_k, int isa, int prec)
         .event_sync = cpu_event_sync,
         .event_elapsed = cpu_event_elapsed,
         .embed = cpu_embed,
+        .embed_shard = cpu_embed_shard,
         .add_rmsnorm = cpu_add_rmsnorm,
         .linear = cpu_linear,
         .qkv_rope_store = cpu_qkv_rope_store,
