@@ -516,14 +516,14 @@ static float seg_tree(const float *p, size_t stride, int segs) {
     return seg_tree(p, stride, h) + seg_tree(p + (size_t)h * stride, stride, h);
 }
 
-/* Columns [b, e) in blocks of 16 (the grain), every segment of a block before the next block, so
+/* Columns [b, e) in blocks of CPU_SEG_COLS, every segment of a block before the next block, so
  * a block's weight rows are read whole, once. */
 static void seg_cols(void *c, size_t b, size_t e, int tid) {
     seg_args *m = c;
     size_t ldo = (size_t)m->seg[0].ldo, slab = (size_t)m->seg[0].n * ldo;
     float *scratch = m->scratch + (size_t)tid * m->scratch_floats;
-    for (size_t cb = b; cb < e; cb += 16) {
-        size_t ce = e - cb < 16 ? e : cb + 16;
+    for (size_t cb = b; cb < e; cb += CPU_SEG_COLS) {
+        size_t ce = e - cb < CPU_SEG_COLS ? e : cb + CPU_SEG_COLS;
         for (int s = 0; s < m->segs; s++)
             cpu_gemm_cols(m->g, &m->seg[s], cb, ce, scratch);
         for (size_t r = 0; r < (size_t)m->seg[0].n; r++)

@@ -35,6 +35,9 @@
 /* Rows per pass of a row-parallel layer's segment sums (be_linear.k_segs): a batched decode step
  * fits one pass; a longer prefill chunk takes several, each reading the layer's weights again. */
 #define CPU_SEG_ROWS 256
+/* Columns whose segments a thread sums before the next columns: their weight rows are read
+ * whole while in L2 (64 rows of 4,096 bf16 weights: 512 KiB). */
+#define CPU_SEG_COLS 64
 
 typedef void (*cpu_par_fn)(void *ctx, size_t begin, size_t end, int tid);
 

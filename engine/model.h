@@ -114,7 +114,7 @@ typedef struct model {
     comm *comm;          /* dims.comm */
     shard sh;            /* the rank's shard (the whole model at TP 1) */
     int full_kv_heads;   /* the checkpoint's kv heads */
-    int comm_rc;         /* the first collective's error of the step, or 0 */
+    int comm_rc;         /* the first collective error (the communicator is unusable after it) */
     be_ptr logits_piece; /* TP > 1: [max_logits][sh.vocab] logits of the rank's vocabulary rows */
     model_layer *layers;
     be_w embed, final_norm;
@@ -154,7 +154,8 @@ typedef struct model {
 } model;
 
 /* Bytes of backend memory model_init will carve, exactly (plan the reservation with it): the
- * same walk over the same buffers, counting instead of carving. */
+ * same walk over the same buffers, counting instead of carving; of the rank's shard under tensor
+ * parallelism (0 for a shard that shard_plan refuses: model_init says why). */
 size_t model_device_bytes(const model_config *c, const model_weights *w, const model_dims *d,
                           backend *be);
 /* Bytes of host staging model_init will take with alloc_host, exactly (the reservation's
