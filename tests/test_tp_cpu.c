@@ -4,7 +4,8 @@
  *
  * Random Qwen3-shaped models in f32 weights (hidden 256, 8 query heads of 32, intermediate 512,
  * a vocabulary of 1001 that no rank count divides, 3 layers, q/k norm): 4 kv heads, untied;
- * Qwen2-style (q/k/v biases, tied embeddings); and 2 kv heads, replicated at TP 4 and 8. Each
+ * Qwen2-style (q/k/v biases, tied embeddings); 2 kv heads, replicated at TP 4 and 8; and 4 kv
+ * heads in bf16 weights with cpu_matmul_precision = bf16 (activations rounded per K segment). Each
  * runs one script of multi-sequence steps (prefill chunks of uneven sizes beside decodes, steps
  * alternating gathered logits and greedy ids, the chosen ids fed back) and, with 4 kv heads, a
  * compression of one sequence to 2 blocks through model_compress (each rank scores and compacts
@@ -54,6 +55,7 @@ typedef struct rank_arg {
     tp_group *g; /* NULL: TP 1 without a communicator */
     int rank;
     bool compress;
+    int prec;   /* CPU_PREC_* of every rank's backend */
     int k_segs; /* > 0: o_proj's and down_proj's k_segs forced (the sensitivity check) */
     result *out;
     int32_t *next; /* [SEQS] the ids rank 0 chose, shared */
@@ -92,7 +94,7 @@ static void *rank_main(void *p) {
     arena a;
     REQUIRE(arena_init(&a, "tp rank", (size_t)16 << 20) == 0);
     backend *be;
-    REQUIRE(cpu_backend_create(&be, 1, c->intermediate, CPU_ISA_AUTO, CPU_PREC_F32) == 0);
+    REQUIRE(cpu_backend_create(&be, 1, c->intermediate, CPU_ISA_AUTO, ra->prec) == 0);
     model_dims d = {.max_tokens = 64,
                     .max_logits = SEQS,
                     .max_seqs = SEQS,
@@ -208,7 +210,7 @@ static void *rank_main(void *p) {
 }
 
 /* The script at size ranks (0: TP 1 without a communicator) into *out. */
-static void run_tp(const model_config *c, const model_weights *w, int size, bool compress,
+static void run_tp(const model_config *c, const model_weights *w, int size, bool compress, int prec,
                    int k_segs, result *out) {
     memset(out, 0, sizeof *out);
     tp_group g;
@@ -218,7 +220,7 @@ static void run_tp(const model_config *c, const model_weights *w, int size, bool
     rank_arg args[ZP_TP_MAX];
     static int32_t next[SEQS];
     for (int r = 0; r < n; r++) {
-        args[r] = (rank_arg){c, w, size ? &g : NULL, r, compress, k_segs, out, next};
+        args[r] = (rank_arg){c, w, size ? &g : NULL, r, compress, prec, k_segs, out, next};
         REQUIRE(pthread_create(&tid[r], NULL, rank_main, &args[r]) == 0);
     }
     for (int r = 0; r < n; r++)
@@ -226,13 +228,14 @@ static void run_tp(const model_config *c, const model_weights *w, int size, bool
     if (size) tp_group_destroy(&g);
 }
 
-static int make_model(const char *dir, const char *arch, int kv_heads, bool tie) {
+static int make_model(const char *dir, const char *arch, int kv_heads, bool tie,
+                      const char *dtype) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "rm -rf %s && %s/zipage mkmodel --arch %s --hidden 256 --layers 3 --heads 8 "
-             "--kv-heads %d --head-dim 32 --intermediate 512 --vocab %d --seed 11 --dtype f32 "
+             "--kv-heads %d --head-dim 32 --intermediate 512 --vocab %d --seed 11 --dtype %s "
              "--max-pos 4096 %s --out %s >/dev/null",
-             dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", arch, kv_heads, MAXV,
+             dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", arch, kv_heads, MAXV, dtype,
              tie ? "--tie" : "", dir);
     return system(cmd);
 }
@@ -304,20 +307,44 @@ static void errors(const model_config *c, const model_weights *w) {
 
 int main(void) {
     static const struct {
-        const char *name, *arch;
+        const char *name, *arch, *dtype;
         int kv_heads;
         bool tie, compress;
+        int prec;
         int tps[3];
     } variants[] = {
-        {"qwen3, 4 kv heads, compression", "qwen3", 4, false, true, {2, 4, 0}},
-        {"qwen2 (qkv bias, tied), compression", "qwen2", 4, true, true, {2, 4, 0}},
-        {"qwen3, 2 kv heads (replicated at 4, 8)", "qwen3", 2, false, false, {2, 4, 8}},
+        {"qwen3, 4 kv heads, compression", "qwen3", "f32", 4, false, true, CPU_PREC_F32, {2, 4, 0}},
+        {"qwen2 (qkv bias, tied), compression",
+         "qwen2",
+         "f32",
+         4,
+         true,
+         true,
+         CPU_PREC_F32,
+         {2, 4, 0}},
+        {"qwen3, 2 kv heads (replicated at 4, 8)",
+         "qwen3",
+         "f32",
+         2,
+         false,
+         false,
+         CPU_PREC_F32,
+         {2, 4, 8}},
+        {"qwen3, bf16 weights, bf16 matmul precision",
+         "qwen3",
+         "bf16",
+         4,
+         false,
+         true,
+         CPU_PREC_BF16,
+         {2, 4, 0}},
     };
     char dir[256];
     snprintf(dir, sizeof dir, "/tmp/zp_test_tp_%d", (int)getpid());
     static result ref, got;
     for (size_t vi = 0; vi < sizeof variants / sizeof variants[0]; vi++) {
-        REQUIRE(make_model(dir, variants[vi].arch, variants[vi].kv_heads, variants[vi].tie) == 0);
+        REQUIRE(make_model(dir, variants[vi].arch, variants[vi].kv_heads, variants[vi].tie,
+                           variants[vi].dtype) == 0);
         arena a;
         REQUIRE(arena_init(&a, "model", (size_t)256 << 20) == 0);
         model_config c;
@@ -328,14 +355,15 @@ int main(void) {
         }
         REQUIRE(c.vocab == MAXV);
         bool cmp = variants[vi].compress;
-        run_tp(&c, &w, 0, cmp, 0, &ref);
+        int prec = variants[vi].prec;
+        run_tp(&c, &w, 0, cmp, prec, 0, &ref);
         CHECKF(ref.compressed == cmp, "%s: the script compressed %d", variants[vi].name,
                ref.compressed);
         printf("%s: TP 1: %d steps%s\n", variants[vi].name, ref.steps,
                ref.compressed ? ", one sequence compressed" : "");
         for (int t = 0; t < 3 && variants[vi].tps[t]; t++) {
             int tp = variants[vi].tps[t];
-            run_tp(&c, &w, tp, cmp, 0, &got);
+            run_tp(&c, &w, tp, cmp, prec, 0, &got);
             bool same = same_bits(&ref, &got);
             CHECKF(same, "%s: TP %d differs from TP 1 (max |logit difference| %.3g)",
                    variants[vi].name, tp, max_diff(&ref, &got));
@@ -343,7 +371,7 @@ int main(void) {
                    same ? "logits and ids equal to TP 1 bit for bit" : "DIFFERS");
         }
         if (vi == 0) {
-            run_tp(&c, &w, 0, cmp, 1, &got);
+            run_tp(&c, &w, 0, cmp, prec, 1, &got);
             double md = max_diff(&ref, &got);
             CHECKF(!same_bits(&ref, &got) && md > 0,
                    "TP 1 with one K segment gave the segmented bits: the check cannot fail");
