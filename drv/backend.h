@@ -155,28 +155,41 @@ typedef struct be_shape {
 } be_shape;
 
 /* One weight matrix of a linear layer as the loader holds it: host rows [rows][k] (w), or a
- * weight already given to the backend (dev, e.g. the embedding table for a tied LM head). */
+ * weight already given to the backend (dev, e.g. the embedding table for a tied LM head).
+ * ld: elements between the host rows, 0 = k (packed); a tensor-parallel rank's column slice of
+ * a checkpoint's row-parallel weight is its first column with ld = the full row (the CPU
+ * backend reads it in place; the CUDA backend takes packed rows only). */
 typedef struct be_part {
     const void *w;
     be_ptr dev;
     zp_dtype wt;
     const void *bias; /* host [rows], or NULL */
     zp_dtype bt;
-    int32_t rows;
+    int32_t rows, ld;
 } be_part;
 
 enum { BE_LINEAR_PARTS = 3 };
 
+/* The most tensor-parallel ranks (drv/comm.h), and the number of K segments a row-parallel
+ * layer's sum is cut into at every TP size (be_linear.k_segs). */
+enum { ZP_TP_MAX = 8 };
+
 /* A linear layer: y[n][n_out] = x[n][k] . W^T (+ bias), W the row-wise concatenation of its
  * parts (fused QKV, fused gate/up). Filled by linear_init; the backend may fuse the parts into
- * one weight (CUDA) or keep them apart (CPU, weights used in place). */
+ * one weight (CUDA) or keep them apart (CPU, weights used in place).
+ * k_segs (1 after linear_init; the model sets it for o_proj and down_proj): how many equal K
+ * segments the CPU backend sums apart, each in the matmul's own chain, then combines in the
+ * pairwise tree (((s0 + s1) + (s2 + s3)) + ...): a power of two dividing k, at most ZP_TP_MAX,
+ * and no bias. A row-parallel layer cut over tp ranks takes ZP_TP_MAX / tp segments per rank,
+ * and the all-reduce continues the tree over the ranks, so every power-of-two TP size adds the
+ * same products in the same order as TP 1 (docs/TENSOR_PARALLEL.md). Other backends ignore it. */
 typedef struct be_linear {
-    int32_t k, n_out, n_parts;
+    int32_t k, n_out, n_parts, k_segs;
     zp_dtype out_t; /* act_dtype, or f32 for the logits */
     be_ptr w[BE_LINEAR_PARTS], bias[BE_LINEAR_PARTS];
     zp_dtype wt[BE_LINEAR_PARTS], bt[BE_LINEAR_PARTS];
-    int32_t rows[BE_LINEAR_PARTS];
-    int32_t plan; /* the backend's GEMM plan (CUDA) */
+    int32_t rows[BE_LINEAR_PARTS], ldw[BE_LINEAR_PARTS]; /* ldw: the part's row stride (CPU) */
+    int32_t plan;                                        /* the backend's GEMM plan (CUDA) */
 } be_linear;
 
 typedef struct backend backend;
@@ -250,6 +263,12 @@ struct backend {
     /* Forward-pass ops ("act": act_dtype). */
     /* resid[i][:] = table[ids[i]][:] (f32 out) */
     void (*embed)(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n, int dim);
+    /* The vocabulary-parallel embedding of a tensor-parallel rank holding rows [v0, v1) (NULL
+     * where the backend has none): resid[i][:] = table[ids[i] - v0][:] for v0 <= ids[i] < v1,
+     * else -0.0f, IEEE's additive identity (x + -0.0f == x for every x, -0.0f included), so the
+     * sum over the ranks is the owner's row bit for bit (f32 out). */
+    void (*embed_shard)(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n,
+                        int dim, int v0, int v1);
     /* resid[r] += x[r] when x != 0; out[r] = rmsnorm(resid[r]) * w (act); out may equal x */
     void (*add_rmsnorm)(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
                         int rows, int dim, float eps);
@@ -385,17 +404,17 @@ int be_check_event(const backend *be, int ev);
 
 /* What the factory needs from the configuration (filled by the engine from zipage.conf). */
 typedef struct be_config {
-    int kind;    /* BE_AUTO, BE_CPU, BE_CUDA */
-    int threads; /* CPU workers, 0 = one per core */
-    int cpu_isa; /* CPU matmul kernels: CPU_ISA_* */
+    int kind;     /* BE_AUTO, BE_CPU, BE_CUDA */
+    int threads;  /* CPU workers, 0 = one per core */
+    int cpu_isa;  /* CPU matmul kernels: CPU_ISA_* */
     int cpu_prec; /* CPU matmul precision: CPU_PREC_* */
     const char *cuda_driver_path, *nvrtc_path, *cublaslt_path, *kernel_cache_dir;
     int cuda_device;
-    int batch_invariant;   /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */
-    int attention_chunk;   /* KV positions per split of attention (CUDA) */
+    int batch_invariant;         /* GEMM rows independent of the batch (CUDA: drv/gemmtune.h) */
+    int attention_chunk;         /* KV positions per split of attention (CUDA) */
     int attention_prefill_chunk; /* the same for prompt rows, >= attention_chunk (CUDA) */
-    int attention_mma;     /* decode rows on tensor cores (zp_attn_decode_mma) (CUDA) */
-    int gemm_workspace_mb; /* cuBLASLt's workspace (CUDA) */
+    int attention_mma;           /* decode rows on tensor cores (zp_attn_decode_mma) (CUDA) */
+    int gemm_workspace_mb;       /* cuBLASLt's workspace (CUDA) */
 } be_config;
 
 enum { BE_AUTO, BE_CPU, BE_CUDA };

@@ -13,6 +13,9 @@
  * Per-thread scratch (the matmul's widened weights, qkv's head row) is sized at creation from
  * max_k; in bf16 matmul precision one staging area shared by the threads holds up to
  * CPU_STAGE_ROWS activation rows rounded to bf16 (by a parallel pass before each matmul).
+ * A row-parallel layer (be_linear.k_segs > 1: o_proj, down_proj) sums its K segments apart into
+ * one more area, ZP_TP_MAX x CPU_SEG_ROWS rows of up to max_k columns, then each output element
+ * is the pairwise tree of its segment sums (rows in chunks that fit).
  * The matmul kernels (cpu_gemm.c) are picked once, at creation, for the CPU's (or the
  * configured) instruction set.
  * Instances are independent (each with its own workers and reservation).
@@ -235,7 +238,12 @@ static int cpu_linear_init(backend *be, be_linear *l, const be_part *parts, int 
                        n_parts, k, c->max_k);
     memset(l, 0, sizeof *l);
     l->k = k, l->n_parts = n_parts, l->out_t = out_t;
+    l->k_segs = 1;
     for (int i = 0; i < n_parts; i++) {
+        if (parts[i].ld && parts[i].ld < k)
+            return err_set(ZP_EINVAL, "cpu backend: linear '%s': part %d's rows %d apart, k %d",
+                           what, i, parts[i].ld, k);
+        l->ldw[i] = parts[i].ld ? parts[i].ld : k;
         l->w[i] = parts[i].w ? (be_ptr)(uintptr_t)parts[i].w : parts[i].dev;
         l->bias[i] = (be_ptr)(uintptr_t)parts[i].bias;
         l->wt[i] = parts[i].wt, l->bt[i] = parts[i].bt, l->rows[i] = parts[i].rows;
@@ -319,6 +327,7 @@ static void cpu_destroy(backend *be) {
     if (c->host) munmap(c->host, c->host_size);
     if (c->scratch) munmap(c->scratch, sizeof(float) * c->scratch_floats * (size_t)c->nthreads);
     if (c->stage) munmap(c->stage, sizeof(float) * c->stage_floats);
+    if (c->part) munmap(c->part, sizeof(float) * c->part_floats);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->go);
     pthread_cond_destroy(&c->done);
@@ -332,21 +341,34 @@ typedef struct {
     const void *table;
     zp_dtype wt;
     const int32_t *ids;
-    int dim;
+    int dim, v0, v1; /* the table's rows are ids [v0, v1) */
 } embed_args;
 
 static void embed_rows(void *c, size_t b, size_t e, int tid) {
     embed_args *a = c;
     for (size_t i = b; i < e; i++) {
-        size_t base = (size_t)a->ids[i] * (size_t)a->dim;
+        float *o = a->out + i * (size_t)a->dim;
+        int id = a->ids[i];
+        if (id < a->v0 || id >= a->v1) {
+            for (int j = 0; j < a->dim; j++)
+                o[j] = -0.0f;
+            continue;
+        }
+        size_t base = (size_t)(id - a->v0) * (size_t)a->dim;
         for (int j = 0; j < a->dim; j++)
-            a->out[i * (size_t)a->dim + (size_t)j] = zp_load(a->table, a->wt, base + (size_t)j);
+            o[j] = zp_load(a->table, a->wt, base + (size_t)j);
     }
 }
 
 static void cpu_embed(backend *be, be_ptr out, be_ptr table, zp_dtype wt, be_ptr ids, int n,
                       int dim) {
-    embed_args a = {P(out), P(table), wt, P(ids), dim};
+    embed_args a = {P(out), P(table), wt, P(ids), dim, 0, INT32_MAX};
+    cpu_parallel(be->impl, (size_t)n, 1, embed_rows, &a);
+}
+
+static void cpu_embed_shard(backend *be, be_ptr out, be_ptr table, zp_dtype wt, be_ptr ids, int n,
+                            int dim, int v0, int v1) {
+    embed_args a = {P(out), P(table), wt, P(ids), dim, v0, v1};
     cpu_parallel(be->impl, (size_t)n, 1, embed_rows, &a);
 }
 
@@ -407,7 +429,7 @@ static inline v8f sel8(v8i m, v8f a, v8f b) { /* m ? a : b per lane (m all ones 
  * then the exponent bits), within 2 ulp of expf; 0 below -87.3, +inf above 88.7. Plain
  * multiplies and adds (no contraction in ISO C), so every build and clone gives the same bits. */
 static inline v8f exp8(v8f x) {
-    v8i under = x<-87.3365f, over = x> 88.7228f;
+    v8i under = x < -87.3365f, over = x > 88.7228f;
     x = sel8(under | over, (v8f){0}, x);
     v8f y = x * 1.44269504088896341f + 0.5f;
     v8i t = __builtin_convertvector(y, v8i); /* toward zero, then floor */
@@ -436,16 +458,20 @@ static void mm_cols(void *c, size_t b, size_t e, int tid) {
     cpu_gemm_cols(m->g, &m->a, b, e, m->scratch + (size_t)tid * m->scratch_floats);
 }
 
+/* segs slices of k elements of each x row (ldx apart), slice s at x + s * k, each rounded on its
+ * own into dst[s] (one slice: the whole row). */
 typedef struct {
     const cpu_gemm_kernel *g;
-    void *dst;
+    void *dst[ZP_TP_MAX];
     const float *x;
-    int k;
+    size_t ldx;
+    int k, segs;
 } round_args;
 
 static void round_rows(void *c, size_t b, size_t e, int tid) {
     round_args *r = c;
-    cpu_gemm_round(r->g, r->dst, r->x, b, e, r->k);
+    for (int s = 0; s < r->segs; s++)
+        cpu_gemm_round(r->g, r->dst[s], r->x + (size_t)s * (size_t)r->k, r->ldx, b, e, r->k);
 }
 
 /* n rows of x through every part into o; xr: the same rows rounded (bf16 precision) or NULL. */
@@ -453,13 +479,84 @@ static void linear_rows(cpu_impl *c, float *o, const float *x, const be_linear *
                         const void *xr) {
     for (int p = 0; p < l->n_parts; p++) {
         mm_args a = {c->gemm,
-                     {o, x, P(l->w[p]), l->bias[p] ? P(l->bias[p]) : NULL, l->wt[p], l->bt[p], n,
-                      l->k, l->n_out, l->wt[p] == ZP_BF16 ? xr : NULL},
+                     {.out = o,
+                      .x = x,
+                      .w = P(l->w[p]),
+                      .bias = l->bias[p] ? P(l->bias[p]) : NULL,
+                      .wt = l->wt[p],
+                      .bt = l->bt[p],
+                      .n = n,
+                      .k = l->k,
+                      .ldo = l->n_out,
+                      .ldx = l->k,
+                      .ldw = l->ldw[p],
+                      .xr = l->wt[p] == ZP_BF16 ? xr : NULL},
                      c->scratch,
                      c->scratch_floats};
         cpu_parallel(c, (size_t)l->rows[p], 16, mm_cols, &a);
         o += l->rows[p];
     }
+}
+
+/* A row-parallel layer's K segments: segment s's sums of the columns into part[s] (rows n_out
+ * apart), then each element the pairwise tree of its segments. */
+typedef struct {
+    const cpu_gemm_kernel *g;
+    cpu_gemm_args seg[ZP_TP_MAX];
+    int segs;
+    float *out;
+    float *scratch;
+    size_t scratch_floats;
+} seg_args;
+
+/* ((p[0] + p[1]) + (p[2] + p[3])) + ...: halves summed apart, then added (segs a power of two) */
+static float seg_tree(const float *p, size_t stride, int segs) {
+    if (segs == 1) return p[0];
+    int h = segs / 2;
+    return seg_tree(p, stride, h) + seg_tree(p + (size_t)h * stride, stride, h);
+}
+
+/* Columns [b, e) in blocks of CPU_SEG_COLS, every segment of a block before the next block, so
+ * a block's weight rows are read whole, once. */
+static void seg_cols(void *c, size_t b, size_t e, int tid) {
+    seg_args *m = c;
+    size_t ldo = (size_t)m->seg[0].ldo, slab = (size_t)m->seg[0].n * ldo;
+    float *scratch = m->scratch + (size_t)tid * m->scratch_floats;
+    for (size_t cb = b; cb < e; cb += CPU_SEG_COLS) {
+        size_t ce = e - cb < CPU_SEG_COLS ? e : cb + CPU_SEG_COLS;
+        for (int s = 0; s < m->segs; s++)
+            cpu_gemm_cols(m->g, &m->seg[s], cb, ce, scratch);
+        for (size_t r = 0; r < (size_t)m->seg[0].n; r++)
+            for (size_t col = cb; col < ce; col++)
+                m->out[r * ldo + col] = seg_tree(m->seg[0].out + r * ldo + col, slab, m->segs);
+    }
+}
+
+/* n rows of a row-parallel layer (one part, no bias, k_segs segments of x and W). */
+static void seg_rows(cpu_impl *c, float *o, const float *x, const be_linear *l, int n, bool round) {
+    int segs = l->k_segs, seg = l->k / segs;
+    seg_args a = {.g = c->gemm,
+                  .segs = segs,
+                  .out = o,
+                  .scratch = c->scratch,
+                  .scratch_floats = c->scratch_floats};
+    round_args ra = {c->gemm, {NULL}, x, (size_t)l->k, seg, segs};
+    size_t es = zp_dtype_size(l->wt[0]), slab = (size_t)n * (size_t)l->n_out;
+    for (int s = 0; s < segs; s++) {
+        ra.dst[s] = c->stage + (size_t)s * cpu_gemm_round_floats(c->gemm, n, seg);
+        a.seg[s] = (cpu_gemm_args){.out = c->part + (size_t)s * slab,
+                                   .x = x + (size_t)s * (size_t)seg,
+                                   .w = (const char *)P(l->w[0]) + (size_t)s * (size_t)seg * es,
+                                   .wt = l->wt[0],
+                                   .n = n,
+                                   .k = seg,
+                                   .ldo = l->n_out,
+                                   .ldx = l->k,
+                                   .ldw = l->ldw[0],
+                                   .xr = round ? ra.dst[s] : NULL};
+    }
+    if (round) cpu_parallel(c, (size_t)n, 1, round_rows, &ra);
+    cpu_parallel(c, (size_t)l->n_out, 16, seg_cols, &a);
 }
 
 static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
@@ -468,16 +565,28 @@ static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, in
     bool round = false;
     for (int p = 0; p < l->n_parts; p++)
         round |= c->stage && l->wt[p] == ZP_BF16;
-    if (!round) {
-        linear_rows(c, P(out), P(x), l, n, NULL);
-        return;
+    int segs = l->k_segs > 1 ? l->k_segs : 1, chunk = round ? CPU_STAGE_ROWS : n;
+    if (segs > 1) {
+        assert(segs <= ZP_TP_MAX && !(segs & (segs - 1)) && l->k % segs == 0);
+        assert(l->n_parts == 1 && !l->bias[0]);
+        size_t fit = c->part_floats / ((size_t)segs * (size_t)l->n_out);
+        assert(fit >= 1);
+        if ((size_t)chunk > fit) chunk = (int)fit;
     }
-    for (int r = 0; r < n; r += CPU_STAGE_ROWS) { /* the rows rounded once, then every part */
-        int m = n - r < CPU_STAGE_ROWS ? n - r : CPU_STAGE_ROWS;
+    /* rows in chunks: the staging area (bf16 precision) and the segments' slabs bound them */
+    for (int r = 0; r < n; r += chunk) {
+        int m = n - r < chunk ? n - r : chunk;
         const float *xs = (const float *)P(x) + (size_t)r * (size_t)l->k;
-        round_args ra = {c->gemm, c->stage, xs, l->k};
-        cpu_parallel(c, (size_t)m, 1, round_rows, &ra);
-        linear_rows(c, (float *)P(out) + (size_t)r * (size_t)l->n_out, xs, l, m, c->stage);
+        float *os = (float *)P(out) + (size_t)r * (size_t)l->n_out;
+        if (segs > 1) {
+            seg_rows(c, os, xs, l, m, round);
+            continue;
+        }
+        if (round) {
+            round_args ra = {c->gemm, {c->stage}, xs, (size_t)l->k, l->k, 1};
+            cpu_parallel(c, (size_t)m, 1, round_rows, &ra);
+        }
+        linear_rows(c, os, xs, l, m, round ? c->stage : NULL);
     }
 }
 
@@ -615,7 +724,8 @@ static inline void axpy_row(float *y, float a, const float *x, int n) {
         y[j] += a * x[j];
 }
 
-/* q . k * scale, in attention's fixed order: the recording reproduces its logits (8 lanes, then the tail). */
+/* q . k * scale, in attention's fixed order: the recording reproduces its logits (8 lanes, then the
+ * tail). */
 static inline float attn_logit(const float *q, const float *k, int D, float scale) {
     v8f d8 = {0};
     int j = 0;
@@ -924,11 +1034,21 @@ int cpu_backend_create(backend **out, int threads, int max_k, int isa, int prec)
         return err_set(ZP_ENOMEM, "cpu backend: scratch: %s", strerror(errno));
     }
     c->scratch = s;
+    c->part_floats = (size_t)ZP_TP_MAX * CPU_SEG_ROWS * (size_t)max_k;
+    s = mmap(NULL, sizeof(float) * c->part_floats, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (s == MAP_FAILED) {
+        munmap(c->scratch, sb);
+        munmap(c, sizeof *c);
+        return err_set(ZP_ENOMEM, "cpu backend: segment sums: %s", strerror(errno));
+    }
+    c->part = s;
     if (prec == CPU_PREC_BF16) {
-        c->stage_floats = cpu_gemm_stage_floats(CPU_STAGE_ROWS, max_k);
+        c->stage_floats = cpu_gemm_stage_floats(CPU_STAGE_ROWS, max_k, ZP_TP_MAX);
         s = mmap(NULL, sizeof(float) * c->stage_floats, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (s == MAP_FAILED) {
+            munmap(c->part, sizeof(float) * c->part_floats);
             munmap(c->scratch, sb);
             munmap(c, sizeof *c);
             return err_set(ZP_ENOMEM, "cpu backend: bf16 staging: %s", strerror(errno));
@@ -961,6 +1081,7 @@ int cpu_backend_create(backend **out, int threads, int max_k, int isa, int prec)
         .event_sync = cpu_event_sync,
         .event_elapsed = cpu_event_elapsed,
         .embed = cpu_embed,
+        .embed_shard = cpu_embed_shard,
         .add_rmsnorm = cpu_add_rmsnorm,
         .linear = cpu_linear,
         .qkv_rope_store = cpu_qkv_rope_store,

@@ -4,6 +4,7 @@
 #include "arena/err.h"
 #include "drv/backend.h"
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -19,15 +20,17 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* A tile: rows x (MR or fewer), columns w, w + k, ... (nr of them; a column past nr reads column
- * nr - 1 and is not stored), out rows ldo apart, plus bias[j]. */
-typedef void (*tile_fn)(const float *x, size_t k, const void *w, int nr, float *out, size_t ldo,
-                        const float *bias);
+/* A tile: rows x (MR or fewer) ldx floats apart, k elements each, against columns w, w + ldw,
+ * ... (nr of them; a column past nr reads column nr - 1 and is not stored), out rows ldo apart,
+ * plus bias[j]. */
+typedef void (*tile_fn)(const float *x, size_t ldx, size_t k, const void *w, size_t ldw, int nr,
+                        float *out, size_t ldo, const float *bias);
 /* dst[0..n) = src[0..n) of type t as f32, exactly as the tiles widen it. */
 typedef void (*widen_fn)(float *dst, const void *src, zp_dtype t, size_t n);
-/* A bf16-dot tile: x rows xs elements apart (zero-padded to a multiple of 32), bf16 weights. */
-typedef void (*dtile_fn)(const uint16_t *x, size_t xs, size_t k, const uint16_t *w, int nr,
-                         float *out, size_t ldo, const float *bias);
+/* A bf16-dot tile: x rows xs elements apart (zero-padded to a multiple of 32), bf16 weights
+ * ldw elements apart. */
+typedef void (*dtile_fn)(const uint16_t *x, size_t xs, size_t k, const uint16_t *w, size_t ldw,
+                         int nr, float *out, size_t ldo, const float *bias);
 
 struct cpu_gemm_kernel {
     const char *name;
@@ -50,9 +53,9 @@ struct cpu_gemm_kernel {
     dtile_fn dot_row;
 };
 
-/* Column j of a tile's weights (the last one repeated past nr). */
-INLINE const void *wcol(const void *w, int j, int nr, size_t k, zp_dtype t) {
-    return (const char *)w + (size_t)(j < nr ? j : nr - 1) * k * zp_dtype_size(t);
+/* Column j of a tile's weights, ldw elements apart (the last one repeated past nr). */
+INLINE const void *wcol(const void *w, int j, int nr, size_t ldw, zp_dtype t) {
+    return (const char *)w + (size_t)(j < nr ? j : nr - 1) * ldw * zp_dtype_size(t);
 }
 
 /* ---- generic: 8-lane GCC vectors, multiply then add (ISO C: no contraction) ---- */
@@ -87,11 +90,11 @@ INLINE float g_sum(v8f l) {
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
-INLINE void g_tile(const float *x, size_t k, const void *w, int nr, float *out, size_t ldo,
-                   const float *bias, zp_dtype t, int mr) {
+INLINE void g_tile(const float *x, size_t ldx, size_t k, const void *w, size_t ldw, int nr,
+                   float *out, size_t ldo, const float *bias, zp_dtype t, int mr) {
     const void *wc[GEMM_NR];
     for (int j = 0; j < GEMM_NR; j++)
-        wc[j] = wcol(w, j, nr, k, t);
+        wc[j] = wcol(w, j, nr, ldw, t);
     v8f acc[GEMM_MR_MAX][GEMM_NR] = {{{0}}};
     size_t i = 0;
     for (; i + 8 <= k; i += 8) {
@@ -99,7 +102,7 @@ INLINE void g_tile(const float *x, size_t k, const void *w, int nr, float *out, 
         for (int j = 0; j < GEMM_NR; j++)
             wv[j] = g_ld(wc[j], t, i);
         for (int r = 0; r < mr; r++) {
-            v8f xv = g_ld(x + (size_t)r * k, ZP_F32, i);
+            v8f xv = g_ld(x + (size_t)r * ldx, ZP_F32, i);
             for (int j = 0; j < GEMM_NR; j++)
                 acc[r][j] += xv * wv[j];
         }
@@ -108,7 +111,7 @@ INLINE void g_tile(const float *x, size_t k, const void *w, int nr, float *out, 
         for (int j = 0; j < GEMM_NR; j++) {
             v8f wv = g_tail(wc[j], t, i, k);
             for (int r = 0; r < mr; r++)
-                acc[r][j] += g_tail(x + (size_t)r * k, ZP_F32, i, k) * wv;
+                acc[r][j] += g_tail(x + (size_t)r * ldx, ZP_F32, i, k) * wv;
         }
     float res[GEMM_MR_MAX][GEMM_NR]; /* every lane sum (constant indices keep acc in registers) */
     for (int r = 0; r < mr; r++)
@@ -130,9 +133,9 @@ static void g_widen(float *dst, const void *src, zp_dtype t, size_t n) {
 }
 
 #define TILE_FN(pre, body, t, tn, mr)                                                              \
-    static void pre##_##tn##_##mr(const float *x, size_t k, const void *w, int nr, float *out,     \
-                                  size_t ldo, const float *bias) {                                 \
-        body(x, k, w, nr, out, ldo, bias, t, mr);                                                  \
+    static void pre##_##tn##_##mr(const float *x, size_t ldx, size_t k, const void *w, size_t ldw, \
+                                  int nr, float *out, size_t ldo, const float *bias) {             \
+        body(x, ldx, k, w, ldw, nr, out, ldo, bias, t, mr);                                        \
     }
 
 TILE_FN(g, g_tile, ZP_F32, f32, 1)
@@ -195,10 +198,10 @@ AVX2 INLINE float a2_sum(__m256 v) {
         res[r][2] = sum(c##r##2) + bias[2], res[r][3] = sum(c##r##3) + bias[3];                    \
     }
 
-AVX2 INLINE void a2_tile(const float *x, size_t k, const void *w, int nr, float *out, size_t ldo,
-                         const float *bias, zp_dtype t, int mr) {
-    const void *p0 = wcol(w, 0, nr, k, t), *p1 = wcol(w, 1, nr, k, t), *p2 = wcol(w, 2, nr, k, t),
-               *p3 = wcol(w, 3, nr, k, t);
+AVX2 INLINE void a2_tile(const float *x, size_t ldx, size_t k, const void *w, size_t ldw, int nr,
+                         float *out, size_t ldo, const float *bias, zp_dtype t, int mr) {
+    const void *p0 = wcol(w, 0, nr, ldw, t), *p1 = wcol(w, 1, nr, ldw, t),
+               *p2 = wcol(w, 2, nr, ldw, t), *p3 = wcol(w, 3, nr, ldw, t);
     TILE_ACC(__m256, _mm256_setzero_ps());
     __m256 w0, w1, w2, w3, xv;
     size_t es = zp_dtype_size(t);
@@ -206,15 +209,15 @@ AVX2 INLINE void a2_tile(const float *x, size_t k, const void *w, int nr, float 
     for (; i + 8 <= k; i += 8) {
         w0 = a2_ld(p0, t, i), w1 = a2_ld(p1, t, i), w2 = a2_ld(p2, t, i), w3 = a2_ld(p3, t, i);
         for (int j = 0; j < GEMM_NR; j++) /* the next tile's rows (a prefetch never faults) */
-            _mm_prefetch((const char *)w + (size_t)(GEMM_NR + j) * k * es + i * es, _MM_HINT_T0);
+            _mm_prefetch((const char *)w + (size_t)(GEMM_NR + j) * ldw * es + i * es, _MM_HINT_T0);
         TILE_ROW(_mm256_fmadd_ps, 0, _mm256_loadu_ps(x + i))
-        TILE_ROW(_mm256_fmadd_ps, 1, _mm256_loadu_ps(x + k + i))
+        TILE_ROW(_mm256_fmadd_ps, 1, _mm256_loadu_ps(x + ldx + i))
     }
     if (i < k) {
         w0 = a2_tail(p0, t, i, k), w1 = a2_tail(p1, t, i, k), w2 = a2_tail(p2, t, i, k);
         w3 = a2_tail(p3, t, i, k);
         TILE_ROW(_mm256_fmadd_ps, 0, a2_tail(x, ZP_F32, i, k))
-        TILE_ROW(_mm256_fmadd_ps, 1, a2_tail(x + k, ZP_F32, i, k))
+        TILE_ROW(_mm256_fmadd_ps, 1, a2_tail(x + ldx, ZP_F32, i, k))
     }
     float res[GEMM_MR_MAX][GEMM_NR];
     TILE_RES(a2_sum, 0)
@@ -238,9 +241,10 @@ AVX2 static void a2_widen(float *dst, const void *src, zp_dtype t, size_t n) {
 }
 
 #define A2_TILE(tn, t, mr)                                                                         \
-    AVX2 static void a2_##tn##_##mr(const float *x, size_t k, const void *w, int nr, float *out,   \
-                                    size_t ldo, const float *bias) {                               \
-        a2_tile(x, k, w, nr, out, ldo, bias, t, mr);                                               \
+    AVX2 static void a2_##tn##_##mr(const float *x, size_t ldx, size_t k, const void *w,           \
+                                    size_t ldw, int nr, float *out, size_t ldo,                    \
+                                    const float *bias) {                                           \
+        a2_tile(x, ldx, k, w, ldw, nr, out, ldo, bias, t, mr);                                     \
     }
 A2_TILE(f32, ZP_F32, 1)
 A2_TILE(f32, ZP_F32, 2)
@@ -276,10 +280,10 @@ AVX512 INLINE float a5_sum(__m512 v) {
     return _mm_cvtss_f32(b);
 }
 
-AVX512 INLINE void a5_tile(const float *x, size_t k, const void *w, int nr, float *out, size_t ldo,
-                           const float *bias, zp_dtype t, int mr) {
-    const void *p0 = wcol(w, 0, nr, k, t), *p1 = wcol(w, 1, nr, k, t), *p2 = wcol(w, 2, nr, k, t),
-               *p3 = wcol(w, 3, nr, k, t);
+AVX512 INLINE void a5_tile(const float *x, size_t ldx, size_t k, const void *w, size_t ldw, int nr,
+                           float *out, size_t ldo, const float *bias, zp_dtype t, int mr) {
+    const void *p0 = wcol(w, 0, nr, ldw, t), *p1 = wcol(w, 1, nr, ldw, t),
+               *p2 = wcol(w, 2, nr, ldw, t), *p3 = wcol(w, 3, nr, ldw, t);
     TILE_ACC(__m512, _mm512_setzero_ps());
     __m512 w0, w1, w2, w3, xv;
     size_t es = zp_dtype_size(t);
@@ -288,13 +292,13 @@ AVX512 INLINE void a5_tile(const float *x, size_t k, const void *w, int nr, floa
         w0 = a5_ld(p0, t, i, m), w1 = a5_ld(p1, t, i, m), w2 = a5_ld(p2, t, i, m);
         w3 = a5_ld(p3, t, i, m);
         for (int j = 0; j < GEMM_NR; j++) /* the next tile's rows (a prefetch never faults) */
-            _mm_prefetch((const char *)w + (size_t)(GEMM_NR + j) * k * es + i * es, _MM_HINT_T0);
+            _mm_prefetch((const char *)w + (size_t)(GEMM_NR + j) * ldw * es + i * es, _MM_HINT_T0);
         TILE_ROW(_mm512_fmadd_ps, 0, _mm512_maskz_loadu_ps(m, x + i))
-        TILE_ROW(_mm512_fmadd_ps, 1, _mm512_maskz_loadu_ps(m, x + k + i))
-        TILE_ROW(_mm512_fmadd_ps, 2, _mm512_maskz_loadu_ps(m, x + 2 * k + i))
-        TILE_ROW(_mm512_fmadd_ps, 3, _mm512_maskz_loadu_ps(m, x + 3 * k + i))
-        TILE_ROW(_mm512_fmadd_ps, 4, _mm512_maskz_loadu_ps(m, x + 4 * k + i))
-        TILE_ROW(_mm512_fmadd_ps, 5, _mm512_maskz_loadu_ps(m, x + 5 * k + i))
+        TILE_ROW(_mm512_fmadd_ps, 1, _mm512_maskz_loadu_ps(m, x + ldx + i))
+        TILE_ROW(_mm512_fmadd_ps, 2, _mm512_maskz_loadu_ps(m, x + 2 * ldx + i))
+        TILE_ROW(_mm512_fmadd_ps, 3, _mm512_maskz_loadu_ps(m, x + 3 * ldx + i))
+        TILE_ROW(_mm512_fmadd_ps, 4, _mm512_maskz_loadu_ps(m, x + 4 * ldx + i))
+        TILE_ROW(_mm512_fmadd_ps, 5, _mm512_maskz_loadu_ps(m, x + 5 * ldx + i))
     }
     float res[GEMM_MR_MAX][GEMM_NR];
     TILE_RES(a5_sum, 0)
@@ -319,9 +323,10 @@ AVX512 static void a5_widen(float *dst, const void *src, zp_dtype t, size_t n) {
 }
 
 #define A5_TILE(tn, t, mr)                                                                         \
-    AVX512 static void a5_##tn##_##mr(const float *x, size_t k, const void *w, int nr, float *out, \
-                                      size_t ldo, const float *bias) {                             \
-        a5_tile(x, k, w, nr, out, ldo, bias, t, mr);                                               \
+    AVX512 static void a5_##tn##_##mr(const float *x, size_t ldx, size_t k, const void *w,         \
+                                      size_t ldw, int nr, float *out, size_t ldo,                  \
+                                      const float *bias) {                                         \
+        a5_tile(x, ldx, k, w, ldw, nr, out, ldo, bias, t, mr);                                     \
     }
 #define A5_TILES(tn, t)                                                                            \
     A5_TILE(tn, t, 1)                                                                              \
@@ -332,23 +337,23 @@ A5_TILES(bf16, ZP_BF16)
 A5_TILES(f16, ZP_F16)
 
 /* The one-column tile (one row): the same chain as an element of a5_tile. */
-AVX512 INLINE void a5_row(const float *x, size_t k, const void *w, float *out, const float *bias,
-                          zp_dtype t) {
+AVX512 INLINE void a5_row(const float *x, size_t k, const void *w, size_t ldw, float *out,
+                          const float *bias, zp_dtype t) {
     size_t es = zp_dtype_size(t);
     __m512 c = _mm512_setzero_ps();
     for (size_t i = 0; i < k; i += 16) { /* the last step masked */
         __mmask16 m = k - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - i)) - 1);
-        _mm_prefetch((const char *)w + (k + i) * es, _MM_HINT_T0); /* the next column */
+        _mm_prefetch((const char *)w + (ldw + i) * es, _MM_HINT_T0); /* the next column */
         c = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), a5_ld(w, t, i, m), c);
     }
     out[0] = a5_sum(c) + bias[0];
 }
 
 #define A5_ROW(tn, t)                                                                              \
-    AVX512 static void a5r_##tn(const float *x, size_t k, const void *w, int nr, float *out,       \
-                                size_t ldo, const float *bias) {                                   \
-        (void)nr, (void)ldo;                                                                       \
-        a5_row(x, k, w, out, bias, t);                                                             \
+    AVX512 static void a5r_##tn(const float *x, size_t ldx, size_t k, const void *w, size_t ldw,   \
+                                int nr, float *out, size_t ldo, const float *bias) {               \
+        (void)ldx, (void)nr, (void)ldo;                                                            \
+        a5_row(x, k, w, ldw, out, bias, t);                                                        \
     }
 A5_ROW(f32, ZP_F32)
 A5_ROW(bf16, ZP_BF16)
@@ -357,16 +362,16 @@ A5_ROW(f16, ZP_F16)
 /* The wide tile: up to 8 rows x 2 columns, the same chain per element as a5_tile. */
 #define WIDE_ROW(r)                                                                                \
     if (mr > r) {                                                                                  \
-        xv = _mm512_maskz_loadu_ps(m, x + (size_t)(r)*k + i);                                      \
+        xv = _mm512_maskz_loadu_ps(m, x + (size_t)(r) * ldx + i);                                  \
         c##r##0 = _mm512_fmadd_ps(xv, w0, c##r##0), c##r##1 = _mm512_fmadd_ps(xv, w1, c##r##1);    \
     }
 #define WIDE_RES(r)                                                                                \
     if (mr > r) res[r][0] = a5_sum(c##r##0) + bias[0], res[r][1] = a5_sum(c##r##1) + bias[1];
 
-AVX512 INLINE void a5_wide(const float *x, size_t k, const void *w, int nr, float *out, size_t ldo,
-                           const float *bias, zp_dtype t, int mr) {
+AVX512 INLINE void a5_wide(const float *x, size_t ldx, size_t k, const void *w, size_t ldw, int nr,
+                           float *out, size_t ldo, const float *bias, zp_dtype t, int mr) {
     size_t es = zp_dtype_size(t);
-    const void *p0 = wcol(w, 0, nr, k, t), *p1 = wcol(w, 1, nr, k, t);
+    const void *p0 = wcol(w, 0, nr, ldw, t), *p1 = wcol(w, 1, nr, ldw, t);
     __m512 z = _mm512_setzero_ps(), c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z,
            c31 = z, c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z, w0, w1,
            xv;
@@ -374,21 +379,23 @@ AVX512 INLINE void a5_wide(const float *x, size_t k, const void *w, int nr, floa
         __mmask16 m = k - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - i)) - 1);
         w0 = a5_ld(p0, t, i, m), w1 = a5_ld(p1, t, i, m);
         for (int j = 0; j < 2; j++) /* the next tile's rows */
-            _mm_prefetch((const char *)w + (size_t)(2 + j) * k * es + i * es, _MM_HINT_T0);
+            _mm_prefetch((const char *)w + (size_t)(2 + j) * ldw * es + i * es, _MM_HINT_T0);
         WIDE_ROW(0)
         WIDE_ROW(1) WIDE_ROW(2) WIDE_ROW(3) WIDE_ROW(4) WIDE_ROW(5) WIDE_ROW(6) WIDE_ROW(7)
     }
     float res[8][2];
     WIDE_RES(0)
-    WIDE_RES(1) WIDE_RES(2) WIDE_RES(3) WIDE_RES(4) WIDE_RES(5) WIDE_RES(6)
+    WIDE_RES(1)
+    WIDE_RES(2) WIDE_RES(3) WIDE_RES(4) WIDE_RES(5) WIDE_RES(6)
         WIDE_RES(7) for (int r = 0; r < mr; r++) for (int j = 0; j < nr; j++)
             out[(size_t)r * ldo + (size_t)j] = res[r][j];
 }
 
 #define A5_WIDE(tn, t, mr)                                                                         \
-    AVX512 static void a5w_##tn##_##mr(const float *x, size_t k, const void *w, int nr,            \
-                                       float *out, size_t ldo, const float *bias) {                \
-        a5_wide(x, k, w, nr, out, ldo, bias, t, mr);                                               \
+    AVX512 static void a5w_##tn##_##mr(const float *x, size_t ldx, size_t k, const void *w,        \
+                                       size_t ldw, int nr, float *out, size_t ldo,                 \
+                                       const float *bias) {                                        \
+        a5_wide(x, ldx, k, w, ldw, nr, out, ldo, bias, t, mr);                                     \
     }
 #define A5_WIDES(tn, t) A5_WIDE(tn, t, 5) A5_WIDE(tn, t, 6) A5_WIDE(tn, t, 7) A5_WIDE(tn, t, 8)
 A5_WIDES(f32, ZP_F32)
@@ -421,10 +428,11 @@ static const cpu_gemm_kernel k_avx512 =
 /* TILE_ROW's fma(x, w, acc) */
 #define B5_DOT(xv, wv, acc) _mm512_dpbf16_ps(acc, xv, wv)
 
-AVX512BF16 INLINE void b5_tile(const uint16_t *x, size_t xs, size_t k, const uint16_t *w, int nr,
-                               float *out, size_t ldo, const float *bias, int mr) {
-    const uint16_t *p0 = wcol(w, 0, nr, k, ZP_BF16), *p1 = wcol(w, 1, nr, k, ZP_BF16),
-                   *p2 = wcol(w, 2, nr, k, ZP_BF16), *p3 = wcol(w, 3, nr, k, ZP_BF16);
+AVX512BF16 INLINE void b5_tile(const uint16_t *x, size_t xs, size_t k, const uint16_t *w,
+                               size_t ldw, int nr, float *out, size_t ldo, const float *bias,
+                               int mr) {
+    const uint16_t *p0 = wcol(w, 0, nr, ldw, ZP_BF16), *p1 = wcol(w, 1, nr, ldw, ZP_BF16),
+                   *p2 = wcol(w, 2, nr, ldw, ZP_BF16), *p3 = wcol(w, 3, nr, ldw, ZP_BF16);
     TILE_ACC(__m512, _mm512_setzero_ps());
     __m512bh w0, w1, w2, w3, xv;
     for (size_t i = 0; i < k; i += 32) { /* the weights' last step masked; x is zero-padded */
@@ -434,7 +442,7 @@ AVX512BF16 INLINE void b5_tile(const uint16_t *x, size_t xs, size_t k, const uin
         w2 = (__m512bh)_mm512_maskz_loadu_epi16(m, p2 + i);
         w3 = (__m512bh)_mm512_maskz_loadu_epi16(m, p3 + i);
         for (int j = 0; j < GEMM_NR; j++) /* the next tile's rows (a prefetch never faults) */
-            _mm_prefetch((const char *)(w + (size_t)(GEMM_NR + j) * k + i), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + (size_t)(GEMM_NR + j) * ldw + i), _MM_HINT_T0);
         TILE_ROW(B5_DOT, 0, (__m512bh)_mm512_loadu_si512(x + i))
         TILE_ROW(B5_DOT, 1, (__m512bh)_mm512_loadu_si512(x + xs + i))
         TILE_ROW(B5_DOT, 2, (__m512bh)_mm512_loadu_si512(x + 2 * xs + i))
@@ -456,13 +464,13 @@ AVX512BF16 INLINE void b5_tile(const uint16_t *x, size_t xs, size_t k, const uin
 
 /* The one-column dot tile (one row; xs, nr and ldo unused): the same chain as an element of
  * b5_tile. */
-AVX512BF16 static void b5_row(const uint16_t *x, size_t xs, size_t k, const uint16_t *w, int nr,
-                              float *out, size_t ldo, const float *bias) {
+AVX512BF16 static void b5_row(const uint16_t *x, size_t xs, size_t k, const uint16_t *w, size_t ldw,
+                              int nr, float *out, size_t ldo, const float *bias) {
     (void)xs, (void)nr, (void)ldo;
     __m512 c = _mm512_setzero_ps();
     for (size_t i = 0; i < k; i += 32) {
         __mmask32 m = k - i >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (k - i)) - 1);
-        _mm_prefetch((const char *)(w + k + i), _MM_HINT_T0); /* the next column */
+        _mm_prefetch((const char *)(w + ldw + i), _MM_HINT_T0); /* the next column */
         c = _mm512_dpbf16_ps(c, (__m512bh)_mm512_loadu_si512(x + i),
                              (__m512bh)_mm512_maskz_loadu_epi16(m, w + i));
     }
@@ -471,8 +479,9 @@ AVX512BF16 static void b5_row(const uint16_t *x, size_t xs, size_t k, const uint
 
 #define B5_TILE(mr)                                                                                \
     AVX512BF16 static void b5_##mr(const uint16_t *x, size_t xs, size_t k, const uint16_t *w,      \
-                                   int nr, float *out, size_t ldo, const float *bias) {            \
-        b5_tile(x, xs, k, w, nr, out, ldo, bias, mr);                                              \
+                                   size_t ldw, int nr, float *out, size_t ldo,                     \
+                                   const float *bias) {                                            \
+        b5_tile(x, xs, k, w, ldw, nr, out, ldo, bias, mr);                                         \
     }
 B5_TILE(1)
 B5_TILE(2)
@@ -534,8 +543,17 @@ size_t cpu_gemm_scratch_floats(int max_k) {
     return one > GEMM_PACK ? one : GEMM_PACK;
 }
 
-size_t cpu_gemm_stage_floats(int rows, int max_k) {
-    return (size_t)rows * (((size_t)max_k + GEMM_XS - 1) / GEMM_XS * GEMM_XS);
+size_t cpu_gemm_stage_floats(int rows, int max_k, int max_segs) {
+    /* segs segments of ceil(max_k / segs) each padded to GEMM_XS take at most max_k + segs *
+     * GEMM_XS */
+    return (size_t)rows *
+           (((size_t)max_k + GEMM_XS - 1) / GEMM_XS * GEMM_XS + (size_t)GEMM_XS * (size_t)max_segs);
+}
+
+size_t cpu_gemm_round_floats(const cpu_gemm_kernel *g, int rows, int k) {
+    size_t kk = (size_t)k, xs = (kk + GEMM_XS - 1) / GEMM_XS * GEMM_XS;
+    size_t f = (size_t)rows * (g->dot[0] ? xs / 2 : kk); /* bf16 rows: two per float */
+    return (f + 15) & ~(size_t)15;
 }
 
 /* f32 bits to bf16, round to nearest even, a NaN kept quiet: zp_f32_to_bf16's result, written
@@ -545,11 +563,11 @@ static inline uint16_t round_bf16(uint32_t u) {
     return (u & 0x7FFFFFFFu) > 0x7F800000u ? (uint16_t)((u >> 16) | 0x40u) : r;
 }
 
-void cpu_gemm_round(const cpu_gemm_kernel *g, void *dst, const float *x, size_t r0, size_t r1,
-                    int k) {
+void cpu_gemm_round(const cpu_gemm_kernel *g, void *dst, const float *x, size_t ldx, size_t r0,
+                    size_t r1, int k) {
     size_t kk = (size_t)k;
     for (size_t r = r0; r < r1; r++) {
-        const uint32_t *u = (const uint32_t *)(const void *)(x + r * kk);
+        const uint32_t *u = (const uint32_t *)(const void *)(x + r * ldx);
         if (g->dot[0]) {
             size_t xs = (kk + GEMM_XS - 1) / GEMM_XS * GEMM_XS;
             uint16_t *d = (uint16_t *)dst + r * xs;
@@ -566,21 +584,21 @@ void cpu_gemm_round(const cpu_gemm_kernel *g, void *dst, const float *x, size_t 
 
 /* One row, columns [c0, c1) one by one: f, or d on the rounded row when d is given. */
 static void run_row(const cpu_gemm_args *a, tile_fn f, dtile_fn d, size_t c0, size_t c1) {
-    size_t k = (size_t)a->k, es = zp_dtype_size(a->wt);
+    size_t k = (size_t)a->k, ldw = (size_t)a->ldw, es = zp_dtype_size(a->wt);
     for (size_t col = c0; col < c1; col++) {
         float bias = a->bias ? zp_load(a->bias, a->bt, col) : 0.0f;
-        const void *w = (const char *)a->w + col * k * es;
+        const void *w = (const char *)a->w + col * ldw * es;
         if (d)
-            d(a->xr, 0, k, w, 1, a->out + col, 0, &bias);
+            d(a->xr, 0, k, w, ldw, 1, a->out + col, 0, &bias);
         else
-            f(a->x, k, w, 1, a->out + col, 0, &bias);
+            f(a->x, (size_t)a->ldx, k, w, ldw, 1, a->out + col, 0, &bias);
     }
 }
 
 /* bf16 x rows xs elements apart against bf16 weights: columns [c0, c1) in blocks of L2's size
  * read in place (one block when the rows fit one tile), each read by every row tile. */
 static void run_dot(const cpu_gemm_kernel *g, const cpu_gemm_args *a, size_t c0, size_t c1) {
-    size_t k = (size_t)a->k, xs = (k + GEMM_XS - 1) / GEMM_XS * GEMM_XS;
+    size_t k = (size_t)a->k, ldw = (size_t)a->ldw, xs = (k + GEMM_XS - 1) / GEMM_XS * GEMM_XS;
     size_t nc = a->n <= g->mr ? c1 - c0 : 2 * GEMM_PACK / k / GEMM_NR * GEMM_NR;
     if (nc < GEMM_NR) nc = GEMM_NR;
     const uint16_t *xr = a->xr, *w = a->w;
@@ -596,20 +614,22 @@ static void run_dot(const cpu_gemm_kernel *g, const cpu_gemm_args *a, size_t c0,
                 if (a->bias)
                     for (int j = 0; j < nr; j++)
                         bias[j] = zp_load(a->bias, a->bt, col + (size_t)j);
-                f(xr + (size_t)r * xs, xs, k, w + col * k, nr, out + col, (size_t)a->ldo, bias);
+                f(xr + (size_t)r * xs, xs, k, w + col * ldw, ldw, nr, out + col, (size_t)a->ldo,
+                  bias);
             }
         }
     }
 }
 
-/* Columns [c0, c1) step NR, rows [0, n) in tiles of mr; w the weights of column c0 in dtype t. */
-static void run_tiles(const cpu_gemm_kernel *g, const cpu_gemm_args *a, const void *w, zp_dtype t,
-                      size_t c0, size_t c1) {
-    size_t k = (size_t)a->k, es = zp_dtype_size(t);
+/* Columns [c0, c1) step NR, rows [0, n) in tiles of mr; w the weights of column c0 in dtype t,
+ * rows ldw elements apart. */
+static void run_tiles(const cpu_gemm_kernel *g, const cpu_gemm_args *a, const void *w, size_t ldw,
+                      zp_dtype t, size_t c0, size_t c1) {
+    size_t k = (size_t)a->k, ldx = (size_t)a->ldx, es = zp_dtype_size(t);
     for (int r = 0; r < a->n; r += g->mr) {
         int m = a->n - r < g->mr ? a->n - r : g->mr;
         tile_fn f = g->tile[t][m - 1];
-        const float *x = a->x + (size_t)r * k;
+        const float *x = a->x + (size_t)r * ldx;
         float *out = a->out + (size_t)r * (size_t)a->ldo;
         for (size_t col = c0; col < c1; col += GEMM_NR) {
             int nr = c1 - col < GEMM_NR ? (int)(c1 - col) : GEMM_NR;
@@ -617,13 +637,15 @@ static void run_tiles(const cpu_gemm_kernel *g, const cpu_gemm_args *a, const vo
             if (a->bias)
                 for (int j = 0; j < nr; j++)
                     bias[j] = zp_load(a->bias, a->bt, col + (size_t)j);
-            f(x, k, (const char *)w + (col - c0) * k * es, nr, out + col, (size_t)a->ldo, bias);
+            f(x, ldx, k, (const char *)w + (col - c0) * ldw * es, ldw, nr, out + col,
+              (size_t)a->ldo, bias);
         }
     }
 }
 
 void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *in, size_t c0, size_t c1,
                    float *scratch) {
+    assert(in->ldx >= in->k && in->ldw >= in->k);
     if (in->xr && g->dot[0]) {
         if (in->n == 1 && g->dot_row)
             run_row(in, NULL, g->dot_row, c0, c1);
@@ -631,14 +653,15 @@ void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *in, size_t c0,
             run_dot(g, in, c0, c1);
         return;
     }
-    cpu_gemm_args rounded; /* without dot tiles: the f32 tiles on the rounded rows */
+    cpu_gemm_args rounded; /* without dot tiles: the f32 tiles on the rounded rows (k apart) */
     const cpu_gemm_args *a = in;
     if (in->xr) {
         rounded = *in;
         rounded.x = in->xr;
+        rounded.ldx = in->k;
         a = &rounded;
     }
-    size_t k = (size_t)a->k, es = zp_dtype_size(a->wt);
+    size_t k = (size_t)a->k, ldw = (size_t)a->ldw, es = zp_dtype_size(a->wt);
     const char *w = a->w;
     /* rows enough for one tile: the weights are read in place, once */
     if (a->n == 1 && g->row[a->wt]) {
@@ -655,25 +678,30 @@ void cpu_gemm_cols(const cpu_gemm_kernel *g, const cpu_gemm_args *in, size_t c0,
             if (a->bias)
                 for (int j = 0; j < nr; j++)
                     bias[j] = zp_load(a->bias, a->bt, col + (size_t)j);
-            f(a->x, k, w + col * k * es, nr, a->out + col, (size_t)a->ldo, bias);
+            f(a->x, (size_t)a->ldx, k, w + col * ldw * es, ldw, nr, a->out + col, (size_t)a->ldo,
+              bias);
         }
         return;
     }
     if (a->n <= g->mr) {
-        run_tiles(g, a, w + c0 * k * es, a->wt, c0, c1);
+        run_tiles(g, a, w + c0 * ldw * es, ldw, a->wt, c0, c1);
         return;
     }
-    /* else blocks of columns of L2's size (f32: in place; else widened once into scratch),
-     * each read by every row tile */
+    /* else blocks of columns of L2's size (f32: in place; else widened once into scratch, rows
+     * k apart), each read by every row tile */
     size_t nc = GEMM_PACK / k / GEMM_NR * GEMM_NR;
     if (nc < GEMM_NR) nc = GEMM_NR;
     for (size_t cb = c0; cb < c1; cb += nc) {
         size_t ce = c1 - cb < nc ? c1 : cb + nc;
         if (a->wt == ZP_F32) {
-            run_tiles(g, a, w + cb * k * es, ZP_F32, cb, ce);
+            run_tiles(g, a, w + cb * ldw * es, ldw, ZP_F32, cb, ce);
             continue;
         }
-        g->widen(scratch, w + cb * k * es, a->wt, (ce - cb) * k);
-        run_tiles(g, a, scratch, ZP_F32, cb, ce);
+        if (ldw == k)
+            g->widen(scratch, w + cb * k * es, a->wt, (ce - cb) * k);
+        else
+            for (size_t col = cb; col < ce; col++)
+                g->widen(scratch + (col - cb) * k, w + col * ldw * es, a->wt, k);
+        run_tiles(g, a, scratch, k, ZP_F32, cb, ce);
     }
 }

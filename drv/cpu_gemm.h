@@ -44,14 +44,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Strides let a call read a slice of wider rows in place: k elements of each x row (ldx apart)
+ * and of each weight row (ldw apart), e.g. one of a row-parallel layer's K segments (drv/cpu.c)
+ * or a tensor-parallel rank's columns of a checkpoint's o_proj. */
 typedef struct cpu_gemm_args {
     float *out;       /* column 0 of the output range; rows ldo floats apart */
-    const float *x;   /* rows k floats apart */
-    const void *w;    /* rows k elements apart */
+    const float *x;   /* rows ldx floats apart (>= k) */
+    const void *w;    /* rows ldw elements apart (>= k) */
     const void *bias; /* NULL or one element per column, of type bt */
     zp_dtype wt, bt;
-    int n, k, ldo;
-    const void *xr; /* NULL, or x's rows by cpu_gemm_round (bf16 precision; wt must be bf16) */
+    int n, k, ldo, ldx, ldw;
+    const void *xr; /* NULL, or x's rows by cpu_gemm_round (bf16 precision; wt must be bf16): k
+                     * elements each, in the layout cpu_gemm_round writes (ldx does not apply) */
 } cpu_gemm_args;
 
 typedef struct cpu_gemm_kernel cpu_gemm_kernel;
@@ -67,14 +71,19 @@ const char *cpu_gemm_name(const cpu_gemm_kernel *g);
 /* Floats of scratch one thread needs for an inner dimension up to max_k. */
 size_t cpu_gemm_scratch_floats(int max_k);
 
-/* Floats of staging for rows rounded rows of up to max_k elements (either layout). */
-size_t cpu_gemm_stage_floats(int rows, int max_k);
+/* Floats of staging for rows rounded rows of up to max_k elements (either layout), cut into at
+ * most max_segs segments each rounded on its own (cpu_gemm_round of a slice, padded alone). */
+size_t cpu_gemm_stage_floats(int rows, int max_k, int max_segs);
 
-/* Rows [r0, r1) of x (rows k floats apart) rounded to bf16 into the same rows of dst, in the
- * layout g's tiles read (dot tiles: bf16, rows zero-padded to a multiple of 32 elements; else
- * f32 holding the bf16 values, rows k apart). */
-void cpu_gemm_round(const cpu_gemm_kernel *g, void *dst, const float *x, size_t r0, size_t r1,
-                    int k);
+/* Floats that cpu_gemm_round writes for rows rows of k elements, rounded up to 64 bytes (where
+ * the next slice's rounded rows may start). */
+size_t cpu_gemm_round_floats(const cpu_gemm_kernel *g, int rows, int k);
+
+/* The first k elements of rows [r0, r1) of x (rows ldx floats apart) rounded to bf16 into the
+ * same rows of dst, in the layout g's tiles read (dot tiles: bf16, rows zero-padded to a
+ * multiple of 32 elements; else f32 holding the bf16 values, rows k apart). */
+void cpu_gemm_round(const cpu_gemm_kernel *g, void *dst, const float *x, size_t ldx, size_t r0,
+                    size_t r1, int k);
 
 /* dst[0..n) = the bf16 or f16 src[0..n) as f32 (exact), in the kernel's vector instructions. */
 void cpu_gemm_widen(const cpu_gemm_kernel *g, float *dst, const void *src, zp_dtype t, size_t n);

@@ -32,6 +32,12 @@
  * rows, each reading the weights again (estimated, not measured: ~8 ms for the ~250 MB of layer
  * weights of the docs/BENCHMARKS.md model at 30 GB/s, against ~1.5 s for 1,024 tokens). */
 #define CPU_STAGE_ROWS 512
+/* Rows per pass of a row-parallel layer's segment sums (be_linear.k_segs): a batched decode step
+ * fits one pass; a longer prefill chunk takes several, each reading the layer's weights again. */
+#define CPU_SEG_ROWS 256
+/* Columns whose segments a thread sums before the next columns: their weight rows are read
+ * whole while in L2 (64 rows of 4,096 bf16 weights: 512 KiB). */
+#define CPU_SEG_COLS 64
 
 typedef void (*cpu_par_fn)(void *ctx, size_t begin, size_t end, int tid);
 
@@ -55,7 +61,9 @@ struct cpu_impl {
     float *scratch;        /* [nthreads][scratch_floats] */
     size_t scratch_floats; /* >= 4 * max_k and cpu_gemm_scratch_floats(max_k) */
     float *stage;          /* bf16 precision: CPU_STAGE_ROWS x rows rounded (cpu_gemm_round) */
-    size_t stage_floats;   /* cpu_gemm_stage_floats(CPU_STAGE_ROWS, max_k); 0 in f32 */
+    size_t stage_floats;   /* cpu_gemm_stage_floats(CPU_STAGE_ROWS, max_k, ZP_TP_MAX); 0 in f32 */
+    float *part;           /* segment sums: [k_segs][rows][n_out], part_floats in all */
+    size_t part_floats;    /* ZP_TP_MAX * CPU_SEG_ROWS * max_k */
     pthread_t tid[CPU_MAX_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t go, done;

@@ -367,9 +367,18 @@ void engine_be_config(const conf *cf, be_config *bc) {
     };
 }
 
+int engine_check_tp(const conf *cf) {
+    if (cf->tensor_parallel_size == 1) return 0;
+    return err_set(ZP_EUNSUP,
+                   "key 'tensor_parallel_size': %lld needs the GPU backend with NCCL (one engine "
+                   "thread per GPU), which is not built yet; set it to 1",
+                   (long long)cf->tensor_parallel_size);
+}
+
 int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
                 int n_extra_eos, engine_output_fn out_fn, void *user) {
     int rc;
+    if ((rc = engine_check_tp(cf))) return rc;
     double t0 = now_s();
     engine *e = arena_alloc(a, sizeof *e, 64, "engine");
     if (!e) return ZP_ENOMEM;

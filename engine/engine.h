@@ -120,6 +120,10 @@ void engine_get_info(const engine *e, engine_info *info);
 void engine_be_shape(const model_config *mc, int32_t block_size, int32_t max_tokens,
                      int32_t max_logits, int32_t max_model_len, be_shape *s);
 void engine_be_config(const conf *cf, be_config *bc);
+/* Refuses at start-up what is not built yet: tensor_parallel_size > 1 needs one engine thread
+ * per GPU and NCCL between them; the sharded model itself runs only in tests/test_tp_cpu.c
+ * (ranks as threads on the CPU). ZP_EUNSUP naming the key, else 0. */
+int engine_check_tp(const conf *cf);
 
 /* Queues a request. *req_id gets its id. Errors (prompt too long, bad parameter, queue
  * full) are returned at once with a message, and no event is ever sent for that request. */

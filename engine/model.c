@@ -117,19 +117,33 @@ static int place_weight(carver *cv, const tensor *t, be_w *out) {
                      : 0;
 }
 
-/* A linear layer of up to three weights (with their biases) fused row-wise. dev: a weight
- * already placed (tied LM head), used instead of w[0]. */
+/* A view of rows [r0, r0 + rows) of a tensor (a 1-D one: elements), or t itself when absent. */
+static tensor rows_of(const tensor *t, int r0, int rows) {
+    tensor v = *t;
+    if (!t->data) return v;
+    size_t width = t->ndim == 2 ? (size_t)t->shape[1] : 1;
+    v.data = (const char *)t->data + (size_t)r0 * width * zp_dtype_size(t->dtype);
+    v.shape[0] = rows;
+    return v;
+}
+
+/* A linear layer of up to three weights (with their biases) fused row-wise, reading columns
+ * [c0, c0 + k) of every weight row (a row-parallel rank's slice; c0 0 and k the full row
+ * otherwise). dev: a weight already placed (tied LM head), used instead of w[0]. */
 static int place_linear(carver *cv, be_linear *out, const tensor *const *w, const tensor *const *b,
-                        int n, const be_w *dev, int max_rows, zp_dtype out_t) {
+                        int n, const be_w *dev, int max_rows, zp_dtype out_t, int c0, int k) {
     be_part parts[BE_LINEAR_PARTS];
     size_t wb = 0, bias_rows = 0, rows = 0;
     zp_dtype bt = ZP_F32;
     for (int i = 0; i < n; i++) {
-        size_t elems = tensor_bytes(w[i]) / zp_dtype_size(w[i]->dtype);
-        parts[i] = (be_part){.w = dev ? NULL : w[i]->data,
-                             .dev = dev ? dev->p : 0,
-                             .wt = dev ? dev->t : w[i]->dtype,
-                             .rows = (int32_t)w[i]->shape[0]};
+        int full = (int)w[i]->shape[1];
+        size_t elems = (size_t)w[i]->shape[0] * (size_t)k;
+        parts[i] = (be_part){
+            .w = dev ? NULL : (const char *)w[i]->data + (size_t)c0 * zp_dtype_size(w[i]->dtype),
+            .dev = dev ? dev->p : 0,
+            .wt = dev ? dev->t : w[i]->dtype,
+            .rows = (int32_t)w[i]->shape[0],
+            .ld = full != k ? full : 0};
         if (!dev) wb += cv->be->weight_bytes(cv->be, w[i]->dtype, elems);
         rows += (size_t)w[i]->shape[0];
         if (b && b[i]->data) {
@@ -139,39 +153,52 @@ static int place_linear(carver *cv, be_linear *out, const tensor *const *w, cons
         }
     }
     cv->bytes += al(wb) + al(bias_rows ? cv->be->weight_bytes(cv->be, bt, rows) : 0);
-    return cv->carve ? cv->be->linear_init(cv->be, out, parts, n, (int)w[0]->shape[1], max_rows,
-                                           out_t, w[0]->name ? w[0]->name : "linear")
+    return cv->carve ? cv->be->linear_init(cv->be, out, parts, n, k, max_rows, out_t,
+                                           w[0]->name ? w[0]->name : "linear")
                      : 0;
 }
 
+/* The rank's shard of the weights (engine/shard.h; all of them at TP 1): row slices of the
+ * column-parallel layers and the vocabulary, column slices of the row-parallel ones, which also
+ * get their K segments. c: the full config. */
 static int place_weights(carver *cv, model *m, const model_config *c, const model_weights *w,
-                         const model_dims *d) {
+                         const model_dims *d, const shard *sh) {
     int rc;
     zp_dtype act = cv->be->act_dtype;
-    if ((rc = place_weight(cv, &w->embed, &m->embed)) ||
+    int D = c->head_dim, H = c->hidden;
+    tensor embed = rows_of(&w->embed, sh->v0, sh->vocab),
+           lm = rows_of(&w->lm_head, sh->v0, sh->vocab);
+    if ((rc = place_weight(cv, &embed, &m->embed)) ||
         (rc = place_weight(cv, &w->final_norm, &m->final_norm)))
         return rc;
-    const tensor *head[] = {&w->lm_head};
+    const tensor *head[] = {&lm};
     bool tied = w->lm_head.data == w->embed.data; /* stored once */
     if ((rc = place_linear(cv, &m->lm_head, head, NULL, 1, tied ? &m->embed : NULL, d->max_logits,
-                           ZP_F32)))
+                           ZP_F32, 0, H)))
         return rc;
     model_layer scratch;
     for (int l = 0; l < c->layers; l++) {
         const layer_weights *lw = &w->layers[l];
         model_layer *ml = cv->carve ? &m->layers[l] : &scratch;
-        const tensor *qkv[] = {&lw->q, &lw->k, &lw->v},
-                     *qkvb[] = {&lw->q_bias, &lw->k_bias, &lw->v_bias};
-        const tensor *o[] = {&lw->o}, *gu[] = {&lw->gate, &lw->up}, *down[] = {&lw->down};
+        int q0 = sh->q0 * D, nq = sh->heads * D, k0 = sh->kv0 * D, nk = sh->kv_heads * D;
+        tensor q = rows_of(&lw->q, q0, nq), k = rows_of(&lw->k, k0, nk),
+               v = rows_of(&lw->v, k0, nk), qb = rows_of(&lw->q_bias, q0, nq),
+               kb = rows_of(&lw->k_bias, k0, nk), vb = rows_of(&lw->v_bias, k0, nk),
+               gate = rows_of(&lw->gate, sh->i0, sh->inter),
+               up = rows_of(&lw->up, sh->i0, sh->inter);
+        const tensor *qkv[] = {&q, &k, &v}, *qkvb[] = {&qb, &kb, &vb};
+        const tensor *o[] = {&lw->o}, *gu[] = {&gate, &up}, *down[] = {&lw->down};
         if ((rc = place_weight(cv, &lw->in_norm, &ml->in_norm)) ||
             (rc = place_weight(cv, &lw->post_norm, &ml->post_norm)) ||
             (rc = place_weight(cv, &lw->q_norm, &ml->qn)) ||
             (rc = place_weight(cv, &lw->k_norm, &ml->kn)) ||
-            (rc = place_linear(cv, &ml->qkv, qkv, qkvb, 3, NULL, d->max_tokens, act)) ||
-            (rc = place_linear(cv, &ml->o, o, NULL, 1, NULL, d->max_tokens, act)) ||
-            (rc = place_linear(cv, &ml->gu, gu, NULL, 2, NULL, d->max_tokens, act)) ||
-            (rc = place_linear(cv, &ml->down, down, NULL, 1, NULL, d->max_tokens, act)))
+            (rc = place_linear(cv, &ml->qkv, qkv, qkvb, 3, NULL, d->max_tokens, act, 0, H)) ||
+            (rc = place_linear(cv, &ml->o, o, NULL, 1, NULL, d->max_tokens, act, q0, nq)) ||
+            (rc = place_linear(cv, &ml->gu, gu, NULL, 2, NULL, d->max_tokens, act, 0, H)) ||
+            (rc = place_linear(cv, &ml->down, down, NULL, 1, NULL, d->max_tokens, act, sh->i0,
+                               sh->inter)))
             return rc;
+        ml->o.k_segs = sh->o_segs, ml->down.k_segs = sh->down_segs;
     }
     return 0;
 }
@@ -190,6 +217,8 @@ static int place_buffers(carver *cv, model *m, const model_config *c, const mode
         (rc = place(cv, &m->h, T * I * a, "activations")) ||
         (rc = place(cv, &m->sel, L * H * a, "activations")) ||
         (rc = place(cv, &m->logits, L * (size_t)c->vocab * f, "logits")) ||
+        (m->sh.size > 1 &&
+         (rc = place(cv, &m->logits_piece, L * (size_t)m->sh.vocab * f, "logits (own rows)"))) ||
         (rc = place(cv, &m->ids, L * 4, "sampled ids")) ||
         (rc = place(cv, &m->inv_freq, D / 2 * f, "rope")))
         return rc;
@@ -259,22 +288,56 @@ static int place_staging(carver *cv, model *m, const model_config *c, const mode
     return 0;
 }
 
+/* The rank's shard (the whole model without a communicator) and its view of the config. */
+static int plan_shard(const model_config *c, const model_dims *d, shard *sh, model_config *local) {
+    int rc = shard_plan(sh, c, d->comm ? d->comm->rank : 0, d->comm ? d->comm->size : 1);
+    if (!rc) shard_config(sh, c, local);
+    return rc;
+}
+
 size_t model_device_bytes(const model_config *c, const model_weights *w, const model_dims *d,
                           backend *be) {
     model scratch;
     memset(&scratch, 0, sizeof scratch);
+    model_config local;
+    if (plan_shard(c, d, &scratch.sh, &local)) return 0;
     carver cv = {.be = be, .carve = false};
-    place_weights(&cv, &scratch, c, w, d);
-    place_buffers(&cv, &scratch, c, d);
+    place_weights(&cv, &scratch, c, w, d, &scratch.sh);
+    place_buffers(&cv, &scratch, &local, d);
     return cv.bytes;
 }
 
 size_t model_host_bytes(const model_config *c, const model_dims *d, backend *be) {
     model scratch;
     memset(&scratch, 0, sizeof scratch);
+    model_config local;
+    if (plan_shard(c, d, &scratch.sh, &local)) return 0;
     carver cv = {.be = be, .carve = false};
-    place_staging(&cv, &scratch, c, d);
+    place_staging(&cv, &scratch, &local, d);
     return cv.bytes;
+}
+
+/* What tensor parallelism needs beyond the shard's arithmetic (engine/shard.h). */
+static int check_tp(const model *m, const model_dims *d) {
+    const shard *sh = &m->sh;
+    if (sh->size == 1) return 0;
+    if (!m->be->embed_shard)
+        return err_set(ZP_EUNSUP,
+                       "model: tensor_parallel_size %d needs the %s backend's vocabulary-parallel "
+                       "embedding, which it does not have (the CPU backend has it)",
+                       sh->size, m->be->name);
+    if (d->cmp_jobs && sh->kv_heads * sh->size > m->full_kv_heads)
+        return err_set(ZP_EUNSUP,
+                       "model: compression with kv heads replicated over ranks (%d kv heads, "
+                       "tensor_parallel_size %d): the ranks sharing a kv head would score it "
+                       "from different query heads; lower tensor_parallel_size to at most %d",
+                       m->full_kv_heads, sh->size, m->full_kv_heads);
+    if (d->cmp_jobs && (d->cp.hq != sh->heads || d->cp.hkv != sh->kv_heads))
+        return err_set(ZP_EINVAL,
+                       "model: the compression parameters' heads (%d, %d kv) are not the rank's "
+                       "(%d, %d kv)",
+                       d->cp.hq, d->cp.hkv, sh->heads, sh->kv_heads);
+    return 0;
 }
 
 static int capture_graphs(model *m);
@@ -282,9 +345,12 @@ static int capture_graphs(model *m);
 int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
                const model_dims *d) {
     memset(m, 0, sizeof *m);
-    m->cfg = *c;
     m->dims = *d;
     m->be = be;
+    m->comm = d->comm;
+    m->full_kv_heads = c->kv_heads;
+    int rc;
+    if ((rc = plan_shard(c, d, &m->sh, &m->cfg)) || (rc = check_tp(m, d))) return rc;
     if (c->head_dim > 512 || c->head_dim % 2)
         return err_set(ZP_EUNSUP, "model: head_dim %d unsupported (even, at most 512)",
                        c->head_dim);
@@ -295,10 +361,10 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     m->layers = arena_alloc(a, sizeof(model_layer) * (size_t)c->layers, 64, "model layers");
     if (!m->layers) return ZP_ENOMEM;
     carver cv = {.be = be, .carve = true}, hv = {.be = be, .carve = true};
-    int rc;
     double t0 = wall_seconds();
-    if ((rc = place_weights(&cv, m, c, w, d)) || (rc = be->sync(be))) return rc;
+    if ((rc = place_weights(&cv, m, c, w, d, &m->sh)) || (rc = be->sync(be))) return rc;
     m->upload_seconds = wall_seconds() - t0;
+    c = &m->cfg; /* from here on the rank's own heads, kv heads and intermediate rows */
     if ((rc = place_buffers(&cv, m, c, d)) || (rc = place_staging(&hv, m, c, d))) return rc;
     m->n_valid =
         d->n_valid > 0 && d->n_valid <= c->vocab ? d->n_valid : c->vocab; /* before capture */
@@ -311,7 +377,7 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
         model_cjobs *j = &m->cjobs;
         be_cjobs *bj = &m->bcj;
         bj->count = p, h += 4, p += 16; /* n_jobs for kernels (padded grids) */
-#define CARVE(field, count) j->field = h, bj->field = p, h += (count), p += (be_ptr)(count)*4
+#define CARVE(field, count) j->field = h, bj->field = p, h += (count), p += (be_ptr)(count) * 4
         CARVE(n_blocks, (size_t)d->cmp_jobs);
         CARVE(kv_len, (size_t)d->cmp_jobs);
         CARVE(n_keep, (size_t)d->cmp_jobs);
@@ -356,7 +422,7 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     model_batch *b = &m->batch;
     be_batch *bb = &m->bb;
     bb->counts = be->counts = p, h += 8, p += 32;
-#define CARVE(field, count) b->field = h, bb->field = p, h += (count), p += (be_ptr)(count)*4
+#define CARVE(field, count) b->field = h, bb->field = p, h += (count), p += (be_ptr)(count) * 4
     CARVE(token_ids, T);
     CARVE(positions, T);
     CARVE(slots, T);
@@ -376,8 +442,18 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     return rc;
 }
 
+/* Under tensor parallelism: buf[0 .. n) (type t) := its sum over the ranks; the first error
+ * stays in comm_rc (model_forward returns it) and stops later collectives. */
+static void all_reduce(model *m, be_ptr buf, size_t n, zp_dtype t) {
+    if (m->comm && !m->comm_rc) m->comm_rc = m->comm->all_reduce_sum(m->comm, buf, n, t);
+}
+
 /* The ops of one step after its metadata is on the backend: n token rows, n_logits of them
- * with logits (or ids); bb's host fields size the grids. */
+ * with logits (or ids); bb's host fields size the grids. Under tensor parallelism every rank
+ * runs them on its shard: the embedding rows of other ranks' tokens are -0.0f, so the sum over
+ * the ranks is the owner's row; o_proj and down_proj give each rank's part of the sum over
+ * their inner dimension, summed over the ranks before the residual add; the logits of the
+ * rank's vocabulary rows are gathered on rank 0, which alone picks ids. */
 static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
     const model_config *c = &m->cfg;
     backend *be = m->be;
@@ -385,7 +461,14 @@ static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
     int H = c->hidden, D = c->head_dim, Hq = c->heads, Hkv = c->kv_heads;
     int I = c->intermediate, bs = m->dims.block_size;
     float eps = (float)c->rms_eps;
-    be->embed(be, m->x, m->embed.p, m->embed.t, bb->token_ids, n, H);
+    size_t nh = (size_t)n * (size_t)H;
+    if (m->comm) {
+        be->embed_shard(be, m->x, m->embed.p, m->embed.t, bb->token_ids, n, H, m->sh.v0,
+                        m->sh.v0 + m->sh.vocab);
+        all_reduce(m, m->x, nh, ZP_F32);
+    } else {
+        be->embed(be, m->x, m->embed.p, m->embed.t, bb->token_ids, n, H);
+    }
     for (int l = 0; l < c->layers; l++) {
         const model_layer *L = &m->layers[l];
         /* layer 0 normalises the embedding; later layers first add the MLP branch in xn */
@@ -402,15 +485,25 @@ static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
                             1.0f / sqrtf((float)D));
         /* xn <- o_proj(att); then resid x += xn and xn <- post_norm(x) */
         be->linear(be, m->xn, m->att, &L->o, n);
+        all_reduce(m, m->xn, nh, be->act_dtype);
         be->add_rmsnorm(be, m->x, m->xn, m->xn, L->post_norm.p, L->post_norm.t, n, H, eps);
         be->linear(be, m->gu, m->xn, &L->gu, n);
         be->swiglu(be, m->h, m->gu, n, I);
         be->linear(be, m->xn, m->h, &L->down, n);
+        all_reduce(m, m->xn, nh, be->act_dtype);
     }
     if (n_logits > 0) {
         be->add_rmsnorm(be, m->x, m->xn, m->xn, m->final_norm.p, m->final_norm.t, n, H, eps);
         be->gather_rows(be, m->sel, m->xn, bb->logit_rows, n_logits, H);
-        be->linear(be, m->logits, m->sel, &m->lm_head, n_logits);
+        if (m->comm) {
+            be->linear(be, m->logits_piece, m->sel, &m->lm_head, n_logits);
+            if (!m->comm_rc)
+                m->comm_rc = m->comm->all_gather(m->comm, m->logits_piece, m->logits, n_logits,
+                                                 c->vocab, c->vocab, ZP_F32, 0);
+            if (m->sh.rank) return;
+        } else {
+            be->linear(be, m->logits, m->sel, &m->lm_head, n_logits);
+        }
         if (want_ids && be->sample) {
             be->seat_init(be, m->smeta + (be_ptr)m->dims.max_logits * sizeof(zp_sample_params),
                           m->shist, n_logits, c->vocab);
@@ -546,7 +639,8 @@ int model_forward(model *m) {
     } else {
         forward_ops(m, n, b->n_logits, b->want_ids);
     }
-    if (b->n_logits > 0) {
+    if (m->comm_rc) return m->comm_rc;
+    if (b->n_logits > 0 && !m->sh.rank) { /* rank 0 alone has the gathered logits */
         if (b->want_ids) {
             rc = be->download(be, m->host_ids, m->ids, (size_t)b->n_logits * 4);
             if (!rc && dev_sample)

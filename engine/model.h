@@ -28,8 +28,10 @@
 
 #include "arena/arena.h"
 #include "drv/backend.h"
+#include "drv/comm.h"
 #include "drv/sample_abi.h"
 #include "engine/loader.h"
+#include "engine/shard.h"
 
 /* The backend events the model uses (ids of the backend's pool; other users take others): one
  * marks the compute work that compression reads; 3 timer marks from MODEL_EV_MARK bound a
@@ -54,7 +56,13 @@ typedef struct model_dims {
     int32_t cmp_jobs;     /* compression jobs per batch */
     int32_t cmp_max_pos;  /* longest job, positions (multiple of block_size) */
     int32_t cmp_max_keep; /* largest n_keep */
-    be_cparams cp;        /* the compression ops' parameters: decode graphs capture them */
+    be_cparams cp;        /* the compression ops' parameters: decode graphs capture them (under
+                           * tensor parallelism hq and hkv are the rank's own) */
+    /* Tensor parallelism (docs/TENSOR_PARALLEL.md): NULL = one rank, the whole model; else this
+     * rank's communicator, and the model is rank comm->rank's shard of comm->size
+     * (engine/shard.h). Every rank runs model_forward on the same batch, each from the thread
+     * that owns its backend. */
+    comm *comm;
 } model_dims;
 
 /* Host staging of one step's metadata (filled by the scheduler, see be_batch). */
@@ -82,7 +90,7 @@ typedef struct model_batch {
 typedef struct model_cjobs {
     int32_t n_jobs;
     int32_t *n_blocks, *kv_len, *n_keep, *qslot, *flags, *protect, *seed;
-    int32_t *src, *dst; /* [cmp_jobs][max_blocks] */
+    int32_t *src, *dst;       /* [cmp_jobs][max_blocks] */
     const be_oracle **oracle; /* [cmp_jobs] with seq_len: eviction=oracle (backends with
                                * attn_record; NULL otherwise) */
     int32_t *seq_len;
@@ -100,9 +108,14 @@ typedef struct model_layer {
 } model_layer;
 
 typedef struct model {
-    model_config cfg;
+    model_config cfg; /* the rank's view (shard_config): its heads, kv heads, intermediate rows */
     model_dims dims;
     backend *be;
+    comm *comm;          /* dims.comm */
+    shard sh;            /* the rank's shard (the whole model at TP 1) */
+    int full_kv_heads;   /* the checkpoint's kv heads */
+    int comm_rc;         /* the first collective error (the communicator is unusable after it) */
+    be_ptr logits_piece; /* TP > 1: [max_logits][sh.vocab] logits of the rank's vocabulary rows */
     model_layer *layers;
     be_w embed, final_norm;
     be_linear lm_head;
@@ -141,18 +154,21 @@ typedef struct model {
 } model;
 
 /* Bytes of backend memory model_init will carve, exactly (plan the reservation with it): the
- * same walk over the same buffers, counting instead of carving. */
+ * same walk over the same buffers, counting instead of carving; of the rank's shard under tensor
+ * parallelism (0 for a shard that shard_plan refuses: model_init says why). */
 size_t model_device_bytes(const model_config *c, const model_weights *w, const model_dims *d,
                           backend *be);
 /* Bytes of host staging model_init will take with alloc_host, exactly (the reservation's
  * host_bytes), by the same walk. */
 size_t model_host_bytes(const model_config *c, const model_dims *d, backend *be);
 /* Bytes of one KV block across all layers: K and V, plus the carried f32 score per token
- * and kv head when compressing. */
+ * and kv head when compressing. Under tensor parallelism, of one rank: pass the rank's config
+ * (shard_config). */
 size_t model_block_bytes(const model_config *c, int32_t block_size, zp_dtype kv_dtype, bool scores);
 int model_init(model *m, arena *a, backend *be, const model_config *c, const model_weights *w,
                const model_dims *d);
-/* Runs the staged batch; logits of the logit rows land in m->host_logits, or with want_ids
+/* Runs the staged batch; logits of the logit rows land in m->host_logits (rank 0's only under
+ * tensor parallelism; every rank runs the same batch), or with want_ids
  * the chosen ids in m->host_ids (-1 a NaN, -2 a +inf, -3 every logit -inf: drv/sample_abi.h). A
  * decode step (one token per sequence, want_ids) replays the CUDA graph of its batch and length
  * buckets when the model captured graphs; every other step runs op by op. Both give the same bits.

@@ -12,6 +12,11 @@
  * to bf16 (nearest even), the same 1e-5 (the products of bf16 values are exact, only the f32
  * sums round; an unrounded x would be ~1e-3 off), f32 and f16 weights the f32 reference; and
  * once a batch of 515 rows, past the backend's 512-row staging chunk.
+ * Row strides and the row-parallel path (be_linear.k_segs, drv/cpu.c): weights read from rows
+ * wider than k (a rank's column slice) give the packed weights' bits; a layer cut into 2, 4 or 8 K
+ * segments (x and the weights read in place at the segment's offset, rows k apart) is within the
+ * same 1e-5 of the reference and again the same bits for every thread count and each row alone
+ * (515 rows: past both the staging chunk and the segments' 256-row pass).
  */
 #include "arena/err.h"
 #include "drv/backend.h"
@@ -50,15 +55,80 @@ static void run_open(run *r, int threads, int isa, int prec) {
     REQUIRE(!r->be->alloc(r->be, sizeof(float) * BIGR * MAXN, 64, &r->y, "y"));
 }
 
-/* y[0..rows) of rows x[r0..r0+rows) through a layer of the given parts. */
-static void run_linear(run *r, const be_part *parts, int n_parts, int k, int r0, int rows,
-                       float *y) {
+/* y[0..rows) of rows x[r0..r0+rows) through a layer of the given parts, its sum cut into segs K
+ * segments (be_linear.k_segs). */
+static void run_linear_segs(run *r, const be_part *parts, int n_parts, int k, int r0, int rows,
+                            float *y, int segs) {
     be_linear l;
     REQUIRE(!r->be->linear_init(r->be, &l, parts, n_parts, k, BIGR, ZP_F32, "test"));
+    l.k_segs = segs;
     REQUIRE(!r->be->upload(r->be, r->x, X + (size_t)r0 * (size_t)k,
                            sizeof(float) * (size_t)rows * (size_t)k));
     r->be->linear(r->be, r->y, r->x, &l, rows);
     REQUIRE(!r->be->download(r->be, y, r->y, sizeof(float) * (size_t)rows * (size_t)l.n_out));
+}
+
+static void run_linear(run *r, const be_part *parts, int n_parts, int k, int r0, int rows,
+                       float *y) {
+    run_linear_segs(r, parts, n_parts, k, r0, rows, y, 1);
+}
+
+/* The reference of row i, column j: x (rounded to bf16 where the kernel rounds) . w (+ bias),
+ * in double, and sum |x w| (the scale of the tolerance). */
+static double ref_dot(const be_part *p, int round, int k, int i, int j, double *mag) {
+    double ref = 0;
+    *mag = 0;
+    for (int q = 0; q < k; q++) {
+        float xf = X[(size_t)i * (size_t)k + (size_t)q];
+        double xv = round ? zp_bf16_to_f32(zp_f32_to_bf16(xf)) : xf;
+        double wv = wval(p->wt, (size_t)j * (size_t)k + (size_t)q);
+        ref += xv * wv, *mag += fabs(xv * wv);
+    }
+    if (p->bias)
+        ref += zp_load(p->bias, p->bt, (size_t)j), *mag += fabs(zp_load(p->bias, p->bt, (size_t)j));
+    return ref;
+}
+
+static float WP[MAXN * (MAXK + 8)]; /* the weights' rows k + 8 elements apart (a column slice) */
+
+/* A row-parallel layer: k_segs = segs segments (no bias), the weights read from rows k + 8
+ * apart. Within 1e-5 of the reference, the same bits for every thread count, and each row alone
+ * as in the batch. Also: the strided weights alone (one segment) give the packed weights' bits. */
+static void seg_case(run *runs, int nruns, zp_dtype wt, int k, int n, int rows, int segs,
+                     const char *isa, int prec, const float *packed) {
+    int round = prec == CPU_PREC_BF16 && wt == ZP_BF16;
+    size_t es = zp_dtype_size(wt), ld = (size_t)k + 8;
+    for (int j = 0; j < n; j++)
+        memcpy((char *)WP + (size_t)j * ld * es,
+               (const char *)wdata(wt) + (size_t)j * (size_t)k * es, (size_t)k * es);
+    be_part p = {.w = WP, .wt = wt, .rows = n, .ld = (int32_t)ld};
+    static float y[BIGR * MAXN], yt[BIGR * MAXN];
+    run_linear_segs(&runs[0], &p, 1, k, 0, rows, y, 1);
+    CHECKF(!memcmp(y, packed, sizeof(float) * (size_t)rows * (size_t)n),
+           "%s %s k %d n %d rows %d: rows %zu apart differ from packed rows", isa,
+           zp_dtype_name(wt), k, n, rows, ld);
+    run_linear_segs(&runs[0], &p, 1, k, 0, rows, y, segs);
+    double worst = 0;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < n; j++) {
+            double mag, ref = ref_dot(&p, round, k, i, j, &mag);
+            double e = fabs(y[(size_t)i * (size_t)n + (size_t)j] - ref) / (mag + 1e-30);
+            worst = e > worst ? e : worst;
+        }
+    CHECKF(worst <= 1e-5, "%s %s k %d n %d rows %d, %d segments: relative error %.3g", isa,
+           zp_dtype_name(wt), k, n, rows, segs, worst);
+    for (int t = 1; t < nruns; t++) {
+        run_linear_segs(&runs[t], &p, 1, k, 0, rows, yt, segs);
+        CHECKF(!memcmp(y, yt, sizeof(float) * (size_t)rows * (size_t)n),
+               "%s %s k %d n %d rows %d, %d segments: run %d (threads) differs", isa,
+               zp_dtype_name(wt), k, n, rows, segs, t);
+    }
+    for (int i = 0; i < rows; i += rows > 9 ? 7 : 1) {
+        run_linear_segs(&runs[1], &p, 1, k, i, 1, yt, segs);
+        CHECKF(!memcmp(yt, y + (size_t)i * (size_t)n, sizeof(float) * (size_t)n),
+               "%s %s k %d n %d, %d segments: row %d alone differs", isa, zp_dtype_name(wt), k, n,
+               segs, i);
+    }
 }
 
 static int one_case(run *runs, int nruns, zp_dtype wt, int bias, int k, int n, int rows,
@@ -77,16 +147,7 @@ static int one_case(run *runs, int nruns, zp_dtype wt, int bias, int k, int n, i
     double worst = 0;
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < n; j++) {
-            double ref = 0, mag = 0;
-            for (int q = 0; q < k; q++) {
-                float xf = X[(size_t)i * (size_t)k + (size_t)q];
-                double xv = round ? zp_bf16_to_f32(zp_f32_to_bf16(xf)) : xf;
-                double wv = wval(wt, (size_t)j * (size_t)k + (size_t)q);
-                ref += xv * wv, mag += fabs(xv * wv);
-            }
-            if (p.bias)
-                ref += zp_load(p.bias, p.bt, (size_t)j),
-                    mag += fabs(zp_load(p.bias, p.bt, (size_t)j));
+            double mag, ref = ref_dot(&p, round, k, i, j, &mag);
             double e = fabs(y[(size_t)i * (size_t)n + (size_t)j] - ref) / (mag + 1e-30);
             worst = e > worst ? e : worst;
         }
@@ -121,6 +182,12 @@ static int one_case(run *runs, int nruns, zp_dtype wt, int bias, int k, int n, i
                "%s %s k %d n %d rows %d: the fused layer differs", isa, zp_dtype_name(wt), k, n,
                rows);
     }
+    if (!bias) /* the row-parallel path: as many segments as k allows, up to 8 */
+        for (int segs = 8; segs > 1; segs /= 2)
+            if (k % segs == 0) {
+                seg_case(runs, nruns, wt, k, n, rows, segs, isa, prec, y);
+                break;
+            }
     return test_failures == fails;
 }
 
@@ -136,7 +203,7 @@ int main(void) {
         int isa;
         const char *name;
     } isas[] = {{CPU_ISA_GENERIC, "generic"}, {CPU_ISA_AVX2, "avx2"}, {CPU_ISA_AVX512, "avx512"}};
-    static const int ks[] = {1, 7, 16, 37, 130, 300}, ns[] = {1, 5, 16, 67},
+    static const int ks[] = {1, 7, 16, 37, 130, 296}, ns[] = {1, 5, 16, 67},
                      rs[] = {1, 2, 5, 8, 9, 40};
     static const int threads[] = {1, 2, 3, 5};
     int ran = 0;
@@ -165,8 +232,9 @@ int main(void) {
                                 ok += one_case(runs, 4, (zp_dtype)wt, bias, ks[a], ns[b], rs[c],
                                                isas[s].name, prec);
                 if (prec == CPU_PREC_BF16) /* several staging chunks */
-                    cases++,
-                        ok += one_case(runs, 4, (zp_dtype)wt, 1, 130, 16, BIGR, isas[s].name, prec);
+                    cases += 2,
+                        ok += one_case(runs, 4, (zp_dtype)wt, 1, 130, 16, BIGR, isas[s].name, prec),
+                        ok += one_case(runs, 4, (zp_dtype)wt, 0, 296, 16, BIGR, isas[s].name, prec);
             }
             printf("kernel %s (%s), %s precision: %d/%d cases\n", isas[s].name,
                    cpu_backend_describe(runs[0].be), prec == CPU_PREC_BF16 ? "bf16" : "f32", ok,
