@@ -237,6 +237,10 @@ struct backend {
     int (*sync)(backend *be);
     /* The same for queue q alone (the other may keep running). */
     int (*sync_queue)(backend *be, int q);
+    /* Makes the backend usable from the calling thread, e.g. a tensor-parallel rank's own thread
+     * (CUDA: its GPU's context current there); call once in that thread before its first op.
+     * NULL where any thread may call (CPU). */
+    int (*bind_thread)(backend *be);
     void (*destroy)(backend *be);
     /* Queues and events (see the top of this file). q: BE_Q_*; ev: 0 .. BE_EVENTS-1. Not
      * inside a capture. event_done: 1 passed, 0 pending, < 0 an error. event_elapsed: *ms from
@@ -263,10 +267,10 @@ struct backend {
     /* Forward-pass ops ("act": act_dtype). */
     /* resid[i][:] = table[ids[i]][:] (f32 out) */
     void (*embed)(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n, int dim);
-    /* The vocabulary-parallel embedding of a tensor-parallel rank holding rows [v0, v1) (NULL
-     * where the backend has none): resid[i][:] = table[ids[i] - v0][:] for v0 <= ids[i] < v1,
-     * else -0.0f, IEEE's additive identity (x + -0.0f == x for every x, -0.0f included), so the
-     * sum over the ranks is the owner's row bit for bit (f32 out). */
+    /* The vocabulary-parallel embedding of a tensor-parallel rank holding rows [v0, v1):
+     * resid[i][:] = table[ids[i] - v0][:] for v0 <= ids[i] < v1, else -0.0f, IEEE's additive
+     * identity (x + -0.0f == x for every x, -0.0f included), so the sum over the ranks is the
+     * owner's row bit for bit (f32 out). */
     void (*embed_shard)(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n,
                         int dim, int v0, int v1);
     /* resid[r] += x[r] when x != 0; out[r] = rmsnorm(resid[r]) * w (act); out may equal x */

@@ -33,6 +33,8 @@ static const struct {
     ENTRY(MemcpyHtoDAsync, "cuMemcpyHtoDAsync"),
     ENTRY(MemcpyDtoHAsync, "cuMemcpyDtoHAsync"),
     ENTRY(MemsetD8Async, "cuMemsetD8Async"),
+    ENTRY(MemcpyDtoDAsync, "cuMemcpyDtoDAsync"),
+    ENTRY(Memcpy2DAsync, "cuMemcpy2DAsync"),
     ENTRY(ModuleLoadData, "cuModuleLoadData"),
     ENTRY(ModuleUnload, "cuModuleUnload"),
     ENTRY(ModuleGetFunction, "cuModuleGetFunction"),

@@ -45,6 +45,8 @@ typedef struct cuda_drv {
     PFN_cuMemcpyHtoDAsync MemcpyHtoDAsync;
     PFN_cuMemcpyDtoHAsync MemcpyDtoHAsync;
     PFN_cuMemsetD8Async MemsetD8Async;
+    PFN_cuMemcpyDtoDAsync MemcpyDtoDAsync;
+    PFN_cuMemcpy2DAsync Memcpy2DAsync;
     PFN_cuModuleLoadData ModuleLoadData;
     PFN_cuModuleUnload ModuleUnload;
     PFN_cuModuleGetFunction ModuleGetFunction;

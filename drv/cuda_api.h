@@ -69,6 +69,30 @@ typedef CUresult (*PFN_cuMemFreeHost)(void *p);
 typedef CUresult (*PFN_cuMemcpyHtoDAsync)(CUdeviceptr dst, const void *src, size_t bytes,
                                           CUstream s);
 typedef CUresult (*PFN_cuMemcpyDtoHAsync)(void *dst, CUdeviceptr src, size_t bytes, CUstream s);
+typedef CUresult (*PFN_cuMemcpyDtoDAsync)(CUdeviceptr dst, CUdeviceptr src, size_t bytes,
+                                          CUstream s);
+/* A strided copy (cuMemcpy2DAsync): Height rows of WidthInBytes, rows srcPitch / dstPitch bytes
+ * apart. Only device-to-device is used (memory types CU_MEMORYTYPE_DEVICE, arrays NULL). */
+enum { CU_MEMORYTYPE_HOST = 1, CU_MEMORYTYPE_DEVICE = 2 }; /* CUmemorytype */
+typedef struct CUDA_MEMCPY2D {
+    size_t srcXInBytes, srcY;
+    int srcMemoryType;
+    const void *srcHost;
+    CUdeviceptr srcDevice;
+    void *srcArray;
+    size_t srcPitch;
+    size_t dstXInBytes, dstY;
+    int dstMemoryType;
+    void *dstHost;
+    CUdeviceptr dstDevice;
+    void *dstArray;
+    size_t dstPitch;
+    size_t WidthInBytes, Height;
+} CUDA_MEMCPY2D;
+_Static_assert(sizeof(CUDA_MEMCPY2D) == 128 && offsetof(CUDA_MEMCPY2D, dstXInBytes) == 56 &&
+                   offsetof(CUDA_MEMCPY2D, WidthInBytes) == 112,
+               "CUDA_MEMCPY2D as cuda.h lays it out (64-bit)");
+typedef CUresult (*PFN_cuMemcpy2DAsync)(const CUDA_MEMCPY2D *copy, CUstream s);
 typedef CUresult (*PFN_cuMemsetD8Async)(CUdeviceptr dst, unsigned char v, size_t n, CUstream s);
 typedef CUresult (*PFN_cuModuleLoadData)(CUmodule *mod, const void *image);
 typedef CUresult (*PFN_cuModuleUnload)(CUmodule mod);

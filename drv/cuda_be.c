@@ -219,6 +219,38 @@ static int put_bf16(cuda_be *cb, CUdeviceptr dst, const void *host, zp_dtype t, 
     return 0;
 }
 
+/* rows host rows of k elements, ld apart (0: k, packed), packed into dst as bf16: a tensor-parallel
+ * rank's column slice of a row-parallel weight (be_part.ld) is gathered here, on the host, a
+ * staging-full of rows per copy. */
+static int put_bf16_rows(cuda_be *cb, CUdeviceptr dst, const void *host, zp_dtype t, size_t rows,
+                         size_t k, size_t ld) {
+    if (!ld || ld == k) return put_bf16(cb, dst, host, t, rows * k);
+    size_t per = CB_STAGING / 2 / k, es = zp_dtype_size(t);
+    if (!per)
+        return err_set(ZP_EINVAL,
+                       "cuda backend: a weight row of %zu elements exceeds the %d MiB "
+                       "upload staging",
+                       k, CB_STAGING >> 20);
+    uint16_t *st = cb->staging;
+    for (size_t r = 0; r < rows; r += per) {
+        size_t m = rows - r < per ? rows - r : per;
+        for (size_t i = 0; i < m; i++) {
+            const uint8_t *src = (const uint8_t *)host + (r + i) * ld * es;
+            if (t == ZP_BF16)
+                memcpy(st + i * k, src, k * 2);
+            else
+                for (size_t j = 0; j < k; j++)
+                    st[i * k + j] = zp_f32_to_bf16(zp_load(src, t, j));
+        }
+        int rc =
+            cuda_err(&cb->drv, cb->drv.MemcpyHtoDAsync(dst + r * k * 2, st, m * k * 2, cur(cb)),
+                     "cuMemcpyHtoDAsync (weights)");
+        if (!rc) rc = cuda_err(&cb->drv, cb->drv.StreamSynchronize(cur(cb)), "weights upload");
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int cb_map_weight(backend *be, const void *host, zp_dtype t, size_t n, be_ptr *out,
                          zp_dtype *out_t, const char *what) {
     cuda_be *cb = be->impl;
@@ -256,7 +288,8 @@ static int cb_linear_init(backend *be, be_linear *l, const be_part *parts, int n
             if (!parts[i].w)
                 return err_set(ZP_EINVAL, "cuda backend: linear '%s': part %d has no weight", what,
                                i);
-            if ((rc = put_bf16(cb, (CUdeviceptr)l->w[0] + off * 2, parts[i].w, parts[i].wt, n)))
+            if ((rc = put_bf16_rows(cb, (CUdeviceptr)l->w[0] + off * 2, parts[i].w, parts[i].wt,
+                                    (size_t)parts[i].rows, (size_t)k, (size_t)parts[i].ld)))
                 return rc;
             off += n;
         }
@@ -320,6 +353,11 @@ static int cb_download(backend *be, void *dst, be_ptr src, size_t bytes) {
 
 /* Both queues, compute first; a failed launch is reported before the queues' own errors. */
 /* Waits for queue q; returns its stream's error or the first failed op queued on it. */
+static int cb_bind_thread(backend *be) {
+    cuda_be *cb = be->impl;
+    return cuda_err(&cb->drv, cb->drv.CtxSetCurrent(cb->dev.ctx), "cuCtxSetCurrent (bind_thread)");
+}
+
 static int cb_sync_queue(backend *be, int q) {
     cuda_be *cb = be->impl;
     int rc = be_check_queue(be, q);
@@ -471,7 +509,16 @@ static void cb_embed(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_pt
                      int dim) {
     CB(be);
     be_ptr cnt = be->counts;
-    void *a[] = {&resid, &table, &ids, &cnt, &dim};
+    int v0 = 0, v1 = INT32_MAX;
+    void *a[] = {&resid, &table, &ids, &cnt, &dim, &v0, &v1};
+    launch(cb, cb->embed, U(n), 1, 1, 256, a, "zp_embed");
+}
+
+static void cb_embed_shard(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n,
+                           int dim, int v0, int v1) {
+    CB(be);
+    be_ptr cnt = be->counts;
+    void *a[] = {&resid, &table, &ids, &cnt, &dim, &v0, &v1};
     launch(cb, cb->embed, U(n), 1, 1, 256, a, "zp_embed");
 }
 
@@ -860,6 +907,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .download = cb_download,
         .sync = cb_sync,
         .sync_queue = cb_sync_queue,
+        .bind_thread = cb_bind_thread,
         .destroy = cb_destroy,
         .use_queue = cb_use_queue,
         .event_record = cb_event_record,
@@ -868,6 +916,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .event_sync = cb_event_sync,
         .event_elapsed = cb_event_elapsed,
         .embed = cb_embed,
+        .embed_shard = cb_embed_shard,
         .add_rmsnorm = cb_add_rmsnorm,
         .linear = cb_linear,
         .qkv_rope_store = cb_qkv_rope_store,
@@ -906,4 +955,13 @@ const char *cuda_backend_describe(const backend *be) {
 
 cuda_drv *cuda_backend_drv(backend *be) {
     return be && be->destroy == cb_destroy ? &((cuda_be *)be->impl)->drv : NULL;
+}
+
+int cuda_backend_view(backend *be, cuda_be_view *out) {
+    cuda_drv *drv = cuda_backend_drv(be);
+    if (!drv)
+        return err_set(ZP_EINVAL, "backend %s: not the CUDA backend", be ? be->name : "(none)");
+    const cuda_be *cb = be->impl;
+    *out = (cuda_be_view){drv, cb->dev.ordinal, cb->dev.ctx, cb->dev.compute};
+    return 0;
 }

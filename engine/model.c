@@ -321,11 +321,6 @@ size_t model_host_bytes(const model_config *c, const model_dims *d, backend *be)
 static int check_tp(const model *m, const model_dims *d) {
     const shard *sh = &m->sh;
     if (sh->size == 1) return 0;
-    if (!m->be->embed_shard)
-        return err_set(ZP_EUNSUP,
-                       "model: tensor_parallel_size %d needs the %s backend's vocabulary-parallel "
-                       "embedding, which it does not have (the CPU backend has it)",
-                       sh->size, m->be->name);
     if (d->cmp_jobs && sh->kv_heads * sh->size > m->full_kv_heads)
         return err_set(ZP_EUNSUP,
                        "model: compression with kv heads replicated over ranks (%d kv heads, "

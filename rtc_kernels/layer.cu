@@ -13,13 +13,21 @@
  */
 #include "common.cuh"
 
-/* resid[t][:] = table[ids[t]][:]. grid (rows_cap), block 256. */
+/* resid[t][:] = table[ids[t] - v0][:] for a token of the table's vocabulary rows [v0, v1), else
+ * -0.0f (a tensor-parallel rank's vocabulary-parallel embedding: IEEE's additive identity, so the
+ * all-reduce over the ranks gives the owner's row bit for bit; the whole table: v0 0, v1 the
+ * largest int). grid (rows_cap), block 256. */
 extern "C" __global__ void zp_embed(float *resid, const bf16 *table, const int *ids,
-                                    const int *n_rows, int dim) {
+                                    const int *n_rows, int dim, int v0, int v1) {
     int t = blockIdx.x;
     if (t >= *n_rows) return;
-    const bf16 *src = table + (size_t)ids[t] * dim;
+    const int id = ids[t];
     float *dst = resid + (size_t)t * dim;
+    if (id < v0 || id >= v1) {
+        for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = -0.0f;
+        return;
+    }
+    const bf16 *src = table + (size_t)(id - v0) * dim;
     for (int j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = bf2f(src[j]);
 }
 

@@ -50,7 +50,8 @@ static void test_shape(int D, int bs) {
     CUdeviceptr d_ids = gpu_up(g, ids, sizeof ids);
     CUdeviceptr d_resid = gpu_poisoned(g, sizeof(float) * (size_t)cap * H);
     int dim = H;
-    void *ea[] = {&d_resid, &d_table, &d_ids, &d_n, &dim};
+    int v_all0 = 0, v_all1 = INT32_MAX;
+    void *ea[] = {&d_resid, &d_table, &d_ids, &d_n, &dim, &v_all0, &v_all1};
     gpu_launch(g, gpu_fn(g, m, "zp_embed"), cap, 1, 1, 256, 0, ea);
     float *resid = malloc(sizeof(float) * (size_t)cap * H),
           *ref = malloc(sizeof(float) * (size_t)cap * H);
@@ -61,6 +62,20 @@ static void test_shape(int D, int bs) {
     for (size_t i = (size_t)n * H; i < (size_t)cap * H; i++)
         untouched += isnan(resid[i]);
     CHECKF(untouched == (size_t)(cap - n) * H, "embed wrote padded rows");
+    /* a tensor-parallel rank's vocabulary rows [v0, v1) (its table starts at row v0): other
+     * tokens' rows are -0.0f, so the comparison is of bits */
+    int v0 = vocab / 3, v1 = 2 * vocab / 3;
+    CUdeviceptr d_piece = d_table + (CUdeviceptr)v0 * (CUdeviceptr)H * 2;
+    void *pa[] = {&d_resid, &d_piece, &d_ids, &d_n, &dim, &v0, &v1};
+    gpu_launch(g, gpu_fn(g, m, "zp_embed"), cap, 1, 1, 256, 0, pa);
+    gpu_down(g, resid, d_resid, sizeof(float) * (size_t)cap * H);
+    cpu->embed_shard(cpu, P(ref), P(table + (size_t)v0 * H), ZP_BF16, P(ids), n, H, v0, v1);
+    size_t owned = 0;
+    for (int i = 0; i < n; i++)
+        owned += ids[i] >= v0 && ids[i] < v1;
+    CHECKF(owned > 0 && owned < (size_t)n, "the shard test owns %zu of %d tokens", owned, n);
+    CHECKF(!memcmp(resid, ref, sizeof(float) * (size_t)n * H),
+           "embed of vocabulary rows [%d, %d) = the CPU's bit for bit", v0, v1);
 
     /* residual add + RMSNorm: resid (fp32, from the embedding) += x; out = norm(resid) * w */
     uint16_t *x = malloc(sizeof(uint16_t) * (size_t)n * H), *w = malloc(sizeof(uint16_t) * H);
@@ -205,7 +220,8 @@ static void test_shape(int D, int bs) {
     bad = 0;
     for (int r = 0; r < nl; r++)
         if (got[r] != want[r] || cpu_ids[r] != want[r]) {
-            printf("  argmax row %d: GPU %d, CPU %d, expected %d\n", r, got[r], cpu_ids[r], want[r]);
+            printf("  argmax row %d: GPU %d, CPU %d, expected %d\n", r, got[r], cpu_ids[r],
+                   want[r]);
             bad++;
         }
     CHECKF(bad == 0, "argmax: %zu of %d rows differ (GPU or CPU twin)", bad, nl);
