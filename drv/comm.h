@@ -1,13 +1,15 @@
 /* comm: the communicator a tensor-parallel rank's model reduces and gathers through (issue 16).
- * An interface only: NCCL's implementation is drv/nccl.c's; tests/tp_comm.h has an in-process
- * one (ranks as threads of one process, CPU backends) that the sharding test runs on.
+ * An interface only: drv/comm_nccl.c implements it over NCCL (one GPU per rank); tests/tp_comm.h
+ * has an in-process one (ranks as threads of one process, CPU backends) that the sharding test
+ * runs on.
  *
  * Every rank calls the same collectives in the same order, each from the thread that owns the
  * rank's backend; a call returns once the rank's result is in its buffer (or, on a backend with
  * queues, once it is queued on the compute queue after the ops before it). Buffers are backend
  * memory of the calling rank.
  *
- * The order of the sum is part of the contract, because it makes tensor parallelism exact: the
+ * The order of the sum is part of the in-process contract, because it makes tensor parallelism
+ * exact (NCCL adds in an order of its own, so on GPUs TP equals TP 1 within rounding only): the
  * ranks' values are added in the pairwise tree over rank order, the two halves of the ranks
  * summed apart and then added (size 4: (r0 + r1) + (r2 + r3); size 8: ((r0 + r1) + (r2 + r3)) +
  * ((r4 + r5) + (r6 + r7)); an odd half's middle rank goes to the second half), every element in
