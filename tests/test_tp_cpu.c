@@ -23,6 +23,7 @@
 #include "engine/shard.h"
 #include "tests/testlib.h"
 #include "tests/tp_comm.h"
+#include "tests/tp_script.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -30,24 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define SEQS  3
-#define BS    8
-#define MAXB  8 /* blocks per sequence */
-#define STEPS 24
-#define GEN   10 /* tokens generated per sequence */
-#define KEEP  2  /* blocks a compressed sequence keeps */
-#define MAXV  1001
-#define QCL   4
-
-static const int prompt_len[SEQS] = {29, 11, 21};
-
-/* What rank 0 saw: per step, the logits of its logit rows or the ids chosen. */
-typedef struct result {
-    int steps, n_logits[STEPS], ids_step[STEPS], compressed;
-    float logits[STEPS][SEQS][MAXV];
-    int32_t ids[STEPS][SEQS];
-} result;
 
 typedef struct rank_arg {
     const model_config *c;
@@ -61,30 +44,6 @@ typedef struct rank_arg {
     int32_t *next; /* [SEQS] the ids rank 0 chose, shared */
 } rank_arg;
 
-static void sync_ranks(tp_group *g) {
-    if (g) tp_group_sync(g);
-}
-
-/* The sequence's token at position p: its prompt, then what was chosen. */
-static int32_t token_at(const int32_t *prompt, const int32_t *gen, int s, int p) {
-    return p < prompt_len[s] ? prompt[s * 64 + p] : gen[s * GEN + p - prompt_len[s]];
-}
-
-static void compress_seq0(model *m, const int32_t *table, int kv_len) {
-    model_cjobs *j = &m->cjobs;
-    j->n_jobs = 1;
-    j->n_blocks[0] = (kv_len + BS - 1) / BS;
-    j->kv_len[0] = kv_len;
-    j->n_keep[0] = KEEP * BS;
-    j->qslot[0] = 0;
-    j->flags[0] = BE_CJ_POOL;
-    j->protect[0] = 0;
-    j->seed[0] = 1;
-    memcpy(j->src, table, sizeof(int32_t) * MAXB);
-    memcpy(j->dst, table, sizeof(int32_t) * MAXB); /* in place: the first KEEP blocks */
-    REQUIRE(model_compress(m) == 0);
-}
-
 static void *rank_main(void *p) {
     rank_arg *ra = p;
     const model_config *c = ra->c;
@@ -95,34 +54,8 @@ static void *rank_main(void *p) {
     REQUIRE(arena_init(&a, "tp rank", (size_t)16 << 20) == 0);
     backend *be;
     REQUIRE(cpu_backend_create(&be, 1, c->intermediate, CPU_ISA_AUTO, ra->prec) == 0);
-    model_dims d = {.max_tokens = 64,
-                    .max_logits = SEQS,
-                    .max_seqs = SEQS,
-                    .max_blocks = MAXB,
-                    .block_size = BS,
-                    .num_blocks = SEQS * MAXB + 1,
-                    .kv_dtype = ZP_F32,
-                    .comm = cm};
-    if (ra->compress) {
-        d.qcache_slots = SEQS, d.qcl = QCL, d.cmp_jobs = 1;
-        d.cmp_max_pos = MAXB * BS, d.cmp_max_keep = KEEP * BS;
-        d.cp = (be_cparams){.layers = c->layers,
-                            .hq = sh.heads,
-                            .hkv = sh.kv_heads,
-                            .dim = c->head_dim,
-                            .bs = BS,
-                            .qcl = QCL,
-                            .scale = 1.0f / sqrtf((float)c->head_dim),
-                            .max_norm = 1,
-                            .pool = 3,
-                            .redundancy = 0,
-                            .lambda = 0.5f,
-                            .temperature = 1.0f,
-                            .threshold = 0.5f,
-                            .sink_len = 2,
-                            .policy = BE_EVICT_SCORE};
-        REQUIRE(be->check(be, &d.cp) == 0);
-    }
+    model_dims d = tp_script_dims(c, &sh, cm, ra->compress, ZP_F32);
+    if (ra->compress) REQUIRE(be->check(be, &d.cp) == 0);
     REQUIRE(be->reserve(be, model_device_bytes(c, ra->w, &d, be), model_host_bytes(c, &d, be)) ==
             0);
     model m;
@@ -133,77 +66,7 @@ static void *rank_main(void *p) {
     if (ra->k_segs)
         for (int l = 0; l < c->layers; l++)
             m.layers[l].o.k_segs = m.layers[l].down.k_segs = ra->k_segs;
-    /* the script: every rank computes it alike; only the chosen ids come from rank 0 */
-    unsigned long long rng = 5;
-    int32_t prompt[SEQS * 64], gen[SEQS * GEN] = {0}, table[SEQS][MAXB];
-    for (int i = 0; i < SEQS * 64; i++)
-        prompt[i] = (int32_t)(test_rand_u64(&rng) % (unsigned)c->vocab);
-    for (int s = 0; s < SEQS; s++)
-        for (int b = 0; b < MAXB; b++)
-            table[s][b] = (b * SEQS + (SEQS - 1 - s) + 7 * b) % (SEQS * MAXB); /* scattered */
-    int pos[SEQS] = {0}, kv[SEQS] = {0}, done[SEQS] = {0};
-    bool compressed = false;
-    result *out = ra->out;
-    static const int chunks[] = {7, 3, 5, 9, 2};
-    int step = 0;
-    for (; step < STEPS; step++) {
-        model_batch *b = &m.batch;
-        int n = 0, ns = 0, nl = 0;
-        for (int s = 0; s < SEQS; s++) {
-            if (done[s] == GEN) continue;
-            int take = pos[s] < prompt_len[s] ? chunks[(step + s) % 5] : 1;
-            if (pos[s] < prompt_len[s] && take > prompt_len[s] - pos[s])
-                take = prompt_len[s] - pos[s];
-            memcpy(b->block_tables + (size_t)ns * MAXB, table[s], sizeof table[s]);
-            for (int t = 0; t < take; t++, n++) {
-                int p = pos[s] + t, ci = kv[s] + t;
-                REQUIRE(ci < MAXB * BS);
-                b->token_ids[n] = token_at(prompt, gen, s, p);
-                b->positions[n] = p;
-                b->tok_seq[n] = ns;
-                b->tok_kv_idx[n] = ci;
-                b->tok_qslot[n] = ra->compress ? s : -1;
-                b->tok_prompt[n] = p < prompt_len[s];
-                b->slots[n] = table[s][ci / BS] * BS + ci % BS;
-            }
-            pos[s] += take, kv[s] += take;
-            if (pos[s] >= prompt_len[s]) b->logit_rows[nl++] = n - 1; /* its prompt is in */
-            ns++;
-        }
-        if (!ns) break;
-        b->n_tokens = n, b->n_seqs = ns, b->n_logits = nl;
-        b->want_ids = step % 2;
-        REQUIRE(model_forward(&m) == 0);
-        if (!ra->rank) {
-            out->n_logits[step] = nl, out->ids_step[step] = b->want_ids;
-            for (int i = 0, s = 0; i < nl; s++) {
-                if (done[s] == GEN || pos[s] < prompt_len[s]) continue;
-                int32_t id;
-                if (b->want_ids) {
-                    id = m.host_ids[i];
-                } else {
-                    const float *lg = m.host_logits + (size_t)i * (size_t)c->vocab;
-                    memcpy(out->logits[step][i], lg, sizeof(float) * (size_t)c->vocab);
-                    id = 0;
-                    for (int v = 1; v < c->vocab; v++)
-                        if (lg[v] > lg[id]) id = v;
-                }
-                out->ids[step][i] = id;
-                ra->next[s] = id;
-                i++;
-            }
-        }
-        sync_ranks(ra->g); /* rank 0's ids are in next */
-        for (int s = 0; s < SEQS; s++)
-            if (done[s] < GEN && pos[s] >= prompt_len[s]) gen[s * GEN + done[s]++] = ra->next[s];
-        sync_ranks(ra->g); /* every rank has read next before rank 0 writes it again */
-        if (ra->compress && !compressed && kv[0] >= 4 * BS && done[0] < GEN) {
-            compress_seq0(&m, table[0], kv[0]);
-            kv[0] = KEEP * BS;
-            compressed = true;
-        }
-    }
-    if (!ra->rank) out->steps = step, out->compressed = compressed;
+    tp_script_run(&m, ra->rank, ra->g ? &ra->g->bar : NULL, ra->out, ra->next);
     be->destroy(be);
     arena_release(&a);
     return NULL;
