@@ -141,6 +141,11 @@ static inline void tp_script_run(model *m, int rank, pthread_barrier_t *bar, res
         if (!ns) break;
         b->n_tokens = n, b->n_seqs = ns, b->n_logits = nl;
         b->want_ids = step % 2;
+        b->n_seat_jobs = 0, b->n_hist = 0;
+        if (m->be->sample) /* ids sampled on the backend: greedy, no penalties */
+            for (int i = 0; i < nl; i++)
+                b->sparams[i] =
+                    (zp_sample_params){.top_p = 1.0f, .repetition_penalty = 1.0f, .seat = -1};
         REQUIRE(model_forward(m) == 0);
         if (!rank) {
             out->n_logits[step] = nl, out->ids_step[step] = b->want_ids;
