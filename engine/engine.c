@@ -370,8 +370,8 @@ void engine_be_config(const conf *cf, be_config *bc) {
 int engine_check_tp(const conf *cf) {
     if (cf->tensor_parallel_size == 1) return 0;
     return err_set(ZP_EUNSUP,
-                   "key 'tensor_parallel_size': %lld needs the GPU backend with NCCL (one engine "
-                   "thread per GPU), which is not built yet; set it to 1",
+                   "key 'tensor_parallel_size': %lld needs the engine's rank threads (one per GPU, "
+                   "rank 0 scheduling), which are not built yet; set it to 1",
                    (long long)cf->tensor_parallel_size);
 }
 

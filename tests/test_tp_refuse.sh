@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_tp_refuse: tensor_parallel_size > 1 is refused at start-up by every command that opens the
 # model (serve, generate, bench decode, logits) with exit status 2 and a message naming the key
-# and what is missing (the GPU backend with NCCL, not built yet), never silently run at TP 1;
+# and what is missing (the engine's rank threads, not built yet), never silently run at TP 1;
 # out of its range [1, 8] it is a configuration error; 1 (the default) runs.
 set -u
 Z=${ZP_BUILD:-build}/asan/zipage
@@ -23,7 +23,7 @@ refused() {
         fail=1
     fi
 }
-NCCL="key 'tensor_parallel_size': 2 needs the GPU backend with NCCL"
+NCCL="key 'tensor_parallel_size': 2 needs the engine's rank threads"
 refused "$NCCL" serve $M --set tensor_parallel_size=2 --set ipc_name=zp_tp_refuse_$$
 refused "$NCCL" generate $M --prompt-ids "1 2 3" --set tensor_parallel_size=2
 refused "$NCCL" bench decode $M --points 1x16 --steps 2 --set tensor_parallel_size=2
