@@ -14,6 +14,7 @@
 #include "drv/comm_nccl.h"
 #include "drv/cuda.h"
 #include "drv/dtype.h"
+#include "tests/nccl_util.h"
 #include "tests/testlib.h"
 
 #include <math.h>
@@ -140,20 +141,8 @@ static void *rank_main(void *p) {
 }
 
 int main(void) {
-    int nccl_rc = nccl_load(&nc, NULL);
-    char why[600];
-    snprintf(why, sizeof why, "no NCCL: %s", err_msg());
-    const char *v = getenv("NCCL_NVLS_ENABLE");
-    REQUIRE(v && !strcmp(v, "0")); /* no communicator is made otherwise */
-    cuda_drv drv;
-    int rc = cuda_drv_load(&drv, getenv("ZIPAGE_CUDA_DRIVER") ? getenv("ZIPAGE_CUDA_DRIVER") : "");
-    if (rc == ZP_ENOTFOUND) return test_skip("no NVIDIA driver (libcuda.so.1)");
-    REQUIRE(rc == 0);
-    int n = 0;
-    REQUIRE(cuda_err(&drv, drv.DeviceGetCount(&n), "cuDeviceGetCount") == 0);
-    if (n < 1) return test_skip("no GPU");
-    if (nccl_rc == ZP_ENOTFOUND) return test_skip(why);
-    REQUIRE(nccl_rc == 0);
+    int n = 0, rc = nccl_test_start(&nc, 1, "no GPU", &n);
+    if (rc) return rc;
     size = n < ZP_TP_MAX ? n : ZP_TP_MAX;
     cols = 37 * size + 3, ld = cols + 5; /* uneven pieces, rows wider than the data */
     for (int r = 0; r < size; r++) {
@@ -173,6 +162,7 @@ int main(void) {
                       .max_tokens = 8,
                       .max_logits = 8,
                       .max_model_len = 512};
+        char why[256];
         REQUIRE(backend_create(&bes[r], &bc, &s, why, sizeof why) == 0);
         REQUIRE(bes[r]->reserve(bes[r], comm_nccl_bytes(size, MAX_ROWS, cols) + (8u << 20),
                                 1u << 20) == 0);

@@ -19,6 +19,7 @@
 #include "engine/loader.h"
 #include "engine/model.h"
 #include "engine/shard.h"
+#include "tests/nccl_util.h"
 #include "tests/testlib.h"
 #include "tests/tp_script.h"
 
@@ -154,20 +155,8 @@ static void compare(const result *a, const result *b, const char *what) {
 }
 
 int main(void) {
-    int nccl_rc = nccl_load(&nc, NULL);
-    char why[600];
-    snprintf(why, sizeof why, "no NCCL: %s", err_msg());
-    const char *v = getenv("NCCL_NVLS_ENABLE");
-    REQUIRE(v && !strcmp(v, "0")); /* no communicator is made otherwise */
-    cuda_drv drv;
-    int rc = cuda_drv_load(&drv, getenv("ZIPAGE_CUDA_DRIVER") ? getenv("ZIPAGE_CUDA_DRIVER") : "");
-    if (rc == ZP_ENOTFOUND) return test_skip("no NVIDIA driver (libcuda.so.1)");
-    REQUIRE(rc == 0);
-    int n = 0;
-    REQUIRE(cuda_err(&drv, drv.DeviceGetCount(&n), "cuDeviceGetCount") == 0);
-    if (n < 2) return test_skip("tensor parallelism needs 2 or more GPUs");
-    if (nccl_rc == ZP_ENOTFOUND) return test_skip(why);
-    REQUIRE(nccl_rc == 0);
+    int n = 0, rc = nccl_test_start(&nc, 2, "tensor parallelism needs 2 or more GPUs", &n);
+    if (rc) return rc;
 
     char dir[256], cmd[1024];
     snprintf(dir, sizeof dir, "/tmp/zp_test_cuda_tp_%d", (int)getpid());
