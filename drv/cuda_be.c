@@ -505,21 +505,18 @@ static void cb_destroy(backend *be) {
 #define CB(be) cuda_be *cb = (be)->impl
 #define U(x)   ((unsigned)(x))
 
-static void cb_embed(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n,
-                     int dim) {
-    CB(be);
-    be_ptr cnt = be->counts;
-    int v0 = 0, v1 = INT32_MAX;
-    void *a[] = {&resid, &table, &ids, &cnt, &dim, &v0, &v1};
-    launch(cb, cb->embed, U(n), 1, 1, 256, a, "zp_embed");
-}
-
 static void cb_embed_shard(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n,
                            int dim, int v0, int v1) {
     CB(be);
     be_ptr cnt = be->counts;
     void *a[] = {&resid, &table, &ids, &cnt, &dim, &v0, &v1};
     launch(cb, cb->embed, U(n), 1, 1, 256, a, "zp_embed");
+}
+
+/* The whole vocabulary is the shard [0, INT32_MAX): every id is in range. */
+static void cb_embed(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n,
+                     int dim) {
+    cb_embed_shard(be, resid, table, wt, ids, n, dim, 0, INT32_MAX);
 }
 
 static void cb_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
