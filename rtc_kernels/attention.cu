@@ -440,44 +440,11 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
 #ifndef ZP_DM_STAGES
 #define ZP_DM_STAGES (ZP_HEAD_DIM == 128 ? 3 : 4) /* drv/attn_abi.h: attn_mma_stages */
 #endif
-#define ZP_DM_CH (ZP_HEAD_DIM / 8)                /* 16-byte chunks per K/V row */
-#define ZP_DM_LPT (ZP_DM_SK * ZP_DM_CH / ZP_ATTN_THREADS) /* K (and V) copies per thread */
 
 static_assert(ZP_HEAD_DIM == 64 || ZP_HEAD_DIM == 128, "tensor-core decode: head dim 64 or 128");
 static_assert(ZP_DM_STAGES >= 2, "the ring needs two stages");
-static_assert(ZP_DM_LPT * ZP_ATTN_THREADS == ZP_DM_SK * ZP_DM_CH, "whole copies per thread");
 static_assert(ZP_DM_WARPS * ZP_GQA * ZP_HEAD_DIM * 4 <= ZP_DM_STAGES * 2 * ZP_DM_SK * ZP_HEAD_DIM * 2,
               "the warp states must fit in the ring");
-
-/* This thread's physical blocks for its copies of the stage at p0 (keys >= end: none). */
-static __device__ __forceinline__ void zp_dm_blocks(int *blk, const int *__restrict__ bt, int p0,
-                                                    int end, int tid) {
-#pragma unroll
-    for (int i = 0; i < ZP_DM_LPT; i++) {
-        const int p = p0 + (tid + i * ZP_ATTN_THREADS) / ZP_DM_CH;
-        blk[i] = p < end ? bt[p / ZP_BLOCK_SIZE] : 0;
-    }
-}
-
-/* Issues this thread's cp.async copies of K and V of the stage at p0 into ks / vs. */
-static __device__ __forceinline__ void zp_dm_load(bf16 *ks, bf16 *vs, const bf16 *__restrict__ kc,
-                                                  const bf16 *__restrict__ vc, const int *blk,
-                                                  int hkv, int g, int p0, int end, int tid) {
-#pragma unroll
-    for (int i = 0; i < ZP_DM_LPT; i++) {
-        const int v = tid + i * ZP_ATTN_THREADS, row = v / ZP_DM_CH, c = v % ZP_DM_CH, p = p0 + row;
-        size_t off = 0;
-        int bytes = 0;
-        if (p < end) {
-            off = (((size_t)blk[i] * (size_t)hkv + (size_t)g) * ZP_BLOCK_SIZE +
-                   (size_t)(p % ZP_BLOCK_SIZE)) * ZP_HEAD_DIM + (size_t)(c * 8);
-            bytes = 16;
-        }
-        const unsigned o = zp_swz_off(row, c) / 2u;
-        zp_cp16(ks + o, kc + off, bytes);
-        zp_cp16(vs + o, vc + off, bytes);
-    }
-}
 
 extern "C" __global__ void __launch_bounds__(ZP_ATTN_THREADS)
 zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
@@ -514,15 +481,15 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
 
     const int *bt = block_tables + (size_t)seq * (size_t)max_blocks;
     const int n_st = (end - start + SK - 1) / SK;
-    int blk[ZP_DM_LPT];
-    zp_dm_blocks(blk, bt, start, end, tid);
+    int blk[zp_kv_tile<SK, ZP_ATTN_THREADS>::LPT];
+    zp_kv_blocks<SK, ZP_ATTN_THREADS>(blk, bt, start, end, tid);
     /* prologue: stages 0 .. ST-2 in flight (one commit group each, empty past the end) */
 #pragma unroll
     for (int k = 0; k < ST - 1; k++) {
         if (k < n_st) {
             bf16 *st = dm_s + (size_t)k * 2 * SK * D;
-            zp_dm_load(st, st + SK * D, kc, vc, blk, hkv, g, start + k * SK, end, tid);
-            zp_dm_blocks(blk, bt, start + (k + 1) * SK, end, tid);
+            zp_kv_load<SK, ZP_ATTN_THREADS>(st, st + SK * D, kc, vc, blk, hkv, g, start + k * SK, end, tid);
+            zp_kv_blocks<SK, ZP_ATTN_THREADS>(blk, bt, start + (k + 1) * SK, end, tid);
         }
         zp_cp_commit();
     }
@@ -552,8 +519,8 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
         const int nx = it + ST - 1;
         if (nx < n_st) {
             bf16 *st = dm_s + (size_t)(nx % ST) * 2 * SK * D;
-            zp_dm_load(st, st + SK * D, kc, vc, blk, hkv, g, start + nx * SK, end, tid);
-            if (nx + 1 < n_st) zp_dm_blocks(blk, bt, start + (nx + 1) * SK, end, tid);
+            zp_kv_load<SK, ZP_ATTN_THREADS>(st, st + SK * D, kc, vc, blk, hkv, g, start + nx * SK, end, tid);
+            if (nx + 1 < n_st) zp_kv_blocks<SK, ZP_ATTN_THREADS>(blk, bt, start + (nx + 1) * SK, end, tid);
         }
         zp_cp_commit();
         const int p0 = start + it * SK + ZP_DM_KW * w; /* this warp's first key */

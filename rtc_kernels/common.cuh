@@ -116,4 +116,49 @@ static __device__ __forceinline__ unsigned zp_swz_off(int r, int c) {
     return (unsigned)(r * ZP_HEAD_DIM + ((c ^ (r & 7)) << 3)) * 2u;
 }
 
+/* Paged K/V sub-tiles for the tensor-core attention kernels (attention.cu's zp_attn_decode_mma,
+ * prefill.cu): NT threads copy KEYS key rows of ZP_HEAD_DIM bf16 in 16-byte chunks, thread tid
+ * taking copies tid, tid + NT, ... (LPT = KEYS * ZP_HEAD_DIM / 8 / NT of them, whole).
+ * zp_kv_blocks reads this thread's physical blocks of the sub-tile at key p0 from the sequence's
+ * block table bt (0 for keys >= end); zp_kv_load issues its cp.async copies of K and V of kv
+ * head g (of hkv) into the swizzled tiles ks / vs, zero-filling keys >= end (src-size 0), so
+ * stale shared memory never meets a zero probability. Separate, so the block-table reads can
+ * run a sub-tile ahead of the copies. */
+template <int KEYS, int NT> struct zp_kv_tile {
+    static constexpr int CH = ZP_HEAD_DIM / 8, LPT = KEYS * CH / NT;
+    static_assert(LPT * NT == KEYS * CH, "whole copies per thread");
+};
+
+template <int KEYS, int NT>
+static __device__ __forceinline__ void zp_kv_blocks(int *blk, const int *__restrict__ bt, int p0,
+                                                    int end, int tid) {
+    typedef zp_kv_tile<KEYS, NT> T;
+#pragma unroll
+    for (int i = 0; i < T::LPT; i++) {
+        const int p = p0 + (tid + i * NT) / T::CH;
+        blk[i] = p < end ? bt[p / ZP_BLOCK_SIZE] : 0;
+    }
+}
+
+template <int KEYS, int NT>
+static __device__ __forceinline__ void zp_kv_load(bf16 *ks, bf16 *vs, const bf16 *__restrict__ kc,
+                                                  const bf16 *__restrict__ vc, const int *blk,
+                                                  int hkv, int g, int p0, int end, int tid) {
+    typedef zp_kv_tile<KEYS, NT> T;
+#pragma unroll
+    for (int i = 0; i < T::LPT; i++) {
+        const int v = tid + i * NT, row = v / T::CH, c = v % T::CH, p = p0 + row;
+        size_t off = 0;
+        int bytes = 0;
+        if (p < end) {
+            off = (((size_t)blk[i] * (size_t)hkv + (size_t)g) * ZP_BLOCK_SIZE +
+                   (size_t)(p % ZP_BLOCK_SIZE)) * ZP_HEAD_DIM + (size_t)(c * 8);
+            bytes = 16;
+        }
+        const unsigned o = zp_swz_off(row, c) / 2u;
+        zp_cp16(ks + o, kc + off, bytes);
+        zp_cp16(vs + o, vc + off, bytes);
+    }
+}
+
 #endif

@@ -86,48 +86,15 @@
 #define ZP_PF_M 64                                             /* query rows (row, head) per CTA */
 #define ZP_PF_QT (ZP_PF_M / ZP_GQA)                            /* token rows per q-tile */
 #define ZP_PF_KT (4096 / ZP_HEAD_DIM)                          /* keys per KV sub-tile */
-#define ZP_PF_CH (ZP_HEAD_DIM / 8)                             /* 16-byte chunks per K/V row */
-#define ZP_PF_LPT (ZP_PF_KT * ZP_PF_CH / ZP_PF_THREADS)        /* K (and V) copies per thread */
 
 static_assert(ZP_HEAD_DIM == 64 || ZP_HEAD_DIM == 128, "head dim must be 64 or 128");
 static_assert(ZP_GQA == 1 || ZP_GQA == 2 || ZP_GQA == 4 || ZP_GQA == 8, "GQA group must be 1, 2, 4 or 8");
 static_assert(ZP_BLOCK_SIZE > 0 && (ZP_BLOCK_SIZE & (ZP_BLOCK_SIZE - 1)) == 0,
               "block size must be a power of two");
-static_assert(ZP_PF_KT % 16 == 0 && ZP_PF_LPT * ZP_PF_THREADS == ZP_PF_KT * ZP_PF_CH,
-              "a sub-tile is whole mma k-steps and whole copies per thread");
+static_assert(ZP_PF_KT % 16 == 0, "a sub-tile is whole mma k-steps");
 static_assert(ZP_PF_M == 16 * (ZP_PF_THREADS / 32), "each warp owns 16 query rows");
 
 #define ZP_PF_NEG_INF __int_as_float(0xff800000)
-
-/* This thread's physical blocks for its copies of the sub-tile at p0 (keys >= end: none). */
-static __device__ __forceinline__ void zp_pf_blocks(int *blk, const int *__restrict__ bt, int p0,
-                                                    int end, int tid) {
-#pragma unroll
-    for (int i = 0; i < ZP_PF_LPT; i++) {
-        const int p = p0 + (tid + i * ZP_PF_THREADS) / ZP_PF_CH;
-        blk[i] = p < end ? bt[p / ZP_BLOCK_SIZE] : 0;
-    }
-}
-
-/* Issues this thread's cp.async copies of K and V for the sub-tile at p0 into ks / vs. */
-static __device__ __forceinline__ void zp_pf_load(bf16 *ks, bf16 *vs, const bf16 *__restrict__ kc,
-                                                  const bf16 *__restrict__ vc, const int *blk,
-                                                  int hkv, int g, int p0, int end, int tid) {
-#pragma unroll
-    for (int i = 0; i < ZP_PF_LPT; i++) {
-        const int v = tid + i * ZP_PF_THREADS, row = v / ZP_PF_CH, c = v % ZP_PF_CH, p = p0 + row;
-        size_t off = 0;
-        int bytes = 0;
-        if (p < end) {
-            off = (((size_t)blk[i] * (size_t)hkv + (size_t)g) * ZP_BLOCK_SIZE +
-                   (size_t)(p % ZP_BLOCK_SIZE)) * ZP_HEAD_DIM + (size_t)(c * 8);
-            bytes = 16;
-        }
-        const unsigned o = zp_swz_off(row, c) / 2u;
-        zp_cp16(ks + o, kc + off, bytes);
-        zp_cp16(vs + o, vc + off, bytes);
-    }
-}
 
 extern "C" __global__ void __launch_bounds__(ZP_PF_THREADS)
 zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
@@ -191,11 +158,11 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
 
     const int *bt = block_tables + (size_t)tok_seq[first] * (size_t)max_blocks;
     const int n_sub = (end - start + KT - 1) / KT;
-    int blk[ZP_PF_LPT];
-    zp_pf_blocks(blk, bt, start, end, tid);
-    zp_pf_load(kv_s[0][0], kv_s[0][1], kc, vc, blk, hkv, g, start, end, tid);
+    int blk[zp_kv_tile<KT, ZP_PF_THREADS>::LPT];
+    zp_kv_blocks<KT, ZP_PF_THREADS>(blk, bt, start, end, tid);
+    zp_kv_load<KT, ZP_PF_THREADS>(kv_s[0][0], kv_s[0][1], kc, vc, blk, hkv, g, start, end, tid);
     zp_cp_commit();
-    if (n_sub > 1) zp_pf_blocks(blk, bt, start + KT, end, tid);
+    if (n_sub > 1) zp_kv_blocks<KT, ZP_PF_THREADS>(blk, bt, start + KT, end, tid);
 
     /* q fragments (A operand, row-major 16x16 per k-step): registers 0/1 rows gid / gid+8 at
      * columns 2tq, 2tq+1; registers 2/3 the same 8 columns on */
@@ -224,8 +191,8 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
         __syncthreads();
         if (it + 1 < n_sub) {
             const int nb = (it + 1) & 1;
-            zp_pf_load(kv_s[nb][0], kv_s[nb][1], kc, vc, blk, hkv, g, p0 + KT, end, tid);
-            if (it + 2 < n_sub) zp_pf_blocks(blk, bt, p0 + 2 * KT, end, tid);
+            zp_kv_load<KT, ZP_PF_THREADS>(kv_s[nb][0], kv_s[nb][1], kc, vc, blk, hkv, g, p0 + KT, end, tid);
+            if (it + 2 < n_sub) zp_kv_blocks<KT, ZP_PF_THREADS>(blk, bt, p0 + 2 * KT, end, tid);
         }
         zp_cp_commit();
         if (p0 > wlim) continue; /* no row of this warp attends a key here */
