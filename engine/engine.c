@@ -469,8 +469,8 @@ int engine_check_tp(const conf *cf, const char *alone) {
     if (n == 1) return 0;
     if (alone)
         return err_set(ZP_EUNSUP,
-                       "key 'tensor_parallel_size': %lld is not for %s, which runs the model "
-                       "alone on one device; tensor parallelism runs in the engine (serve, "
+                       "key 'tensor_parallel_size': %lld is not for zipage %s, which runs the "
+                       "model alone on one device; tensor parallelism runs in the engine (serve, "
                        "generate, bench throughput); set it to 1",
                        n, alone);
     if (cf->backend != CONF_BACKEND_CUDA)

@@ -136,7 +136,7 @@ void engine_be_shape(const model_config *mc, int32_t block_size, int32_t max_tok
 void engine_be_config(const conf *cf, be_config *bc);
 /* Refuses at start-up what tensor parallelism cannot run: tensor_parallel_size > 1 off
  * backend=cuda (CPU ranks exist only in tests, through engine_open_comms), or in a tool that runs
- * the model alone on one device (alone: its name, e.g. "zipage logits"; NULL for the engine's
+ * the model alone on one device (alone: its command, e.g. "logits"; NULL for the engine's
  * commands). ZP_EUNSUP naming the key, else 0. */
 int engine_check_tp(const conf *cf, const char *alone);
 
