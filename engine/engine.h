@@ -152,9 +152,11 @@ void engine_get_stats(const engine *e, engine_stats *s);
 /* Introspection for tests and diagnostics (cost O(blocks + requests); not for the hot path).
  * engine_check verifies every scheduler and block invariant and returns ZP_ESTATE with a
  * message naming the first one broken. engine_debug_block reports a block's reference
- * count and a hash of its K/V contents across all layers. */
+ * count and a hash of its K/V contents across all layers (rank 0's kv heads under tensor
+ * parallelism). */
 int engine_check(const engine *e);
-/* The engine's backend (tests reach the CUDA backend's driver table through it). */
+/* The engine's backend, rank 0's under tensor parallelism (tests reach the CUDA backend's driver
+ * table through it). */
 backend *engine_backend(const engine *e);
 int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *contents);
 

@@ -16,7 +16,8 @@
  * the comparison can fail: TP 2 with the all-reduce skipped (each rank keeping its own partial
  * sums) must give other tokens. Errors: at TP 4, rank 2's communicator made to fail on its third
  * collective call ends the step's requests with its error, "tensor-parallel rank 2: ...", and every
- * later request with an error, without a hang (an alarm bounds it).
+ * later request with an error, without a hang (an alarm bounds it); and engine_open_comms refuses
+ * communicators out of rank order.
  */
 #include "arena/err.h"
 #include "engine/conf.h"
@@ -186,6 +187,26 @@ static bool same_run(const run *a, const run *b, char *why, size_t len) {
     return true;
 }
 
+/* engine_open_comms refuses communicators out of rank order. */
+static void misordered(void) {
+    conf cf;
+    conf_defaults(&cf);
+    snprintf(cf.model, sizeof cf.model, "%s", model_dir);
+    set(&cf, "backend=cpu");
+    set(&cf, "tensor_parallel_size=2");
+    tp_group g;
+    tp_group_init(&g, 2);
+    comm *comms[2] = {&g.comms[1], &g.comms[0]};
+    arena a;
+    REQUIRE(arena_init(&a, "host", (size_t)16 << 20) == 0);
+    engine *e;
+    int rc = engine_open_comms(&e, &a, &cf, comms, 0, NULL, 0, on_event, NULL);
+    CHECKF(rc == ZP_EINVAL && strstr(err_msg(), "communicator 0 is not rank 0"),
+           "communicators out of rank order: %d %s", rc, err_msg());
+    arena_release(&a);
+    tp_group_destroy(&g);
+}
+
 static void on_alarm(int sig) {
     (void)sig;
     static const char msg[] = "FAIL: the engine hung after a rank's communicator failed\n";
@@ -246,6 +267,7 @@ int main(void) {
     printf("rank 2's communicator failing on its third call: every request ended with an error, "
            "the first: %s\n",
            got.o[first].msg);
+    misordered();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", model_dir);
     REQUIRE(system(cmd) == 0);
