@@ -17,7 +17,10 @@
  * layer's own K segments (be_linear.k_segs) continue the same tree inside each rank, so a sum
  * over the full K comes out the same at every power-of-two size (docs/TENSOR_PARALLEL.md).
  * Errors: 0 or a negative ZP_E* code with the per-thread message (arena/err.h); after an error
- * the communicator is not usable (the ranks may disagree on how far they got).
+ * the communicator is not usable (the ranks may disagree on how far they got). A communicator
+ * that can abort its group (tests/tp_comm.h) ends the other ranks' collectives with ZP_ESTATE,
+ * naming the rank that failed, so that the rank's own error can be told apart from theirs
+ * (engine/tp.h raises it).
  * Memory and threading: the communicator's own; none of its calls allocates.
  */
 #ifndef ZP_COMM_H

@@ -9,7 +9,7 @@ CONF_ENUM(engine, backend, "auto", "auto|cpu|cuda", "compute backend; auto = cud
 CONF_INT(engine, threads, 0, 0, 1024, "CPU backend worker threads; 0 = one per online core")
 CONF_ENUM(engine, cpu_matmul_precision, "f32", "f32|bf16", "CPU matmul with bf16 weights: f32 = f32 activations (the reference); bf16 = activations rounded to bf16 (faster, less exact)")
 CONF_ENUM(engine, cpu_isa, "auto", "auto|generic|avx2|avx512", "CPU matmul kernels; auto = the best this CPU runs (the last bits differ between them)")
-CONF_INT(engine, tensor_parallel_size, 1, 1, 8, "GPUs one engine shards the model over (docs/TENSOR_PARALLEL.md); > 1 needs the engine's rank threads, not built yet")
+CONF_INT(engine, tensor_parallel_size, 1, 1, 8, "GPUs one engine shards the model over (docs/TENSOR_PARALLEL.md): ranks on GPUs cuda_device + rank; > 1 needs backend=cuda")
 CONF_INT(engine, host_arena_mb, 4096, 16, 1048576, "host arena reservation in MiB (pages are committed on first touch)")
 
 /* [gpu] */

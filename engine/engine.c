@@ -14,21 +14,31 @@
  *
  * Memory: request slots, token arrays and block tables are carved from the arena at open;
  * nothing is allocated per step. Single-threaded (see engine.h).
+ *
+ * Tensor parallelism (docs/TENSOR_PARALLEL.md): this thread is rank 0 (scheduler, block pool,
+ * prefix cache, sampler, model e->m); ranks 1.. are engine/tp's threads, each driving its own
+ * backend. At open every rank plans its own KV pool and the block count and query-cache slots are
+ * the minimum over ranks, so one block id or slot id means the same on every rank; each step's
+ * staged batch and each compression batch are replayed on every rank by tp.
  */
 #include "engine/engine.h"
 
 #include "arena/err.h"
 #include "arena/plan.h"
 #include "drv/backend.h"
+#include "drv/comm_nccl.h"
 #include "engine/kv.h"
 #include "engine/loader.h"
 #include "engine/model.h"
+#include "engine/shard.h"
+#include "engine/tp.h"
 
 #include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -76,7 +86,13 @@ struct engine {
     model_config mc;
     model_weights mw;
     model m;
-    backend *be;
+    backend *be;                     /* rank 0's: bes[0] */
+    backend *bes[ZP_TP_MAX];         /* every rank's backend (made and destroyed here) */
+    tp *tp;                          /* ranks 1.. under tensor parallelism, else NULL */
+    size_t comm_bytes;               /* the communicator's share of each rank's reservation */
+    nccl_lib nccl;                   /* on CUDA under tensor parallelism: NCCL and the ranks' */
+    comm_nccl nccl_ranks[ZP_TP_MAX]; /* communicators (n_nccl of them open) */
+    int n_nccl;
     char backend_why[320];
     double open_weights_s, open_backend_s, open_total_s; /* engine_open's phases (engine_info) */
     char backend_plans[256]; /* what the backend's start-up chose for the GEMMs, or "" */
@@ -154,15 +170,17 @@ static void list_remove(engine *e, rq_list *l, int32_t i) {
 
 /* ---- open / close ---- */
 
-/* The KV (and query cache) budget on a device backend: free memory x gpu_memory_utilization,
- * less everything else the model and the backend take. */
-static int device_kv_bytes(engine *e, const conf *cf, const model_dims *d, size_t *out) {
+/* The KV (and query cache) budget on a device backend be (a rank's): free memory x
+ * gpu_memory_utilization, less everything else the rank's model, its communicator and the backend
+ * take. */
+static int device_kv_bytes(const engine *e, backend *be, const model_dims *d, size_t *out) {
+    const conf *cf = &e->cf;
     size_t fr, tot;
-    int rc = e->be->mem_info(e->be, &fr, &tot);
+    int rc = be->mem_info(be, &fr, &tot);
     if (rc) return rc;
     model_dims d0 = *d;
     d0.num_blocks = 0;
-    size_t fixed = model_device_bytes(&e->mc, &e->mw, &d0, e->be) + e->be->scratch_bytes;
+    size_t fixed = model_device_bytes(&e->mc, &e->mw, &d0, be) + be->scratch_bytes + e->comm_bytes;
     size_t budget = (size_t)((double)fr * cf->gpu_memory_utilization);
     const double gib = 1073741824.0;
     if (budget <= fixed + (64u << 20))
@@ -176,9 +194,115 @@ static int device_kv_bytes(engine *e, const conf *cf, const model_dims *d, size_
     return 0;
 }
 
-/* The part of engine_open that runs on a created backend: memory plan, model, pools and
- * request table. On failure the caller destroys the backend. */
-static int open_on_backend(engine *e, arena *a, const conf *cf) {
+/* A rank's KV plan: d (its comm naming the rank and size its shard is planned for; NULL at TP 1)
+ * gets the rank's own compression heads, and num_blocks and qcache_slots from the rank's own
+ * memory. Reads the engine only, so every rank plans at once, each on its own thread. */
+static int plan_rank(const engine *e, backend *be, model_dims *d) {
+    const conf *cf = &e->cf;
+    bool cmp = cf->compress;
+    shard sh;
+    model_config local; /* the rank's heads, kv heads and MLP rows (the whole model at TP 1) */
+    int rc = shard_plan(&sh, &e->mc, d->comm ? d->comm->rank : 0, d->comm ? d->comm->size : 1);
+    if (rc) return rc;
+    shard_config(&sh, &e->mc, &local);
+    d->cp.hq = local.heads, d->cp.hkv = local.kv_heads;
+    if ((rc = be->check(be, &d->cp))) return rc;
+    size_t kv_bytes = (size_t)(cf->kv_memory_mb ? cf->kv_memory_mb : 1024) << 20;
+    if (!cf->kv_memory_mb && be->device_memory && (rc = device_kv_bytes(e, be, d, &kv_bytes)))
+        return rc;
+    plan_in pin = {
+        .kv_bytes = kv_bytes,
+        .block_bytes = model_block_bytes(&local, e->bs, d->kv_dtype, cmp),
+        .slot_bytes = model_slot_bytes(&local, e->qcl),
+        .scratch_bytes = model_cmp_scratch_bytes(&local, d),
+        .max_num_seqs = cf->max_num_seqs,
+        .budget_blocks = e->M,
+        .fixed_blocks = cf->num_kv_blocks,
+        .compress = cmp,
+    };
+    plan_out pout;
+    if ((rc = plan_kv(&pin, &pout))) return rc;
+    d->num_blocks = (int32_t)pout.num_blocks;
+    d->qcache_slots = cmp ? (int32_t)pout.max_concurrency : 0;
+    return 0;
+}
+
+/* A rank's reservation: its model's buffers and staging, and its communicator's scratch. */
+static int reserve_rank(const engine *e, backend *be, const model_dims *d) {
+    return be->reserve(be, model_device_bytes(&e->mc, &e->mw, d, be) + e->comm_bytes,
+                       model_host_bytes(&e->mc, d, be));
+}
+
+/* The open phases of ranks 1.., as tp jobs on their own threads (arg: the engine, read only). */
+static int plan_job(tp_rank *r, void *arg) {
+    return plan_rank(arg, r->be, &r->d);
+}
+
+static int reserve_job(tp_rank *r, void *arg) {
+    return reserve_rank(arg, r->be, &r->d);
+}
+
+static int init_job(tp_rank *r, void *arg) {
+    const engine *e = arg;
+    return model_init(&r->m, &r->a, r->be, &e->mc, &e->mw, &r->d);
+}
+
+/* Every rank's model on its backend, the dims agreed: each rank plans its KV pool; the block
+ * count and query-cache slots are the minimum over ranks; each reserves; on CUDA the NCCL
+ * communicators are made (they carve from the reservations, so after them); then every rank
+ * initialises its model at once, each on its own thread (CUDA graph capture runs the ranks'
+ * collectives, which need every rank). Rank 0's dims into *d, the others' into their tp_rank.
+ * comms: the communicators given to engine_open_comms, else NULL. */
+static int open_ranks(engine *e, arena *a, comm *const *comms, model_dims *d) {
+    tp *t = e->tp;
+    int size = t ? t->size : 1, rc;
+    comm sizing[ZP_TP_MAX]; /* rank and size alone, for the plans, until NCCL's exist */
+    for (int r = 0; r < size && size > 1; r++) {
+        sizing[r] = (comm){.rank = r, .size = size};
+        model_dims *dr = r ? &t->ranks[r].d : d;
+        if (r) *dr = *d;
+        dr->comm = comms ? comms[r] : &sizing[r];
+    }
+    if (size > 1 && !comms) e->comm_bytes = comm_nccl_bytes(size, d->max_logits, e->mc.vocab);
+    if (t) tp_run(t, plan_job, e);
+    rc = plan_rank(e, e->be, d);
+    if (t && (rc = tp_join(t, rc))) return rc;
+    if (rc) return rc;
+    for (int r = 1; r < size; r++) {
+        const model_dims *dr = &t->ranks[r].d;
+        if (dr->num_blocks < d->num_blocks) d->num_blocks = dr->num_blocks;
+        if (dr->qcache_slots < d->qcache_slots) d->qcache_slots = dr->qcache_slots;
+    }
+    for (int r = 1; r < size; r++)
+        t->ranks[r].d.num_blocks = d->num_blocks, t->ranks[r].d.qcache_slots = d->qcache_slots;
+    if (!e->cf.compress && d->num_blocks < e->max_blocks)
+        return err_set(ZP_ELIMIT,
+                       "KV cache of %d blocks (%lld tokens) cannot hold one request "
+                       "of max_model_len %d: raise kv_memory_mb or num_kv_blocks, lower "
+                       "max_model_len, or turn compression on",
+                       d->num_blocks, (long long)d->num_blocks * e->bs, e->max_model_len);
+    if (t) tp_run(t, reserve_job, e);
+    rc = reserve_rank(e, e->be, d);
+    if (t && (rc = tp_join(t, rc))) return rc;
+    if (rc) return rc;
+    if (size > 1 && !comms) {
+        if ((rc =
+                 comm_nccl_open(e->nccl_ranks, &e->nccl, e->bes, size, d->max_logits, e->mc.vocab)))
+            return rc;
+        e->n_nccl = size;
+        /* comm_nccl_open leaves the last rank's context current on this thread */
+        if (e->be->bind_thread && (rc = e->be->bind_thread(e->be))) return rc;
+        for (int r = 0; r < size; r++)
+            (r ? &t->ranks[r].d : d)->comm = &e->nccl_ranks[r].c;
+    }
+    if (t) tp_run(t, init_job, e);
+    rc = model_init(&e->m, a, e->be, &e->mc, &e->mw, d);
+    return t ? tp_join(t, rc) : rc;
+}
+
+/* The part of engine_open that runs on the created backends: memory plan, every rank's model,
+ * pools and request table. On failure the caller closes the engine. */
+static int open_on_backend(engine *e, arena *a, const conf *cf, comm *const *comms) {
     const model_config *mc = &e->mc;
     int rc;
     zp_dtype kvt = cf->kv_dtype == CONF_KV_DTYPE_BF16  ? ZP_BF16
@@ -258,34 +382,7 @@ static int open_on_backend(engine *e, arena *a, const conf *cf) {
                   : cf->eviction == CONF_EVICTION_ORACLE  ? BE_EVICT_ORACLE
                                                           : BE_EVICT_SCORE,
     };
-    if ((rc = e->be->check(e->be, &d.cp))) return rc;
-    size_t kv_bytes = (size_t)(cf->kv_memory_mb ? cf->kv_memory_mb : 1024) << 20;
-    if (!cf->kv_memory_mb && e->be->device_memory && (rc = device_kv_bytes(e, cf, &d, &kv_bytes)))
-        return rc;
-    plan_in pin = {
-        .kv_bytes = kv_bytes,
-        .block_bytes = model_block_bytes(mc, e->bs, kvt, cmp),
-        .slot_bytes = model_slot_bytes(mc, e->qcl),
-        .scratch_bytes = model_cmp_scratch_bytes(mc, &d),
-        .max_num_seqs = cf->max_num_seqs,
-        .budget_blocks = e->M,
-        .fixed_blocks = cf->num_kv_blocks,
-        .compress = cmp,
-    };
-    plan_out pout;
-    if ((rc = plan_kv(&pin, &pout))) return rc;
-    d.num_blocks = (int32_t)pout.num_blocks;
-    d.qcache_slots = cmp ? (int32_t)pout.max_concurrency : 0;
-    if (!cmp && d.num_blocks < e->max_blocks)
-        return err_set(ZP_ELIMIT,
-                       "KV cache of %d blocks (%lld tokens) cannot hold one request "
-                       "of max_model_len %d: raise kv_memory_mb or num_kv_blocks, lower "
-                       "max_model_len, or turn compression on",
-                       d.num_blocks, (long long)d.num_blocks * e->bs, e->max_model_len);
-    if ((rc = e->be->reserve(e->be, model_device_bytes(mc, &e->mw, &d, e->be),
-                             model_host_bytes(mc, &d, e->be))))
-        return rc;
-    if ((rc = model_init(&e->m, a, e->be, mc, &e->mw, &d))) return rc;
+    if ((rc = open_ranks(e, a, comms, &d))) return rc;
     if (cmp) {
         e->qslots = arena_alloc(a, sizeof(int32_t) * (size_t)d.qcache_slots, 8, "query slots");
         e->cjob_req = arena_alloc(a, sizeof(int32_t) * (size_t)d.cmp_jobs, 8, "compression jobs");
@@ -367,18 +464,62 @@ void engine_be_config(const conf *cf, be_config *bc) {
     };
 }
 
-int engine_check_tp(const conf *cf) {
-    if (cf->tensor_parallel_size == 1) return 0;
-    return err_set(ZP_EUNSUP,
-                   "key 'tensor_parallel_size': %lld needs the engine's rank threads (one per GPU, "
-                   "rank 0 scheduling), which are not built yet; set it to 1",
-                   (long long)cf->tensor_parallel_size);
+int engine_check_tp(const conf *cf, const char *alone) {
+    long long n = (long long)cf->tensor_parallel_size;
+    if (n == 1) return 0;
+    if (alone)
+        return err_set(ZP_EUNSUP,
+                       "key 'tensor_parallel_size': %lld is not for zipage %s, which runs the "
+                       "model alone on one device; tensor parallelism runs in the engine (serve, "
+                       "generate, bench throughput); set it to 1",
+                       n, alone);
+    if (cf->backend != CONF_BACKEND_CUDA)
+        return err_set(ZP_EUNSUP,
+                       "key 'tensor_parallel_size': %lld needs backend=cuda (one GPU per rank); "
+                       "on the CPU the ranks exist only in tests; set it to 1 or backend=cuda",
+                       n);
+    return 0;
 }
 
-int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
-                int n_extra_eos, engine_output_fn out_fn, void *user) {
+/* Every rank's backend: at TP 1 the configured one; rank r of a tensor-parallel engine on GPU
+ * cuda_device + r, or on the CPU with its share of the threads, each shaped by its shard. Rank
+ * 0's is e->be, its line e->backend_why. */
+static int make_backends(engine *e, const conf *cf, int size) {
+    const model_config *mc = &e->mc;
+    be_config bc;
+    engine_be_config(cf, &bc);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = cf->threads ? (int)cf->threads : cores > 0 ? (int)cores : 1;
     int rc;
-    if ((rc = engine_check_tp(cf))) return rc;
+    for (int r = 0; r < size; r++) {
+        model_config local = *mc;
+        if (size > 1) {
+            shard sh;
+            if ((rc = shard_plan(&sh, mc, r, size))) return rc;
+            shard_config(&sh, mc, &local);
+            bc.cuda_device = (int)cf->cuda_device + r;
+            bc.threads = threads / size > 0 ? threads / size : 1;
+        }
+        be_shape shape; /* graph context buckets reach whole blocks */
+        engine_be_shape(&local, e->bs, (int32_t)cf->max_num_batched_tokens,
+                        (int32_t)cf->max_num_seqs, e->max_blocks * e->bs, &shape);
+        char why[320];
+        rc = r ? backend_create(&e->bes[r], &bc, &shape, why, sizeof why)
+               : backend_create(&e->bes[r], &bc, &shape, e->backend_why, sizeof e->backend_why);
+        if (rc) return size > 1 ? err_prefix(rc, "tensor-parallel rank %d", r) : rc;
+    }
+    e->be = e->bes[0];
+    /* creating a GPU's backend makes its context current here: rank 0's again */
+    if (size > 1 && e->be->bind_thread) return e->be->bind_thread(e->be);
+    return 0;
+}
+
+/* engine_open and engine_open_comms: comms NULL makes the communicators (NCCL) when
+ * tensor_parallel_size > 1. */
+static int open_engine(engine **out, arena *a, const conf *cf, comm *const *comms, int32_t n_valid,
+                       const int32_t *extra_eos, int n_extra_eos, engine_output_fn out_fn,
+                       void *user) {
+    int rc;
     double t0 = now_s();
     engine *e = arena_alloc(a, sizeof *e, 64, "engine");
     if (!e) return ZP_ENOMEM;
@@ -404,27 +545,29 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
                        e->max_model_len, mc->max_pos);
     e->bs = (int32_t)cf->block_size;
     e->max_blocks = (e->max_model_len + e->bs - 1) / e->bs;
+    int size = (int)cf->tensor_parallel_size;
+    /* NCCL first: nccl_load sets NCCL_NVLS_ENABLE, before the ranks' threads exist */
+    if (size > 1 && !comms && (rc = nccl_load(&e->nccl, cf->nccl_path))) return rc;
 
     double t1 = now_s();
     rc = cf->load_format == CONF_LOAD_FORMAT_DUMMY ? loader_dummy_weights(&e->mw, mc, a)
                                                    : loader_weights(&e->mw, mc, a, cf->model);
     if (rc) return rc;
     e->open_weights_s = now_s() - t1;
-    be_shape shape;
-    engine_be_shape(mc, e->bs, (int32_t)cf->max_num_batched_tokens, (int32_t)cf->max_num_seqs,
-                    e->max_blocks * e->bs, &shape); /* graph context buckets reach whole blocks */
-    be_config bc;
-    engine_be_config(cf, &bc);
     t1 = now_s();
-    if ((rc = backend_create(&e->be, &bc, &shape, e->backend_why, sizeof e->backend_why))) {
-        loader_close(&e->mw);
-        return rc;
-    }
+    rc = make_backends(e, cf, size);
     e->open_backend_s = now_s() - t1;
-    if ((rc = open_on_backend(e, a, cf))) {
+    if (!rc && size > 1) {
+        e->tp = arena_alloc(a, sizeof *e->tp, 64, "tensor-parallel ranks");
+        rc = !e->tp ? ZP_ENOMEM : tp_start(e->tp, size, e->bes, 4);
+        if (rc) e->tp = NULL; /* tp_start stopped what it started */
+    }
+    if (!rc) rc = open_on_backend(e, a, cf, comms);
+    if (rc) {
         engine_close(e);
         return rc;
     }
+    if (e->tp) tp_freeze(e->tp); /* the ranks' start-up is over */
     if (e->be->describe_plans)
         e->be->describe_plans(e->be, e->backend_plans, sizeof e->backend_plans);
     e->open_total_s = now_s() - t0;
@@ -432,9 +575,35 @@ int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const i
     return 0;
 }
 
+int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
+                int n_extra_eos, engine_output_fn out_fn, void *user) {
+    int rc = engine_check_tp(cf, NULL);
+    return rc ? rc : open_engine(out, a, cf, NULL, n_valid, extra_eos, n_extra_eos, out_fn, user);
+}
+
+int engine_open_comms(engine **out, arena *a, const conf *cf, comm *const *comms, int32_t n_valid,
+                      const int32_t *extra_eos, int n_extra_eos, engine_output_fn out_fn,
+                      void *user) {
+    int size = (int)cf->tensor_parallel_size;
+    for (int r = 0; r < size; r++)
+        if (!comms[r] || comms[r]->rank != r || comms[r]->size != size)
+            return err_set(ZP_EINVAL,
+                           "engine: communicator %d is not rank %d of tensor_parallel_size %d", r,
+                           r, size);
+    return open_engine(out, a, cf, size > 1 ? comms : NULL, n_valid, extra_eos, n_extra_eos, out_fn,
+                       user);
+}
+
 void engine_close(engine *e) {
     if (!e) return;
-    if (e->be) e->be->destroy(e->be);
+    if (e->tp) tp_stop(e->tp); /* the ranks' threads end before their backends */
+    comm_nccl_close(e->nccl_ranks, e->n_nccl);
+    for (int r = ZP_TP_MAX - 1; r >= 0; r--) {
+        if (!e->bes[r]) continue;
+        /* a GPU backend is destroyed with its own context current */
+        if (e->bes[1] && e->bes[r]->bind_thread) e->bes[r]->bind_thread(e->bes[r]);
+        e->bes[r]->destroy(e->bes[r]);
+    }
     loader_close(&e->mw);
 }
 
@@ -519,6 +688,12 @@ static void finish(engine *e, int32_t i, engine_finish f, int code, const char *
  * be used. */
 static int check_oracle(const engine *e, const engine_request *rq, bool cmp) {
     const be_oracle *t[2] = {rq->record, rq->oracle};
+    /* a rank records and ranks by its own heads only: the tables are rank 0's alone */
+    if (e->tp && (rq->record || rq->oracle))
+        return err_set(ZP_EUNSUP,
+                       "request: attention records and oracle tables (zipage bench accuracy) "
+                       "are not supported under tensor_parallel_size %d",
+                       e->tp->size);
     for (int i = 0; i < 2; i++)
         if (t[i] && (t[i]->n_pos < 1 || t[i]->chunk < 1 || !t[i]->a ||
                      t[i]->n_chunks != (t[i]->n_pos + t[i]->chunk - 1) / t[i]->chunk))
@@ -802,7 +977,9 @@ static void poll_compressions(engine *e, bool wait) {
     if (!e->cmp_n) return;
     int done = wait ? 1 : model_compress_done(&e->m);
     if (done == 0) return;
-    int rc = model_compress_end(&e->m); /* waits for the compression queue, reports its errors */
+    /* waits for the compression queues (every rank's: the commit reuses the jobs' blocks on all)
+     * and reports their errors; done above is rank 0's, a hint for the others */
+    int rc = e->tp ? tp_compress_end(e->tp, &e->m) : model_compress_end(&e->m);
     commit_compressions(e, rc ? rc : done < 0 ? done : 0);
 }
 
@@ -813,7 +990,7 @@ static void start_compressions(engine *e, int32_t n) {
     e->cmp_n = n;
     for (int32_t k = 0; k < n; k++)
         e->reqs[e->cjob_req[k]].compressing = true;
-    int rc = model_compress_begin(&e->m);
+    int rc = e->tp ? tp_compress_begin(e->tp, &e->m) : model_compress_begin(&e->m);
     if (rc)
         commit_compressions(e, rc);
     else
@@ -1109,7 +1286,7 @@ int engine_step(engine *e) {
     if (e->n_sched > 0) {
         build_batch(e);
         double f0 = now_s();
-        int rc = model_forward(&e->m);
+        int rc = e->tp ? tp_forward(e->tp, &e->m) : model_forward(&e->m);
         e->st.forward_seconds += now_s() - f0;
         if (rc) {
             /* A backend failure fails the step's requests, never the engine. */
@@ -1272,8 +1449,8 @@ int engine_check(const engine *e) {
 int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *contents) {
     if (block < 0 || block >= e->kv.num_blocks) return err_set(ZP_EINVAL, "no block %d", block);
     *ref = e->kv.ref[block];
-    size_t per_layer =
-        model_block_bytes(&e->mc, e->bs, e->m.dims.kv_dtype, false) / (2 * (size_t)e->mc.layers);
+    size_t per_layer = /* rank 0's kv heads (the whole model at TP 1) */
+        model_block_bytes(&e->m.cfg, e->bs, e->m.dims.kv_dtype, false) / (2 * (size_t)e->mc.layers);
     uint8_t buf[1 << 14];
     XXH64_state_t st;
     XXH64_reset(&st, 0);

@@ -2,6 +2,9 @@
  * sample -> append / finish -> emit). Single-threaded: every engine_* call comes from the
  * one scheduler thread. Outputs leave through the per-engine callback given at init; the
  * callback must not call back into the engine except engine_cancel().
+ * Under tensor parallelism (tensor_parallel_size > 1, docs/TENSOR_PARALLEL.md) that thread is
+ * rank 0, and the engine owns one more thread per other rank (engine/tp.h), each driving its
+ * rank's backend; they are created by engine_open and ended by engine_close.
  *
  * Requests are copied into engine memory at submit (prompt ids included), so callers may
  * free their buffers at once. Every accepted request gets exactly one terminal event.
@@ -11,6 +14,7 @@
 
 #include "arena/arena.h"
 #include "drv/backend.h"
+#include "drv/comm.h"
 #include "engine/conf.h"
 #include "engine/loader.h"
 #include "engine/sampler.h"
@@ -95,9 +99,19 @@ typedef struct engine_stats {
 /* Loads the model named by cf->model on the configured backend, plans memory (activations,
  * KV blocks) and carves everything from the arena and the backend reservation. n_valid: ids
  * the tokenizer can produce (logits of ids >= n_valid are masked); 0 = the model's vocab.
- * extra_eos: further end-of-sequence ids (e.g. the tokenizer's), may be NULL. */
+ * extra_eos: further end-of-sequence ids (e.g. the tokenizer's), may be NULL.
+ * tensor_parallel_size > 1 (backend=cuda only, engine_check_tp): one CUDA backend per rank on
+ * GPUs cuda_device + rank, NCCL loaded from nccl_path and the ranks' communicators made with
+ * comm_nccl_open; every rank plans its own KV pool, and the block count and query-cache slots
+ * are the minimum over ranks. */
 int engine_open(engine **out, arena *a, const conf *cf, int32_t n_valid, const int32_t *extra_eos,
                 int n_extra_eos, engine_output_fn out_fn, void *user);
+/* The same with the ranks' communicators given: comms[r] is rank r's of tensor_parallel_size
+ * (ZP_EINVAL otherwise), on any backend (tests run CPU ranks joined by tests/tp_comm.h). The
+ * communicators are the caller's and must outlive the engine. */
+int engine_open_comms(engine **out, arena *a, const conf *cf, comm *const *comms, int32_t n_valid,
+                      const int32_t *extra_eos, int n_extra_eos, engine_output_fn out_fn,
+                      void *user);
 void engine_close(engine *e);
 /* Facts for banners and clients. */
 typedef struct engine_info {
@@ -120,10 +134,11 @@ void engine_get_info(const engine *e, engine_info *info);
 void engine_be_shape(const model_config *mc, int32_t block_size, int32_t max_tokens,
                      int32_t max_logits, int32_t max_model_len, be_shape *s);
 void engine_be_config(const conf *cf, be_config *bc);
-/* Refuses at start-up what is not built yet: tensor_parallel_size > 1 needs one engine thread
- * per GPU and NCCL between them; the sharded model itself runs only in tests/test_tp_cpu.c
- * (ranks as threads on the CPU). ZP_EUNSUP naming the key, else 0. */
-int engine_check_tp(const conf *cf);
+/* Refuses at start-up what tensor parallelism cannot run: tensor_parallel_size > 1 off
+ * backend=cuda (CPU ranks exist only in tests, through engine_open_comms), or in a tool that runs
+ * the model alone on one device (alone: its command, e.g. "logits"; NULL for the engine's
+ * commands). ZP_EUNSUP naming the key, else 0. */
+int engine_check_tp(const conf *cf, const char *alone);
 
 /* Queues a request. *req_id gets its id. Errors (prompt too long, bad parameter, queue
  * full) are returned at once with a message, and no event is ever sent for that request. */
@@ -137,9 +152,11 @@ void engine_get_stats(const engine *e, engine_stats *s);
 /* Introspection for tests and diagnostics (cost O(blocks + requests); not for the hot path).
  * engine_check verifies every scheduler and block invariant and returns ZP_ESTATE with a
  * message naming the first one broken. engine_debug_block reports a block's reference
- * count and a hash of its K/V contents across all layers. */
+ * count and a hash of its K/V contents across all layers (rank 0's kv heads under tensor
+ * parallelism). */
 int engine_check(const engine *e);
-/* The engine's backend (tests reach the CUDA backend's driver table through it). */
+/* The engine's backend, rank 0's under tensor parallelism (tests reach the CUDA backend's driver
+ * table through it). */
 backend *engine_backend(const engine *e);
 int engine_debug_block(engine *e, int32_t block, int32_t *ref, uint64_t *contents);
 

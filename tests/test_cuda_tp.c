@@ -158,14 +158,9 @@ int main(void) {
     int n = 0, rc = nccl_test_start(&nc, 2, "tensor parallelism needs 2 or more GPUs", &n);
     if (rc) return rc;
 
-    char dir[256], cmd[1024];
+    char dir[256], cmd[300];
     snprintf(dir, sizeof dir, "/tmp/zp_test_cuda_tp_%d", (int)getpid());
-    snprintf(cmd, sizeof cmd,
-             "rm -rf %s && %s/zipage mkmodel --arch qwen3 --hidden 256 --layers 3 --heads 8 "
-             "--kv-heads 4 --head-dim 32 --intermediate 512 --vocab %d --seed 11 --dtype f32 "
-             "--max-pos 4096 --out %s >/dev/null",
-             dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", MAXV, dir);
-    REQUIRE(system(cmd) == 0);
+    REQUIRE(tp_make_model(dir, "qwen3", 4, false, "f32") == 0);
     arena a;
     REQUIRE(arena_init(&a, "model", (size_t)256 << 20) == 0);
     model_config c;

@@ -91,18 +91,6 @@ static void run_tp(const model_config *c, const model_weights *w, int size, bool
     if (size) tp_group_destroy(&g);
 }
 
-static int make_model(const char *dir, const char *arch, int kv_heads, bool tie,
-                      const char *dtype) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "rm -rf %s && %s/zipage mkmodel --arch %s --hidden 256 --layers 3 --heads 8 "
-             "--kv-heads %d --head-dim 32 --intermediate 512 --vocab %d --seed 11 --dtype %s "
-             "--max-pos 4096 %s --out %s >/dev/null",
-             dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", arch, kv_heads, MAXV, dtype,
-             tie ? "--tie" : "", dir);
-    return system(cmd);
-}
-
 /* Every step's logits and ids of a against b, bit for bit. */
 static bool same_bits(const result *a, const result *b) {
     return a->steps == b->steps && a->compressed == b->compressed &&
@@ -206,7 +194,7 @@ int main(void) {
     snprintf(dir, sizeof dir, "/tmp/zp_test_tp_%d", (int)getpid());
     static result ref, got;
     for (size_t vi = 0; vi < sizeof variants / sizeof variants[0]; vi++) {
-        REQUIRE(make_model(dir, variants[vi].arch, variants[vi].kv_heads, variants[vi].tie,
+        REQUIRE(tp_make_model(dir, variants[vi].arch, variants[vi].kv_heads, variants[vi].tie,
                            variants[vi].dtype) == 0);
         arena a;
         REQUIRE(arena_init(&a, "model", (size_t)256 << 20) == 0);

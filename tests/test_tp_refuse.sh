@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# test_tp_refuse: tensor_parallel_size > 1 is refused at start-up by every command that opens the
-# model (serve, generate, bench decode, logits) with exit status 2 and a message naming the key
-# and what is missing (the engine's rank threads, not built yet), never silently run at TP 1;
-# out of its range [1, 8] it is a configuration error; 1 (the default) runs.
+# test_tp_refuse: tensor_parallel_size > 1 is refused at start-up where it cannot run, with exit
+# status 2 and a message naming the key and why, never silently run at TP 1: by the engine's
+# commands (serve, generate) off backend=cuda (CPU ranks exist only in tests, through
+# engine_open_comms), and by the commands that run the model alone on one device (bench decode,
+# logits) on any backend, backend=cuda included; out of its range [1, 8] it is a configuration
+# error; 1 (the default) runs. (Multi-GPU runs need GPUs: test_cuda_tp, docs/TENSOR_PARALLEL.md.)
 set -u
 Z=${ZP_BUILD:-build}/asan/zipage
 [ -x "$Z" ] || { echo "SKIP zipage not built"; exit 77; }
@@ -23,11 +25,16 @@ refused() {
         fail=1
     fi
 }
-NCCL="key 'tensor_parallel_size': 2 needs the engine's rank threads"
-refused "$NCCL" serve $M --set tensor_parallel_size=2 --set ipc_name=zp_tp_refuse_$$
-refused "$NCCL" generate $M --prompt-ids "1 2 3" --set tensor_parallel_size=2
-refused "$NCCL" bench decode $M --points 1x16 --steps 2 --set tensor_parallel_size=2
-refused "$NCCL" logits $M --prompt-ids "1 2 3" --out "$T/logits" --set tensor_parallel_size=2
+CPU="key 'tensor_parallel_size': 2 needs backend=cuda (one GPU per rank)"
+refused "$CPU" serve $M --set tensor_parallel_size=2 --set ipc_name=zp_tp_refuse_$$
+refused "$CPU" generate $M --prompt-ids "1 2 3" --set tensor_parallel_size=2
+ALONE="key 'tensor_parallel_size': 2 is not for zipage"
+refused "$ALONE bench decode, which runs the model alone" bench decode $M --points 1x16 \
+    --steps 2 --set tensor_parallel_size=2
+refused "$ALONE logits, which runs the model alone" logits $M --prompt-ids "1 2 3" \
+    --out "$T/logits" --set tensor_parallel_size=2
+refused "$ALONE logits, which runs the model alone" logits --model "$T/m" --backend cuda \
+    --prompt-ids "1 2 3" --out "$T/logits" --set tensor_parallel_size=2
 refused "tensor_parallel_size': value 9 out of range [1, 8]" generate $M --prompt-ids "1 2" \
     --set tensor_parallel_size=9
 refused "tensor_parallel_size': value 0 out of range [1, 8]" generate $M --prompt-ids "1 2" \

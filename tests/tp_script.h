@@ -1,5 +1,6 @@
-/* tp_script: the multi-step script the tensor-parallel tests run on every rank of a model
- * (test_tp_cpu on CPU backends, test_cuda_tp on GPUs): three sequences through steps that mix
+/* tp_script: the tensor-parallel tests' model and script. tp_make_model writes their random
+ * model (test_tp_cpu, test_cuda_tp, test_tp_engine). The script is the multi-step one they run on
+ * every rank of a model (test_tp_cpu on CPU backends, test_cuda_tp on GPUs): three sequences through steps that mix
  * prefill chunks of uneven sizes with decodes, steps alternating gathered logits and greedy ids,
  * rank 0's chosen ids fed back to every rank, and (when compressing) one sequence compressed to
  * KEEP blocks through model_compress, then more decodes. Rank 0 records what it saw.
@@ -18,6 +19,9 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SEQS  3
@@ -30,6 +34,22 @@
 #define QCL   4
 
 static const int prompt_len[SEQS] = {29, 11, 21};
+
+/* The tests' random model in dir, made by `zipage mkmodel` (from $ZP_BUILD, else build): hidden
+ * 256, 3 layers, 8 query heads of 32, intermediate 512, a vocabulary of MAXV (no rank count
+ * divides it), seed 11, 4096 positions; the architecture, kv heads, tied embeddings and the
+ * checkpoint's dtype as given. system()'s status: 0 = made. */
+static inline int tp_make_model(const char *dir, const char *arch, int kv_heads, bool tie,
+                                const char *dtype) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "rm -rf %s && %s/zipage mkmodel --arch %s --hidden 256 --layers 3 --heads 8 "
+             "--kv-heads %d --head-dim 32 --intermediate 512 --vocab %d --seed 11 --dtype %s "
+             "--max-pos 4096 %s --out %s >/dev/null",
+             dir, getenv("ZP_BUILD") ? getenv("ZP_BUILD") : "build", arch, kv_heads, MAXV, dtype,
+             tie ? "--tie" : "", dir);
+    return system(cmd);
+}
 
 /* What rank 0 saw: per step, the logits of its logit rows or the ids chosen. */
 typedef struct result {

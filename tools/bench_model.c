@@ -112,7 +112,7 @@ static int place_model(bench_model *bm, const conf *cf, const char *tool, const 
     be_config bc;
     engine_be_config(cf, &bc);
     char why[320];
-    int rc = engine_check_tp(cf);
+    int rc = engine_check_tp(cf, tool);
     if (!rc) rc = backend_create(&bm->be, &bc, &shape, why, sizeof why);
     if (rc) return rc;
     backend *be = bm->be;

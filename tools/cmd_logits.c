@@ -96,7 +96,8 @@ int cmd_logits(int argc, char **argv) {
     be_config bc;
     engine_be_config(&cf, &bc);
     char why[320];
-    if ((rc = engine_check_tp(&cf)) || (rc = backend_create(&be, &bc, &shape, why, sizeof why)))
+    if ((rc = engine_check_tp(&cf, "logits")) ||
+        (rc = backend_create(&be, &bc, &shape, why, sizeof why)))
         return cli_fail("logits", rc);
     fprintf(stderr, "zipage logits: backend %s\n", why);
     model_dims d = {.max_tokens = n,
