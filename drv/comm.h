@@ -20,7 +20,8 @@
  * the communicator is not usable (the ranks may disagree on how far they got). A communicator
  * that can abort its group (tests/tp_comm.h) ends the other ranks' collectives with ZP_ESTATE,
  * naming the rank that failed, so that the rank's own error can be told apart from theirs
- * (engine/tp.h raises it).
+ * (engine/tp.h raises it). A rank that fails outside a collective would leave the others waiting
+ * in their next one; engine/tp therefore aborts the group (the abort op) for it.
  * Memory and threading: the communicator's own; none of its calls allocates.
  */
 #ifndef ZP_COMM_H
@@ -44,6 +45,11 @@ struct comm {
      * < 0; full is untouched elsewhere. */
     int (*all_gather)(comm *c, be_ptr send, be_ptr full, int rows, int cols, int ld, zp_dtype t,
                       int root);
+    /* Aborts the group for rank c->rank's failure: every rank's collective in progress (on a
+     * backend with queues, queued) ends, and every later call returns ZP_ESTATE; the group is
+     * not usable again. Called from c's rank's thread, after its own calls have returned; other
+     * ranks may be waiting in theirs, which is what it ends. */
+    void (*abort)(comm *c);
 };
 
 #endif

@@ -40,10 +40,35 @@ static int bind(const comm_nccl *r) {
     return cuda_err(r->v.drv, r->v.drv->CtxSetCurrent(r->v.ctx), "cuCtxSetCurrent (comm_nccl)");
 }
 
+/* 0 while the group stands, else ZP_ESTATE: after an abort no call touches NCCL. The acquire
+ * pairs with the release in abort_group. */
+static int live(const comm_nccl *r) {
+    if (!__atomic_load_n(&r->aborted, __ATOMIC_ACQUIRE)) return 0;
+    return err_set(ZP_ESTATE, "comm_nccl: rank %d's group was aborted by a rank's failure",
+                   r->c.rank);
+}
+
+/* drv/comm.h's abort: the first rank to call it aborts every rank's communicator (a second
+ * caller finds it begun and returns). NCCL makes each communicator's device current as it aborts
+ * it, so the caller's context is made current again. */
+static void abort_group(comm *c) {
+    comm_nccl *self = (comm_nccl *)c, *g = self->group;
+    if (__atomic_exchange_n(&g[0].aborting, 1, __ATOMIC_ACQ_REL)) return;
+    for (int i = 0; i < c->size; i++) /* release: pairs with live()'s acquire */
+        __atomic_store_n(&g[i].aborted, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < c->size; i++)
+        if (g[i].nc) {
+            g[i].lib->CommAbort(g[i].nc);
+            g[i].nc = NULL;
+        }
+    (void)bind(self); /* on failure the next op on this thread reports the context */
+}
+
 static int all_reduce_sum(comm *c, be_ptr buf, size_t n, zp_dtype t) {
     comm_nccl *r = (comm_nccl *)c;
     ncclDataType_t nt = ncclFloat32;
-    int rc = nccl_type(t, &nt);
+    int rc = live(r);
+    if (!rc) rc = nccl_type(t, &nt);
     if (!rc) rc = bind(r);
     if (rc) return rc;
     return nccl_err(
@@ -71,7 +96,8 @@ static int all_gather(comm *c, be_ptr send, be_ptr full, int rows, int cols, int
                        "planned per rank",
                        rows, cols, r->gather_elems);
     ncclDataType_t nt = ncclFloat32;
-    int rc = nccl_type(t, &nt);
+    int rc = live(r);
+    if (!rc) rc = nccl_type(t, &nt);
     if (!rc) rc = bind(r);
     if (rc) return rc;
     int c0, w;
@@ -122,12 +148,13 @@ int comm_nccl_open(comm_nccl *ranks, const nccl_lib *lib, backend *const *bes, i
     const size_t elems = (size_t)max_rows * piece_max(size, cols);
     for (int i = 0; i < size && !rc; i++) {
         comm_nccl *r = &ranks[i];
-        r->lib = lib, r->nc = ncs[i], r->gather_elems = elems;
+        r->lib = lib, r->nc = ncs[i], r->gather_elems = elems, r->group = ranks;
         r->c = (comm){.rank = i,
                       .size = size,
                       .impl = r,
                       .all_reduce_sum = all_reduce_sum,
-                      .all_gather = all_gather};
+                      .all_gather = all_gather,
+                      .abort = abort_group};
         if (!(rc = bind(r)) && !(rc = bes[i]->alloc(bes[i], al256(elems * sizeof(float)), 256,
                                                     &r->send, "comm_nccl send")))
             rc = bes[i]->alloc(bes[i], al256(elems * sizeof(float) * (size_t)size), 256, &r->recv,
@@ -140,7 +167,8 @@ int comm_nccl_open(comm_nccl *ranks, const nccl_lib *lib, backend *const *bes, i
 }
 
 int comm_nccl_check(const comm_nccl *rank) {
-    return nccl_async_err(rank->lib, rank->nc, "NCCL communicator");
+    int rc = live(rank);
+    return rc ? rc : nccl_async_err(rank->lib, rank->nc, "NCCL communicator");
 }
 
 void comm_nccl_close(comm_nccl *ranks, int size) {

@@ -8,6 +8,11 @@
  * Collectives are queued on the rank's compute stream in call order with the forward pass's ops
  * (and may be captured in its CUDA graphs); a call returns once they are queued. A failure inside
  * NCCL after a call returned is NCCL's asynchronous error, which comm_nccl_check reports.
+ *   abort (drv/comm.h; engine/tp calls it for a rank that failed): marks every rank aborted, so
+ *   no later call touches NCCL (they return ZP_ESTATE), then ncclCommAbort on every rank's
+ *   communicator, whose abort flag ends the collectives the other ranks' streams wait in. One
+ *   limit is NCCL's: a rank thread already inside an NCCL call when the abort frees its
+ *   communicator relies on NCCL ending that call (its waits poll the same flag).
  *   all_reduce_sum: ncclAllReduce in place. NCCL chooses its own summation order (ring or tree,
  *   by size and message length), so unlike tests/tp_comm.h's in-process communicator the sum is
  *   not drv/comm.h's fixed pairwise tree: on GPUs tensor parallelism equals TP 1 within the
@@ -36,6 +41,9 @@ typedef struct comm_nccl {
     cuda_be_view v;
     be_ptr send, recv;   /* the gather's scratch in the rank's backend memory */
     size_t gather_elems; /* elements a rank's piece may take: max_rows x ceil(cols / size) */
+    struct comm_nccl *group; /* ranks[0] of comm_nccl_open's array */
+    int aborted;             /* 1 once the group is aborted (__atomic, see comm_nccl.c) */
+    int aborting;            /* group[0]'s only: 1 once a rank began the abort (__atomic) */
 } comm_nccl;
 
 /* Bytes of backend memory one rank's communicator carves for gathers of at most max_rows rows of
@@ -50,10 +58,11 @@ int comm_nccl_open(comm_nccl *ranks, const nccl_lib *lib, backend *const *bes, i
                    int max_rows, int cols);
 
 /* NCCL's asynchronous error on rank's communicator (a collective that failed after it was
- * queued), 0 when none: ask after a backend sync that returned an error or hangs are suspected. */
+ * queued), 0 when none, ZP_ESTATE once the group was aborted: ask after a backend sync that
+ * returned an error or hangs are suspected. */
 int comm_nccl_check(const comm_nccl *rank);
 
-/* Destroys every rank's NCCL communicator (the scratch goes with the backends). */
+/* Destroys every rank's NCCL communicator not aborted (the scratch goes with the backends). */
 void comm_nccl_close(comm_nccl *ranks, int size);
 
 #endif

@@ -119,6 +119,8 @@ struct engine {
     uint32_t *blk_batch;      /* per block: the compression batch that reads it as shared */
     uint32_t cbatch;          /* id of the batch being built */
     int32_t cmp_n;            /* jobs of the compression batch in flight (0: none) */
+    int tp_rc;                /* under tensor parallelism: the failure that stopped the ranks */
+    char tp_why[512];         /* its message (0: none) */
     engine_stats st;
 };
 
@@ -263,6 +265,7 @@ static int open_ranks(engine *e, arena *a, comm *const *comms, model_dims *d) {
         if (r) *dr = *d;
         dr->comm = comms ? comms[r] : &sizing[r];
     }
+    if (t) t->comm0 = d->comm;
     if (size > 1 && !comms) e->comm_bytes = comm_nccl_bytes(size, d->max_logits, e->mc.vocab);
     if (t) tp_run(t, plan_job, e);
     rc = plan_rank(e, e->be, d);
@@ -294,6 +297,7 @@ static int open_ranks(engine *e, arena *a, comm *const *comms, model_dims *d) {
         if (e->be->bind_thread && (rc = e->be->bind_thread(e->be))) return rc;
         for (int r = 0; r < size; r++)
             (r ? &t->ranks[r].d : d)->comm = &e->nccl_ranks[r].c;
+        t->comm0 = d->comm;
     }
     if (t) tp_run(t, init_job, e);
     rc = model_init(&e->m, a, e->be, &e->mc, &e->mw, d);
@@ -684,6 +688,23 @@ static void finish(engine *e, int32_t i, engine_finish f, int code, const char *
     e->free_slots[e->nfree_slots++] = i;
 }
 
+/* Under tensor parallelism a failed step or compression batch has aborted the ranks' group
+ * (engine/tp: a rank failing outside a collective would leave the others waiting in one): its
+ * communicators are not usable again (NCCL's are destroyed), so from then on the engine ends every
+ * request with that failure and refuses new ones. Restarting the engine is the way back. */
+static void tp_stopped(engine *e, int rc) {
+    if (!e->tp || e->tp_rc) return;
+    e->tp_rc = rc;
+    snprintf(e->tp_why, sizeof e->tp_why, "%s", err_msg());
+}
+
+static int tp_stopped_err(const engine *e) {
+    return err_set(ZP_ESTATE,
+                   "engine: the tensor-parallel ranks stopped on an earlier failure (%s); "
+                   "restart the engine",
+                   e->tp_why);
+}
+
 /* The oracle baseline's tables (engine_request.record / .oracle): shapes and where each may
  * be used. */
 static int check_oracle(const engine *e, const engine_request *rq, bool cmp) {
@@ -720,6 +741,7 @@ static int check_oracle(const engine *e, const engine_request *rq, bool cmp) {
 }
 
 int engine_submit(engine *e, const engine_request *rq, uint64_t *req_id) {
+    if (e->tp_rc) return tp_stopped_err(e);
     if (rq->n_prompt < 1) return err_set(ZP_EINVAL, "request: empty prompt");
     if (rq->n_prompt >= e->max_model_len)
         return err_set(ZP_EINVAL,
@@ -980,6 +1002,7 @@ static void poll_compressions(engine *e, bool wait) {
     /* waits for the compression queues (every rank's: the commit reuses the jobs' blocks on all)
      * and reports their errors; done above is rank 0's, a hint for the others */
     int rc = e->tp ? tp_compress_end(e->tp, &e->m) : model_compress_end(&e->m);
+    if (rc) tp_stopped(e, rc);
     commit_compressions(e, rc ? rc : done < 0 ? done : 0);
 }
 
@@ -991,10 +1014,12 @@ static void start_compressions(engine *e, int32_t n) {
     for (int32_t k = 0; k < n; k++)
         e->reqs[e->cjob_req[k]].compressing = true;
     int rc = e->tp ? tp_compress_begin(e->tp, &e->m) : model_compress_begin(&e->m);
-    if (rc)
+    if (rc) {
+        tp_stopped(e, rc);
         commit_compressions(e, rc);
-    else
+    } else {
         poll_compressions(e, !e->cf.async_compression);
+    }
 }
 
 /* Stages a compression of r into job slot k; false when its copy-on-write targets cannot
@@ -1268,7 +1293,22 @@ static void register_blocks(engine *e, req *r) {
     }
 }
 
+/* engine_step once the ranks stopped: the compression batch in flight ends (its queues hold no
+ * collective), then every request ends with the failure. */
+static int step_stopped(engine *e) {
+    poll_compressions(e, true);
+    tp_stopped_err(e);
+    char msg[768];
+    snprintf(msg, sizeof msg, "%s", err_msg());
+    while (e->running.n)
+        finish(e, e->running.head, ENGINE_FINISH_ERROR, ZP_ESTATE, msg);
+    while (e->waiting.n)
+        finish(e, e->waiting.head, ENGINE_FINISH_ERROR, ZP_ESTATE, msg);
+    return 0;
+}
+
 int engine_step(engine *e) {
+    if (e->tp_rc) return step_stopped(e);
     double t0 = now_s();
     e->in_step = true;
     schedule(e);
@@ -1289,7 +1329,9 @@ int engine_step(engine *e) {
         int rc = e->tp ? tp_forward(e->tp, &e->m) : model_forward(&e->m);
         e->st.forward_seconds += now_s() - f0;
         if (rc) {
-            /* A backend failure fails the step's requests, never the engine. */
+            /* A backend failure fails the step's requests, never the engine (under tensor
+             * parallelism it stops the ranks: tp_stopped). */
+            tp_stopped(e, rc);
             const char *msg = err_msg();
             for (int32_t s = 0; s < e->n_sched; s++)
                 finish(e, e->sched[s].r, ENGINE_FINISH_ERROR, rc, msg);

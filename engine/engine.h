@@ -145,7 +145,10 @@ int engine_check_tp(const conf *cf, const char *alone);
 int engine_submit(engine *e, const engine_request *r, uint64_t *req_id);
 /* Cancels a request; its blocks are freed at once and a CANCELLED terminal event follows. */
 int engine_cancel(engine *e, uint64_t req_id);
-/* Runs one step. Returns the number of unfinished requests, or a negative code. */
+/* Runs one step. Returns the number of unfinished requests, or a negative code. A backend's
+ * failure ends the step's requests with it. Under tensor parallelism it also stops the ranks
+ * (their group aborted, engine/tp.h): every later step ends the remaining requests with that
+ * failure and engine_submit refuses new ones (ZP_ESTATE), until the engine is restarted. */
 int engine_step(engine *e);
 void engine_get_stats(const engine *e, engine_stats *s);
 

@@ -7,10 +7,20 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The rank's result into its slot: the engine thread cannot read this thread's err_msg(). */
+/* A rank's own failure (not ZP_ESTATE, which is a collective ended by another rank's) may have
+ * come before a collective the other ranks wait in: the group is aborted so that they return
+ * (drv/comm.h). c is the failing rank's communicator; NULL or one without abort: nothing. */
+static void abort_group(comm *c, int rc) {
+    if (rc && rc != ZP_ESTATE && c && c->abort) c->abort(c);
+}
+
+/* The rank's result into its slot (the engine thread cannot read this thread's err_msg()), then
+ * the group's abort if the rank failed. */
 static void report(tp_rank *r, int rc) {
     r->rc = rc;
-    if (rc) snprintf(r->msg, sizeof r->msg, "%s", err_msg());
+    if (!rc) return;
+    snprintf(r->msg, sizeof r->msg, "%s", err_msg());
+    abort_group(r->d.comm, rc);
 }
 
 static void *rank_main(void *p) {
@@ -80,6 +90,7 @@ void tp_run(tp *t, tp_job job, void *arg) {
 }
 
 int tp_join(tp *t, int rc0) {
+    abort_group(t->comm0, rc0); /* before waiting: the others may wait for rank 0 */
     pthread_mutex_lock(&t->mu);
     while (t->busy)
         pthread_cond_wait(&t->idle, &t->mu);

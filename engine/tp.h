@@ -14,7 +14,10 @@
  * Errors: a rank thread copies its code and message (arena/err.h's text is per thread) into its
  * slot; tp_join raises the first failing rank's error, "tensor-parallel rank R: ...", where the
  * first is the lowest rank whose error is its own, not a communicator's ZP_ESTATE for another
- * rank's failure (drv/comm.h), else the lowest failing rank.
+ * rank's failure (drv/comm.h), else the lowest failing rank. A rank that fails (rank 0 in
+ * tp_join) aborts the ranks' group through its communicator's abort op first, since the others
+ * may be waiting for it in a collective it will not reach; the group is then not usable again
+ * (engine.c stops serving).
  * Memory: the tp struct is the caller's (carved at open); each rank's arena is mapped by tp_start
  * and frozen by tp_freeze; the hand-off is a mutex, two condition variables and a generation
  * counter: nothing is allocated after start-up.
@@ -54,6 +57,7 @@ typedef struct tp {
     uint64_t gen;              /* the job's generation: a rank runs each one once */
     int busy;                  /* ranks still running the job */
     int started;               /* threads created (tp_stop joins them) */
+    comm *comm0;               /* rank 0's communicator (set by the engine), for the abort */
     tp_job job;                /* NULL with gen moved on: the threads end */
     void *arg;
 } tp;

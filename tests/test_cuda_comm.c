@@ -5,8 +5,13 @@
  * 2. all_gather of f32 pieces of uneven width (cols not a multiple of the ranks: pieces differ
  *    by one column), rows `ld` apart in the full buffer, to rank 0 only (the others' full
  *    buffers must stay untouched: poisoned, then checked) and then to every rank;
- * 3. a gather larger than the planned scratch is refused (ZP_EINVAL) before anything is queued.
- * With one GPU the same runs at size 1 (the gather is then the strided copy alone).
+ * 3. a gather larger than the planned scratch is refused (ZP_EINVAL) before anything is queued;
+ * 4. the group abort (engine/tp's answer to a rank failing outside a collective): ranks 1.. queue
+ *    an all-reduce and wait on their streams while rank 0 never joins it and aborts the group
+ *    instead: their waits return (an alarm fails the test if they hang), and every later call
+ *    and comm_nccl_check answer ZP_ESTATE; a second abort does nothing.
+ * With one GPU the same runs at size 1 (the gather is then the strided copy alone; the abort has
+ * no one waiting).
  * NVLink multicast stays off: nccl_load sets NCCL_NVLS_ENABLE=0 before NCCL is opened.
  * SKIP without a driver, a GPU or NCCL. Threads: ranks record their failures in their slot;
  * only the main thread CHECKs. */
@@ -22,6 +27,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 enum { N = 4099, ROWS = 5, MAX_ROWS = 8 };
 
@@ -140,6 +147,47 @@ static void *rank_main(void *p) {
     return NULL;
 }
 
+/* Phase 4 on rank j->r's thread: rank 0 aborts instead of joining the all-reduce the others
+ * queued and wait for. */
+static void *abort_main(void *p) {
+    rank_job *j = p;
+    const int r = j->r;
+    backend *be = bes[r];
+    comm *c = &ranks[r].c;
+    be_ptr f;
+    if (be->bind_thread(be) || be->alloc(be, N * 4, 256, &f, "abort f32")) {
+        RFAIL(j, "rank %d: %s", r, err_msg());
+        return NULL;
+    }
+    if (r == 0) {
+        struct timespec ts = {0, 300 * 1000 * 1000}; /* the others are waiting by then */
+        nanosleep(&ts, NULL);
+        c->abort(c);
+        c->abort(c); /* begun already: returns */
+    } else {
+        int rc = c->all_reduce_sum(c, f, N, ZP_F32);
+        if (!rc) be->sync(be); /* returns once the abort ended the collective, error or not */
+    }
+    int rc = c->all_reduce_sum(c, f, N, ZP_F32);
+    if (rc != ZP_ESTATE)
+        RFAIL(j, "rank %d: an all-reduce after the abort returned %d, not ZP_ESTATE", r, rc);
+    if ((rc = comm_nccl_check(&ranks[r])) != ZP_ESTATE)
+        RFAIL(j, "rank %d: comm_nccl_check after the abort returned %d, not ZP_ESTATE", r, rc);
+    return NULL;
+}
+
+static void run_ranks(void *(*fn)(void *), rank_job *jobs) {
+    pthread_t th[ZP_TP_MAX];
+    for (int r = 0; r < size; r++) {
+        jobs[r] = (rank_job){.r = r};
+        REQUIRE(pthread_create(&th[r], NULL, fn, &jobs[r]) == 0);
+    }
+    for (int r = 0; r < size; r++)
+        pthread_join(th[r], NULL);
+    for (int r = 0; r < size; r++)
+        CHECKF(!jobs[r].fail[0], "%s", jobs[r].fail);
+}
+
 int main(void) {
     int n = 0, rc = nccl_test_start(&nc, 1, "no GPU", &n);
     if (rc) return rc;
@@ -170,20 +218,16 @@ int main(void) {
     rc = comm_nccl_open(ranks, &nc, bes, size, MAX_ROWS, cols);
     CHECKF(rc == 0, "comm_nccl_open over %d GPUs: %s", size, rc ? err_msg() : "");
     if (!rc) {
-        pthread_t th[ZP_TP_MAX];
         static rank_job jobs[ZP_TP_MAX];
-        for (int r = 0; r < size; r++) {
-            jobs[r] = (rank_job){.r = r};
-            REQUIRE(pthread_create(&th[r], NULL, rank_main, &jobs[r]) == 0);
-        }
-        for (int r = 0; r < size; r++)
-            pthread_join(th[r], NULL);
-        for (int r = 0; r < size; r++)
-            CHECKF(!jobs[r].fail[0], "%s", jobs[r].fail);
+        run_ranks(rank_main, jobs);
         for (int r = 0; r < size; r++)
             CHECKF(comm_nccl_check(&ranks[r]) == 0, "rank %d: asynchronous error %s", r, err_msg());
         printf("  %d rank(s): all-reduce f32 + bf16, gathers of %d columns (ld %d) checked\n", size,
                cols, ld);
+        alarm(120); /* a hang after the abort ends the test (SIGALRM) instead of CI */
+        run_ranks(abort_main, jobs);
+        alarm(0);
+        printf("  %d rank(s): the group abort ended the waiting ranks' all-reduce\n", size);
         comm_nccl_close(ranks, size);
     }
     for (int r = 0; r < size; r++)

@@ -15,9 +15,11 @@
  * compresses, and every request generates all its tokens (so the comparison is not vacuous). That
  * the comparison can fail: TP 2 with the all-reduce skipped (each rank keeping its own partial
  * sums) must give other tokens. Errors: at TP 4, rank 2's communicator made to fail on its third
- * collective call ends the step's requests with its error, "tensor-parallel rank 2: ...", and every
- * later request with an error, without a hang (an alarm bounds it); and engine_open_comms refuses
- * communicators out of rank order.
+ * collective call (the others waiting in it until the rank's thread aborts the group) ends the
+ * step's requests with its error, "tensor-parallel rank 2: ...", without a hang (an alarm bounds
+ * it); the engine then stops: the requests still queued or running end at the next step, and later
+ * submits are refused, both naming that failure; and engine_open_comms refuses communicators out
+ * of rank order.
  */
 #include "arena/err.h"
 #include "engine/conf.h"
@@ -45,6 +47,7 @@ typedef struct req_out {
     engine_usage usage;
     int err;
     char msg[512];
+    bool refused; /* engine_submit refused it (the ranks had stopped) */
 } req_out;
 
 typedef struct run {
@@ -145,7 +148,14 @@ static void run_engine(const variant *v, run *out) {
             rq.sp.max_tokens = GENT;
             rq.sp.ignore_eos = true;
             uint64_t id;
-            REQUIRE(engine_submit(e, &rq, &id) == 0);
+            int src = engine_submit(e, &rq, &id);
+            if (src) { /* only once the fault has stopped the ranks, and saying so */
+                CHECKF(v->fail_call && src == ZP_ESTATE &&
+                           strstr(err_msg(), "stopped on an earlier failure (tensor-parallel rank"),
+                       "TP %d: request %d refused: %d %s", v->tp, i, src, err_msg());
+                out->o[i].refused = true;
+                snprintf(out->o[i].msg, sizeof out->o[i].msg, "%s", err_msg());
+            }
         }
         int left = engine_step(e);
         REQUIRE(left >= 0);
@@ -252,12 +262,17 @@ int main(void) {
     alarm(300);
     run_engine(&(variant){.tp = 4, .fail_rank = 2, .fail_call = 3}, &got);
     alarm(0);
-    int first = -1, errors = 0;
+    int first = -1, errors = 0, later = 0;
     for (int i = 0; i < NREQ; i++) {
-        errors += got.o[i].fin == ENGINE_FINISH_ERROR && got.o[i].finals == 1 && got.o[i].err < 0;
-        if (first < 0 && got.o[i].fin == ENGINE_FINISH_ERROR) first = i;
+        const req_out *o = &got.o[i];
+        errors += o->refused ? o->finals == 0
+                             : o->fin == ENGINE_FINISH_ERROR && o->finals == 1 && o->err < 0;
+        if (first < 0 && !o->refused && o->fin == ENGINE_FINISH_ERROR) first = i;
+        /* after the failing step: ended (or refused) as the engine stopped, naming rank 2 */
+        later += strstr(o->msg, "stopped on an earlier failure (tensor-parallel rank 2: ") != NULL;
     }
     CHECKF(errors == NREQ, "a failing rank ended %d of %d requests with an error", errors, NREQ);
+    CHECKF(later > 0, "no request ended after the failing step: the engine's stop is untested");
     REQUIRE(first >= 0);
     CHECKF(strstr(got.o[first].msg, "tensor-parallel rank 2: ") &&
                strstr(got.o[first].msg, "made to fail on its collective call 3") &&

@@ -7,10 +7,13 @@
  * every slice is written). Slices are disjoint, so no element is read after it is overwritten.
  * all_gather: every rank publishes its piece, a barrier, the receiving rank(s) copy every piece
  * into their full buffer, a barrier. f32 only (the CPU backend's activations and logits).
- * Group abort (as NCCL's abort ends every rank's collective): a rank whose collective fails, or
- * whose call number fail_call has come when it is fail_rank (tp_group_fail_at, the tests' fault),
- * aborts the group: every rank waiting in a collective's barrier, and every later collective,
- * returns ZP_ESTATE naming the rank that failed (drv/comm.h's convention), so no rank hangs.
+ * Group abort (as NCCL's abort ends every rank's collective): a rank whose collective fails
+ * aborts the group, and so does the abort op (engine/tp calls it for a rank that failed): every
+ * rank waiting in a collective's barrier, and every later collective, returns ZP_ESTATE naming
+ * the rank that failed (drv/comm.h's convention), so no rank hangs. The tests' fault
+ * (tp_group_fail_at: fail_rank's call number fail_call) fails that rank's call WITHOUT aborting,
+ * as a failure outside a collective looks to the other ranks: they wait until the rank's caller
+ * aborts the group.
  * Invariants: every rank of a group calls the same collectives in the same order.
  * Memory: the group is the caller's; nothing is allocated after tp_group_init.
  * Threading: one thread per rank; the collectives' barrier is a mutex and condition variable
@@ -76,11 +79,9 @@ static inline int tp_group_wait(tp_group *g, int rank) {
 
 /* A collective's start: the fault, or a group already aborted, ends it. */
 static inline int tp_group_enter(tp_group *g, int rank) {
-    if (++g->calls[rank] == g->fail_call && rank == g->fail_rank) {
-        tp_group_abort(g, rank);
+    if (++g->calls[rank] == g->fail_call && rank == g->fail_rank)
         return err_set(ZP_EBACKEND, "tp_comm: rank %d made to fail on its collective call %d", rank,
                        g->fail_call);
-    }
     pthread_mutex_lock(&g->mu);
     int rc = g->failed >= 0 ? tp_aborted(g, rank) : 0;
     pthread_mutex_unlock(&g->mu);
@@ -139,6 +140,10 @@ static inline int tp_all_gather(comm *c, be_ptr send, be_ptr full, int rows, int
     return tp_group_wait(g, c->rank);
 }
 
+static inline void tp_comm_abort(comm *c) {
+    tp_group_abort(c->impl, c->rank);
+}
+
 static inline void tp_group_init(tp_group *g, int size) {
     memset(g, 0, sizeof *g);
     g->size = size;
@@ -151,11 +156,12 @@ static inline void tp_group_init(tp_group *g, int size) {
                              .size = size,
                              .impl = g,
                              .all_reduce_sum = tp_all_reduce_sum,
-                             .all_gather = tp_all_gather};
+                             .all_gather = tp_all_gather,
+                             .abort = tp_comm_abort};
 }
 
-/* The fault: rank's collective call number call (1-based) fails and aborts the group. Before
- * the ranks start. */
+/* The fault: rank's collective call number call (1-based) fails, leaving the group to its
+ * caller's abort. Before the ranks start. */
 static inline void tp_group_fail_at(tp_group *g, int rank, int call) {
     g->fail_rank = rank;
     g->fail_call = call;
