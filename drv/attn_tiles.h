@@ -19,6 +19,12 @@
 /* Query rows (token row x query head of one kv head) per CTA: ZP_PF_M in prefill.cu. */
 #define ATTN_PREFILL_MROWS 64
 
+/* Dynamic shared memory of zp_attn_prefill_partial (ZP_PF_SMEM in prefill.cu, which checks the
+ * two agree): its K/V ring, 64 KiB for every head dim. Above the 48 KiB a launch may take
+ * without asking, so whoever loads the kernel sets CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+ * to it once, and every launch passes it. */
+#define ATTN_PREFILL_SMEM 65536
+
 /* Token rows per q-tile for gqa (1, 2, 4 or 8) query heads per kv head: 64, 32, 16 or 8. */
 static inline int attn_tile_rows(int gqa) {
     return ATTN_PREFILL_MROWS / gqa;

@@ -28,6 +28,7 @@
 #include "drv/cublaslt.h"
 #include "drv/cuda.h"
 #include "drv/attn_abi.h"
+#include "drv/attn_tiles.h"
 #include "drv/layer_abi.h"
 #include "drv/compress_abi.h"
 #include "drv/gemmtune.h"
@@ -579,8 +580,8 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     int pchunk = cb->pchunk;
     void *pp[] = {&q,  &kc,  &vc,     &seq,   &idx,     &bt, &qt, &nqt,
                   &mb, &hkv, &scale, &pchunk, &n_split, &po, &pml};
-    launch(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128, pp,
-           "zp_attn_prefill_partial");
+    launch_smem(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128, ATTN_PREFILL_SMEM,
+                pp, "zp_attn_prefill_partial");
     void *ma[] = {&po, &pml, &cnt, &hq, &n_split, &out};
     launch(cb, cb->attn_merge, attn_merge_blocks(hq), U(n), 1, 32 * ZP_MERGE_HEADS, ma,
            "zp_attn_merge");
@@ -825,6 +826,12 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                                                 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                                 (int)zp_cs_smem_bytes(s->head_dim)),
                        "cuFuncSetAttribute (zp_cmp_score shared memory)")))
+        return rc;
+    if ((rc = cuda_err(&cb->drv,
+                       cb->drv.FuncSetAttribute(cb->attn_prefill,
+                                                CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                ATTN_PREFILL_SMEM),
+                       "cuFuncSetAttribute (zp_attn_prefill_partial shared memory)")))
         return rc;
     cb->attn_mma_smem = (unsigned)attn_mma_smem_bytes(s->head_dim, attn_mma_stages(s->head_dim));
     if (cb->attention_mma &&

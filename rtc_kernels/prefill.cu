@@ -30,8 +30,10 @@
  * (row, head, split) partial has exactly one writer. drv/attn_tiles.h builds both arrays.
  *
  * LAUNCH RULES. zp_attn_prefill_partial: grid (n_split, hkv, n_qtiles_cap), block
- *   ZP_PF_THREADS (128), no dynamic shared memory (static: a 32 KiB K/V ring + 16 bytes, for
- *   every D/BS/G; no opt-in attribute). CTA (s, g, i) covers cache indices
+ *   ZP_PF_THREADS (128), dynamic shared memory ZP_PF_SMEM = 64 KiB for every D/BS/G (the K/V
+ *   ring; drv/attn_tiles.h's ATTN_PREFILL_SMEM, which the host sets as the function's
+ *   CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, above the 48 KiB default), plus 16 bytes
+ *   static. CTA (s, g, i) covers cache indices
  *   [s*chunk, min((s+1)*chunk, max over the tile's rows of tok_kv_idx + 1)) for the tile's
  *   rows and the query heads g*G .. g*G+G-1, and writes the partials of those (row, head, s).
  *   n_split: the same as the step's zp_attn_partial launch (the partials' stride, which the
@@ -47,10 +49,12 @@
  * ALGORITHM (FlashAttention-2's forward loop on split-KV ranges). 4 warps; warp w owns the 16
  * query rows m = 16w .. 16w+15 of the tile's 64 (m = r*G + j: tile row r = m / G, head j = m % G;
  * rows r >= n are inert: zero q, never written). Its q fragments stay in registers (bf16 A
- * operands, loaded once). The KV range is walked in sub-tiles of KT = 4096/D keys (32 for D
- * 128, 64 for D 64) starting at s*chunk: K and V of sub-tile k+1 are copied by cp.async into
- * one half of a 2-stage shared ring while sub-tile k is computed from the other (one
- * __syncthreads per sub-tile; each thread's block-table reads run one sub-tile ahead). Keys
+ * operands, loaded once). The KV range is walked in sub-tiles of KT = 8192/D keys (64 for D
+ * 128, 128 for D 64; half that costs 15-19% more kernel time on an H100, docs/BENCHMARKS.md:
+ * each sub-tile pays a barrier, a max shuffle and the rescaling of O) starting at s*chunk: K
+ * and V of sub-tile k+1 are copied by cp.async into one half of a 2-stage shared ring while
+ * sub-tile k is computed from the other (one __syncthreads per sub-tile; each thread's
+ * block-table reads run one sub-tile ahead). Keys
  * past the range end are zero-filled (src-size 0), so stale or garbage data never meets a
  * zero probability in P·V. Per sub-tile and warp:
  *   S = Q K^T: mma m16n8k16, K fragments by ldmatrix (K rows are the "col" operand as stored);
@@ -85,13 +89,15 @@
 #define ZP_PF_THREADS 128                                      /* 4 warps */
 #define ZP_PF_M 64                                             /* query rows (row, head) per CTA */
 #define ZP_PF_QT (ZP_PF_M / ZP_GQA)                            /* token rows per q-tile */
-#define ZP_PF_KT (4096 / ZP_HEAD_DIM)                          /* keys per KV sub-tile */
+#define ZP_PF_KT (8192 / ZP_HEAD_DIM)                          /* keys per KV sub-tile */
+#define ZP_PF_SMEM (2 * 2 * ZP_PF_KT * ZP_HEAD_DIM * 2)        /* 2 stages of K and V, bf16 */
 
 static_assert(ZP_HEAD_DIM == 64 || ZP_HEAD_DIM == 128, "head dim must be 64 or 128");
 static_assert(ZP_GQA == 1 || ZP_GQA == 2 || ZP_GQA == 4 || ZP_GQA == 8, "GQA group must be 1, 2, 4 or 8");
 static_assert(ZP_BLOCK_SIZE > 0 && (ZP_BLOCK_SIZE & (ZP_BLOCK_SIZE - 1)) == 0,
               "block size must be a power of two");
 static_assert(ZP_PF_KT % 16 == 0, "a sub-tile is whole mma k-steps");
+static_assert(ZP_PF_SMEM == 65536, "drv/attn_tiles.h: ATTN_PREFILL_SMEM");
 static_assert(ZP_PF_M == 16 * (ZP_PF_THREADS / 32), "each warp owns 16 query rows");
 
 #define ZP_PF_NEG_INF __int_as_float(0xff800000)
@@ -107,7 +113,9 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     constexpr int NT = KT / 8;  /* n8 score tiles per sub-tile */
     constexpr int KQ = D / 16;  /* k16 steps over the head dim */
     constexpr int ND = D / 8;   /* n8 output tiles over the head dim */
-    __shared__ __align__(128) bf16 kv_s[2][2][KT * D]; /* [stage][K, V][key row, swizzled] */
+    extern __shared__ __align__(128) unsigned char zp_pf_dyn[]; /* ZP_PF_SMEM bytes */
+    /* [stage][K, V][key row, swizzled] */
+    bf16(*kv_s)[2][KT * D] = reinterpret_cast<bf16(*)[2][KT * D]>(zp_pf_dyn);
     __shared__ int lim_s[ZP_PF_THREADS / 32];
 
     const int s = blockIdx.x, g = blockIdx.y, tile = (int)(gridDim.z - 1 - blockIdx.z);

@@ -83,7 +83,7 @@ static void run_step(const cfg *c, const step *s, result *r) {
         int pchunk = 2 * chunk;
         void *fa[] = {&d_q, (void *)&c->kc, (void *)&c->vc, &d_seq, &d_idx, (void *)&c->bt, &d_qt, &d_nt,
                       &mb,  &hkv, &sc, &pchunk, &ns, &d_po, &d_pml};
-        gpu_launch(g, c->pre, (unsigned)ns, (unsigned)hkv, (unsigned)s->tile_cap, 128, 0, fa);
+        gpu_launch(g, c->pre, (unsigned)ns, (unsigned)hkv, (unsigned)s->tile_cap, 128, ATTN_PREFILL_SMEM, fa);
     }
     r->o = malloc(4 * pn * c->D), r->ml = malloc(8 * pn), r->out = malloc(2 * qn);
     gpu_down(g, r->o, d_po, 4 * pn * c->D);
@@ -238,6 +238,8 @@ static void run_case(int D, int bs, int gqa, int hkv) {
     CUmodule ma = gpu_module(g, "attention.cu", D, bs, gqa), mp = gpu_module(g, "prefill.cu", D, bs, gqa);
     c.part = gpu_fn(g, ma, "zp_attn_partial"), c.merge = gpu_fn(g, ma, "zp_attn_merge");
     c.pre = gpu_fn(g, mp, "zp_attn_prefill_partial");
+    CU(g->drv.FuncSetAttribute(c.pre, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                               ATTN_PREFILL_SMEM));
     c.kc = gpu_up(g, kc, 2 * cache_n), c.vc = gpu_up(g, vc, 2 * cache_n);
     c.bt = gpu_up(g, bt, 4 * (size_t)n_seqs * c.max_blocks);
     static const int splits[] = {1, 3, 8};

@@ -80,6 +80,7 @@ typedef struct launch_spec {
     CUfunction f;
     unsigned gx, gy, gz, block;
     void **args;
+    unsigned smem; /* dynamic shared memory */
 } launch_spec;
 
 static int time_launches(cuda_drv *drv, cuda_dev *dev, CUevent e0, CUevent e1,
@@ -88,7 +89,7 @@ static int time_launches(cuda_drv *drv, cuda_dev *dev, CUevent e0, CUevent e1,
     for (int it = -3; it < iters; it++) {
         CK(drv->EventRecord(e0, dev->compute), "cuEventRecord");
         for (int i = 0; i < n; i++)
-            CK(drv->LaunchKernel(l[i].f, l[i].gx, l[i].gy, l[i].gz, l[i].block, 1, 1, 0,
+            CK(drv->LaunchKernel(l[i].f, l[i].gx, l[i].gy, l[i].gz, l[i].block, 1, 1, l[i].smem,
                                  dev->compute, l[i].args, NULL),
                "attention launch");
         CK(drv->EventRecord(e1, dev->compute), "cuEventRecord");
@@ -190,6 +191,9 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
             CK(drv->ModuleGetFunction(&fp, ma, "zp_attn_partial"), "zp_attn_partial");
             CK(drv->ModuleGetFunction(&fm, ma, "zp_attn_merge"), "zp_attn_merge");
             CK(drv->ModuleGetFunction(&ft, mp, "zp_attn_prefill_partial"), "zp_attn_prefill_partial");
+            CK(drv->FuncSetAttribute(ft, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                     ATTN_PREFILL_SMEM),
+               "cuFuncSetAttribute (zp_attn_prefill_partial shared memory)");
             CUdeviceptr d_seq = meta, d_idx = meta + (size_t)N * 4, d_tc = meta + (size_t)2 * N * 4,
                         d_n = meta + (size_t)3 * N * 4, d_nt = d_n + 4, d_bt = d_n + 8,
                         d_qt = d_bt + (size_t)per_seq * 4, no_tc = 0;
@@ -202,12 +206,12 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
             void *ma_old[] = {&po, &pml, &d_n, &hqv, &ns, &out_old};
             void *ma_new[] = {&po, &pml, &d_n, &hqv, &ns, &out_new};
             const launch_spec old_path[] = {
-                {fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_old},
-                {fm, attn_merge_blocks(hq), (unsigned)N, 1, 32 * ZP_MERGE_HEADS, ma_old}};
+                {fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_old, 0},
+                {fm, attn_merge_blocks(hq), (unsigned)N, 1, 32 * ZP_MERGE_HEADS, ma_old, 0}};
             const launch_spec new_path[] = {
-                {fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_new},
-                {ft, (unsigned)ns, (unsigned)hkv, (unsigned)n_tiles, 128, fa},
-                {fm, attn_merge_blocks(hq), (unsigned)N, 1, 32 * ZP_MERGE_HEADS, ma_new}};
+                {fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_new, 0},
+                {ft, (unsigned)ns, (unsigned)hkv, (unsigned)n_tiles, 128, fa, ATTN_PREFILL_SMEM},
+                {fm, attn_merge_blocks(hq), (unsigned)N, 1, 32 * ZP_MERGE_HEADS, ma_new, 0}};
             float *ms = arena_temp(a, sizeof(float) * (size_t)iters, 4, "bench times"), t_old, t_new, t_k;
             if (!ms) { rc = ZP_ENOMEM; goto out; }
             double rel = 0;
