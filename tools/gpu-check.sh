@@ -11,7 +11,7 @@
 #      synchronous compression at 256 requests); the prefill attention kernels (`zipage bench
 #      attention --prefill`); `zipage bench prefill` beside cuBLAS (tools/peer_gemm.py);
 #      `zipage bench startup`; with --attention `zipage bench attention` beside torch SDPA
-#      (tools/peer_sdpa.py);
+#      (tools/peer_sdpa.py); on 2+ GPUs `zipage bench throughput` at tensor_parallel_size 1 and 2;
 #   5. with --parity: the CPU reference against transformers (tools/hf_parity.py);
 #   6. with --accuracy: docs/ACCURACY.md's dev-split configuration sweep and test-split table on
 #      the GPU (tools/accuracy-sweep.sh, tools/accuracy-table.sh; a few minutes), packed into
@@ -139,6 +139,15 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     # zp_attn_partial (8 kv heads, head dim 128)
     step bench-attention-prefill "$ZP" bench attention --prefill 2048 --block-sizes 16,256 --gqa 4,8 \
         --json "$OUT/bench-attention-prefill.jsonl" || fail=1
+    # tensor parallelism (issue 16) on a machine of 2+ GPUs: the engine's rank threads end to end,
+    # TP 2 beside TP 1 on the Qwen3-8B shape (64 requests x 512 prompt x 1,024 output, full KV)
+    if [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -ge 2 ]; then
+      for tp in 1 2; do
+        step bench-throughput-tp$tp "$ZP" bench throughput --model tools/shapes/qwen3-8b --backend cuda \
+            --requests 64 --prompt 512 --gen 1024 --modes full --set tensor_parallel_size=$tp \
+            --json "$OUT/bench-throughput-tp.jsonl" || fail=1
+      done
+    fi
   fi
   if [ $attn = 1 ]; then
     # paged decode attention beside torch SDPA on the same shapes
