@@ -30,6 +30,8 @@ check '[ $rc -eq 0 ] || { cat "$d/err"; false; }'
 check 'grep -q "^full " "$d/out" && grep -q "^compressed " "$d/out"'
 check 'grep -q "^full ipc " "$d/out" && grep -q "^compressed ipc " "$d/out"'
 check 'grep -q "^compressed vs full: [0-9.]*x output tok/s (target >= 3.5x)" "$d/out"'
+check 'grep -q "^compressed: [0-9]* decode steps, [0-9.]* rows each; .* compression batches: [1-9][0-9]* jobs" "$d/out"'
+check 'grep -q "^full: [0-9]* decode steps, .* compression batches: 0 jobs" "$d/out"'
 check 'grep -q "^compressed roofline fraction: [0-9]*% (target >= 80%)" "$d/out"'
 target="% of in-process output tok/s (target >= 98%)"
 same="identical to the in-process run.s (hash [0-9a-f]\{16\}, 3600 tokens)"
@@ -57,6 +59,10 @@ for r in (full, cmp):
     assert 0 < r["decode_kv_tokens_read"] <= r["kv_tokens_read"], r
     assert 0 < r["decode_steps"] <= r["steps"] and 0 < r["roofline_fraction"], r
     assert 0 < r["mean_running"] <= r["peak_running"] <= 6, r
+    assert r["decode_steps"] <= r["decode_rows"] <= r["completion_tokens"], r
+    assert 0 < r["decode_forward_s"] <= r["decode_s"] <= r["busy_s"], r
+    assert 0 <= r["decode_cmp_exposed_s"] <= r["cmp_exposed_s"], r
+assert cmp["cmp_device_s"] > 0 and cmp["score_s"] > 0 and full["cmp_device_s"] == 0, (cmp, full)
 assert full["compressions"] == 0 and full["preemptions"] > 0, full
 assert cmp["compressions"] > 0 and cmp["preemptions"] == 0, cmp
 assert cmp["mean_running"] > full["mean_running"], (full, cmp)
@@ -65,6 +71,30 @@ P'
 # --json appends: a second run adds one object per mode
 $ZP $B --requests 2 --prompt 8 --gen 4 --json "$d/runs.jsonl" >/dev/null 2>&1
 check '[ "$(wc -l < "$d/runs.jsonl")" = 6 ]'
+
+# --max-wall: a full-KV run longer than 1 s (6 x 2,000 tokens thrashing a 1 MiB pool, 2.3 s
+# without the sanitizers) is stopped at its first step after 1 s; its rate over the whole workload
+# is bounded by 12,000 tokens / 1 s and the compressed run, which finished, gives the ratio as a
+# lower bound. With --ipc it is refused.
+$ZP $B --requests 6 --prompt 24 --gen 2000 --set kv_memory_mb=1 --max-wall 1 \
+    --json "$d/wall.jsonl" >"$d/wout" 2>"$d/werr"
+rc=$?
+check '[ $rc -eq 0 ] || { cat "$d/werr"; false; }'
+check 'grep -q "^full stopped " "$d/wout" && grep -q "^compressed  " "$d/wout"'
+check 'grep -q "^full: stopped by --max-wall 1 s with [0-9]* of 12000 tokens: output tok/s over the workload < 12000$" "$d/wout"'
+check 'grep -q "^compressed vs full: > [0-9.]*x output tok/s (target >= 3.5x)" "$d/wout"'
+check 'python3 - "$d/wall.jsonl" <<"P"
+import json, sys
+full, cmp = [json.loads(l) for l in open(sys.argv[1])]
+assert full["stopped"] is True and full["max_wall_s"] == 1, full
+assert 0 < full["completion_tokens"] < 12000 and full["workload_output_tok_s"] == 12000, full
+assert 1 <= full["wall_s"] < 30, full
+assert cmp["stopped"] is False and cmp["completion_tokens"] == 12000, cmp
+assert cmp["workload_output_tok_s"] == cmp["output_tok_s"], cmp
+P'
+err=$($ZP $B --requests 2 --prompt 8 --gen 4 --ipc --max-wall 5 2>&1 >/dev/null)
+rc=$?
+check '[ $rc -eq 2 ] && echo "$err" | grep -q -- "--max-wall and --ipc do not combine"'
 
 # --ipc, the server or the benchmark killed (-9) while the workload runs over IPC: the benchmark
 # fails naming the server, or the server (PR_SET_PDEATHSIG) stops; no object is left either way.

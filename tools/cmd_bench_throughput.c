@@ -4,6 +4,7 @@
  *
  *   zipage bench throughput --model DIR [--requests 256] [--prompt 512] [--gen 8192]
  *                           [--budget 4] [--modes full,compressed] [--bw GBPS] [--ipc]
+ *                           [--max-wall SECONDS]
  *                           [--backend cuda|cpu] [--json FILE] [--set key=value ...]
  *
  * Settings, under -c and --set: load_format = dummy (only DIR/config.json is read; the weights
@@ -40,6 +41,14 @@
  *   they attended (the growth of engine_stats.kv_tokens_read); the fraction is that over the
  *   measured busy seconds of those steps. --bw defaults to bench decode's 4,280 GB/s, the copy
  *   bandwidth measured on the H200 (docs/BENCHMARKS.md).
+ * --max-wall S stops a mode's in-process run at its first step that ends S seconds or more
+ * after the first submit (the requests still in flight are cancelled with the engine): its
+ * figures then cover the steps that ran, its row is marked "stopped", and since the whole
+ * workload would have taken longer than S, its output rate over the workload is reported as the
+ * bound completion tokens of the workload / S (an upper bound: a workload that needs more than S
+ * seconds yields less than that per second; JSON: "stopped", "workload_output_tok_s"). A
+ * compressed mode that finished beside a stopped full
+ * mode gives the ratio as a lower bound ("> R"). For workloads longer than one device call.
  * Then, when both modes ran, the ratio compressed / full of output tok/s (target >= 3.5x) and
  * the compressed mode's roofline fraction (target >= 80%). They are benchmark targets: missing
  * them is not an error. --json FILE appends one object per mode. Every run hashes its output
@@ -92,6 +101,7 @@ typedef struct tp_params {
     int64_t requests, prompt, gen, budget;
     double bw; /* GB/s */
     bool ipc;  /* each mode over IPC too */
+    double max_wall; /* --max-wall seconds; 0 = none */
 } tp_params;
 
 /* Event state of one run: per request, a hash of its tokens so far. */
@@ -118,9 +128,11 @@ typedef struct tp_run {
     int64_t sum_running, sum_after, sum_blocks;
     double mean_running, kv_per_request, host_us; /* per step; bytes; us per step */
     /* decode steps (no prompt token added): how many, how many ran a forward pass, the KV
-     * positions they read, their busy seconds and their roofline seconds */
-    int64_t decode_steps, decode_fwd_steps, decode_kv_tokens;
-    double decode_s, roof_s;
+     * positions they read, the rows they computed (tokens), their busy seconds, the parts of
+     * those in the forward pass and in exposed compression waits, and their roofline seconds */
+    int64_t decode_steps, decode_fwd_steps, decode_kv_tokens, decode_rows;
+    double decode_s, decode_fwd_s, decode_cmp_s, roof_s;
+    bool stopped;         /* --max-wall ended the run before every request finished */
     int32_t vocab;        /* prompt ids are in [0, vocab) */
     uint64_t output_hash; /* every request's tokens */
 } tp_run;
@@ -183,6 +195,9 @@ static void track_step(tp_run *run, const engine_stats *prev, const engine_stats
     run->decode_steps++;
     run->decode_s += cur->busy_seconds - prev->busy_seconds;
     run->decode_kv_tokens += cur->kv_tokens_read - prev->kv_tokens_read;
+    run->decode_rows += cur->completion_tokens - prev->completion_tokens;
+    run->decode_fwd_s += cur->forward_seconds - prev->forward_seconds;
+    run->decode_cmp_s += cur->cmp_exposed_seconds - prev->cmp_exposed_seconds;
     run->decode_fwd_steps += cur->kv_tokens_read > prev->kv_tokens_read;
 }
 
@@ -216,6 +231,10 @@ static int run_workload(engine *e, const tp_params *p, tp_ctx *c, int32_t *ids, 
         engine_get_stats(e, &cur);
         track_step(run, &prev, &cur, c->done - done);
         prev = cur;
+        if (p->max_wall > 0 && c->done < p->requests && bench_now_s() - t0 >= p->max_wall) {
+            run->stopped = true;
+            break;
+        }
     }
     run->wall_s = bench_now_s() - t0;
     run->all = cur;
@@ -622,22 +641,44 @@ out:
     return rc;
 }
 
+/* Output tok/s over the whole workload: measured, or for a stopped run the upper bound the
+ * workload's tokens over --max-wall give. */
+static double workload_tok_s(const tp_run *r, const tp_params *p) {
+    return r->stopped ? (double)(p->requests * p->gen) / p->max_wall : r->out_tok_s;
+}
+
 static double roof_fraction(const tp_run *r) {
     return r->decode_s > 0 ? r->roof_s / r->decode_s : 0;
 }
 
 static void print_row(const tp_run *r) {
-    printf("%-14s %8.2f %10.0f %7.2f %6d/%-6d %8.1f %9.2f %8lld %7lld %9.1f %7.1f%%\n", r->mode,
+    char label[32];
+    snprintf(label, sizeof label, "%s%s", r->mode, r->stopped ? " stopped" : "");
+    printf("%-19s %8.2f %10.0f %7.2f %6d/%-6d %8.1f %9.2f %8lld %7lld %9.1f %7.1f%%\n", label,
            r->wall_s, r->out_tok_s, r->req_s, r->peak_running, r->max_concurrency, r->mean_running,
            r->kv_per_request / 1048576.0, (long long)r->all.preemptions, (long long)r->all.steps,
            r->host_us, 100 * roof_fraction(r));
+}
+
+/* Where the decode steps' time went, and the compression batches' device time (the causes the
+ * roofline fraction names). */
+static void print_breakdown(const tp_run *r) {
+    const engine_stats *s = &r->all;
+    printf("%s: %lld decode steps, %.1f rows each; %.2f s = forward %.2f + exposed compression "
+           "%.2f + host %.2f; roofline %.2f s. compression batches: %lld jobs, device %.2f s "
+           "(score %.2f, compact %.2f)\n",
+           r->mode, (long long)r->decode_steps,
+           r->decode_steps ? (double)r->decode_rows / (double)r->decode_steps : 0, r->decode_s,
+           r->decode_fwd_s, r->decode_cmp_s, r->decode_s - r->decode_fwd_s - r->decode_cmp_s,
+           r->roof_s, (long long)s->compressions, s->cmp_device_seconds, s->score_seconds,
+           s->compact_seconds);
 }
 
 /* The IPC run's row: what the client measures and the server's published counters. */
 static void print_ipc_row(const tp_ipc_run *r) {
     char label[32];
     snprintf(label, sizeof label, "%s ipc", r->local->mode);
-    printf("%-14s %8.2f %10.0f %7.2f %13s %8s %9s %8lld %7lld %9s %8s\n", label, r->wall_s,
+    printf("%-19s %8.2f %10.0f %7.2f %13s %8s %9s %8lld %7lld %9s %8s\n", label, r->wall_s,
            r->out_tok_s, r->req_s, "-", "-", "-", (long long)r->st.preemptions,
            (long long)r->st.steps, "-", "-");
 }
@@ -663,9 +704,12 @@ static void write_json(FILE *f, const tp_run *r, const tp_params *p, const conf 
             "\"completion_tokens\": %lld, \"preemptions\": %lld, \"compressions\": %lld, "
             "\"steps\": %lld, \"busy_s\": %.4f, \"forward_s\": %.4f, \"cmp_exposed_s\": %.4f, "
             "\"host_us_per_step\": %.2f, \"kv_tokens_read\": %lld, \"decode_steps\": %lld, "
-            "\"decode_s\": %.4f, \"decode_kv_tokens_read\": %lld, \"weight_bytes\": %zu, "
+            "\"decode_s\": %.4f, \"decode_forward_s\": %.4f, \"decode_cmp_exposed_s\": %.4f, "
+            "\"decode_rows\": %lld, \"cmp_device_s\": %.4f, \"score_s\": %.4f, "
+            "\"compact_s\": %.4f, \"decode_kv_tokens_read\": %lld, \"weight_bytes\": %zu, "
             "\"kv_read_bytes_per_token\": %zu, \"bw_gbps\": %.1f, \"roofline_s\": %.6g, "
-            "\"roofline_fraction\": %.6g, \"ipc\": false, \"output_hash\": \"%016llx\"}\n",
+            "\"roofline_fraction\": %.6g, \"stopped\": %s, \"max_wall_s\": %.1f, "
+            "\"workload_output_tok_s\": %.1f, \"ipc\": false, \"output_hash\": \"%016llx\"}\n",
             r->mode, r->backend, r->compress ? "true" : "false", (long long)p->requests,
             (long long)p->prompt, (long long)p->gen, (long long)p->budget,
             (long long)cf->block_size, r->kv_pool_bytes, r->num_blocks, r->max_concurrency,
@@ -674,8 +718,10 @@ static void write_json(FILE *f, const tp_run *r, const tp_params *p, const conf 
             (long long)s->completion_tokens, (long long)s->preemptions, (long long)s->compressions,
             (long long)s->steps, s->busy_seconds, s->forward_seconds, s->cmp_exposed_seconds,
             r->host_us, (long long)s->kv_tokens_read, (long long)r->decode_steps, r->decode_s,
-            (long long)r->decode_kv_tokens, r->weight_bytes, r->kv_read_token, p->bw, r->roof_s,
-            roof_fraction(r), (unsigned long long)r->output_hash);
+            r->decode_fwd_s, r->decode_cmp_s, (long long)r->decode_rows, s->cmp_device_seconds,
+            s->score_seconds, s->compact_seconds, (long long)r->decode_kv_tokens, r->weight_bytes, r->kv_read_token, p->bw, r->roof_s,
+            roof_fraction(r), r->stopped ? "true" : "false", p->max_wall, workload_tok_s(r, p),
+            (unsigned long long)r->output_hash);
 }
 
 static void write_ipc_json(FILE *f, const tp_ipc_run *r, const tp_params *p, const conf *cf) {
@@ -740,6 +786,8 @@ int bench_throughput(int argc, char **argv) {
             rc = cli_str(&c, &json);
         else if (!strcmp(o, "--ipc"))
             p.ipc = true;
+        else if (!strcmp(o, "--max-wall"))
+            rc = cli_float(&c, &p.max_wall, 1, 1e7);
         else
             rc = cli_unknown(&c, o);
     }
@@ -748,6 +796,9 @@ int bench_throughput(int argc, char **argv) {
     int nr = 0;
     if (rc || (rc = parse_modes(modes, runs, &nr))) return rc;
     if (!cf.model[0]) return err_set(ZP_EINVAL, "--model DIR (with a config.json) is required");
+    if (p.ipc && p.max_wall > 0)
+        return err_set(ZP_EINVAL, "--max-wall and --ipc do not combine (the IPC run compares "
+                                  "whole workloads)");
     bench_workload_fit(&cf, p.requests, p.prompt + p.gen, p.budget);
     FILE *jf = json ? fopen(json, "a") : NULL;
     if (json && !jf) return err_set(ZP_EIO, "--json %s: cannot open for appending", json);
@@ -762,7 +813,7 @@ int bench_throughput(int argc, char **argv) {
         if (!rc && p.ipc) rc = run_ipc(&cf, &p, &ipc[i]);
     }
     if (!rc) {
-        printf("%-14s %8s %10s %7s %13s %8s %9s %8s %7s %9s %8s\n", "mode", "wall s", "out tok/s",
+        printf("%-19s %8s %10s %7s %13s %8s %9s %8s %7s %9s %8s\n", "mode", "wall s", "out tok/s",
                "req/s", "peak/planned", "mean run", "KV MiB/rq", "preempt", "steps", "host us",
                "roofline");
         const tp_run *full = NULL, *cmp = NULL;
@@ -776,9 +827,21 @@ int bench_throughput(int argc, char **argv) {
             else
                 full = &runs[i];
         }
-        if (full && cmp)
-            printf("compressed vs full: %.2fx output tok/s (target >= 3.5x)\n",
-                   full->out_tok_s > 0 ? cmp->out_tok_s / full->out_tok_s : 0);
+        for (int i = 0; i < nr; i++)
+            print_breakdown(&runs[i]);
+        for (int i = 0; i < nr; i++)
+            if (runs[i].stopped)
+                printf("%s: stopped by --max-wall %.0f s with %lld of %lld tokens: output tok/s "
+                       "over the workload < %.0f\n",
+                       runs[i].mode, p.max_wall, (long long)runs[i].all.completion_tokens,
+                       (long long)(p.requests * p.gen), workload_tok_s(&runs[i], &p));
+        if (full && cmp && cmp->stopped)
+            printf("compressed vs full: undecided (the compressed run was stopped by --max-wall) "
+                   "(target >= 3.5x)\n");
+        else if (full && cmp)
+            printf("compressed vs full: %s%.2fx output tok/s (target >= 3.5x)\n",
+                   full->stopped ? "> " : "",
+                   workload_tok_s(full, &p) > 0 ? cmp->out_tok_s / workload_tok_s(full, &p) : 0);
         if (cmp)
             printf("compressed roofline fraction: %.0f%% (target >= 80%%)\n",
                    100 * roof_fraction(cmp));
