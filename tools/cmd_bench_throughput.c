@@ -47,8 +47,10 @@
  * workload would have taken longer than S, its output rate over the workload is reported as the
  * bound completion tokens of the workload / S (an upper bound: a workload that needs more than S
  * seconds yields less than that per second; JSON: "stopped", "workload_output_tok_s"). A
- * compressed mode that finished beside a stopped full
- * mode gives the ratio as a lower bound ("> R"). For workloads longer than one device call.
+ * compressed mode that finished beside a stopped full mode gives the ratio as a lower bound
+ * ("> R"). For workloads longer than one device call.
+ * After the table, per mode: the decode steps' time split into forward pass, exposed compression
+ * and host time, their mean rows, and the compression batches' device time (score, compact).
  * Then, when both modes ran, the ratio compressed / full of output tok/s (target >= 3.5x) and
  * the compressed mode's roofline fraction (target >= 80%). They are benchmark targets: missing
  * them is not an error. --json FILE appends one object per mode. Every run hashes its output
@@ -719,7 +721,8 @@ static void write_json(FILE *f, const tp_run *r, const tp_params *p, const conf 
             (long long)s->steps, s->busy_seconds, s->forward_seconds, s->cmp_exposed_seconds,
             r->host_us, (long long)s->kv_tokens_read, (long long)r->decode_steps, r->decode_s,
             r->decode_fwd_s, r->decode_cmp_s, (long long)r->decode_rows, s->cmp_device_seconds,
-            s->score_seconds, s->compact_seconds, (long long)r->decode_kv_tokens, r->weight_bytes, r->kv_read_token, p->bw, r->roof_s,
+            s->score_seconds, s->compact_seconds, (long long)r->decode_kv_tokens, r->weight_bytes,
+            r->kv_read_token, p->bw, r->roof_s,
             roof_fraction(r), r->stopped ? "true" : "false", p->max_wall, workload_tok_s(r, p),
             (unsigned long long)r->output_hash);
 }
