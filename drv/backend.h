@@ -62,8 +62,8 @@ typedef uint64_t be_ptr;
 typedef struct be_batch {
     int32_t n_tokens, n_seqs, max_blocks, n_logits;
     int32_t max_kv_len;  /* longest context of the step's tokens (sizes attention splits) */
-    be_ptr counts;       /* [8]: n_tokens, n_logits, n_seqs, n_seat_jobs, n_qtiles, n_gen (kernels
-                          * read them) */
+    be_ptr counts;       /* [8]: n_tokens, n_logits, n_seqs, n_seat_jobs, n_qtiles (kernels read
+                          * them) */
     be_ptr token_ids;    /* [n_tokens] */
     be_ptr positions;    /* [n_tokens] absolute positions for RoPE */
     be_ptr slots;        /* [n_tokens] physical slot receiving the token's K/V */
@@ -78,10 +78,6 @@ typedef struct be_batch {
      * differently). Other backends ignore them. */
     be_ptr tok_tc, qtile;
     int32_t n_qtiles;
-    /* With n_qtiles > 0: the n_gen rows with tok_tc 0, in row order (counts[5] holds n_gen),
-     * for a backend whose GEMMs take decode rows apart (linear). */
-    be_ptr gen_rows;
-    int32_t n_gen;
 } be_batch;
 
 /* Compression of a batch of requests ("jobs"), every layer at once (see
@@ -210,7 +206,7 @@ struct backend {
     size_t scratch_bytes; /* the backend's own scratch, reserved on top of reserve()'s bytes */
     int prefill_tiles;    /* attention runs prompt rows given as q-tiles (be_batch.qtile) */
     be_ptr counts;        /* set by the model: int32 [8] (n_tokens, n_logits, n_seqs, n_seat_jobs,
-                           * n_qtiles, n_gen)
+                           * n_qtiles)
                            * of the step, in backend memory, read by kernels (padded launches) */
 
     /* Memory: one reservation at start-up of `bytes` of backend memory (plus scratch_bytes),
@@ -280,12 +276,8 @@ struct backend {
     /* resid[r] += x[r] when x != 0; out[r] = rmsnorm(resid[r]) * w (act); out may equal x */
     void (*add_rmsnorm)(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
                         int rows, int dim, float eps);
-    /* out[n][l->n_out] (l->out_t) = x[n][l->k] (act) . W^T (+ bias). b: the step whose token
-     * rows x holds (n = b->n_tokens), or NULL for other rows (the logits' gathered rows); with
-     * it the backend may compute a step's prompt rows (b->tok_tc) and its other rows with
-     * different kernels, each row's result still independent of the batch (CUDA). */
-    void (*linear)(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n,
-                   const be_batch *b);
+    /* out[n][l->n_out] (l->out_t) = x[n][l->k] (act) . W^T (+ bias) */
+    void (*linear)(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n);
     /* On the fused QKV rows qkv[n][(hq + 2 hkv) dim] (act): per-head RMSNorm of q and k with
      * qn / kn (when not 0; eps), rotate-half RoPE at positions[i] * inv_freq[j]; q -> q_out
      * [n][hq][dim] (act); k and v -> the layer's caches at slots (slot < 0: not stored). */
@@ -426,7 +418,6 @@ typedef struct be_config {
     int attention_chunk;         /* KV positions per split of attention (CUDA) */
     int attention_prefill_chunk; /* the same for prompt rows, >= attention_chunk (CUDA) */
     int attention_mma;           /* decode rows on tensor cores (zp_attn_decode_mma) (CUDA) */
-    int decode_gemm_mma;         /* decode rows' GEMMs through zp_gemm_rows* (CUDA) */
     int gemm_workspace_mb;       /* cuBLASLt's workspace (CUDA) */
 } be_config;
 

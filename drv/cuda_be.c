@@ -31,7 +31,6 @@
 #include "drv/attn_tiles.h"
 #include "drv/layer_abi.h"
 #include "drv/compress_abi.h"
-#include "drv/gemm_abi.h"
 #include "drv/gemmtune.h"
 #include "drv/nvrtc.h"
 #include "drv/sample_abi.h"
@@ -72,16 +71,6 @@ typedef struct cuda_be {
     CUdeviceptr seen, seat_counts; /* penalty state of the sample_seats seats */
     cublaslt_gemm *plans;
     int n_plans, cap_plans;
-    /* Decode rows through rtc_kernels/gemm_rows.cu (conf decode_gemm = mma): per plan its K
-     * splits (0: the layer runs every row through cuBLASLt); partials for rows_cap rows of
-     * rows_part_n f32 outputs (splits x n of the largest layer), and the tiles' counters. */
-    int decode_gemm;
-    CUmodule rows_mod;
-    CUfunction rows_fn[2][2]; /* [f32 out][row tile 128] */
-    int *rows_splits;
-    int rows_cap;
-    size_t rows_part_n, rows_flags_n;
-    CUdeviceptr rows_part, rows_flags;
     gemmtune_ctx tune; /* batch-invariant plans: x and y in the partials, the staging buffer */
     size_t tune_x;     /* bytes of the partials region the tuner's random rows take */
     CUgraphExec graphs[CB_MAX_GRAPHS];
@@ -200,19 +189,6 @@ static int cb_reserve(backend *be, size_t bytes, size_t host_bytes) {
     cb->seen = p;
     if ((rc = cb_alloc(be, al(seats * words * 64 * 2), CB_ALIGN, &p, "sampling seats"))) return rc;
     cb->seat_counts = p;
-    if (cb->decode_gemm) {
-        if ((rc = cb_alloc(be, al(cb->rows_part_n * (size_t)cb->rows_cap * 4), CB_ALIGN, &p,
-                           "decode GEMM partials")))
-            return rc;
-        cb->rows_part = p;
-        /* the tiles' counters start at 0; each launch's last CTA of a tile resets its own */
-        if ((rc = cb_alloc(be, al(cb->rows_flags_n * 4), CB_ALIGN, &p, "decode GEMM counters")) ||
-            (rc = cuda_err(&cb->drv,
-                           cb->drv.MemsetD8Async(p, 0, al(cb->rows_flags_n * 4), cb->dev.compute),
-                           "cuMemsetD8Async (decode GEMM counters)")))
-            return rc;
-        cb->rows_flags = p;
-    }
     if (!host_bytes) return 0;
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->host, host_bytes), "cuMemAllocHost")))
         return err_prefix(rc, "cuda backend: cannot pin %.1f MiB of host staging",
@@ -356,16 +332,6 @@ static int cb_linear_init(backend *be, be_linear *l, const be_part *parts, int n
         if (rc) cublaslt_gemm_destroy(&cb->lt, g);
     }
     if (rc) return err_prefix(rc, "linear '%s'", what);
-    /* decode rows on the row kernel when the shape fits its tiles and the partials (else every
-     * row of this layer through cuBLASLt: a fixed per-layer choice, so still invariant) */
-    int sp = gemm_rows_splits(n_out, k, cb->dev.n_sm);
-    cb->rows_splits[cb->n_plans] =
-        cb->decode_gemm && gemm_rows_fits(n_out, k) &&
-                (sp == 1 || ((size_t)sp * (size_t)n_out <= cb->rows_part_n &&
-                             (size_t)(n_out / GEMM_ROWS_BN) * (size_t)((cb->rows_cap + 63) / 64) <=
-                                 cb->rows_flags_n))
-            ? sp
-            : 0;
     l->plan = cb->n_plans++;
     return 0;
 }
@@ -562,35 +528,10 @@ static void cb_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_p
     launch(cb, cb->add_rmsnorm, U(rows), 1, 1, ZP_NORM_THREADS, a, "zp_add_rmsnorm");
 }
 
-/* A step's token rows (b): the prompt rows (b->tok_tc) through cuBLASLt, the others (decode
- * rows) through zp_gemm_rows*, whose rows do not depend on the batch either; which kernel a row
- * takes depends on the row alone. Without prompt rows the decode rows are rows 0 .. n-1 of
- * which counts[0] are live (a graph's padded launch); with them cuBLASLt runs all n rows and
- * the row kernel then rewrites the b->n_gen rows listed in b->gen_rows (count in counts[5]).
- * The logits' rows (no b) all go through the row kernel, counts[1] of them live. More rows
- * than the partials hold go in launches of rows_cap. A layer whose shape the kernel does not
- * take (rows_splits 0) runs every row through cuBLASLt. */
-static void cb_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n,
-                      const be_batch *b) {
+static void cb_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
     CB(be);
-    int splits = cb->rows_splits[l->plan], total = n;
-    be_ptr rows = 0, count = b ? be->counts : be->counts + 1 * 4;
-    if (!splits || (b && b->n_qtiles > 0)) {
-        keep(cb, cublaslt_gemm_run(&cb->lt, &cb->plans[l->plan], (CUdeviceptr)out, (CUdeviceptr)x,
-                                   (CUdeviceptr)l->w[0], n, cb->ws, cb->ws_bytes, cur(cb)));
-        if (!splits) return;
-        rows = b->gen_rows, count = be->counts + 5 * 4, total = b->n_gen;
-    }
-    be_ptr w = l->w[0], bias = l->bias[0], part = cb->rows_part, flags = cb->rows_flags;
-    int nn = l->n_out, k = l->k, cap = cb->rows_cap;
-    for (int r0 = 0; r0 < total; r0 += cap) {
-        int m = total - r0 < cap ? total - r0 : cap, bm = gemm_rows_bm(m);
-        void *a[] = {&out, &x, &w, &bias, &rows, &count, &r0, &m, &nn, &k, &splits, &part, &flags};
-        launch_smem(cb, cb->rows_fn[l->out_t == ZP_F32][bm == 128], U((m + bm - 1) / bm),
-                    (unsigned)splits,
-                    (unsigned)(nn / GEMM_ROWS_BN), GEMM_ROWS_THREADS,
-                    (unsigned)gemm_rows_smem(bm), a, "zp_gemm_rows");
-    }
+    keep(cb, cublaslt_gemm_run(&cb->lt, &cb->plans[l->plan], (CUdeviceptr)out, (CUdeviceptr)x,
+                               (CUdeviceptr)l->w[0], n, cb->ws, cb->ws_bytes, cur(cb)));
 }
 
 static void cb_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, be_ptr kn,
@@ -880,22 +821,6 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         (rc = get_fn(cb, cb->cselect_mod, "zp_cmp_select", &cb->cmp_select)) ||
         (rc = get_fn(cb, cb->cselect_mod, "zp_cmp_compact", &cb->cmp_compact)))
         return rc;
-    if (cb->decode_gemm) {
-        if ((rc = load_module(cb, "gemm_rows.cu", 1, cb->cache_dir, &cb->rows_mod)) ||
-            (rc = get_fn(cb, cb->rows_mod, "zp_gemm_rows64", &cb->rows_fn[0][0])) ||
-            (rc = get_fn(cb, cb->rows_mod, "zp_gemm_rows128", &cb->rows_fn[0][1])) ||
-            (rc = get_fn(cb, cb->rows_mod, "zp_gemm_rows64_f32", &cb->rows_fn[1][0])) ||
-            (rc = get_fn(cb, cb->rows_mod, "zp_gemm_rows128_f32", &cb->rows_fn[1][1])))
-            return rc;
-        for (int i = 0; i < 4; i++)
-            if ((rc = cuda_err(&cb->drv,
-                               cb->drv.FuncSetAttribute(
-                                   cb->rows_fn[i / 2][i % 2],
-                                   CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                   (int)gemm_rows_smem(i % 2 ? 128 : 64)),
-                               "cuFuncSetAttribute (zp_gemm_rows shared memory)")))
-                return rc;
-    }
     if ((rc = cuda_err(&cb->drv,
                        cb->drv.FuncSetAttribute(cb->cmp_score,
                                                 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -925,24 +850,7 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     if (cb->invariant && (rc = tune_setup(cb, s, cb->cache_dir))) return rc;
     cb->cap_plans = 4 * s->layers + 1;
     cb->plans = arena_alloc(&cb->a, sizeof *cb->plans * (size_t)cb->cap_plans, 64, "GEMM plans");
-    cb->rows_splits = arena_alloc(&cb->a, sizeof(int) * (size_t)cb->cap_plans, 64, "GEMM plans");
-    if (!cb->plans || !cb->rows_splits) return ZP_ENOMEM;
-    if (cb->decode_gemm) {
-        /* partials for the layers of this shape: splits x outputs of the largest, for the
-         * decode rows of one launch (every graph's batch fits one) */
-        int L = s->max_logits > 64 ? s->max_logits : 64;
-        cb->rows_cap = s->max_tokens < L ? s->max_tokens : L;
-        int q = s->heads * s->head_dim, kv = s->kv_heads * s->head_dim;
-        const int shp[4][2] = {{q + 2 * kv, s->hidden}, {s->hidden, q},
-                               {2 * s->intermediate, s->hidden}, {s->hidden, s->intermediate}};
-        for (int i = 0; i < 4; i++) {
-            size_t tiles = (size_t)(shp[i][0] / GEMM_ROWS_BN) * (size_t)((cb->rows_cap + 63) / 64),
-                   sn = (size_t)gemm_rows_splits(shp[i][0], shp[i][1], cb->dev.n_sm) *
-                        (size_t)shp[i][0];
-            if (sn > cb->rows_part_n) cb->rows_part_n = sn;
-            if (tiles > cb->rows_flags_n) cb->rows_flags_n = tiles;
-        }
-    }
+    if (!cb->plans) return ZP_ENOMEM;
     /* the worst step: max_tokens rows, each split into max_model_len / chunk partials */
     cb->part_cap = (size_t)s->max_tokens * (size_t)((s->max_model_len + cb->chunk - 1) / cb->chunk);
     cb->be.sample_seats = s->max_logits;
@@ -951,9 +859,7 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     if (cb->tune_x + cb->tune.y_bytes > part) part = cb->tune_x + cb->tune.y_bytes;
     cb->be.scratch_bytes = cb->ws_bytes + part + al(cb->part_cap * (size_t)s->heads * 8) +
                            al((size_t)s->max_logits * words * 8) +
-                           al((size_t)s->max_logits * words * 64 * 2) +
-                           al(cb->rows_part_n * (size_t)cb->rows_cap * 4) +
-                           al(cb->rows_flags_n * 4) + 7 * CB_ALIGN;
+                           al((size_t)s->max_logits * words * 64 * 2) + 5 * CB_ALIGN;
     snprintf(cb->desc, sizeof cb->desc,
              "%s (sm_%d, %d SMs), driver CUDA %d.%d, NVRTC %d.%d, "
              "cuBLASLt %zu",
@@ -987,7 +893,6 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->chunk = c->attention_chunk > 0 ? c->attention_chunk : 512;
     cb->pchunk = c->attention_prefill_chunk > 0 ? c->attention_prefill_chunk : 4096;
     cb->attention_mma = c->attention_mma;
-    cb->decode_gemm = c->decode_gemm_mma;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){
         .name = "cuda",

@@ -464,7 +464,6 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .attention_chunk = (int)cf->attention_chunk,
         .attention_prefill_chunk = (int)cf->attention_prefill_chunk,
         .attention_mma = cf->attention_kernel == CONF_ATTENTION_KERNEL_MMA,
-        .decode_gemm_mma = cf->decode_gemm == CONF_DECODE_GEMM_MMA,
         .gemm_workspace_mb = (int)cf->gemm_workspace_mb,
     };
 }

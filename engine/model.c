@@ -30,7 +30,7 @@ size_t model_slot_bytes(const model_config *c, int32_t qcl) {
 }
 
 static size_t meta_words(const model_dims *d) {
-    return 8 + 10 * (size_t)d->max_tokens + (size_t)d->max_logits +
+    return 8 + 9 * (size_t)d->max_tokens + (size_t)d->max_logits +
            (size_t)d->max_seqs * (size_t)d->max_blocks;
 }
 
@@ -426,7 +426,6 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     b->tok_qslot = h, m->tok_qslot = p, h += T, p += (be_ptr)T * 4;
     b->tok_prompt = h, bb->tok_tc = p, h += T, p += (be_ptr)T * 4;
     CARVE(qtile, 2 * (size_t)T);
-    CARVE(gen_rows, T);
     CARVE(logit_rows, (size_t)d->max_logits);
     CARVE(block_tables, (size_t)d->max_seqs * (size_t)d->max_blocks);
 #undef CARVE
@@ -469,7 +468,7 @@ static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
         const model_layer *L = &m->layers[l];
         /* layer 0 normalises the embedding; later layers first add the MLP branch in xn */
         be->add_rmsnorm(be, m->x, l ? m->xn : 0, m->xn, L->in_norm.p, L->in_norm.t, n, H, eps);
-        be->linear(be, m->qkv, m->xn, &L->qkv, n, bb);
+        be->linear(be, m->qkv, m->xn, &L->qkv, n);
         be->qkv_rope_store(be, m->q, m->qkv, L->qn.p, L->kn.p, L->qn.t, eps, bb->positions,
                            m->inv_freq, bb->slots, L->kc, L->vc, m->dims.kv_dtype, n, Hq, Hkv, D,
                            bs);
@@ -480,25 +479,25 @@ static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
             be->attn_record(be, m->batch.rec, l, m->q, L->kc, m->dims.kv_dtype, bb, Hq, Hkv, D, bs,
                             1.0f / sqrtf((float)D));
         /* xn <- o_proj(att); then resid x += xn and xn <- post_norm(x) */
-        be->linear(be, m->xn, m->att, &L->o, n, bb);
+        be->linear(be, m->xn, m->att, &L->o, n);
         all_reduce(m, m->xn, nh, be->act_dtype);
         be->add_rmsnorm(be, m->x, m->xn, m->xn, L->post_norm.p, L->post_norm.t, n, H, eps);
-        be->linear(be, m->gu, m->xn, &L->gu, n, bb);
+        be->linear(be, m->gu, m->xn, &L->gu, n);
         be->swiglu(be, m->h, m->gu, n, I);
-        be->linear(be, m->xn, m->h, &L->down, n, bb);
+        be->linear(be, m->xn, m->h, &L->down, n);
         all_reduce(m, m->xn, nh, be->act_dtype);
     }
     if (n_logits > 0) {
         be->add_rmsnorm(be, m->x, m->xn, m->xn, m->final_norm.p, m->final_norm.t, n, H, eps);
         be->gather_rows(be, m->sel, m->xn, bb->logit_rows, n_logits, H);
         if (m->comm) {
-            be->linear(be, m->logits_piece, m->sel, &m->lm_head, n_logits, NULL);
+            be->linear(be, m->logits_piece, m->sel, &m->lm_head, n_logits);
             if (!m->comm_rc)
                 m->comm_rc = m->comm->all_gather(m->comm, m->logits_piece, m->logits, n_logits,
                                                  c->vocab, c->vocab, ZP_F32, 0);
             if (m->sh.rank) return;
         } else {
-            be->linear(be, m->logits, m->sel, &m->lm_head, n_logits, NULL);
+            be->linear(be, m->logits, m->sel, &m->lm_head, n_logits);
         }
         if (want_ids && be->sample) {
             be->seat_init(be, m->smeta + (be_ptr)m->dims.max_logits * sizeof(zp_sample_params),
@@ -601,13 +600,8 @@ int model_forward(model *m) {
     bb->n_qtiles = be->prefill_tiles ? attn_prefill_tiles(b->tok_prompt, b->tok_seq, n,
                                                           c->heads / c->kv_heads, b->qtile)
                                      : 0;
-    /* beside prompt rows, the other rows listed for the backend's decode-row GEMMs */
-    bb->n_gen = 0;
-    if (bb->n_qtiles > 0)
-        for (int i = 0; i < n; i++)
-            if (!b->tok_prompt[i]) b->gen_rows[bb->n_gen++] = i;
     bool dev_sample = b->want_ids && be->sample && b->n_logits > 0;
-    m->host_meta[4] = bb->n_qtiles, m->host_meta[5] = bb->n_gen;
+    m->host_meta[4] = bb->n_qtiles;
     m->host_meta[0] = n, m->host_meta[1] = b->n_logits, m->host_meta[2] = b->n_seqs;
     m->host_meta[3] = dev_sample ? b->n_seat_jobs : 0;
     bool timed = m->dims.cmp_jobs > 0; /* the step ring, for compression overlap */
