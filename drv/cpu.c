@@ -109,6 +109,21 @@ static uint64_t wait_job(cpu_impl *c, uint64_t seen) {
     return atomic_load_explicit(&c->gen, memory_order_acquire);
 }
 
+/* Thread t's part of the current job: its static range, or the ranges it claims. */
+static void run_share(cpu_impl *c, int t) {
+    size_t b, e;
+    if (!c->chunk) {
+        share(c->items, c->grain, t, c->nthreads, &b, &e);
+        if (b < e) c->fn(c->ctx, b, e, t);
+        return;
+    }
+    /* relaxed: only the counter's own order matters; gen's release / acquire publishes the job */
+    while ((b = atomic_fetch_add_explicit(&c->next, c->chunk, memory_order_relaxed)) < c->items) {
+        e = c->items - b < c->chunk ? c->items : b + c->chunk;
+        c->fn(c->ctx, b, e, t);
+    }
+}
+
 static void *worker(void *arg) {
     cpu_impl *c = ((cpu_worker_arg *)arg)->c;
     int t = ((cpu_worker_arg *)arg)->t;
@@ -116,9 +131,7 @@ static void *worker(void *arg) {
     for (;;) {
         seen = wait_job(c, seen);
         if (atomic_load(&c->stop)) break;
-        size_t b, e;
-        share(c->items, c->grain, t, c->nthreads, &b, &e);
-        if (b < e) c->fn(c->ctx, b, e, t);
+        run_share(c, t);
         if (atomic_fetch_sub(&c->pending, 1) == 1 && atomic_load(&c->waiting)) {
             pthread_mutex_lock(&c->mu);
             pthread_cond_signal(&c->done);
@@ -128,8 +141,10 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-/* Runs fn over [0, items) split across all threads; the caller runs share 0. */
-void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *ctx) {
+/* Runs fn over [0, items) across all threads (claim: in claimed ranges, else one static share
+ * each, the caller's share 0). */
+static void run_job(cpu_impl *c, size_t items, size_t grain, bool claim, cpu_par_fn fn,
+                    void *ctx) {
     if (items == 0) return;
     if (grain == 0) grain = 1;
     if (c->nthreads == 1 || items <= grain) {
@@ -140,6 +155,10 @@ void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *
     c->ctx = ctx;
     c->items = items;
     c->grain = grain;
+    size_t units = (items + grain - 1) / grain,
+           per = units / ((size_t)c->nthreads * CPU_CLAIMS);
+    c->chunk = claim ? (per ? per : 1) * grain : 0;
+    atomic_store_explicit(&c->next, 0, memory_order_relaxed);
     atomic_store_explicit(&c->pending, c->nthreads - 1, memory_order_relaxed);
     atomic_fetch_add(&c->gen, 1); /* publishes the job */
     if (atomic_load(&c->sleepers)) {
@@ -147,9 +166,7 @@ void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *
         pthread_cond_broadcast(&c->go);
         pthread_mutex_unlock(&c->mu);
     }
-    size_t b, e;
-    share(items, grain, 0, c->nthreads, &b, &e);
-    if (b < e) fn(ctx, b, e, 0);
+    run_share(c, 0);
     if (!spin_until(c, all_done, 0)) {
         pthread_mutex_lock(&c->mu);
         atomic_store(&c->waiting, 1);
@@ -158,6 +175,14 @@ void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *
         atomic_store(&c->waiting, 0);
         pthread_mutex_unlock(&c->mu);
     }
+}
+
+void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *ctx) {
+    run_job(c, items, grain, false, fn, ctx);
+}
+
+void cpu_parallel_claim(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *ctx) {
+    run_job(c, items, grain, true, fn, ctx);
 }
 
 /* ---- memory ---- */
@@ -493,7 +518,10 @@ static void linear_rows(cpu_impl *c, float *o, const float *x, const be_linear *
                       .xr = l->wt[p] == ZP_BF16 ? xr : NULL},
                      c->scratch,
                      c->scratch_floats};
-        cpu_parallel(c, (size_t)l->rows[p], 16, mm_cols, &a);
+        if (n <= CPU_CLAIM_ROWS)
+            cpu_parallel_claim(c, (size_t)l->rows[p], 16, mm_cols, &a);
+        else
+            cpu_parallel(c, (size_t)l->rows[p], 16, mm_cols, &a);
         o += l->rows[p];
     }
 }
@@ -556,7 +584,10 @@ static void seg_rows(cpu_impl *c, float *o, const float *x, const be_linear *l, 
                                    .xr = round ? ra.dst[s] : NULL};
     }
     if (round) cpu_parallel(c, (size_t)n, 1, round_rows, &ra);
-    cpu_parallel(c, (size_t)l->n_out, 16, seg_cols, &a);
+    if (n <= CPU_CLAIM_ROWS)
+        cpu_parallel_claim(c, (size_t)l->n_out, 16, seg_cols, &a);
+    else
+        cpu_parallel(c, (size_t)l->n_out, 16, seg_cols, &a);
 }
 
 static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {

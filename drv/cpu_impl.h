@@ -2,9 +2,13 @@
  * forward ops; cpu_compress.c: the compression ops). Not a public interface.
  *
  * cpu_parallel splits [0, items) into one contiguous range per thread (multiples of grain);
- * the calling thread runs range 0 and waits for the others. An op stays independent of the
- * thread count as long as every output element is written by the item that owns it, in a
- * fixed order. Ops are called from one thread only; workers run only inside cpu_parallel.
+ * the calling thread runs range 0 and waits for the others. cpu_parallel_claim instead lets
+ * every thread claim ranges of CPU_CLAIMS-th of a thread's share from an atomic counter until
+ * none is left, so a thread slowed by another process on its core takes fewer (the single-row
+ * matmuls: their time is all streaming weights, in ranges that cost the same). An op stays
+ * independent of the thread count and of the split as long as every output element is written
+ * by the item that owns it, in a fixed order (then a range may also come in several calls).
+ * Ops are called from one thread only; workers run only inside cpu_parallel*.
  *
  * Hand-off: a step runs ~130 ops a few microseconds apart, so a worker that finished one
  * spins on `gen` (bounded: spin_ns) before it sleeps on the condition variable, and the caller
@@ -38,6 +42,12 @@
 /* Columns whose segments a thread sums before the next columns: their weight rows are read
  * whole while in L2 (64 rows of 4,096 bf16 weights: 512 KiB). */
 #define CPU_SEG_COLS 64
+/* Ranges per thread that cpu_parallel_claim cuts a job into (each a multiple of grain), and the
+ * most rows a matmul may have to be split that way: with more rows the static ranges keep each
+ * thread's weight block in L2 across its row tiles. 32 measured against static ranges on the
+ * 2-vCPU VM: docs/BENCHMARKS.md, issue 17. */
+#define CPU_CLAIMS 32
+#define CPU_CLAIM_ROWS 4
 
 typedef void (*cpu_par_fn)(void *ctx, size_t begin, size_t end, int tid);
 
@@ -76,10 +86,14 @@ struct cpu_impl {
     cpu_par_fn fn;   /* the job: written before gen is bumped, read after */
     void *ctx;
     size_t items, grain;
+    size_t chunk;         /* cpu_parallel_claim's range (0: cpu_parallel's static shares) */
+    _Atomic size_t next;  /* its next unclaimed item (relaxed: the job's data is published by gen) */
     cpu_worker_arg warg[CPU_MAX_THREADS];
 };
 
 /* Runs fn over [0, items) split across all threads of c; returns when all are done. */
 void cpu_parallel(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *ctx);
+/* The same with ranges claimed from a counter (see the top of this file). */
+void cpu_parallel_claim(cpu_impl *c, size_t items, size_t grain, cpu_par_fn fn, void *ctx);
 
 #endif

@@ -5,7 +5,8 @@
  * Checked, per kernel: every output within 1e-5 of a double-precision reference (relative to
  * sum |x w|); the same bits for 1, 2, 3 and 5 threads; each row alone (n = 1) and the first 3
  * rows together give the bits of the same rows in the whole batch (the decode path that reads
- * the weights in place against the prefill path that widens them into scratch); a two-part
+ * the weights in place, its column ranges claimed by the threads from a counter, against the
+ * prefill path that widens them into scratch in static ranges); a two-part
  * fused layer equals its parts run one by one. Kernels skipped here (the CPU lacks them) are
  * named in the output.
  * Each in both matmul precisions: in bf16 precision the bf16-weight reference takes x rounded
