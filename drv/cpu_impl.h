@@ -87,7 +87,7 @@ struct cpu_impl {
     void *ctx;
     size_t items, grain;
     size_t chunk;         /* cpu_parallel_claim's range (0: cpu_parallel's static shares) */
-    _Atomic size_t next;  /* its next unclaimed item (relaxed: the job's data is published by gen) */
+    _Atomic size_t next;  /* its next unclaimed item (relaxed: gen publishes the job) */
     cpu_worker_arg warg[CPU_MAX_THREADS];
 };
 
