@@ -462,15 +462,23 @@ AVX512BF16 INLINE void b5_tile(const uint16_t *x, size_t xs, size_t k, const uin
             out[(size_t)r * ldo + (size_t)j] = res[r][j];
 }
 
-/* The one-column dot tile (one row; xs, nr and ldo unused): the same chain as an element of
- * b5_tile. */
+/* The one-column dot tile (one row; xs, nr, ldw and ldo unused): the same chain as an element
+ * of b5_tile, in steps of two vectors without masks or prefetches: a single row is one
+ * sequential weight stream, which the hardware prefetcher follows; the per-step prefetch and
+ * mask cost 10-13% of a 1 x 128 decode step (docs/BENCHMARKS.md, issue 17). */
 AVX512BF16 static void b5_row(const uint16_t *x, size_t xs, size_t k, const uint16_t *w, size_t ldw,
                               int nr, float *out, size_t ldo, const float *bias) {
-    (void)xs, (void)nr, (void)ldo;
+    (void)xs, (void)nr, (void)ldo, (void)ldw;
     __m512 c = _mm512_setzero_ps();
-    for (size_t i = 0; i < k; i += 32) {
+    size_t i = 0;
+    for (; i + 64 <= k; i += 64) {
+        c = _mm512_dpbf16_ps(c, (__m512bh)_mm512_loadu_si512(x + i),
+                             (__m512bh)_mm512_loadu_si512(w + i));
+        c = _mm512_dpbf16_ps(c, (__m512bh)_mm512_loadu_si512(x + i + 32),
+                             (__m512bh)_mm512_loadu_si512(w + i + 32));
+    }
+    for (; i < k; i += 32) {
         __mmask32 m = k - i >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (k - i)) - 1);
-        _mm_prefetch((const char *)(w + ldw + i), _MM_HINT_T0); /* the next column */
         c = _mm512_dpbf16_ps(c, (__m512bh)_mm512_loadu_si512(x + i),
                              (__m512bh)_mm512_maskz_loadu_epi16(m, w + i));
     }
