@@ -3,9 +3,9 @@
  *
  * cpu_parallel splits [0, items) into one contiguous range per thread (multiples of grain);
  * the calling thread runs range 0 and waits for the others. cpu_parallel_claim instead lets
- * every thread claim ranges of CPU_CLAIMS-th of a thread's share from an atomic counter until
- * none is left, so a thread slowed by another process on its core takes fewer (the single-row
- * matmuls: their time is all streaming weights, in ranges that cost the same). An op stays
+ * every thread claim ranges of 1/CPU_CLAIMS of a thread's share from an atomic counter until
+ * none is left, so a thread slowed by another process on its core takes fewer (matmuls of 1-4
+ * rows: their time is all streaming weights, in ranges that cost the same). An op stays
  * independent of the thread count and of the split as long as every output element is written
  * by the item that owns it, in a fixed order (then a range may also come in several calls).
  * Ops are called from one thread only; workers run only inside cpu_parallel*.
