@@ -499,6 +499,15 @@ static void round_rows(void *c, size_t b, size_t e, int tid) {
         cpu_gemm_round(r->g, r->dst[s], r->x + (size_t)s * (size_t)r->k, r->ldx, b, e, r->k);
 }
 
+/* A matmul's columns [0, cols) over the threads in multiples of 16: claimed ranges for n <=
+ * CPU_CLAIM_ROWS rows (the weights streamed once), static shares for more (drv/cpu_impl.h). */
+static void par_cols(cpu_impl *c, int n, size_t cols, cpu_par_fn fn, void *ctx) {
+    if (n <= CPU_CLAIM_ROWS)
+        cpu_parallel_claim(c, cols, 16, fn, ctx);
+    else
+        cpu_parallel(c, cols, 16, fn, ctx);
+}
+
 /* n rows of x through every part into o; xr: the same rows rounded (bf16 precision) or NULL. */
 static void linear_rows(cpu_impl *c, float *o, const float *x, const be_linear *l, int n,
                         const void *xr) {
@@ -518,10 +527,7 @@ static void linear_rows(cpu_impl *c, float *o, const float *x, const be_linear *
                       .xr = l->wt[p] == ZP_BF16 ? xr : NULL},
                      c->scratch,
                      c->scratch_floats};
-        if (n <= CPU_CLAIM_ROWS)
-            cpu_parallel_claim(c, (size_t)l->rows[p], 16, mm_cols, &a);
-        else
-            cpu_parallel(c, (size_t)l->rows[p], 16, mm_cols, &a);
+        par_cols(c, n, (size_t)l->rows[p], mm_cols, &a);
         o += l->rows[p];
     }
 }
@@ -584,10 +590,7 @@ static void seg_rows(cpu_impl *c, float *o, const float *x, const be_linear *l, 
                                    .xr = round ? ra.dst[s] : NULL};
     }
     if (round) cpu_parallel(c, (size_t)n, 1, round_rows, &ra);
-    if (n <= CPU_CLAIM_ROWS)
-        cpu_parallel_claim(c, (size_t)l->n_out, 16, seg_cols, &a);
-    else
-        cpu_parallel(c, (size_t)l->n_out, 16, seg_cols, &a);
+    par_cols(c, n, (size_t)l->n_out, seg_cols, &a);
 }
 
 static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
