@@ -419,6 +419,7 @@ typedef struct be_config {
     int attention_prefill_chunk; /* the same for prompt rows, >= attention_chunk (CUDA) */
     int attention_mma;           /* decode rows on tensor cores (zp_attn_decode_mma) (CUDA) */
     int gemm_workspace_mb;       /* cuBLASLt's workspace (CUDA) */
+    int pdl;                     /* programmatic dependent launch (CUDA, sm_90+) */
 } be_config;
 
 enum { BE_AUTO, BE_CPU, BE_CUDA };

@@ -40,6 +40,7 @@ static const struct {
     ENTRY(ModuleGetFunction, "cuModuleGetFunction"),
     ENTRY(FuncSetAttribute, "cuFuncSetAttribute"),
     ENTRY(LaunchKernel, "cuLaunchKernel"),
+    ENTRY(LaunchKernelEx, "cuLaunchKernelEx"),
     ENTRY(StreamCreate, "cuStreamCreate"),
     ENTRY(StreamDestroy, "cuStreamDestroy"),
     ENTRY(StreamSynchronize, "cuStreamSynchronize"),

@@ -52,6 +52,7 @@ typedef struct cuda_drv {
     PFN_cuModuleGetFunction ModuleGetFunction;
     PFN_cuFuncSetAttribute FuncSetAttribute;
     PFN_cuLaunchKernel LaunchKernel;
+    PFN_cuLaunchKernelEx LaunchKernelEx;
     PFN_cuStreamCreate StreamCreate;
     PFN_cuStreamDestroy StreamDestroy;
     PFN_cuStreamSynchronize StreamSynchronize;

@@ -101,6 +101,32 @@ typedef CUresult (*PFN_cuFuncSetAttribute)(CUfunction fn, int attrib, int value)
 typedef CUresult (*PFN_cuLaunchKernel)(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                                        unsigned bx, unsigned by, unsigned bz, unsigned smem,
                                        CUstream s, void **params, void **extra);
+/* cuLaunchKernelEx and the one launch attribute zipage sets: programmatic stream
+ * serialization (CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION), which lets a kernel
+ * start while the one before it in the stream finishes; it then waits with griddepcontrol.wait
+ * (rtc_kernels/common.cuh). The value is a 64-byte union of which zipage uses the first int. */
+enum { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+typedef struct CUlaunchAttribute {
+    int id;
+    char pad[4];
+    union {
+        char pad[64];
+        int programmaticStreamSerializationAllowed;
+    } value;
+} CUlaunchAttribute;
+_Static_assert(sizeof(CUlaunchAttribute) == 72 && offsetof(CUlaunchAttribute, value) == 8,
+               "CUlaunchAttribute as cuda.h lays it out");
+typedef struct CUlaunchConfig {
+    unsigned gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes;
+    CUstream hStream;
+    CUlaunchAttribute *attrs;
+    unsigned numAttrs;
+} CUlaunchConfig;
+_Static_assert(sizeof(CUlaunchConfig) == 56 && offsetof(CUlaunchConfig, hStream) == 32 &&
+                   offsetof(CUlaunchConfig, numAttrs) == 48,
+               "CUlaunchConfig as cuda.h lays it out (64-bit)");
+typedef CUresult (*PFN_cuLaunchKernelEx)(const CUlaunchConfig *config, CUfunction f,
+                                         void **params, void **extra);
 typedef CUresult (*PFN_cuStreamCreate)(CUstream *s, unsigned flags);
 typedef CUresult (*PFN_cuStreamDestroy)(CUstream s);
 typedef CUresult (*PFN_cuStreamSynchronize)(CUstream s);

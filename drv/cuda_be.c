@@ -66,6 +66,7 @@ typedef struct cuda_be {
     CUfunction attn_decode_mma; /* zp_attn_decode_mma when attention_mma, else unused */
     int attention_mma;          /* decode rows through zp_attn_decode_mma (conf attention_kernel) */
     unsigned attn_mma_smem;     /* its dynamic shared memory (drv/attn_abi.h) */
+    int pdl;                    /* launches with programmatic serialization (conf cuda_pdl) */
     CUfunction attn_prefill, qcache_store, cmp_score, cmp_redundancy, cmp_select, cmp_compact;
     CUfunction sample, seat_init;
     CUdeviceptr seen, seat_counts; /* penalty state of the sample_seats seats */
@@ -105,12 +106,28 @@ static void keep(cuda_be *cb, int rc) {
     snprintf(cb->err[cb->q], sizeof cb->err[cb->q], "%s", err_msg());
 }
 
+/* With pdl (conf cuda_pdl) every launch carries programmatic stream serialization. Every
+ * kernel of rtc_kernels/ starts with zp_grid_dep() (common.cuh): it waits there until the grid
+ * before it in the stream has completed and its writes are visible, then lets the next grid
+ * launch. So a kernel's launch and block scheduling overlap the previous kernel's last blocks,
+ * and nothing it reads or writes does. A cuBLASLt kernel before or after ours keeps the plain
+ * stream order (it neither waits nor triggers). Without pdl, cuLaunchKernel as before. */
 static void launch_smem(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                         unsigned block, unsigned smem, void **args, const char *what) {
     if (!gx || !gy || !gz) return; /* an empty step launches nothing */
-    keep(cb, cuda_err(&cb->drv,
-                      cb->drv.LaunchKernel(f, gx, gy, gz, block, 1, 1, smem, cur(cb), args, NULL),
-                      what));
+    if (!cb->pdl) {
+        keep(cb, cuda_err(&cb->drv,
+                          cb->drv.LaunchKernel(f, gx, gy, gz, block, 1, 1, smem, cur(cb), args,
+                                               NULL),
+                          what));
+        return;
+    }
+    CUlaunchAttribute at = {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION};
+    at.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig lc = {.gridDimX = gx, .gridDimY = gy, .gridDimZ = gz, .blockDimX = block,
+                         .blockDimY = 1, .blockDimZ = 1, .sharedMemBytes = smem,
+                         .hStream = cur(cb), .attrs = &at, .numAttrs = 1};
+    keep(cb, cuda_err(&cb->drv, cb->drv.LaunchKernelEx(&lc, f, args, NULL), what));
 }
 
 static void launch(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned block,
@@ -652,11 +669,8 @@ static void cb_cmp_score(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_pt
     be_ptr nb = j->n_blocks, kl = j->kv_len, qs = j->qslot, fl = j->flags, src = j->src;
     void *a[] = {&scores, &stride, &qc,   &kc, &cc, &layer0, &layers, &hkv, &qcl, &scale,
                  &mn,     &gamma,  &pool, &nb, &kl, &qs,     &fl,     &src, &mb,  &mp};
-    keep(cb, cuda_err(&cb->drv,
-                      cb->drv.LaunchKernel(
-                          cb->cmp_score, U(hkv), U(j->n_jobs), U(n_layers), ZP_CS_THREADS, 1, 1,
-                          (unsigned)zp_cs_smem_bytes(cb->s.head_dim), cur(cb), a, NULL),
-                      "zp_cmp_score"));
+    launch_smem(cb, cb->cmp_score, U(hkv), U(j->n_jobs), U(n_layers), ZP_CS_THREADS,
+                (unsigned)zp_cs_smem_bytes(cb->s.head_dim), a, "zp_cmp_score");
 }
 
 static void cb_cmp_redundancy(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
@@ -785,6 +799,8 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     if ((rc = cuda_drv_load(&cb->drv, c->cuda_driver_path ? c->cuda_driver_path : "")) ||
         (rc = cuda_dev_open(&cb->dev, &cb->drv, c->cuda_device)))
         return rc;
+    /* griddepcontrol is sm_90's; graphs capture the programmatic edges from CUDA 12.3 on */
+    cb->pdl = cb->pdl && cb->dev.arch >= 90 && cb->drv.driver_version >= 12030;
     if ((rc = nvrtc_load(&cb->nv, c->nvrtc_path ? c->nvrtc_path : "")) ||
         (rc = nvrtc_check_arch(&cb->nv, cb->dev.arch)) ||
         (rc = cublaslt_load(&cb->lt, c->cublaslt_path ? c->cublaslt_path : "")))
@@ -893,6 +909,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->chunk = c->attention_chunk > 0 ? c->attention_chunk : 512;
     cb->pchunk = c->attention_prefill_chunk > 0 ? c->attention_prefill_chunk : 4096;
     cb->attention_mma = c->attention_mma;
+    cb->pdl = c->pdl;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){
         .name = "cuda",

@@ -465,6 +465,7 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .attention_prefill_chunk = (int)cf->attention_prefill_chunk,
         .attention_mma = cf->attention_kernel == CONF_ATTENTION_KERNEL_MMA,
         .gemm_workspace_mb = (int)cf->gemm_workspace_mb,
+        .pdl = cf->cuda_pdl,
     };
 }
 

@@ -168,6 +168,7 @@ zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__re
                 const int *__restrict__ n_tokens, const int *__restrict__ tok_tc, int max_blocks,
                 int hkv, float scale, int chunk, int n_split, float *__restrict__ part_o,
                 float *__restrict__ part_ml) {
+    zp_grid_dep();
     constexpr int D = ZP_HEAD_DIM, G = ZP_GQA, TPR = ZP_ATTN_TPR, RPI = ZP_ATTN_RPI;
     constexpr int RPT = ZP_ATTN_RPT, TILE = ZP_ATTN_TILE;
     __shared__ __align__(16) unsigned short kv_s[ZP_ATTN_STAGES][2][ZP_ATTN_TILE][ZP_HEAD_DIM];
@@ -371,6 +372,7 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
     zp_attn_merge(const float *__restrict__ part_o, const float *__restrict__ part_ml,
                   const int *__restrict__ n_tokens, int hq, int n_split,
                   unsigned short *__restrict__ out) {
+    zp_grid_dep();
     constexpr int D = ZP_HEAD_DIM, C = D / 32;
     const int h = blockIdx.x * ZP_MERGE_HEADS + (threadIdx.x >> 5), t = blockIdx.y,
               lane = threadIdx.x & 31;
@@ -453,6 +455,7 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
                    const int *__restrict__ n_tokens, const int *__restrict__ tok_tc, int max_blocks,
                    int hkv, float scale, int chunk, int n_split, float *__restrict__ part_o,
                    float *__restrict__ part_ml) {
+    zp_grid_dep();
     constexpr int D = ZP_HEAD_DIM, G = ZP_GQA, SK = ZP_DM_SK, ST = ZP_DM_STAGES;
     constexpr int KQ = D / 16; /* k16 steps over the head dim */
     constexpr int ND = D / 8;  /* n8 output tiles over the head dim */

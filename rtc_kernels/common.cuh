@@ -57,6 +57,19 @@ __device__ __forceinline__ float block_sum(float v) {
     return warp_sum(v);
 }
 
+/* Programmatic dependent launch (sm_90+; drv/cuda_be.c's launch_smem sets the launch
+ * attribute): waits until the grid before this one in the stream has completed and its writes
+ * are visible, then lets the grid after this one launch, whose blocks wait in their own call.
+ * The first statement of every kernel, in every block, before any early return: a grid that
+ * skipped the wait could complete before its predecessor, and its successor would then wait on
+ * nothing. Launched without the attribute, both instructions return at once. */
+static __device__ __forceinline__ void zp_grid_dep() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 /* 16-byte async copy global -> shared; src_bytes 0 zero-fills without reading global. */
 static __device__ __forceinline__ void zp_cp16(void *smem, const void *gmem, int src_bytes) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);

@@ -146,6 +146,7 @@ zp_qcache_store(float *__restrict__ qc, const bf16 *__restrict__ q,
                 const int *__restrict__ tok_qslot, const int *__restrict__ tok_kv_idx,
                 const int *__restrict__ tok_seq, const int *__restrict__ n_tokens, int layers,
                 int layer, int qcl, int hq) {
+    zp_grid_dep();
     const int t = blockIdx.x, n = *n_tokens;
     if (t >= n) return;
     const int s = tok_qslot[t];
@@ -316,6 +317,7 @@ zp_cmp_score(float *__restrict__ scores, long long layer_stride, const float *__
              const int *__restrict__ n_blocks, const int *__restrict__ kv_len,
              const int *__restrict__ qslot, const int *__restrict__ flags,
              const int *__restrict__ src, int max_blocks, int max_pos) {
+    zp_grid_dep();
     constexpr int G = ZP_GQA, TP = ZP_CS_TP, NQ = ZP_CS_NQ, ZL = ZP_CS_ZL, IC = NQ / G;
     extern __shared__ __align__(16) float zp_cs_smem[];
     unsigned dyn;

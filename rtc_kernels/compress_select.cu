@@ -229,6 +229,7 @@ zp_cmp_redundancy(float *__restrict__ scores, long long score_lstride, float *__
                   const int *__restrict__ src, int max_blocks,
                   int max_pos, int hkv, int mode, float lambda, float temperature,
                   float threshold) {
+    zp_grid_dep();
     constexpr int T = ZP_RED_T, U = ZP_RED_U, TP = ZP_RED_T + 1;
     __shared__ __align__(16) bf16 s_a[ZP_RED_T * ZP_RED_LD];      /* keys of row tile I */
     __shared__ __align__(16) unsigned char s_b[ZP_RED_B];         /* keys of J, then Sim */
@@ -356,6 +357,7 @@ zp_cmp_select(int *__restrict__ keep, long long keep_lstride, const float *__res
               const int *__restrict__ n_blocks, const int *__restrict__ kv_len,
               const int *__restrict__ n_keep, const int *__restrict__ protect, int max_pos,
               int max_keep, int hkv, int qcl, int sink_len, int recent) {
+    zp_grid_dep();
     constexpr int NW = ZP_CS_THREADS / 32;
     __shared__ unsigned hist[256];
     __shared__ unsigned sel[3]; /* digit, keys of it still to keep, keys with it */
@@ -462,6 +464,7 @@ zp_cmp_compact(const unsigned long long *__restrict__ kc_layers,
                const int *__restrict__ n_jobs, const int *__restrict__ n_keep,
                const int *__restrict__ src, const int *__restrict__ dst, int max_blocks,
                int max_keep, int hkv) {
+    zp_grid_dep();
     constexpr int CH = ZP_CC_TOK * ZP_CC_ROUNDS;
     const int h = blockIdx.x, b = blockIdx.y, l = blockIdx.z, tid = threadIdx.x;
     if (b >= *n_jobs) return;

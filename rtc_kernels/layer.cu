@@ -19,6 +19,7 @@
  * largest int). grid (rows_cap), block 256. */
 extern "C" __global__ void zp_embed(float *resid, const bf16 *table, const int *ids,
                                     const int *n_rows, int dim, int v0, int v1) {
+    zp_grid_dep();
     int t = blockIdx.x;
     if (t >= *n_rows) return;
     const int id = ids[t];
@@ -53,6 +54,7 @@ __device__ __forceinline__ uint2 f4_to_bf4(float a, float b, float c, float d) {
 extern "C" __global__ void __launch_bounds__(ZP_NORM_THREADS)
     zp_add_rmsnorm(float *__restrict__ resid, const bf16 *__restrict__ x, bf16 *__restrict__ out,
                    const bf16 *__restrict__ w, const int *n_rows, int dim, float eps) {
+    zp_grid_dep();
     const int t = blockIdx.x, n4 = dim >> 2;
     if (t >= *n_rows) return;
     float4 *r = (float4 *)(resid + (size_t)t * dim);
@@ -137,6 +139,7 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_ROPE_HEADS)
                       const int *positions, const float *inv_freq, const int *slots,
                       const int *n_rows, int hq, int hkv, float eps, bf16 *q_out, bf16 *kc,
                       bf16 *vc) {
+    zp_grid_dep();
     const int t = blockIdx.x, h = blockIdx.y * ZP_ROPE_HEADS + (threadIdx.x >> 5);
     const int j0 = (threadIdx.x & 31) * ZP_ROPE_P, half = ZP_HEAD_DIM / 2;
     if (t >= *n_rows || h >= hq + hkv) return; /* the whole warp: its reduction stays complete */
@@ -182,6 +185,7 @@ __device__ __forceinline__ float silu_mul1(unsigned g2, unsigned u2, int hi) {
 
 extern "C" __global__ void __launch_bounds__(ZP_SILU_THREADS)
     zp_silu_mul(bf16 *out, const bf16 *gu, const int *n_rows, int inter) {
+    zp_grid_dep();
     const int t = blockIdx.x, i = (blockIdx.y * ZP_SILU_THREADS + threadIdx.x) * ZP_SILU_VEC;
     if (t >= *n_rows || i >= inter) return;
     const bf16 *row = gu + (size_t)t * 2 * inter;
@@ -198,6 +202,7 @@ extern "C" __global__ void __launch_bounds__(ZP_SILU_THREADS)
 /* out[i][:] = x[rows[i]][:] for the logit rows. grid (n_cap), block 256. */
 extern "C" __global__ void zp_gather_rows(bf16 *out, const bf16 *x, const int *rows,
                                           const int *n, int dim) {
+    zp_grid_dep();
     int i = blockIdx.x;
     if (i >= *n) return;
     const bf16 *src = x + (size_t)rows[i] * dim;
@@ -209,6 +214,7 @@ extern "C" __global__ void zp_gather_rows(bf16 *out, const bf16 *x, const int *r
  * NaN, -2 a +inf, -3 every logit -inf. grid (rows_cap), block 1024. */
 extern "C" __global__ void zp_argmax(int *ids, const float *logits, const int *n_rows, int n_valid,
                                      int stride) {
+    zp_grid_dep();
     __shared__ float bv[32];
     __shared__ int bi[32], bad_s;
     int r = blockIdx.x;

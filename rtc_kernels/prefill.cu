@@ -109,6 +109,7 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
                         const int *__restrict__ qtile, const int *__restrict__ n_qtiles,
                         int max_blocks, int hkv, float scale, int chunk, int n_split,
                         float *__restrict__ part_o, float *__restrict__ part_ml) {
+    zp_grid_dep();
     constexpr int D = ZP_HEAD_DIM, G = ZP_GQA, KT = ZP_PF_KT;
     constexpr int NT = KT / 8;  /* n8 score tiles per sub-tile */
     constexpr int KQ = D / 16;  /* k16 steps over the head dim */

@@ -398,6 +398,7 @@ __device__ __forceinline__ void count_add(unsigned short *c) {
 extern "C" __global__ void zp_sample_seat_init(u64 *seen, unsigned short *counts, const int *jobs,
                                                const int *hist_ids, const int *n_jobs,
                                                int stride) {
+    zp_grid_dep();
     const int j = blockIdx.x;
     if (j >= *n_jobs) return;
     const int seat = jobs[4 * j], off = jobs[4 * j + 1], np = jobs[4 * j + 2],
@@ -449,6 +450,7 @@ __device__ void apply_penalties(float *x, int n_valid, const u64 *bits, const un
 extern "C" __global__ void __launch_bounds__(1024)
     zp_sample(int *ids, float *logprobs, float *logits, const zp_sample_params *params,
               const int *n_rows, int stride, int n_valid, u64 *seen, unsigned short *counts) {
+    zp_grid_dep();
     __shared__ smem S;
     const int r = blockIdx.x;
     if (r >= *n_rows) return;

@@ -4,7 +4,8 @@
  *   start-up by drv/gemmtune.c): 64 requests give bit-identical tokens (and
  *   logprobs) alone and all together with random arrivals and chunked prefill; greedy id-only
  *   requests and greedy / seeded requests with logprobs and penalties (sampled on the GPU,
- *   penalty state in the sampler's seats), decode steps from CUDA graphs on and off.
+ *   penalty state in the sampler's seats), decode steps from CUDA graphs on and off, and every
+ *   kernel launched with programmatic dependent launch (cuda_pdl) and without.
  * - No allocation after start-up: the driver's allocation and event-creation entry points in
  *   the backend's own function table are wrapped to count calls while the engine serves 1,000
  *   requests; the count must stay 0.
@@ -12,6 +13,7 @@
 #include "tests/cuda_engine_util.h"
 
 #define N 64
+#define PDL_OTHER "cuda_pdl=true" /* the setting of cuda_pdl that is not the default */
 
 static void make_model(void) {
     snprintf(th_dir, sizeof th_dir, "/tmp/zp_cuda_engine_%d", (int)getpid());
@@ -54,7 +56,7 @@ static int arrival[1000];
 static void invariance(int mixed) {
     gen_reqs(reqs, N, mixed ? 99 : 7, mixed, arrival);
     const char *bk = "backend=cuda";
-    th alone, together, eager;
+    th alone, together, eager, other;
     /* one configuration throughout: GEMM plans are tuned per row bound (max_num_seqs bounds the
      * LM head's rows), so the bits belong to a configuration, and invariance is within one */
     th_open(&alone, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", NULL);
@@ -64,6 +66,8 @@ static void invariance(int mixed) {
     th_open(&eager, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", "cuda_graphs=false",
             NULL);
     th_run_arrivals(&eager, reqs, N, arrival);
+    th_open(&other, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", PDL_OTHER, NULL);
+    th_run_arrivals(&other, reqs, N, arrival);
     engine_stats sa, st, se;
     engine_get_stats(alone.e, &sa);
     engine_get_stats(together.e, &st);
@@ -76,11 +80,13 @@ static void invariance(int mixed) {
     check_valid(&together, N, "together");
     cuda_compare(&alone, &together, N, "alone vs together (chunked prefill, graphs)");
     cuda_compare(&together, &eager, N, "together: graphs vs no graphs");
+    cuda_compare(&together, &other, N, "together: cuda_pdl default vs " PDL_OTHER);
     if (!mixed) CHECKF(st.graph_steps > 0 && sa.graph_steps > 0, "no decode step used a graph");
     CHECK(se.graph_steps == 0);
     th_close(&alone);
     th_close(&together);
     th_close(&eager);
+    th_close(&other);
 }
 
 static void no_alloc(void) {

@@ -93,6 +93,9 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     # without CUDA graphs
     step bench-decode-eager "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_graphs=false --json "$OUT/bench-decode-eager.jsonl" || fail=1
+    # every zipage kernel launched with programmatic dependent launch (cuda_pdl=true)
+    step bench-decode-pdl "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+        --set cuda_pdl=true --json "$OUT/bench-decode-pdl.jsonl" || fail=1
     step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
     # the cost of compression on the GPU: 256 requests at block size 256, M 8, asynchronous
     # against synchronous compression (exposed compression time, throughput)
