@@ -7,11 +7,12 @@
 #      the CPU backend (tools/gpu_parity.py); greedy accuracy of zipage-reasoner (gpu-greedy.sh)
 #      and with compression at several KV budgets against the CPU's (gpu-accuracy.sh);
 #   4. benchmarks: `zipage bench decode` on a Qwen3-8B shape beside the PyTorch CUDA-graph
-#      decode step (tools/peer_decode.py); `zipage bench compress` (asynchronous against
-#      synchronous compression at 256 requests); the prefill attention kernels (`zipage bench
-#      attention --prefill`); `zipage bench prefill` beside cuBLAS (tools/peer_gemm.py);
-#      `zipage bench startup`; with --attention `zipage bench attention` beside torch SDPA
-#      (tools/peer_sdpa.py); on 2+ GPUs `zipage bench throughput` at tensor_parallel_size 1 and 2;
+#      decode step (tools/peer_decode.py), also over a sweep of batches drawn as decode.png;
+#      `zipage bench compress` (asynchronous against synchronous compression at 256 requests);
+#      the prefill attention kernels (`zipage bench attention --prefill`); `zipage bench
+#      prefill` beside cuBLAS (tools/peer_gemm.py); `zipage bench startup`; with --attention
+#      `zipage bench attention` beside torch SDPA (tools/peer_sdpa.py); on 2+ GPUs `zipage bench
+#      throughput` at tensor_parallel_size 1 and 2;
 #   5. with --parity: the CPU reference against transformers (tools/hf_parity.py);
 #   6. with --accuracy: docs/ACCURACY.md's dev-split configuration sweep and test-split table on
 #      the GPU (tools/accuracy-sweep.sh, tools/accuracy-table.sh; a few minutes), packed into
@@ -96,7 +97,16 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     # every zipage kernel launched with programmatic dependent launch (cuda_pdl=true)
     step bench-decode-pdl "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_pdl=true --json "$OUT/bench-decode-pdl.jsonl" || fail=1
-    step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --json "$OUT/peer-decode.jsonl" || fail=1
+    # the curve: tok/s over the batch at 2,048 and 8,192 tokens beside the peer and the roofline
+    # (tools/plot_decode.py draws $OUT/decode.png; the peer's points include the table's four)
+    sweep=1x2048,4x2048,16x2048,32x2048,64x2048,128x2048,256x2048,16x8192,64x8192
+    step bench-decode-sweep "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
+        --points $sweep --json "$OUT/bench-decode-sweep.jsonl" || fail=1
+    step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --points $sweep \
+        --json "$OUT/peer-decode.jsonl" || fail=1
+    step plot-decode python3 tools/plot_decode.py "$OUT/bench-decode-sweep.jsonl" \
+        "$OUT/peer-decode.jsonl" "$OUT/decode.png" "Qwen3-8B shape, $(nvidia-smi \
+        --query-gpu=name --format=csv,noheader | head -1), $(date -u +%F)" || fail=1
     # the cost of compression on the GPU: 256 requests at block size 256, M 8, asynchronous
     # against synchronous compression (exposed compression time, throughput)
     step bench-compress "$ZP" bench compress --model tools/shapes/qwen3-8b --backend cuda \
