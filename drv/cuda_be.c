@@ -111,7 +111,7 @@ static void keep(cuda_be *cb, int rc) {
  * before it in the stream has completed and its writes are visible, then lets the next grid
  * launch. So a kernel's launch and block scheduling overlap the previous kernel's last blocks,
  * and nothing it reads or writes does. A cuBLASLt kernel before or after ours keeps the plain
- * stream order (it neither waits nor triggers). Without pdl, cuLaunchKernel as before. */
+ * stream order (it neither waits nor triggers). Without pdl: cuLaunchKernel, plain order. */
 static void launch_smem(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                         unsigned block, unsigned smem, void **args, const char *what) {
     if (!gx || !gy || !gz) return; /* an empty step launches nothing */
