@@ -420,6 +420,7 @@ typedef struct be_config {
     int attention_mma;           /* decode rows on tensor cores (zp_attn_decode_mma) (CUDA) */
     int gemm_workspace_mb;       /* cuBLASLt's workspace (CUDA) */
     int pdl;                     /* programmatic dependent launch (CUDA, sm_90+) */
+    int gemm_tune_split_k;       /* largest split-K variant the GEMM tuner adds (CUDA) */
 } be_config;
 
 enum { BE_AUTO, BE_CPU, BE_CUDA };

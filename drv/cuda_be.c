@@ -910,6 +910,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->pchunk = c->attention_prefill_chunk > 0 ? c->attention_prefill_chunk : 4096;
     cb->attention_mma = c->attention_mma;
     cb->pdl = c->pdl;
+    cb->tune.split_k_max = c->gemm_tune_split_k;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){
         .name = "cuda",

@@ -11,7 +11,11 @@
  * average over the buckets (every batch size counts the same); each bucket then runs the
  * fastest member of that class. Membership is decided on bits, not on algorithm
  * attributes, so a kernel whose reduction depends on M (stream-K, split-K sized from M)
- * simply lands in no class with the others.
+ * simply lands in no class with the others. With split_k_max >= 2 (conf gemm_tune_split_k) the
+ * candidates also hold split-K variants of the heuristic's favourite at each batch size up to
+ * 256 rows: a fixed split count reduced in fp32 in a fixed order keeps a row's bits whatever M,
+ * and lets the decode sizes fill the SMs where the heuristic's tiles leave most of them idle
+ * (few output tiles, e.g. N 2,048-6,144 at 64 rows); they join a class only by their bits.
  *
  * Invariants:
  * - Rows compared: 0..7 and the last row of every bucket, each at every bucket holding it;
@@ -31,7 +35,8 @@
 #include <stdint.h>
 
 enum {
-    GEMMTUNE_CANDS = 48,                       /* candidate algorithms per shape */
+    GEMMTUNE_HEURISTIC = 48,                   /* the heuristic's candidates per shape */
+    GEMMTUNE_CANDS = 96,                       /* with the split-K variants */
     GEMMTUNE_ROWS = 8 + CUBLASLT_BUCKETS       /* rows compared per (candidate, bucket) */
 };
 
@@ -67,6 +72,7 @@ typedef struct gemmtune_ctx {
     const char *cache_dir; /* "" = no cache */
     char device[160];      /* device name, architecture, cuBLASLt version: part of the key */
     int x_ready;
+    int split_k_max; /* split-K variants up to this many parts (conf gemm_tune_split_k), 0: none */
     int tuned, cached; /* shapes measured and shapes taken from the cache so far */
     double worst_cost;   /* the largest class cost (mean ratio) among the plans */
     double worst_bucket; /* the largest ratio of any plan's bucket */

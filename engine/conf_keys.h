@@ -25,6 +25,7 @@ CONF_ENUM(gpu, attention_kernel, "mma", "simt|mma", "decode attention on the GPU
 CONF_BOOL(gpu, cuda_pdl, false, "programmatic dependent launch (sm_90+, driver CUDA 12.3+): each zipage kernel is launched while the kernel before it finishes and waits for its results on the GPU")
 CONF_BOOL(gpu, cuda_graphs, true, "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
 CONF_INT(gpu, gemm_workspace_mb, 256, 1, 4096, "cuBLASLt workspace in MiB, from the device arena (larger lets split-K algorithms serve large batches)")
+CONF_INT(gpu, gemm_tune_split_k, 0, 0, 16, "with batch_invariant: the GEMM tuner also measures each batch size's favourite cuBLASLt algorithm with K split in 2, 3, 4, 6, 8, 12 or 16 parts up to this many (fp32 partials reduced in a fixed order); 0 = only the heuristic's own algorithms")
 CONF_BOOL(gpu, batch_invariant, true, "GEMMs whose rows do not depend on the batch: tokens are the same alone and together (CUDA: algorithms chosen at start-up by measurement and kept in kernel_cache_dir)")
 
 /* [memory] */
