@@ -150,8 +150,11 @@ int cublaslt_gemm_split_variants(cublaslt *lt, cublaslt_gemm *g, const cublasLtM
             lt->MatmulAlgoConfigSetAttribute(&v, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
                                              sizeof scheme))
             continue;
+        /* it must also run the largest batch (within the workspace: about s * M * N * 4
+         * bytes of partials at M rows), or it could never form a class */
         size_t need;
         int ok = cublaslt_gemm_check(lt, g, &v, m, ws, &need);
+        if (ok > 0) ok = cublaslt_gemm_check(lt, g, &v, g->max_m, ws, &need);
         if (ok < 0) return ok;
         int seen = 0;
         for (int j = 0; j < *n_algos && !seen; j++)

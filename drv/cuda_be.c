@@ -110,8 +110,9 @@ static void keep(cuda_be *cb, int rc) {
  * kernel of rtc_kernels/ starts with zp_grid_dep() (common.cuh): it waits there until the grid
  * before it in the stream has completed and its writes are visible, then lets the next grid
  * launch. So a kernel's launch and block scheduling overlap the previous kernel's last blocks,
- * and nothing it reads or writes does. A cuBLASLt kernel before or after ours keeps the plain
- * stream order (it neither waits nor triggers). Without pdl: cuLaunchKernel, plain order. */
+ * and nothing it reads or writes does. cuBLASLt's kernels are launched without the attribute,
+ * so they start after ours complete; after one of them, our kernel's wait returns once it has
+ * completed, whatever it does about dependent launch. Without pdl: cuLaunchKernel, plain order. */
 static void launch_smem(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                         unsigned block, unsigned smem, void **args, const char *what) {
     if (!gx || !gy || !gz) return; /* an empty step launches nothing */
@@ -878,9 +879,10 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                            al((size_t)s->max_logits * words * 64 * 2) + 5 * CB_ALIGN;
     snprintf(cb->desc, sizeof cb->desc,
              "%s (sm_%d, %d SMs), driver CUDA %d.%d, NVRTC %d.%d, "
-             "cuBLASLt %zu",
+             "cuBLASLt %zu%s",
              cb->dev.name, cb->dev.arch, cb->dev.n_sm, cb->drv.driver_version / 1000,
-             cb->drv.driver_version % 1000 / 10, cb->nv.major, cb->nv.minor, cb->lt.version);
+             cb->drv.driver_version % 1000 / 10, cb->nv.major, cb->nv.minor, cb->lt.version,
+             cb->pdl ? ", programmatic dependent launch" : "");
     return 0;
 }
 

@@ -44,6 +44,7 @@ enum {
  * the hashes of the compared rows (rows[j] < the bucket's rows). */
 typedef struct gemmtune_table {
     int n_cands, n_buckets, n_rows;
+    int n_split_cands; /* of n_cands, the split-K variants (gemm_tune_split_k) */
     int bucket_rows[CUBLASLT_BUCKETS];
     int rows[GEMMTUNE_ROWS];
     uint8_t valid[GEMMTUNE_CANDS][CUBLASLT_BUCKETS];

@@ -68,6 +68,11 @@ static void invariance(int mixed) {
     th_run_arrivals(&eager, reqs, N, arrival);
     th_open(&other, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", PDL_OTHER, NULL);
     th_run_arrivals(&other, reqs, N, arrival);
+    engine_info oi;
+    engine_get_info(other.e, &oi);
+    if (!strstr(oi.backend_why, "programmatic dependent launch")) /* the backend's line */
+        printf("note: programmatic dependent launch is not active here (sm_90 and driver CUDA "
+               "12.3+ needed): the cuda_pdl comparison runs plain launches both ways\n");
     engine_stats sa, st, se;
     engine_get_stats(alone.e, &sa);
     engine_get_stats(together.e, &st);

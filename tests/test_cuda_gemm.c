@@ -19,7 +19,7 @@ static cublaslt lt;
 static backend *cpu;
 static unsigned long long seed = 0x6e77;
 static CUdeviceptr ws;
-static const size_t ws_bytes = 32u << 20;
+static const size_t ws_bytes = 256u << 20; /* the engine's default (gemm_workspace_mb) */
 static gemmtune_ctx tune; /* no cache directory: every plan is measured */
 
 #define P(x) ((be_ptr)(uintptr_t)(x))
@@ -83,6 +83,8 @@ static void one_shape(const char *name, int n, int k, int m, int with_bias) {
                inv ? tune.t.n_cands : 0, inv ? 100.0 * (tune.last_cost - 1) : 0.0, c.rel, c.nan,
                plan.split_k_max, plan.workspace_needed, diff_alone, diff_13 ? "differs" : "same");
         CHECKF(c.nan == 0 && c.rel <= 1e-2, "%s: rel %.3g, %zu NaN", name, c.rel, c.nan);
+        if (inv && tune.split_k_max)
+            CHECKF(tune.t.n_split_cands > 0, "%s: cuBLASLt accepted no split-K variant", name);
         if (inv)
             CHECKF(diff_alone == 0 && diff_13 == 0,
                    "%s: tuned plan (split-K <= %d) is not batch invariant: rows alone %zu, "
@@ -106,10 +108,11 @@ static void tune_report(const char *name, int n, int k, int m, int out_f32) {
     int choice[CUBLASLT_BUCKETS];
     double cost, worst;
     if (!rc && !gemmtune_choose(t, choice, &cost, &worst)) {
-        printf("  %s %d x %d (%d candidates, split-K variants <= %d; the class's split-K <= %d), "
-               "class cost %.3f (worst %.3f); per bucket: rows best-ms (= when the class has it) "
+        printf("  %s %d x %d (%d candidates, %d split-K variants <= %d; the class's split-K "
+               "<= %d), class cost %.3f (worst %.3f); per bucket: rows best-ms (= when the class has it) "
                "class-ms\n   ",
-               name, n, k, t->n_cands, tune.split_k_max, plan.split_k_max, cost, worst);
+               name, n, k, t->n_cands, t->n_split_cands, tune.split_k_max, plan.split_k_max, cost,
+               worst);
         for (int b = 0; b < t->n_buckets; b++) {
             int best = -1;
             for (int c = 0; c < t->n_cands; c++)
