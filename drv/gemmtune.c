@@ -208,9 +208,10 @@ int gemmtune_plan(gemmtune_ctx *c, cublaslt_gemm *g, CUdeviceptr w) {
         cublasLtMatmulAlgo_t top;
         int got = 0, seen = 0;
         rc = cublaslt_gemm_candidates(c->lt, g, t->bucket_rows[b], c->ws_bytes, &top, 1, &got, 1);
+        if (rc || !got) continue;
         for (int j = 0; j < n_fav && !seen; j++)
             seen = !memcmp(&fav[j], &top, sizeof top);
-        if (rc || !got || seen) continue;
+        if (seen) continue;
         fav[n_fav++] = top;
         rc = cublaslt_gemm_split_variants(c->lt, g, &top, splits, n_splits, t->bucket_rows[b],
                                           c->ws_bytes, algos, GEMMTUNE_CANDS, &t->n_cands);

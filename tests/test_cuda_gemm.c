@@ -4,7 +4,8 @@
  * invariance: with plans tuned by drv/gemmtune.c (a class of algorithms measured to give
  * identical rows, possibly a different algorithm per batch-size bucket), every row of an M-row
  * product is bit-identical to the same row computed alone (M = 1) and in a 13-row batch, also
- * with the tuner's split-K variants among the candidates (gemm_tune_split_k = 8). The tuner's
+ * when the tuner's candidates include split-K variants (gemm_tune_split_k = 8; cuBLASLt must
+ * accept at least one, whether or not the chosen class holds one). The tuner's
  * report on the Qwen3-8B and -1.7B shapes prints each bucket's time with and without them.
  * SKIP without a GPU. */
 #include "drv/backend.h"
@@ -109,8 +110,8 @@ static void tune_report(const char *name, int n, int k, int m, int out_f32) {
     double cost, worst;
     if (!rc && !gemmtune_choose(t, choice, &cost, &worst)) {
         printf("  %s %d x %d (%d candidates, %d split-K variants <= %d; the class's split-K "
-               "<= %d), class cost %.3f (worst %.3f); per bucket: rows best-ms (= when the class has it) "
-               "class-ms\n   ",
+               "<= %d), class cost %.3f (worst %.3f); per bucket: rows best-ms (= when the "
+               "class has it) class-ms\n   ",
                name, n, k, t->n_cands, t->n_split_cands, tune.split_k_max, plan.split_k_max, cost,
                worst);
         for (int b = 0; b < t->n_buckets; b++) {
