@@ -232,6 +232,9 @@ struct backend {
                        int max_rows, zp_dtype out_t, const char *what);
     int (*upload)(backend *be, be_ptr dst, const void *src, size_t bytes);
     int (*download)(backend *be, void *dst, be_ptr src, size_t bytes);
+    /* Copies bytes from src to dst, both the backend's memory and not overlapping, queued like
+     * upload (the bench's copy-bandwidth ceiling times it). */
+    int (*copy)(backend *be, be_ptr dst, be_ptr src, size_t bytes);
     /* Blocks until every queue has run all its work; returns the first error of an op queued
      * since the last sync (or of the queues themselves). */
     int (*sync)(backend *be);
@@ -420,7 +423,6 @@ typedef struct be_config {
     int attention_mma;           /* decode rows on tensor cores (zp_attn_decode_mma) (CUDA) */
     int gemm_workspace_mb;       /* cuBLASLt's workspace (CUDA) */
     int pdl;                     /* programmatic dependent launch (CUDA, sm_90+) */
-    int gemm_tune_split_k;       /* largest split-K variant the GEMM tuner adds (CUDA) */
 } be_config;
 
 enum { BE_AUTO, BE_CPU, BE_CUDA };

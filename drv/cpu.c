@@ -287,6 +287,11 @@ static int cpu_download(backend *be, void *dst, be_ptr src, size_t bytes) {
     return 0;
 }
 
+static int cpu_copy(backend *be, be_ptr dst, be_ptr src, size_t bytes) {
+    if (bytes) memcpy(P(dst), P(src), bytes);
+    return 0;
+}
+
 static int cpu_sync(backend *be) {
     return 0;
 }
@@ -1105,6 +1110,7 @@ int cpu_backend_create(backend **out, int threads, int max_k, int isa, int prec)
         .linear_init = cpu_linear_init,
         .upload = cpu_upload,
         .download = cpu_download,
+        .copy = cpu_copy,
         .sync = cpu_sync,
         .sync_queue = cpu_sync_queue,
         .destroy = cpu_destroy,

@@ -42,7 +42,6 @@ static const struct {
     ENTRY(MatmulAlgoGetHeuristic),
     ENTRY(MatmulAlgoCheck),
     ENTRY(MatmulAlgoConfigGetAttribute),
-    ENTRY(MatmulAlgoConfigSetAttribute),
     ENTRY(Matmul),
 };
 #undef ENTRY
@@ -136,32 +135,6 @@ int cublaslt_gemm_candidates(cublaslt *lt, cublaslt_gemm *g, int m, size_t ws,
         if (!seen) algos[(*n_algos)++] = res[i].algo, added++;
     }
     return rc;
-}
-
-int cublaslt_gemm_split_variants(cublaslt *lt, cublaslt_gemm *g, const cublasLtMatmulAlgo_t *base,
-                                 const int *splits, int n_splits, int m, size_t ws,
-                                 cublasLtMatmulAlgo_t *algos, int cap, int *n_algos) {
-    const uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    for (int i = 0; i < n_splits && *n_algos < cap; i++) {
-        cublasLtMatmulAlgo_t v = *base;
-        uint32_t s = (uint32_t)splits[i];
-        /* an algorithm without split-K refuses the attribute or the check: no variant */
-        if (lt->MatmulAlgoConfigSetAttribute(&v, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &s, sizeof s) ||
-            lt->MatmulAlgoConfigSetAttribute(&v, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
-                                             sizeof scheme))
-            continue;
-        /* it must also run the largest batch (within the workspace: about s * M * N * 4
-         * bytes of partials at M rows), or it could never form a class */
-        size_t need;
-        int ok = cublaslt_gemm_check(lt, g, &v, m, ws, &need);
-        if (ok > 0) ok = cublaslt_gemm_check(lt, g, &v, g->max_m, ws, &need);
-        if (ok < 0) return ok;
-        int seen = 0;
-        for (int j = 0; j < *n_algos && !seen; j++)
-            seen = !memcmp(&algos[j], &v, sizeof v);
-        if (ok && !seen) algos[(*n_algos)++] = v;
-    }
-    return 0;
 }
 
 int cublaslt_gemm_check(cublaslt *lt, cublaslt_gemm *g, const cublasLtMatmulAlgo_t *algo, int m,

@@ -39,7 +39,6 @@ typedef struct cublaslt {
     PFN_cublasLtMatmulAlgoGetHeuristic MatmulAlgoGetHeuristic;
     PFN_cublasLtMatmulAlgoCheck MatmulAlgoCheck;
     PFN_cublasLtMatmulAlgoConfigGetAttribute MatmulAlgoConfigGetAttribute;
-    PFN_cublasLtMatmulAlgoConfigSetAttribute MatmulAlgoConfigSetAttribute;
     PFN_cublasLtMatmul Matmul;
 } cublaslt;
 
@@ -76,15 +75,6 @@ void cublaslt_gemm_destroy(cublaslt *lt, cublaslt_gemm *g);
  * within ws bytes of workspace (its 16 best, in its order) that are not there yet. */
 int cublaslt_gemm_candidates(cublaslt *lt, cublaslt_gemm *g, int m, size_t ws,
                              cublasLtMatmulAlgo_t *algos, int cap, int *n_algos, int max_new);
-
-/* Appends to algos[*n_algos .. cap) the split-K variants of base that cuBLASLt accepts at m
- * rows within ws bytes of workspace: K in s parts for each s of splits[0 .. n_splits), the
- * parts' fp32 sums reduced in the compute type (a fixed order: an output's bits depend on s, not
- * on M), and that also run at g->max_m rows within ws (their partials take about s * M * N * 4
- * bytes of it). A variant already in the list is not added again. */
-int cublaslt_gemm_split_variants(cublaslt *lt, cublaslt_gemm *g, const cublasLtMatmulAlgo_t *base,
-                                 const int *splits, int n_splits, int m, size_t ws,
-                                 cublasLtMatmulAlgo_t *algos, int cap, int *n_algos);
 
 /* 1 when algo runs this GEMM at m rows within ws bytes of workspace (*ws_needed: its
  * workspace), 0 when not, < 0 on error. */

@@ -199,15 +199,8 @@ enum { /* cublasLtMatmulPreferenceAttributes_t */
        CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
        CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK = 3,
 };
-enum { /* cublasLtReductionScheme_t */
-       CUBLASLT_REDUCTION_SCHEME_NONE = 0,
-       CUBLASLT_REDUCTION_SCHEME_INPLACE = 1,
-       CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE = 2,
-};
-enum { /* cublasLtMatmulAlgoConfigAttributes_t */
-       CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2,
-       CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME = 3,
-};
+enum { CUBLASLT_REDUCTION_SCHEME_NONE = 0 };
+enum { CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2 }; /* cublasLtMatmulAlgoConfigAttributes_t */
 
 typedef cublasStatus_t (*PFN_cublasLtCreate)(cublasLtHandle_t *h);
 typedef cublasStatus_t (*PFN_cublasLtDestroy)(cublasLtHandle_t h);
@@ -239,9 +232,6 @@ typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoCheck)(
 typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoConfigGetAttribute)(const cublasLtMatmulAlgo_t *algo,
                                                                    int attr, void *buf, size_t n,
                                                                    size_t *written);
-typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoConfigSetAttribute)(cublasLtMatmulAlgo_t *algo,
-                                                                   int attr, const void *buf,
-                                                                   size_t n);
 typedef cublasStatus_t (*PFN_cublasLtMatmul)(
     cublasLtHandle_t h, cublasLtMatmulDesc_t op, const void *alpha, const void *a,
     cublasLtMatrixLayout_t ad, const void *b, cublasLtMatrixLayout_t bd, const void *beta,

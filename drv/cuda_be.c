@@ -370,13 +370,20 @@ static int cb_download(backend *be, void *dst, be_ptr src, size_t bytes) {
                     "cuMemcpyDtoHAsync");
 }
 
-/* Both queues, compute first; a failed launch is reported before the queues' own errors. */
-/* Waits for queue q; returns its stream's error or the first failed op queued on it. */
+static int cb_copy(backend *be, be_ptr dst, be_ptr src, size_t bytes) {
+    cuda_be *cb = be->impl;
+    if (!bytes) return 0;
+    return cuda_err(&cb->drv, cb->drv.MemcpyDtoDAsync((CUdeviceptr)dst, (CUdeviceptr)src, bytes,
+                                                      cur(cb)),
+                    "cuMemcpyDtoDAsync");
+}
+
 static int cb_bind_thread(backend *be) {
     cuda_be *cb = be->impl;
     return cuda_err(&cb->drv, cb->drv.CtxSetCurrent(cb->dev.ctx), "cuCtxSetCurrent (bind_thread)");
 }
 
+/* Waits for queue q; returns its stream's error or the first failed op queued on it. */
 static int cb_sync_queue(backend *be, int q) {
     cuda_be *cb = be->impl;
     int rc = be_check_queue(be, q);
@@ -390,6 +397,7 @@ static int cb_sync_queue(backend *be, int q) {
     return rc;
 }
 
+/* Both queues, compute first; a failed launch is reported before the queues' own errors. */
 static int cb_sync(backend *be) {
     int rc = cb_sync_queue(be, BE_Q_COMPUTE), rc2 = cb_sync_queue(be, BE_Q_COMPRESS);
     return rc ? rc : rc2;
@@ -912,7 +920,6 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->pchunk = c->attention_prefill_chunk > 0 ? c->attention_prefill_chunk : 4096;
     cb->attention_mma = c->attention_mma;
     cb->pdl = c->pdl;
-    cb->tune.split_k_max = c->gemm_tune_split_k;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){
         .name = "cuda",
@@ -929,6 +936,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
         .linear_init = cb_linear_init,
         .upload = cb_upload,
         .download = cb_download,
+        .copy = cb_copy,
         .sync = cb_sync,
         .sync_queue = cb_sync_queue,
         .bind_thread = cb_bind_thread,

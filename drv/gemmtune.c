@@ -139,14 +139,8 @@ int gemmtune_plan(gemmtune_ctx *c, cublaslt_gemm *g, CUdeviceptr w) {
     stored st;
     memset(&st, 0, sizeof st);
     memcpy(st.magic, MAGIC, sizeof MAGIC);
-    static const int all_splits[] = {2, 3, 4, 6, 8, 12, 16};
-    int splits[sizeof all_splits / sizeof *all_splits], n_splits = 0;
-    for (size_t i = 0; i < sizeof all_splits / sizeof *all_splits; i++)
-        if (all_splits[i] <= c->split_k_max) splits[n_splits++] = all_splits[i];
-    /* the key names the candidate set: the largest split tried (0: none) */
-    snprintf(st.key, sizeof st.key, "%s|n %d k %d m %d bias %d f32 %d ws %zu split %d", c->device,
-             g->n, g->k, g->max_m, g->has_bias, g->out_f32, c->ws_bytes,
-             n_splits ? splits[n_splits - 1] : 0);
+    snprintf(st.key, sizeof st.key, "%s|n %d k %d m %d bias %d f32 %d ws %zu", c->device, g->n,
+             g->k, g->max_m, g->has_bias, g->out_f32, c->ws_bytes);
     st.n_buckets = (uint32_t)g->n_buckets;
     char name[64];
     snprintf(name, sizeof name, "gemm-%016llx.plan",
@@ -198,25 +192,7 @@ int gemmtune_plan(gemmtune_ctx *c, cublaslt_gemm *g, CUdeviceptr w) {
     for (int pass = 0; pass < 2; pass++)
         for (int b = g->n_buckets - 1; !rc && b >= 0; b--)
             rc = cublaslt_gemm_candidates(c->lt, g, t->bucket_rows[b], c->ws_bytes, algos,
-                                          GEMMTUNE_HEURISTIC, &t->n_cands, pass ? 16 : 4);
-    /* split-K variants of each decode size's favourite, the largest sizes first (were the
-     * list to fill, the sizes that cuBLASLt's tiles fill worst, 64-256 rows, keep theirs) */
-    cublasLtMatmulAlgo_t fav[CUBLASLT_BUCKETS];
-    int n_fav = 0, heuristic_cands = t->n_cands;
-    for (int b = g->n_buckets - 1; !rc && n_splits && b >= 0; b--) {
-        if (t->bucket_rows[b] > 256) continue;
-        cublasLtMatmulAlgo_t top;
-        int got = 0, seen = 0;
-        rc = cublaslt_gemm_candidates(c->lt, g, t->bucket_rows[b], c->ws_bytes, &top, 1, &got, 1);
-        if (rc || !got) continue;
-        for (int j = 0; j < n_fav && !seen; j++)
-            seen = !memcmp(&fav[j], &top, sizeof top);
-        if (seen) continue;
-        fav[n_fav++] = top;
-        rc = cublaslt_gemm_split_variants(c->lt, g, &top, splits, n_splits, t->bucket_rows[b],
-                                          c->ws_bytes, algos, GEMMTUNE_CANDS, &t->n_cands);
-    }
-    t->n_split_cands = t->n_cands - heuristic_cands;
+                                          GEMMTUNE_CANDS, &t->n_cands, pass ? 16 : 4);
     for (int a = 0; !rc && a < t->n_cands; a++)
         for (int b = 0; !rc && b < g->n_buckets; b++) {
             int v = cublaslt_gemm_check(c->lt, g, &algos[a], t->bucket_rows[b], c->ws_bytes,

@@ -11,11 +11,7 @@
  * average over the buckets (every batch size counts the same); each bucket then runs the
  * fastest member of that class. Membership is decided on bits, not on algorithm
  * attributes, so a kernel whose reduction depends on M (stream-K, split-K sized from M)
- * simply lands in no class with the others. With split_k_max >= 2 (conf gemm_tune_split_k) the
- * candidates also hold split-K variants of the heuristic's favourite at each batch size up to
- * 256 rows: a fixed split count reduced in fp32 in a fixed order keeps a row's bits whatever M,
- * and lets the decode sizes fill the SMs where the heuristic's tiles leave most of them idle
- * (few output tiles, e.g. N 2,048-6,144 at 64 rows); they join a class only by their bits.
+ * simply lands in no class with the others.
  *
  * Invariants:
  * - Rows compared: 0..7 and the last row of every bucket, each at every bucket holding it;
@@ -35,8 +31,7 @@
 #include <stdint.h>
 
 enum {
-    GEMMTUNE_HEURISTIC = 48,                   /* the heuristic's candidates per shape */
-    GEMMTUNE_CANDS = 96,                       /* with the split-K variants */
+    GEMMTUNE_CANDS = 48,                       /* candidate algorithms per shape */
     GEMMTUNE_ROWS = 8 + CUBLASLT_BUCKETS       /* rows compared per (candidate, bucket) */
 };
 
@@ -44,7 +39,6 @@ enum {
  * the hashes of the compared rows (rows[j] < the bucket's rows). */
 typedef struct gemmtune_table {
     int n_cands, n_buckets, n_rows;
-    int n_split_cands; /* of n_cands, the split-K variants (gemm_tune_split_k) */
     int bucket_rows[CUBLASLT_BUCKETS];
     int rows[GEMMTUNE_ROWS];
     uint8_t valid[GEMMTUNE_CANDS][CUBLASLT_BUCKETS];
@@ -73,7 +67,6 @@ typedef struct gemmtune_ctx {
     const char *cache_dir; /* "" = no cache */
     char device[160];      /* device name, architecture, cuBLASLt version: part of the key */
     int x_ready;
-    int split_k_max; /* split-K variants up to this many parts (conf gemm_tune_split_k), 0: none */
     int tuned, cached; /* shapes measured and shapes taken from the cache so far */
     double worst_cost;   /* the largest class cost (mean ratio) among the plans */
     double worst_bucket; /* the largest ratio of any plan's bucket */

@@ -22,10 +22,9 @@ CONF_INT(gpu, cuda_device, 0, 0, 63, "ordinal of the GPU to use")
 CONF_INT(gpu, attention_chunk, 512, 64, 1048576, "KV positions per split of GPU attention (fixed for every row: results do not depend on the batch)")
 CONF_INT(gpu, attention_prefill_chunk, 4096, 64, 1048576, "KV positions per split of GPU attention for prompt rows (fixed for every row; at least attention_chunk)")
 CONF_ENUM(gpu, attention_kernel, "mma", "simt|mma", "decode attention on the GPU: mma = tensor cores, simt = CUDA-core FMAs (every decode row takes the same one)")
-CONF_BOOL(gpu, cuda_pdl, false, "programmatic dependent launch (sm_90+, driver CUDA 12.3+): each zipage kernel is launched while the kernel before it finishes and waits for its results on the GPU")
+CONF_BOOL(gpu, cuda_pdl, true, "programmatic dependent launch (sm_90+, driver CUDA 12.3+): each zipage kernel is launched while the kernel before it finishes and waits for its results on the GPU")
 CONF_BOOL(gpu, cuda_graphs, true, "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
 CONF_INT(gpu, gemm_workspace_mb, 256, 1, 4096, "cuBLASLt workspace in MiB, from the device arena (larger lets split-K algorithms serve large batches)")
-CONF_INT(gpu, gemm_tune_split_k, 0, 0, 16, "with batch_invariant: the GEMM tuner also measures each batch size's favourite cuBLASLt algorithm with K split in 2, 3, 4, 6, 8, 12 or 16 parts up to this many (fp32 partials reduced in a fixed order); 0 = only the heuristic's own algorithms")
 CONF_BOOL(gpu, batch_invariant, true, "GEMMs whose rows do not depend on the batch: tokens are the same alone and together (CUDA: algorithms chosen at start-up by measurement and kept in kernel_cache_dir)")
 
 /* [memory] */

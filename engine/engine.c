@@ -466,7 +466,6 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .attention_mma = cf->attention_kernel == CONF_ATTENTION_KERNEL_MMA,
         .gemm_workspace_mb = (int)cf->gemm_workspace_mb,
         .pdl = cf->cuda_pdl,
-        .gemm_tune_split_k = (int)cf->gemm_tune_split_k,
     };
 }
 

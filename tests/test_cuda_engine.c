@@ -13,7 +13,7 @@
 #include "tests/cuda_engine_util.h"
 
 #define N 64
-#define PDL_OTHER "cuda_pdl=true" /* the setting of cuda_pdl that is not the default */
+#define PDL_OTHER "cuda_pdl=false" /* the setting of cuda_pdl that is not the default */
 
 static void make_model(void) {
     snprintf(th_dir, sizeof th_dir, "/tmp/zp_cuda_engine_%d", (int)getpid());
@@ -68,8 +68,8 @@ static void invariance(int mixed) {
     th_run_arrivals(&eager, reqs, N, arrival);
     th_open(&other, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", PDL_OTHER, NULL);
     th_run_arrivals(&other, reqs, N, arrival);
-    engine_info oi;
-    engine_get_info(other.e, &oi);
+    engine_info oi; /* the default (cuda_pdl = true) is the configuration that may use it */
+    engine_get_info(together.e, &oi);
     if (!strstr(oi.backend_why, "programmatic dependent launch")) /* the backend's line */
         printf("note: programmatic dependent launch is not active here (sm_90 and driver CUDA "
                "12.3+ needed): the cuda_pdl comparison runs plain launches both ways\n");

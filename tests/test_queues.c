@@ -8,6 +8,8 @@
  * - events: a timer across a 30 ms host sleep reads 20 ms .. 5 s; event_sync makes an event
  *   done; event_done is 0 or 1 on a busy queue and 1 after the sync; elapsed >= 0 between the
  *   queues; an event never recorded is done but has no time.
+ * - copy: a device-to-device copy queued after a write on the same queue moves that write (the
+ *   ids uploaded, copied over the argmax rows, downloaded again); 0 bytes copy nothing.
  * - errors: out-of-range queue and event ids in every call, staging beyond the reservation
  *   and a second reservation are clear errors (the value named), never a crash, and leave no
  *   sticky error behind; on CUDA a capture with the compression queue selected is refused.
@@ -124,6 +126,29 @@ static void ordering(rig *r, const char *name) {
            bad, r->n, stale, stale ? " (the queues overlap)" : "");
 }
 
+static void copies(rig *r, const char *name) {
+    backend *be = r->be;
+    size_t rows = (size_t)r->n * 4;
+    for (int i = 0; i < r->n; i++)
+        r->h_out[i] = -7;
+    OK(be->upload(be, r->out, r->h_out, rows));
+    OK(be->copy(be, r->out, r->ids_a, 0));
+    OK(be->download(be, r->h_out, r->out, rows));
+    OK(be->sync(be));
+    int kept = 0, bad = 0;
+    for (int i = 0; i < r->n; i++)
+        kept += r->h_out[i] == -7;
+    OK(be->upload(be, r->ids_a, r->h_ids_b, rows)); /* ids_a now holds ids_b's values */
+    OK(be->copy(be, r->out, r->ids_a, rows));
+    OK(be->download(be, r->h_out, r->out, rows));
+    OK(be->upload(be, r->ids_a, r->h_ids_a, rows)); /* back for the other checks */
+    OK(be->sync(be));
+    for (int i = 0; i < r->n; i++)
+        bad += r->h_out[i] != r->h_ids_b[i];
+    CHECKF(kept == r->n, "%s: a copy of 0 bytes changed %d of %d rows", name, r->n - kept, r->n);
+    CHECKF(bad == 0, "%s: %d of %d rows copied device to device differ", name, bad, r->n);
+}
+
 static void events(rig *r, const char *name) {
     backend *be = r->be;
     float ms = -1;
@@ -229,6 +254,7 @@ static void on_backend(int kind, const char *name, int n, int dim, int passes) {
     rig r;
     rig_open(&r, be, n, dim, passes);
     ordering(&r, name);
+    copies(&r, name);
     events(&r, name);
     errors(&r, name);
     be->destroy(be);

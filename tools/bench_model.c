@@ -98,6 +98,27 @@ int bench_mem_bw(bench_model *bm, int threads, double *gbps) {
     return 0;
 }
 
+int bench_copy_bw(bench_model *bm, double *gbps) {
+    backend *be = bm->be;
+    if (!bm->copy_src || !bm->copy_dst)
+        return err_set(ZP_EINVAL, "copy bandwidth: no buffers reserved (backend %s)", be->name);
+    int rc = be->use_queue(be, BE_Q_COMPUTE);
+    for (int i = 0; i < 3 && !rc; i++)
+        rc = be->copy(be, bm->copy_dst, bm->copy_src, BENCH_COPY_BYTES);
+    if (!rc) rc = be->sync(be);
+    double best = 0;
+    for (int pass = 0; pass < 5 && !rc; pass++) {
+        double t0 = bench_now_s();
+        for (int i = 0; i < 10 && !rc; i++)
+            rc = be->copy(be, bm->copy_dst, bm->copy_src, BENCH_COPY_BYTES);
+        if (!rc) rc = be->sync(be);
+        double g = 2.0 * BENCH_COPY_BYTES * 10 / (bench_now_s() - t0) / 1e9;
+        best = g > best ? g : best;
+    }
+    if (!rc) *gbps = best;
+    return rc;
+}
+
 size_t bench_layer_linear_params(const model_config *mc) {
     size_t H = (size_t)mc->hidden, D = (size_t)mc->head_dim, I = (size_t)mc->intermediate;
     size_t qd = (size_t)mc->heads * D, kd = (size_t)mc->kv_heads * D;
@@ -127,9 +148,16 @@ static int place_model(bench_model *bm, const conf *cf, const char *tool, const 
                     .graphs = cf->cuda_graphs};
     double t0 = bench_now_s();
     size_t device_bytes = model_device_bytes(&bm->mc, &bm->mw, &d, be);
+    /* the copy buffers after the model's memory: 256-byte alignment keeps them at its end */
+    bool copy_bw = b->copy_bw && strcmp(be->name, "cpu") != 0;
+    size_t copy_bytes = copy_bw ? 2 * (size_t)BENCH_COPY_BYTES + 512 : 0;
     if (!(bm->m = arena_alloc(&bm->a, sizeof *bm->m, 64, "model"))) return ZP_ENOMEM;
-    if ((rc = be->reserve(be, device_bytes, model_host_bytes(&bm->mc, &d, be))) ||
+    if ((rc = be->reserve(be, device_bytes + copy_bytes, model_host_bytes(&bm->mc, &d, be))) ||
         (rc = model_init(bm->m, &bm->a, be, &bm->mc, &bm->mw, &d)))
+        return rc;
+    if (copy_bw &&
+        ((rc = be->alloc(be, BENCH_COPY_BYTES, 256, &bm->copy_src, "copy bandwidth source")) ||
+         (rc = be->alloc(be, BENCH_COPY_BYTES, 256, &bm->copy_dst, "copy bandwidth target"))))
         return rc;
     fprintf(stderr, "%s: model of %d layers placed in %.1f s (%.2f GiB), %d CUDA graphs\n", tool,
             bm->mc.layers, bench_now_s() - t0, device_bytes / 1073741824.0,

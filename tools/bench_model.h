@@ -11,7 +11,8 @@
  * width, blocks); the cache holds whatever the memory held (attention costs the same whatever
  * the values).
  * Memory: the arena bm->a (host_arena_mb) holds the config, the weights and the model table;
- * the backend's reservation the model's buffers. bench_model_close releases both.
+ * the backend's reservation the model's buffers (and, with bounds.copy_bw on a GPU, the two
+ * copy-bandwidth buffers). bench_model_close releases both.
  * Threading: one thread.
  */
 #ifndef ZP_BENCH_MODEL_H
@@ -34,13 +35,18 @@ typedef struct bench_model {
     model_weights mw;
     backend *be;
     model *m;
+    be_ptr copy_src, copy_dst; /* bench_copy_bw's buffers (BENCH_COPY_BYTES each), or 0 */
 } bench_model;
 
 /* The largest step: token rows, sequences (each with logits), the block-table width and the
- * blocks in the cache. */
+ * blocks in the cache. copy_bw: also reserve two BENCH_COPY_BYTES buffers for bench_copy_bw
+ * when the backend is not the CPU. */
 typedef struct bench_bounds {
     int32_t max_tokens, max_seqs, max_blocks, num_blocks;
+    bool copy_bw;
 } bench_bounds;
+
+enum { BENCH_COPY_BYTES = 512 << 20 }; /* ten times the L2 of an H100 / H200 */
 
 /* Opens the arena, reads DIR/config.json (cf->model), makes the weights (real_weights: reads the
  * checkpoint; else random), creates the backend of
@@ -69,6 +75,12 @@ size_t bench_step_weight_bytes(const bench_model *bm);
  * buffer from bm's arena (far beyond any cache), the best of 5 passes. ZP_ENOMEM when the arena
  * cannot hold the buffer. */
 int bench_mem_bw(bench_model *bm, int threads, double *gbps);
+
+/* The device's copy bandwidth in GB/s, as the PyTorch peers measure theirs
+ * (tools/peer_decode.py): bytes read plus bytes written per second by device-to-device copies of
+ * BENCH_COPY_BYTES on the compute queue, the best of 5 passes of 10 copies after 3 untimed.
+ * Needs the buffers of bounds.copy_bw (ZP_EINVAL without them, e.g. on the CPU backend). */
+int bench_copy_bw(bench_model *bm, double *gbps);
 
 /* Greedy, no penalty, no logprob for rows 0..rows-1 (backends that sample read these). */
 void bench_stage_greedy(model_batch *b, int32_t rows);

@@ -10,9 +10,9 @@
  * bf16 values that every tensor shares), so any Hugging Face config benchmarks without its
  * checkpoint. --weights reads DIR's checkpoint instead, each tensor in its own memory: on the CPU
  * the shared buffer keeps every layer's weights in cache, so only --weights times their traffic.
- * The roofline's bandwidth: --bw GBPS, else on the CPU backend the host's read bandwidth measured
- * at the start of the run with the backend's thread count (bench_mem_bw; printed), else the
- * GPU's 4,280 GB/s. One model is planned for the largest point (tools/bench_model.h, the harness
+ * The roofline's bandwidth: --bw GBPS, else measured at the start of the run and printed: on the
+ * CPU backend the host's read bandwidth with the backend's thread count (bench_mem_bw), on a GPU
+ * its device-to-device copy bandwidth (bench_copy_bw, as the PyTorch peers measure theirs). One model is planned for the largest point (tools/bench_model.h, the harness
  * bench prefill shares); each point places B requests at context L (their KV cache holds whatever
  * the arena held: the cost of attention does not depend on the values) and times `steps` decode
  * steps after 3 of warm-up, each a full engine step of the model: metadata upload, forward, greedy
@@ -94,7 +94,8 @@ int bench_decode(int argc, char **argv) {
     bench_bounds bounds = {.max_tokens = max_rows,
                            .max_seqs = max_b,
                            .max_blocks = max_blocks,
-                           .num_blocks = max_tok_blocks};
+                           .num_blocks = max_tok_blocks,
+                           .copy_bw = bw == 0};
     if ((rc = bench_model_open(&bm, &cf, "bench decode", &bounds, weights))) return rc;
     const model_config *mc = &bm.mc;
     model *m = bm.m;
@@ -108,7 +109,11 @@ int bench_decode(int argc, char **argv) {
         }
         printf("memory bandwidth: %.1f GB/s (read, %d threads, measured now)\n", bw, threads);
     } else if (bw == 0) {
-        bw = 4280;
+        if ((rc = bench_copy_bw(&bm, &bw))) {
+            bench_model_close(&bm);
+            return rc;
+        }
+        printf("copy bandwidth: %.1f GB/s (device to device, measured now)\n", bw);
     }
     size_t kv_token = model_block_bytes(mc, 1, bm.be->act_dtype, false);
     FILE *jf = json ? fopen(json, "w") : NULL;
