@@ -39,8 +39,9 @@
  *   is what they would take reading, at --bw GB/s, all weights once per step that ran a forward
  *   pass (bf16, the tied head once: bench decode's count) plus the K and V of every position
  *   they attended (the growth of engine_stats.kv_tokens_read); the fraction is that over the
- *   measured busy seconds of those steps. --bw defaults to bench decode's 4,280 GB/s, the copy
- *   bandwidth measured on the H200 (docs/BENCHMARKS.md).
+ *   measured busy seconds of those steps. --bw defaults to 4,280 GB/s, the H200's copy
+ *   bandwidth as tools/peer_decode.py measured it (docs/BENCHMARKS.md); on another GPU pass the
+ *   figure `zipage bench decode` prints for it ("copy bandwidth").
  * --max-wall S stops a mode's in-process run at its first step that ends S seconds or more
  * after the first submit (the requests still in flight are cancelled with the engine): its
  * figures then cover the steps that ran, its row is marked "stopped", and since the whole
