@@ -148,7 +148,7 @@ static int place_model(bench_model *bm, const conf *cf, const char *tool, const 
                     .graphs = cf->cuda_graphs};
     double t0 = bench_now_s();
     size_t device_bytes = model_device_bytes(&bm->mc, &bm->mw, &d, be);
-    /* the copy buffers after the model's memory: 256-byte alignment keeps them at its end */
+    /* bench_copy_bw's two buffers after the model's memory (512 bytes for their alignment) */
     bool copy_bw = b->copy_bw && strcmp(be->name, "cpu") != 0;
     size_t copy_bytes = copy_bw ? 2 * (size_t)BENCH_COPY_BYTES + 512 : 0;
     if (!(bm->m = arena_alloc(&bm->a, sizeof *bm->m, 64, "model"))) return ZP_ENOMEM;
