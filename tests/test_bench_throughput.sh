@@ -10,7 +10,9 @@
 # the middle of it leave no object and no server behind, and a model without a tokenizer is
 # refused. engine_stats.kv_tokens_read of one request alone equals the sum of its rows' cache
 # lengths: prompt in one chunk or in chunks of 10, then one decode row per token, compressed or
-# not. Bad --modes are refused.
+# not. Bad --modes are refused. The roofline's bandwidth is measured before the modes run and
+# printed (on the CPU the host's read bandwidth), and each in-process JSON object carries it;
+# --bw replaces the measurement.
 set -u
 ZP=${ZP_BUILD:-build}/asan/zipage
 [ -x "$ZP" ] || { echo "SKIP zipage not built"; exit 77; }
@@ -33,6 +35,7 @@ check 'grep -q "^compressed vs full: [0-9.]*x output tok/s (target >= 3.5x)" "$d
 check 'grep -q "^compressed: [0-9]* decode steps, [0-9.]* rows each; .* compression batches: [1-9][0-9]* jobs" "$d/out"'
 check 'grep -q "^full: [0-9]* decode steps, .* compression batches: 0 jobs" "$d/out"'
 check 'grep -q "^compressed roofline fraction: [0-9]*% (target >= 80%)" "$d/out"'
+check 'grep -qE "^memory bandwidth: [0-9.]+ GB/s \(read, [0-9]+ threads, measured now\)$" "$d/out"'
 target="% of in-process output tok/s (target >= 98%)"
 same="identical to the in-process run.s (hash [0-9a-f]\{16\}, 3600 tokens)"
 for m in full compressed; do
@@ -68,9 +71,12 @@ assert cmp["compressions"] > 0 and cmp["preemptions"] == 0, cmp
 assert cmp["mean_running"] > full["mean_running"], (full, cmp)
 assert cmp["kv_bytes_per_request"] < full["kv_bytes_per_request"], (full, cmp)
 P'
-# --json appends: a second run adds one object per mode
-$ZP $B --requests 2 --prompt 8 --gen 4 --json "$d/runs.jsonl" >/dev/null 2>&1
+bw=$(sed -nE 's/^memory bandwidth: ([0-9.]+) GB\/s.*/\1/p' "$d/out")
+check '[ -n "$bw" ] && [ "$(grep -c "\"bw_gbps\": $bw," "$d/runs.jsonl")" = 2 ]'
+# --json appends: a second run adds one object per mode; a bandwidth given is used, not measured
+$ZP $B --requests 2 --prompt 8 --gen 4 --bw 10 --json "$d/runs.jsonl" >"$d/out2" 2>&1
 check '[ "$(wc -l < "$d/runs.jsonl")" = 6 ]'
+check '! grep -q "memory bandwidth" "$d/out2" && [ "$(grep -c "\"bw_gbps\": 10.0," "$d/runs.jsonl")" = 2 ]'
 
 # --max-wall: a full-KV run longer than 1 s (6 x 2,000 tokens thrashing a 1 MiB pool, 2.3 s
 # without the sanitizers) is stopped at its first step after 1 s; its rate over the whole workload

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -116,6 +117,31 @@ int bench_copy_bw(bench_model *bm, double *gbps) {
         best = g > best ? g : best;
     }
     if (!rc) *gbps = best;
+    return rc;
+}
+
+int bench_roofline_bw(bench_model *bm, const conf *cf, double *gbps) {
+    int rc;
+    if (!strcmp(bm->be->name, "cpu")) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        int threads = cf->threads ? (int)cf->threads : cores > 0 ? (int)cores : 1;
+        if (!(rc = bench_mem_bw(bm, threads, gbps)))
+            printf("memory bandwidth: %.1f GB/s (read, %d threads, measured now)\n", *gbps,
+                   threads);
+    } else if (!(rc = bench_copy_bw(bm, gbps))) {
+        printf("copy bandwidth: %.1f GB/s (device to device, measured now)\n", *gbps);
+    }
+    return rc;
+}
+
+int bench_measure_bw(const conf *cf, const char *tool, double *gbps) {
+    bench_model bm;
+    bench_bounds b = {.max_tokens = 1, .max_seqs = 1, .max_blocks = 1, .num_blocks = 1,
+                      .copy_bw = true};
+    int rc = bench_model_open(&bm, cf, tool, &b, false);
+    if (rc) return rc;
+    rc = bench_roofline_bw(&bm, cf, gbps);
+    bench_model_close(&bm);
     return rc;
 }
 

@@ -82,6 +82,16 @@ int bench_mem_bw(bench_model *bm, int threads, double *gbps);
  * Needs the buffers of bounds.copy_bw (ZP_EINVAL without them, e.g. on the CPU backend). */
 int bench_copy_bw(bench_model *bm, double *gbps);
 
+/* The roofline's bandwidth measured now and printed on stdout: on the CPU backend the host's
+ * read bandwidth with cf's thread count (all cores when 0; "memory bandwidth: X GB/s (read, N
+ * threads, measured now)"), on a GPU its copy bandwidth ("copy bandwidth: X GB/s (device to
+ * device, measured now)"; needs bounds.copy_bw). */
+int bench_roofline_bw(bench_model *bm, const conf *cf, double *gbps);
+
+/* Opens DIR's model for one one-token request (random weights, bounds.copy_bw), measures
+ * bench_roofline_bw and closes it: for benchmarks that run the engine itself. */
+int bench_measure_bw(const conf *cf, const char *tool, double *gbps);
+
 /* Greedy, no penalty, no logprob for rows 0..rows-1 (backends that sample read these). */
 void bench_stage_greedy(model_batch *b, int32_t rows);
 /* The ids of a step: a negative one is the sampler's error. */

@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define DEC_MAX_POINTS 16
 
@@ -100,20 +99,9 @@ int bench_decode(int argc, char **argv) {
     const model_config *mc = &bm.mc;
     model *m = bm.m;
     size_t weight_bytes = bench_step_weight_bytes(&bm);
-    if (bw == 0 && !strcmp(bm.be->name, "cpu")) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        int threads = cf.threads ? (int)cf.threads : cores > 0 ? (int)cores : 1;
-        if ((rc = bench_mem_bw(&bm, threads, &bw))) {
-            bench_model_close(&bm);
-            return rc;
-        }
-        printf("memory bandwidth: %.1f GB/s (read, %d threads, measured now)\n", bw, threads);
-    } else if (bw == 0) {
-        if ((rc = bench_copy_bw(&bm, &bw))) {
-            bench_model_close(&bm);
-            return rc;
-        }
-        printf("copy bandwidth: %.1f GB/s (device to device, measured now)\n", bw);
+    if (bw == 0 && (rc = bench_roofline_bw(&bm, &cf, &bw))) {
+        bench_model_close(&bm);
+        return rc;
     }
     size_t kv_token = model_block_bytes(mc, 1, bm.be->act_dtype, false);
     FILE *jf = json ? fopen(json, "w") : NULL;

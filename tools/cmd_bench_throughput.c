@@ -39,9 +39,9 @@
  *   is what they would take reading, at --bw GB/s, all weights once per step that ran a forward
  *   pass (bf16, the tied head once: bench decode's count) plus the K and V of every position
  *   they attended (the growth of engine_stats.kv_tokens_read); the fraction is that over the
- *   measured busy seconds of those steps. --bw defaults to 4,280 GB/s, the H200's copy
- *   bandwidth as tools/peer_decode.py measured it (docs/BENCHMARKS.md); on another GPU pass the
- *   figure `zipage bench decode` prints for it ("copy bandwidth").
+ *   measured busy seconds of those steps. Without --bw the bandwidth is measured before the
+ *   modes run, as `zipage bench decode` measures it (bench_measure_bw: on a GPU its copy
+ *   bandwidth, on the CPU the host's read bandwidth; printed).
  * --max-wall S stops a mode's in-process run at its first step that ends S seconds or more
  * after the first submit (the requests still in flight are cancelled with the engine): its
  * figures then cover the steps that ran, its row is marked "stopped", and since the whole
@@ -78,6 +78,7 @@
 #include "engine/loader.h"
 #include "engine/tokenizer.h"
 #include "ipc/zipage.h"
+#include "tools/bench_model.h"
 #include "tools/bench_workload.h"
 #include "tools/cli.h"
 
@@ -769,7 +770,7 @@ int bench_throughput(int argc, char **argv) {
     conf cf;
     int rc = bench_workload_conf(&cf, &argc, argv);
     if (rc) return rc;
-    tp_params p = {.requests = 256, .prompt = 512, .gen = 8192, .budget = 4, .bw = 4280};
+    tp_params p = {.requests = 256, .prompt = 512, .gen = 8192, .budget = 4}; /* bw 0: measure */
     const char *json = NULL, *modes = "full,compressed";
     cli c;
     cli_init(&c, "bench throughput", argc, argv);
@@ -804,6 +805,7 @@ int bench_throughput(int argc, char **argv) {
         return err_set(ZP_EINVAL, "--max-wall and --ipc do not combine (the IPC run compares "
                                   "whole workloads)");
     bench_workload_fit(&cf, p.requests, p.prompt + p.gen, p.budget);
+    if (p.bw == 0 && (rc = bench_measure_bw(&cf, "bench throughput", &p.bw))) return rc;
     FILE *jf = json ? fopen(json, "a") : NULL;
     if (json && !jf) return err_set(ZP_EIO, "--json %s: cannot open for appending", json);
     fprintf(stderr,
