@@ -20,18 +20,18 @@
  * order, so results are bit-identical for any thread count and any batch composition.
  *
  * Queues and events: two queues, BE_Q_COMPUTE (forward passes; the default) and BE_Q_COMPRESS
- * (compression). use_queue selects the queue that every later op, upload and download goes to,
- * in call order; graphs are captured and replayed on the compute queue only. Work on different
+ * (compression). use_queue selects the queue that every later op, upload, download and copy goes
+ * to, in call order; graphs are captured and replayed on the compute queue only. Work on different
  * queues is unordered unless an event orders it: event_record(ev, q) marks the point reached by
- * everything queued on q so far; event_wait(q2, ev) makes work queued on q2 afterwards start
- * only once that point is passed (the host does not block); event_done asks without blocking;
- * event_sync blocks the host until the point is passed; event_elapsed gives the milliseconds
- * between two passed points (a timer). An event refers to its latest record; one never recorded
- * is done, and waiting on it orders nothing. Events are ids 0 .. BE_EVENTS-1 of a pool made when
- * the backend is created; callers assign them (engine/model.c names the ones it uses). A bad
- * queue or event id is an error (ZP_EINVAL naming it), never a crash. On the CPU backend every
- * op has run when its call returns, so queues are already ordered and an event is passed when
- * it is recorded; a record reads the host's monotonic clock, which event_elapsed subtracts.
+ * everything queued on q so far; event_wait(q2, ev) makes work queued on q2 afterwards start only
+ * once that point is passed (the host does not block); event_done asks without blocking; event_sync
+ * blocks the host until the point is passed; event_elapsed gives the milliseconds between two
+ * passed points (a timer). An event refers to its latest record; one never recorded is done, and
+ * waiting on it orders nothing. Events are ids 0 .. BE_EVENTS-1 of a pool made when the backend is
+ * created; callers assign them (engine/model.c names the ones it uses). A bad queue or event id is
+ * an error (ZP_EINVAL naming it), never a crash. On the CPU backend every op has run when its call
+ * returns, so queues are already ordered and an event is passed when it is recorded; a record reads
+ * the host's monotonic clock, which event_elapsed subtracts.
  *
  * Host staging: upload reads its source when the queue reaches it and download writes its
  * destination then; the destination's bytes are there once sync (or event_sync of an event

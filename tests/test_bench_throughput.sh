@@ -74,9 +74,9 @@ P'
 bw=$(sed -nE 's/^memory bandwidth: ([0-9.]+) GB\/s.*/\1/p' "$d/out")
 check '[ -n "$bw" ] && [ "$(grep -c "\"bw_gbps\": $bw," "$d/runs.jsonl")" = 2 ]'
 # --json appends: a second run adds one object per mode; a bandwidth given is used, not measured
-$ZP $B --requests 2 --prompt 8 --gen 4 --bw 10 --json "$d/runs.jsonl" >"$d/out2" 2>&1
+$ZP $B --requests 2 --prompt 8 --gen 4 --bw 12345 --json "$d/runs.jsonl" >"$d/out2" 2>&1
 check '[ "$(wc -l < "$d/runs.jsonl")" = 6 ]'
-check '! grep -q "memory bandwidth" "$d/out2" && [ "$(grep -c "\"bw_gbps\": 10.0," "$d/runs.jsonl")" = 2 ]'
+check '! grep -q "memory bandwidth" "$d/out2" && [ "$(grep -c "\"bw_gbps\": 12345.0," "$d/runs.jsonl")" = 2 ]'
 
 # --max-wall: a full-KV run longer than 1 s (6 x 2,000 tokens thrashing a 1 MiB pool, 2.3 s
 # without the sanitizers) is stopped at its first step after 1 s; its rate over the whole workload

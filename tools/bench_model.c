@@ -135,6 +135,10 @@ int bench_roofline_bw(bench_model *bm, const conf *cf, double *gbps) {
 }
 
 int bench_measure_bw(const conf *cf, const char *tool, double *gbps) {
+    /* one GPU alone: that of rank 0 of a tensor-parallel run (its ranks' GPUs are alike) */
+    conf one = *cf;
+    one.tensor_parallel_size = 1;
+    cf = &one;
     bench_model bm;
     bench_bounds b = {.max_tokens = 1, .max_seqs = 1, .max_blocks = 1, .num_blocks = 1,
                       .copy_bw = true};

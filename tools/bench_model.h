@@ -76,9 +76,10 @@ size_t bench_step_weight_bytes(const bench_model *bm);
  * cannot hold the buffer. */
 int bench_mem_bw(bench_model *bm, int threads, double *gbps);
 
-/* The device's copy bandwidth in GB/s, as the PyTorch peers measure theirs
- * (tools/peer_decode.py): bytes read plus bytes written per second by device-to-device copies of
- * BENCH_COPY_BYTES on the compute queue, the best of 5 passes of 10 copies after 3 untimed.
+/* The device's copy bandwidth in GB/s, the measure the PyTorch peers use (tools/peer_decode.py,
+ * which times one pass of 2 GiB copies with events): bytes read plus bytes written per second
+ * by device-to-device copies of BENCH_COPY_BYTES on the compute queue, timed on the host to the
+ * sync, the best of 5 passes of 10 copies after 3 untimed.
  * Needs the buffers of bounds.copy_bw (ZP_EINVAL without them, e.g. on the CPU backend). */
 int bench_copy_bw(bench_model *bm, double *gbps);
 
@@ -88,8 +89,11 @@ int bench_copy_bw(bench_model *bm, double *gbps);
  * device, measured now)"; needs bounds.copy_bw). */
 int bench_roofline_bw(bench_model *bm, const conf *cf, double *gbps);
 
-/* Opens DIR's model for one one-token request (random weights, bounds.copy_bw), measures
- * bench_roofline_bw and closes it: for benchmarks that run the engine itself. */
+/* Opens DIR's model for one one-token request (random weights, bounds.copy_bw; on one device,
+ * whatever cf's tensor_parallel_size), measures bench_roofline_bw and closes it: for benchmarks
+ * that run the engine itself. It places the whole model (seconds of upload and, on a GPU, a
+ * tuning of GEMM plans for one row, kept in kernel_cache_dir), which a benchmark of minutes can
+ * afford, in exchange for one path to a backend and its memory. */
 int bench_measure_bw(const conf *cf, const char *tool, double *gbps);
 
 /* Greedy, no penalty, no logprob for rows 0..rows-1 (backends that sample read these). */

@@ -10,9 +10,10 @@
  * bf16 values that every tensor shares), so any Hugging Face config benchmarks without its
  * checkpoint. --weights reads DIR's checkpoint instead, each tensor in its own memory: on the CPU
  * the shared buffer keeps every layer's weights in cache, so only --weights times their traffic.
- * The roofline's bandwidth: --bw GBPS, else measured at the start of the run and printed: on the
- * CPU backend the host's read bandwidth with the backend's thread count (bench_mem_bw), on a GPU
- * its device-to-device copy bandwidth (bench_copy_bw, as the PyTorch peers measure theirs). One model is planned for the largest point (tools/bench_model.h, the harness
+ * The roofline's bandwidth: --bw GBPS, else measured at the start of the run and printed
+ * (bench_roofline_bw): on the CPU backend the host's read bandwidth with the backend's thread
+ * count, on a GPU its device-to-device copy bandwidth (bytes read plus written per second, the
+ * measure of the PyTorch peers). One model is planned for the largest point (tools/bench_model.h, the harness
  * bench prefill shares); each point places B requests at context L (their KV cache holds whatever
  * the arena held: the cost of attention does not depend on the values) and times `steps` decode
  * steps after 3 of warm-up, each a full engine step of the model: metadata upload, forward, greedy
