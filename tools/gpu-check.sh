@@ -16,7 +16,9 @@
 #   5. with --parity: the CPU reference against transformers (tools/hf_parity.py);
 #   6. with --accuracy: docs/ACCURACY.md's dev-split configuration sweep and test-split table on
 #      the GPU (tools/accuracy-sweep.sh, tools/accuracy-table.sh; a few minutes), packed into
-#      $OUT/accuracy.tgz with their summary tables beside it (the device tool returns few files).
+#      $OUT/accuracy.tgz with their summary tables beside it (the device tool returns few files);
+#   7. with --profile: one Qwen3-8B-shaped decode step at 64 x 2,048 under Nsight Compute, every
+#      kernel's GPU time summed by name (tools/ncu_step.py -> $OUT/ncu-decode.txt).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
 #   mkdir -p .carry && cp -r build/zipage build/zipage-cli build/gpu .carry/
 # Results: $OUT/gpu-check.log and $OUT/gpu-check.json (one entry per step: name, exit, seconds).
@@ -32,14 +34,16 @@ C=${CARRY:-.carry}
 ZP=$C/zipage
 log="$OUT/gpu-check.log"
 json="$OUT/gpu-check.json"
-parity=0 bench=1 attn=0 acc=0
+parity=0 bench=1 attn=0 acc=0 prof=0
 for a in "$@"; do
   case $a in
     --parity) parity=1 ;;      # also the CPU reference against transformers (hf_parity.py)
     --no-bench) bench=0 ;;     # skip the benchmarks (correctness only)
     --attention) attn=1 ;;     # also the attention kernel beside torch SDPA
     --accuracy) acc=1 ;;       # also the accuracy sweep and table of docs/ACCURACY.md
-    *) echo "usage: gpu-check.sh [--parity] [--no-bench] [--attention] [--accuracy]"; exit 2 ;;
+    --profile) prof=1 ;;       # also the per-kernel time of one decode step (ncu)
+    *) echo "usage: gpu-check.sh [--parity] [--no-bench] [--attention] [--accuracy] [--profile]"
+       exit 2 ;;
   esac
 done
 export ZP_BUILD=$C  # tests make their models with $C/zipage
@@ -55,6 +59,16 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     "$@"; local rc=$?
     echo "== $name: exit $rc, $((SECONDS - t0)) s"
     steps+=("{\"step\": \"$name\", \"exit\": $rc, \"seconds\": $((SECONDS - t0))}")
+    return $rc
+}
+profile_decode() { # one decode step's kernels under ncu, summed by name into $OUT/ncu-decode.txt
+    local b=(bench decode --model tools/shapes/qwen3-8b --backend cuda --points 64x2048 --steps 1)
+    # a first run leaves the GEMM plans in the cache, so ncu does not profile the tuner's launches
+    "$ZP" "${b[@]}" >/dev/null || return 1
+    ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+        "$ZP" "${b[@]}" > "$OUT/ncu-decode.csv" || return 1
+    python3 tools/ncu_step.py "$OUT/ncu-decode.csv" > "$OUT/ncu-decode.txt"; local rc=$?
+    cat "$OUT/ncu-decode.txt"; rm -f "$OUT/ncu-decode.csv"  # large; the summary holds the step
     return $rc
 }
 {
@@ -172,6 +186,9 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     step accuracy-table bash tools/accuracy-table.sh "$ZP" "$OUT/accuracy/table" cuda 8 || fail=1
     cp "$OUT/accuracy/sweep/sweep.md" "$OUT/accuracy-sweep.md" 2>/dev/null
     tar czf "$OUT/accuracy.tgz" -C "$OUT" accuracy && rm -rf "$OUT/accuracy"
+  fi
+  if [ $prof = 1 ]; then
+    step profile-decode profile_decode || fail=1
   fi
   if [ $parity = 1 ]; then
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
