@@ -65,7 +65,8 @@ static void *bw_read(void *arg) {
 #define BW_BYTES   ((size_t)256 << 20)
 #define BW_THREADS 64
 
-int bench_mem_bw(bench_model *bm, int threads, double *gbps) {
+/* bench_roofline_bw on the CPU (see bench_model.h). */
+static int host_read_bw(bench_model *bm, int threads, double *gbps) {
     uint64_t *buf = arena_alloc_uninit(&bm->a, BW_BYTES, 4096, "bandwidth buffer");
     if (!buf) return ZP_ENOMEM;
     size_t words = BW_BYTES / 8;
@@ -99,7 +100,8 @@ int bench_mem_bw(bench_model *bm, int threads, double *gbps) {
     return 0;
 }
 
-int bench_copy_bw(bench_model *bm, double *gbps) {
+/* bench_roofline_bw on a GPU (see bench_model.h). */
+static int gpu_copy_bw(bench_model *bm, double *gbps) {
     backend *be = bm->be;
     if (!bm->copy_src || !bm->copy_dst)
         return err_set(ZP_EINVAL, "copy bandwidth: no buffers reserved (backend %s)", be->name);
@@ -125,10 +127,10 @@ int bench_roofline_bw(bench_model *bm, const conf *cf, double *gbps) {
     if (!strcmp(bm->be->name, "cpu")) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         int threads = cf->threads ? (int)cf->threads : cores > 0 ? (int)cores : 1;
-        if (!(rc = bench_mem_bw(bm, threads, gbps)))
+        if (!(rc = host_read_bw(bm, threads, gbps)))
             printf("memory bandwidth: %.1f GB/s (read, %d threads, measured now)\n", *gbps,
                    threads);
-    } else if (!(rc = bench_copy_bw(bm, gbps))) {
+    } else if (!(rc = gpu_copy_bw(bm, gbps))) {
         printf("copy bandwidth: %.1f GB/s (device to device, measured now)\n", *gbps);
     }
     return rc;
@@ -178,7 +180,7 @@ static int place_model(bench_model *bm, const conf *cf, const char *tool, const 
                     .graphs = cf->cuda_graphs};
     double t0 = bench_now_s();
     size_t device_bytes = model_device_bytes(&bm->mc, &bm->mw, &d, be);
-    /* bench_copy_bw's two buffers after the model's memory (512 bytes for their alignment) */
+    /* bench_roofline_bw's two buffers after the model's memory (512 bytes for their alignment) */
     bool copy_bw = b->copy_bw && strcmp(be->name, "cpu") != 0;
     size_t copy_bytes = copy_bw ? 2 * (size_t)BENCH_COPY_BYTES + 512 : 0;
     if (!(bm->m = arena_alloc(&bm->a, sizeof *bm->m, 64, "model"))) return ZP_ENOMEM;

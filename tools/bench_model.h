@@ -35,11 +35,11 @@ typedef struct bench_model {
     model_weights mw;
     backend *be;
     model *m;
-    be_ptr copy_src, copy_dst; /* bench_copy_bw's buffers (BENCH_COPY_BYTES each), or 0 */
+    be_ptr copy_src, copy_dst; /* bench_roofline_bw's buffers on a GPU (BENCH_COPY_BYTES), or 0 */
 } bench_model;
 
 /* The largest step: token rows, sequences (each with logits), the block-table width and the
- * blocks in the cache. copy_bw: also reserve two BENCH_COPY_BYTES buffers for bench_copy_bw
+ * blocks in the cache. copy_bw: also reserve two BENCH_COPY_BYTES buffers for bench_roofline_bw
  * when the backend is not the CPU. */
 typedef struct bench_bounds {
     int32_t max_tokens, max_seqs, max_blocks, num_blocks;
@@ -71,22 +71,15 @@ int bench_prefill_step(bench_model *bm, int32_t P, double *median_s);
  * stored (a tied head counts once; norms and biases are left out). */
 size_t bench_step_weight_bytes(const bench_model *bm);
 
-/* Host memory read bandwidth in GB/s: `threads` threads each summing its share of a 256 MiB
- * buffer from bm's arena (far beyond any cache), the best of 5 passes. ZP_ENOMEM when the arena
- * cannot hold the buffer. */
-int bench_mem_bw(bench_model *bm, int threads, double *gbps);
-
-/* The device's copy bandwidth in GB/s, the measure the PyTorch peers use (tools/peer_decode.py,
- * which times one pass of 2 GiB copies with events): bytes read plus bytes written per second
- * by device-to-device copies of BENCH_COPY_BYTES on the compute queue, timed on the host to the
- * sync, the best of 5 passes of 10 copies after 3 untimed.
- * Needs the buffers of bounds.copy_bw (ZP_EINVAL without them, e.g. on the CPU backend). */
-int bench_copy_bw(bench_model *bm, double *gbps);
-
-/* The roofline's bandwidth measured now and printed on stdout: on the CPU backend the host's
- * read bandwidth with cf's thread count (all cores when 0; "memory bandwidth: X GB/s (read, N
- * threads, measured now)"), on a GPU its copy bandwidth ("copy bandwidth: X GB/s (device to
- * device, measured now)"; needs bounds.copy_bw). */
+/* The roofline's bandwidth in GB/s, measured now and printed on stdout. On the CPU backend the
+ * host's read bandwidth: cf's thread count (all cores when 0) each summing its share of a 256
+ * MiB buffer from bm's arena, the best of 5 passes ("memory bandwidth: X GB/s (read, N threads,
+ * measured now)"; ZP_ENOMEM when the arena cannot hold the buffer). On a GPU its copy bandwidth,
+ * the measure the PyTorch peers use (tools/peer_decode.py times one pass of 2 GiB copies with
+ * events): bytes read plus written per second by device-to-device copies of BENCH_COPY_BYTES on
+ * the compute queue, timed on the host to the sync, the best of 5 passes of 10 copies after 3
+ * untimed ("copy bandwidth: X GB/s (device to device, measured now)"; needs bounds.copy_bw,
+ * ZP_EINVAL without it). */
 int bench_roofline_bw(bench_model *bm, const conf *cf, double *gbps);
 
 /* Opens DIR's model for one one-token request (random weights, bounds.copy_bw; on one device,
