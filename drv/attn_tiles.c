@@ -1,5 +1,21 @@
-/* attn_tiles: q-tiles and tok_tc flags for rtc_kernels/prefill.cu (see attn_tiles.h). */
+/* attn_tiles: the prefill kernel, q-tiles and tok_tc flags for rtc_kernels/prefill.cu and
+ * prefill_wg.cu (see attn_tiles.h). */
 #include "drv/attn_tiles.h"
+
+#include "arena/err.h"
+
+int attn_prefill_pick(int arch, int choice, attn_prefill_kernel *k) {
+    if (choice == ATTN_PREFILL_WGMMA && arch != 90)
+        return err_set(ZP_EUNSUP,
+                       "key 'attention_prefill_kernel': wgmma needs an sm_90 GPU (Hopper), this "
+                       "one is sm_%d; use mma or auto",
+                       arch);
+    if (choice == ATTN_PREFILL_WGMMA || (choice == ATTN_PREFILL_AUTO && arch == 90))
+        *k = (attn_prefill_kernel){"prefill_wg.cu", "zp_attn_prefill_wg", ATTN_PREFILL_WG_SMEM};
+    else
+        *k = (attn_prefill_kernel){"prefill.cu", "zp_attn_prefill_partial", ATTN_PREFILL_SMEM};
+    return 0;
+}
 
 int attn_prefill_tiles(int32_t *tok_tc, const int32_t *tok_seq, int n_rows, int gqa,
                        int32_t *qtile) {

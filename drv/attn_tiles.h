@@ -1,5 +1,5 @@
-/* attn_tiles: the host side of rtc_kernels/prefill.cu (tensor-core attention for prefill rows):
- * cuts a step's prefill rows into the q-tiles zp_attn_prefill_partial takes and sets the
+/* attn_tiles: the host side of rtc_kernels/prefill.cu and prefill_wg.cu (tensor-core attention
+ * for prefill rows): picks which of the two kernels a GPU runs, cuts a step's prefill rows into the q-tiles zp_attn_prefill_partial takes and sets the
  * tok_tc flags by which zp_attn_partial skips those rows, so each row's partials have exactly
  * one writer and one zp_attn_merge finishes every row.
  *
@@ -24,6 +24,23 @@
  * without asking, so whoever loads the kernel sets CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
  * to it once, and every launch passes it. */
 #define ATTN_PREFILL_SMEM 65536
+
+/* The same for rtc_kernels/prefill_wg.cu's zp_attn_prefill_wg (ZP_WG_SMEM there, sm_90 only):
+ * 1 KiB of slack to align its tiles to 1,024 bytes, the 16 KiB Q tile and 2 stages of 16 KiB K
+ * and V sub-tiles, for every head dim. */
+#define ATTN_PREFILL_WG_SMEM 82944
+
+/* The two prefill kernels take the same arguments, grid and q-tiles, and write the same
+ * partials; they differ in rounding, so a device runs one of them for every prompt row. */
+enum { ATTN_PREFILL_AUTO, ATTN_PREFILL_MMA, ATTN_PREFILL_WGMMA }; /* conf attention_prefill_kernel */
+typedef struct attn_prefill_kernel {
+    const char *file, *fn; /* kernel source and function */
+    int smem;              /* its dynamic shared memory: ATTN_PREFILL_SMEM or _WG_SMEM */
+} attn_prefill_kernel;
+
+/* The kernel a GPU of sm_<arch> runs for choice (ATTN_PREFILL_*): AUTO is wgmma on sm_90 and
+ * mma.sync elsewhere; WGMMA on another architecture fails (ZP_EUNSUP, naming the key). */
+int attn_prefill_pick(int arch, int choice, attn_prefill_kernel *k);
 
 /* Token rows per q-tile for gqa (1, 2, 4 or 8) query heads per kv head: 64, 32, 16 or 8. */
 static inline int attn_tile_rows(int gqa) {

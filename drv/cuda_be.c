@@ -65,6 +65,8 @@ typedef struct cuda_be {
     CUfunction embed, add_rmsnorm, qkv, swiglu, gather, argmax, attn_partial, attn_merge;
     CUfunction attn_decode_mma; /* zp_attn_decode_mma when attention_mma, else unused */
     int attention_mma;          /* decode rows through zp_attn_decode_mma (conf attention_kernel) */
+    int prefill_choice;         /* conf attention_prefill_kernel (ATTN_PREFILL_*) */
+    attn_prefill_kernel prefill; /* the prompt rows' kernel it picks on this GPU */
     unsigned attn_mma_smem;     /* its dynamic shared memory (drv/attn_abi.h) */
     int pdl;                    /* launches with programmatic serialization (conf cuda_pdl) */
     CUfunction attn_prefill, qcache_store, cmp_score, cmp_redundancy, cmp_select, cmp_compact;
@@ -606,8 +608,8 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     int pchunk = cb->pchunk;
     void *pp[] = {&q,  &kc,  &vc,     &seq,   &idx,     &bt, &qt, &nqt,
                   &mb, &hkv, &scale, &pchunk, &n_split, &po, &pml};
-    launch_smem(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128, ATTN_PREFILL_SMEM,
-                pp, "zp_attn_prefill_partial");
+    launch_smem(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128,
+                (unsigned)cb->prefill.smem, pp, cb->prefill.fn);
     void *ma[] = {&po, &pml, &cnt, &hq, &n_split, &out};
     launch(cb, cb->attn_merge, attn_merge_blocks(hq), U(n), 1, 32 * ZP_MERGE_HEADS, ma,
            "zp_attn_merge");
@@ -833,8 +835,9 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_partial", &cb->attn_partial)) ||
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_merge", &cb->attn_merge)) ||
         (rc = get_fn(cb, cb->attn_mod, "zp_attn_decode_mma", &cb->attn_decode_mma)) ||
-        (rc = load_module(cb, "prefill.cu", gqa, cb->cache_dir, &cb->prefill_mod)) ||
-        (rc = get_fn(cb, cb->prefill_mod, "zp_attn_prefill_partial", &cb->attn_prefill)) ||
+        (rc = attn_prefill_pick(cb->dev.arch, cb->prefill_choice, &cb->prefill)) ||
+        (rc = load_module(cb, cb->prefill.file, gqa, cb->cache_dir, &cb->prefill_mod)) ||
+        (rc = get_fn(cb, cb->prefill_mod, cb->prefill.fn, &cb->attn_prefill)) ||
         (rc = load_module(cb, "sample.cu", 1, cb->cache_dir, &cb->sample_mod)) ||
         (rc = get_fn(cb, cb->sample_mod, "zp_sample", &cb->sample)) ||
         (rc = get_fn(cb, cb->sample_mod, "zp_sample_seat_init", &cb->seat_init)) ||
@@ -855,8 +858,8 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     if ((rc = cuda_err(&cb->drv,
                        cb->drv.FuncSetAttribute(cb->attn_prefill,
                                                 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                                ATTN_PREFILL_SMEM),
-                       "cuFuncSetAttribute (zp_attn_prefill_partial shared memory)")))
+                                                cb->prefill.smem),
+                       "cuFuncSetAttribute (prefill attention shared memory)")))
         return rc;
     cb->attn_mma_smem = (unsigned)attn_mma_smem_bytes(s->head_dim, attn_mma_stages(s->head_dim));
     if (cb->attention_mma &&
@@ -887,10 +890,11 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                            al((size_t)s->max_logits * words * 64 * 2) + 5 * CB_ALIGN;
     snprintf(cb->desc, sizeof cb->desc,
              "%s (sm_%d, %d SMs), driver CUDA %d.%d, NVRTC %d.%d, "
-             "cuBLASLt %zu%s",
+             "cuBLASLt %zu%s, prompt attention %s",
              cb->dev.name, cb->dev.arch, cb->dev.n_sm, cb->drv.driver_version / 1000,
              cb->drv.driver_version % 1000 / 10, cb->nv.major, cb->nv.minor, cb->lt.version,
-             cb->pdl ? ", programmatic dependent launch" : "");
+             cb->pdl ? ", programmatic dependent launch" : "",
+             cb->prefill.smem == ATTN_PREFILL_WG_SMEM ? "wgmma" : "mma.sync");
     return 0;
 }
 
@@ -919,6 +923,7 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->chunk = c->attention_chunk > 0 ? c->attention_chunk : 512;
     cb->pchunk = c->attention_prefill_chunk > 0 ? c->attention_prefill_chunk : 4096;
     cb->attention_mma = c->attention_mma;
+    cb->prefill_choice = c->attention_prefill;
     cb->pdl = c->pdl;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){

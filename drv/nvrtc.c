@@ -95,7 +95,8 @@ void nvrtc_job_init(nvrtc_job *job, char store[3][32], const char *defs[3], cons
 enum { MAX_OPTS = 40 };
 static int job_options(const nvrtc_job *job, char store[MAX_OPTS][96], const char *opts[MAX_OPTS]) {
     int n = 0;
-    snprintf(store[n], sizeof store[n], "-arch=sm_%d", job->arch), opts[n] = store[n], n++;
+    snprintf(store[n], sizeof store[n], "-arch=sm_%d%s", job->arch, job->arch == 90 ? "a" : "");
+    opts[n] = store[n], n++;
     opts[n++] = "-std=c++17";
     opts[n++] = "-default-device";
     opts[n++] = "-fmad=true";

@@ -50,7 +50,9 @@ int nvrtc_load(nvrtc_lib *lib, const char *override);
 /* Fails (ZP_EUNSUP, naming the supported list) when NVRTC cannot target sm_<arch>. */
 int nvrtc_check_arch(const nvrtc_lib *lib, int arch);
 
-/* One compilation: a source, its -D constants and the target architecture (e.g. 90). */
+/* One compilation: a source, its -D constants and the target architecture (e.g. 90). sm_90 is
+ * compiled as sm_90a, the architecture-specific target whose CUBIN runs on sm_90 only (as every
+ * CUBIN of ours does) and which alone has Hopper's wgmma (rtc_kernels/prefill_wg.cu). */
 typedef struct nvrtc_job {
     const rtc_source *src;
     const char *const *defines; /* "NAME=VALUE" strings, without -D */

@@ -25,6 +25,7 @@
 
 #include "arena/err.h"
 #include "arena/plan.h"
+#include "drv/attn_tiles.h"
 #include "drv/backend.h"
 #include "drv/comm_nccl.h"
 #include "engine/kv.h"
@@ -42,6 +43,11 @@
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+
+_Static_assert((int)CONF_ATTENTION_PREFILL_KERNEL_AUTO == (int)ATTN_PREFILL_AUTO &&
+                   (int)CONF_ATTENTION_PREFILL_KERNEL_MMA == (int)ATTN_PREFILL_MMA &&
+                   (int)CONF_ATTENTION_PREFILL_KERNEL_WGMMA == (int)ATTN_PREFILL_WGMMA,
+               "attention_prefill_kernel's choices are drv/attn_tiles.h's ATTN_PREFILL_*");
 
 typedef enum { RQ_FREE, RQ_WAITING, RQ_RUNNING } rq_state;
 
@@ -464,6 +470,7 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .attention_chunk = (int)cf->attention_chunk,
         .attention_prefill_chunk = (int)cf->attention_prefill_chunk,
         .attention_mma = cf->attention_kernel == CONF_ATTENTION_KERNEL_MMA,
+        .attention_prefill = (int)cf->attention_prefill_kernel,
         .gemm_workspace_mb = (int)cf->gemm_workspace_mb,
         .pdl = cf->cuda_pdl,
     };

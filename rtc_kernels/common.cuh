@@ -129,12 +129,29 @@ static __device__ __forceinline__ unsigned zp_swz_off(int r, int c) {
     return (unsigned)(r * ZP_HEAD_DIM + ((c ^ (r & 7)) << 3)) * 2u;
 }
 
+/* The shared layouts a K/V sub-tile of KEYS rows can take (zp_kv_load's L::off, bytes):
+ * zp_lay_rows: whole rows of ZP_HEAD_DIM bf16, swizzled by zp_swz_off (ldmatrix readers);
+ * zp_lay_sw128: Hopper's 128-byte-swizzle canonical layout (prefill_wg.cu's wgmma operands):
+ *   the head dim cut in 64-element (128-byte) column blocks, block b a [KEYS][128 B] array at
+ *   b * KEYS * 128, 16-byte chunk c of row r at (c ^ (r & 7)) within its row; with the tile
+ *   1024-byte aligned this is the hardware's swizzle of address bits 4-6 by bits 7-9. */
+struct zp_lay_rows {
+    template <int KEYS> static __device__ __forceinline__ unsigned off(int r, int c) {
+        return zp_swz_off(r, c);
+    }
+};
+struct zp_lay_sw128 {
+    template <int KEYS> static __device__ __forceinline__ unsigned off(int r, int c) {
+        return (unsigned)((c >> 3) * KEYS * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+    }
+};
+
 /* Paged K/V sub-tiles for the tensor-core attention kernels (attention.cu's zp_attn_decode_mma,
- * prefill.cu): NT threads copy KEYS key rows of ZP_HEAD_DIM bf16 in 16-byte chunks, thread tid
+ * prefill.cu, prefill_wg.cu): NT threads copy KEYS key rows of ZP_HEAD_DIM bf16 in 16-byte chunks, thread tid
  * taking copies tid, tid + NT, ... (LPT = KEYS * ZP_HEAD_DIM / 8 / NT of them, whole).
  * zp_kv_blocks reads this thread's physical blocks of the sub-tile at key p0 from the sequence's
  * block table bt (0 for keys >= end); zp_kv_load issues its cp.async copies of K and V of kv
- * head g (of hkv) into the swizzled tiles ks / vs, zero-filling keys >= end (src-size 0), so
+ * head g (of hkv) into the tiles ks / vs in layout L, zero-filling keys >= end (src-size 0), so
  * stale shared memory never meets a zero probability. Separate, so the block-table reads can
  * run a sub-tile ahead of the copies. */
 template <int KEYS, int NT> struct zp_kv_tile {
@@ -153,7 +170,7 @@ static __device__ __forceinline__ void zp_kv_blocks(int *blk, const int *__restr
     }
 }
 
-template <int KEYS, int NT>
+template <int KEYS, int NT, class L = zp_lay_rows>
 static __device__ __forceinline__ void zp_kv_load(bf16 *ks, bf16 *vs, const bf16 *__restrict__ kc,
                                                   const bf16 *__restrict__ vc, const int *blk,
                                                   int hkv, int g, int p0, int end, int tid) {
@@ -168,7 +185,7 @@ static __device__ __forceinline__ void zp_kv_load(bf16 *ks, bf16 *vs, const bf16
                    (size_t)(p % ZP_BLOCK_SIZE)) * ZP_HEAD_DIM + (size_t)(c * 8);
             bytes = 16;
         }
-        const unsigned o = zp_swz_off(row, c) / 2u;
+        const unsigned o = L::template off<KEYS>(row, c) / 2u;
         zp_cp16(ks + o, kc + off, bytes);
         zp_cp16(vs + o, vc + off, bytes);
     }

@@ -1,4 +1,5 @@
-/* Tensor-core prefill attention (rtc_kernels/prefill.cu: zp_attn_prefill_partial) beside
+/* Tensor-core prefill attention (rtc_kernels/prefill.cu's zp_attn_prefill_partial and, on an
+ * sm_90 GPU, prefill_wg.cu's zp_attn_prefill_wg: every case below runs for each) beside
  * zp_attn_partial with tok_tc flags and one zp_attn_merge, against the CPU backend's attention
  * on fresh random q, K and V (bf16), outputs and partials poisoned first.
  * One step mixes decode rows (contexts 1, 100, 2,049) with prompts of 600, 1, 45, 130, 17, 77
@@ -33,6 +34,7 @@ static unsigned long long seed = 0x9f111e;
 
 typedef struct cfg {
     int D, bs, gqa, hkv, hq, max_blocks;
+    attn_prefill_kernel pk; /* the prefill kernel under test */
     CUfunction part, pre, merge;
     CUdeviceptr kc, vc, bt;
 } cfg;
@@ -83,7 +85,8 @@ static void run_step(const cfg *c, const step *s, result *r) {
         int pchunk = 2 * chunk;
         void *fa[] = {&d_q, (void *)&c->kc, (void *)&c->vc, &d_seq, &d_idx, (void *)&c->bt, &d_qt, &d_nt,
                       &mb,  &hkv, &sc, &pchunk, &ns, &d_po, &d_pml};
-        gpu_launch(g, c->pre, (unsigned)ns, (unsigned)hkv, (unsigned)s->tile_cap, 128, ATTN_PREFILL_SMEM, fa);
+        gpu_launch(g, c->pre, (unsigned)ns, (unsigned)hkv, (unsigned)s->tile_cap, 128,
+                   (unsigned)c->pk.smem, fa);
     }
     r->o = malloc(4 * pn * c->D), r->ml = malloc(8 * pn), r->out = malloc(2 * qn);
     gpu_down(g, r->o, d_po, 4 * pn * c->D);
@@ -181,12 +184,13 @@ static void check_invariance(const cfg *c, const step *one, const result *r, int
            "chunk's grid not empty\n",
            steps, bad_part, bad_out, bad_empty);
     CHECKF(bad_part == 0 && bad_out == 0 && bad_empty == 0,
-           "batch invariance D %d bs %d gqa %d split %d", c->D, c->bs, c->gqa, one->n_split);
+           "batch invariance %s D %d bs %d gqa %d split %d", c->pk.fn, c->D, c->bs, c->gqa,
+           one->n_split);
     free(q);
 }
 
-static void run_case(int D, int bs, int gqa, int hkv) {
-    cfg c = {.D = D, .bs = bs, .gqa = gqa, .hkv = hkv, .hq = hkv * gqa};
+static void run_case(const attn_prefill_kernel *pk, int D, int bs, int gqa, int hkv) {
+    cfg c = {.D = D, .bs = bs, .gqa = gqa, .hkv = hkv, .hq = hkv * gqa, .pk = *pk};
     const int hq = c.hq, n_seqs = N_DEC + N_PRE, n_pad = 3;
     int seq_len[N_DEC + N_PRE], max_len = 0, n_tok = 0;
     for (int i = 0; i < N_DEC; i++) seq_len[i] = dec_len[i], n_tok++;
@@ -235,11 +239,10 @@ static void run_case(int D, int bs, int gqa, int hkv) {
                   .tok_seq = P(seq), .tok_kv_idx = P(idx), .block_tables = P(bt)};
     cpu->attention(cpu, P(ref), P(qf), P(kc), P(vc), ZP_BF16, &b, hq, hkv, D, bs, 1.f / sqrtf((float)D));
 
-    CUmodule ma = gpu_module(g, "attention.cu", D, bs, gqa), mp = gpu_module(g, "prefill.cu", D, bs, gqa);
+    CUmodule ma = gpu_module(g, "attention.cu", D, bs, gqa), mp = gpu_module(g, pk->file, D, bs, gqa);
     c.part = gpu_fn(g, ma, "zp_attn_partial"), c.merge = gpu_fn(g, ma, "zp_attn_merge");
-    c.pre = gpu_fn(g, mp, "zp_attn_prefill_partial");
-    CU(g->drv.FuncSetAttribute(c.pre, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                               ATTN_PREFILL_SMEM));
+    c.pre = gpu_fn(g, mp, pk->fn);
+    CU(g->drv.FuncSetAttribute(c.pre, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, pk->smem));
     c.kc = gpu_up(g, kc, 2 * cache_n), c.vc = gpu_up(g, vc, 2 * cache_n);
     c.bt = gpu_up(g, bt, 4 * (size_t)n_seqs * c.max_blocks);
     static const int splits[] = {1, 3, 8};
@@ -309,18 +312,19 @@ static void run_case(int D, int bs, int gqa, int hkv) {
                     od2 += d * d;
                 }
         double dec_rel = sqrt(dd2 / dr2), pre_rel = sqrt(pd2 / pr2);
-        printf("  D %3d bs %3d gqa %d hkv %d split %d (chunk %4d), %d tiles: decode rows rel %.3g, "
-               "prompt rows rel %.3g (zp_attn_partial alone %.3g), NaN %zu, worst row %d (%.3g)\n",
-               D, bs, gqa, hkv, n_split, chunk, n_tiles, dec_rel, pre_rel, sqrt(od2 / pr2), nan,
-               worst_t, worst);
-        CHECKF(nan == 0 && dec_rel <= 1e-2 && pre_rel <= 1e-2, "accuracy D %d bs %d gqa %d split %d",
-               D, bs, gqa, n_split);
+        printf("  %s D %3d bs %3d gqa %d hkv %d split %d (chunk %4d), %d tiles: decode rows rel "
+               "%.3g, prompt rows rel %.3g (zp_attn_partial alone %.3g), NaN %zu, worst row %d "
+               "(%.3g)\n",
+               pk->fn, D, bs, gqa, hkv, n_split, chunk, n_tiles, dec_rel, pre_rel, sqrt(od2 / pr2),
+               nan, worst_t, worst);
+        CHECKF(nan == 0 && dec_rel <= 1e-2 && pre_rel <= 1e-2,
+               "accuracy %s D %d bs %d gqa %d split %d", pk->fn, D, bs, gqa, n_split);
         CHECKF(dec_changed == 0 && dec_wrote == 0,
                "zp_attn_partial with tok_tc: %zu partials of other rows changed, %zu values of "
                "flagged rows written", dec_changed, dec_wrote);
         CHECKF(pre_missing == 0 && pre_strayed == 0 && past == 0,
-               "zp_attn_prefill_partial: %zu partials of its rows missing, %zu other rows touched, "
-               "%zu values past the count written", pre_missing, pre_strayed, past);
+               "%s: %zu partials of its rows missing, %zu other rows touched, "
+               "%zu values past the count written", pk->fn, pre_missing, pre_strayed, past);
         CHECKF(pad_nonzero == 0 && past_written == 0, "padding contract: %zu, %zu", pad_nonzero,
                past_written);
         free(of);
@@ -342,10 +346,19 @@ int main(void) {
     if (rc) return rc;
     REQUIRE(!cpu_backend_create(&cpu, 0, 4096, CPU_ISA_AUTO, CPU_PREC_F32));
     static const int dims[] = {64, 128}, bss[] = {16, 32, 64, 128, 256}, gqas[] = {1, 2, 4, 8};
-    for (int d = 0; d < 2; d++)
-        for (int b = 0; b < 5; b++)
-            for (int k = 0; k < 4; k++) /* 8 kv heads at the Qwen3-8B shape, else 2 */
-                run_case(dims[d], bss[b], gqas[k], dims[d] == 128 && gqas[k] == 4 && b % 4 == 0 ? 8 : 2);
+    static const int kinds[] = {ATTN_PREFILL_MMA, ATTN_PREFILL_WGMMA};
+    for (int i = 0; i < 2; i++) {
+        attn_prefill_kernel pk;
+        if (attn_prefill_pick(g->dev.arch, kinds[i], &pk)) { /* wgmma: sm_90 only */
+            printf("  SKIP %s: %s\n", kinds[i] == ATTN_PREFILL_WGMMA ? "wgmma" : "mma", err_msg());
+            continue;
+        }
+        for (int d = 0; d < 2; d++)
+            for (int b = 0; b < 5; b++)
+                for (int k = 0; k < 4; k++) /* 8 kv heads at the Qwen3-8B shape, else 2 */
+                    run_case(&pk, dims[d], bss[b], gqas[k],
+                             dims[d] == 128 && gqas[k] == 4 && b % 4 == 0 ? 8 : 2);
+    }
     cpu->destroy(cpu);
     return test_done("cuda_prefill");
 }

@@ -15,8 +15,8 @@
  * backend splits them (the prompt rows of the tensor-core path in splits of the conf's
  * attention_prefill_chunk). Times the old path (every row through zp_attn_partial, then
  * zp_attn_merge) beside the tensor-core one (zp_attn_partial skipping the flagged rows,
- * zp_attn_prefill_partial over the q-tiles of attn_prefill_tiles, zp_attn_merge) and the
- * prefill kernel alone; reports the prefill kernel's TFLOP/s (4 D flops per query head and
+ * the prefill kernel of conf key attention_prefill_kernel over the q-tiles of
+ * attn_prefill_tiles, zp_attn_merge) and the prefill kernel alone; reports the prefill kernel's TFLOP/s (4 D flops per query head and
  * attended key) and how far the two outputs differ (||d||/||old||, bf16; above 1e-2 fails).
  * Output: a table, and one JSON object per point with --json FILE. */
 #include "arena/err.h"
@@ -129,8 +129,10 @@ static int rel_diff(cuda_drv *drv, cuda_dev *dev, arena *a, CUdeviceptr da, CUde
 
 static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, FILE *jf,
                          const int *bss, int nbs, const int *gqas, int ngqa, int N, int P, int D,
-                         int hkv, int chunk, int pf_chunk, int iters) {
-    int rc = 0;
+                         int hkv, int chunk, int pf_chunk, int pf_choice, int iters) {
+    attn_prefill_kernel pk;
+    int rc = attn_prefill_pick(dev->arch, pf_choice, &pk);
+    if (rc) return rc;
     CUevent e0 = NULL, e1 = NULL;
     CUmodule ma = NULL, mp = NULL;
     CUdeviceptr kc = 0, vc = 0, q = 0, out_old = 0, out_new = 0, po = 0, pml = 0, meta = 0;
@@ -142,8 +144,8 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
     char cache_dir[512];
     nvrtc_default_cache_dir(cache_dir, sizeof cache_dir);
     printf("paged prefill attention, %s (%d SMs): %d rows over a prefix of %d, head dim %d, %d kv "
-           "heads, chunk %d (%d splits), prompt rows' chunk %d\n",
-           dev->name, dev->n_sm, N, P, D, hkv, chunk, n_split, pf_chunk);
+           "heads, chunk %d (%d splits), prompt rows' chunk %d, %s\n",
+           dev->name, dev->n_sm, N, P, D, hkv, chunk, n_split, pf_chunk, pk.fn);
     printf("%6s %4s %6s %12s %12s %12s %8s %9s %10s\n", "block", "gqa", "tiles", "old (us)",
            "new (us)", "kernel (us)", "speedup", "TFLOP/s", "rel diff");
     CK(drv->EventCreate(&e0, CU_EVENT_DEFAULT), "cuEventCreate");
@@ -185,15 +187,14 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
                 goto out;
             nvrtc_consts k = {D, bs, G};
             if ((rc = cuda_module_build(dev, nv, a, "attention.cu", &k, cache_dir, &ma)) ||
-                (rc = cuda_module_build(dev, nv, a, "prefill.cu", &k, cache_dir, &mp)))
+                (rc = cuda_module_build(dev, nv, a, pk.file, &k, cache_dir, &mp)))
                 goto out;
             CUfunction fp, fm, ft;
             CK(drv->ModuleGetFunction(&fp, ma, "zp_attn_partial"), "zp_attn_partial");
             CK(drv->ModuleGetFunction(&fm, ma, "zp_attn_merge"), "zp_attn_merge");
-            CK(drv->ModuleGetFunction(&ft, mp, "zp_attn_prefill_partial"), "zp_attn_prefill_partial");
-            CK(drv->FuncSetAttribute(ft, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                     ATTN_PREFILL_SMEM),
-               "cuFuncSetAttribute (zp_attn_prefill_partial shared memory)");
+            CK(drv->ModuleGetFunction(&ft, mp, pk.fn), pk.fn);
+            CK(drv->FuncSetAttribute(ft, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, pk.smem),
+               "cuFuncSetAttribute (prefill attention shared memory)");
             CUdeviceptr d_seq = meta, d_idx = meta + (size_t)N * 4, d_tc = meta + (size_t)2 * N * 4,
                         d_n = meta + (size_t)3 * N * 4, d_nt = d_n + 4, d_bt = d_n + 8,
                         d_qt = d_bt + (size_t)per_seq * 4, no_tc = 0;
@@ -210,7 +211,7 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
                 {fm, attn_merge_blocks(hq), (unsigned)N, 1, 32 * ZP_MERGE_HEADS, ma_old, 0}};
             const launch_spec new_path[] = {
                 {fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_new, 0},
-                {ft, (unsigned)ns, (unsigned)hkv, (unsigned)n_tiles, 128, fa, ATTN_PREFILL_SMEM},
+                {ft, (unsigned)ns, (unsigned)hkv, (unsigned)n_tiles, 128, fa, (unsigned)pk.smem},
                 {fm, attn_merge_blocks(hq), (unsigned)N, 1, 32 * ZP_MERGE_HEADS, ma_new, 0}};
             float *ms = arena_temp(a, sizeof(float) * (size_t)iters, 4, "bench times"), t_old, t_new, t_k;
             if (!ms) { rc = ZP_ENOMEM; goto out; }
@@ -228,9 +229,10 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
                 fprintf(jf, "{\"mode\": \"prefill\", \"block_size\": %d, \"gqa\": %d, \"rows\": %d, "
                             "\"prefix\": %d, \"head_dim\": %d, \"kv_heads\": %d, \"chunk\": %d, "
                             "\"split\": %d, \"tiles\": %d, \"old_us\": %.2f, \"new_us\": %.2f, "
-                            "\"kernel_us\": %.2f, \"tflops\": %.1f, \"rel_diff\": %.3e}\n",
+                            "\"kernel_us\": %.2f, \"tflops\": %.1f, \"rel_diff\": %.3e, "
+                            "\"kernel\": \"%s\"}\n",
                         bs, G, N, P, D, hkv, chunk, ns, n_tiles, t_old * 1e3, t_new * 1e3,
-                        t_k * 1e3, tflops, rel);
+                        t_k * 1e3, tflops, rel, pk.fn);
             drv->ModuleUnload(ma), drv->ModuleUnload(mp);
             ma = mp = NULL;
             drv->MemFree(kc), drv->MemFree(vc), drv->MemFree(q), drv->MemFree(out_old);
@@ -302,7 +304,8 @@ int bench_attention(int argc, char **argv) {
     if (prefill) {
         rc = bench_prefill(drv, &dev, &nv, &a, jf, bss, nbs, gqas, ngqa, (int)prefill, (int)prefix,
                            (int)head_dim, (int)kv_heads, (int)cf.attention_chunk,
-                           (int)cf.attention_prefill_chunk, (int)iters);
+                           (int)cf.attention_prefill_chunk, (int)cf.attention_prefill_kernel,
+                           (int)iters);
         if (jf) fclose(jf);
         cuda_dev_close(&dev);
         arena_release(&a);
