@@ -88,14 +88,15 @@ void nvrtc_job_init(nvrtc_job *job, char store[3][32], const char *defs[3], cons
     if (used & 1) snprintf(store[n], 32, "ZP_HEAD_DIM=%d", k->head_dim), defs[n] = store[n], n++;
     if (used & 2) snprintf(store[n], 32, "ZP_BLOCK_SIZE=%d", k->block_size), defs[n] = store[n], n++;
     if (used & 4) snprintf(store[n], 32, "ZP_GQA=%d", k->gqa), defs[n] = store[n], n++;
-    *job = (nvrtc_job){.src = src, .defines = defs, .n_defines = n, .arch = arch};
+    *job = (nvrtc_job){.src = src, .defines = defs, .n_defines = n, .arch = arch,
+                       .feat_a = arch == 90 && strstr(src->text, "__CUDA_ARCH_FEAT_SM90_ALL")};
 }
 
 /* The options of a job: fixed flags, the architecture, then the job's constants. */
 enum { MAX_OPTS = 40 };
 static int job_options(const nvrtc_job *job, char store[MAX_OPTS][96], const char *opts[MAX_OPTS]) {
     int n = 0;
-    snprintf(store[n], sizeof store[n], "-arch=sm_%d%s", job->arch, job->arch == 90 ? "a" : "");
+    snprintf(store[n], sizeof store[n], "-arch=sm_%d%s", job->arch, job->feat_a ? "a" : "");
     opts[n] = store[n], n++;
     opts[n++] = "-std=c++17";
     opts[n++] = "-default-device";

@@ -50,14 +50,16 @@ int nvrtc_load(nvrtc_lib *lib, const char *override);
 /* Fails (ZP_EUNSUP, naming the supported list) when NVRTC cannot target sm_<arch>. */
 int nvrtc_check_arch(const nvrtc_lib *lib, int arch);
 
-/* One compilation: a source, its -D constants and the target architecture (e.g. 90). sm_90 is
- * compiled as sm_90a, the architecture-specific target whose CUBIN runs on sm_90 only (as every
- * CUBIN of ours does) and which alone has Hopper's wgmma (rtc_kernels/prefill_wg.cu). */
+/* One compilation: a source, its -D constants and the target architecture (e.g. 90). A source
+ * that tests __CUDA_ARCH_FEAT_SM90_ALL (rtc_kernels/prefill_wg.cu: Hopper's wgmma) is compiled
+ * for sm_90a on sm_90, the architecture-specific target that alone has wgmma (its CUBIN runs
+ * on sm_90 only, as every CUBIN of ours does); the others for plain sm_<arch>. */
 typedef struct nvrtc_job {
     const rtc_source *src;
     const char *const *defines; /* "NAME=VALUE" strings, without -D */
     int n_defines;
     int arch;
+    int feat_a; /* compile for sm_<arch>a */
 } nvrtc_job;
 
 /* The constants a kernel is specialised on. A source is compiled with only those it names

@@ -1,7 +1,8 @@
 /* NVRTC module (drv/nvrtc.c), no GPU needed: a kernel compiles to a CUBIN; a compile error
  * returns NVRTC's log naming the source and line; the cache returns the same CUBIN for the
- * same job and a different key for different constants or architecture; a missing library and
- * an unsupported architecture are clear errors. SKIP when no NVRTC can be found (the Makefile
+ * same job and a different key for different constants or architecture; a source that tests
+ * __CUDA_ARCH_FEAT_SM90_ALL (wgmma) is compiled for sm_90a on sm_90, the others for sm_90; a
+ * missing library and an unsupported architecture are clear errors. SKIP when no NVRTC can be found (the Makefile
  * installs the nvidia-cuda-nvrtc wheel into $ZP_BUILD/nvrtc-venv). */
 #include "arena/err.h"
 #include "drv/nvrtc.h"
@@ -86,6 +87,27 @@ int main(void) {
                strstr(err_msg(), "-arch=sm_90"),
            "%s", err_msg());
     CHECK(count_files(dir) == 3);
+
+    /* A source that tests __CUDA_ARCH_FEAT_SM90_ALL is compiled for sm_90a on sm_90 (the
+     * branch that would not compile is the other one), every other source for plain sm_90. */
+    rtc_source feat = {"feat.cu", "extern \"C\" __global__ void f(int *o) {\n"
+                                  "#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n"
+                                  "    o[0] = 1;\n#else\n    o[0] = only_on_sm90a;\n#endif\n}\n"};
+    CHECK(job.feat_a == 0); /* the last job: "good" for sm_80 */
+    nvrtc_job_init(&job, store, defs, &good, &k, 90);
+    CHECK(job.feat_a == 0);
+    nvrtc_job_init(&job, store, defs, &feat, &k, 90);
+    CHECK(job.feat_a == 1);
+    CHECK(nvrtc_compile(&lib, &a, &job, "", &c2, &n2, &cached) == 0);
+    nvrtc_job_init(&job, store, defs, &feat, &k, 80);
+    CHECK(job.feat_a == 0);
+    CHECKF(nvrtc_compile(&lib, &a, &job, "", &c2, &n2, &cached) == ZP_EBACKEND &&
+               strstr(err_msg(), "only_on_sm90a"),
+           "%s", err_msg());
+    nvrtc_job_init(&job, store, defs, rtc_source_find("prefill_wg.cu"), &k, 90);
+    CHECK(job.feat_a == 1);
+    nvrtc_job_init(&job, store, defs, rtc_source_find("prefill.cu"), &k, 90);
+    CHECK(job.feat_a == 0);
 
     /* Every embedded kernel source is found by name. */
     CHECK(rtc_n_sources >= 2 && rtc_source_find("common.cuh") && rtc_source_find("layer.cu"));
