@@ -8,7 +8,7 @@
  * every mma waits on register fragments loaded by ldmatrix (docs/BENCHMARKS.md, "Where the
  * prefill kernel's time goes": tensor cores mostly idle). wgmma reads both operands of
  * S = Q K^T and the V operand of O += P V straight from shared memory, asynchronously, for a
- * whole warpgroup: no fragment loads, a third of the instructions per FLOP.
+ * whole warpgroup: no fragment loads and far fewer issued instructions per FLOP.
  *
  * LAUNCH RULES. zp_attn_prefill_wg: grid (n_split, hkv, n_qtiles_cap) as prefill.cu, block
  *   ZP_WG_THREADS (128: one warpgroup), dynamic shared memory ZP_WG_SMEM (drv/attn_tiles.h's
