@@ -1,7 +1,8 @@
 /* attn_tiles: the host side of rtc_kernels/prefill.cu and prefill_wg.cu (tensor-core attention
- * for prefill rows): picks which of the two kernels a GPU runs, cuts a step's prefill rows into the q-tiles zp_attn_prefill_partial takes and sets the
- * tok_tc flags by which zp_attn_partial skips those rows, so each row's partials have exactly
- * one writer and one zp_attn_merge finishes every row.
+ * for prefill rows): picks which of the two kernels a GPU runs, cuts a step's prefill rows into
+ * the q-tiles the kernel takes and sets the tok_tc flags by which zp_attn_partial skips those
+ * rows, so each row's partials have exactly one writer and one zp_attn_merge finishes every
+ * row.
  *
  * Invariants: a tile is {first row, n} with 1 <= n <= attn_tile_rows(gqa) consecutive step
  * rows of one sequence; every flagged row lies in exactly one tile and no other row does.
@@ -32,7 +33,8 @@
 
 /* The two prefill kernels take the same arguments, grid and q-tiles, and write the same
  * partials; they differ in rounding, so a device runs one of them for every prompt row. */
-enum { ATTN_PREFILL_AUTO, ATTN_PREFILL_MMA, ATTN_PREFILL_WGMMA }; /* conf attention_prefill_kernel */
+/* conf attention_prefill_kernel's choices, in its order */
+enum { ATTN_PREFILL_AUTO, ATTN_PREFILL_MMA, ATTN_PREFILL_WGMMA };
 typedef struct attn_prefill_kernel {
     const char *file, *fn; /* kernel source and function */
     int smem;              /* its dynamic shared memory: ATTN_PREFILL_SMEM or _WG_SMEM */

@@ -147,8 +147,9 @@ struct zp_lay_sw128 {
 };
 
 /* Paged K/V sub-tiles for the tensor-core attention kernels (attention.cu's zp_attn_decode_mma,
- * prefill.cu, prefill_wg.cu): NT threads copy KEYS key rows of ZP_HEAD_DIM bf16 in 16-byte chunks, thread tid
- * taking copies tid, tid + NT, ... (LPT = KEYS * ZP_HEAD_DIM / 8 / NT of them, whole).
+ * prefill.cu, prefill_wg.cu): NT threads copy KEYS key rows of ZP_HEAD_DIM bf16 in 16-byte
+ * chunks, thread tid taking copies tid, tid + NT, ... (LPT = KEYS * ZP_HEAD_DIM / 8 / NT of
+ * them, whole).
  * zp_kv_blocks reads this thread's physical blocks of the sub-tile at key p0 from the sequence's
  * block table bt (0 for keys >= end); zp_kv_load issues its cp.async copies of K and V of kv
  * head g (of hkv) into the tiles ks / vs in layout L, zero-filling keys >= end (src-size 0), so

@@ -3,7 +3,9 @@
  * two runs) against its expected tiles, then random steps at GQA 1, 2, 4 and 8: every marked
  * row of a real sequence in exactly one tile and no other row, tiles of 1..64/G consecutive
  * rows of one sequence, cut from each run's first row, listed in reverse row order, tok_tc
- * returned as exactly the covered rows. */
+ * returned as exactly the covered rows. attn_prefill_pick: auto is wgmma on sm_90 only, mma
+ * everywhere, wgmma elsewhere refused naming the key. */
+#include "arena/err.h"
 #include "drv/attn_tiles.h"
 #include "tests/testlib.h"
 
@@ -64,7 +66,28 @@ static void random_step(unsigned long long *rs, int gqa) {
     }
 }
 
+static void pick(void) {
+    attn_prefill_kernel k;
+    CHECK(attn_prefill_pick(90, ATTN_PREFILL_AUTO, &k) == 0 &&
+          !strcmp(k.fn, "zp_attn_prefill_wg") && !strcmp(k.file, "prefill_wg.cu") &&
+          k.smem == ATTN_PREFILL_WG_SMEM);
+    CHECK(attn_prefill_pick(90, ATTN_PREFILL_WGMMA, &k) == 0 && k.smem == ATTN_PREFILL_WG_SMEM);
+    CHECK(attn_prefill_pick(90, ATTN_PREFILL_MMA, &k) == 0 &&
+          !strcmp(k.fn, "zp_attn_prefill_partial") && k.smem == ATTN_PREFILL_SMEM);
+    static const int others[] = {80, 86, 89, 100, 120};
+    for (int i = 0; i < 5; i++) {
+        CHECK(attn_prefill_pick(others[i], ATTN_PREFILL_AUTO, &k) == 0 &&
+              !strcmp(k.file, "prefill.cu"));
+        CHECK(attn_prefill_pick(others[i], ATTN_PREFILL_MMA, &k) == 0 &&
+              !strcmp(k.file, "prefill.cu"));
+        CHECKF(attn_prefill_pick(others[i], ATTN_PREFILL_WGMMA, &k) == ZP_EUNSUP &&
+                   strstr(err_msg(), "attention_prefill_kernel"),
+               "%s", err_msg());
+    }
+}
+
 int main(void) {
+    pick();
     fixed_step();
     unsigned long long rs = 0x7111e5;
     static const int gqas[] = {1, 2, 4, 8};

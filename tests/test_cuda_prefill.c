@@ -239,7 +239,8 @@ static void run_case(const attn_prefill_kernel *pk, int D, int bs, int gqa, int 
                   .tok_seq = P(seq), .tok_kv_idx = P(idx), .block_tables = P(bt)};
     cpu->attention(cpu, P(ref), P(qf), P(kc), P(vc), ZP_BF16, &b, hq, hkv, D, bs, 1.f / sqrtf((float)D));
 
-    CUmodule ma = gpu_module(g, "attention.cu", D, bs, gqa), mp = gpu_module(g, pk->file, D, bs, gqa);
+    CUmodule ma = gpu_module(g, "attention.cu", D, bs, gqa);
+    CUmodule mp = gpu_module(g, pk->file, D, bs, gqa);
     c.part = gpu_fn(g, ma, "zp_attn_partial"), c.merge = gpu_fn(g, ma, "zp_attn_merge");
     c.pre = gpu_fn(g, mp, pk->fn);
     CU(g->drv.FuncSetAttribute(c.pre, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, pk->smem));

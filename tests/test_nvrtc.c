@@ -2,8 +2,8 @@
  * returns NVRTC's log naming the source and line; the cache returns the same CUBIN for the
  * same job and a different key for different constants or architecture; a source that tests
  * __CUDA_ARCH_FEAT_SM90_ALL (wgmma) is compiled for sm_90a on sm_90, the others for sm_90; a
- * missing library and an unsupported architecture are clear errors. SKIP when no NVRTC can be found (the Makefile
- * installs the nvidia-cuda-nvrtc wheel into $ZP_BUILD/nvrtc-venv). */
+ * missing library and an unsupported architecture are clear errors. SKIP when no NVRTC can be
+ * found (the Makefile installs the nvidia-cuda-nvrtc wheel into $ZP_BUILD/nvrtc-venv). */
 #include "arena/err.h"
 #include "drv/nvrtc.h"
 #include "tests/testlib.h"

@@ -16,8 +16,9 @@
  * attention_prefill_chunk). Times the old path (every row through zp_attn_partial, then
  * zp_attn_merge) beside the tensor-core one (zp_attn_partial skipping the flagged rows,
  * the prefill kernel of conf key attention_prefill_kernel over the q-tiles of
- * attn_prefill_tiles, zp_attn_merge) and the prefill kernel alone; reports the prefill kernel's TFLOP/s (4 D flops per query head and
- * attended key) and how far the two outputs differ (||d||/||old||, bf16; above 1e-2 fails).
+ * attn_prefill_tiles, zp_attn_merge) and the prefill kernel alone; reports the prefill
+ * kernel's TFLOP/s (4 D flops per query head and attended key) and how far the two outputs
+ * differ (||d||/||old||, bf16; above 1e-2 fails).
  * Output: a table, and one JSON object per point with --json FILE. */
 #include "arena/err.h"
 #include "drv/attn_abi.h"
