@@ -84,7 +84,8 @@
  * A state that has seen only -inf subtracts 0 (no -inf - -inf = NaN); an empty row stores
  * m = -inf, l = 0 and no o, like zp_attn_partial.
  */
-#include "common.cuh"
+/* prefill_tile.cuh: rows, key range, online softmax and partials, shared with prefill_wg.cu */
+#include "prefill_tile.cuh"
 
 #define ZP_PF_THREADS 128                                      /* 4 warps */
 #define ZP_PF_M 64                                             /* query rows (row, head) per CTA */
@@ -99,8 +100,6 @@ static_assert(ZP_BLOCK_SIZE > 0 && (ZP_BLOCK_SIZE & (ZP_BLOCK_SIZE - 1)) == 0,
 static_assert(ZP_PF_KT % 16 == 0, "a sub-tile is whole mma k-steps");
 static_assert(ZP_PF_SMEM == 65536, "drv/attn_tiles.h: ATTN_PREFILL_SMEM");
 static_assert(ZP_PF_M == 16 * (ZP_PF_THREADS / 32), "each warp owns 16 query rows");
-
-#define ZP_PF_NEG_INF __int_as_float(0xff800000)
 
 extern "C" __global__ void __launch_bounds__(ZP_PF_THREADS)
 zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
@@ -123,45 +122,18 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     if (tile >= *n_qtiles) return;
     const int first = qtile[2 * tile], nrows = qtile[2 * tile + 1];
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int gid = lane >> 2, tq = lane & 3; /* mma fragment row group and column pair */
+    const int tq = lane & 3; /* mma fragment column pair (row groups: zp_pf_rows) */
     const int hq = hkv * G, start = s * chunk, last = start + chunk - 1;
 
-    /* this thread's two query rows: m = 16w + gid (+8) */
-    int lim[2];      /* last key of this split the row attends; -1 for inert rows */
-    size_t pidx[2];  /* partial index of (row, head, split) */
-    const bf16 *qr[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const int m = 16 * w + gid + 8 * h, r = m / G, j = m % G;
-        const bool valid = r < nrows;
-        const int kvi = valid ? tok_kv_idx[first + r] : -1;
-        lim[h] = kvi < last ? kvi : last;
-        const size_t row = (size_t)(first + (valid ? r : 0)) * (size_t)hq + (size_t)(g * G + j);
-        pidx[h] = row * (size_t)n_split + (size_t)s;
-        qr[h] = valid ? q + row * D : nullptr;
-    }
-    /* the warp's and the CTA's last attended key */
-    int wlim = lim[0] > lim[1] ? lim[0] : lim[1];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const int x = __shfl_xor_sync(0xffffffffu, wlim, o);
-        wlim = x > wlim ? x : wlim;
-    }
-    if (lane == 0) lim_s[w] = wlim;
-    __syncthreads();
-    int end = lim_s[0];
-#pragma unroll
-    for (int k = 1; k < ZP_PF_THREADS / 32; k++) end = lim_s[k] > end ? lim_s[k] : end;
-    end += 1; /* keys [start, end) */
-
+    /* this thread's two query rows, the warp's last attended key and the CTA's keys */
+    const zp_pf_rows t =
+        zp_pf_rows_of<G>(tok_kv_idx, first, nrows, lane, w, hq, g, s, n_split, last);
+    const bf16 *qr[2] = {t.real[0] ? q + t.row[0] * D : nullptr,
+                         t.real[1] ? q + t.row[1] * D : nullptr};
+    int wlim;
+    const int end = zp_pf_end<ZP_PF_THREADS / 32>(t, lim_s, lane, w, &wlim);
     if (start >= end) { /* no row of the tile reaches this split */
-        if (tq == 0)
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-                if (qr[h]) {
-                    part_ml[pidx[h] * 2 + 0] = ZP_PF_NEG_INF;
-                    part_ml[pidx[h] * 2 + 1] = 0.0f;
-                }
+        zp_pf_empty(t, part_ml, tq);
         return;
     }
 
@@ -225,49 +197,10 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
             }
         }
 
-        /* mask, scale, online softmax (register x of a tile: row gid + 8*(x>>1)) */
-        float corr[2], msub[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float mx = ZP_PF_NEG_INF;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int p = p0 + nt * 8 + 2 * tq + e;
-                    const float x = p <= lim[h] ? sc[nt][2 * h + e] * c2 : ZP_PF_NEG_INF;
-                    sc[nt][2 * h + e] = x;
-                    mx = fmaxf(mx, x);
-                }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mn = fmaxf(mr[h], mx);
-            corr[h] = mn == mr[h] ? 1.0f : zp_ex2(mr[h] - mn); /* exactly 1 when unchanged */
-            msub[h] = mn == ZP_PF_NEG_INF ? 0.0f : mn;
-            mr[h] = mn;
-        }
-        /* P in bf16, as the A operand of P V: k-step kk is score tiles 2kk, 2kk+1 */
+        /* mask, scale, online softmax; P in bf16 as the A operand of P V (k-step kk is score
+         * tiles 2kk, 2kk+1) */
         unsigned pa[NT][2];
-        float ls[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const unsigned pk = zp_pack_bf16x2(zp_ex2(sc[nt][2 * h] - msub[h]),
-                                               zp_ex2(sc[nt][2 * h + 1] - msub[h]));
-                pa[nt][h] = pk;
-                ls[h] += __uint_as_float(pk << 16);
-                ls[h] += __uint_as_float(pk & 0xffff0000u);
-            }
-#pragma unroll
-        for (int h = 0; h < 2; h++) lr[h] = lr[h] * corr[h] + ls[h];
-#pragma unroll
-        for (int n = 0; n < ND; n++) {
-            o[n][0] *= corr[0];
-            o[n][1] *= corr[0];
-            o[n][2] *= corr[1];
-            o[n][3] *= corr[1];
-        }
+        zp_pf_softmax<NT, ND>(&sc[0][0], pa, &o[0][0], mr, lr, t.lim, p0, tq, c2);
 
         /* O += P V: ldmatrix.trans x4 gives the B fragments of two n8 tiles of D (matrix i =
          * key rows 16kk + 8(i&1).., chunk 2n2 + (i>>1)) */
@@ -284,22 +217,5 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
         }
     }
 
-    /* l over the quad (lanes 4gid .. 4gid+3 hold the row's key columns), then the partials */
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        float l = lr[h] + __shfl_xor_sync(0xffffffffu, lr[h], 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        if (!qr[h]) continue;
-        const bool empty = mr[h] == ZP_PF_NEG_INF;
-        if (tq == 0) {
-            part_ml[pidx[h] * 2 + 0] = empty ? ZP_PF_NEG_INF : mr[h] * 0.6931471805599453f;
-            part_ml[pidx[h] * 2 + 1] = l;
-        }
-        if (!empty) {
-            float *dst = part_o + pidx[h] * D + 2 * tq;
-#pragma unroll
-            for (int n = 0; n < ND; n++)
-                *(float2 *)(dst + 8 * n) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
-        }
-    }
+    zp_pf_store<ND>(t, &o[0][0], mr, lr, part_o, part_ml, tq);
 }

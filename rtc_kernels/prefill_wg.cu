@@ -40,7 +40,7 @@
  * every prompt row: the backend picks by architecture and the key attention_prefill_wgmma,
  * never by batch.
  */
-#include "common.cuh"
+#include "prefill_tile.cuh"
 
 #define ZP_WG_THREADS 128                                 /* one warpgroup */
 #define ZP_WG_M 64                                        /* query rows (row, head) per CTA */
@@ -55,8 +55,6 @@ static_assert(ZP_GQA == 1 || ZP_GQA == 2 || ZP_GQA == 4 || ZP_GQA == 8,
 static_assert(ZP_BLOCK_SIZE > 0 && (ZP_BLOCK_SIZE & (ZP_BLOCK_SIZE - 1)) == 0,
               "block size must be a power of two");
 static_assert(ZP_WG_SMEM == 82944, "drv/attn_tiles.h: ATTN_PREFILL_WG_SMEM");
-
-#define ZP_WG_NEG_INF __int_as_float(0xff800000)
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -210,43 +208,16 @@ zp_attn_prefill_wg(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     if (tile >= *n_qtiles) return;
     const int first = qtile[2 * tile], nrows = qtile[2 * tile + 1];
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const int gid = lane >> 2, tq = lane & 3; /* accumulator row group and column pair */
+    const int tq = lane & 3; /* accumulator column pair (row groups: zp_pf_rows) */
     const int hq = hkv * G, start = s * chunk, last = start + chunk - 1;
 
-    /* this thread's two query rows: m = 16w + gid (+8) */
-    int lim[2];     /* last key of this split the row attends; -1 for inert rows */
-    size_t pidx[2]; /* partial index of (row, head, split) */
-    bool real[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const int m = 16 * w + gid + 8 * h, r = m / G, j = m % G;
-        real[h] = r < nrows;
-        const int kvi = real[h] ? tok_kv_idx[first + r] : -1;
-        lim[h] = kvi < last ? kvi : last;
-        const size_t row = (size_t)(first + (real[h] ? r : 0)) * (size_t)hq + (size_t)(g * G + j);
-        pidx[h] = row * (size_t)n_split + (size_t)s;
-    }
-    int wlim = lim[0] > lim[1] ? lim[0] : lim[1];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const int x = __shfl_xor_sync(0xffffffffu, wlim, o);
-        wlim = x > wlim ? x : wlim;
-    }
-    if (lane == 0) lim_s[w] = wlim;
-    __syncthreads();
-    int end = lim_s[0];
-#pragma unroll
-    for (int k = 1; k < ZP_WG_THREADS / 32; k++) end = lim_s[k] > end ? lim_s[k] : end;
-    end += 1; /* keys [start, end) */
-
+    /* this thread's two query rows and the CTA's keys */
+    const zp_pf_rows t =
+        zp_pf_rows_of<G>(tok_kv_idx, first, nrows, lane, w, hq, g, s, n_split, last);
+    int wlim;
+    const int end = zp_pf_end<ZP_WG_THREADS / 32>(t, lim_s, lane, w, &wlim);
     if (start >= end) { /* no row of the tile reaches this split */
-        if (tq == 0)
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-                if (real[h]) {
-                    part_ml[pidx[h] * 2 + 0] = ZP_WG_NEG_INF;
-                    part_ml[pidx[h] * 2 + 1] = 0.0f;
-                }
+        zp_pf_empty(t, part_ml, tq);
         return;
     }
 
@@ -268,7 +239,7 @@ zp_attn_prefill_wg(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     zp_cp_commit();
     if (n_sub > 1) zp_kv_blocks<KT, ZP_WG_THREADS>(blk, bt, start + KT, end, tid);
 
-    float o[D / 2], mr[2] = {ZP_WG_NEG_INF, ZP_WG_NEG_INF}, lr[2] = {0.0f, 0.0f};
+    float o[D / 2], mr[2] = {ZP_PF_NEG_INF, ZP_PF_NEG_INF}, lr[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int n = 0; n < D / 2; n++) o[n] = 0.0f;
     const float c2 = scale * 1.4426950408889634f; /* scores in base-2 units */
@@ -300,49 +271,8 @@ zp_attn_prefill_wg(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
         zp_wg_wait0();
         zp_wg_pin<NT * 4>(sc);
 
-        /* mask, scale, online softmax (register 4nt + x: row gid + 8*(x>>1), key 8nt + 2tq +
-         * (x&1)) */
-        float corr[2], msub[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float mx = ZP_WG_NEG_INF;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int p = p0 + nt * 8 + 2 * tq + e;
-                    const float x = p <= lim[h] ? sc[4 * nt + 2 * h + e] * c2 : ZP_WG_NEG_INF;
-                    sc[4 * nt + 2 * h + e] = x;
-                    mx = fmaxf(mx, x);
-                }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mn = fmaxf(mr[h], mx);
-            corr[h] = mn == mr[h] ? 1.0f : zp_ex2(mr[h] - mn); /* exactly 1 when unchanged */
-            msub[h] = mn == ZP_WG_NEG_INF ? 0.0f : mn;
-            mr[h] = mn;
-        }
         unsigned pa[NT][2];
-        float ls[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const unsigned pk = zp_pack_bf16x2(zp_ex2(sc[4 * nt + 2 * h] - msub[h]),
-                                                   zp_ex2(sc[4 * nt + 2 * h + 1] - msub[h]));
-                pa[nt][h] = pk;
-                ls[h] += __uint_as_float(pk << 16);
-                ls[h] += __uint_as_float(pk & 0xffff0000u);
-            }
-#pragma unroll
-        for (int h = 0; h < 2; h++) lr[h] = lr[h] * corr[h] + ls[h];
-#pragma unroll
-        for (int n = 0; n < ND; n++) {
-            o[4 * n + 0] *= corr[0];
-            o[4 * n + 1] *= corr[0];
-            o[4 * n + 2] *= corr[1];
-            o[4 * n + 3] *= corr[1];
-        }
+        zp_pf_softmax<NT, ND>(sc, pa, o, mr, lr, t.lim, p0, tq, c2);
         zp_wg_pin<D / 2>(o); /* rescaled before the wgmmas are issued */
         zp_wg_fence();
         zp_wg_pv<KT>(o, pa, vs);
@@ -351,24 +281,7 @@ zp_attn_prefill_wg(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
         zp_wg_pin<D / 2>(o);
     }
 
-    /* l over the quad (lanes 4gid .. 4gid+3 hold the row's key columns), then the partials */
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        float l = lr[h] + __shfl_xor_sync(0xffffffffu, lr[h], 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        if (!real[h]) continue;
-        const bool empty = mr[h] == ZP_WG_NEG_INF;
-        if (tq == 0) {
-            part_ml[pidx[h] * 2 + 0] = empty ? ZP_WG_NEG_INF : mr[h] * 0.6931471805599453f;
-            part_ml[pidx[h] * 2 + 1] = l;
-        }
-        if (!empty) {
-            float *dst = part_o + pidx[h] * D + 2 * tq;
-#pragma unroll
-            for (int n = 0; n < ND; n++)
-                *(float2 *)(dst + 8 * n) = make_float2(o[4 * n + 2 * h], o[4 * n + 2 * h + 1]);
-        }
-    }
+    zp_pf_store<ND>(t, o, mr, lr, part_o, part_ml, tq);
 #else
     __trap(); /* built for another architecture: the backend never launches it there */
 #endif
