@@ -37,7 +37,7 @@
  * s*chunk + k*KT whatever the tile, and a sub-tile the row does not attend leaves its state
  * bit-exactly unchanged (corr exactly 1, p = +0). The bits differ from prefill.cu's (another
  * accumulation order inside the tensor core), so a device runs one of the two kernels for
- * every prompt row: the backend picks by architecture and the key attention_prefill_wgmma,
+ * every prompt row: the backend picks by architecture and conf attention_prefill_kernel,
  * never by batch.
  */
 #include "prefill_tile.cuh"

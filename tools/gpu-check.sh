@@ -10,7 +10,7 @@
 #      decode step (tools/peer_decode.py), also over a sweep of batches drawn as decode.png;
 #      `zipage bench compress` (asynchronous against synchronous compression at 256 requests);
 #      the prefill attention kernels (`zipage bench attention --prefill`, with the default
-#      attention_prefill_kernel and with auto); `zipage bench prefill` (both ways) beside
+#      attention_prefill_kernel, auto, and with mma); `zipage bench prefill` (both ways) beside
 #      cuBLAS (tools/peer_gemm.py); `zipage bench startup`; with --attention
 #      `zipage bench attention` beside torch SDPA (tools/peer_sdpa.py); on 2+ GPUs `zipage bench
 #      throughput` at tensor_parallel_size 1 and 2;
@@ -161,19 +161,19 @@ profile_decode() { # one decode step's kernels under ncu, summed by name into $O
         "$OUT/peer-gemm.json" 2>/dev/null)
     step bench-prefill "$ZP" bench prefill --model tools/shapes/qwen3-8b --backend cuda \
         ${peak:+--peak-tflops "$peak"} --json "$OUT/bench-prefill.jsonl" || fail=1
-    # the same with the prompt rows' attention on the other kernel (auto: wgmma on sm_90)
-    step bench-prefill-auto "$ZP" bench prefill --model tools/shapes/qwen3-8b --backend cuda \
-        ${peak:+--peak-tflops "$peak"} --set attention_prefill_kernel=auto \
-        --json "$OUT/bench-prefill-auto.jsonl" || fail=1
+    # the same with the prompt rows' attention on mma.sync (prefill.cu; auto is wgmma on sm_90)
+    step bench-prefill-mma "$ZP" bench prefill --model tools/shapes/qwen3-8b --backend cuda \
+        ${peak:+--peak-tflops "$peak"} --set attention_prefill_kernel=mma \
+        --json "$OUT/bench-prefill-mma.jsonl" || fail=1
     step bench-startup "$ZP" bench startup --model tools/shapes/qwen3-8b --backend cuda \
         --json "$OUT/bench-startup.jsonl" || fail=1
     # a 2,048-row prompt's attention: the tensor-core prefill kernel beside every row through
     # zp_attn_partial (8 kv heads, head dim 128)
     step bench-attention-prefill "$ZP" bench attention --prefill 2048 --block-sizes 16,256 --gqa 4,8 \
         --json "$OUT/bench-attention-prefill.jsonl" || fail=1
-    step bench-attention-prefill-auto "$ZP" bench attention --prefill 2048 --block-sizes 16,256 \
-        --gqa 4,8 --set attention_prefill_kernel=auto \
-        --json "$OUT/bench-attention-prefill-auto.jsonl" || fail=1
+    step bench-attention-prefill-mma "$ZP" bench attention --prefill 2048 --block-sizes 16,256 \
+        --gqa 4,8 --set attention_prefill_kernel=mma \
+        --json "$OUT/bench-attention-prefill-mma.jsonl" || fail=1
     # tensor parallelism (issue 16) on a machine of 2+ GPUs: the engine's rank threads end to end,
     # TP 2 beside TP 1 on the Qwen3-8B shape (64 requests x 512 prompt x 1,024 output, full KV)
     if [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -ge 2 ]; then
