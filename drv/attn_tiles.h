@@ -49,6 +49,14 @@ static inline int attn_tile_rows(int gqa) {
     return ATTN_PREFILL_MROWS / gqa;
 }
 
+/* The prefill kernels' grid x for a step whose longest row attends max_kv_len keys: its
+ * splits of pchunk (attention_prefill_chunk) keys. The partials keep the decode rows' stride
+ * n_split (splits of attention_chunk <= pchunk keys); the kernel marks the splits past its
+ * grid empty, so a 4,096-token prompt runs 1 split of CTAs instead of 8. */
+static inline int attn_prefill_splits(int max_kv_len, int pchunk) {
+    return max_kv_len > pchunk ? (max_kv_len + pchunk - 1) / pchunk : 1;
+}
+
 /* Builds the q-tiles of a step of n_rows token rows. tok_tc [n_rows]: on entry nonzero marks
  * the rows to run through zp_attn_prefill_partial; on return 1 exactly for the rows the tiles
  * cover (a marked row with tok_seq < 0, a padding row, is cleared) and 0 elsewhere. A run of

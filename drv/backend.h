@@ -75,9 +75,10 @@ typedef struct be_batch {
      * [n_tokens] 1 for a row a q-tile covers (drv/attn_tiles.h), qtile [n_qtiles][2] {first row,
      * rows}; n_qtiles on the host sizes the grid, counts[4] holds it for the kernel. Which rows
      * are prompt rows depends on the row alone, never on the batch (the kernels round
-     * differently). Other backends ignore them. */
+     * differently). Other backends ignore them. n_tc_rows (host): the rows the q-tiles cover;
+     * when it is n_tokens no row is left for the decode kernel, which is not launched. */
     be_ptr tok_tc, qtile;
-    int32_t n_qtiles;
+    int32_t n_qtiles, n_tc_rows;
 } be_batch;
 
 /* Compression of a batch of requests ("jobs"), every layer at once (see

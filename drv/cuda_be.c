@@ -595,21 +595,23 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     be_ptr tc = b->tok_tc, qt = b->qtile, nqt = be->counts + 16; /* counts[4]: n_qtiles */
     int mb = b->max_blocks;
     /* decode rows (and any row no q-tile covers) here, prompt rows in the tensor-core kernel;
-     * both write the same partials, one merge finishes every row */
+     * both write the same partials, one merge finishes every row. A step of prompt rows alone
+     * skips the decode kernel, whose grid (a CTA per split, kv head and row) would only exit. */
     void *pa[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &cnt, &tc,
                   &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
-    if (cb->attention_mma)
+    if (b->n_tc_rows < n && cb->attention_mma)
         launch_smem(cb, cb->attn_decode_mma, U(n_split), U(hkv), U(n), 128, cb->attn_mma_smem, pa,
                     "zp_attn_decode_mma");
-    else
+    else if (b->n_tc_rows < n)
         launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n), 128, pa, "zp_attn_partial");
     /* prompt rows in splits of pchunk >= chunk (fewer f32 partials written and merged per
-     * row; q-tiles x kv heads give the parallelism), so the decode grid's n_split covers them */
+     * row; q-tiles x kv heads give the parallelism): a grid of their splits, the partials at
+     * the decode rows' stride n_split, the splits between marked empty by the kernel */
     int pchunk = cb->pchunk;
     void *pp[] = {&q,  &kc,  &vc,     &seq,   &idx,     &bt, &qt, &nqt,
                   &mb, &hkv, &scale, &pchunk, &n_split, &po, &pml};
-    launch_smem(cb, cb->attn_prefill, U(n_split), U(hkv), U(b->n_qtiles), 128,
-                (unsigned)cb->prefill.smem, pp, cb->prefill.fn);
+    launch_smem(cb, cb->attn_prefill, U(attn_prefill_splits(L, pchunk)), U(hkv),
+                U(b->n_qtiles), 128, (unsigned)cb->prefill.smem, pp, cb->prefill.fn);
     void *ma[] = {&po, &pml, &cnt, &hq, &n_split, &out};
     launch(cb, cb->attn_merge, attn_merge_blocks(hq), U(n), 1, 32 * ZP_MERGE_HEADS, ma,
            "zp_attn_merge");

@@ -549,7 +549,8 @@ static int capture_graphs(model *m) {
         for (int32_t li = 0; !rc && li < m->n_len_buckets; li++) {
             m->bb.n_tokens = m->bb.n_seqs = m->bb.n_logits = B;
             m->bb.max_kv_len = m->len_bucket[li];
-            m->bb.n_qtiles = 0; /* decode graphs: every row in the decode kernel */
+            m->bb.n_qtiles = m->bb.n_tc_rows = 0; /* decode graphs: every row in the decode
+                                                    * kernel */
             if (li == 0) {
                 forward_ops(m, B, B, true);
                 if ((rc = be->sync(be))) break;
@@ -600,6 +601,8 @@ int model_forward(model *m) {
     bb->n_qtiles = be->prefill_tiles ? attn_prefill_tiles(b->tok_prompt, b->tok_seq, n,
                                                           c->heads / c->kv_heads, b->qtile)
                                      : 0;
+    bb->n_tc_rows = 0;
+    for (int i = 0; i < bb->n_qtiles; i++) bb->n_tc_rows += b->qtile[2 * i + 1];
     bool dev_sample = b->want_ids && be->sample && b->n_logits > 0;
     m->host_meta[4] = bb->n_qtiles;
     m->host_meta[0] = n, m->host_meta[1] = b->n_logits, m->host_meta[2] = b->n_seqs;

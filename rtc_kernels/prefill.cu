@@ -29,7 +29,7 @@
  * Every row of a tile must be flagged in zp_attn_partial's tok_tc (and no other row), so each
  * (row, head, split) partial has exactly one writer. drv/attn_tiles.h builds both arrays.
  *
- * LAUNCH RULES. zp_attn_prefill_partial: grid (n_split, hkv, n_qtiles_cap), block
+ * LAUNCH RULES. zp_attn_prefill_partial: grid (n_psplit, hkv, n_qtiles_cap), block
  *   ZP_PF_THREADS (128), dynamic shared memory ZP_PF_SMEM = 64 KiB for every D/BS/G (the K/V
  *   ring; drv/attn_tiles.h's ATTN_PREFILL_SMEM, which the host sets as the function's
  *   CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, above the 48 KiB default), plus 16 bytes
@@ -41,7 +41,9 @@
  *   backend passes attention_prefill_chunk (>= the decode rows' chunk, default 4,096): split
  *   partials of a prompt row cost f32 traffic (writes here, reads in the merge) that q-tiles x
  *   kv heads CTAs do not need for parallelism; CTAs of splits past the tile's range only mark
- *   their split empty. n_qtiles_cap <= 65535. Run it on the same
+ *   their split empty. n_psplit (1 .. n_split): splits of chunk keys covering the longest row
+ *   (drv/attn_tiles.h's attn_prefill_splits); split 0's CTA marks splits n_psplit .. n_split-1
+ *   empty (zp_pf_empty_past). n_qtiles_cap <= 65535. Run it on the same
  *   stream as zp_attn_partial (either order) and before zp_attn_merge. Tiles are taken from the
  *   last one down (blockIdx.z = 0 is tile n_qtiles_cap - 1): the later rows of a prompt attend
  *   the most keys, so the longest CTAs start first instead of forming the tail.
@@ -130,6 +132,7 @@ zp_attn_prefill_partial(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
         zp_pf_rows_of<G>(tok_kv_idx, first, nrows, lane, w, hq, g, s, n_split, last);
     const bf16 *qr[2] = {t.real[0] ? q + t.row[0] * D : nullptr,
                          t.real[1] ? q + t.row[1] * D : nullptr};
+    zp_pf_empty_past(t, part_ml, tq, s, n_split);
     int wlim;
     const int end = zp_pf_end<ZP_PF_THREADS / 32>(t, lim_s, lane, w, &wlim);
     if (start >= end) { /* no row of the tile reaches this split */

@@ -77,6 +77,24 @@ static __device__ __forceinline__ void zp_pf_empty(const zp_pf_rows &t, float *_
             }
 }
 
+/* Splits gridDim.x .. n_split - 1 of the tile's real rows: empty partials, written by split
+ * 0's CTA (tq 0 of each row's quad). The host sizes the grid to the splits of chunk keys the
+ * step's longest row needs (drv/attn_tiles.h's attn_prefill_splits), while the partials keep
+ * the stride n_split of the decode rows' shorter splits that the merge reads for every row:
+ * marking the rest here costs a few stores instead of a CTA per empty split. */
+static __device__ __forceinline__ void zp_pf_empty_past(const zp_pf_rows &t,
+                                                        float *__restrict__ part_ml, int tq, int s,
+                                                        int n_split) {
+    if (s != 0 || tq != 0) return;
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+        if (t.real[h])
+            for (int x = (int)gridDim.x; x < n_split; x++) {
+                part_ml[(t.pidx[h] + (size_t)x) * 2 + 0] = ZP_PF_NEG_INF;
+                part_ml[(t.pidx[h] + (size_t)x) * 2 + 1] = 0.0f;
+            }
+}
+
 /* Every warp: the online softmax of a sub-tile of NT n8 tiles of scores at keys p0 ..: masks
  * keys past each row's lim to -inf, scales to base-2 units (c2), updates the running max mr
  * and sum lr, rescales the output o (ND n8 tiles) and leaves P rounded to bf16 in pa[nt][h]

@@ -10,7 +10,7 @@
  * S = Q K^T and the V operand of O += P V straight from shared memory, asynchronously, for a
  * whole warpgroup: no fragment loads and far fewer issued instructions per FLOP.
  *
- * LAUNCH RULES. zp_attn_prefill_wg: grid (n_split, hkv, n_qtiles_cap) as prefill.cu, block
+ * LAUNCH RULES. zp_attn_prefill_wg: grid (n_psplit, hkv, n_qtiles_cap) as prefill.cu, block
  *   ZP_WG_THREADS (128: one warpgroup), dynamic shared memory ZP_WG_SMEM (drv/attn_tiles.h's
  *   ATTN_PREFILL_WG_SMEM, set as the function's maximum by the host), plus 16 bytes static; an
  *   sm_90 GPU only (built for sm_90a; any other build traps).
@@ -214,6 +214,7 @@ zp_attn_prefill_wg(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     /* this thread's two query rows and the CTA's keys */
     const zp_pf_rows t =
         zp_pf_rows_of<G>(tok_kv_idx, first, nrows, lane, w, hq, g, s, n_split, last);
+    zp_pf_empty_past(t, part_ml, tq, s, n_split);
     int wlim;
     const int end = zp_pf_end<ZP_WG_THREADS / 32>(t, lim_s, lane, w, &wlim);
     if (start >= end) { /* no row of the tile reaches this split */

@@ -46,6 +46,7 @@ typedef struct step {
     const int32_t *seq, *idx, *tc;   /* [cap]; tc NULL: no flags, no tiles */
     const int32_t *qtile;            /* [tile_cap][2] */
     int n_tiles, tile_cap, n_split, chunk;
+    int max_kv; /* the longest row's keys: the prefill grid covers them, as in drv/cuda_be.c */
 } step;
 
 /* What a step leaves (bits): partials after zp_attn_partial alone (dec_*) and after both
@@ -81,12 +82,13 @@ static void run_step(const cfg *c, const step *s, result *r) {
     gpu_down(g, r->dec_ml, d_pml, 8 * pn);
     if (s->tc) {
         /* prompt rows in longer splits than decode rows, as drv/cuda_be.c launches them
-         * (attention_prefill_chunk >= attention_chunk) */
+         * (attention_prefill_chunk >= attention_chunk): a grid of those splits only, the
+         * kernel marks the rest of the n_split partials empty */
         int pchunk = 2 * chunk;
         void *fa[] = {&d_q, (void *)&c->kc, (void *)&c->vc, &d_seq, &d_idx, (void *)&c->bt, &d_qt, &d_nt,
                       &mb,  &hkv, &sc, &pchunk, &ns, &d_po, &d_pml};
-        gpu_launch(g, c->pre, (unsigned)ns, (unsigned)hkv, (unsigned)s->tile_cap, 128,
-                   (unsigned)c->pk.smem, fa);
+        gpu_launch(g, c->pre, (unsigned)attn_prefill_splits(s->max_kv, pchunk), (unsigned)hkv,
+                   (unsigned)s->tile_cap, 128, (unsigned)c->pk.smem, fa);
     }
     r->o = malloc(4 * pn * c->D), r->ml = malloc(8 * pn), r->out = malloc(2 * qn);
     gpu_down(g, r->o, d_po, 4 * pn * c->D);
@@ -165,7 +167,7 @@ static void check_invariance(const cfg *c, const step *one, const result *r, int
         shuffle_tiles(qtile, nt);
         step s = {.n = n, .cap = cap, .q = q, .seq = seq, .idx = idx, .tc = tc, .qtile = qtile,
                   .n_tiles = nt, .tile_cap = nt, .chunk = one->chunk,
-                  .n_split = (longest + one->chunk - 1) / one->chunk};
+                  .n_split = (longest + one->chunk - 1) / one->chunk, .max_kv = longest};
         result v;
         run_step(c, &s, &v);
         for (int t = 2; t < n; t++) {
@@ -249,7 +251,8 @@ static void run_case(const attn_prefill_kernel *pk, int D, int bs, int gqa, int 
     static const int splits[] = {1, 3, 8};
     for (int si = 0; si < 3; si++) {
         int n_split = splits[si], chunk = ((max_len + n_split - 1) / n_split + bs - 1) / bs * bs;
-        step plain = {.n = n, .cap = cap, .q = q, .seq = seq, .idx = idx, .n_split = n_split, .chunk = chunk};
+        step plain = {.n = n, .cap = cap, .q = q, .seq = seq, .idx = idx, .n_split = n_split,
+                      .chunk = chunk, .max_kv = max_len};
         step mixed = plain;
         mixed.tc = tc, mixed.qtile = qtile, mixed.n_tiles = n_tiles, mixed.tile_cap = n_tiles + 5;
         result r0, r1;
