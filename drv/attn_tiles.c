@@ -1,5 +1,5 @@
-/* attn_tiles: the prefill kernel, q-tiles and tok_tc flags for rtc_kernels/prefill.cu and
- * prefill_wg.cu (see attn_tiles.h). */
+/* attn_tiles: the prefill kernel, q-tiles, tok_tc flags and decode rows for
+ * rtc_kernels/prefill.cu, prefill_wg.cu and attention.cu (see attn_tiles.h). */
 #include "drv/attn_tiles.h"
 
 #include "arena/err.h"
@@ -41,5 +41,12 @@ int attn_prefill_tiles(int32_t *tok_tc, const int32_t *tok_seq, int n_rows, int 
         qtile[2 * i] = qtile[2 * j], qtile[2 * i + 1] = qtile[2 * j + 1];
         qtile[2 * j] = f, qtile[2 * j + 1] = c;
     }
+    return n;
+}
+
+int attn_decode_rows(const int32_t *tok_tc, int n_rows, int32_t *rows) {
+    int n = 0;
+    for (int t = 0; t < n_rows; t++)
+        if (!tok_tc[t]) rows[n++] = t;
     return n;
 }

@@ -1,8 +1,8 @@
 /* attn_tiles: the host side of rtc_kernels/prefill.cu and prefill_wg.cu (tensor-core attention
  * for prefill rows): picks which of the two kernels a GPU runs, cuts a step's prefill rows into
- * the q-tiles the kernel takes and sets the tok_tc flags by which zp_attn_partial skips those
- * rows, so each row's partials have exactly one writer and one zp_attn_merge finishes every
- * row.
+ * the q-tiles the kernel takes, sets the tok_tc flags of the rows they cover and lists the
+ * other rows for the decode kernel (zp_attn_partial or zp_attn_decode_mma), so each row's
+ * partials have exactly one writer and one zp_attn_merge finishes every row.
  *
  * Invariants: a tile is {first row, n} with 1 <= n <= attn_tile_rows(gqa) consecutive step
  * rows of one sequence; every flagged row lies in exactly one tile and no other row does.
@@ -67,5 +67,10 @@ static inline int attn_prefill_splits(int max_kv_len, int pchunk) {
  * (<= n_rows). */
 int attn_prefill_tiles(int32_t *tok_tc, const int32_t *tok_seq, int n_rows, int gqa,
                        int32_t *qtile);
+
+/* The rows attn_prefill_tiles left unflagged (tok_tc[t] == 0), in order, into rows: the
+ * decode kernel's grid of a step with q-tiles, so a prompt row costs no decode CTA. Returns
+ * their count (0 .. n_rows). */
+int attn_decode_rows(const int32_t *tok_tc, int n_rows, int32_t *rows);
 
 #endif

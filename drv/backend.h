@@ -71,14 +71,14 @@ typedef struct be_batch {
     be_ptr tok_kv_idx;   /* [n_tokens] the token's logical cache index */
     be_ptr block_tables; /* [n_seqs][max_blocks] physical block ids */
     be_ptr logit_rows;   /* [n_logits] token rows whose logits are wanted */
-    /* Prompt rows for a backend with a prefill attention kernel (prefill_tiles): tok_tc
-     * [n_tokens] 1 for a row a q-tile covers (drv/attn_tiles.h), qtile [n_qtiles][2] {first row,
-     * rows}; n_qtiles on the host sizes the grid, counts[4] holds it for the kernel. Which rows
-     * are prompt rows depends on the row alone, never on the batch (the kernels round
-     * differently). Other backends ignore them. n_tc_rows (host): the rows the q-tiles cover;
-     * when it is n_tokens no row is left for the decode kernel, which is not launched. */
-    be_ptr tok_tc, qtile;
-    int32_t n_qtiles, n_tc_rows;
+    /* Prompt rows for a backend with a prefill attention kernel (prefill_tiles): qtile
+     * [n_qtiles][2] {first row, rows} (drv/attn_tiles.h); n_qtiles on the host sizes the grid,
+     * counts[4] holds it for the kernel. With q-tiles, dec_rows [n_dec_rows] lists the other
+     * rows in order, the decode kernel's grid (none: not launched); without, that kernel takes
+     * every row. Which rows are prompt rows depends on the row alone, never on the batch (the
+     * kernels round differently). Other backends ignore them. */
+    be_ptr qtile, dec_rows;
+    int32_t n_qtiles, n_dec_rows;
 } be_batch;
 
 /* Compression of a batch of requests ("jobs"), every layer at once (see

@@ -592,18 +592,20 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     }
     be_ptr cnt = be->counts, seq = b->tok_seq, idx = b->tok_kv_idx, bt = b->block_tables;
     be_ptr po = cb->part_o, pml = cb->part_ml;
-    be_ptr tc = b->tok_tc, qt = b->qtile, nqt = be->counts + 16; /* counts[4]: n_qtiles */
+    be_ptr qt = b->qtile, nqt = be->counts + 16; /* counts[4]: n_qtiles */
+    be_ptr rows = b->n_qtiles ? b->dec_rows : 0; /* the rows no q-tile covers, or every row */
+    int n_dec = b->n_qtiles ? b->n_dec_rows : n;
     int mb = b->max_blocks;
     /* decode rows (and any row no q-tile covers) here, prompt rows in the tensor-core kernel;
-     * both write the same partials, one merge finishes every row. A step of prompt rows alone
-     * skips the decode kernel, whose grid (a CTA per split, kv head and row) would only exit. */
-    void *pa[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &cnt, &tc,
+     * both write the same partials, one merge finishes every row. The decode kernel's grid
+     * (a CTA per split, kv head and row) takes only its rows: none for a prompt alone. */
+    void *pa[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &cnt, &rows,
                   &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
-    if (b->n_tc_rows < n && cb->attention_mma)
-        launch_smem(cb, cb->attn_decode_mma, U(n_split), U(hkv), U(n), 128, cb->attn_mma_smem, pa,
-                    "zp_attn_decode_mma");
-    else if (b->n_tc_rows < n)
-        launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n), 128, pa, "zp_attn_partial");
+    if (cb->attention_mma)
+        launch_smem(cb, cb->attn_decode_mma, U(n_split), U(hkv), U(n_dec), 128,
+                    cb->attn_mma_smem, pa, "zp_attn_decode_mma");
+    else
+        launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n_dec), 128, pa, "zp_attn_partial");
     /* prompt rows in splits of pchunk >= chunk (fewer f32 partials written and merged per
      * row; q-tiles x kv heads give the parallelism): a grid of their splits, the partials at
      * the decode rows' stride n_split, the splits between marked empty by the kernel */

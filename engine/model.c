@@ -30,7 +30,7 @@ size_t model_slot_bytes(const model_config *c, int32_t qcl) {
 }
 
 static size_t meta_words(const model_dims *d) {
-    return 8 + 9 * (size_t)d->max_tokens + (size_t)d->max_logits +
+    return 8 + 10 * (size_t)d->max_tokens + (size_t)d->max_logits +
            (size_t)d->max_seqs * (size_t)d->max_blocks;
 }
 
@@ -424,8 +424,9 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     CARVE(tok_seq, T);
     CARVE(tok_kv_idx, T);
     b->tok_qslot = h, m->tok_qslot = p, h += T, p += (be_ptr)T * 4;
-    b->tok_prompt = h, bb->tok_tc = p, h += T, p += (be_ptr)T * 4;
+    b->tok_prompt = h, h += T, p += (be_ptr)T * 4; /* read on the host only (the q-tiles) */
     CARVE(qtile, 2 * (size_t)T);
+    CARVE(dec_rows, T);
     CARVE(logit_rows, (size_t)d->max_logits);
     CARVE(block_tables, (size_t)d->max_seqs * (size_t)d->max_blocks);
 #undef CARVE
@@ -549,8 +550,8 @@ static int capture_graphs(model *m) {
         for (int32_t li = 0; !rc && li < m->n_len_buckets; li++) {
             m->bb.n_tokens = m->bb.n_seqs = m->bb.n_logits = B;
             m->bb.max_kv_len = m->len_bucket[li];
-            m->bb.n_qtiles = m->bb.n_tc_rows = 0; /* decode graphs: every row in the decode
-                                                    * kernel */
+            m->bb.n_qtiles = 0; /* decode graphs: every row in the decode kernel */
+            m->bb.n_dec_rows = B;
             if (li == 0) {
                 forward_ops(m, B, B, true);
                 if ((rc = be->sync(be))) break;
@@ -601,8 +602,7 @@ int model_forward(model *m) {
     bb->n_qtiles = be->prefill_tiles ? attn_prefill_tiles(b->tok_prompt, b->tok_seq, n,
                                                           c->heads / c->kv_heads, b->qtile)
                                      : 0;
-    bb->n_tc_rows = 0;
-    for (int i = 0; i < bb->n_qtiles; i++) bb->n_tc_rows += b->qtile[2 * i + 1];
+    bb->n_dec_rows = bb->n_qtiles ? attn_decode_rows(b->tok_prompt, n, b->dec_rows) : n;
     bool dev_sample = b->want_ids && be->sample && b->n_logits > 0;
     m->host_meta[4] = bb->n_qtiles;
     m->host_meta[0] = n, m->host_meta[1] = b->n_logits, m->host_meta[2] = b->n_seqs;

@@ -75,6 +75,7 @@ typedef struct model_batch {
     int32_t *tok_prompt;           /* set for every row: nonzero = a prompt token (its attention
                                     * may run in the backend's prefill kernel) */
     int32_t *qtile;                /* [2 * max_tokens] the q-tiles model_forward builds */
+    int32_t *dec_rows;             /* [max_tokens] with q-tiles, the other rows (model_forward) */
     int32_t *block_tables;         /* [max_seqs][max_blocks] */
     zp_sample_params *sparams;     /* [max_logits], per logit row (backends that sample) */
     zp_sample_seat_job *seat_jobs; /* [max_logits]: seats to initialise this step */

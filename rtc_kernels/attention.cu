@@ -1,7 +1,7 @@
 /* attention.cu: paged attention over a bf16 KV cache, compiled at run time by NVRTC.
  *
- * PURPOSE. For every token row of a step (decode rows, and prefill rows unless tok_tc hands
- * them to prefill.cu's tensor-core kernel):
+ * PURPOSE. For every token row of a step (decode rows, and prefill rows unless prefill.cu's
+ * tensor-core kernel takes them, the launch then naming its rows):
  *   out[t][h][:] = softmax_j(q[t][h]·k_j * scale) · v_j   over the token's cache indices
  *   j in [0, tok_kv_idx[t]] of its sequence (causal in cache order), fp32 accumulation,
  *   online softmax. Two kernels: zp_attn_partial (split-KV partials) and zp_attn_merge
@@ -19,24 +19,25 @@
  *   tok_seq      int [n_tokens]; < 0 marks a padding row (its output is zeros).
  *   tok_kv_idx   int [n_tokens]; the row attends to cache indices [0, tok_kv_idx] inclusive.
  *   n_tokens     int in device memory, so a padded grid can be captured in a CUDA graph:
- *                CTAs of rows >= *n_tokens exit at once (and write nothing).
- *   tok_tc       int [n_tokens], or NULL (no such rows): nonzero marks a row that a q-tile of
- *                prefill.cu's zp_attn_prefill_partial covers; that kernel writes the row's
- *                partials, so this kernel's CTAs of the row exit at once and write nothing.
+ *                CTAs z >= *n_tokens exit at once (and write nothing).
+ *   rows         int [grid z], or NULL: CTA z takes row rows[z] (NULL: row z). The backend
+ *                lists the rows no q-tile of prefill.cu covers when a step has q-tiles (that
+ *                kernel writes the others' partials), so a prompt row costs no CTA here.
  *   part_o       f32 [n_rows_cap][hq][n_split][D]  un-normalised partial o (relative to m)
  *   part_ml      f32 [n_rows_cap][hq][n_split][2]  {m = max of scaled scores, l = sum exp(s-m)}
  *                An empty split (or a padding row) stores m = -inf, l = 0 and no o: the merge
  *                skips a partial by its -inf maximum, so empty CTAs cost no o traffic.
  *
  * LAUNCH RULES.
- *   zp_attn_partial: grid (n_split, hkv, n_rows_cap), block ZP_ATTN_THREADS (128), no dynamic
- *     shared memory (static: 32 KiB K/V ring + <= 5.5 KiB, at most 38400 bytes, under the
- *     48 KiB default for every D/BS/G; no opt-in). CTA (s, g, t) covers cache indices [s*chunk, min((s+1)*chunk, kv_idx+1)).
+ *   zp_attn_partial: grid (n_split, hkv, n_rows_cap or the number of rows listed), block
+ *     ZP_ATTN_THREADS (128), no dynamic shared memory (static: 32 KiB K/V ring + <= 5.5 KiB, at
+ *     most 38400 bytes, under the 48 KiB default for every D/BS/G; no opt-in). CTA (s, g, z)
+ *     covers cache indices [s*chunk, min((s+1)*chunk, kv_idx+1)) of its row t.
  *     chunk: multiple of BS (any positive value is in fact correct); n_split*chunk must cover
  *     the longest kv_idx+1 of the step. n_rows_cap <= 65535 (gridDim.z limit).
  *   zp_attn_merge: grid (ceil(hq / ZP_MERGE_HEADS), n_rows_cap), block 32 * ZP_MERGE_HEADS
  *     (drv/attn_abi.h: attn_merge_blocks). Reads only partials written by the same step's zp_attn_partial
- *     and zp_attn_prefill_partial (for the rows flagged in tok_tc).
+ *     and zp_attn_prefill_partial (for the rows of its q-tiles).
  *   Scratch: part_o n_rows_cap*hq*n_split*D*4 bytes, part_ml n_rows_cap*hq*n_split*8 bytes.
  *
  * WHY.
@@ -165,7 +166,7 @@ extern "C" __global__ void __launch_bounds__(ZP_ATTN_THREADS)
 zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__restrict__ kc,
                 const unsigned short *__restrict__ vc, const int *__restrict__ tok_seq,
                 const int *__restrict__ tok_kv_idx, const int *__restrict__ block_tables,
-                const int *__restrict__ n_tokens, const int *__restrict__ tok_tc, int max_blocks,
+                const int *__restrict__ n_tokens, const int *__restrict__ rows, int max_blocks,
                 int hkv, float scale, int chunk, int n_split, float *__restrict__ part_o,
                 float *__restrict__ part_ml) {
     zp_grid_dep();
@@ -177,8 +178,8 @@ zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__re
     constexpr bool RS = ZP_ATTN_RS && (N & (N - 1)) == 0 && N % 4 == 0; /* float4 gather */
     __shared__ __align__(16) float sc_s[2][RPI][RS ? N : 4]; /* double-buffered by tile parity */
 
-    const int s = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
-    if (t >= *n_tokens || (tok_tc && tok_tc[t])) return;
+    if ((int)blockIdx.z >= *n_tokens) return;
+    const int s = blockIdx.x, g = blockIdx.y, t = rows ? rows[blockIdx.z] : (int)blockIdx.z;
     const int tid = threadIdx.x, c = tid % TPR, r = tid / TPR;
     const int hq = hkv * G;
     const int seq = tok_seq[t];
@@ -412,7 +413,7 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
 /* ---- zp_attn_decode_mma: zp_attn_partial on tensor cores ----
  *
  * The same contract as zp_attn_partial (signature, grid (n_split, hkv, n_rows_cap), 128
- * threads, tok_tc, the partials it writes), for the backend's decode rows when the
+ * threads, rows, the partials it writes), for the backend's decode rows when the
  * configuration selects it (conf key attention_kernel); one engine uses one of the two for
  * every such row, so a row's bits never depend on the batch. Dynamic shared memory:
  * ZP_DM_STAGES * 2 * ZP_DM_SK * D * 2 bytes (drv/attn_abi.h: 96 KiB at D 128, 48 KiB at D 64),
@@ -452,7 +453,7 @@ extern "C" __global__ void __launch_bounds__(ZP_ATTN_THREADS)
 zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
                    const bf16 *__restrict__ vc, const int *__restrict__ tok_seq,
                    const int *__restrict__ tok_kv_idx, const int *__restrict__ block_tables,
-                   const int *__restrict__ n_tokens, const int *__restrict__ tok_tc, int max_blocks,
+                   const int *__restrict__ n_tokens, const int *__restrict__ rows, int max_blocks,
                    int hkv, float scale, int chunk, int n_split, float *__restrict__ part_o,
                    float *__restrict__ part_ml) {
     zp_grid_dep();
@@ -462,8 +463,8 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     extern __shared__ __align__(128) bf16 dm_s[]; /* [stage][K, V][key row, swizzled] */
     __shared__ float red_m[ZP_DM_WARPS][G], red_l[ZP_DM_WARPS][G], red_f[ZP_DM_WARPS][G];
 
-    const int s = blockIdx.x, g = blockIdx.y, t = blockIdx.z;
-    if (t >= *n_tokens || (tok_tc && tok_tc[t])) return;
+    if ((int)blockIdx.z >= *n_tokens) return;
+    const int s = blockIdx.x, g = blockIdx.y, t = rows ? rows[blockIdx.z] : (int)blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int gid = lane >> 2, tq = lane & 3; /* mma fragment row group and column pair */
     const int hq = hkv * G, seq = tok_seq[t], start = s * chunk;

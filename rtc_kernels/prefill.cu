@@ -26,8 +26,8 @@
  *              sequence; each row is masked by its own tok_kv_idx.
  *   n_qtiles   int in device memory: CTAs of tiles >= *n_qtiles exit at once (padded grids,
  *              CUDA graphs) and read nothing of their qtile entry.
- * Every row of a tile must be flagged in zp_attn_partial's tok_tc (and no other row), so each
- * (row, head, split) partial has exactly one writer. drv/attn_tiles.h builds both arrays.
+ * No row of a tile may be in zp_attn_partial's grid (its rows list), so each (row, head, split)
+ * partial has exactly one writer. drv/attn_tiles.h builds the tiles and that list.
  *
  * LAUNCH RULES. zp_attn_prefill_partial: grid (n_psplit, hkv, n_qtiles_cap), block
  *   ZP_PF_THREADS (128), dynamic shared memory ZP_PF_SMEM = 64 KiB for every D/BS/G (the K/V

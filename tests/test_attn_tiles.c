@@ -3,7 +3,9 @@
  * two runs) against its expected tiles, then random steps at GQA 1, 2, 4 and 8: every marked
  * row of a real sequence in exactly one tile and no other row, tiles of 1..64/G consecutive
  * rows of one sequence, cut from each run's first row, listed in reverse row order, tok_tc
- * returned as exactly the covered rows. attn_prefill_pick: auto is wgmma on sm_90 only, mma
+ * returned as exactly the covered rows and attn_decode_rows listing exactly the others in
+ * order. attn_prefill_splits: the splits of the prefill chunk covering the longest row.
+ * attn_prefill_pick: auto is wgmma on sm_90 only, mma
  * everywhere, wgmma elsewhere refused naming the key. */
 #include "arena/err.h"
 #include "drv/attn_tiles.h"
@@ -29,6 +31,9 @@ static void fixed_step(void) {
                qt[2 * i], qt[2 * i + 1]);
     for (int t = 0; t < 48; t++)
         CHECKF(tc[t] == (t != 0 && t != 38 && t != 44), "tok_tc[%d] = %d", t, tc[t]);
+    int32_t rows[48];
+    int nd = attn_decode_rows(tc, 48, rows);
+    CHECKF(nd == 3 && rows[0] == 0 && rows[1] == 38 && rows[2] == 44, "decode rows: %d", nd);
 }
 
 static void random_step(unsigned long long *rs, int gqa) {
@@ -58,12 +63,28 @@ static void random_step(unsigned long long *rs, int gqa) {
                               qt[2 * i + 3] == Q),
                "tile {%d, %d} does not start a run or follow a full tile", f, c);
     }
+    int32_t rows[MAXR];
+    int nd = attn_decode_rows(tc, n_rows, rows), k = 0;
+    CHECK(nd >= 0 && nd <= n_rows);
     for (int r = 0; r < n_rows; r++) {
         int want = in[r] && seq[r] >= 0;
         CHECKF(cover[r] == want, "row %d covered %d times (marked %d, seq %d)", r, cover[r], in[r],
                seq[r]);
         CHECKF(tc[r] == want, "tok_tc[%d] = %d, want %d", r, tc[r], want);
+        if (!want) { /* the next listed decode row */
+            CHECKF(k < nd && rows[k] == r, "decode row %d: listed %d", r, k < nd ? rows[k] : -1);
+            k++;
+        }
     }
+    CHECKF(k == nd, "%d decode rows listed, %d uncovered", nd, k);
+}
+
+static void splits(void) {
+    static const int32_t v[][3] = {{1, 4096, 1},    {4096, 4096, 1}, {4097, 4096, 2},
+                                   {8192, 4096, 2}, {8193, 4096, 3}, {100, 64, 2}};
+    for (int i = 0; i < 6; i++)
+        CHECKF(attn_prefill_splits(v[i][0], v[i][1]) == v[i][2], "attn_prefill_splits(%d, %d) = %d",
+               v[i][0], v[i][1], attn_prefill_splits(v[i][0], v[i][1]));
 }
 
 static void pick(void) {
@@ -89,6 +110,7 @@ static void pick(void) {
 int main(void) {
     pick();
     fixed_step();
+    splits();
     unsigned long long rs = 0x7111e5;
     static const int gqas[] = {1, 2, 4, 8};
     for (int i = 0; i < 400; i++) random_step(&rs, gqas[i % 4]);

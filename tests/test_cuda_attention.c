@@ -84,8 +84,8 @@ static void run_case(int D, int bs, int gqa, int hkv) {
                         d_out = gpu_poisoned(g, 2 * q_n);
             int mb = max_blocks, hk = hkv, hqv = hq;
             float sc = scale;
-            CUdeviceptr no_tc = 0; /* every row here (tests/test_cuda_prefill.c covers tok_tc) */
-            void *pa[] = {&d_q, &d_kc, &d_vc, &d_seq, &d_idx,   &d_bt, &d_n,  &no_tc,
+            CUdeviceptr no_rows = 0; /* every row (tests/test_cuda_prefill.c lists rows) */
+            void *pa[] = {&d_q, &d_kc, &d_vc, &d_seq, &d_idx,   &d_bt, &d_n,  &no_rows,
                           &mb,  &hk,   &sc,   &chunk, &n_split, &d_po, &d_pml};
             gpu_launch(g, fp, (unsigned)n_split, (unsigned)hkv, (unsigned)cap, 128, ksmem[kk], pa);
             void *ma[] = {&d_po, &d_pml, &d_n, &hqv, &n_split, &d_out};

@@ -1,6 +1,7 @@
 /* Tensor-core prefill attention (rtc_kernels/prefill.cu's zp_attn_prefill_partial and, on an
  * sm_90 GPU, prefill_wg.cu's zp_attn_prefill_wg: every case below runs for each) beside
- * zp_attn_partial with tok_tc flags and one zp_attn_merge, against the CPU backend's attention
+ * zp_attn_partial over the other rows (attn_decode_rows) and one zp_attn_merge, against the CPU
+ * backend's attention
  * on fresh random q, K and V (bf16), outputs and partials poisoned first.
  * One step mixes decode rows (contexts 1, 100, 2,049) with prompts of 600, 1, 45, 130, 17, 77
  * and 1 rows over cached prefixes of 0 to 1,500 tokens (a row's kv_idx = prefix + its index),
@@ -10,9 +11,10 @@
  * the KV length split 1, 3 and 8 ways (decode rows; the prompt rows' kernel gets splits twice as
  * long, as the backend gives it attention_prefill_chunk >= attention_chunk). Checks:
  * - ||d||/||ref|| <= 1e-2 over the decode rows and over the prompt rows (bf16 output), no NaN;
- * - zp_attn_partial leaves the flagged rows' partials untouched and gives every other row the
- *   bits it gives without flags; zp_attn_prefill_partial writes every partial of its rows and
- *   nothing else; padding rows come out zero, rows past the count untouched;
+ * - zp_attn_partial over the listed rows leaves the flagged rows' partials untouched and gives
+ *   every other row the bits it gives over all rows; zp_attn_prefill_partial writes every
+ *   partial of its rows and nothing else; padding rows come out zero, rows past the count
+ *   untouched;
  * - batch invariance: the 600-row prompt again as chunks of 1, 7, 64, ... rows, each chunk its
  *   own step behind two decode rows, in tiles of random sizes, with the split count of the
  *   chunk's own longest row: every row's partials (m, l, o) and output bit-identical to the
@@ -65,18 +67,22 @@ static void run_step(const cfg *c, const step *s, result *r) {
     int32_t counts[2] = {s->n, s->n_tiles};
     CUdeviceptr d_q = gpu_up(g, s->q, 2 * qn), d_seq = gpu_up(g, s->seq, 4 * (size_t)s->cap),
                 d_idx = gpu_up(g, s->idx, 4 * (size_t)s->cap), d_n = gpu_up(g, counts, 8),
-                d_nt = d_n + 4, d_tc = 0, d_qt = 0;
-    if (s->tc) {
-        d_tc = gpu_up(g, s->tc, 4 * (size_t)s->cap);
+                d_nt = d_n + 4, d_rows = 0, d_qt = 0;
+    unsigned dec_grid = (unsigned)s->cap; /* every row, those past the count exiting */
+    if (s->tc) { /* the rows no tile covers, as drv/cuda_be.c launches them */
+        int32_t *rows = malloc(4 * (size_t)s->n + 4);
+        dec_grid = (unsigned)attn_decode_rows(s->tc, s->n, rows);
+        d_rows = gpu_up(g, rows, 4 * (size_t)s->n + 4);
+        free(rows);
         d_qt = gpu_up(g, s->qtile, 8 * (size_t)s->tile_cap);
     }
     CUdeviceptr d_po = gpu_poisoned(g, 4 * pn * c->D), d_pml = gpu_poisoned(g, 8 * pn),
                 d_out = gpu_poisoned(g, 2 * qn);
     int mb = c->max_blocks, hkv = c->hkv, hq = c->hq, chunk = s->chunk, ns = s->n_split;
     float sc = 1.f / sqrtf((float)c->D);
-    void *pa[] = {&d_q, (void *)&c->kc, (void *)&c->vc, &d_seq, &d_idx, (void *)&c->bt, &d_n, &d_tc,
+    void *pa[] = {&d_q, (void *)&c->kc, (void *)&c->vc, &d_seq, &d_idx, (void *)&c->bt, &d_n, &d_rows,
                   &mb,  &hkv, &sc, &chunk, &ns, &d_po, &d_pml};
-    gpu_launch(g, c->part, (unsigned)ns, (unsigned)hkv, (unsigned)s->cap, 128, 0, pa);
+    if (dec_grid) gpu_launch(g, c->part, (unsigned)ns, (unsigned)hkv, dec_grid, 128, 0, pa);
     r->dec_o = malloc(4 * pn * c->D), r->dec_ml = malloc(8 * pn);
     gpu_down(g, r->dec_o, d_po, 4 * pn * c->D);
     gpu_down(g, r->dec_ml, d_pml, 8 * pn);
@@ -96,7 +102,7 @@ static void run_step(const cfg *c, const step *s, result *r) {
     void *ma[] = {&d_po, &d_pml, &d_n, &hq, &ns, &d_out};
     gpu_launch(g, c->merge, attn_merge_blocks(hq), (unsigned)s->cap, 1, 32 * ZP_MERGE_HEADS, 0, ma);
     gpu_down(g, r->out, d_out, 2 * qn);
-    CUdeviceptr bufs[] = {d_q, d_seq, d_idx, d_n, d_tc, d_qt, d_po, d_pml, d_out};
+    CUdeviceptr bufs[] = {d_q, d_seq, d_idx, d_n, d_rows, d_qt, d_po, d_pml, d_out};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) CU(g->drv.MemFree(bufs[i]));
 }
@@ -324,7 +330,7 @@ static void run_case(const attn_prefill_kernel *pk, int D, int bs, int gqa, int 
         CHECKF(nan == 0 && dec_rel <= 1e-2 && pre_rel <= 1e-2,
                "accuracy %s D %d bs %d gqa %d split %d", pk->fn, D, bs, gqa, n_split);
         CHECKF(dec_changed == 0 && dec_wrote == 0,
-               "zp_attn_partial with tok_tc: %zu partials of other rows changed, %zu values of "
+               "zp_attn_partial over the listed rows: %zu partials of other rows changed, %zu values of "
                "flagged rows written", dec_changed, dec_wrote);
         CHECKF(pre_missing == 0 && pre_strayed == 0 && past == 0,
                "%s: %zu partials of its rows missing, %zu other rows touched, "

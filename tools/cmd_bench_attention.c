@@ -199,10 +199,10 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
                "cuFuncSetAttribute (prefill attention shared memory)");
             CUdeviceptr d_seq = meta, d_idx = meta + (size_t)N * 4, d_n = meta + (size_t)3 * N * 4,
                         d_nt = d_n + 4, d_bt = d_n + 8, d_qt = d_bt + (size_t)per_seq * 4,
-                        no_tc = 0;
+                        no_rows = 0;
             float sc = 1.0f / sqrtf((float)D);
             int ns = n_split, mb = per_seq, hqv = hq;
-            void *pa_old[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
+            void *pa_old[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_rows, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
             int pchunk = pf_chunk; /* prompt rows' splits: attention_prefill_chunk */
             void *fa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_qt, &d_nt, &mb, &hkv, &sc, &pchunk, &ns, &po, &pml};
             void *ma_old[] = {&po, &pml, &d_n, &hqv, &ns, &out_old};
@@ -393,8 +393,8 @@ int bench_attention(int argc, char **argv) {
                 CUdeviceptr d_seq = meta, d_idx = meta + (size_t)B * 4, d_n = meta + (size_t)2 * B * 4,
                             d_bt = meta + (size_t)(2 * B + 1) * 4;
                 float sc = 0.0883883f;
-                CUdeviceptr no_tc = 0;
-                void *pa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_tc, &per_seq, &hkv, &sc, &chunk, &n_split, &po, &pml};
+                CUdeviceptr no_rows = 0;
+                void *pa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_rows, &per_seq, &hkv, &sc, &chunk, &n_split, &po, &pml};
                 void *ma[] = {&po, &pml, &d_n, &hq, &n_split, &out};
                 float ms[10000];
                 double med[2], bytes = (double)B * L * hkv * D * 2 * 2;
