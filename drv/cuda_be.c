@@ -607,8 +607,9 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     else
         launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n_dec), 128, pa, "zp_attn_partial");
     /* prompt rows in splits of pchunk >= chunk (fewer f32 partials written and merged per
-     * row; q-tiles x kv heads give the parallelism): a grid of their splits, the partials at
-     * the decode rows' stride n_split, the splits between marked empty by the kernel */
+     * row; q-tiles x kv heads give the parallelism): a grid of their splits only; the
+     * partials keep the decode rows' stride n_split, and the kernel marks a prompt row's
+     * splits past its grid (gridDim.x .. n_split - 1) empty */
     int pchunk = cb->pchunk;
     void *pp[] = {&q,  &kc,  &vc,     &seq,   &idx,     &bt, &qt, &nqt,
                   &mb, &hkv, &scale, &pchunk, &n_split, &po, &pml};

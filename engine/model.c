@@ -30,7 +30,7 @@ size_t model_slot_bytes(const model_config *c, int32_t qcl) {
 }
 
 static size_t meta_words(const model_dims *d) {
-    return 8 + 10 * (size_t)d->max_tokens + (size_t)d->max_logits +
+    return 8 + 9 * (size_t)d->max_tokens + (size_t)d->max_logits +
            (size_t)d->max_seqs * (size_t)d->max_blocks;
 }
 
@@ -263,7 +263,9 @@ static int place_staging(carver *cv, model *m, const model_config *c, const mode
     size_t L = (size_t)d->max_logits, hist = L * (size_t)d->max_blocks * (size_t)d->block_size;
     void *meta, *logits, *ids, *sp = NULL, *hi = NULL, *lp = NULL, *cmeta = NULL;
     int rc;
-    if ((rc = place_host(cv, &meta, meta_words(d) * 4, "batch staging")) ||
+    /* the metadata uploaded each step, then the prompt flags read on the host only */
+    if ((rc = place_host(cv, &meta, (meta_words(d) + (size_t)d->max_tokens) * 4,
+                         "batch staging")) ||
         (rc = place_host(cv, &logits, L * (size_t)c->vocab * sizeof(float), "host logits")) ||
         (rc = place_host(cv, &ids, L * 4, "host ids")))
         return rc;
@@ -424,12 +426,12 @@ int model_init(model *m, arena *a, backend *be, const model_config *c, const mod
     CARVE(tok_seq, T);
     CARVE(tok_kv_idx, T);
     b->tok_qslot = h, m->tok_qslot = p, h += T, p += (be_ptr)T * 4;
-    b->tok_prompt = h, h += T, p += (be_ptr)T * 4; /* read on the host only (the q-tiles) */
     CARVE(qtile, 2 * (size_t)T);
     CARVE(dec_rows, T);
     CARVE(logit_rows, (size_t)d->max_logits);
     CARVE(block_tables, (size_t)d->max_seqs * (size_t)d->max_blocks);
 #undef CARVE
+    b->tok_prompt = m->host_meta + m->meta_words; /* past the upload: read on the host only */
     bb->max_blocks = d->max_blocks;
     if (!d->graphs || !be->capture_begin) return 0;
     t0 = wall_seconds();

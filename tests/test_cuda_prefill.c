@@ -80,8 +80,8 @@ static void run_step(const cfg *c, const step *s, result *r) {
                 d_out = gpu_poisoned(g, 2 * qn);
     int mb = c->max_blocks, hkv = c->hkv, hq = c->hq, chunk = s->chunk, ns = s->n_split;
     float sc = 1.f / sqrtf((float)c->D);
-    void *pa[] = {&d_q, (void *)&c->kc, (void *)&c->vc, &d_seq, &d_idx, (void *)&c->bt, &d_n, &d_rows,
-                  &mb,  &hkv, &sc, &chunk, &ns, &d_po, &d_pml};
+    void *pa[] = {&d_q, (void *)&c->kc, (void *)&c->vc, &d_seq, &d_idx, (void *)&c->bt, &d_n,
+                  &d_rows, &mb, &hkv, &sc, &chunk, &ns, &d_po, &d_pml};
     if (dec_grid) gpu_launch(g, c->part, (unsigned)ns, (unsigned)hkv, dec_grid, 128, 0, pa);
     r->dec_o = malloc(4 * pn * c->D), r->dec_ml = malloc(8 * pn);
     gpu_down(g, r->dec_o, d_po, 4 * pn * c->D);
@@ -330,8 +330,9 @@ static void run_case(const attn_prefill_kernel *pk, int D, int bs, int gqa, int 
         CHECKF(nan == 0 && dec_rel <= 1e-2 && pre_rel <= 1e-2,
                "accuracy %s D %d bs %d gqa %d split %d", pk->fn, D, bs, gqa, n_split);
         CHECKF(dec_changed == 0 && dec_wrote == 0,
-               "zp_attn_partial over the listed rows: %zu partials of other rows changed, %zu values of "
-               "flagged rows written", dec_changed, dec_wrote);
+               "zp_attn_partial over the listed rows: %zu partials of other rows changed, "
+               "%zu values of flagged rows written",
+               dec_changed, dec_wrote);
         CHECKF(pre_missing == 0 && pre_strayed == 0 && past == 0,
                "%s: %zu partials of its rows missing, %zu other rows touched, "
                "%zu values past the count written", pk->fn, pre_missing, pre_strayed, past);

@@ -157,7 +157,8 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
             const int bs = bss[ib], G = gqas[ig], hq = hkv * G, per_seq = (L + bs - 1) / bs;
             const size_t cache = (size_t)(per_seq + 1) * hkv * bs * D, qn = (size_t)N * hq * D,
                          pn = (size_t)N * hq * n_split;
-            /* meta: tok_seq, tok_kv_idx, tok_tc, counts {N, n_tiles}, block table, q-tiles */
+            /* meta: tok_seq, tok_kv_idx, the tile flags (host), counts {N, n_tiles}, block
+             * table, q-tiles */
             const size_t meta_ints = (size_t)3 * N + 2 + (size_t)per_seq + (size_t)2 * N;
             int32_t *h = arena_temp(a, meta_ints * 4, 4, "bench meta");
             if (!h) { rc = ZP_ENOMEM; goto out; }
@@ -202,7 +203,8 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
                         no_rows = 0;
             float sc = 1.0f / sqrtf((float)D);
             int ns = n_split, mb = per_seq, hqv = hq;
-            void *pa_old[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_rows, &mb, &hkv, &sc, &chunk, &ns, &po, &pml};
+            void *pa_old[] = {&q,  &kc,  &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_rows,
+                              &mb, &hkv, &sc, &chunk, &ns,    &po,   &pml};
             int pchunk = pf_chunk; /* prompt rows' splits: attention_prefill_chunk */
             void *fa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_qt, &d_nt, &mb, &hkv, &sc, &pchunk, &ns, &po, &pml};
             void *ma_old[] = {&po, &pml, &d_n, &hqv, &ns, &out_old};
@@ -394,7 +396,8 @@ int bench_attention(int argc, char **argv) {
                             d_bt = meta + (size_t)(2 * B + 1) * 4;
                 float sc = 0.0883883f;
                 CUdeviceptr no_rows = 0;
-                void *pa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_n, &no_rows, &per_seq, &hkv, &sc, &chunk, &n_split, &po, &pml};
+                void *pa[] = {&q,       &kc,  &vc, &d_seq, &d_idx,   &d_bt, &d_n, &no_rows,
+                              &per_seq, &hkv, &sc, &chunk, &n_split, &po,   &pml};
                 void *ma[] = {&po, &pml, &d_n, &hq, &n_split, &out};
                 float ms[10000];
                 double med[2], bytes = (double)B * L * hkv * D * 2 * 2;
