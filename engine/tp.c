@@ -111,9 +111,8 @@ int tp_join(tp *t, int rc0) {
 /* Rank 0's staged step into dst, in the same layout: the counts and want_ids; per token the ids,
  * positions, slots, sequences, cache indices, query slots and prompt flags; the block tables of
  * the step's sequences; the logit rows. qtile and dec_rows are left out (model_forward builds
- * them); the
- * sampler's parts stay on rank 0 (no seat jobs elsewhere), and attention records are refused
- * under tensor parallelism (engine_submit), so none is copied. */
+ * them); the sampler's parts stay on rank 0 (no seat jobs elsewhere), and attention records are
+ * refused under tensor parallelism (engine_submit), so none is copied. */
 static void copy_batch(model_batch *dst, const model_batch *src, int32_t max_blocks) {
     assert(src->n_rec == 0);
     size_t n = (size_t)src->n_tokens * sizeof(int32_t);

@@ -413,9 +413,9 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
 /* ---- zp_attn_decode_mma: zp_attn_partial on tensor cores ----
  *
  * The same contract as zp_attn_partial (signature, grid (n_split, hkv, n_rows_cap or the
- * number of rows listed), 128 threads, rows, the partials it writes), for the backend's decode rows when the
- * configuration selects it (conf key attention_kernel); one engine uses one of the two for
- * every such row, so a row's bits never depend on the batch. Dynamic shared memory:
+ * number of rows listed), 128 threads, rows, the partials it writes), for the backend's
+ * decode rows when the configuration selects it (conf key attention_kernel); one engine uses
+ * one of the two for every such row, so a row's bits never depend on the batch. Dynamic shared memory:
  * ZP_DM_STAGES * 2 * ZP_DM_SK * D * 2 bytes (drv/attn_abi.h: 96 KiB at D 128, 48 KiB at D 64),
  * above 48 KiB, so the function needs CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
  *
