@@ -9,8 +9,6 @@
 
 #include <stddef.h>
 
-#include "drv/layer_abi.h"
-
 /* Keys per ring stage: 4 warps x 16 keys (one mma k-step each). */
 #define ZP_DM_STAGE_KEYS 64
 
@@ -26,8 +24,7 @@ static inline size_t attn_mma_smem_bytes(int head_dim, int stages) {
 }
 
 /* zp_attn_merge: a warp per (row, query head), ZP_MERGE_HEADS heads per block; grid
- * (attn_merge_blocks(hq), rows), block 32 * ZP_MERGE_HEADS; its last argument a zp_l2pf
- * (drv/layer_abi.h). */
+ * (attn_merge_blocks(hq), rows), block 32 * ZP_MERGE_HEADS. */
 #define ZP_MERGE_HEADS 4
 
 static inline unsigned attn_merge_blocks(int hq) {

@@ -277,12 +277,9 @@ struct backend {
      * owner's row bit for bit (f32 out). */
     void (*embed_shard)(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_ptr ids, int n,
                         int dim, int v0, int v1);
-    /* resid[r] += x[r] when x != 0; out[r] = rmsnorm(resid[r]) * w (act); out may equal x.
-     * next (here, in attention and in swiglu): the linear layer that reads out, or NULL. A
-     * hint that changes no result: the CUDA backend starts moving the head of its weight into
-     * the L2 cache while the op runs (conf l2_prefetch_mb); the CPU backend ignores it. */
+    /* resid[r] += x[r] when x != 0; out[r] = rmsnorm(resid[r]) * w (act); out may equal x */
     void (*add_rmsnorm)(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
-                        int rows, int dim, float eps, const be_linear *next);
+                        int rows, int dim, float eps);
     /* out[n][l->n_out] (l->out_t) = x[n][l->k] (act) . W^T (+ bias) */
     void (*linear)(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n);
     /* On the fused QKV rows qkv[n][(hq + 2 hkv) dim] (act): per-head RMSNorm of q and k with
@@ -293,8 +290,7 @@ struct backend {
                            be_ptr vc, zp_dtype kvt, int n, int hq, int hkv, int dim, int bs);
     /* out[t][hq*dim] = softmax(q k^T * scale) v over the token's cache indices [0, i] (act) */
     void (*attention)(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
-                      const be_batch *b, int hq, int hkv, int dim, int bs, float scale,
-                      const be_linear *next);
+                      const be_batch *b, int hq, int hkv, int dim, int bs, float scale);
     /* The oracle baseline's recording (NULL where the backend has none; CPU: it runs when
      * called, on host memory): for every token row t with rec[t] != NULL (a host array
      * [n_tokens]; rows of distinct requests, at most one row per request, whose cache index
@@ -305,8 +301,7 @@ struct backend {
                         zp_dtype kvt, const be_batch *b, int hq, int hkv, int dim, int bs,
                         float scale);
     /* out[t][i] = silu(gu[t][i]) * gu[t][inter + i] on the fused gate/up rows (act) */
-    void (*swiglu)(backend *be, be_ptr out, be_ptr gu, int n, int inter,
-                   const be_linear *next);
+    void (*swiglu)(backend *be, be_ptr out, be_ptr gu, int n, int inter);
     /* out[i][:] = x[rows[i]][:] (act) */
     void (*gather_rows)(backend *be, be_ptr out, be_ptr x, be_ptr rows, int n, int dim);
     /* Greedy sampling: ids[r] = the lowest id of the largest of logits[r][0 .. n_valid) (f32,
@@ -430,7 +425,6 @@ typedef struct be_config {
     int attention_prefill;       /* prompt rows' kernel: ATTN_PREFILL_* (CUDA, drv/attn_tiles.h) */
     int gemm_workspace_mb;       /* cuBLASLt's workspace (CUDA) */
     int pdl;                     /* programmatic dependent launch (CUDA, sm_90+) */
-    int l2_prefetch_mb;          /* of each GEMM's weight, by the row kernel before it (CUDA) */
 } be_config;
 
 enum { BE_AUTO, BE_CPU, BE_CUDA };

@@ -431,8 +431,7 @@ static void norm_rows(void *c, size_t b, size_t e, int tid) {
 }
 
 static void cpu_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
-                            int rows, int dim, float eps, const be_linear *next) {
-    (void)next; /* no cache to fill ahead of the matmul: it streams the weight itself */
+                            int rows, int dim, float eps) {
     norm_args a = {P(out), x ? P(x) : NULL, P(resid), P(w), wt, dim, eps};
     cpu_parallel(be->impl, (size_t)rows, 1, norm_rows, &a);
 }
@@ -847,9 +846,7 @@ __attribute__((target_clones("avx2", "default"))) static void attn_items(void *c
 }
 
 static void cpu_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
-                          const be_batch *bb, int hq, int hkv, int dim, int bs, float scale,
-                          const be_linear *next) {
-    (void)next;
+                          const be_batch *bb, int hq, int hkv, int dim, int bs, float scale) {
     attn_args a = {P(out),
                    P(q),
                    P(kc),
@@ -986,9 +983,7 @@ __attribute__((target_clones("avx2", "default"))) static void swiglu_rows(void *
     }
 }
 
-static void cpu_swiglu(backend *be, be_ptr out, be_ptr gu, int n, int inter,
-                       const be_linear *next) {
-    (void)next;
+static void cpu_swiglu(backend *be, be_ptr out, be_ptr gu, int n, int inter) {
     swiglu_args a = {P(out), P(gu), inter};
     cpu_parallel(be->impl, (size_t)n, 1, swiglu_rows, &a);
 }

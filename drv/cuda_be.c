@@ -69,7 +69,6 @@ typedef struct cuda_be {
     attn_prefill_kernel prefill; /* the prompt rows' kernel it picks on this GPU */
     unsigned attn_mma_smem;     /* its dynamic shared memory (drv/attn_abi.h) */
     int pdl;                    /* launches with programmatic serialization (conf cuda_pdl) */
-    size_t l2pf_bytes;          /* of each GEMM's weight prefetched into L2 (conf l2_prefetch_mb) */
     CUfunction attn_prefill, qcache_store, cmp_score, cmp_redundancy, cmp_select, cmp_compact;
     CUfunction sample, seat_init;
     CUdeviceptr seen, seat_counts; /* penalty state of the sample_seats seats */
@@ -549,33 +548,11 @@ static void cb_embed(backend *be, be_ptr resid, be_ptr table, zp_dtype wt, be_pt
     cb_embed_shard(be, resid, table, wt, ids, n, dim, 0, INT32_MAX);
 }
 
-/* The part of the next GEMM's weight [n_out][k] (bf16) that the row kernel before it prefetches
- * into L2: the first l2pf_bytes of the matrix. */
-static zp_l2pf l2pf_of(const cuda_be *cb, const be_linear *next) {
-    zp_l2pf pf = {0};
-    if (!next || !cb->l2pf_bytes || cb->dev.arch < 90) return pf;
-    size_t all = (size_t)next->n_out * (size_t)next->k * 2;
-    size_t bytes = (cb->l2pf_bytes < all ? cb->l2pf_bytes : all) & ~(size_t)15;
-#if ZP_L2PF_MODE == 1 /* the first bytes / n_out of every row */
-    size_t row = (size_t)next->k * 2, per = (bytes / (size_t)next->n_out) & ~(size_t)15;
-    if (!per) return pf;
-    pf = (zp_l2pf){.p = next->w[0], .stride = row, .rows = (uint32_t)next->n_out,
-                   .row_bytes = (uint32_t)per};
-#elif ZP_L2PF_MODE == 2 /* the last bytes of the matrix */
-    pf = (zp_l2pf){.p = next->w[0] + ((all - bytes) & ~(size_t)15), .stride = 0, .rows = 1,
-                   .row_bytes = (uint32_t)bytes};
-#else
-    pf = (zp_l2pf){.p = next->w[0], .stride = 0, .rows = 1, .row_bytes = (uint32_t)bytes};
-#endif
-    return pf;
-}
-
 static void cb_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
-                           int rows, int dim, float eps, const be_linear *next) {
+                           int rows, int dim, float eps) {
     CB(be);
     be_ptr cnt = be->counts;
-    zp_l2pf pf = l2pf_of(cb, next);
-    void *a[] = {&resid, &x, &out, &w, &cnt, &dim, &eps, &pf};
+    void *a[] = {&resid, &x, &out, &w, &cnt, &dim, &eps};
     launch(cb, cb->add_rmsnorm, U(rows), 1, 1, ZP_NORM_THREADS, a, "zp_add_rmsnorm");
 }
 
@@ -602,8 +579,7 @@ static void cb_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, 
  * step's longest row, and splits past a shorter row's length are empty. Prompt rows (q-tiles)
  * are split the same way in chunks of attention_prefill_chunk. */
 static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc, zp_dtype kvt,
-                         const be_batch *b, int hq, int hkv, int dim, int bs, float scale,
-                         const be_linear *next) {
+                         const be_batch *b, int hq, int hkv, int dim, int bs, float scale) {
     CB(be);
     int n = b->n_tokens, L = b->max_kv_len > 0 ? b->max_kv_len : 1, chunk = cb->chunk;
     int n_split = (L + chunk - 1) / chunk;
@@ -639,18 +615,15 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
                   &mb, &hkv, &scale, &pchunk, &n_split, &po, &pml};
     launch_smem(cb, cb->attn_prefill, U(attn_prefill_splits(L, pchunk)), U(hkv),
                 U(b->n_qtiles), 128, (unsigned)cb->prefill.smem, pp, cb->prefill.fn);
-    zp_l2pf pf = l2pf_of(cb, next);
-    void *ma[] = {&po, &pml, &cnt, &hq, &n_split, &out, &pf};
+    void *ma[] = {&po, &pml, &cnt, &hq, &n_split, &out};
     launch(cb, cb->attn_merge, attn_merge_blocks(hq), U(n), 1, 32 * ZP_MERGE_HEADS, ma,
            "zp_attn_merge");
 }
 
-static void cb_swiglu(backend *be, be_ptr out, be_ptr gu, int n, int inter,
-                      const be_linear *next) {
+static void cb_swiglu(backend *be, be_ptr out, be_ptr gu, int n, int inter) {
     CB(be);
     be_ptr cnt = be->counts;
-    zp_l2pf pf = l2pf_of(cb, next);
-    void *a[] = {&out, &gu, &cnt, &inter, &pf};
+    void *a[] = {&out, &gu, &cnt, &inter};
     launch(cb, cb->swiglu, U(n), layer_silu_blocks(inter), 1, ZP_SILU_THREADS, a, "zp_silu_mul");
 }
 
@@ -957,7 +930,6 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->attention_mma = c->attention_mma;
     cb->prefill_choice = c->attention_prefill;
     cb->pdl = c->pdl;
-    cb->l2pf_bytes = (size_t)(c->l2_prefetch_mb > 0 ? c->l2_prefetch_mb : 0) << 20;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){
         .name = "cuda",

@@ -1,26 +1,12 @@
 /* layer_abi.h: what the host must know to launch rtc_kernels/layer.cu's row kernels
  * (zp_add_rmsnorm, zp_silu_mul, zp_qkv_rope_store): their block sizes, the elements one thread
- * moves per access, the widths they accept and the L2 prefetch argument. The kernel file
- * writes the same numbers (ZP_NORM_*, ZP_SILU_*, ZP_ROPE_HEADS, struct zp_l2pf);
+ * moves per access and the widths they accept. The kernel file writes the same numbers (ZP_NORM_*,
+ * ZP_SILU_*, ZP_ROPE_HEADS);
  * drv/cuda_be.c and tests/test_cuda_layer.c launch with these, and cuda_be checks a model's
  * widths against layer_widths_ok() at start-up, so an unsupported width is an error there,
  * never a wrong result. Header only, no state. */
 #ifndef ZP_LAYER_ABI_H
 #define ZP_LAYER_ABI_H
-
-#include <stddef.h>
-#include <stdint.h>
-
-/* The last argument of zp_add_rmsnorm, zp_silu_mul and zp_attn_merge, by value
- * (rtc_kernels/common.cuh's struct zp_l2pf, the same layout): `rows` rows of `row_bytes` bytes,
- * `stride` bytes apart from p, of the weight of the GEMM that follows the kernel, which the
- * kernel starts moving into the L2 cache (sm_90; conf l2_prefetch_mb). p 0: none. p, stride and
- * row_bytes are multiples of 16. */
-typedef struct zp_l2pf {
-    uint64_t p, stride;
-    uint32_t rows, row_bytes;
-} zp_l2pf;
-_Static_assert(sizeof(zp_l2pf) == 24 && offsetof(zp_l2pf, rows) == 16, "zp_l2pf: kernel ABI");
 
 /* zp_add_rmsnorm: one block of ZP_NORM_THREADS per row; each thread keeps up to ZP_NORM_CHUNKS
  * float4 of its row in registers between the sum of squares and the scaling. */

@@ -24,7 +24,6 @@ CONF_INT(gpu, attention_prefill_chunk, 4096, 64, 1048576, "KV positions per spli
 CONF_ENUM(gpu, attention_kernel, "mma", "simt|mma", "decode attention on the GPU: mma = tensor cores, simt = CUDA-core FMAs (every decode row takes the same one)")
 CONF_ENUM(gpu, attention_prefill_kernel, "auto", "auto|mma|wgmma", "prompt-row attention on the GPU: wgmma = Hopper's warpgroup MMA (sm_90 only), mma = mma.sync (any GPU), auto = wgmma on sm_90, else mma (every prompt row takes the same one)")
 CONF_BOOL(gpu, cuda_pdl, true, "programmatic dependent launch (sm_90+, driver CUDA 12.3+): each zipage kernel is launched while the kernel before it finishes and waits for its results on the GPU")
-CONF_INT(gpu, l2_prefetch_mb, 16, 0, 64, "MiB of each GEMM's weight that the kernel before the GEMM starts moving into the GPU's L2 cache (sm_90), so the bus works while that kernel waits on latency; 0 = off. Results do not change")
 CONF_BOOL(gpu, cuda_graphs, true, "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
 CONF_INT(gpu, gemm_workspace_mb, 256, 1, 4096, "cuBLASLt workspace in MiB, from the device arena (larger lets split-K algorithms serve large batches)")
 CONF_BOOL(gpu, batch_invariant, true, "GEMMs whose rows do not depend on the batch: tokens are the same alone and together (CUDA: algorithms chosen at start-up by measurement and kept in kernel_cache_dir)")

@@ -473,7 +473,6 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .attention_prefill = (int)cf->attention_prefill_kernel,
         .gemm_workspace_mb = (int)cf->gemm_workspace_mb,
         .pdl = cf->cuda_pdl,
-        .l2_prefetch_mb = (int)cf->l2_prefetch_mb,
     };
 }
 

@@ -372,8 +372,7 @@ zp_attn_partial(const unsigned short *__restrict__ q, const unsigned short *__re
 extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
     zp_attn_merge(const float *__restrict__ part_o, const float *__restrict__ part_ml,
                   const int *__restrict__ n_tokens, int hq, int n_split,
-                  unsigned short *__restrict__ out, zp_l2pf pf) {
-    zp_l2_prefetch(pf);
+                  unsigned short *__restrict__ out) {
     zp_grid_dep();
     constexpr int D = ZP_HEAD_DIM, C = D / 32;
     const int h = blockIdx.x * ZP_MERGE_HEADS + (threadIdx.x >> 5), t = blockIdx.y,

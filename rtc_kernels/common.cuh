@@ -60,47 +60,13 @@ __device__ __forceinline__ float block_sum(float v) {
 /* Programmatic dependent launch (sm_90+; drv/cuda_be.c's launch_smem sets the launch
  * attribute): waits until the grid before this one in the stream has completed and its writes
  * are visible, then lets the grid after this one launch, whose blocks wait in their own call.
- * The first statement of every kernel, in every block, before any early return (only
- * zp_l2_prefetch, which reads no result of another kernel, may come before it): a grid that
+ * The first statement of every kernel, in every block, before any early return: a grid that
  * skipped the wait could complete before its predecessor, and its successor would then wait on
  * nothing. Launched without the attribute, both instructions return at once. */
 static __device__ __forceinline__ void zp_grid_dep() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-/* A rectangle of a weight to start moving into the L2 cache (drv/layer_abi.h's zp_l2pf, the
- * same layout): `rows` rows of `row_bytes` bytes, `stride` bytes apart, from p; p 0: none. The
- * row kernel launched just before a GEMM carries the GEMM's weight here, so that weight streams
- * from memory while the row kernel's few microseconds of latency leave the bus idle. */
-struct zp_l2pf {
-    const char *p;
-    unsigned long long stride;
-    unsigned rows, row_bytes;
-};
-
-#define ZP_L2PF_PIECE 16384 /* bytes per prefetch instruction */
-
-/* Issues the prefetches of pf, spread over every thread of the grid (padding blocks included),
- * before the kernel's zp_grid_dep: the weights are written by no kernel in flight. sm_90's
- * cp.async.bulk.prefetch.L2 is a hint: nothing waits for it and no result depends on it, so
- * other architectures skip it. p, stride and row_bytes are multiples of 16 (the host's rule). */
-static __device__ __forceinline__ void zp_l2_prefetch(const zp_l2pf &pf) {
-#if __CUDA_ARCH__ >= 900
-    if (!pf.p) return;
-    const unsigned per_row = (pf.row_bytes + ZP_L2PF_PIECE - 1) / ZP_L2PF_PIECE;
-    const unsigned n = pf.rows * per_row, threads = gridDim.x * gridDim.y * gridDim.z * blockDim.x;
-    for (unsigned i = ((blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x +
-                      threadIdx.x;
-         i < n; i += threads) {
-        const unsigned r = i / per_row, off = (i % per_row) * ZP_L2PF_PIECE;
-        const unsigned len = pf.row_bytes - off < ZP_L2PF_PIECE ? pf.row_bytes - off : ZP_L2PF_PIECE;
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(pf.p + r * pf.stride + off),
-                     "r"(len)
-                     : "memory");
-    }
 #endif
 }
 

@@ -53,8 +53,7 @@ __device__ __forceinline__ uint2 f4_to_bf4(float a, float b, float c, float d) {
 
 extern "C" __global__ void __launch_bounds__(ZP_NORM_THREADS)
     zp_add_rmsnorm(float *__restrict__ resid, const bf16 *__restrict__ x, bf16 *__restrict__ out,
-                   const bf16 *__restrict__ w, const int *n_rows, int dim, float eps, zp_l2pf pf) {
-    zp_l2_prefetch(pf);
+                   const bf16 *__restrict__ w, const int *n_rows, int dim, float eps) {
     zp_grid_dep();
     const int t = blockIdx.x, n4 = dim >> 2;
     if (t >= *n_rows) return;
@@ -185,8 +184,7 @@ __device__ __forceinline__ float silu_mul1(unsigned g2, unsigned u2, int hi) {
 }
 
 extern "C" __global__ void __launch_bounds__(ZP_SILU_THREADS)
-    zp_silu_mul(bf16 *out, const bf16 *gu, const int *n_rows, int inter, zp_l2pf pf) {
-    zp_l2_prefetch(pf);
+    zp_silu_mul(bf16 *out, const bf16 *gu, const int *n_rows, int inter) {
     zp_grid_dep();
     const int t = blockIdx.x, i = (blockIdx.y * ZP_SILU_THREADS + threadIdx.x) * ZP_SILU_VEC;
     if (t >= *n_rows || i >= inter) return;

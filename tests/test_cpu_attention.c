@@ -48,7 +48,7 @@ static void attend(int threads, zp_dtype kvt, int t0, int rows, float *out) {
                   .tok_seq = meta,
                   .tok_kv_idx = meta + 4 * NT,
                   .block_tables = meta + 8 * NT};
-    be->attention(be, o, q, kc, vc, kvt, &b, HQ, HKV, D, BS, 1.0f / sqrtf((float)D), NULL);
+    be->attention(be, o, q, kc, vc, kvt, &b, HQ, HKV, D, BS, 1.0f / sqrtf((float)D));
     REQUIRE(be->sync(be) == 0);
     REQUIRE(!be->download(be, out, o, sizeof(float) * (size_t)rows * HQ * D));
     be->destroy(be);

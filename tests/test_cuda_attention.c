@@ -62,7 +62,7 @@ static void run_case(int D, int bs, int gqa, int hkv) {
     float *ref = malloc(4 * (size_t)n_tok * hq * D);
     be_batch b = {.n_tokens = n_tok, .n_seqs = n_seqs, .max_blocks = max_blocks,
                   .tok_seq = P(tok_seq), .tok_kv_idx = P(tok_idx), .block_tables = P(bt)};
-    cpu->attention(cpu, P(ref), P(qf), P(kc), P(vc), ZP_BF16, &b, hq, hkv, D, bs, scale, NULL);
+    cpu->attention(cpu, P(ref), P(qf), P(kc), P(vc), ZP_BF16, &b, hq, hkv, D, bs, scale);
 
     CUmodule m = gpu_module(g, "attention.cu", D, bs, gqa);
     static const char *const kname[2] = {"zp_attn_partial", "zp_attn_decode_mma"};
@@ -132,8 +132,7 @@ static void run_case(int D, int bs, int gqa, int hkv) {
                    "%s split %d over listed rows: %zu listed rows differ, %zu values of other rows "
                    "written",
                    kname[kk], n_split, listed_differ, unlisted_written);
-            zp_l2pf none = {0};
-            void *ma[] = {&d_po, &d_pml, &d_n, &hqv, &n_split, &d_out, &none};
+            void *ma[] = {&d_po, &d_pml, &d_n, &hqv, &n_split, &d_out};
             gpu_launch(g, fm, attn_merge_blocks(hq), (unsigned)cap, 1, 32 * ZP_MERGE_HEADS, 0, ma);
             uint16_t *oh = malloc(2 * q_n);
             float *of = malloc(4 * q_n);

@@ -5,8 +5,7 @@
  *   logprobs) alone and all together with random arrivals and chunked prefill; greedy id-only
  *   requests and greedy / seeded requests with logprobs and penalties (sampled on the GPU,
  *   penalty state in the sampler's seats), decode steps from CUDA graphs on and off, and every
- *   kernel launched with programmatic dependent launch (cuda_pdl) and without, and the GEMMs'
- *   weights prefetched into L2 by the kernels before them (l2_prefetch_mb) and not.
+ *   kernel launched with programmatic dependent launch (cuda_pdl) and without.
  * - No allocation after start-up: the driver's allocation and event-creation entry points in
  *   the backend's own function table are wrapped to count calls while the engine serves 1,000
  *   requests; the count must stay 0.
@@ -57,7 +56,7 @@ static int arrival[1000];
 static void invariance(int mixed) {
     gen_reqs(reqs, N, mixed ? 99 : 7, mixed, arrival);
     const char *bk = "backend=cuda";
-    th alone, together, eager, other, nopf;
+    th alone, together, eager, other;
     /* one configuration throughout: GEMM plans are tuned per row bound (max_num_seqs bounds the
      * LM head's rows), so the bits belong to a configuration, and invariance is within one */
     th_open(&alone, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", NULL);
@@ -69,9 +68,6 @@ static void invariance(int mixed) {
     th_run_arrivals(&eager, reqs, N, arrival);
     th_open(&other, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", PDL_OTHER, NULL);
     th_run_arrivals(&other, reqs, N, arrival);
-    th_open(&nopf, N, bk, "max_num_batched_tokens=64", "max_num_seqs=32", "l2_prefetch_mb=0",
-            NULL);
-    th_run_arrivals(&nopf, reqs, N, arrival);
     engine_info oi; /* the default (cuda_pdl = true) is the configuration that may use it */
     engine_get_info(together.e, &oi);
     if (!strstr(oi.backend_why, "programmatic dependent launch")) /* the backend's line */
@@ -90,14 +86,12 @@ static void invariance(int mixed) {
     cuda_compare(&alone, &together, N, "alone vs together (chunked prefill, graphs)");
     cuda_compare(&together, &eager, N, "together: graphs vs no graphs");
     cuda_compare(&together, &other, N, "together: cuda_pdl default vs " PDL_OTHER);
-    cuda_compare(&together, &nopf, N, "together: l2_prefetch_mb default vs 0");
     if (!mixed) CHECKF(st.graph_steps > 0 && sa.graph_steps > 0, "no decode step used a graph");
     CHECK(se.graph_steps == 0);
     th_close(&alone);
     th_close(&together);
     th_close(&eager);
     th_close(&other);
-    th_close(&nopf);
 }
 
 static void no_alloc(void) {

@@ -86,14 +86,10 @@ static void test_shape(int D, int bs) {
                 d_w = gpu_up(g, w, sizeof(uint16_t) * H);
     CUdeviceptr d_out = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * H);
     float epsv = eps;
-    /* with an L2 prefetch of the input rows in flight (all of them, a row at a time): a hint
-     * that must not change the output, and an address it got wrong would fault the launch */
-    zp_l2pf pf_x = {.p = d_x, .stride = 2 * (uint64_t)H, .rows = (uint32_t)n,
-                    .row_bytes = 2 * (uint32_t)H};
-    void *na[] = {&d_resid, &d_x, &d_out, &d_w, &d_n, &dim, &epsv, &pf_x};
+    void *na[] = {&d_resid, &d_x, &d_out, &d_w, &d_n, &dim, &epsv};
     gpu_launch(g, gpu_fn(g, m, "zp_add_rmsnorm"), cap, 1, 1, ZP_NORM_THREADS, 0, na);
     float *normed = malloc(sizeof(float) * (size_t)n * H);
-    cpu->add_rmsnorm(cpu, P(ref), P(xf), P(normed), P(w), ZP_BF16, n, H, eps, NULL);
+    cpu->add_rmsnorm(cpu, P(ref), P(xf), P(normed), P(w), ZP_BF16, n, H, eps);
     uint16_t *outh = malloc(sizeof(uint16_t) * (size_t)cap * H);
     gpu_down(g, outh, d_out, sizeof(uint16_t) * (size_t)cap * H);
     gpu_down(g, resid, d_resid, sizeof(float) * (size_t)n * H);
@@ -168,11 +164,10 @@ static void test_shape(int D, int bs) {
     CUdeviceptr d_gu = gpu_up(g, gu, sizeof(uint16_t) * (size_t)n * 2 * inter),
                 d_act = gpu_poisoned(g, sizeof(uint16_t) * (size_t)cap * inter);
     int interv = inter;
-    zp_l2pf pf_gu = {.p = d_gu, .rows = 1, .row_bytes = 2 * 2 * (uint32_t)(n * inter)};
-    void *sa[] = {&d_act, &d_gu, &d_n, &interv, &pf_gu};
+    void *sa[] = {&d_act, &d_gu, &d_n, &interv};
     gpu_launch(g, gpu_fn(g, m, "zp_silu_mul"), cap, layer_silu_blocks(inter), 1, ZP_SILU_THREADS, 0,
                sa);
-    cpu->swiglu(cpu, P(gate), P(guf), n, inter, NULL);
+    cpu->swiglu(cpu, P(gate), P(guf), n, inter);
     uint16_t *acth = malloc(sizeof(uint16_t) * (size_t)n * inter);
     float *actf = malloc(sizeof(float) * (size_t)n * inter);
     gpu_down(g, acth, d_act, sizeof(uint16_t) * (size_t)n * inter);
@@ -255,11 +250,9 @@ static void test_norm(int dim, int with_x) {
     CUdeviceptr d_resid = gpu_up(g, ref, 4 * nd), d_x = with_x ? gpu_up(g, x, 2 * nd) : 0,
                 d_w = gpu_up(g, w, 2 * (size_t)dim), d_out = gpu_poisoned(g, 2 * (size_t)cap * dim);
     float epsv = eps;
-    zp_l2pf none = {0};
-    void *na[] = {&d_resid, &d_x, &d_out, &d_w, &d_n, &dim, &epsv, &none};
+    void *na[] = {&d_resid, &d_x, &d_out, &d_w, &d_n, &dim, &epsv};
     gpu_launch(g, gpu_fn(g, m, "zp_add_rmsnorm"), cap, 1, 1, ZP_NORM_THREADS, 0, na);
-    cpu->add_rmsnorm(cpu, P(ref), with_x ? P(xf) : 0, P(normed), P(w), ZP_BF16, n, dim,
-                     eps, NULL);
+    cpu->add_rmsnorm(cpu, P(ref), with_x ? P(xf) : 0, P(normed), P(w), ZP_BF16, n, dim, eps);
     gpu_down(g, outh, d_out, 2 * (size_t)cap * dim);
     gpu_down(g, resid, d_resid, 4 * nd);
     bf16_to_f32(outf, outh, nd);

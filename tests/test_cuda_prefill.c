@@ -99,8 +99,7 @@ static void run_step(const cfg *c, const step *s, result *r) {
     r->o = malloc(4 * pn * c->D), r->ml = malloc(8 * pn), r->out = malloc(2 * qn);
     gpu_down(g, r->o, d_po, 4 * pn * c->D);
     gpu_down(g, r->ml, d_pml, 8 * pn);
-    zp_l2pf none = {0};
-    void *ma[] = {&d_po, &d_pml, &d_n, &hq, &ns, &d_out, &none};
+    void *ma[] = {&d_po, &d_pml, &d_n, &hq, &ns, &d_out};
     gpu_launch(g, c->merge, attn_merge_blocks(hq), (unsigned)s->cap, 1, 32 * ZP_MERGE_HEADS, 0, ma);
     gpu_down(g, r->out, d_out, 2 * qn);
     CUdeviceptr bufs[] = {d_q, d_seq, d_idx, d_n, d_rows, d_qt, d_po, d_pml, d_out};
@@ -246,8 +245,7 @@ static void run_case(const attn_prefill_kernel *pk, int D, int bs, int gqa, int 
     rand_bf16(q, qf, q_n, 1.f, &seed);
     be_batch b = {.n_tokens = n_tok, .n_seqs = n_seqs, .max_blocks = c.max_blocks,
                   .tok_seq = P(seq), .tok_kv_idx = P(idx), .block_tables = P(bt)};
-    cpu->attention(cpu, P(ref), P(qf), P(kc), P(vc), ZP_BF16, &b, hq, hkv, D, bs,
-                   1.f / sqrtf((float)D), NULL);
+    cpu->attention(cpu, P(ref), P(qf), P(kc), P(vc), ZP_BF16, &b, hq, hkv, D, bs, 1.f / sqrtf((float)D));
 
     CUmodule ma = gpu_module(g, "attention.cu", D, bs, gqa);
     CUmodule mp = gpu_module(g, pk->file, D, bs, gqa);

@@ -207,9 +207,8 @@ static int bench_prefill(cuda_drv *drv, cuda_dev *dev, nvrtc_lib *nv, arena *a, 
                               &mb, &hkv, &sc, &chunk, &ns,    &po,   &pml};
             int pchunk = pf_chunk; /* prompt rows' splits: attention_prefill_chunk */
             void *fa[] = {&q, &kc, &vc, &d_seq, &d_idx, &d_bt, &d_qt, &d_nt, &mb, &hkv, &sc, &pchunk, &ns, &po, &pml};
-            zp_l2pf none = {0};
-            void *ma_old[] = {&po, &pml, &d_n, &hqv, &ns, &out_old, &none};
-            void *ma_new[] = {&po, &pml, &d_n, &hqv, &ns, &out_new, &none};
+            void *ma_old[] = {&po, &pml, &d_n, &hqv, &ns, &out_old};
+            void *ma_new[] = {&po, &pml, &d_n, &hqv, &ns, &out_new};
             const launch_spec old_path[] = {
                 {fp, (unsigned)ns, (unsigned)hkv, (unsigned)N, 128, pa_old, 0},
                 {fm, attn_merge_blocks(hq), (unsigned)N, 1, 32 * ZP_MERGE_HEADS, ma_old, 0}};
@@ -399,8 +398,7 @@ int bench_attention(int argc, char **argv) {
                 CUdeviceptr no_rows = 0;
                 void *pa[] = {&q,       &kc,  &vc, &d_seq, &d_idx,   &d_bt, &d_n, &no_rows,
                               &per_seq, &hkv, &sc, &chunk, &n_split, &po,   &pml};
-                zp_l2pf none = {0};
-                void *ma[] = {&po, &pml, &d_n, &hq, &n_split, &out, &none};
+                void *ma[] = {&po, &pml, &d_n, &hq, &n_split, &out};
                 float ms[10000];
                 double med[2], bytes = (double)B * L * hkv * D * 2 * 2;
                 for (int kk = 0; kk < 2; kk++) {
