@@ -17,8 +17,7 @@
  * (common.cuh's zp_lay_sw128: a 64-wide K stage is one 128-byte row per matrix row). A CTA of
  * WG warpgroups takes BN = 64 WG weight rows (warpgroup g: rows 64 g .. 64 g + 63) and T tiles
  * of 64 token rows, over its split of K, through a cp.async ring of STAGES stages of
- * [BN weight rows][64] and [64 T token rows][64] bf16, the copies STAGES - 2 stages ahead of
- * the wgmmas, which overlap the next stage's issue (wgmma.wait_group 1). Variants (drv/gemm_abi.h picks by the
+ * [BN weight rows][64] and [64 T token rows][64] bf16. Variants (drv/gemm_abi.h picks by the
  * launch's rows): zp_gemm_rows1 (WG 1, T 1), zp_gemm_rows2 (1, 2), zp_gemm_rows4 (2, 4).
  * Grid: (splits, n / BN, row groups of 64 T); the splits of one output tile form a thread block
  * cluster of gridDim.x CTAs.
@@ -107,7 +106,7 @@ static __device__ __forceinline__ void zp_gemm_rows(void *__restrict__ y,
     };
     /* the weight's first stages before the wait: nothing the previous kernel writes */
 #pragma unroll
-    for (int s = 0; s < STAGES - 2; s++)
+    for (int s = 0; s < STAGES - 1; s++)
         if (s < nk) load_w(s, s);
     zp_cp_commit();
     zp_grid_dep();
@@ -136,9 +135,9 @@ static __device__ __forceinline__ void zp_gemm_rows(void *__restrict__ y,
             zp_cp16(st + zp_lay_sw128::off<64>(v / 8, v % 8), xsrc[i] + kt * ZP_GR_BK, xb[i]);
         }
     };
-    /* group 0 holds the weight's first stages; groups 1 .. STAGES - 2 the rows' */
+    /* group 0 holds the weight's first stages; groups 1 .. STAGES - 1 the rows' */
 #pragma unroll
-    for (int s = 0; s < STAGES - 2; s++) {
+    for (int s = 0; s < STAGES - 1; s++) {
         if (s < nk) load_x(s, s);
         zp_cp_commit();
     }
@@ -149,23 +148,20 @@ static __device__ __forceinline__ void zp_gemm_rows(void *__restrict__ y,
 #pragma unroll
         for (int e = 0; e < 32; e++) acc[t][e] = 0.0f;
     const int wg = tid / 128;
-#pragma unroll
-    for (int t = 0; t < T; t++) zp_wg_pin<32>(acc[t]);
-    /* Stage kt's wgmmas run while the loop goes on: each iteration waits only for the group
-     * before its own (wgmma.wait_group 1), so the copies run STAGES - 2 stages ahead. */
     for (int kt = 0; kt < nk; kt++) {
-        /* stage kt landed for every thread and is visible to the async proxy; every thread has
-         * waited for the wgmmas of stage kt - 2, so its slot, the one the next copies
-         * overwrite, is free */
-        zp_cp_wait<STAGES - 3>();
+        /* stage kt landed for every thread and is visible to the async proxy; every wgmma of
+         * stage kt - 1 was waited for, so the slot the next copies overwrite is free */
+        zp_cp_wait<STAGES - 2>();
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncthreads();
-        if (kt + STAGES - 2 < nk) {
-            load_w((kt + STAGES - 2) % STAGES, kt + STAGES - 2);
-            load_x((kt + STAGES - 2) % STAGES, kt + STAGES - 2);
+        if (kt + STAGES - 1 < nk) {
+            load_w((kt + STAGES - 1) % STAGES, kt + STAGES - 1);
+            load_x((kt + STAGES - 1) % STAGES, kt + STAGES - 1);
         }
         zp_cp_commit();
         const unsigned ws = sbase + (unsigned)((kt % STAGES) * ST), xs = ws + WST;
+#pragma unroll
+        for (int t = 0; t < T; t++) zp_wg_pin<32>(acc[t]);
         zp_wg_fence();
 #pragma unroll
         for (int kk = 0; kk < ZP_GR_BK / 16; kk++) {
@@ -175,11 +171,10 @@ static __device__ __forceinline__ void zp_gemm_rows(void *__restrict__ y,
                 if (t < live) zp_wg_ss64(acc[t], a, zp_wg_desc(xs + t * ZP_GR_TILE + kk * 32, 0, 1024));
         }
         zp_wg_commit();
-        zp_wg_wait1();
-    }
-    zp_wg_wait0();
+        zp_wg_wait0();
 #pragma unroll
-    for (int t = 0; t < T; t++) zp_wg_pin<32>(acc[t]);
+        for (int t = 0; t < T; t++) zp_wg_pin<32>(acc[t]);
+    }
     zp_cp_wait<0>();
     __syncthreads(); /* every warp done with the ring: it becomes the f32 tile c[TM][LD] */
 

@@ -101,10 +101,6 @@ static __device__ __forceinline__ void zp_wg_commit() {
 static __device__ __forceinline__ void zp_wg_wait0() {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
-/* Waits until at most one committed group (the last) is still in flight. */
-static __device__ __forceinline__ void zp_wg_wait1() {
-    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-}
 /* The compiler sees a wgmma's accumulators as read and written when the wgmma is issued, so it
  * could move their readers above the wait, or their other writers (zeroing, rescaling) below
  * the issue, where the hardware still owns them (ptxas then serialises the wgmmas). Each

@@ -112,9 +112,6 @@ profile_decode() { # one decode step's kernels under ncu, summed by name into $O
     # plain stream order instead of programmatic dependent launch (cuda_pdl=false)
     step bench-decode-nopdl "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_pdl=false --json "$OUT/bench-decode-nopdl.jsonl" || fail=1
-    # decode and logits rows through zipage's wgmma GEMM (decode_gemm=wgmma, sm_90 only)
-    step bench-decode-wgmma "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
-        --set decode_gemm=wgmma --json "$OUT/bench-decode-wgmma.jsonl" || fail=1
     # the curve: tok/s over the batch at 2,048 and 8,192 tokens beside the peer and the roofline
     # (tools/plot_decode.py draws $OUT/decode.png; the peer's points include the table's four)
     sweep=1x2048,4x2048,16x2048,32x2048,64x2048,128x2048,256x2048,16x8192,64x8192
