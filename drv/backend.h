@@ -280,13 +280,8 @@ struct backend {
     /* resid[r] += x[r] when x != 0; out[r] = rmsnorm(resid[r]) * w (act); out may equal x */
     void (*add_rmsnorm)(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_ptr w, zp_dtype wt,
                         int rows, int dim, float eps);
-    /* out[n][l->n_out] (l->out_t) = x[n][l->k] (act) . W^T (+ bias). b: the step whose token
-     * rows x holds (n = b->n_tokens), or NULL for other rows (the logits' gathered rows); with
-     * it a backend may compute the step's prompt rows (its q-tiles) and its other rows
-     * (b->dec_rows) with different kernels, each row's result still independent of the batch
-     * (CUDA, conf decode_gemm). */
-    void (*linear)(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n,
-                   const be_batch *b);
+    /* out[n][l->n_out] (l->out_t) = x[n][l->k] (act) . W^T (+ bias) */
+    void (*linear)(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n);
     /* On the fused QKV rows qkv[n][(hq + 2 hkv) dim] (act): per-head RMSNorm of q and k with
      * qn / kn (when not 0; eps), rotate-half RoPE at positions[i] * inv_freq[j]; q -> q_out
      * [n][hq][dim] (act); k and v -> the layer's caches at slots (slot < 0: not stored). */
@@ -430,11 +425,9 @@ typedef struct be_config {
     int attention_prefill;       /* prompt rows' kernel: ATTN_PREFILL_* (CUDA, drv/attn_tiles.h) */
     int gemm_workspace_mb;       /* cuBLASLt's workspace (CUDA) */
     int pdl;                     /* programmatic dependent launch (CUDA, sm_90+) */
-    int decode_gemm;             /* decode and logits rows' GEMMs: BE_DECODE_GEMM_* (CUDA) */
 } be_config;
 
 enum { BE_AUTO, BE_CPU, BE_CUDA };
-enum { BE_DECODE_GEMM_CUBLASLT, BE_DECODE_GEMM_WGMMA }; /* be_config.decode_gemm */
 
 /* Creates the configured backend. With BE_AUTO: CUDA when a GPU, its driver, NVRTC and
  * cuBLASLt are usable and the configuration runs there, else the CPU; why (one line) goes to

@@ -598,9 +598,7 @@ static void seg_rows(cpu_impl *c, float *o, const float *x, const be_linear *l, 
     par_cols(c, n, (size_t)l->n_out, seg_cols, &a);
 }
 
-static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n,
-                       const be_batch *b) {
-    (void)b; /* one kernel for every row */
+static void cpu_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
     cpu_impl *c = be->impl;
     assert(l->k <= c->max_k);
     bool round = false;

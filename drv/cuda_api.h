@@ -101,24 +101,17 @@ typedef CUresult (*PFN_cuFuncSetAttribute)(CUfunction fn, int attrib, int value)
 typedef CUresult (*PFN_cuLaunchKernel)(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                                        unsigned bx, unsigned by, unsigned bz, unsigned smem,
                                        CUstream s, void **params, void **extra);
-/* cuLaunchKernelEx and the two launch attributes zipage sets: programmatic stream
+/* cuLaunchKernelEx and the one launch attribute zipage sets: programmatic stream
  * serialization (CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION), which lets a kernel
  * start while the one before it in the stream finishes; it then waits with griddepcontrol.wait
- * (rtc_kernels/common.cuh); and the thread block cluster's dimensions (sm_90+,
- * rtc_kernels/gemm_rows.cu). The value is a 64-byte union. */
-enum {
-    CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4,
-    CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6,
-};
+ * (rtc_kernels/common.cuh). The value is a 64-byte union of which zipage uses the first int. */
+enum { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
 typedef struct CUlaunchAttribute {
     int id;
     char pad[4];
     union {
         char pad[64];
         int programmaticStreamSerializationAllowed;
-        struct {
-            unsigned x, y, z;
-        } clusterDim;
     } value;
 } CUlaunchAttribute;
 _Static_assert(sizeof(CUlaunchAttribute) == 72 && offsetof(CUlaunchAttribute, value) == 8,

@@ -31,7 +31,6 @@
 #include "drv/attn_tiles.h"
 #include "drv/layer_abi.h"
 #include "drv/compress_abi.h"
-#include "drv/gemm_abi.h"
 #include "drv/gemmtune.h"
 #include "drv/nvrtc.h"
 #include "drv/sample_abi.h"
@@ -75,13 +74,6 @@ typedef struct cuda_be {
     CUdeviceptr seen, seat_counts; /* penalty state of the sample_seats seats */
     cublaslt_gemm *plans;
     int n_plans, cap_plans;
-    /* Decode and logits rows through rtc_kernels/gemm_rows.cu (conf decode_gemm = wgmma): its
-     * variants [f32 out][gemm_rows_variant], and per plan the K splits (0: the layer runs every
-     * row through cuBLASLt). */
-    int decode_gemm;
-    CUmodule rows_mod;
-    CUfunction rows_fn[2][GEMM_ROWS_VARIANTS];
-    int *rows_splits;
     gemmtune_ctx tune; /* batch-invariant plans: x and y in the partials, the staging buffer */
     size_t tune_x;     /* bytes of the partials region the tuner's random rows take */
     CUgraphExec graphs[CB_MAX_GRAPHS];
@@ -92,7 +84,7 @@ typedef struct cuda_be {
     uint8_t ev_set[BE_EVENTS];
     int rc[BE_QUEUES]; /* per queue: its first failed op since its last sync */
     char err[BE_QUEUES][512];
-    char desc[320];
+    char desc[256];
     char cache_dir[1024]; /* kernels and tuned GEMM plans; "" = none */
 } cuda_be;
 
@@ -123,22 +115,9 @@ static void keep(cuda_be *cb, int rc) {
  * and nothing it reads or writes does. cuBLASLt's kernels are launched without the attribute,
  * so they start after ours complete; after one of them, our kernel's wait returns once it has
  * completed, whatever it does about dependent launch. Without pdl: cuLaunchKernel, plain order. */
-static void launch_ex(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
-                      unsigned block, unsigned smem, unsigned cluster, void **args,
-                      const char *what) {
+static void launch_smem(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                        unsigned block, unsigned smem, void **args, const char *what) {
     if (!gx || !gy || !gz) return; /* an empty step launches nothing */
-    if (cluster) { /* a thread block cluster of `cluster` CTAs along x (sm_90+) */
-        CUlaunchAttribute at[2] = {{.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION},
-                                   {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION}};
-        at[0].value.clusterDim.x = cluster, at[0].value.clusterDim.y = 1;
-        at[0].value.clusterDim.z = 1;
-        at[1].value.programmaticStreamSerializationAllowed = 1;
-        CUlaunchConfig lc = {.gridDimX = gx, .gridDimY = gy, .gridDimZ = gz, .blockDimX = block,
-                             .blockDimY = 1, .blockDimZ = 1, .sharedMemBytes = smem,
-                             .hStream = cur(cb), .attrs = at, .numAttrs = cb->pdl ? 2 : 1};
-        keep(cb, cuda_err(&cb->drv, cb->drv.LaunchKernelEx(&lc, f, args, NULL), what));
-        return;
-    }
     if (!cb->pdl) {
         keep(cb, cuda_err(&cb->drv,
                           cb->drv.LaunchKernel(f, gx, gy, gz, block, 1, 1, smem, cur(cb), args,
@@ -152,11 +131,6 @@ static void launch_ex(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsig
                          .blockDimY = 1, .blockDimZ = 1, .sharedMemBytes = smem,
                          .hStream = cur(cb), .attrs = &at, .numAttrs = 1};
     keep(cb, cuda_err(&cb->drv, cb->drv.LaunchKernelEx(&lc, f, args, NULL), what));
-}
-
-static void launch_smem(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
-                        unsigned block, unsigned smem, void **args, const char *what) {
-    launch_ex(cb, f, gx, gy, gz, block, smem, 0, args, what);
 }
 
 static void launch(cuda_be *cb, CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned block,
@@ -378,11 +352,6 @@ static int cb_linear_init(backend *be, be_linear *l, const be_part *parts, int n
         if (rc) cublaslt_gemm_destroy(&cb->lt, g);
     }
     if (rc) return err_prefix(rc, "linear '%s'", what);
-    /* decode and logits rows on the row kernel when the shape fits its tiles (else every row of
-     * this layer through cuBLASLt: a fixed per-layer choice, so still invariant) */
-    cb->rows_splits[cb->n_plans] = cb->decode_gemm && gemm_rows_fits(n_out, k)
-                                       ? gemm_rows_splits(n_out, k, cb->dev.n_sm)
-                                       : 0;
     l->plan = cb->n_plans++;
     return 0;
 }
@@ -549,7 +518,6 @@ static void cb_destroy(backend *be) {
     if (cb->cscore_mod) cb->drv.ModuleUnload(cb->cscore_mod);
     if (cb->cselect_mod) cb->drv.ModuleUnload(cb->cselect_mod);
     if (cb->sample_mod) cb->drv.ModuleUnload(cb->sample_mod);
-    if (cb->rows_mod) cb->drv.ModuleUnload(cb->rows_mod);
     if (cb->mem) cb->drv.MemFree(cb->mem);
     for (int i = 0; i < 2; i++)
         if (cb->tune.ev[i]) cb->drv.EventDestroy(cb->tune.ev[i]);
@@ -588,31 +556,10 @@ static void cb_add_rmsnorm(backend *be, be_ptr resid, be_ptr x, be_ptr out, be_p
     launch(cb, cb->add_rmsnorm, U(rows), 1, 1, ZP_NORM_THREADS, a, "zp_add_rmsnorm");
 }
 
-/* Without decode_gemm (or for a shape the row kernel does not take) every row through the
- * layer's cuBLASLt plan. With it: a step's prompt rows (its q-tiles) through cuBLASLt, its other
- * rows (decode rows) and the logits' rows (no b) through zp_gemm_rows*, whose rows do not
- * depend on the batch either; which kernel a row takes depends on the row alone. Without
- * q-tiles the rows are 0 .. n-1 of which counts[0] (logits: counts[1]) are live, a graph's
- * padded launch; with them cuBLASLt runs all n rows and the row kernel then rewrites the
- * b->n_dec_rows rows listed in b->dec_rows. */
-static void cb_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n,
-                      const be_batch *b) {
+static void cb_linear(backend *be, be_ptr out, be_ptr x, const be_linear *l, int n) {
     CB(be);
-    int splits = cb->rows_splits[l->plan], m = n;
-    be_ptr rows = 0, count = b ? be->counts : be->counts + 1 * 4;
-    if (!splits || (b && b->n_qtiles > 0)) {
-        keep(cb, cublaslt_gemm_run(&cb->lt, &cb->plans[l->plan], (CUdeviceptr)out, (CUdeviceptr)x,
-                                   (CUdeviceptr)l->w[0], n, cb->ws, cb->ws_bytes, cur(cb)));
-        if (!splits || !b->n_dec_rows) return;
-        rows = b->dec_rows, m = b->n_dec_rows; /* counts[0] = n >= m: the cap m decides */
-    }
-    be_ptr w = l->w[0], bias = l->bias[0];
-    int nn = l->n_out, k = l->k, v = gemm_rows_variant(m), tm = gemm_rows_tm(v);
-    void *a[] = {&out, &x, &w, &bias, &rows, &count, &m, &nn, &k};
-    launch_ex(cb, cb->rows_fn[l->out_t == ZP_F32][v], (unsigned)splits,
-              (unsigned)(nn / gemm_rows_bn(v)), U((m + tm - 1) / tm),
-              (unsigned)gemm_rows_threads(v), (unsigned)gemm_rows_smem(v), (unsigned)splits, a,
-              "zp_gemm_rows");
+    keep(cb, cublaslt_gemm_run(&cb->lt, &cb->plans[l->plan], (CUdeviceptr)out, (CUdeviceptr)x,
+                               (CUdeviceptr)l->w[0], n, cb->ws, cb->ws_bytes, cur(cb)));
 }
 
 static void cb_qkv_rope_store(backend *be, be_ptr q_out, be_ptr qkv, be_ptr qn, be_ptr kn,
@@ -919,28 +866,6 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                                                 cb->prefill.smem),
                        "cuFuncSetAttribute (prefill attention shared memory)")))
         return rc;
-    if (cb->decode_gemm) {
-        static const char *const names[2][GEMM_ROWS_VARIANTS] = {
-            {"zp_gemm_rows1", "zp_gemm_rows2", "zp_gemm_rows4"},
-            {"zp_gemm_rows1_f32", "zp_gemm_rows2_f32", "zp_gemm_rows4_f32"}};
-        if (cb->dev.arch != 90)
-            return err_set(ZP_EUNSUP,
-                           "key 'decode_gemm': wgmma needs an sm_90 GPU (%s is sm_%d); set "
-                           "decode_gemm = cublaslt",
-                           cb->dev.name, cb->dev.arch);
-        if ((rc = load_module(cb, "gemm_rows.cu", 1, cb->cache_dir, &cb->rows_mod))) return rc;
-        for (int i = 0; i < 2 * GEMM_ROWS_VARIANTS; i++) {
-            CUfunction *f = &cb->rows_fn[i / GEMM_ROWS_VARIANTS][i % GEMM_ROWS_VARIANTS];
-            if ((rc = get_fn(cb, cb->rows_mod, names[i / GEMM_ROWS_VARIANTS][i % GEMM_ROWS_VARIANTS],
-                             f)) ||
-                (rc = cuda_err(&cb->drv,
-                               cb->drv.FuncSetAttribute(
-                                   *f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                   (int)gemm_rows_smem(i % GEMM_ROWS_VARIANTS)),
-                               "cuFuncSetAttribute (zp_gemm_rows shared memory)")))
-                return rc;
-        }
-    }
     cb->attn_mma_smem = (unsigned)attn_mma_smem_bytes(s->head_dim, attn_mma_stages(s->head_dim));
     if (cb->attention_mma &&
         (rc = cuda_err(&cb->drv,
@@ -958,8 +883,7 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
     if (cb->invariant && (rc = tune_setup(cb, s, cb->cache_dir))) return rc;
     cb->cap_plans = 4 * s->layers + 1;
     cb->plans = arena_alloc(&cb->a, sizeof *cb->plans * (size_t)cb->cap_plans, 64, "GEMM plans");
-    cb->rows_splits = arena_alloc(&cb->a, sizeof(int) * (size_t)cb->cap_plans, 64, "GEMM plans");
-    if (!cb->plans || !cb->rows_splits) return ZP_ENOMEM;
+    if (!cb->plans) return ZP_ENOMEM;
     /* the worst step: max_tokens rows, each split into max_model_len / chunk partials */
     cb->part_cap = (size_t)s->max_tokens * (size_t)((s->max_model_len + cb->chunk - 1) / cb->chunk);
     cb->be.sample_seats = s->max_logits;
@@ -971,12 +895,11 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                            al((size_t)s->max_logits * words * 64 * 2) + 5 * CB_ALIGN;
     snprintf(cb->desc, sizeof cb->desc,
              "%s (sm_%d, %d SMs), driver CUDA %d.%d, NVRTC %d.%d, "
-             "cuBLASLt %zu%s, prompt attention %s, decode GEMMs %s",
+             "cuBLASLt %zu%s, prompt attention %s",
              cb->dev.name, cb->dev.arch, cb->dev.n_sm, cb->drv.driver_version / 1000,
              cb->drv.driver_version % 1000 / 10, cb->nv.major, cb->nv.minor, cb->lt.version,
              cb->pdl ? ", programmatic dependent launch" : "",
-             cb->prefill.smem == ATTN_PREFILL_WG_SMEM ? "wgmma" : "mma.sync",
-             cb->decode_gemm ? "wgmma" : "cuBLASLt");
+             cb->prefill.smem == ATTN_PREFILL_WG_SMEM ? "wgmma" : "mma.sync");
     return 0;
 }
 
@@ -1007,7 +930,6 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->attention_mma = c->attention_mma;
     cb->prefill_choice = c->attention_prefill;
     cb->pdl = c->pdl;
-    cb->decode_gemm = c->decode_gemm == BE_DECODE_GEMM_WGMMA;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;
     cb->be = (backend){
         .name = "cuda",

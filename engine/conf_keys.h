@@ -23,7 +23,6 @@ CONF_INT(gpu, attention_chunk, 512, 64, 1048576, "KV positions per split of GPU 
 CONF_INT(gpu, attention_prefill_chunk, 4096, 64, 1048576, "KV positions per split of GPU attention for prompt rows (fixed for every row; at least attention_chunk)")
 CONF_ENUM(gpu, attention_kernel, "mma", "simt|mma", "decode attention on the GPU: mma = tensor cores, simt = CUDA-core FMAs (every decode row takes the same one)")
 CONF_ENUM(gpu, attention_prefill_kernel, "auto", "auto|mma|wgmma", "prompt-row attention on the GPU: wgmma = Hopper's warpgroup MMA (sm_90 only), mma = mma.sync (any GPU), auto = wgmma on sm_90, else mma (every prompt row takes the same one)")
-CONF_ENUM(gpu, decode_gemm, "cublaslt", "cublaslt|wgmma", "GEMMs of decode (generated-token) rows and logits rows on the GPU: cublaslt = the prompt rows' cuBLASLt plans, wgmma = zipage's Hopper kernel that streams each weight while the kernel before it runs (sm_90 only; every such row takes the same one)")
 CONF_BOOL(gpu, cuda_pdl, true, "programmatic dependent launch (sm_90+, driver CUDA 12.3+): each zipage kernel is launched while the kernel before it finishes and waits for its results on the GPU")
 CONF_BOOL(gpu, cuda_graphs, true, "replay decode steps from CUDA graphs captured at start-up (per batch and context bucket)")
 CONF_INT(gpu, gemm_workspace_mb, 256, 1, 4096, "cuBLASLt workspace in MiB, from the device arena (larger lets split-K algorithms serve large batches)")

@@ -48,9 +48,6 @@ _Static_assert((int)CONF_ATTENTION_PREFILL_KERNEL_AUTO == (int)ATTN_PREFILL_AUTO
                    (int)CONF_ATTENTION_PREFILL_KERNEL_MMA == (int)ATTN_PREFILL_MMA &&
                    (int)CONF_ATTENTION_PREFILL_KERNEL_WGMMA == (int)ATTN_PREFILL_WGMMA,
                "attention_prefill_kernel's choices are drv/attn_tiles.h's ATTN_PREFILL_*");
-_Static_assert((int)CONF_DECODE_GEMM_CUBLASLT == (int)BE_DECODE_GEMM_CUBLASLT &&
-                   (int)CONF_DECODE_GEMM_WGMMA == (int)BE_DECODE_GEMM_WGMMA,
-               "decode_gemm's choices are drv/backend.h's BE_DECODE_GEMM_*");
 
 typedef enum { RQ_FREE, RQ_WAITING, RQ_RUNNING } rq_state;
 
@@ -476,7 +473,6 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .attention_prefill = (int)cf->attention_prefill_kernel,
         .gemm_workspace_mb = (int)cf->gemm_workspace_mb,
         .pdl = cf->cuda_pdl,
-        .decode_gemm = (int)cf->decode_gemm,
     };
 }
 

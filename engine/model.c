@@ -471,7 +471,7 @@ static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
         const model_layer *L = &m->layers[l];
         /* layer 0 normalises the embedding; later layers first add the MLP branch in xn */
         be->add_rmsnorm(be, m->x, l ? m->xn : 0, m->xn, L->in_norm.p, L->in_norm.t, n, H, eps);
-        be->linear(be, m->qkv, m->xn, &L->qkv, n, bb);
+        be->linear(be, m->qkv, m->xn, &L->qkv, n);
         be->qkv_rope_store(be, m->q, m->qkv, L->qn.p, L->kn.p, L->qn.t, eps, bb->positions,
                            m->inv_freq, bb->slots, L->kc, L->vc, m->dims.kv_dtype, n, Hq, Hkv, D,
                            bs);
@@ -482,25 +482,25 @@ static void forward_ops(model *m, int n, int n_logits, bool want_ids) {
             be->attn_record(be, m->batch.rec, l, m->q, L->kc, m->dims.kv_dtype, bb, Hq, Hkv, D, bs,
                             1.0f / sqrtf((float)D));
         /* xn <- o_proj(att); then resid x += xn and xn <- post_norm(x) */
-        be->linear(be, m->xn, m->att, &L->o, n, bb);
+        be->linear(be, m->xn, m->att, &L->o, n);
         all_reduce(m, m->xn, nh, be->act_dtype);
         be->add_rmsnorm(be, m->x, m->xn, m->xn, L->post_norm.p, L->post_norm.t, n, H, eps);
-        be->linear(be, m->gu, m->xn, &L->gu, n, bb);
+        be->linear(be, m->gu, m->xn, &L->gu, n);
         be->swiglu(be, m->h, m->gu, n, I);
-        be->linear(be, m->xn, m->h, &L->down, n, bb);
+        be->linear(be, m->xn, m->h, &L->down, n);
         all_reduce(m, m->xn, nh, be->act_dtype);
     }
     if (n_logits > 0) {
         be->add_rmsnorm(be, m->x, m->xn, m->xn, m->final_norm.p, m->final_norm.t, n, H, eps);
         be->gather_rows(be, m->sel, m->xn, bb->logit_rows, n_logits, H);
         if (m->comm) {
-            be->linear(be, m->logits_piece, m->sel, &m->lm_head, n_logits, NULL);
+            be->linear(be, m->logits_piece, m->sel, &m->lm_head, n_logits);
             if (!m->comm_rc)
                 m->comm_rc = m->comm->all_gather(m->comm, m->logits_piece, m->logits, n_logits,
                                                  c->vocab, c->vocab, ZP_F32, 0);
             if (m->sh.rank) return;
         } else {
-            be->linear(be, m->logits, m->sel, &m->lm_head, n_logits, NULL);
+            be->linear(be, m->logits, m->sel, &m->lm_head, n_logits);
         }
         if (want_ids && be->sample) {
             be->seat_init(be, m->smeta + (be_ptr)m->dims.max_logits * sizeof(zp_sample_params),

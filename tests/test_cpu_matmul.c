@@ -65,7 +65,7 @@ static void run_linear_segs(run *r, const be_part *parts, int n_parts, int k, in
     l.k_segs = segs;
     REQUIRE(!r->be->upload(r->be, r->x, X + (size_t)r0 * (size_t)k,
                            sizeof(float) * (size_t)rows * (size_t)k));
-    r->be->linear(r->be, r->y, r->x, &l, rows, NULL);
+    r->be->linear(r->be, r->y, r->x, &l, rows);
     REQUIRE(!r->be->download(r->be, y, r->y, sizeof(float) * (size_t)rows * (size_t)l.n_out));
 }
 

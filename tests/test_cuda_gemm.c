@@ -51,7 +51,7 @@ static void one_shape(const char *name, int n, int k, int m, int with_bias) {
             .w = w, .wt = ZP_BF16, .bias = with_bias ? bias : NULL, .bt = ZP_BF16, .rows = n};
         be_linear lin;
         REQUIRE(!cpu->linear_init(cpu, &lin, &part, 1, k, m, ZP_F32, name));
-        cpu->linear(cpu, P(ref), P(xf), &lin, m, NULL);
+        cpu->linear(cpu, P(ref), P(xf), &lin, m);
         cmp c = cmp_f32(got, ref, (size_t)m * n);
         size_t diff_alone = 0, diff_13 = 0;
         for (int r = 0; r < m; r += m / 7 + 1) { /* a row alone */
