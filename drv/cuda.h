@@ -51,6 +51,7 @@ typedef struct cuda_drv {
     PFN_cuModuleUnload ModuleUnload;
     PFN_cuModuleGetFunction ModuleGetFunction;
     PFN_cuFuncSetAttribute FuncSetAttribute;
+    PFN_cuOccupancyMaxActiveBlocksPerMultiprocessor OccupancyMaxActiveBlocksPerMultiprocessor;
     PFN_cuLaunchKernel LaunchKernel;
     PFN_cuLaunchKernelEx LaunchKernelEx;
     PFN_cuStreamCreate StreamCreate;
