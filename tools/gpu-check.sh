@@ -19,7 +19,9 @@
 #      the GPU (tools/accuracy-sweep.sh, tools/accuracy-table.sh; a few minutes), packed into
 #      $OUT/accuracy.tgz with their summary tables beside it (the device tool returns few files);
 #   7. with --profile: one Qwen3-8B-shaped decode step at 64 x 2,048 under Nsight Compute, every
-#      kernel's GPU time summed by name (tools/ncu_step.py -> $OUT/ncu-decode.txt).
+#      kernel's GPU time summed by name (tools/ncu_step.py -> $OUT/ncu-decode.txt); and one
+#      compression batch's scoring launch of the throughput workload's shape (Qwen3-1.7B, M 4):
+#      duration, occupancy, launch and warp-stall sections ($OUT/ncu-score.txt).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
 #   mkdir -p .carry && cp -r build/zipage build/zipage-cli build/gpu .carry/
 # Results: $OUT/gpu-check.log and $OUT/gpu-check.json (one entry per step: name, exit, seconds).
@@ -70,6 +72,15 @@ profile_decode() { # one decode step's kernels under ncu, summed by name into $O
         "$ZP" "${b[@]}" > "$OUT/ncu-decode.csv" || return 1
     python3 tools/ncu_step.py "$OUT/ncu-decode.csv" > "$OUT/ncu-decode.txt"; local rc=$?
     cat "$OUT/ncu-decode.txt"; rm -f "$OUT/ncu-decode.csv"  # large; the summary holds the step
+    return $rc
+}
+profile_score() { # a zp_cmp_score launch of the compressed throughput workload under ncu
+    ncu --clock-control none --kernel-name zp_cmp_score --launch-skip 4 --launch-count 1 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        "$ZP" bench throughput --model tools/shapes/qwen3-1.7b --backend cuda --requests 32 \
+        --prompt 512 --gen 1100 --budget 4 --modes compressed > "$OUT/ncu-score.txt"; local rc=$?
+    grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Stall|Grid Size|Dynamic Shared" \
+        "$OUT/ncu-score.txt"
     return $rc
 }
 {
@@ -204,6 +215,7 @@ profile_decode() { # one decode step's kernels under ncu, summed by name into $O
   fi
   if [ $prof = 1 ]; then
     step profile-decode profile_decode || fail=1
+    step profile-score profile_score || fail=1
   fi
   if [ $parity = 1 ]; then
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
