@@ -694,7 +694,8 @@ static void cb_cmp_score(backend *be, be_ptr scores, be_ptr qc, be_ptr kc, be_pt
     void *a[] = {&scores, &stride, &qc,   &kc, &cc, &layer0, &layers, &hkv, &qcl, &scale,
                  &mn,     &gamma,  &pool, &nb, &kl, &qs,     &fl,     &src, &mb,  &mp};
     launch_smem(cb, cb->cmp_score, U(hkv), U(j->n_jobs), U(n_layers), ZP_CS_THREADS,
-                (unsigned)zp_cs_smem_bytes(cb->s.head_dim), a, "zp_cmp_score");
+                (unsigned)zp_cs_smem_bytes(cb->s.head_dim, qcl, cb->s.heads / cb->s.kv_heads), a,
+                "zp_cmp_score");
 }
 
 static void cb_cmp_redundancy(backend *be, be_ptr scores, be_ptr kc, zp_dtype kvt, be_ptr work,
@@ -863,9 +864,9 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
         (rc = get_fn(cb, cb->cselect_mod, "zp_cmp_compact", &cb->cmp_compact)))
         return rc;
     if ((rc = cuda_err(&cb->drv,
-                       cb->drv.FuncSetAttribute(cb->cmp_score,
-                                                CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                                (int)zp_cs_smem_bytes(s->head_dim)),
+                       cb->drv.FuncSetAttribute(
+                           cb->cmp_score, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                           (int)zp_cs_smem_bytes(s->head_dim, ZP_CS_MAX_ROWS, 1)),
                        "cuFuncSetAttribute (zp_cmp_score shared memory)")))
         return rc;
     if ((rc = cuda_err(&cb->drv,

@@ -54,13 +54,15 @@
  *     grid (hkv, n_jobs, n_layers): CTA (h, b, z) scores kv head h of job b at layer
  *     layer0 + z (layers: the query cache's layer count; layer0 + n_layers <= layers).
  *     n_jobs, n_layers <= 65535. Block ZP_CS_THREADS (256). Dynamic shared memory (at least)
- *     4 * ZP_CS_SMEM_FLOATS = 4 * ((NQ + TP) * RL + NQ * (TP + 1) + 2 * NQ) bytes with NQ 128,
- *     TP 64, RL = 9*D/8 + 32: 169,472 bytes at D 128, 114,176 at D 64 (drv/compress_abi.h:
- *     zp_cs_smem_bytes); above 48 KiB, so the host sets
- *     CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES once per module. A launch with less
- *     traps (an error at the next sync) instead of overrunning shared memory. Plus 32 bytes
- *     of static shared memory (the block max). No global scratch. ptxas (sm_90): 254
- *     registers, no spills, so one CTA per SM.
+ *     4 * ((NQ + TP) * RL + NQ * (TP + 1) + 2 * NQ) bytes with NQ = min(128, qcl * G rounded
+ *     up to 8) query rows per chunk, TP 64, RL = 9*D/8 + 32: 169,472 bytes at D 128 and NQ 128,
+ *     76,160 at D 128, qcl 16 and G 2 (drv/compress_abi.h: zp_cs_smem_bytes); above 48 KiB
+ *     for most, so the host sets CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES once per
+ *     module to the largest. A launch with less traps (an error at the next sync) instead of
+ *     overrunning shared memory. Plus 32 bytes of static shared memory (the block max). No
+ *     global scratch. At most 128 registers (launch bounds of two CTAs per SM; ptxas sm_90 at
+ *     D 128: 128 and 28 bytes of spill stores), so a window of qcl * G <= 64 query rows (the
+ *     default qcl 16 at G <= 4) puts two CTAs on an SM.
  *     Writes: every scores element of the CTA's row (p < max_pos), C of the job's positions
  *     p < kv_len at this layer, nothing else. Caller rules (as on the CPU): no two jobs of one
  *     launch share a source block (C is written back into the source blocks), and launches
@@ -69,8 +71,8 @@
  * ALGORITHM (zp_cmp_score). One CTA owns one (layer, job, kv head) row and computes it from
  * start to end: the softmax needs the whole row, max_norm the row's maximum, and pooling its
  * neighbours. Parallelism comes from layers x jobs x kv heads (one launch covers every layer of
- * a compression batch). The window queries are taken in chunks of IC = 128/G (all G heads of
- * each), NQ = 128 query rows in shared memory as f32; each chunk makes two passes over the
+ * a compression batch). The window queries are taken in chunks of IC = NQ/G (all G heads of
+ * each), NQ query rows in shared memory as f32; each chunk makes two passes over the
  * job's positions in tiles of TP = 64 keys (bf16 -> f32 in shared memory):
  *   pass 1 (softmax statistics): Z = Q K^T for the tile (FMA units, below); then, per query
  *     row, a sequential scan over the tile's visible positions p ascending turns z into
@@ -95,12 +97,14 @@
  * partial sums s[k] over d = 8j + k, then ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))). Queries are
  * bf16 values (zp_qcache_store stores bf16 q), so every product q*k is exact in f32 and
  * fmaf(q, k, s) rounds like the CPU's s + q*k: z is the CPU's z bit for bit (with queries that
- * are not bf16 values, z differs by fp32 rounding only). A group computes 8 query rows x 8
- * positions (64 accumulators; 16 float4 shared loads per 4 elements of 64 outputs). Shared rows
+ * are not bf16 values, z differs by fp32 rounding only). A group computes 4 query rows x 8
+ * positions (32 accumulators, so the kernel fits the 128 registers of two CTAs per SM; 12
+ * float4 shared loads per 4 elements of 32 outputs); the reduce-scatter's tree is the same
+ * whatever lane ends with an output, so z does not depend on the block shape. Shared rows
  * are stored by class: element d at k*DC + j, DC = D/8 + 4, so the 8 lanes of a quarter warp
  * read 8 disjoint bank quads; rows are RL = 8*DC + D/8 floats apart so the tile loads' stores
  * spread over all banks too. The 4 groups of a warp always have the same trip count (blocks
- * come in aligned fours), so the shuffles see full warps.
+ * come in aligned sixteens), so the shuffles see full warps.
  *
  * AGREEMENT WITH THE CPU. Every rounding step of cpu_cmp_score is reproduced in its order with
  * __f*_rn intrinsics (nvrtc runs with -fmad=true, which would otherwise contract them): z, the
@@ -117,13 +121,12 @@
 
 #define ZP_QC_THREADS 128
 #define ZP_CS_THREADS 256
-#define ZP_CS_NQ 128                            /* query rows (window query x head) per chunk */
+#define ZP_CS_NQ 128 /* most query rows (window query x head) per chunk: NQ = min(this, qcl*G) */
 #define ZP_CS_TP 64                             /* key positions per tile */
 #define ZP_CS_DJ (ZP_HEAD_DIM / 8)              /* elements per class (d = 8j + k) */
 #define ZP_CS_DC (ZP_CS_DJ + 4)                 /* class stride inside a shared row */
 #define ZP_CS_RL (8 * ZP_CS_DC + ZP_CS_DJ)      /* shared row stride of Q and K (floats) */
 #define ZP_CS_ZL (ZP_CS_TP + 1)                 /* Z row stride: column reads hit 32 banks */
-#define ZP_CS_SMEM_FLOATS ((ZP_CS_NQ + ZP_CS_TP) * ZP_CS_RL + ZP_CS_NQ * ZP_CS_ZL + 2 * ZP_CS_NQ)
 #define ZP_CS_KV (ZP_CS_TP * ZP_CS_DJ / ZP_CS_THREADS) /* 16-byte K vectors per thread per tile */
 
 #define ZP_CJ_GLOBAL 1 /* BE_CJ_GLOBAL of drv/backend.h */
@@ -252,41 +255,44 @@ static __device__ __forceinline__ void zp_cs_dot_tile(float *Zs, const float *Qs
                                                       int nrows, float scale) {
     constexpr int PB = ZP_CS_TP / 8, GROUPS = ZP_CS_THREADS / 8;
     const int k = threadIdx.x & 7, grp = threadIdx.x >> 3;
-    const int n_blk = (nrows + 7) / 8 * PB; /* a multiple of 4: whole warps share a trip count */
+    /* 4-row blocks of the 8-row-padded rows x 8-position blocks: a multiple of 16, so whole
+     * warps share a trip count */
+    const int n_blk = (nrows + 7) / 8 * 2 * PB;
     for (int bi = grp; bi < n_blk; bi += GROUPS) {
         const int qb = bi / PB, pb = bi % PB;
-        const float *qs = Qs + qb * 8 * ZP_CS_RL + k * ZP_CS_DC;
+        const float *qs = Qs + qb * 4 * ZP_CS_RL + k * ZP_CS_DC;
         const float *ks = Ks + pb * 8 * ZP_CS_RL + k * ZP_CS_DC;
-        float a[64];
+        float a[32];
 #pragma unroll
-        for (int x = 0; x < 64; x++) a[x] = 0.f;
+        for (int x = 0; x < 32; x++) a[x] = 0.f;
 #pragma unroll
         for (int m = 0; m < ZP_CS_DJ; m += 4) {
-            float4 qv[8], kv[8];
+            float4 qv[4];
 #pragma unroll
-            for (int r = 0; r < 8; r++) qv[r] = *(const float4 *)(qs + r * ZP_CS_RL + m);
+            for (int r = 0; r < 4; r++) qv[r] = *(const float4 *)(qs + r * ZP_CS_RL + m);
 #pragma unroll
-            for (int c = 0; c < 8; c++) kv[c] = *(const float4 *)(ks + c * ZP_CS_RL + m);
+            for (int c = 0; c < 8; c++) {
+                const float4 kv = *(const float4 *)(ks + c * ZP_CS_RL + m);
 #pragma unroll
-            for (int r = 0; r < 8; r++)
-#pragma unroll
-                for (int c = 0; c < 8; c++) {
+                for (int r = 0; r < 4; r++) {
                     float x = a[r * 8 + c];
-                    x = fmaf(qv[r].x, kv[c].x, x);
-                    x = fmaf(qv[r].y, kv[c].y, x);
-                    x = fmaf(qv[r].z, kv[c].z, x);
-                    x = fmaf(qv[r].w, kv[c].w, x);
+                    x = fmaf(qv[r].x, kv.x, x);
+                    x = fmaf(qv[r].y, kv.y, x);
+                    x = fmaf(qv[r].z, kv.z, x);
+                    x = fmaf(qv[r].w, kv.w, x);
                     a[r * 8 + c] = x;
                 }
+            }
         }
-        /* a[r*8 + c] -> lane k holds the full dots of row bitrev3(k), positions 0..7 */
-        zp_cs_rs_step<1, 32>(a, k);
-        zp_cs_rs_step<2, 16>(a, k);
-        zp_cs_rs_step<4, 8>(a, k);
-        const int ro = ((k & 1) << 2) | (k & 2) | ((k >> 2) & 1);
-        float *z = Zs + (qb * 8 + ro) * ZP_CS_ZL + pb * 8;
+        /* a[r*8 + c] (r < 4) -> lane k holds the full dots of row ((k & 1) << 1 | (k >> 1) & 1),
+         * positions 4 * (k >> 2) .. + 3 */
+        zp_cs_rs_step<1, 16>(a, k);
+        zp_cs_rs_step<2, 8>(a, k);
+        zp_cs_rs_step<4, 4>(a, k);
+        const int ro = ((k & 1) << 1) | ((k >> 1) & 1);
+        float *z = Zs + (qb * 4 + ro) * ZP_CS_ZL + pb * 8 + 4 * (k >> 2);
 #pragma unroll
-        for (int c = 0; c < 8; c++) z[c] = __fmul_rn(a[c], scale);
+        for (int c = 0; c < 4; c++) z[c] = __fmul_rn(a[c], scale);
     }
 }
 
@@ -309,7 +315,7 @@ static __device__ __forceinline__ size_t zp_cs_slot(const int *__restrict__ bt, 
            (size_t)(p % ZP_BLOCK_SIZE);
 }
 
-extern "C" __global__ void __launch_bounds__(ZP_CS_THREADS, 1)
+extern "C" __global__ void __launch_bounds__(ZP_CS_THREADS, 2)
 zp_cmp_score(float *__restrict__ scores, long long layer_stride, const float *__restrict__ qc,
              const unsigned long long *__restrict__ kc_layers,
              const unsigned long long *__restrict__ cc_layers, int layer0, int layers, int hkv,
@@ -318,11 +324,13 @@ zp_cmp_score(float *__restrict__ scores, long long layer_stride, const float *__
              const int *__restrict__ qslot, const int *__restrict__ flags,
              const int *__restrict__ src, int max_blocks, int max_pos) {
     zp_grid_dep();
-    constexpr int G = ZP_GQA, TP = ZP_CS_TP, NQ = ZP_CS_NQ, ZL = ZP_CS_ZL, IC = NQ / G;
+    constexpr int G = ZP_GQA, TP = ZP_CS_TP, ZL = ZP_CS_ZL;
+    /* query rows per chunk: the window's rows rounded up to 8 (a multiple of G), at most 128 */
+    const int NQ = min(ZP_CS_NQ, (qcl * G + 7) / 8 * 8), IC = NQ / G;
     extern __shared__ __align__(16) float zp_cs_smem[];
     unsigned dyn;
     asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-    if (dyn < ZP_CS_SMEM_FLOATS * 4u) __trap();
+    if (dyn < 4u * (unsigned)((NQ + TP) * ZP_CS_RL + NQ * ZL + 2 * NQ)) __trap();
     float *Qs = zp_cs_smem, *Ks = Qs + NQ * ZP_CS_RL, *Zs = Ks + TP * ZP_CS_RL;
     float *Ms = Zs + NQ * ZL, *Ls = Ms + NQ;
 

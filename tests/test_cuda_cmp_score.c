@@ -289,8 +289,10 @@ static void score_run(const score_case *sc) {
     /* GPU */
     CUmodule m = gpu_module(g, "compress_score.cu", D, bs, sc->gqa);
     CUfunction f = gpu_fn(g, m, "zp_cmp_score");
-    const unsigned smem = (unsigned)zp_cs_smem_bytes(D);
-    CU(g->drv.FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem));
+    /* the attribute at the most the kernel may take, the launch with what this window needs */
+    const unsigned smem = (unsigned)zp_cs_smem_bytes(D, qcl, sc->gqa);
+    CU(g->drv.FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                               (int)zp_cs_smem_bytes(D, ZP_CS_MAX_ROWS, 1)));
     CUdeviceptr d_k[LAYERS], d_c[LAYERS];
     for (int l = 0; l < LAYERS; l++)
         d_k[l] = gpu_up(g, kc[l], 2 * kv_n), d_c[l] = gpu_up(g, c0[l], 4 * c_n);
