@@ -28,7 +28,7 @@ static inline size_t attn_mma_smem_bytes(int head_dim, int stages, int gqa) {
  * or with `resident` > 0 (the CTAs the GPU holds at once) no more than that, each then taking
  * every resident-th item. The results do not depend on it. */
 static inline unsigned attn_decode_ctas(long long n_items, long long resident) {
-    if (n_items < 1) return 0; /* no launch (launch_smem skips an empty grid) */
+    if (n_items < 1) return 1; /* a launch needs a CTA; it finds no item and exits */
     return (unsigned)(resident > 0 && resident < n_items ? resident : n_items);
 }
 

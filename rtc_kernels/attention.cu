@@ -416,10 +416,8 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
  * row z) of the rows it is given), for the backend's decode rows when the configuration
  * selects it (conf key attention_kernel); one engine uses one of the two for every such row,
  * so a row's bits never depend on the batch. Its launch differs: a 1-D grid of any number of
- * CTAs that share the work items i = z + R * (g + hkv * s), R = min(n_rows, *n_tokens), CTA c
- * taking items c, c + gridDim.x, ... in that order: the split index varies slowest, so the
- * items of short rows' empty splits spread over every CTA instead of falling to the few CTAs
- * whose stride keeps meeting the same split. The backend launches either one CTA
+ * CTAs that share the work items i = s + n_split * (g + hkv * z), z < min(n_rows, *n_tokens),
+ * CTA c taking items c, c + gridDim.x, ... in that order. The backend launches either one CTA
  * per item (conf attention_persistent = false) or as many as the GPU holds at once (true:
  * drv/attn_abi.h's attn_decode_ctas), so that a CTA's K/V stream runs on from one item into
  * the next. An item's result does not depend on which CTA computes it or on what that CTA
@@ -480,14 +478,12 @@ struct zp_dm_item {
     size_t pbase; /* (t, h = g*G + j, s) lives at partial index pbase + j*n_split */
 };
 
-/* Item i of R rows (see above); false when it has no key (its partials are then the empty
- * ones). */
-static __device__ __forceinline__ bool zp_dm_item_at(zp_dm_item &it, int i, int R, int n_split,
-                                                     int hkv, int chunk,
-                                                     const int *__restrict__ rows,
+/* Item i (see above); false when it has no key (its partials are then the empty ones). */
+static __device__ __forceinline__ bool zp_dm_item_at(zp_dm_item &it, int i, int n_split, int hkv,
+                                                     int chunk, const int *__restrict__ rows,
                                                      const int *__restrict__ tok_seq,
                                                      const int *__restrict__ tok_kv_idx) {
-    const int z = i % R, r = i / R, s = r / hkv;
+    const int s = i % n_split, r = i / n_split, z = r / hkv;
     it.g = r % hkv;
     it.t = rows ? rows[z] : z;
     it.seq = tok_seq[it.t];
@@ -522,8 +518,8 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int gid = lane >> 2, tq = lane & 3; /* mma fragment row group and column pair */
     const int hq = hkv * G, stride = (int)gridDim.x;
-    const int n_tok = *n_tokens, n_rows_eff = n_rows < n_tok ? n_rows : n_tok;
-    const int n_items = n_split * hkv * n_rows_eff;
+    const int n_tok = *n_tokens;
+    const int n_items = n_split * hkv * (n_rows < n_tok ? n_rows : n_tok);
 
     /* loader: item li (>= n_items: done), its next stage lk of lnst; lq counts the items
      * begun (q ring slot), blk the page entries of the next stage */
@@ -533,8 +529,7 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     const int *lbt = nullptr;
     auto lseek = [&]() { /* the first item with keys from li on, and its first page entries */
         for (; li < n_items; li += stride)
-            if (zp_dm_item_at(ld, li, n_rows_eff, n_split, hkv, chunk, rows, tok_seq, tok_kv_idx))
-                break;
+            if (zp_dm_item_at(ld, li, n_split, hkv, chunk, rows, tok_seq, tok_kv_idx)) break;
         if (li < n_items) {
             lnst = (ld.end - ld.start + SK - 1) / SK;
             lbt = block_tables + (size_t)ld.seq * (size_t)max_blocks;
@@ -584,10 +579,10 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     }
     for (int k = 0; k < pre; k++) issue(false);
     zp_grid_dep();
-    for (int k = pre; k < ST - 1; k++) issue(true); /* q slots 1 .. ST-2 at most */
     if (q0) /* its q rows, now written, into q slot 0 (published by the loop's first barrier) */
         for (int v = tid; v < QV; v += ZP_ATTN_THREADS)
             *(uint4 *)(dm_q + 8 * v) = *(const uint4 *)(q0 + 8 * v);
+    for (int k = pre; k < ST - 1; k++) issue(true);
 
     /* consumer: item ci, its stage ck of cnst, stream stage cs; empty items on the way get
      * their empty partials */
@@ -595,8 +590,7 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     int ci = (int)blockIdx.x, ck = 0, cnst = 0, cq = 0, cs = 0;
     auto cseek = [&]() { /* the first item with keys from ci on */
         for (; ci < n_items; ci += stride) {
-            if (zp_dm_item_at(cu, ci, n_rows_eff, n_split, hkv, chunk, rows, tok_seq, tok_kv_idx))
-                break;
+            if (zp_dm_item_at(cu, ci, n_split, hkv, chunk, rows, tok_seq, tok_kv_idx)) break;
             /* the merge skips it by its -inf maximum; its part_o is never read */
             if (tid < G) {
                 part_ml[(cu.pbase + (size_t)tid * (size_t)n_split) * 2 + 0] = ZP_NEG_INF;

@@ -10,9 +10,7 @@
  * --mma-stages N compiles the mma kernel with an N-stage ring instead of drv/attn_abi.h's (for
  * tuning). The split over the KV length: with --chunk N, chunks of N positions as the backend
  * splits every row (its attention_chunk); without, enough CTAs for two waves of the GPU's SMs,
- * chunks of at least 256 tokens. With --ramp the rows' contexts rise evenly to the given one
- * (row i of B: ceil(L (i+1) / B) tokens), a batch of mixed lengths in which short rows leave
- * their later splits empty. tools/peer_sdpa.py measures torch SDPA on the same shapes over
+ * chunks of at least 256 tokens. tools/peer_sdpa.py measures torch SDPA on the same shapes over
  * contiguous KV.
  * Prefill (--prefill N [--prefix P]): for each block size (default: the conf's block_size) x
  * GQA group (default 4): one prompt of N rows over a cached prefix of P tokens (row i attends
@@ -273,7 +271,7 @@ int bench_attention(int argc, char **argv) {
     int64_t batch = 64, head_dim = 128, kv_heads = 8, iters = 20, prefill = 0, prefix = 0;
     int64_t mma_stages = 0; /* 0: drv/attn_abi.h's */
     int64_t fixed_chunk = 0; /* 0: the split rule above */
-    int bs_given = 0, gqa_given = 0, ramp = 0;
+    int bs_given = 0, gqa_given = 0;
     cli c;
     cli_init(&c, "bench attention", argc, argv);
     for (const char *o; (o = cli_next(&c)) && !rc;) {
@@ -290,8 +288,6 @@ int bench_attention(int argc, char **argv) {
             rc = cli_int(&c, &mma_stages, 2, 8);
         else if (!strcmp(o, "--chunk"))
             rc = cli_int(&c, &fixed_chunk, 16, 1 << 20);
-        else if (!strcmp(o, "--ramp"))
-            ramp = 1;
         else if (!strcmp(o, "--json")) rc = cli_str(&c, &json);
         else rc = cli_unknown(&c, o);
     }
@@ -326,9 +322,8 @@ int bench_attention(int argc, char **argv) {
         arena_release(&a);
         return rc;
     }
-    printf("paged decode attention, %s (%d SMs), batch %d%s, head dim %d, %d kv heads\n", dev.name,
-           dev.n_sm, (int)batch, ramp ? " (contexts rising to ctx)" : "", (int)head_dim,
-           (int)kv_heads);
+    printf("paged decode attention, %s (%d SMs), batch %d, head dim %d, %d kv heads\n", dev.name,
+           dev.n_sm, (int)batch, (int)head_dim, (int)kv_heads);
     if (!mma_stages) mma_stages = attn_mma_stages((int)head_dim);
     printf("mma kernel: %d-stage ring; mma: a CTA per item, resident: the CTAs the GPU holds at "
            "once\n",
@@ -357,11 +352,7 @@ int bench_attention(int argc, char **argv) {
                 int32_t *h = arena_temp(&a, meta_ints * 4, 4, "bench meta");
                 if (!h) { rc = ZP_ENOMEM; goto out; }
                 /* tok_seq, tok_kv_idx, n_rows, then block tables over a shuffled pool */
-                double ctx_sum = 0; /* KV positions read, over the rows */
-                for (int i = 0; i < B; i++) {
-                    const int len = ramp ? (int)(((long long)L * (i + 1) + B - 1) / B) : L;
-                    h[i] = i, h[B + i] = len - 1, ctx_sum += len;
-                }
+                for (int i = 0; i < B; i++) h[i] = i, h[B + i] = L - 1;
                 h[2 * B] = B;
                 int32_t *bt = h + 2 * B + 1;
                 for (int i = 0; i < B * per_seq; i++) bt[i] = 1 + i;
@@ -427,7 +418,7 @@ int bench_attention(int argc, char **argv) {
                 const unsigned grid[3] = {(unsigned)n_split, attn_decode_ctas(n_items, 0),
                                           attn_decode_ctas(n_items, (long long)per_sm * dev.n_sm)};
                 float ms[10000];
-                double med[3], bytes = ctx_sum * hkv * D * 2 * 2;
+                double med[3], bytes = (double)B * L * hkv * D * 2 * 2;
                 for (int kk = 0; kk < 3; kk++) {
                     for (int it = -3; it < (int)iters; it++) {
                         CK(drv->EventRecord(e0, dev.compute), "cuEventRecord");
@@ -451,16 +442,15 @@ int bench_attention(int argc, char **argv) {
                        bytes / med[1] / 1e9, grid[2], med[2] * 1e6, bytes / med[2] / 1e9);
                 if (jf)
                     fprintf(jf,
-                            "{\"block_size\": %d, \"context\": %d, \"ramp\": %s, \"gqa\": %d, "
-                            "\"batch\": %d, "
+                            "{\"block_size\": %d, \"context\": %d, \"gqa\": %d, \"batch\": %d, "
                             "\"head_dim\": %d, "
                             "\"kv_heads\": %d, \"split\": %d, \"us\": %.2f, \"gbps\": %.1f, "
                             "\"mma_stages\": %d, \"mma_us\": %.2f, \"mma_gbps\": %.1f, "
                             "\"resident_ctas\": %u, \"mma_resident_us\": %.2f, "
                             "\"mma_resident_gbps\": %.1f}\n",
-                            bs, L, ramp ? "true" : "false", G, B, D, hkv, n_split, med[0] * 1e6,
-                            bytes / med[0] / 1e9, (int)mma_stages, med[1] * 1e6,
-                            bytes / med[1] / 1e9, grid[2], med[2] * 1e6, bytes / med[2] / 1e9);
+                            bs, L, G, B, D, hkv, n_split, med[0] * 1e6, bytes / med[0] / 1e9,
+                            (int)mma_stages, med[1] * 1e6, bytes / med[1] / 1e9, grid[2],
+                            med[2] * 1e6, bytes / med[2] / 1e9);
                 drv->ModuleUnload(mod);
                 drv->MemFree(kc), drv->MemFree(vc), drv->MemFree(q), drv->MemFree(out);
                 drv->MemFree(po), drv->MemFree(pml), drv->MemFree(meta);

@@ -205,9 +205,6 @@ profile_score() { # a zp_cmp_score launch of the compressed throughput workload 
     # at the engine's split (attention_chunk 512): a CTA per item against the resident grid
     step bench-attention-chunk "$ZP" bench attention --chunk 512 --block-sizes 16,256 \
         --json "$OUT/bench-attention-chunk.jsonl" || fail=1
-    # ... and over a batch of mixed lengths (contexts rising to 2,048 / 8,192 over 256 rows)
-    step bench-attention-ramp "$ZP" bench attention --chunk 512 --ramp --batch 256 \
-        --block-sizes 256 --contexts 2048,8192 --json "$OUT/bench-attention-ramp.jsonl" || fail=1
     step peer-sdpa env PYTHONUNBUFFERED=1 python3 tools/peer_sdpa.py --json "$OUT/peer-sdpa.jsonl" || fail=1
   fi
   if [ $acc = 1 ]; then
