@@ -451,14 +451,7 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
  * (exact log-sum-exp) through that stage's slot, which no copy in flight targets, into the
  * partial, m in natural-log units. An empty item (a split past its row's length, a padding row)
  * has no stage: its partials get m = -inf, l = 0. Rounding differs from zp_attn_partial's
- * (bf16 P, ex2.approx): the two kernels are alternatives, never mixed for one row.
- *
- * PDL. The one kernel that reads before its zp_grid_dep (common.cuh): the step's metadata
- * (n_tokens, rows, tok_seq, tok_kv_idx, block tables) and the first item's stages that hold
- * only keys older than the step, so under cuda_pdl those copies overlap the kernel before it.
- * That kernel must write none of them: the backend launches this one right after
- * zp_qkv_rope_store or zp_qcache_store (layer.cu, compress_score.cu), which write q, the
- * step's new keys and the query cache. */
+ * (bf16 P, ex2.approx): the two kernels are alternatives, never mixed for one row. */
 
 #define ZP_DM_WARPS 4
 #define ZP_DM_KW 16                               /* keys per warp per stage (one mma k-step) */
@@ -505,6 +498,7 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
                    const int *__restrict__ n_tokens, const int *__restrict__ rows, int n_rows,
                    int max_blocks, int hkv, float scale, int chunk, int n_split,
                    float *__restrict__ part_o, float *__restrict__ part_ml) {
+    zp_grid_dep();
     constexpr int D = ZP_HEAD_DIM, G = ZP_GQA, SK = ZP_DM_SK, ST = ZP_DM_STAGES;
     constexpr int KQ = D / 16; /* k16 steps over the head dim */
     constexpr int ND = D / 8;  /* n8 output tiles over the head dim */
@@ -538,10 +532,10 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     };
     lseek();
     /* issues stream stage ls into slot ls % ST (one commit group, empty once the loader is
-     * done) and moves the loader on; with_q: an item's q rows travel with its first stage */
-    auto issue = [&](bool with_q) {
+     * done) and moves the loader on */
+    auto issue = [&]() {
         if (li < n_items) {
-            if (lk == 0 && with_q) {
+            if (lk == 0) { /* the item's q rows travel with its first stage */
                 const bf16 *qg = q + ((size_t)ld.t * (size_t)hq + (size_t)ld.g * G) * D;
                 bf16 *qs = dm_q + (size_t)(lq % ST) * G * D;
                 for (int v = tid; v < QV; v += ZP_ATTN_THREADS) zp_cp16(qs + 8 * v, qg + 8 * v, 16);
@@ -562,27 +556,9 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
         zp_cp_commit();
     };
 
-    /* prologue: stream stages 0 .. ST-2 in flight. Those of the first item that hold only keys
-     * older than this step are copied before griddepcontrol.wait, while the kernel before this
-     * one (under cuda_pdl) still runs: it writes this step's q and new keys (see PDL above),
-     * never older keys, and the metadata and block tables were written before it started. A
-     * sequence's rows are contiguous and its first row in the step holds its first new key,
-     * so only an item of such a first row qualifies, up to that row's own index. */
-    int pre = 0;
-    const bf16 *q0 = nullptr; /* the first item's q rows when its first stage went early */
-    if (li < n_items && (ld.t == 0 || tok_seq[ld.t - 1] != ld.seq)) {
-        const int fresh = tok_kv_idx[ld.t]; /* keys below are older than the step */
-        while (pre < ST - 1 && pre < lnst &&
-               min(ld.start + (pre + 1) * SK, ld.end) <= fresh)
-            pre++;
-        if (pre) q0 = q + ((size_t)ld.t * (size_t)hq + (size_t)ld.g * G) * D;
-    }
-    for (int k = 0; k < pre; k++) issue(false);
-    zp_grid_dep();
-    if (q0) /* its q rows, now written, into q slot 0 (published by the loop's first barrier) */
-        for (int v = tid; v < QV; v += ZP_ATTN_THREADS)
-            *(uint4 *)(dm_q + 8 * v) = *(const uint4 *)(q0 + 8 * v);
-    for (int k = pre; k < ST - 1; k++) issue(true);
+    /* prologue: stream stages 0 .. ST-2 in flight */
+#pragma unroll
+    for (int k = 0; k < ST - 1; k++) issue();
 
     /* consumer: item ci, its stage ck of cnst, stream stage cs; empty items on the way get
      * their empty partials */
@@ -611,7 +587,7 @@ zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
     while (ci < n_items) {
         zp_cp_wait<ST - 2>(); /* this thread's copies of stream stage cs have landed */
         __syncthreads();      /* everyone's have, and stage cs-1's slot is free */
-        issue(true);          /* stream stage cs + ST - 1 into that slot */
+        issue();              /* stream stage cs + ST - 1 into that slot */
         if (ck == 0) {        /* a new item: its q rows came with its first stage */
             const bf16 *qs = dm_q + (size_t)(cq % ST) * G * D + (size_t)gid * D;
 #pragma unroll

@@ -62,8 +62,7 @@ __device__ __forceinline__ float block_sum(float v) {
  * are visible, then lets the grid after this one launch, whose blocks wait in their own call.
  * The first statement of every kernel, in every block, before any early return: a grid that
  * skipped the wait could complete before its predecessor, and its successor would then wait on
- * nothing. Launched without the attribute, both instructions return at once. One kernel reads
- * before it, memory its predecessor never writes: attention.cu's zp_attn_decode_mma ("PDL"). */
+ * nothing. Launched without the attribute, both instructions return at once. */
 static __device__ __forceinline__ void zp_grid_dep() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
