@@ -17,19 +17,10 @@ static inline int attn_mma_stages(int head_dim) {
     return head_dim == 128 ? 3 : 4;
 }
 
-/* Dynamic shared memory of zp_attn_decode_mma: the ring of K and V rows of head_dim bf16, then
- * a ring of as many q tiles (gqa rows of head_dim bf16). Above 48 KiB, so the function needs
- * CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES. */
-static inline size_t attn_mma_smem_bytes(int head_dim, int stages, int gqa) {
-    return (size_t)stages * (2 * ZP_DM_STAGE_KEYS + (size_t)gqa) * (size_t)head_dim * 2;
-}
-
-/* CTAs of a zp_attn_decode_mma launch over n_items (split, kv head, row) items: one per item,
- * or with `resident` > 0 (the CTAs the GPU holds at once) no more than that, each then taking
- * every resident-th item. The results do not depend on it. */
-static inline unsigned attn_decode_ctas(long long n_items, long long resident) {
-    if (n_items < 1) return 1; /* a launch needs a CTA; it finds no item and exits */
-    return (unsigned)(resident > 0 && resident < n_items ? resident : n_items);
+/* Dynamic shared memory of zp_attn_decode_mma: the ring of K and V rows of head_dim bf16.
+ * Above 48 KiB, so the function needs CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES. */
+static inline size_t attn_mma_smem_bytes(int head_dim, int stages) {
+    return (size_t)stages * 2 * ZP_DM_STAGE_KEYS * (size_t)head_dim * 2;
 }
 
 /* zp_attn_merge: a warp per (row, query head), ZP_MERGE_HEADS heads per block; grid

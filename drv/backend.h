@@ -422,7 +422,6 @@ typedef struct be_config {
     int attention_chunk;         /* KV positions per split of attention (CUDA) */
     int attention_prefill_chunk; /* the same for prompt rows, >= attention_chunk (CUDA) */
     int attention_mma;           /* decode rows on tensor cores (zp_attn_decode_mma) (CUDA) */
-    int attention_persistent;    /* ... with a resident grid looping over the items (CUDA) */
     int attention_prefill;       /* prompt rows' kernel: ATTN_PREFILL_* (CUDA, drv/attn_tiles.h) */
     int gemm_workspace_mb;       /* cuBLASLt's workspace (CUDA) */
     int pdl;                     /* programmatic dependent launch (CUDA, sm_90+) */

@@ -39,7 +39,6 @@ static const struct {
     ENTRY(ModuleUnload, "cuModuleUnload"),
     ENTRY(ModuleGetFunction, "cuModuleGetFunction"),
     ENTRY(FuncSetAttribute, "cuFuncSetAttribute"),
-    ENTRY(OccupancyMaxActiveBlocksPerMultiprocessor, "cuOccupancyMaxActiveBlocksPerMultiprocessor"),
     ENTRY(LaunchKernel, "cuLaunchKernel"),
     ENTRY(LaunchKernelEx, "cuLaunchKernelEx"),
     ENTRY(StreamCreate, "cuStreamCreate"),

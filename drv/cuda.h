@@ -51,7 +51,6 @@ typedef struct cuda_drv {
     PFN_cuModuleUnload ModuleUnload;
     PFN_cuModuleGetFunction ModuleGetFunction;
     PFN_cuFuncSetAttribute FuncSetAttribute;
-    PFN_cuOccupancyMaxActiveBlocksPerMultiprocessor OccupancyMaxActiveBlocksPerMultiprocessor;
     PFN_cuLaunchKernel LaunchKernel;
     PFN_cuLaunchKernelEx LaunchKernelEx;
     PFN_cuStreamCreate StreamCreate;

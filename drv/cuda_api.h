@@ -98,9 +98,6 @@ typedef CUresult (*PFN_cuModuleLoadData)(CUmodule *mod, const void *image);
 typedef CUresult (*PFN_cuModuleUnload)(CUmodule mod);
 typedef CUresult (*PFN_cuModuleGetFunction)(CUfunction *fn, CUmodule mod, const char *name);
 typedef CUresult (*PFN_cuFuncSetAttribute)(CUfunction fn, int attrib, int value);
-typedef CUresult (*PFN_cuOccupancyMaxActiveBlocksPerMultiprocessor)(int *blocks, CUfunction fn,
-                                                                    int block_threads,
-                                                                    size_t dyn_smem);
 typedef CUresult (*PFN_cuLaunchKernel)(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                                        unsigned bx, unsigned by, unsigned bz, unsigned smem,
                                        CUstream s, void **params, void **extra);

@@ -68,8 +68,6 @@ typedef struct cuda_be {
     int prefill_choice;         /* conf attention_prefill_kernel (ATTN_PREFILL_*) */
     attn_prefill_kernel prefill; /* the prompt rows' kernel it picks on this GPU */
     unsigned attn_mma_smem;     /* its dynamic shared memory (drv/attn_abi.h) */
-    int attention_persistent;   /* conf attention_persistent */
-    int attn_resident;          /* its CTAs the GPU holds at once, when persistent; else 0 */
     int pdl;                    /* launches with programmatic serialization (conf cuda_pdl) */
     CUfunction attn_prefill, qcache_store, cmp_score, cmp_redundancy, cmp_select, cmp_compact;
     CUfunction sample, seat_init;
@@ -601,19 +599,13 @@ static void cb_attention(backend *be, be_ptr out, be_ptr q, be_ptr kc, be_ptr vc
     /* decode rows (and any row no q-tile covers) here, prompt rows in the tensor-core kernel;
      * both write the same partials, one merge finishes every row. The decode kernel's grid
      * (a CTA per split, kv head and row) takes only its rows: none for a prompt alone. */
-    if (cb->attention_mma) {
-        /* a 1-D grid over the (split, kv head, row) items: a CTA per item, or the resident
-         * CTAs each taking several (attention_persistent) */
-        void *pm[] = {&q,     &kc, &vc,  &seq,   &idx,   &bt,      &cnt, &rows,
-                      &n_dec, &mb, &hkv, &scale, &chunk, &n_split, &po,  &pml};
-        unsigned ctas = attn_decode_ctas((long long)n_split * hkv * n_dec, cb->attn_resident);
-        launch_smem(cb, cb->attn_decode_mma, ctas, 1, 1, 128, cb->attn_mma_smem, pm,
-                    "zp_attn_decode_mma");
-    } else {
-        void *pa[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &cnt, &rows,
-                      &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
+    void *pa[] = {&q,  &kc,  &vc,    &seq,   &idx,     &bt, &cnt, &rows,
+                  &mb, &hkv, &scale, &chunk, &n_split, &po, &pml};
+    if (cb->attention_mma)
+        launch_smem(cb, cb->attn_decode_mma, U(n_split), U(hkv), U(n_dec), 128,
+                    cb->attn_mma_smem, pa, "zp_attn_decode_mma");
+    else
         launch(cb, cb->attn_partial, U(n_split), U(hkv), U(n_dec), 128, pa, "zp_attn_partial");
-    }
     /* prompt rows in splits of pchunk >= chunk (fewer f32 partials written and merged per
      * row; q-tiles x kv heads give the parallelism): a grid of their splits only; the
      * partials keep the decode rows' stride n_split, and the kernel marks a prompt row's
@@ -875,8 +867,7 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                                                 cb->prefill.smem),
                        "cuFuncSetAttribute (prefill attention shared memory)")))
         return rc;
-    cb->attn_mma_smem =
-        (unsigned)attn_mma_smem_bytes(s->head_dim, attn_mma_stages(s->head_dim), gqa);
+    cb->attn_mma_smem = (unsigned)attn_mma_smem_bytes(s->head_dim, attn_mma_stages(s->head_dim));
     if (cb->attention_mma &&
         (rc = cuda_err(&cb->drv,
                        cb->drv.FuncSetAttribute(cb->attn_decode_mma,
@@ -884,20 +875,6 @@ static int setup(cuda_be *cb, const be_config *c, const be_shape *s) {
                                                 (int)cb->attn_mma_smem),
                        "cuFuncSetAttribute (zp_attn_decode_mma shared memory)")))
         return rc;
-    if (cb->attention_mma && cb->attention_persistent) {
-        int per_sm = 0;
-        if ((rc = cuda_err(&cb->drv,
-                           cb->drv.OccupancyMaxActiveBlocksPerMultiprocessor(
-                               &per_sm, cb->attn_decode_mma, 128, cb->attn_mma_smem),
-                           "cuOccupancyMaxActiveBlocksPerMultiprocessor (zp_attn_decode_mma)")))
-            return rc;
-        if (per_sm < 1)
-            return err_set(ZP_EBACKEND,
-                           "cuda backend: zp_attn_decode_mma with %u bytes of shared memory "
-                           "fits no SM",
-                           cb->attn_mma_smem);
-        cb->attn_resident = per_sm * cb->dev.n_sm;
-    }
     if ((rc = cuda_err(&cb->drv, cb->drv.MemAllocHost(&cb->staging, CB_STAGING), "cuMemAllocHost")))
         return rc;
     for (int i = 0; i < BE_EVENTS; i++) /* timing enabled: event_elapsed reads them */
@@ -952,7 +929,6 @@ int cuda_backend_create(backend **out, const be_config *c, const be_shape *s) {
     cb->chunk = c->attention_chunk > 0 ? c->attention_chunk : 512;
     cb->pchunk = c->attention_prefill_chunk > 0 ? c->attention_prefill_chunk : 4096;
     cb->attention_mma = c->attention_mma;
-    cb->attention_persistent = c->attention_persistent;
     cb->prefill_choice = c->attention_prefill;
     cb->pdl = c->pdl;
     cb->ws_bytes = (size_t)(c->gemm_workspace_mb > 0 ? c->gemm_workspace_mb : 256) << 20;

@@ -470,7 +470,6 @@ void engine_be_config(const conf *cf, be_config *bc) {
         .attention_chunk = (int)cf->attention_chunk,
         .attention_prefill_chunk = (int)cf->attention_prefill_chunk,
         .attention_mma = cf->attention_kernel == CONF_ATTENTION_KERNEL_MMA,
-        .attention_persistent = cf->attention_persistent,
         .attention_prefill = (int)cf->attention_prefill_kernel,
         .gemm_workspace_mb = (int)cf->gemm_workspace_mb,
         .pdl = cf->cuda_pdl,

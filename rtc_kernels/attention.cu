@@ -412,46 +412,30 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
 
 /* ---- zp_attn_decode_mma: zp_attn_partial on tensor cores ----
  *
- * The same work and outputs as zp_attn_partial (the partials of every (split s, kv head g,
- * row z) of the rows it is given), for the backend's decode rows when the configuration
- * selects it (conf key attention_kernel); one engine uses one of the two for every such row,
- * so a row's bits never depend on the batch. Its launch differs: a 1-D grid of any number of
- * CTAs that share the work items i = s + n_split * (g + hkv * z), z < min(n_rows, *n_tokens),
- * CTA c taking items c, c + gridDim.x, ... in that order. The backend launches either one CTA
- * per item (conf attention_persistent = false) or as many as the GPU holds at once (true:
- * drv/attn_abi.h's attn_decode_ctas), so that a CTA's K/V stream runs on from one item into
- * the next. An item's result does not depend on which CTA computes it or on what that CTA
- * computed before (same keys per warp, same order, same merge): any grid gives the same bits.
- * Dynamic shared memory: drv/attn_abi.h's attn_mma_smem_bytes (the K/V ring of ZP_DM_STAGES
- * stages of SK = 64 keys, then a ring of as many q tiles), above 48 KiB, so the function needs
- * CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES. Arguments as zp_attn_partial's, plus
- * n_rows: the rows of the z range (the grid z of zp_attn_partial's launch).
+ * The same contract as zp_attn_partial (signature, grid (n_split, hkv, n_rows_cap or the
+ * number of rows listed), 128 threads, rows, the partials it writes), for the backend's
+ * decode rows when the configuration selects it (conf key attention_kernel); one engine uses
+ * one of the two for every such row, so a row's bits never depend on the batch. Dynamic shared memory:
+ * ZP_DM_STAGES * 2 * ZP_DM_SK * D * 2 bytes (drv/attn_abi.h: 96 KiB at D 128, 48 KiB at D 64),
+ * above 48 KiB, so the function needs CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
  *
  * WHY. zp_attn_partial spends a score FMA and a P·V FMA per head on every K/V element and
  * reduces each score across lanes: with G = 8 heads per CTA that CUDA-core work, not memory,
  * bounds it (docs/BENCHMARKS.md: 1.8x GQA 4's time at the same bytes). Here the G query
  * heads are the M rows of mma.sync m16n8k16 (rows G..15 zero), so both products cost a few
  * tensor-core instructions per 16 keys whatever G is, and the kernel is left with moving
- * bytes: a CTA-wide cp.async ring of ZP_DM_STAGES stages keeps (STAGES - 1) * 64 K and V rows
- * in flight per CTA. Items are short (attention_chunk keys: 8 stages at 512), so with a CTA
- * per item every item pays the ring's fill (the first stage's latency with nothing else in
- * flight) and its drain (the last stages and the merge with no copy behind them); a CTA that
- * takes several items keeps copying the next item's stages while it finishes the current one.
+ * bytes: a CTA-wide cp.async ring of ZP_DM_STAGES stages of SK = 64 keys keeps
+ * (STAGES - 1) * 64 K and V rows in flight per CTA.
  *
- * ALGORITHM. The CTA's items form one stream of stages: a loader issues stage after stage
- * (K and V of 64 keys, and with an item's first stage the item's G query rows into the q ring),
- * one commit group each, ST - 1 stages ahead of the consumer; the consumer's stage j of the
- * stream always sits in ring slot j % ST. Within an item, stage k holds keys
- * [start + 64k, start + 64k + 64) of its split (K and V rows swizzled as in prefill.cu); warp w
- * computes keys 16w .. 16w+15 of every stage with its own online softmax state
- * (FlashAttention-2's loop, base 2, P rounded to bf16 for the mma and l summed from the same
- * rounded values, as prefill.cu); one __syncthreads per stage both publishes the stage's copies
- * and frees the slot the next copies overwrite. Keys past the range end are zero-filled and
- * their scores -inf (p exactly 0). After an item's last stage the four warp states merge
- * (exact log-sum-exp) through that stage's slot, which no copy in flight targets, into the
- * partial, m in natural-log units. An empty item (a split past its row's length, a padding row)
- * has no stage: its partials get m = -inf, l = 0. Rounding differs from zp_attn_partial's
- * (bf16 P, ex2.approx): the two kernels are alternatives, never mixed for one row. */
+ * ALGORITHM. Stage i holds keys [start + 64i, start + 64i + 64) of the CTA's split (K and V
+ * rows swizzled as in prefill.cu); warp w computes keys 16w .. 16w+15 of every stage with its
+ * own online softmax state (FlashAttention-2's loop, base 2, P rounded to bf16 for the mma
+ * and l summed from the same rounded values, as prefill.cu); one __syncthreads per stage
+ * both publishes the stage's copies and frees the slot the next copies overwrite. Keys past
+ * the range end are zero-filled and their scores -inf (p exactly 0). At the end the four warp
+ * states merge through shared memory (exact log-sum-exp) into the partial, m in natural-log
+ * units. Rounding differs from zp_attn_partial's (bf16 P, ex2.approx): the two kernels are
+ * alternatives, never mixed for one row. */
 
 #define ZP_DM_WARPS 4
 #define ZP_DM_KW 16                               /* keys per warp per stage (one mma k-step) */
@@ -462,262 +446,190 @@ extern "C" __global__ void __launch_bounds__(32 * ZP_MERGE_HEADS)
 
 static_assert(ZP_HEAD_DIM == 64 || ZP_HEAD_DIM == 128, "tensor-core decode: head dim 64 or 128");
 static_assert(ZP_DM_STAGES >= 2, "the ring needs two stages");
-static_assert(ZP_DM_WARPS * ZP_GQA * ZP_HEAD_DIM * 4 <= 2 * ZP_DM_SK * ZP_HEAD_DIM * 2,
-              "the warp states must fit in one stage's slot");
-
-/* One work item of zp_attn_decode_mma: (split s, kv head g) of row t, keys [start, end). */
-struct zp_dm_item {
-    int t, g, seq, start, end;
-    size_t pbase; /* (t, h = g*G + j, s) lives at partial index pbase + j*n_split */
-};
-
-/* Item i (see above); false when it has no key (its partials are then the empty ones). */
-static __device__ __forceinline__ bool zp_dm_item_at(zp_dm_item &it, int i, int n_split, int hkv,
-                                                     int chunk, const int *__restrict__ rows,
-                                                     const int *__restrict__ tok_seq,
-                                                     const int *__restrict__ tok_kv_idx) {
-    const int s = i % n_split, r = i / n_split, z = r / hkv;
-    it.g = r % hkv;
-    it.t = rows ? rows[z] : z;
-    it.seq = tok_seq[it.t];
-    it.start = s * chunk;
-    it.end = it.start;
-    if (it.seq >= 0) {
-        const int len = tok_kv_idx[it.t] + 1;
-        it.end = len < it.start + chunk ? len : it.start + chunk;
-    }
-    it.pbase = ((size_t)it.t * (size_t)(hkv * ZP_GQA) + (size_t)it.g * ZP_GQA) * (size_t)n_split +
-               (size_t)s;
-    return it.start < it.end;
-}
+static_assert(ZP_DM_WARPS * ZP_GQA * ZP_HEAD_DIM * 4 <= ZP_DM_STAGES * 2 * ZP_DM_SK * ZP_HEAD_DIM * 2,
+              "the warp states must fit in the ring");
 
 extern "C" __global__ void __launch_bounds__(ZP_ATTN_THREADS)
 zp_attn_decode_mma(const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
                    const bf16 *__restrict__ vc, const int *__restrict__ tok_seq,
                    const int *__restrict__ tok_kv_idx, const int *__restrict__ block_tables,
-                   const int *__restrict__ n_tokens, const int *__restrict__ rows, int n_rows,
-                   int max_blocks, int hkv, float scale, int chunk, int n_split,
-                   float *__restrict__ part_o, float *__restrict__ part_ml) {
+                   const int *__restrict__ n_tokens, const int *__restrict__ rows, int max_blocks,
+                   int hkv, float scale, int chunk, int n_split, float *__restrict__ part_o,
+                   float *__restrict__ part_ml) {
     zp_grid_dep();
     constexpr int D = ZP_HEAD_DIM, G = ZP_GQA, SK = ZP_DM_SK, ST = ZP_DM_STAGES;
     constexpr int KQ = D / 16; /* k16 steps over the head dim */
     constexpr int ND = D / 8;  /* n8 output tiles over the head dim */
-    constexpr int QV = G * D / 8; /* 16-byte vectors of an item's q rows */
-    typedef zp_kv_tile<SK, ZP_ATTN_THREADS> KT;
-    /* [stage][K, V][key row, swizzled], then [ST][G][D] q rows */
-    extern __shared__ __align__(128) bf16 dm_s[];
-    bf16 *const dm_q = dm_s + (size_t)ST * 2 * SK * D;
+    extern __shared__ __align__(128) bf16 dm_s[]; /* [stage][K, V][key row, swizzled] */
     __shared__ float red_m[ZP_DM_WARPS][G], red_l[ZP_DM_WARPS][G], red_f[ZP_DM_WARPS][G];
 
+    if ((int)blockIdx.z >= *n_tokens) return;
+    const int s = blockIdx.x, g = blockIdx.y, t = rows ? rows[blockIdx.z] : (int)blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int gid = lane >> 2, tq = lane & 3; /* mma fragment row group and column pair */
-    const int hq = hkv * G, stride = (int)gridDim.x;
-    const int n_tok = *n_tokens;
-    const int n_items = n_split * hkv * (n_rows < n_tok ? n_rows : n_tok);
-
-    /* loader: item li (>= n_items: done), its next stage lk of lnst; lq counts the items
-     * begun (q ring slot), blk the page entries of the next stage */
-    zp_dm_item ld;
-    int li = (int)blockIdx.x, lk = 0, lnst = 0, lq = 0, ls = 0;
-    int blk[KT::LPT];
-    const int *lbt = nullptr;
-    auto lseek = [&]() { /* the first item with keys from li on, and its first page entries */
-        for (; li < n_items; li += stride)
-            if (zp_dm_item_at(ld, li, n_split, hkv, chunk, rows, tok_seq, tok_kv_idx)) break;
-        if (li < n_items) {
-            lnst = (ld.end - ld.start + SK - 1) / SK;
-            lbt = block_tables + (size_t)ld.seq * (size_t)max_blocks;
-            zp_kv_blocks<SK, ZP_ATTN_THREADS>(blk, lbt, ld.start, ld.end, tid);
+    const int hq = hkv * G, seq = tok_seq[t], start = s * chunk;
+    int end = start; /* empty unless a real row with indices in this chunk */
+    if (seq >= 0) {
+        const int len = tok_kv_idx[t] + 1;
+        end = len < start + chunk ? len : start + chunk;
+    }
+    /* (t, h = g*G + j, s) lives at partial index pbase + j*n_split */
+    const size_t pbase = ((size_t)t * (size_t)hq + (size_t)g * G) * (size_t)n_split + (size_t)s;
+    if (start >= end) { /* the merge skips it by its -inf maximum; its part_o is never read */
+        if (tid < G) {
+            part_ml[(pbase + (size_t)tid * (size_t)n_split) * 2 + 0] = ZP_NEG_INF;
+            part_ml[(pbase + (size_t)tid * (size_t)n_split) * 2 + 1] = 0.0f;
         }
-    };
-    lseek();
-    /* issues stream stage ls into slot ls % ST (one commit group, empty once the loader is
-     * done) and moves the loader on */
-    auto issue = [&]() {
-        if (li < n_items) {
-            if (lk == 0) { /* the item's q rows travel with its first stage */
-                const bf16 *qg = q + ((size_t)ld.t * (size_t)hq + (size_t)ld.g * G) * D;
-                bf16 *qs = dm_q + (size_t)(lq % ST) * G * D;
-                for (int v = tid; v < QV; v += ZP_ATTN_THREADS) zp_cp16(qs + 8 * v, qg + 8 * v, 16);
-            }
-            bf16 *st = dm_s + (size_t)(ls % ST) * 2 * SK * D;
-            zp_kv_load<SK, ZP_ATTN_THREADS>(st, st + SK * D, kc, vc, blk, hkv, ld.g,
-                                            ld.start + lk * SK, ld.end, tid);
-            ls++;
-            if (++lk < lnst) {
-                zp_kv_blocks<SK, ZP_ATTN_THREADS>(blk, lbt, ld.start + lk * SK, ld.end, tid);
-            } else {
-                lk = 0;
-                lq++;
-                li += stride;
-                lseek();
-            }
+        return;
+    }
+
+    const int *bt = block_tables + (size_t)seq * (size_t)max_blocks;
+    const int n_st = (end - start + SK - 1) / SK;
+    int blk[zp_kv_tile<SK, ZP_ATTN_THREADS>::LPT];
+    zp_kv_blocks<SK, ZP_ATTN_THREADS>(blk, bt, start, end, tid);
+    /* prologue: stages 0 .. ST-2 in flight (one commit group each, empty past the end) */
+#pragma unroll
+    for (int k = 0; k < ST - 1; k++) {
+        if (k < n_st) {
+            bf16 *st = dm_s + (size_t)k * 2 * SK * D;
+            zp_kv_load<SK, ZP_ATTN_THREADS>(st, st + SK * D, kc, vc, blk, hkv, g, start + k * SK, end, tid);
+            zp_kv_blocks<SK, ZP_ATTN_THREADS>(blk, bt, start + (k + 1) * SK, end, tid);
         }
         zp_cp_commit();
-    };
-
-    /* prologue: stream stages 0 .. ST-2 in flight */
-#pragma unroll
-    for (int k = 0; k < ST - 1; k++) issue();
-
-    /* consumer: item ci, its stage ck of cnst, stream stage cs; empty items on the way get
-     * their empty partials */
-    zp_dm_item cu;
-    int ci = (int)blockIdx.x, ck = 0, cnst = 0, cq = 0, cs = 0;
-    auto cseek = [&]() { /* the first item with keys from ci on */
-        for (; ci < n_items; ci += stride) {
-            if (zp_dm_item_at(cu, ci, n_split, hkv, chunk, rows, tok_seq, tok_kv_idx)) break;
-            /* the merge skips it by its -inf maximum; its part_o is never read */
-            if (tid < G) {
-                part_ml[(cu.pbase + (size_t)tid * (size_t)n_split) * 2 + 0] = ZP_NEG_INF;
-                part_ml[(cu.pbase + (size_t)tid * (size_t)n_split) * 2 + 1] = 0.0f;
-            }
-        }
-        if (ci < n_items) cnst = (cu.end - cu.start + SK - 1) / SK;
-    };
-    cseek();
+    }
 
     /* q fragments (A operand): row gid is head gid of the group (zero for gid >= G), rows
      * gid+8 are unused (zero) */
     unsigned qa[KQ][4];
+    const bf16 *qr = gid < G ? q + ((size_t)t * (size_t)hq + (size_t)(g * G + gid)) * D : nullptr;
+#pragma unroll
+    for (int k = 0; k < KQ; k++) {
+        qa[k][0] = qr ? *(const unsigned *)(qr + 16 * k + 2 * tq) : 0u;
+        qa[k][2] = qr ? *(const unsigned *)(qr + 16 * k + 8 + 2 * tq) : 0u;
+        qa[k][1] = qa[k][3] = 0u;
+    }
+
     float o[ND][4], mr = ZP_NEG_INF, lr = 0.0f;
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) o[n][x] = 0.0f;
     const float c2 = scale * 1.4426950408889634f; /* scores in base-2 units */
     const int l7 = lane & 7, mat = lane >> 3;      /* ldmatrix: row in matrix, matrix */
 
-    while (ci < n_items) {
-        zp_cp_wait<ST - 2>(); /* this thread's copies of stream stage cs have landed */
-        __syncthreads();      /* everyone's have, and stage cs-1's slot is free */
-        issue();              /* stream stage cs + ST - 1 into that slot */
-        if (ck == 0) {        /* a new item: its q rows came with its first stage */
-            const bf16 *qs = dm_q + (size_t)(cq % ST) * G * D + (size_t)gid * D;
-#pragma unroll
-            for (int k = 0; k < KQ; k++) {
-                qa[k][0] = gid < G ? *(const unsigned *)(qs + 16 * k + 2 * tq) : 0u;
-                qa[k][2] = gid < G ? *(const unsigned *)(qs + 16 * k + 8 + 2 * tq) : 0u;
-                qa[k][1] = qa[k][3] = 0u;
-            }
-#pragma unroll
-            for (int n = 0; n < ND; n++)
-#pragma unroll
-                for (int x = 0; x < 4; x++) o[n][x] = 0.0f;
-            mr = ZP_NEG_INF;
-            lr = 0.0f;
+    for (int it = 0; it < n_st; it++) {
+        zp_cp_wait<ST - 2>(); /* this thread's copies of stage it have landed */
+        __syncthreads();      /* everyone's have, and stage it-1's slot is free */
+        const int nx = it + ST - 1;
+        if (nx < n_st) {
+            bf16 *st = dm_s + (size_t)(nx % ST) * 2 * SK * D;
+            zp_kv_load<SK, ZP_ATTN_THREADS>(st, st + SK * D, kc, vc, blk, hkv, g, start + nx * SK, end, tid);
+            if (nx + 1 < n_st) zp_kv_blocks<SK, ZP_ATTN_THREADS>(blk, bt, start + (nx + 1) * SK, end, tid);
         }
-        const int start = cu.start, end = cu.end;
-        const int p0 = start + ck * SK + ZP_DM_KW * w; /* this warp's first key */
-        bf16 *const st = dm_s + (size_t)(cs % ST) * 2 * SK * D;
-        if (p0 < end) {
-            const unsigned ks = (unsigned)__cvta_generic_to_shared(st);
-            const unsigned vs = (unsigned)__cvta_generic_to_shared(st + SK * D);
-            const int r0 = ZP_DM_KW * w; /* this warp's first key row in the stage */
+        zp_cp_commit();
+        const int p0 = start + it * SK + ZP_DM_KW * w; /* this warp's first key */
+        if (p0 >= end) continue;
 
-            /* S = Q K^T over the warp's 16 keys: two n8 tiles, each summed over the head dim
-             * in two accumulators (even and odd k-steps) so the dependent mma chains are half
-             * as long */
-            float sc[2][4], sc2[2][4];
+        const bf16 *st = dm_s + (size_t)(it % ST) * 2 * SK * D;
+        const unsigned ks = (unsigned)__cvta_generic_to_shared(st);
+        const unsigned vs = (unsigned)__cvta_generic_to_shared(st + SK * D);
+        const int r0 = ZP_DM_KW * w; /* this warp's first key row in the stage */
+
+        /* S = Q K^T over the warp's 16 keys: two n8 tiles, each summed over the head dim in
+         * two accumulators (even and odd k-steps) so the dependent mma chains are half as long */
+        float sc[2][4], sc2[2][4];
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
+        for (int nt = 0; nt < 2; nt++) {
 #pragma unroll
-                for (int x = 0; x < 4; x++) sc[nt][x] = sc2[nt][x] = 0.0f;
+            for (int x = 0; x < 4; x++) sc[nt][x] = sc2[nt][x] = 0.0f;
 #pragma unroll
-                for (int kk = 0; kk < KQ / 2; kk++) {
-                    unsigned b[4];
-                    zp_ldm4(b, ks + zp_swz_off(r0 + nt * 8 + l7, 4 * kk + mat));
-                    zp_mma_bf16(sc[nt], qa[2 * kk], b[0], b[1]);
-                    zp_mma_bf16(sc2[nt], qa[2 * kk + 1], b[2], b[3]);
-                }
-#pragma unroll
-                for (int x = 0; x < 2; x++) sc[nt][x] += sc2[nt][x];
-            }
-            /* mask, scale, online softmax of row gid (registers 0, 1 of each tile) */
-            float mx = ZP_NEG_INF;
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const float x = p0 + nt * 8 + 2 * tq + e < end ? sc[nt][e] * c2 : ZP_NEG_INF;
-                    sc[nt][e] = x;
-                    mx = fmaxf(mx, x);
-                }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mn = fmaxf(mr, mx);
-            const float corr = mn == mr ? 1.0f : zp_ex2(mr - mn); /* exactly 1 when unchanged */
-            const float msub = mn == ZP_NEG_INF ? 0.0f : mn;
-            mr = mn;
-            /* P in bf16 as the A operand of P V (rows gid+8 zero) */
-            unsigned pa[4] = {0u, 0u, 0u, 0u};
-            float lsum = 0.0f;
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                const unsigned pk =
-                    zp_pack_bf16x2(zp_ex2(sc[nt][0] - msub), zp_ex2(sc[nt][1] - msub));
-                pa[2 * nt] = pk;
-                lsum += __uint_as_float(pk << 16);
-                lsum += __uint_as_float(pk & 0xffff0000u);
-            }
-            lr = lr * corr + lsum;
-#pragma unroll
-            for (int n = 0; n < ND; n++) {
-                o[n][0] *= corr;
-                o[n][1] *= corr;
-            }
-            /* O += P V: ldmatrix.trans x4 gives the B fragments of two n8 tiles of D */
-#pragma unroll
-            for (int n2 = 0; n2 < ND / 2; n2++) {
+            for (int kk = 0; kk < KQ / 2; kk++) {
                 unsigned b[4];
-                zp_ldm4t(b, vs + zp_swz_off(r0 + 8 * (mat & 1) + l7, 2 * n2 + (mat >> 1)));
-                zp_mma_bf16(o[2 * n2], pa, b[0], b[1]);
-                zp_mma_bf16(o[2 * n2 + 1], pa, b[2], b[3]);
+                zp_ldm4(b, ks + zp_swz_off(r0 + nt * 8 + l7, 4 * kk + mat));
+                zp_mma_bf16(sc[nt], qa[2 * kk], b[0], b[1]);
+                zp_mma_bf16(sc2[nt], qa[2 * kk + 1], b[2], b[3]);
             }
+#pragma unroll
+            for (int x = 0; x < 2; x++) sc[nt][x] += sc2[nt][x];
         }
-        cs++;
-        if (++ck < cnst) continue;
+        /* mask, scale, online softmax of row gid (registers 0, 1 of each tile) */
+        float mx = ZP_NEG_INF;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float x = p0 + nt * 8 + 2 * tq + e < end ? sc[nt][e] * c2 : ZP_NEG_INF;
+                sc[nt][e] = x;
+                mx = fmaxf(mx, x);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mn = fmaxf(mr, mx);
+        const float corr = mn == mr ? 1.0f : zp_ex2(mr - mn); /* exactly 1 when unchanged */
+        const float msub = mn == ZP_NEG_INF ? 0.0f : mn;
+        mr = mn;
+        /* P in bf16 as the A operand of P V (rows gid+8 zero) */
+        unsigned pa[4] = {0u, 0u, 0u, 0u};
+        float ls = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const unsigned pk = zp_pack_bf16x2(zp_ex2(sc[nt][0] - msub), zp_ex2(sc[nt][1] - msub));
+            pa[2 * nt] = pk;
+            ls += __uint_as_float(pk << 16);
+            ls += __uint_as_float(pk & 0xffff0000u);
+        }
+        lr = lr * corr + ls;
+#pragma unroll
+        for (int n = 0; n < ND; n++) {
+            o[n][0] *= corr;
+            o[n][1] *= corr;
+        }
+        /* O += P V: ldmatrix.trans x4 gives the B fragments of two n8 tiles of D */
+#pragma unroll
+        for (int n2 = 0; n2 < ND / 2; n2++) {
+            unsigned b[4];
+            zp_ldm4t(b, vs + zp_swz_off(r0 + 8 * (mat & 1) + l7, 2 * n2 + (mat >> 1)));
+            zp_mma_bf16(o[2 * n2], pa, b[0], b[1]);
+            zp_mma_bf16(o[2 * n2 + 1], pa, b[2], b[3]);
+        }
+    }
 
-        /* the item's last stage: merge the warp states, l over the quad, then through this
-         * stage's slot (the copies in flight target the other slots) */
-        float l = lr + __shfl_xor_sync(0xffffffffu, lr, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        __syncthreads(); /* every warp's reads of the slot done */
-        float *red_o = (float *)st; /* [WARPS][G][D] */
-        if (gid < G) {
-            float *dst = red_o + (size_t)(w * G + gid) * D + 2 * tq;
+    /* merge the warp states: l over the quad, then through shared memory (the ring) */
+    float l = lr + __shfl_xor_sync(0xffffffffu, lr, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    zp_cp_wait<0>(); /* only empty groups can remain; keep the ring idle before reuse */
+    __syncthreads(); /* every warp's reads of the ring done */
+    float *red_o = (float *)dm_s; /* [WARPS][G][D] */
+    if (gid < G) {
+        float *dst = red_o + (size_t)(w * G + gid) * D + 2 * tq;
 #pragma unroll
-            for (int n = 0; n < ND; n++) *(float2 *)(dst + 8 * n) = make_float2(o[n][0], o[n][1]);
-            if (tq == 0) {
-                red_m[w][gid] = mr;
-                red_l[w][gid] = l;
-            }
+        for (int n = 0; n < ND; n++) *(float2 *)(dst + 8 * n) = make_float2(o[n][0], o[n][1]);
+        if (tq == 0) {
+            red_m[w][gid] = mr;
+            red_l[w][gid] = l;
         }
-        __syncthreads();
-        if (tid < G) {
-            const int j = tid;
-            float M = ZP_NEG_INF, L = 0.0f;
-            for (int k = 0; k < ZP_DM_WARPS; k++) M = fmaxf(M, red_m[k][j]);
-            for (int k = 0; k < ZP_DM_WARPS; k++) {
-                const float mk = red_m[k][j];
-                const float f = mk == ZP_NEG_INF ? 0.0f : zp_ex2(mk - M);
-                red_f[k][j] = f;
-                L += red_l[k][j] * f;
-            }
-            part_ml[(cu.pbase + (size_t)j * (size_t)n_split) * 2 + 0] =
-                M == ZP_NEG_INF ? ZP_NEG_INF : M * 0.6931471805599453f;
-            part_ml[(cu.pbase + (size_t)j * (size_t)n_split) * 2 + 1] = L;
+    }
+    __syncthreads();
+    if (tid < G) {
+        const int j = tid;
+        float M = ZP_NEG_INF, L = 0.0f;
+        for (int k = 0; k < ZP_DM_WARPS; k++) M = fmaxf(M, red_m[k][j]);
+        for (int k = 0; k < ZP_DM_WARPS; k++) {
+            const float mk = red_m[k][j];
+            const float f = mk == ZP_NEG_INF ? 0.0f : zp_ex2(mk - M);
+            red_f[k][j] = f;
+            L += red_l[k][j] * f;
         }
-        __syncthreads();
-        for (int idx = tid; idx < G * D; idx += ZP_ATTN_THREADS) {
-            const int j = idx / D, d = idx % D;
-            float acc = 0.0f;
+        part_ml[(pbase + (size_t)j * (size_t)n_split) * 2 + 0] =
+            M == ZP_NEG_INF ? ZP_NEG_INF : M * 0.6931471805599453f;
+        part_ml[(pbase + (size_t)j * (size_t)n_split) * 2 + 1] = L;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < G * D; idx += ZP_ATTN_THREADS) {
+        const int j = idx / D, d = idx % D;
+        float acc = 0.0f;
 #pragma unroll
-            for (int k = 0; k < ZP_DM_WARPS; k++)
-                acc = fmaf(red_o[(k * G + j) * D + d], red_f[k][j], acc);
-            part_o[(cu.pbase + (size_t)j * (size_t)n_split) * D + (size_t)d] = acc;
-        }
-        /* the next iteration's __syncthreads orders these reads of the slot and of red_f
-         * before any copy into the slot or the next merge's writes */
-        ck = 0;
-        cq++;
-        ci += stride;
-        cseek();
+        for (int k = 0; k < ZP_DM_WARPS; k++) acc = fmaf(red_o[(k * G + j) * D + d], red_f[k][j], acc);
+        part_o[(pbase + (size_t)j * (size_t)n_split) * D + (size_t)d] = acc;
     }
 }

@@ -7,9 +7,7 @@
  * KV length split 1, 3 and 8 ways. ||d||/||ref|| <= 1e-2 (bf16 output), never a NaN. Each
  * partial kernel again over a list of rows (every third row and the padded ones, as the backend
  * lists the rows no prefill q-tile covers): the listed rows' partials bit-identical to the full
- * grid's, every other row's untouched. The mma kernel also with fewer CTAs than items (1, 7
- * and 64, each taking every n-th item, as conf attention_persistent launches it), over every
- * row and over the list: partials bit-identical to a CTA per item.
+ * grid's, every other row's untouched.
  * SKIP without a GPU. */
 #include "drv/attn_abi.h"
 #include "drv/backend.h"
@@ -22,28 +20,6 @@ static backend *cpu;
 static unsigned long long seed = 0xa77e;
 
 #define P(x) ((be_ptr)(uintptr_t)(x))
-
-/* One launch of a partial kernel: its arguments but the grid. */
-typedef struct part_launch {
-    CUdeviceptr q, kc, vc, seq, idx, bt, n, rows, po, pml;
-    int n_z, mb, hkv, chunk, n_split;
-    float scale;
-} part_launch;
-
-/* zp_attn_partial (mma 0) in its 3-D grid, or zp_attn_decode_mma in a 1-D grid of ctas CTAs
- * (0: a CTA per item) */
-static void launch_partial(CUfunction fp, int mma, unsigned smem, unsigned ctas, part_launch *l) {
-    void *pa[] = {&l->q,  &l->kc,  &l->vc,    &l->seq,   &l->idx,     &l->bt, &l->n,  &l->rows,
-                  &l->mb, &l->hkv, &l->scale, &l->chunk, &l->n_split, &l->po, &l->pml};
-    void *pm[] = {&l->q,   &l->kc, &l->vc,  &l->seq,   &l->idx,   &l->bt,      &l->n,  &l->rows,
-                  &l->n_z, &l->mb, &l->hkv, &l->scale, &l->chunk, &l->n_split, &l->po, &l->pml};
-    if (!mma) {
-        gpu_launch(g, fp, (unsigned)l->n_split, (unsigned)l->hkv, (unsigned)l->n_z, 128, 0, pa);
-        return;
-    }
-    const long long items = (long long)l->n_split * l->hkv * l->n_z;
-    gpu_launch(g, fp, attn_decode_ctas(items, ctas), 1, 1, 128, smem, pm);
-}
 
 static void run_case(int D, int bs, int gqa, int hkv) {
     const int hq = hkv * gqa;
@@ -90,7 +66,7 @@ static void run_case(int D, int bs, int gqa, int hkv) {
 
     CUmodule m = gpu_module(g, "attention.cu", D, bs, gqa);
     static const char *const kname[2] = {"zp_attn_partial", "zp_attn_decode_mma"};
-    const unsigned ksmem[2] = {0, (unsigned)attn_mma_smem_bytes(D, attn_mma_stages(D), gqa)};
+    const unsigned ksmem[2] = {0, (unsigned)attn_mma_smem_bytes(D, attn_mma_stages(D))};
     CUfunction fps[2] = {gpu_fn(g, m, kname[0]), gpu_fn(g, m, kname[1])};
     CU(g->drv.FuncSetAttribute(fps[1], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                (int)ksmem[1]));
@@ -109,50 +85,14 @@ static void run_case(int D, int bs, int gqa, int hkv) {
             CUdeviceptr d_po = gpu_poisoned(g, 4 * (size_t)cap * hq * n_split * D),
                         d_pml = gpu_poisoned(g, 4 * (size_t)cap * hq * n_split * 2),
                         d_out = gpu_poisoned(g, 2 * q_n);
-            int hqv = hq;
-            /* every row of the grid (rows 0: no list) */
-            part_launch pl = {.q = d_q,
-                              .kc = d_kc,
-                              .vc = d_vc,
-                              .seq = d_seq,
-                              .idx = d_idx,
-                              .bt = d_bt,
-                              .n = d_n,
-                              .rows = 0,
-                              .po = d_po,
-                              .pml = d_pml,
-                              .n_z = cap,
-                              .mb = max_blocks,
-                              .hkv = hkv,
-                              .chunk = chunk,
-                              .n_split = n_split,
-                              .scale = scale};
-            launch_partial(fp, kk, ksmem[kk], 0, &pl);
-            size_t listed_differ = 0, unlisted_written = 0, fewer_differ = 0;
-            const size_t po_n = (size_t)cap * hq * n_split * D,
-                         ml_n = (size_t)cap * hq * n_split * 2;
-            uint32_t *o1 = malloc(4 * po_n), *m1 = malloc(4 * ml_n), *o3 = malloc(4 * po_n),
-                     *m3 = malloc(4 * ml_n);
-            gpu_down(g, o1, d_po, 4 * po_n);
-            gpu_down(g, m1, d_pml, 4 * ml_n);
-            static const unsigned fewer[] = {1, 7, 64};
-            for (int fi = 0; kk == 1 && fi < 3; fi++) { /* fewer CTAs than items, every row */
-                part_launch pf = pl;
-                pf.po = gpu_poisoned(g, 4 * po_n);
-                pf.pml = gpu_poisoned(g, 4 * ml_n);
-                launch_partial(fp, kk, ksmem[kk], fewer[fi], &pf);
-                gpu_down(g, o3, pf.po, 4 * po_n);
-                gpu_down(g, m3, pf.pml, 4 * ml_n);
-                /* written rows (below the count) equal, rows past it untouched in both */
-                fewer_differ += memcmp(o1, o3, 4 * po_n) != 0;
-                fewer_differ += memcmp(m1, m3, 4 * ml_n) != 0;
-                CU(g->drv.MemFree(pf.po));
-                CU(g->drv.MemFree(pf.pml));
-            }
-            CHECKF(fewer_differ == 0, "%s split %d with fewer CTAs than items: %zu of 6 differ",
-                   kname[kk], n_split, fewer_differ);
-            free(o3), free(m3);
-            for (int fi = 0; fi < (kk == 1 ? 2 : 1); fi++) { /* a list; mma also with 5 CTAs */
+            int mb = max_blocks, hk = hkv, hqv = hq;
+            float sc = scale;
+            CUdeviceptr no_rows = 0; /* every row of the grid */
+            void *pa[] = {&d_q, &d_kc, &d_vc, &d_seq, &d_idx,   &d_bt, &d_n,  &no_rows,
+                          &mb,  &hk,   &sc,   &chunk, &n_split, &d_po, &d_pml};
+            gpu_launch(g, fp, (unsigned)n_split, (unsigned)hkv, (unsigned)cap, 128, ksmem[kk], pa);
+            size_t listed_differ = 0, unlisted_written = 0;
+            {
                 const size_t po_row = (size_t)hq * n_split * D, ml_row = (size_t)hq * n_split * 2;
                 int32_t *rows = malloc(4 * (size_t)cap), n_listed = 0;
                 for (int t = 0; t < n_rows; t++)
@@ -160,12 +100,16 @@ static void run_case(int D, int bs, int gqa, int hkv) {
                 CUdeviceptr d_rows = gpu_up(g, rows, 4 * (size_t)n_listed),
                             d_po2 = gpu_poisoned(g, 4 * (size_t)cap * po_row),
                             d_pml2 = gpu_poisoned(g, 4 * (size_t)cap * ml_row);
-                part_launch pr = pl;
-                pr.rows = d_rows, pr.n_z = n_listed, pr.po = d_po2, pr.pml = d_pml2;
-                launch_partial(fp, kk, ksmem[kk], fi ? 5 : 0, &pr);
+                void *pl[] = {&d_q, &d_kc, &d_vc,  &d_seq,   &d_idx, &d_bt,  &d_n,   &d_rows,
+                              &mb,  &hk,   &sc,    &chunk,   &n_split, &d_po2, &d_pml2};
+                gpu_launch(g, fp, (unsigned)n_split, (unsigned)hkv, (unsigned)n_listed, 128,
+                           ksmem[kk], pl);
                 const size_t on = (size_t)cap * po_row, mn = (size_t)cap * ml_row;
-                uint32_t *o2 = malloc(4 * on), *m2 = malloc(4 * mn);
+                uint32_t *o1 = malloc(4 * on), *o2 = malloc(4 * on), *m1 = malloc(4 * mn),
+                         *m2 = malloc(4 * mn);
+                gpu_down(g, o1, d_po, 4 * on);
                 gpu_down(g, o2, d_po2, 4 * on);
+                gpu_down(g, m1, d_pml, 4 * mn);
                 gpu_down(g, m2, d_pml2, 4 * mn);
                 for (int t = 0, k = 0; t < cap; t++) {
                     const size_t ot = (size_t)t * po_row, mt = (size_t)t * ml_row;
@@ -182,9 +126,8 @@ static void run_case(int D, int bs, int gqa, int hkv) {
                 CU(g->drv.MemFree(d_rows));
                 CU(g->drv.MemFree(d_po2));
                 CU(g->drv.MemFree(d_pml2));
-                free(rows), free(o2), free(m2);
+                free(rows), free(o1), free(o2), free(m1), free(m2);
             }
-            free(o1), free(m1);
             CHECKF(listed_differ == 0 && unlisted_written == 0,
                    "%s split %d over listed rows: %zu listed rows differ, %zu values of other rows "
                    "written",

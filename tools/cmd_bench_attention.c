@@ -4,14 +4,11 @@
  * the given context, over a KV pool of bf16 pages in a shuffled block table (head dim 128
  * unless --head-dim); times zp_attn_partial + zp_attn_merge and zp_attn_decode_mma +
  * zp_attn_merge (the two decode kernels of conf key attention_kernel, simt and mma) with CUDA
- * events (median of --iters after warm-up) and reports the KV bytes read per second of each,
- * the mma kernel twice: with a CTA per (split, kv head, row) item and with the CTAs the GPU
- * holds at once taking the items in turn (conf key attention_persistent);
+ * events (median of --iters after warm-up) and reports the KV bytes read per second of each;
  * --mma-stages N compiles the mma kernel with an N-stage ring instead of drv/attn_abi.h's (for
- * tuning). The split over the KV length: with --chunk N, chunks of N positions as the backend
- * splits every row (its attention_chunk); without, enough CTAs for two waves of the GPU's SMs,
- * chunks of at least 256 tokens. tools/peer_sdpa.py measures torch SDPA on the same shapes over
- * contiguous KV.
+ * tuning). The split over the KV length is
+ * chosen as the backend will: enough CTAs for two waves of the GPU's SMs, chunks of at least
+ * 256 tokens. tools/peer_sdpa.py measures torch SDPA on the same shapes over contiguous KV.
  * Prefill (--prefill N [--prefix P]): for each block size (default: the conf's block_size) x
  * GQA group (default 4): one prompt of N rows over a cached prefix of P tokens (row i attends
  * cache indices [0, P+i]), random bf16 data, chunks of the conf's attention_chunk as the
@@ -270,7 +267,6 @@ int bench_attention(int argc, char **argv) {
     const char *bs_s = "16,32,64,128,256", *ctx_s = "2048,8192,16384", *gqa_s = "4,8", *json = NULL;
     int64_t batch = 64, head_dim = 128, kv_heads = 8, iters = 20, prefill = 0, prefix = 0;
     int64_t mma_stages = 0; /* 0: drv/attn_abi.h's */
-    int64_t fixed_chunk = 0; /* 0: the split rule above */
     int bs_given = 0, gqa_given = 0;
     cli c;
     cli_init(&c, "bench attention", argc, argv);
@@ -286,8 +282,6 @@ int bench_attention(int argc, char **argv) {
         else if (!strcmp(o, "--iters")) rc = cli_int(&c, &iters, 1, 10000);
         else if (!strcmp(o, "--mma-stages"))
             rc = cli_int(&c, &mma_stages, 2, 8);
-        else if (!strcmp(o, "--chunk"))
-            rc = cli_int(&c, &fixed_chunk, 16, 1 << 20);
         else if (!strcmp(o, "--json")) rc = cli_str(&c, &json);
         else rc = cli_unknown(&c, o);
     }
@@ -325,11 +319,10 @@ int bench_attention(int argc, char **argv) {
     printf("paged decode attention, %s (%d SMs), batch %d, head dim %d, %d kv heads\n", dev.name,
            dev.n_sm, (int)batch, (int)head_dim, (int)kv_heads);
     if (!mma_stages) mma_stages = attn_mma_stages((int)head_dim);
-    printf("mma kernel: %d-stage ring; mma: a CTA per item, resident: the CTAs the GPU holds at "
-           "once\n",
-           (int)mma_stages);
-    printf("%6s %6s %4s %6s %6s %10s %9s %10s %9s %6s %10s %9s\n", "block", "ctx", "gqa", "split",
-           "chunk", "simt (us)", "GB/s", "mma (us)", "GB/s", "ctas", "res. (us)", "GB/s");
+    const unsigned mma_smem = (unsigned)attn_mma_smem_bytes((int)head_dim, (int)mma_stages);
+    printf("mma kernel: %d-stage ring, %u bytes of shared memory\n", (int)mma_stages, mma_smem);
+    printf("%6s %6s %4s %6s %6s %10s %9s %10s %9s\n", "block", "ctx", "gqa", "split", "chunk",
+           "simt (us)", "GB/s", "mma (us)", "GB/s");
     CUdeviceptr kc = 0, vc = 0, q = 0, out = 0, po = 0, pml = 0, meta = 0;
     CUevent e0 = NULL, e1 = NULL;
     CK(drv->EventCreate(&e0, CU_EVENT_DEFAULT), "cuEventCreate");
@@ -346,8 +339,6 @@ int bench_attention(int argc, char **argv) {
                 if (n_split > max_split) n_split = max_split;
                 if (n_split < 1) n_split = 1;
                 int chunk = ((L + n_split - 1) / n_split + bs - 1) / bs * bs;
-                if (fixed_chunk) chunk = (int)fixed_chunk, n_split = (L + chunk - 1) / chunk;
-                const unsigned mma_smem = (unsigned)attn_mma_smem_bytes(D, (int)mma_stages, G);
                 size_t meta_ints = (size_t)B * 2 + 1 + (size_t)B * per_seq;
                 int32_t *h = arena_temp(&a, meta_ints * 4, 4, "bench meta");
                 if (!h) { rc = ZP_ENOMEM; goto out; }
@@ -407,24 +398,14 @@ int bench_attention(int argc, char **argv) {
                 CUdeviceptr no_rows = 0;
                 void *pa[] = {&q,       &kc,  &vc, &d_seq, &d_idx,   &d_bt, &d_n, &no_rows,
                               &per_seq, &hkv, &sc, &chunk, &n_split, &po,   &pml};
-                void *pm[] = {&q, &kc,      &vc,  &d_seq, &d_idx, &d_bt,    &d_n, &no_rows,
-                              &B, &per_seq, &hkv, &sc,    &chunk, &n_split, &po,  &pml};
                 void *ma[] = {&po, &pml, &d_n, &hq, &n_split, &out};
-                int per_sm = 0;
-                CK(drv->OccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fk[1], 128, mma_smem),
-                   "cuOccupancyMaxActiveBlocksPerMultiprocessor");
-                const long long n_items = (long long)n_split * hkv * B;
-                /* simt (its 3-D grid), mma with a CTA per item, mma with the resident CTAs */
-                const unsigned grid[3] = {(unsigned)n_split, attn_decode_ctas(n_items, 0),
-                                          attn_decode_ctas(n_items, (long long)per_sm * dev.n_sm)};
                 float ms[10000];
-                double med[3], bytes = (double)B * L * hkv * D * 2 * 2;
-                for (int kk = 0; kk < 3; kk++) {
+                double med[2], bytes = (double)B * L * hkv * D * 2 * 2;
+                for (int kk = 0; kk < 2; kk++) {
                     for (int it = -3; it < (int)iters; it++) {
                         CK(drv->EventRecord(e0, dev.compute), "cuEventRecord");
-                        CK(drv->LaunchKernel(fk[kk > 0], grid[kk], kk ? 1 : (unsigned)hkv,
-                                             kk ? 1 : (unsigned)B, 128, 1, 1, kk ? mma_smem : 0,
-                                             dev.compute, kk ? pm : pa, NULL),
+                        CK(drv->LaunchKernel(fk[kk], (unsigned)n_split, (unsigned)hkv, (unsigned)B,
+                                             128, 1, 1, kk ? mma_smem : 0, dev.compute, pa, NULL),
                            kk ? "zp_attn_decode_mma" : "zp_attn_partial");
                         CK(drv->LaunchKernel(fm, attn_merge_blocks(hq), (unsigned)B, 1,
                                              32 * ZP_MERGE_HEADS, 1, 1, 0, dev.compute, ma, NULL),
@@ -437,20 +418,16 @@ int bench_attention(int argc, char **argv) {
                     qsort(ms, (size_t)iters, sizeof ms[0], cmpf);
                     med[kk] = ms[iters / 2] * 1e-3;
                 }
-                printf("%6d %6d %4d %6d %6d %10.1f %9.0f %10.1f %9.0f %6u %10.1f %9.0f\n", bs, L, G,
-                       n_split, chunk, med[0] * 1e6, bytes / med[0] / 1e9, med[1] * 1e6,
-                       bytes / med[1] / 1e9, grid[2], med[2] * 1e6, bytes / med[2] / 1e9);
+                printf("%6d %6d %4d %6d %6d %10.1f %9.0f %10.1f %9.0f\n", bs, L, G, n_split, chunk,
+                       med[0] * 1e6, bytes / med[0] / 1e9, med[1] * 1e6, bytes / med[1] / 1e9);
                 if (jf)
                     fprintf(jf,
                             "{\"block_size\": %d, \"context\": %d, \"gqa\": %d, \"batch\": %d, "
                             "\"head_dim\": %d, "
                             "\"kv_heads\": %d, \"split\": %d, \"us\": %.2f, \"gbps\": %.1f, "
-                            "\"mma_stages\": %d, \"mma_us\": %.2f, \"mma_gbps\": %.1f, "
-                            "\"resident_ctas\": %u, \"mma_resident_us\": %.2f, "
-                            "\"mma_resident_gbps\": %.1f}\n",
+                            "\"mma_stages\": %d, \"mma_us\": %.2f, \"mma_gbps\": %.1f}\n",
                             bs, L, G, B, D, hkv, n_split, med[0] * 1e6, bytes / med[0] / 1e9,
-                            (int)mma_stages, med[1] * 1e6, bytes / med[1] / 1e9, grid[2],
-                            med[2] * 1e6, bytes / med[2] / 1e9);
+                            (int)mma_stages, med[1] * 1e6, bytes / med[1] / 1e9);
                 drv->ModuleUnload(mod);
                 drv->MemFree(kc), drv->MemFree(vc), drv->MemFree(q), drv->MemFree(out);
                 drv->MemFree(po), drv->MemFree(pml), drv->MemFree(meta);

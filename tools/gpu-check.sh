@@ -123,10 +123,6 @@ profile_score() { # a zp_cmp_score launch of the compressed throughput workload 
     # plain stream order instead of programmatic dependent launch (cuda_pdl=false)
     step bench-decode-nopdl "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
         --set cuda_pdl=false --json "$OUT/bench-decode-nopdl.jsonl" || fail=1
-    # the tensor-core decode kernel in the resident grid (attention_persistent) instead of a CTA
-    # per item
-    step bench-decode-persistent "$ZP" bench decode --model tools/shapes/qwen3-8b --backend cuda \
-        --set attention_persistent=true --json "$OUT/bench-decode-persistent.jsonl" || fail=1
     # the curve: tok/s over the batch at 2,048 and 8,192 tokens beside the peer and the roofline
     # (tools/plot_decode.py draws $OUT/decode.png; the peer's points include the table's four)
     sweep=1x2048,4x2048,16x2048,32x2048,64x2048,128x2048,256x2048,16x8192,64x8192
@@ -202,9 +198,6 @@ profile_score() { # a zp_cmp_score launch of the compressed throughput workload 
   if [ $attn = 1 ]; then
     # paged decode attention beside torch SDPA on the same shapes
     step bench-attention "$ZP" bench attention --json "$OUT/bench-attention.jsonl" || fail=1
-    # at the engine's split (attention_chunk 512): a CTA per item against the resident grid
-    step bench-attention-chunk "$ZP" bench attention --chunk 512 --block-sizes 16,256 \
-        --json "$OUT/bench-attention-chunk.jsonl" || fail=1
     step peer-sdpa env PYTHONUNBUFFERED=1 python3 tools/peer_sdpa.py --json "$OUT/peer-sdpa.jsonl" || fail=1
   fi
   if [ $acc = 1 ]; then
