@@ -162,6 +162,7 @@ int main(void) {
     tune_report("1.7B o", 2048, 2048, 2048, 0);
     tune_report("1.7B gate_up", 12288, 2048, 2048, 0);
     tune_report("1.7B down", 2048, 6144, 2048, 0);
+    tune_report("1.7B lm_head", 151936, 2048, 256, 1);
     cublaslt_close(&lt);
     cpu->destroy(cpu);
     return test_done("cuda_gemm");

@@ -19,7 +19,8 @@
 #      the GPU (tools/accuracy-sweep.sh, tools/accuracy-table.sh; a few minutes), packed into
 #      $OUT/accuracy.tgz with their summary tables beside it (the device tool returns few files);
 #   7. with --profile: one Qwen3-8B-shaped decode step at 64 x 2,048 under Nsight Compute, every
-#      kernel's GPU time summed by name (tools/ncu_step.py -> $OUT/ncu-decode.txt); and one
+#      kernel's GPU time summed by name (tools/ncu_step.py -> $OUT/ncu-decode.txt), and one of
+#      the Qwen3-1.7B shape at 88 x 1,152 (the compressed workload's steps, ncu-decode-1.7b.txt); one
 #      compression batch's scoring launch of the throughput workload's shape (Qwen3-1.7B, M 4):
 #      duration, occupancy, launch and warp-stall sections ($OUT/ncu-score.txt).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
@@ -64,14 +65,15 @@ step() { # step NAME COMMAND...: runs, logs, records exit and time (skipped when
     steps+=("{\"step\": \"$name\", \"exit\": $rc, \"seconds\": $((SECONDS - t0))}")
     return $rc
 }
-profile_decode() { # one decode step's kernels under ncu, summed by name into $OUT/ncu-decode.txt
-    local b=(bench decode --model tools/shapes/qwen3-8b --backend cuda --points 64x2048 --steps 1)
+profile_decode() { # profile_decode NAME SHAPE BxL: one decode step's kernels under ncu, summed
+    # by name into $OUT/NAME.txt
+    local b=(bench decode --model "tools/shapes/$2" --backend cuda --points "$3" --steps 1)
     # a first run leaves the GEMM plans in the cache, so ncu does not profile the tuner's launches
     "$ZP" "${b[@]}" >/dev/null || return 1
     ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
-        "$ZP" "${b[@]}" > "$OUT/ncu-decode.csv" || return 1
-    python3 tools/ncu_step.py "$OUT/ncu-decode.csv" > "$OUT/ncu-decode.txt"; local rc=$?
-    cat "$OUT/ncu-decode.txt"; rm -f "$OUT/ncu-decode.csv"  # large; the summary holds the step
+        "$ZP" "${b[@]}" > "$OUT/$1.csv" || return 1
+    python3 tools/ncu_step.py "$OUT/$1.csv" > "$OUT/$1.txt"; local rc=$?
+    cat "$OUT/$1.txt"; rm -f "$OUT/$1.csv"  # large; the summary holds the step
     return $rc
 }
 profile_score() { # a zp_cmp_score launch of the compressed throughput workload under ncu
@@ -207,7 +209,9 @@ profile_score() { # a zp_cmp_score launch of the compressed throughput workload 
     tar czf "$OUT/accuracy.tgz" -C "$OUT" accuracy && rm -rf "$OUT/accuracy"
   fi
   if [ $prof = 1 ]; then
-    step profile-decode profile_decode || fail=1
+    step profile-decode profile_decode ncu-decode qwen3-8b 64x2048 || fail=1
+    # the compressed throughput workload's decode steps: about 88 rows of 1,152 positions
+    step profile-decode-1.7b profile_decode ncu-decode-1.7b qwen3-1.7b 88x1152 || fail=1
     step profile-score profile_score || fail=1
   fi
   if [ $parity = 1 ]; then
