@@ -8,6 +8,8 @@
 #      and with compression at several KV budgets against the CPU's (gpu-accuracy.sh);
 #   4. benchmarks: `zipage bench decode` on a Qwen3-8B shape beside the PyTorch CUDA-graph
 #      decode step (tools/peer_decode.py), also over a sweep of batches drawn as decode.png;
+#      the Qwen3-1.7B shape's decode steps at 1-256 rows of 1,152 (the compressed throughput
+#      workload's), with the tuned batch-invariant GEMM plans and with batch_invariant=false;
 #      `zipage bench compress` (asynchronous against synchronous compression at 256 requests);
 #      the prefill attention kernels (`zipage bench attention --prefill`, with the default
 #      attention_prefill_kernel, auto, and with mma); `zipage bench prefill` (both ways) beside
@@ -132,6 +134,15 @@ profile_score() { # a zp_cmp_score launch of the compressed throughput workload 
         --points $sweep --json "$OUT/bench-decode-sweep.jsonl" || fail=1
     step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --points $sweep \
         --json "$OUT/peer-decode.jsonl" || fail=1
+    # the compressed throughput workload's decode steps (Qwen3-1.7B shape, 85-112 rows of about
+    # 1,152 positions) with the tuned batch-invariant GEMM plans and with cuBLASLt's heuristic
+    # per batch size: what batch invariance costs where the compressed roofline target is missed
+    p17=1x1152,88x1152,112x1152,256x1152
+    step bench-decode-1.7b "$ZP" bench decode --model tools/shapes/qwen3-1.7b --backend cuda \
+        --points $p17 --json "$OUT/bench-decode-1.7b.jsonl" || fail=1
+    step bench-decode-1.7b-heuristic "$ZP" bench decode --model tools/shapes/qwen3-1.7b \
+        --backend cuda --points $p17 --set batch_invariant=false \
+        --json "$OUT/bench-decode-1.7b-heuristic.jsonl" || fail=1
     step plot-decode python3 tools/plot_decode.py "$OUT/bench-decode-sweep.jsonl" \
         "$OUT/peer-decode.jsonl" "$OUT/decode.png" "Qwen3-8B shape, $(nvidia-smi \
         --query-gpu=name --format=csv,noheader | head -1), $(date -u +%F)" || fail=1
