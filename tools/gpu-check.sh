@@ -22,9 +22,10 @@
 #      $OUT/accuracy.tgz with their summary tables beside it (the device tool returns few files);
 #   7. with --profile: one Qwen3-8B-shaped decode step at 64 x 2,048 under Nsight Compute, every
 #      kernel's GPU time summed by name (tools/ncu_step.py -> $OUT/ncu-decode.txt), and one of
-#      the Qwen3-1.7B shape at 88 x 1,152 (the compressed workload's steps, ncu-decode-1.7b.txt); one
-#      compression batch's scoring launch of the throughput workload's shape (Qwen3-1.7B, M 4):
-#      duration, occupancy, launch and warp-stall sections ($OUT/ncu-score.txt).
+#      the Qwen3-1.7B shape at 88 x 1,152 (the compressed workload's steps,
+#      ncu-decode-1.7b.txt); one compression batch's scoring launch of the throughput
+#      workload's shape (Qwen3-1.7B, M 4): duration, occupancy, launch and warp-stall
+#      sections ($OUT/ncu-score.txt).
 # Binaries are built on the development machine (`make gpu-tests`) and carried in .carry/:
 #   mkdir -p .carry && cp -r build/zipage build/zipage-cli build/gpu .carry/
 # Results: $OUT/gpu-check.log and $OUT/gpu-check.json (one entry per step: name, exit, seconds).
@@ -134,6 +135,9 @@ profile_score() { # a zp_cmp_score launch of the compressed throughput workload 
         --points $sweep --json "$OUT/bench-decode-sweep.jsonl" || fail=1
     step peer-decode env PYTHONUNBUFFERED=1 python3 tools/peer_decode.py --points $sweep \
         --json "$OUT/peer-decode.jsonl" || fail=1
+    step plot-decode python3 tools/plot_decode.py "$OUT/bench-decode-sweep.jsonl" \
+        "$OUT/peer-decode.jsonl" "$OUT/decode.png" "Qwen3-8B shape, $(nvidia-smi \
+        --query-gpu=name --format=csv,noheader | head -1), $(date -u +%F)" || fail=1
     # the compressed throughput workload's decode steps (Qwen3-1.7B shape, 85-112 rows of about
     # 1,152 positions) with the tuned batch-invariant GEMM plans and with cuBLASLt's heuristic
     # per batch size: what batch invariance costs where the compressed roofline target is missed
@@ -143,9 +147,6 @@ profile_score() { # a zp_cmp_score launch of the compressed throughput workload 
     step bench-decode-1.7b-heuristic "$ZP" bench decode --model tools/shapes/qwen3-1.7b \
         --backend cuda --points $p17 --set batch_invariant=false \
         --json "$OUT/bench-decode-1.7b-heuristic.jsonl" || fail=1
-    step plot-decode python3 tools/plot_decode.py "$OUT/bench-decode-sweep.jsonl" \
-        "$OUT/peer-decode.jsonl" "$OUT/decode.png" "Qwen3-8B shape, $(nvidia-smi \
-        --query-gpu=name --format=csv,noheader | head -1), $(date -u +%F)" || fail=1
     # the cost of compression on the GPU: 256 requests at block size 256, M 8, asynchronous
     # against synchronous compression (exposed compression time, throughput)
     step bench-compress "$ZP" bench compress --model tools/shapes/qwen3-8b --backend cuda \
